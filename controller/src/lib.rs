@@ -1,0 +1,11 @@
+//! roster's controller: where Kubernetes objects come in, become slim views, and leave as record frames.
+//!
+//! Kubernetes types (k8s-openapi) stop here: [`slim`] turns them into `roster_shared` views.
+
+pub mod manifest_source;
+pub mod manifests;
+pub mod publisher;
+pub mod slim;
+
+pub use manifests::{LoadError, LoadErrors, ManifestWatcher, load_path};
+pub use publisher::Publisher;

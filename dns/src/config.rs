@@ -1,0 +1,48 @@
+//! What a DNS replica is configured with: its zones, TTL and pod mode.
+
+use roster_shared::{DomainName, PodMode};
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("invalid zone `{zone}`: {reason}")]
+    BadZone { zone: String, reason: String },
+    #[error("TTL {0} is out of range (0..=2147483647)")]
+    BadTtl(u32),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// The cluster domain, e.g. `cluster.local`.
+    pub cluster_zone: DomainName,
+    /// Reverse zones served authoritatively (`in-addr.arpa` and `ip6.arpa` by default).
+    pub reverse_zones: Vec<DomainName>,
+    /// TTL of every record, and the SOA minimum (negative TTL).
+    pub ttl: u32,
+    pub pod_mode: PodMode,
+}
+
+impl DnsConfig {
+    pub fn new(cluster_zone: &str, ttl: u32, pod_mode: PodMode) -> Result<Self, ConfigError> {
+        if ttl > i32::MAX as u32 {
+            return Err(ConfigError::BadTtl(ttl));
+        }
+        let cluster_zone = parse_zone(cluster_zone)?;
+        let reverse_zones = vec![parse_zone("in-addr.arpa")?, parse_zone("ip6.arpa")?];
+        Ok(Self { cluster_zone, reverse_zones, ttl, pod_mode })
+    }
+
+    /// Replaces the reverse zones, e.g. with the zones of configured CIDRs.
+    pub fn with_reverse_zones(mut self, zones: &[String]) -> Result<Self, ConfigError> {
+        self.reverse_zones = zones.iter().map(|z| parse_zone(z)).collect::<Result<_, _>>()?;
+        Ok(self)
+    }
+
+    /// Every authoritative zone, the cluster zone first.
+    pub fn zones(&self) -> impl Iterator<Item = &DomainName> {
+        std::iter::once(&self.cluster_zone).chain(&self.reverse_zones)
+    }
+}
+
+fn parse_zone(zone: &str) -> Result<DomainName, ConfigError> {
+    DomainName::parse(zone).map_err(|e| ConfigError::BadZone { zone: zone.to_owned(), reason: e.to_string() })
+}

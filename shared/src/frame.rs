@@ -1,0 +1,34 @@
+//! Frames of the record stream from the controller to DNS replicas: a snapshot, then deltas.
+
+use serde::{Deserialize, Serialize};
+
+use crate::name::DomainName;
+use crate::records::{RData, ZoneData};
+
+/// One change to one name: its complete new record list (empty for an empty non-terminal), or its removal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Change {
+    Set { name: DomainName, records: Vec<RData> },
+    Remove { name: DomainName },
+}
+
+/// A message of the stream. Generations increase by one per published change set; a replica applies a
+/// delta only on top of `generation - 1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Frame {
+    Snapshot { generation: u64, zone: ZoneData },
+    Delta { generation: u64, changes: Vec<Change> },
+    Bookmark { generation: u64 },
+}
+
+impl Frame {
+    pub fn generation(&self) -> u64 {
+        match self {
+            Self::Snapshot { generation, .. } | Self::Delta { generation, .. } | Self::Bookmark { generation } => {
+                *generation
+            }
+        }
+    }
+}

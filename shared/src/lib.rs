@@ -1,0 +1,19 @@
+//! Pure core shared by roster's controller and DNS server: DNS names, the record model, the synthesis of
+//! the cluster zone from slim views of Kubernetes objects, and the frames of the record stream.
+//!
+//! Nothing here knows about kube-rs or hickory; both edges convert into and out of these types.
+
+pub mod frame;
+pub mod name;
+pub mod records;
+pub mod synth;
+pub mod views;
+
+pub use frame::{Change, Frame};
+pub use name::{DomainName, NameError};
+pub use records::{RData, ZoneData};
+pub use synth::{PodMode, SynthConfig, synthesize};
+pub use views::{
+    ClusterState, EndpointPort, EndpointSliceView, EndpointView, NamespaceView, PodView, PortProtocol, ServiceKind,
+    ServicePort, ServiceView,
+};

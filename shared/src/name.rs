@@ -1,0 +1,273 @@
+//! DNS names as roster stores them: absolute, lower-cased, without the trailing dot.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest presentation-form name that still fits 255 octets on the wire.
+pub const MAX_NAME_LEN: usize = 253;
+/// Longest label (RFC 1035).
+pub const MAX_LABEL_LEN: usize = 63;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("name is empty")]
+    Empty,
+    #[error("name `{0}` is longer than {MAX_NAME_LEN} characters")]
+    TooLong(String),
+    #[error("name `{name}` has an empty label")]
+    EmptyLabel { name: String },
+    #[error("label `{label}` is longer than {MAX_LABEL_LEN} characters")]
+    LabelTooLong { label: String },
+    #[error("label `{label}` has a character other than a-z, 0-9, '-' or a leading '_'")]
+    BadCharacter { label: String },
+    #[error("label `{label}` starts or ends with '-'")]
+    BadHyphen { label: String },
+}
+
+/// True when `label` is an RFC 1123 label as Kubernetes checks it (DNS-1123 label: lower-case
+/// alphanumerics and '-', starting and ending with an alphanumeric, at most 63 characters).
+pub fn is_dns1123_label(label: &str) -> bool {
+    let bytes = label.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= MAX_LABEL_LEN
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+/// Checks one label of a host name in any case; `_` is allowed as the first character of service
+/// labels such as `_http` and `_tcp` (RFC 2782).
+fn check_label(label: &str, name: &str) -> Result<(), NameError> {
+    if label.is_empty() {
+        return Err(NameError::EmptyLabel { name: name.to_owned() });
+    }
+    if label.len() > MAX_LABEL_LEN {
+        return Err(NameError::LabelTooLong { label: label.to_owned() });
+    }
+    let body = label.strip_prefix('_').unwrap_or(label);
+    if body.is_empty() || !body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(NameError::BadCharacter { label: label.to_owned() });
+    }
+    if body.starts_with('-') || body.ends_with('-') {
+        return Err(NameError::BadHyphen { label: label.to_owned() });
+    }
+    Ok(())
+}
+
+/// An absolute domain name in canonical form: lower case, labels joined by '.', no trailing dot.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DomainName(String);
+
+impl DomainName {
+    /// Parses a presentation-form name (a trailing dot is accepted), checking every label.
+    pub fn parse(text: &str) -> Result<Self, NameError> {
+        let trimmed = text.strip_suffix('.').unwrap_or(text);
+        if trimmed.is_empty() {
+            return Err(NameError::Empty);
+        }
+        if trimmed.len() > MAX_NAME_LEN {
+            return Err(NameError::TooLong(trimmed.to_owned()));
+        }
+        for label in trimmed.split('.') {
+            check_label(label, trimmed)?;
+        }
+        Ok(Self(trimmed.to_ascii_lowercase()))
+    }
+
+    /// `label.self`, checked.
+    pub fn child(&self, label: &str) -> Result<Self, NameError> {
+        check_label(label, label)?;
+        let joined = format!("{}.{}", label.to_ascii_lowercase(), self.0);
+        if joined.len() > MAX_NAME_LEN {
+            return Err(NameError::TooLong(joined));
+        }
+        Ok(Self(joined))
+    }
+
+    /// `a.b.self` for labels given outermost first, checked.
+    pub fn prefixed(&self, labels: &[&str]) -> Result<Self, NameError> {
+        labels.iter().rev().try_fold(self.clone(), |name, label| name.child(label))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name without its first label, or `None` for a single-label name.
+    pub fn parent(&self) -> Option<Self> {
+        self.0.split_once('.').map(|(_, rest)| Self(rest.to_owned()))
+    }
+
+    /// True when `self` equals `zone` or lies below it.
+    pub fn is_within(&self, zone: &DomainName) -> bool {
+        self.0 == zone.0
+            || (self.0.len() > zone.0.len()
+                && self.0.ends_with(zone.0.as_str())
+                && self.0.as_bytes()[self.0.len() - zone.0.len() - 1] == b'.')
+    }
+
+    pub fn label_count(&self) -> usize {
+        self.0.split('.').count()
+    }
+
+    /// The reverse-lookup name of an address: `d.c.b.a.in-addr.arpa` or the nibble form under `ip6.arpa`.
+    pub fn reverse_of(ip: IpAddr) -> Self {
+        let text = match ip {
+            IpAddr::V4(v4) => {
+                let [a, b, c, d] = v4.octets();
+                format!("{d}.{c}.{b}.{a}.in-addr.arpa")
+            }
+            IpAddr::V6(v6) => {
+                let mut text = String::with_capacity(72);
+                for byte in v6.octets().iter().rev() {
+                    text.push(nibble(byte & 0x0f));
+                    text.push('.');
+                    text.push(nibble(byte >> 4));
+                    text.push('.');
+                }
+                text.push_str("ip6.arpa");
+                text
+            }
+        };
+        Self(text)
+    }
+}
+
+fn nibble(value: u8) -> char {
+    char::from_digit(u32::from(value), 16).unwrap_or('0')
+}
+
+/// The label CoreDNS gives an endpoint without a hostname: its address with '.' or ':' turned into '-'
+/// (`10-244-1-7`, `fd00--1`), padded with `0` where an IPv6 form would start or end with '-'.
+pub fn dashed_ip(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string().replace('.', "-"),
+        IpAddr::V6(v6) => {
+            let mut label = v6.to_string().replace(':', "-");
+            if label.starts_with('-') {
+                label.insert(0, '0');
+            }
+            if label.ends_with('-') {
+                label.push('0');
+            }
+            label
+        }
+    }
+}
+
+/// The inverse of [`dashed_ip`] for pod records: `10-244-1-7` → 10.244.1.7, `fd00--1` → fd00::1.
+pub fn parse_dashed_ip(label: &str) -> Option<IpAddr> {
+    if label.contains('.') || label.contains(':') {
+        return None;
+    }
+    let dotted = label.replace('-', ".");
+    if let Ok(v4) = dotted.parse::<std::net::Ipv4Addr>() {
+        // Reject forms the dashed encoding never produces, such as leading zeros.
+        return (dashed_ip(IpAddr::V4(v4)) == label).then_some(IpAddr::V4(v4));
+    }
+    label.replace('-', ":").parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6)
+}
+
+impl fmt::Display for DomainName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for DomainName {
+    type Error = NameError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<DomainName> for String {
+    fn from(value: DomainName) -> Self {
+        value.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parse_lowercases_and_strips_the_root() {
+        let name = DomainName::parse("Web-0.NGINX.default.svc.Cluster.Local.").unwrap();
+        assert_eq!(name.as_str(), "web-0.nginx.default.svc.cluster.local");
+    }
+
+    #[test]
+    fn parse_rejects_bad_names() {
+        assert_eq!(DomainName::parse(""), Err(NameError::Empty));
+        assert!(matches!(DomainName::parse("a..b"), Err(NameError::EmptyLabel { .. })));
+        assert!(matches!(DomainName::parse("-a.b"), Err(NameError::BadHyphen { .. })));
+        assert!(matches!(DomainName::parse("a b.c"), Err(NameError::BadCharacter { .. })));
+        assert!(matches!(DomainName::parse(&"a".repeat(64)), Err(NameError::LabelTooLong { .. })));
+        let long = vec!["abcdefghi"; 30].join(".");
+        assert!(matches!(DomainName::parse(&long), Err(NameError::TooLong(_))));
+        assert!(DomainName::parse("_http._tcp.web.default.svc.cluster.local").is_ok());
+    }
+
+    #[test]
+    fn within_respects_label_boundaries() {
+        let zone = DomainName::parse("cluster.local").unwrap();
+        assert!(DomainName::parse("a.cluster.local").unwrap().is_within(&zone));
+        assert!(zone.is_within(&zone));
+        assert!(!DomainName::parse("acluster.local").unwrap().is_within(&zone));
+    }
+
+    #[test]
+    fn reverse_names() {
+        assert_eq!(DomainName::reverse_of("10.244.1.7".parse().unwrap()).as_str(), "7.1.244.10.in-addr.arpa");
+        let v6 = DomainName::reverse_of("fd00::1".parse().unwrap());
+        assert!(v6.as_str().starts_with("1.0.0.0.0.0.0.0"));
+        assert!(v6.as_str().ends_with("0.0.d.f.ip6.arpa"));
+        assert_eq!(v6.label_count(), 34);
+    }
+
+    #[test]
+    fn dashed_forms() {
+        assert_eq!(dashed_ip("10.244.1.7".parse().unwrap()), "10-244-1-7");
+        assert_eq!(dashed_ip("fd00::1".parse().unwrap()), "fd00--1");
+        assert_eq!(dashed_ip("::1".parse().unwrap()), "0--1");
+        assert_eq!(dashed_ip("fd00::".parse().unwrap()), "fd00--0");
+        assert_eq!(parse_dashed_ip("10-244-1-7"), Some("10.244.1.7".parse().unwrap()));
+        assert_eq!(parse_dashed_ip("fd00--1"), Some("fd00::1".parse().unwrap()));
+        assert_eq!(parse_dashed_ip("10-244-1"), None);
+        assert_eq!(parse_dashed_ip("web-0"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn dashed_ip_round_trips(ip in any::<IpAddr>()) {
+            let label = dashed_ip(ip);
+            prop_assert!(check_label(&label, &label).is_ok());
+            prop_assert_eq!(parse_dashed_ip(&label), Some(ip));
+        }
+
+        #[test]
+        fn parse_is_idempotent_and_lowercase(labels in prop::collection::vec("[a-zA-Z0-9]([a-zA-Z0-9-]{0,20}[a-zA-Z0-9])?", 1..6)) {
+            let text = labels.join(".");
+            let name = DomainName::parse(&text).unwrap();
+            prop_assert_eq!(name.as_str(), text.to_ascii_lowercase());
+            prop_assert_eq!(DomainName::parse(name.as_str()).unwrap(), name.clone());
+            prop_assert_eq!(name.label_count(), labels.len());
+        }
+
+        #[test]
+        fn parse_never_panics(text in ".{0,300}") {
+            let _ = DomainName::parse(&text);
+        }
+
+        #[test]
+        fn reverse_names_are_valid(ip in any::<IpAddr>()) {
+            let name = DomainName::reverse_of(ip);
+            prop_assert_eq!(DomainName::parse(name.as_str()).unwrap(), name);
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The record model: what the cluster zone holds, independent of any DNS library.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::frame::Change;
+use crate::name::DomainName;
+
+/// One record's data. TTL and class are the DNS server's configuration, the same for every record.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "UPPERCASE")]
+pub enum RData {
+    A { ip: Ipv4Addr },
+    Aaaa { ip: Ipv6Addr },
+    Srv { priority: u16, weight: u16, port: u16, target: DomainName },
+    Ptr { target: DomainName },
+    Cname { target: DomainName },
+    Txt { text: String },
+    Ns { target: DomainName },
+}
+
+impl RData {
+    /// The record type's mnemonic, as in zone files.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::A { .. } => "A",
+            Self::Aaaa { .. } => "AAAA",
+            Self::Srv { .. } => "SRV",
+            Self::Ptr { .. } => "PTR",
+            Self::Cname { .. } => "CNAME",
+            Self::Txt { .. } => "TXT",
+            Self::Ns { .. } => "NS",
+        }
+    }
+}
+
+/// Every name of the zones with its records, in canonical order. A name with no records is an empty
+/// non-terminal: it exists (NODATA) but holds nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneData {
+    pub names: BTreeMap<DomainName, Vec<RData>>,
+}
+
+impl ZoneData {
+    /// Adds `rdata` at `name` (ignoring an exact duplicate) and makes every ancestor down to `apex`
+    /// exist, so that empty non-terminals answer NODATA.
+    pub fn add(&mut self, name: DomainName, rdata: RData, apex: &DomainName) {
+        self.ensure_name(&name, apex);
+        if let Some(records) = self.names.get_mut(&name)
+            && !records.contains(&rdata)
+        {
+            records.push(rdata);
+        }
+    }
+
+    /// Makes `name` and its ancestors down to `apex` exist without adding records.
+    pub fn ensure_name(&mut self, name: &DomainName, apex: &DomainName) {
+        let mut current = Some(name.clone());
+        while let Some(node) = current {
+            if self.names.contains_key(&node) {
+                break;
+            }
+            let at_apex = &node == apex || !node.is_within(apex);
+            current = if at_apex { None } else { node.parent() };
+            self.names.insert(node, Vec::new());
+        }
+    }
+
+    /// Sorts each name's records so that equal record sets compare equal.
+    pub fn normalise(&mut self) {
+        for records in self.names.values_mut() {
+            records.sort();
+        }
+    }
+
+    pub fn record_count(&self) -> usize {
+        self.names.values().map(Vec::len).sum()
+    }
+
+    /// The changes that turn `self` into `next`: one `Set` per new or changed name, one `Remove` per
+    /// vanished name. Both must be normalised.
+    pub fn diff(&self, next: &ZoneData) -> Vec<Change> {
+        let mut changes = Vec::new();
+        for (name, records) in &next.names {
+            if self.names.get(name) != Some(records) {
+                changes.push(Change::Set { name: name.clone(), records: records.clone() });
+            }
+        }
+        for name in self.names.keys() {
+            if !next.names.contains_key(name) {
+                changes.push(Change::Remove { name: name.clone() });
+            }
+        }
+        changes
+    }
+
+    /// Applies changes produced by [`ZoneData::diff`].
+    pub fn apply(&mut self, changes: &[Change]) {
+        for change in changes {
+            match change {
+                Change::Set { name, records } => {
+                    self.names.insert(name.clone(), records.clone());
+                }
+                Change::Remove { name } => {
+                    self.names.remove(name);
+                }
+            }
+        }
+    }
+}

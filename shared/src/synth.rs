@@ -1,0 +1,266 @@
+//! Synthesis: the complete record set of the cluster zone and the reverse zones, as a pure function of
+//! the slim views (Kubernetes DNS-Based Service Discovery, schema 1.1.0, with design.md's decisions).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use crate::name::{DomainName, dashed_ip};
+use crate::records::{RData, ZoneData};
+use crate::views::{ClusterState, EndpointSliceView, PortProtocol, ServiceKind, ServiceView};
+
+/// The version of the specification roster implements, published as `dns-version.<zone>` TXT.
+pub const SCHEMA_VERSION: &str = "1.1.0";
+
+/// How `a-b-c-d.<ns>.pod.<zone>` names are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PodMode {
+    /// Any well-formed dashed address in an existing namespace resolves to itself (kubeadm's default).
+    #[default]
+    Insecure,
+    /// Only addresses of pods that exist in that namespace resolve.
+    Verified,
+    /// No pod records.
+    Disabled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SynthConfig {
+    pub zone: DomainName,
+    pub pod_mode: PodMode,
+    /// Name endpoints without a hostname by their pod's name instead of their dashed address.
+    pub endpoint_pod_names: bool,
+}
+
+impl SynthConfig {
+    pub fn new(zone: DomainName) -> Self {
+        Self { zone, pod_mode: PodMode::default(), endpoint_pod_names: false }
+    }
+}
+
+/// The apex of the reverse zone an address's PTR name lives in.
+pub fn reverse_apex(ip: IpAddr) -> DomainName {
+    let text = if ip.is_ipv4() { "in-addr.arpa" } else { "ip6.arpa" };
+    DomainName::parse(text).unwrap_or_else(|_| unreachable!("constant reverse apex is valid"))
+}
+
+/// Builds every record of the cluster zone (under `config.zone`) and every PTR (under `in-addr.arpa`
+/// and `ip6.arpa`), with the empty non-terminals in between. Objects whose names cannot form valid DNS
+/// names are skipped: the API server already rejects them, and manifest files are checked at load.
+pub fn synthesize(state: &ClusterState, config: &SynthConfig) -> ZoneData {
+    let zone = &config.zone;
+    let mut out = ZoneData::default();
+    let svc_apex = child(zone, "svc");
+    if let Some(svc_apex) = &svc_apex {
+        out.ensure_name(svc_apex, zone);
+    }
+    if let Some(version) = child(zone, "dns-version") {
+        out.add(version, RData::Txt { text: SCHEMA_VERSION.to_owned() }, zone);
+    }
+
+    let mut namespaces: BTreeSet<&str> = state.namespaces.keys().map(String::as_str).collect();
+    namespaces.extend(state.services.values().map(|s| s.namespace.as_str()));
+    namespaces.extend(state.pods.values().map(|p| p.namespace.as_str()));
+    for namespace in &namespaces {
+        if let Some(name) = svc_apex.as_ref().and_then(|apex| child(apex, namespace)) {
+            out.ensure_name(&name, zone);
+        }
+    }
+
+    let slices_by_service = group_slices(state);
+    for service in state.services.values() {
+        let slices = slices_by_service
+            .get(&(service.namespace.as_str(), service.name.as_str()))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        add_service(&mut out, zone, service, slices, config);
+    }
+
+    add_pods(&mut out, state, config, &namespaces);
+    add_dns_server_name(&mut out, state, zone);
+    out.normalise();
+    out
+}
+
+fn child(parent: &DomainName, label: &str) -> Option<DomainName> {
+    parent.child(label).ok()
+}
+
+fn group_slices(state: &ClusterState) -> BTreeMap<(&str, &str), Vec<&EndpointSliceView>> {
+    let mut grouped: BTreeMap<(&str, &str), Vec<&EndpointSliceView>> = BTreeMap::new();
+    for slice in state.endpoint_slices.values() {
+        grouped.entry((slice.namespace.as_str(), slice.service.as_str())).or_default().push(slice);
+    }
+    grouped
+}
+
+/// One published endpoint address of a service: the address and its own name's first label.
+struct PublishedEndpoint {
+    ip: IpAddr,
+    label: String,
+}
+
+fn published_endpoints(
+    service: &ServiceView,
+    slices: &[&EndpointSliceView],
+    config: &SynthConfig,
+) -> Vec<(PublishedEndpoint, Vec<(String, PortProtocol, u16)>)> {
+    let mut seen = BTreeSet::new();
+    let mut published = Vec::new();
+    for slice in slices {
+        let ports: Vec<(String, PortProtocol, u16)> = slice
+            .ports
+            .iter()
+            .filter_map(|p| Some((p.name.clone().filter(|n| !n.is_empty())?, p.protocol, p.port)))
+            .collect();
+        for endpoint in &slice.endpoints {
+            let publish = service.publish_not_ready || (endpoint.ready && !endpoint.terminating);
+            if !publish {
+                continue;
+            }
+            for ip in &endpoint.addresses {
+                let label = endpoint
+                    .hostname
+                    .clone()
+                    .filter(|h| !h.is_empty())
+                    .or_else(|| endpoint.pod_name.clone().filter(|_| config.endpoint_pod_names))
+                    .unwrap_or_else(|| dashed_ip(*ip));
+                // The same address in two slices (e.g. during a slice migration) is one endpoint.
+                if seen.insert((*ip, label.clone())) {
+                    published.push((PublishedEndpoint { ip: *ip, label }, ports.clone()));
+                }
+            }
+        }
+    }
+    published
+}
+
+fn address_record(ip: IpAddr) -> RData {
+    match ip {
+        IpAddr::V4(ip) => RData::A { ip },
+        IpAddr::V6(ip) => RData::Aaaa { ip },
+    }
+}
+
+fn srv_name(service_name: &DomainName, port: &str, protocol: PortProtocol) -> Option<DomainName> {
+    service_name.prefixed(&[&format!("_{}", port.to_ascii_lowercase()), &format!("_{}", protocol.label())]).ok()
+}
+
+fn add_service(
+    out: &mut ZoneData,
+    zone: &DomainName,
+    service: &ServiceView,
+    slices: &[&EndpointSliceView],
+    config: &SynthConfig,
+) {
+    let Ok(name) = zone.prefixed(&[&service.name, &service.namespace, "svc"]) else {
+        return;
+    };
+    let endpoints = published_endpoints(service, slices, config);
+
+    match &service.kind {
+        ServiceKind::ClusterIp(ips) => {
+            for ip in ips {
+                out.add(name.clone(), address_record(*ip), zone);
+                out.add(DomainName::reverse_of(*ip), RData::Ptr { target: name.clone() }, &reverse_apex(*ip));
+            }
+            let named_ports = service.ports.iter().filter_map(|p| Some((p.name.as_deref()?, p)));
+            for (port_name, port) in named_ports {
+                if let Some(srv) = srv_name(&name, port_name, port.protocol) {
+                    let rdata = RData::Srv { priority: 0, weight: 100, port: port.port, target: name.clone() };
+                    out.add(srv, rdata, zone);
+                }
+            }
+        }
+        ServiceKind::Headless => {
+            for (endpoint, _) in &endpoints {
+                out.add(name.clone(), address_record(endpoint.ip), zone);
+            }
+            add_headless_srv(out, zone, &name, &endpoints);
+        }
+        ServiceKind::ExternalName(target) => {
+            if let Ok(target) = DomainName::parse(target) {
+                out.add(name.clone(), RData::Cname { target }, zone);
+            }
+        }
+        ServiceKind::Pending => {}
+    }
+
+    // Every published endpoint has its own name and a PTR back to it, whatever the service's kind.
+    if !matches!(service.kind, ServiceKind::ExternalName(_)) {
+        for (endpoint, _) in &endpoints {
+            let Ok(own_name) = name.child(&endpoint.label) else { continue };
+            out.add(own_name.clone(), address_record(endpoint.ip), zone);
+            out.add(DomainName::reverse_of(endpoint.ip), RData::Ptr { target: own_name }, &reverse_apex(endpoint.ip));
+        }
+    }
+}
+
+/// Headless SRV: one record per ready endpoint and named port, target the endpoint's own name, port the
+/// endpoint's port; weights share 100 as CoreDNS does.
+fn add_headless_srv(
+    out: &mut ZoneData,
+    zone: &DomainName,
+    name: &DomainName,
+    endpoints: &[(PublishedEndpoint, Vec<(String, PortProtocol, u16)>)],
+) {
+    let mut by_port: BTreeMap<(String, PortProtocol), Vec<(DomainName, u16)>> = BTreeMap::new();
+    for (endpoint, ports) in endpoints {
+        let Ok(target) = name.child(&endpoint.label) else { continue };
+        for (port_name, protocol, port) in ports {
+            let targets = by_port.entry((port_name.to_ascii_lowercase(), *protocol)).or_default();
+            if !targets.contains(&(target.clone(), *port)) {
+                targets.push((target.clone(), *port));
+            }
+        }
+    }
+    for ((port_name, protocol), targets) in by_port {
+        let Some(srv) = srv_name(name, &port_name, protocol) else { continue };
+        let weight = u16::try_from(100 / targets.len().max(1)).unwrap_or(1).max(1);
+        for (target, port) in targets {
+            out.add(srv.clone(), RData::Srv { priority: 0, weight, port, target }, zone);
+        }
+    }
+}
+
+/// Pod records. In `insecure` mode the DNS server answers any dashed address itself; synthesis only
+/// makes each namespace's `<ns>.pod.<zone>` exist so that it can tell existing namespaces apart.
+fn add_pods(out: &mut ZoneData, state: &ClusterState, config: &SynthConfig, namespaces: &BTreeSet<&str>) {
+    let zone = &config.zone;
+    let Some(pod_apex) = child(zone, "pod") else { return };
+    match config.pod_mode {
+        PodMode::Disabled => {}
+        PodMode::Insecure => {
+            out.ensure_name(&pod_apex, zone);
+            for namespace in namespaces {
+                if let Some(name) = child(&pod_apex, namespace) {
+                    out.ensure_name(&name, zone);
+                }
+            }
+        }
+        PodMode::Verified => {
+            out.ensure_name(&pod_apex, zone);
+            for pod in state.pods.values() {
+                for ip in &pod.ips {
+                    if let Ok(name) = pod_apex.prefixed(&[&dashed_ip(*ip), &pod.namespace]) {
+                        out.add(name, address_record(*ip), zone);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `ns.dns.<zone>`, the name in the SOA and NS records, resolves to the cluster DNS service's address
+/// when that service (`kube-system/kube-dns`) is known, as CoreDNS does.
+fn add_dns_server_name(out: &mut ZoneData, state: &ClusterState, zone: &DomainName) {
+    let Some(ServiceView { kind: ServiceKind::ClusterIp(ips), .. }) =
+        state.services.get(&crate::views::object_key("kube-system", "kube-dns"))
+    else {
+        return;
+    };
+    if let Ok(name) = zone.prefixed(&["ns", "dns"]) {
+        for ip in ips {
+            out.add(name.clone(), address_record(*ip), zone);
+        }
+    }
+}
