@@ -95,19 +95,19 @@ fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
-/// Splits YAML text into documents at `---` lines, keeping each document's 1-based number.
-fn split_documents(text: &str) -> Vec<String> {
-    let mut documents = vec![String::new()];
-    for line in text.lines() {
+/// Splits YAML text into documents at `---` lines; each comes with the file line it starts on.
+fn split_documents(text: &str) -> Vec<(usize, String)> {
+    let mut documents = vec![(1, String::new())];
+    for (index, line) in text.lines().enumerate() {
         let trimmed = line.trim_end();
         if trimmed == "---" || trimmed.starts_with("--- ") {
-            documents.push(String::new());
+            documents.push((index + 2, String::new()));
             continue;
         }
         if trimmed == "..." {
             continue;
         }
-        if let Some(current) = documents.last_mut() {
+        if let Some((_, current)) = documents.last_mut() {
             current.push_str(line);
             current.push('\n');
         }
@@ -124,14 +124,15 @@ fn is_blank(document: &str) -> bool {
 
 fn load_text(file: &Path, text: &str, state: &mut ClusterState, errors: &mut Vec<LoadError>) {
     let is_json = file.extension().and_then(|e| e.to_str()) == Some("json");
-    let documents = if is_json { vec![text.to_owned()] } else { split_documents(text) };
+    let documents = if is_json { vec![(1, text.to_owned())] } else { split_documents(text) };
     // Blank documents (a leading `---`, comments) are skipped but still counted, as kubectl numbers them.
-    for (index, document) in documents.iter().enumerate().filter(|(_, d)| !is_blank(d)) {
+    for (index, (first_line, document)) in documents.iter().enumerate().filter(|(_, (_, d))| !is_blank(d)) {
         let number = index + 1;
         let parsed: Result<Value, String> = if is_json {
             serde_json::from_str(document).map_err(|e| format!("invalid JSON: {e}"))
         } else {
-            serde_saphyr::from_str(document).map_err(|e| format!("invalid YAML: {e}"))
+            serde_saphyr::from_str(document)
+                .map_err(|e| format!("invalid YAML (document starts at line {first_line}; lines below count from there): {e}"))
         };
         let result = parsed.and_then(|value| load_object(value, state));
         if let Err(reason) = result {

@@ -1,0 +1,362 @@
+//! Per-kind defaulting and validation, the parts of the real registry strategies clients rely on.
+
+use serde_json::{Map, Value, json};
+
+use crate::meta::{self, dns1123_label_error, dns1123_subdomain_error};
+use crate::resources::ResourceType;
+use crate::status::Cause;
+
+fn cause(field: impl Into<String>, message: impl Into<String>, reason: &'static str) -> Cause {
+    Cause {
+        field: field.into(),
+        message: message.into(),
+        reason,
+    }
+}
+
+fn obj_mut<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
+    if !v.is_object() {
+        *v = json!({});
+    }
+    let Value::Object(map) = v else { unreachable!("made an object") };
+    let child = map.entry(key).or_insert_with(|| json!({}));
+    if !child.is_object() {
+        *child = json!({});
+    }
+    match child {
+        Value::Object(m) => m,
+        _ => unreachable!("made an object"),
+    }
+}
+
+fn default(map: &mut Map<String, Value>, key: &str, value: Value) {
+    let missing = map.get(key).is_none_or(Value::is_null);
+    if missing {
+        map.insert(key.to_owned(), value);
+    }
+}
+
+/// Fill defaults on a new object (the real server's defaulting plus PrepareForCreate).
+pub fn prepare_create(rt: &ResourceType, obj: &mut Value) {
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "pods") => {
+            default_pod_spec(obj_mut(obj, "spec"));
+            if let Some(map) = obj.as_object_mut() {
+                map.insert("status".into(), json!({"phase": "Pending", "qosClass": "BestEffort"}));
+            }
+        }
+        ("", "namespaces") => {
+            let name = meta::name(obj).to_owned();
+            let labels = meta::metadata_mut(obj)
+                .entry("labels")
+                .or_insert_with(|| json!({}));
+            if let Some(l) = labels.as_object_mut() {
+                l.insert("kubernetes.io/metadata.name".into(), json!(name));
+            }
+            default(obj_mut(obj, "spec"), "finalizers", json!(["kubernetes"]));
+            if let Some(map) = obj.as_object_mut() {
+                map.insert("status".into(), json!({"phase": "Active"}));
+            }
+        }
+        ("", "services") => {
+            default_service_spec(obj_mut(obj, "spec"));
+            if let Some(map) = obj.as_object_mut() {
+                map.insert("status".into(), json!({"loadBalancer": {}}));
+            }
+        }
+        ("", "persistentvolumeclaims") => {
+            default(obj_mut(obj, "spec"), "volumeMode", json!("Filesystem"));
+            if let Some(map) = obj.as_object_mut() {
+                map.insert("status".into(), json!({"phase": "Pending"}));
+            }
+        }
+        ("", "persistentvolumes") => {
+            let spec = obj_mut(obj, "spec");
+            default(spec, "volumeMode", json!("Filesystem"));
+            default(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
+            if let Some(map) = obj.as_object_mut() {
+                map.insert("status".into(), json!({"phase": "Available"}));
+            }
+        }
+        ("apps", "statefulsets") => {
+            default_statefulset_spec(obj_mut(obj, "spec"));
+            if let Some(map) = obj.as_object_mut() {
+                map.insert("status".into(), json!({"replicas": 0, "availableReplicas": 0}));
+            }
+        }
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            let names = meta::path(obj, "spec.names").cloned().unwrap_or(json!({}));
+            let stored: Vec<Value> = meta::path(obj, "spec.versions")
+                .and_then(Value::as_array)
+                .map(|vs| {
+                    vs.iter()
+                        .filter(|v| v.get("storage").and_then(Value::as_bool).unwrap_or(false))
+                        .filter_map(|v| v.get("name").cloned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let now = meta::now_rfc3339();
+            if let Some(map) = obj.as_object_mut() {
+                map.insert(
+                    "status".into(),
+                    json!({
+                        "acceptedNames": names,
+                        "storedVersions": stored,
+                        "conditions": [
+                            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
+                             "message": "no conflicts found", "lastTransitionTime": now},
+                            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
+                             "message": "the initial names have been accepted", "lastTransitionTime": now},
+                        ],
+                    }),
+                );
+            }
+        }
+        _ => {
+            if rt.status
+                && !is_builtin(rt)
+                && let Some(map) = obj.as_object_mut()
+            {
+                map.remove("status");
+            }
+        }
+    }
+}
+
+/// Fill defaults on an updated object, carrying over what the server allocated.
+pub fn prepare_update(rt: &ResourceType, old: &Value, new: &mut Value) {
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "pods") => default_pod_spec(obj_mut(new, "spec")),
+        ("", "services") => {
+            for key in ["clusterIP", "clusterIPs"] {
+                let old_v = meta::path(old, &format!("spec.{key}")).cloned();
+                let spec = obj_mut(new, "spec");
+                if let Some(v) = old_v {
+                    default(spec, key, v);
+                }
+            }
+            default_service_spec(obj_mut(new, "spec"));
+        }
+        ("", "namespaces") => {
+            default(obj_mut(new, "spec"), "finalizers", json!(["kubernetes"]));
+        }
+        ("apps", "statefulsets") => default_statefulset_spec(obj_mut(new, "spec")),
+        _ => {}
+    }
+}
+
+fn is_builtin(rt: &ResourceType) -> bool {
+    crate::resources::builtins()
+        .iter()
+        .any(|b| b.group == rt.group && b.plural == rt.plural)
+}
+
+fn default_pod_spec(spec: &mut Map<String, Value>) {
+    default(spec, "restartPolicy", json!("Always"));
+    default(spec, "dnsPolicy", json!("ClusterFirst"));
+    default(spec, "schedulerName", json!("default-scheduler"));
+    default(spec, "terminationGracePeriodSeconds", json!(30));
+    default(spec, "securityContext", json!({}));
+    default(spec, "enableServiceLinks", json!(true));
+    default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
+    default(spec, "priority", json!(0));
+    for list in ["containers", "initContainers"] {
+        if let Some(Value::Array(cs)) = spec.get_mut(list) {
+            for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                let image = c.get("image").and_then(Value::as_str).unwrap_or("");
+                let last = image.rsplit('/').next().unwrap_or("");
+                let policy = if !last.contains(':') || last.ends_with(":latest") {
+                    "Always"
+                } else {
+                    "IfNotPresent"
+                };
+                default(c, "imagePullPolicy", json!(policy));
+                default(c, "terminationMessagePath", json!("/dev/termination-log"));
+                default(c, "terminationMessagePolicy", json!("File"));
+                default(c, "resources", json!({}));
+                if let Some(Value::Array(ports)) = c.get_mut("ports") {
+                    for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                        default(p, "protocol", json!("TCP"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn default_service_spec(spec: &mut Map<String, Value>) {
+    default(spec, "type", json!("ClusterIP"));
+    default(spec, "sessionAffinity", json!("None"));
+    let external = spec.get("type").and_then(Value::as_str) == Some("ExternalName");
+    if !external {
+        default(spec, "ipFamilies", json!(["IPv4"]));
+        default(spec, "ipFamilyPolicy", json!("SingleStack"));
+        default(spec, "internalTrafficPolicy", json!("Cluster"));
+    }
+    if let Some(ip) = spec.get("clusterIP").and_then(Value::as_str).map(str::to_owned)
+        && !ip.is_empty()
+    {
+        default(spec, "clusterIPs", json!([ip]));
+    }
+    if let Some(Value::Array(ports)) = spec.get_mut("ports") {
+        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+            default(p, "protocol", json!("TCP"));
+            if let Some(port) = p.get("port").cloned() {
+                default(p, "targetPort", port);
+            }
+        }
+    }
+}
+
+fn default_statefulset_spec(spec: &mut Map<String, Value>) {
+    default(spec, "replicas", json!(1));
+    default(spec, "podManagementPolicy", json!("OrderedReady"));
+    default(
+        spec,
+        "updateStrategy",
+        json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+    );
+    if let Some(Value::Object(us)) = spec.get_mut("updateStrategy")
+        && us.get("type").and_then(Value::as_str) == Some("RollingUpdate")
+    {
+        let ru = us.entry("rollingUpdate").or_insert_with(|| json!({}));
+        if let Some(ru) = ru.as_object_mut() {
+            default(ru, "partition", json!(0));
+        }
+    }
+    default(spec, "revisionHistoryLimit", json!(10));
+    default(
+        spec,
+        "persistentVolumeClaimRetentionPolicy",
+        json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+    );
+    let template = spec.entry("template").or_insert_with(|| json!({}));
+    if let Some(t) = template.as_object_mut() {
+        let pod_spec = t.entry("spec").or_insert_with(|| json!({}));
+        if let Some(ps) = pod_spec.as_object_mut() {
+            default_pod_spec(ps);
+        }
+    }
+    if let Some(Value::Array(vcts)) = spec.get_mut("volumeClaimTemplates") {
+        for t in vcts.iter_mut().filter_map(Value::as_object_mut) {
+            default(t, "apiVersion", json!("v1"));
+            default(t, "kind", json!("PersistentVolumeClaim"));
+            let s = t.entry("spec").or_insert_with(|| json!({}));
+            if let Some(s) = s.as_object_mut() {
+                default(s, "volumeMode", json!("Filesystem"));
+            }
+            default(t, "status", json!({"phase": "Pending"}));
+        }
+    }
+}
+
+/// Validation errors of an object about to be stored.
+pub fn validate(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let name = meta::name(obj);
+    let name_err = match rt.plural.as_str() {
+        "namespaces" if rt.group.is_empty() => dns1123_label_error(name),
+        "services" if rt.group.is_empty() => dns1123_label_error(name).or_else(|| {
+            name.starts_with(|c: char| c.is_ascii_digit()).then(|| {
+                "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')".to_owned()
+            })
+        }),
+        "events" | "leases" | "controllerrevisions" => None,
+        _ => dns1123_subdomain_error(name),
+    };
+    if let Some(msg) = name_err {
+        causes.push(cause(
+            "metadata.name",
+            format!("Invalid value: \"{name}\": {msg}"),
+            "FieldValueInvalid",
+        ));
+    }
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "pods") => validate_pod_spec(meta::path(obj, "spec"), "spec", &mut causes),
+        ("", "services") => {
+            let ports = meta::path(obj, "spec.ports").and_then(Value::as_array);
+            let headless_or_external = matches!(
+                meta::path_str(obj, "spec.clusterIP"),
+                "None"
+            ) || meta::path_str(obj, "spec.type") == "ExternalName";
+            if ports.is_none_or(Vec::is_empty) && !headless_or_external {
+                causes.push(cause("spec.ports", "Required value", "FieldValueRequired"));
+            }
+            for (i, p) in ports.into_iter().flatten().enumerate() {
+                let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+                if !(1..=65535).contains(&port) {
+                    causes.push(cause(
+                        format!("spec.ports[{i}].port"),
+                        format!("Invalid value: {port}: must be between 1 and 65535, inclusive"),
+                        "FieldValueInvalid",
+                    ));
+                }
+            }
+        }
+        ("apps", "statefulsets") => {
+            let selector = meta::path(obj, "spec.selector");
+            if selector.is_none_or(Value::is_null) {
+                causes.push(cause("spec.selector", "Required value", "FieldValueRequired"));
+            }
+            let labels = meta::path(obj, "spec.template.metadata.labels").cloned();
+            if let Some(sel) = selector
+                && !sel.is_null()
+            {
+                let empty = json!({});
+                let matches = crate::selector::LabelSelector::from_json(sel)
+                    .map(|s| s.matches(labels.as_ref().unwrap_or(&empty)))
+                    .unwrap_or(false);
+                if !matches {
+                    causes.push(cause(
+                        "spec.template.metadata.labels",
+                        format!(
+                            "Invalid value: {}: `selector` does not match template `labels`",
+                            labels.unwrap_or(Value::Null)
+                        ),
+                        "FieldValueInvalid",
+                    ));
+                }
+            }
+            validate_pod_spec(
+                meta::path(obj, "spec.template.spec"),
+                "spec.template.spec",
+                &mut causes,
+            );
+        }
+        _ => {}
+    }
+    causes
+}
+
+fn validate_pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
+    let containers = spec
+        .and_then(|s| s.get("containers"))
+        .and_then(Value::as_array);
+    let Some(containers) = containers.filter(|c| !c.is_empty()) else {
+        causes.push(cause(format!("{at}.containers"), "Required value", "FieldValueRequired"));
+        return;
+    };
+    for (i, c) in containers.iter().enumerate() {
+        let cname = c.get("name").and_then(Value::as_str).unwrap_or("");
+        if cname.is_empty() {
+            causes.push(cause(
+                format!("{at}.containers[{i}].name"),
+                "Required value",
+                "FieldValueRequired",
+            ));
+        } else if let Some(msg) = dns1123_label_error(cname) {
+            causes.push(cause(
+                format!("{at}.containers[{i}].name"),
+                format!("Invalid value: \"{cname}\": {msg}"),
+                "FieldValueInvalid",
+            ));
+        }
+        if c.get("image").and_then(Value::as_str).unwrap_or("").is_empty() {
+            causes.push(cause(
+                format!("{at}.containers[{i}].image"),
+                "Required value",
+                "FieldValueRequired",
+            ));
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The `roster` binary end to end: `roster dns --objects` driven with dig, reloads, bad input, bad flags.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples");
+
+/// A running `roster dns`, killed on drop; its stderr is collected for assertions.
+struct Roster {
+    child: Child,
+    port: u16,
+    log: Arc<Mutex<String>>,
+}
+
+impl Drop for Roster {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn start(objects: &Path, extra: &[&str]) -> Roster {
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["dns", "--objects"])
+        .arg(objects)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--reload-ms", "100"])
+        .args(extra)
+        .env("ROSTER_LOG", "info,hickory_server=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push_str(&line);
+            sink.lock().unwrap().push('\n');
+        }
+    });
+    let roster = Roster { child, port, log };
+    roster.wait_for(|r| r.dig(&["dns-version.cluster.local", "TXT", "+short"]).contains("1.1.0"));
+    roster
+}
+
+impl Roster {
+    fn dig(&self, args: &[&str]) -> String {
+        let output = Command::new("dig")
+            .args(["@127.0.0.1", "-p", &self.port.to_string(), "+time=1", "+tries=2"])
+            .args(args)
+            .output()
+            .expect("dig is installed (the README's test command installs dnsutils)");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn wait_for(&self, done: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if done(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("timed out; roster's log:\n{}", self.log.lock().unwrap());
+    }
+}
+
+fn short(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).filter(|l| !l.is_empty()).collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn dig_answers_the_example_workloads() {
+    let roster = start(Path::new(EXAMPLES), &[]);
+    assert_eq!(short(&roster.dig(&["web-demo-0.nginx-demo.demo.svc.cluster.local", "+short"])), ["10.244.1.10"]);
+    assert_eq!(
+        short(&roster.dig(&["nginx-demo.demo.svc.cluster.local", "+short"])),
+        ["10.244.1.10", "10.244.1.12", "10.244.2.11"]
+    );
+    assert_eq!(short(&roster.dig(&["myapp-0.myapp-svc.default.svc.cluster.local", "+short", "+tcp"])), ["10.244.1.20"]);
+    assert_eq!(
+        short(&roster.dig(&["_web._tcp.myapp-svc.default.svc.cluster.local", "SRV", "+short"])),
+        [
+            "0 33 80 myapp-0.myapp-svc.default.svc.cluster.local.",
+            "0 33 80 myapp-1.myapp-svc.default.svc.cluster.local.",
+            "0 33 80 myapp-2.myapp-svc.default.svc.cluster.local.",
+        ]
+    );
+    assert_eq!(short(&roster.dig(&["-x", "10.244.2.21", "+short"])), ["myapp-1.myapp-svc.default.svc.cluster.local."]);
+    assert_eq!(short(&roster.dig(&["search.default.svc.cluster.local", "CNAME", "+short"])), ["search.example.com."]);
+    let full = roster.dig(&["web-demo-9.nginx-demo.demo.svc.cluster.local"]);
+    assert!(full.contains("status: NXDOMAIN"), "{full}");
+    assert!(full.contains("flags: qr aa"), "{full}");
+    assert!(full.contains("IN\tSOA\tns.dns.cluster.local. hostmaster.cluster.local."), "{full}");
+    let nodata = roster.dig(&["demo.svc.cluster.local"]);
+    assert!(nodata.contains("status: NOERROR") && nodata.contains("ANSWER: 0"), "{nodata}");
+}
+
+#[test]
+fn file_changes_are_applied_and_bad_files_keep_the_last_good_records() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(Path::new(EXAMPLES).join("web-demo.yaml"), dir.path().join("web-demo.yaml")).unwrap();
+    let roster = start(dir.path(), &[]);
+    assert_eq!(short(&roster.dig(&["web-demo-1.nginx-demo.demo.svc.cluster.local", "+short"])), ["10.244.2.11"]);
+
+    // A new file appears: its records are served.
+    std::fs::copy(Path::new(EXAMPLES).join("myapp.yaml"), dir.path().join("myapp.yaml")).unwrap();
+    roster.wait_for(|r| r.dig(&["myapp-2.myapp-svc.default.svc.cluster.local", "+short"]).contains("10.244.1.22"));
+
+    // A pod moves: the name follows.
+    let moved = std::fs::read_to_string(dir.path().join("web-demo.yaml")).unwrap().replace("10.244.2.11", "10.244.3.99");
+    std::fs::write(dir.path().join("web-demo.yaml"), moved).unwrap();
+    roster.wait_for(|r| r.dig(&["web-demo-1.nginx-demo.demo.svc.cluster.local", "+short"]).contains("10.244.3.99"));
+
+    // A broken edit: reported with file and document, nothing is lost.
+    let broken = "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: x\n";
+    std::fs::write(dir.path().join("myapp.yaml"), broken).unwrap();
+    roster.wait_for(|r| r.log.lock().unwrap().contains("manifest rejected"));
+    let log = roster.log.lock().unwrap().clone();
+    assert!(log.contains("myapp.yaml") && log.contains("document=2"), "{log}");
+    assert_eq!(short(&roster.dig(&["myapp-2.myapp-svc.default.svc.cluster.local", "+short"])), ["10.244.1.22"]);
+
+    // An object that parses but is invalid is rejected the same way.
+    let invalid = "apiVersion: v1\nkind: Service\nmetadata: {name: Bad_Name, namespace: demo}\nspec: {clusterIP: 10.96.9.9}\n";
+    std::fs::write(dir.path().join("myapp.yaml"), invalid).unwrap();
+    roster.wait_for(|r| r.log.lock().unwrap().contains("Bad_Name"));
+    assert_eq!(short(&roster.dig(&["myapp-2.myapp-svc.default.svc.cluster.local", "+short"])), ["10.244.1.22"]);
+
+    // The file goes away: its records go too.
+    std::fs::remove_file(dir.path().join("myapp.yaml")).unwrap();
+    roster.wait_for(|r| r.dig(&["myapp-2.myapp-svc.default.svc.cluster.local"]).contains("NXDOMAIN"));
+    assert_eq!(short(&roster.dig(&["web-demo-1.nginx-demo.demo.svc.cluster.local", "+short"])), ["10.244.3.99"]);
+}
+
+#[test]
+fn bad_flags_are_rejected_with_a_clear_message() {
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_roster")).args(args).output().unwrap();
+        assert!(!output.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    assert!(run(&["dns"]).contains("--objects"));
+    assert!(run(&["dns", "--objects", EXAMPLES, "--listen", "nowhere"]).contains("--listen"));
+    assert!(run(&["dns", "--objects", EXAMPLES, "--pods", "sometimes"]).contains("--pods"));
+    assert!(run(&["dns", "--objects", EXAMPLES, "--ttl", "abc"]).contains("--ttl"));
+    assert!(run(&["dns", "--objects", EXAMPLES, "--zone", "bad..zone"]).contains("bad..zone"));
+    assert!(run(&["dns", "--objects", "/no/such/path"]).contains("/no/such/path"));
+    let env = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["dns", "--objects", EXAMPLES])
+        .env("ROSTER_LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&env.stderr).contains("--listen"));
+}
+
+#[test]
+fn environment_variables_configure_every_flag() {
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .arg("dns")
+        .env("ROSTER_OBJECTS", EXAMPLES)
+        .env("ROSTER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ROSTER_ZONE", "corp.example")
+        .env("ROSTER_TTL", "7")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut answer = String::new();
+    while Instant::now() < deadline && !answer.contains("10.244.1.10") {
+        let output = Command::new("dig")
+            .args(["@127.0.0.1", "-p", &port.to_string(), "+time=1", "+noall", "+answer"])
+            .arg("web-demo-0.nginx-demo.demo.svc.corp.example")
+            .output()
+            .unwrap();
+        answer = String::from_utf8_lossy(&output.stdout).into_owned();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let fields: Vec<&str> = answer.split_whitespace().collect();
+    assert_eq!(fields, ["web-demo-0.nginx-demo.demo.svc.corp.example.", "7", "IN", "A", "10.244.1.10"], "{answer}");
+}
