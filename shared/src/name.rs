@@ -146,7 +146,14 @@ pub fn dashed_ip(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => v4.to_string().replace('.', "-"),
         IpAddr::V6(v6) => {
-            let mut label = v6.to_string().replace(':', "-");
+            let text = v6.to_string();
+            // IPv4-mapped forms print with dots (`::ffff:1.2.3.4`); spell those out in hex groups.
+            let text = if text.contains('.') {
+                v6.segments().iter().map(|s| format!("{s:x}")).collect::<Vec<_>>().join(":")
+            } else {
+                text
+            };
+            let mut label = text.replace(':', "-");
             if label.starts_with('-') {
                 label.insert(0, '0');
             }

@@ -1,0 +1,253 @@
+//! Property tests for synthesis: structural invariants that must hold for any cluster.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use proptest::prelude::*;
+use roster_shared::name::dashed_ip;
+use roster_shared::synth::reverse_apex;
+use roster_shared::{
+    ClusterState, DomainName, EndpointPort, EndpointSliceView, EndpointView, NamespaceView, PodMode, PodView,
+    PortProtocol, RData, ServiceKind, ServicePort, ServiceView, SynthConfig, ZoneData, synthesize,
+};
+
+fn ip() -> impl Strategy<Value = IpAddr> {
+    prop_oneof![
+        (0u8..4, 0u8..8).prop_map(|(c, d)| IpAddr::V4(Ipv4Addr::new(10, 244, c, d))),
+        (0u16..8).prop_map(|x| IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, x))),
+    ]
+}
+
+fn label() -> impl Strategy<Value = String> {
+    prop::sample::select(vec!["a", "b", "web", "db", "web-0", "web-1"]).prop_map(str::to_owned)
+}
+
+fn protocol() -> impl Strategy<Value = PortProtocol> {
+    prop_oneof![Just(PortProtocol::Tcp), Just(PortProtocol::Udp)]
+}
+
+fn endpoint() -> impl Strategy<Value = EndpointView> {
+    (prop::collection::vec(ip(), 1..3), any::<bool>(), any::<bool>(), prop::option::of(label()), prop::option::of(label()))
+        .prop_map(|(addresses, ready, terminating, hostname, pod_name)| EndpointView {
+            addresses,
+            ready,
+            terminating,
+            hostname,
+            pod_name,
+        })
+}
+
+fn service() -> impl Strategy<Value = ServiceView> {
+    let kind = prop_oneof![
+        prop::collection::vec(ip(), 1..3).prop_map(ServiceKind::ClusterIp),
+        Just(ServiceKind::Headless),
+        Just(ServiceKind::ExternalName("www.example.com".to_owned())),
+        Just(ServiceKind::Pending),
+    ];
+    let port = (prop::option::of(label()), protocol(), 1u16..100).prop_map(|(name, protocol, port)| ServicePort {
+        name,
+        protocol,
+        port,
+    });
+    (label(), prop::sample::select(vec!["default", "demo"]), kind, prop::collection::vec(port, 0..3), any::<bool>())
+        .prop_map(|(name, namespace, kind, ports, publish_not_ready)| ServiceView {
+            namespace: namespace.to_owned(),
+            name,
+            kind,
+            ports,
+            publish_not_ready,
+        })
+}
+
+fn slice(index: usize) -> impl Strategy<Value = EndpointSliceView> {
+    let port = (prop::option::of(label()), protocol(), 1u16..100).prop_map(|(name, protocol, port)| EndpointPort {
+        name,
+        protocol,
+        port,
+    });
+    (label(), prop::sample::select(vec!["default", "demo"]), prop::collection::vec(port, 0..3), prop::collection::vec(endpoint(), 0..5))
+        .prop_map(move |(service, namespace, ports, endpoints)| EndpointSliceView {
+            namespace: namespace.to_owned(),
+            name: format!("slice-{index}"),
+            service,
+            ports,
+            endpoints,
+        })
+}
+
+fn cluster() -> impl Strategy<Value = ClusterState> {
+    (
+        prop::collection::vec(service(), 0..6),
+        (0usize..6).prop_flat_map(|n| (0..n).map(slice).collect::<Vec<_>>()),
+        prop::collection::vec((label(), prop::collection::vec(ip(), 0..2)), 0..4),
+    )
+        .prop_map(|(services, slices, pods)| {
+            let mut state = ClusterState::default();
+            state.insert_namespace(NamespaceView { name: "default".to_owned() });
+            for service in services {
+                state.insert_service(service);
+            }
+            for slice in slices {
+                state.insert_endpoint_slice(slice);
+            }
+            for (name, ips) in pods {
+                state.insert_pod(PodView { namespace: "demo".to_owned(), name, ips });
+            }
+            state
+        })
+}
+
+fn config(mode: PodMode, endpoint_pod_names: bool) -> SynthConfig {
+    SynthConfig { zone: DomainName::parse("cluster.local").unwrap(), pod_mode: mode, endpoint_pod_names }
+}
+
+fn mode() -> impl Strategy<Value = PodMode> {
+    prop_oneof![Just(PodMode::Insecure), Just(PodMode::Verified), Just(PodMode::Disabled)]
+}
+
+fn addresses_at(zone: &ZoneData, name: &DomainName) -> BTreeSet<IpAddr> {
+    zone.names
+        .get(name)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| match r {
+            RData::A { ip } => Some(IpAddr::V4(*ip)),
+            RData::Aaaa { ip } => Some(IpAddr::V6(*ip)),
+            _ => None,
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Same input, same output; the diff of a zone with itself is empty.
+    #[test]
+    fn deterministic(state in cluster(), mode in mode(), names in any::<bool>()) {
+        let config = config(mode, names);
+        let a = synthesize(&state, &config);
+        let b = synthesize(&state, &config);
+        prop_assert_eq!(&a, &b);
+        prop_assert!(a.diff(&b).is_empty());
+    }
+
+    /// Applying the diff of two syntheses to the first gives the second: deltas lose nothing.
+    #[test]
+    fn diff_then_apply_round_trips(before in cluster(), after in cluster(), mode in mode()) {
+        let config = config(mode, false);
+        let old = synthesize(&before, &config);
+        let new = synthesize(&after, &config);
+        let mut patched = old.clone();
+        patched.apply(&old.diff(&new));
+        prop_assert_eq!(patched, new);
+    }
+
+    /// Every name lies in the cluster zone or a reverse zone, and every ancestor up to its apex exists,
+    /// so that empty non-terminals answer NODATA rather than NXDOMAIN.
+    #[test]
+    fn names_are_closed_under_ancestors(state in cluster(), mode in mode()) {
+        let config = config(mode, false);
+        let zone = synthesize(&state, &config);
+        let apexes = [config.zone.clone(), DomainName::parse("in-addr.arpa").unwrap(), DomainName::parse("ip6.arpa").unwrap()];
+        for name in zone.names.keys() {
+            let apex = apexes.iter().find(|apex| name.is_within(apex));
+            prop_assert!(apex.is_some(), "{} is outside every zone", name);
+            let apex = apex.unwrap();
+            let mut current = name.clone();
+            while &current != apex {
+                current = current.parent().unwrap();
+                prop_assert!(zone.names.contains_key(&current), "{} exists but its ancestor {} does not", name, current);
+            }
+        }
+    }
+
+    /// Every PTR is forward-confirmed: its target holds an address whose reverse name is the PTR's owner.
+    #[test]
+    fn ptr_records_are_forward_confirmed(state in cluster(), names in any::<bool>()) {
+        let zone = synthesize(&state, &config(PodMode::Insecure, names));
+        for (owner, records) in &zone.names {
+            for record in records {
+                if let RData::Ptr { target } = record {
+                    let confirmed = addresses_at(&zone, target).into_iter().any(|ip| &DomainName::reverse_of(ip) == owner);
+                    prop_assert!(confirmed, "PTR {} -> {} is not confirmed by an address record", owner, target);
+                    let family = if owner.as_str().ends_with("in-addr.arpa") {
+                        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                    } else {
+                        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+                    };
+                    prop_assert!(owner.is_within(&reverse_apex(family)));
+                }
+            }
+        }
+    }
+
+    /// A headless service's name holds exactly the published endpoint addresses: ready and not
+    /// terminating, or every address with publishNotReadyAddresses.
+    #[test]
+    fn headless_answers_are_the_published_endpoints(state in cluster()) {
+        let config = config(PodMode::Insecure, false);
+        let zone = synthesize(&state, &config);
+        for service in state.services.values().filter(|s| s.kind == ServiceKind::Headless) {
+            let mut expected = BTreeSet::new();
+            for slice in state.endpoint_slices.values().filter(|s| s.namespace == service.namespace && s.service == service.name) {
+                for endpoint in &slice.endpoints {
+                    if service.publish_not_ready || (endpoint.ready && !endpoint.terminating) {
+                        expected.extend(endpoint.addresses.iter().copied());
+                    }
+                }
+            }
+            let name = config.zone.prefixed(&[&service.name, &service.namespace, "svc"]).unwrap();
+            prop_assert_eq!(addresses_at(&zone, &name), expected);
+        }
+    }
+
+    /// No record anywhere carries an address that only unpublished endpoints have.
+    #[test]
+    fn unpublished_endpoints_leave_no_trace(state in cluster()) {
+        let zone = synthesize(&state, &config(PodMode::Disabled, false));
+        let mut published = BTreeSet::new();
+        let mut unpublished = BTreeSet::new();
+        for slice in state.endpoint_slices.values() {
+            let Some(service) = state.services.get(&format!("{}/{}", slice.namespace, slice.service)) else { continue };
+            for endpoint in &slice.endpoints {
+                let publish = service.publish_not_ready || (endpoint.ready && !endpoint.terminating);
+                let set = if publish && service.kind != ServiceKind::ExternalName("www.example.com".into()) { &mut published } else { &mut unpublished };
+                set.extend(endpoint.addresses.iter().copied());
+            }
+            if let ServiceKind::ClusterIp(ips) = &service.kind {
+                published.extend(ips.iter().copied());
+            }
+        }
+        for service in state.services.values() {
+            if let ServiceKind::ClusterIp(ips) = &service.kind {
+                published.extend(ips.iter().copied());
+            }
+        }
+        for ip in unpublished.difference(&published) {
+            for (name, records) in &zone.names {
+                for record in records {
+                    let carries = matches!(record, RData::A { ip: a } if IpAddr::V4(*a) == *ip)
+                        || matches!(record, RData::Aaaa { ip: a } if IpAddr::V6(*a) == *ip);
+                    prop_assert!(!carries, "{} carries unpublished {}", name, ip);
+                }
+                prop_assert!(name != &DomainName::reverse_of(*ip) || records.is_empty(), "PTR for unpublished {}", ip);
+            }
+        }
+    }
+
+    /// Verified pod mode publishes exactly the pods' addresses under their namespace; disabled none.
+    #[test]
+    fn pod_records_follow_the_mode(state in cluster()) {
+        let verified = synthesize(&state, &config(PodMode::Verified, false));
+        let disabled = synthesize(&state, &config(PodMode::Disabled, false));
+        let pod_zone = DomainName::parse("pod.cluster.local").unwrap();
+        prop_assert!(!disabled.names.keys().any(|n| n.is_within(&pod_zone)));
+        for pod in state.pods.values() {
+            for ip in &pod.ips {
+                let name = pod_zone.prefixed(&[&dashed_ip(*ip), &pod.namespace]).unwrap();
+                prop_assert!(addresses_at(&verified, &name).contains(ip));
+            }
+        }
+    }
+}
