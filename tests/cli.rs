@@ -127,7 +127,8 @@ fn file_changes_are_applied_and_bad_files_keep_the_last_good_records() {
     roster.wait_for(|r| r.dig(&["myapp-2.myapp-svc.default.svc.cluster.local", "+short"]).contains("10.244.1.22"));
 
     // A pod moves: the name follows.
-    let moved = std::fs::read_to_string(dir.path().join("web-demo.yaml")).unwrap().replace("10.244.2.11", "10.244.3.99");
+    let moved =
+        std::fs::read_to_string(dir.path().join("web-demo.yaml")).unwrap().replace("10.244.2.11", "10.244.3.99");
     std::fs::write(dir.path().join("web-demo.yaml"), moved).unwrap();
     roster.wait_for(|r| r.dig(&["web-demo-1.nginx-demo.demo.svc.cluster.local", "+short"]).contains("10.244.3.99"));
 
@@ -140,7 +141,8 @@ fn file_changes_are_applied_and_bad_files_keep_the_last_good_records() {
     assert_eq!(short(&roster.dig(&["myapp-2.myapp-svc.default.svc.cluster.local", "+short"])), ["10.244.1.22"]);
 
     // An object that parses but is invalid is rejected the same way.
-    let invalid = "apiVersion: v1\nkind: Service\nmetadata: {name: Bad_Name, namespace: demo}\nspec: {clusterIP: 10.96.9.9}\n";
+    let invalid =
+        "apiVersion: v1\nkind: Service\nmetadata: {name: Bad_Name, namespace: demo}\nspec: {clusterIP: 10.96.9.9}\n";
     std::fs::write(dir.path().join("myapp.yaml"), invalid).unwrap();
     roster.wait_for(|r| r.log.lock().unwrap().contains("Bad_Name"));
     assert_eq!(short(&roster.dig(&["myapp-2.myapp-svc.default.svc.cluster.local", "+short"])), ["10.244.1.22"]);

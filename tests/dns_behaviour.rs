@@ -77,7 +77,11 @@ fn default_table() -> Vec<Row> {
             A,
             &["anon.demo.svc.cluster.local. 30 IN A 10.244.2.5", "anon.demo.svc.cluster.local. 30 IN A 10.244.2.6"],
         ),
-        yes("10-244-2-5.anon.demo.svc.cluster.local.", A, &["10-244-2-5.anon.demo.svc.cluster.local. 30 IN A 10.244.2.5"]),
+        yes(
+            "10-244-2-5.anon.demo.svc.cluster.local.",
+            A,
+            &["10-244-2-5.anon.demo.svc.cluster.local. 30 IN A 10.244.2.5"],
+        ),
         nxdomain("anon-abc.anon.demo.svc.cluster.local.", A, ZONE),
         yes(
             "_http._tcp.anon.demo.svc.cluster.local.",
@@ -101,7 +105,11 @@ fn default_table() -> Vec<Row> {
             &["_dns._udp.dual.demo.svc.cluster.local. 30 IN SRV 0 100 53 dual.demo.svc.cluster.local."],
         ),
         nxdomain("_dns._tcp.dual.demo.svc.cluster.local.", SRV, ZONE),
-        yes("10-244-4-1.dual.demo.svc.cluster.local.", A, &["10-244-4-1.dual.demo.svc.cluster.local. 30 IN A 10.244.4.1"]),
+        yes(
+            "10-244-4-1.dual.demo.svc.cluster.local.",
+            A,
+            &["10-244-4-1.dual.demo.svc.cluster.local. 30 IN A 10.244.4.1"],
+        ),
         yes(
             "fd00-10-244--4-1.dual.demo.svc.cluster.local.",
             AAAA,
@@ -113,7 +121,9 @@ fn default_table() -> Vec<Row> {
         yes(
             "_https._tcp.kubernetes.default.svc.cluster.local.",
             SRV,
-            &["_https._tcp.kubernetes.default.svc.cluster.local. 30 IN SRV 0 100 443 kubernetes.default.svc.cluster.local."],
+            &[
+                "_https._tcp.kubernetes.default.svc.cluster.local. 30 IN SRV 0 100 443 kubernetes.default.svc.cluster.local.",
+            ],
         ),
         // ExternalName.
         yes("ext.demo.svc.cluster.local.", CNAME, &["ext.demo.svc.cluster.local. 30 IN CNAME www.example.com."]),
@@ -121,17 +131,34 @@ fn default_table() -> Vec<Row> {
         yes(
             "alias.demo.svc.cluster.local.",
             A,
-            &["alias.demo.svc.cluster.local. 30 IN CNAME dual.demo.svc.cluster.local.", "dual.demo.svc.cluster.local. 30 IN A 10.96.5.5"],
+            &[
+                "alias.demo.svc.cluster.local. 30 IN CNAME dual.demo.svc.cluster.local.",
+                "dual.demo.svc.cluster.local. 30 IN A 10.96.5.5",
+            ],
         ),
         // PTR for cluster IPs and ready endpoints, IPv4 and IPv6.
-        yes("10.1.244.10.in-addr.arpa.", PTR, &["10.1.244.10.in-addr.arpa. 30 IN PTR web-0.nginx.demo.svc.cluster.local."]),
-        yes("5.2.244.10.in-addr.arpa.", PTR, &["5.2.244.10.in-addr.arpa. 30 IN PTR 10-244-2-5.anon.demo.svc.cluster.local."]),
+        yes(
+            "10.1.244.10.in-addr.arpa.",
+            PTR,
+            &["10.1.244.10.in-addr.arpa. 30 IN PTR web-0.nginx.demo.svc.cluster.local."],
+        ),
+        yes(
+            "5.2.244.10.in-addr.arpa.",
+            PTR,
+            &["5.2.244.10.in-addr.arpa. 30 IN PTR 10-244-2-5.anon.demo.svc.cluster.local."],
+        ),
         yes("5.5.96.10.in-addr.arpa.", PTR, &["5.5.96.10.in-addr.arpa. 30 IN PTR dual.demo.svc.cluster.local."]),
-        yes("1.4.244.10.in-addr.arpa.", PTR, &["1.4.244.10.in-addr.arpa. 30 IN PTR 10-244-4-1.dual.demo.svc.cluster.local."]),
+        yes(
+            "1.4.244.10.in-addr.arpa.",
+            PTR,
+            &["1.4.244.10.in-addr.arpa. 30 IN PTR 10-244-4-1.dual.demo.svc.cluster.local."],
+        ),
         yes(
             "5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.6.9.0.0.0.1.0.0.0.0.d.f.ip6.arpa.",
             PTR,
-            &["5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.6.9.0.0.0.1.0.0.0.0.d.f.ip6.arpa. 30 IN PTR dual.demo.svc.cluster.local."],
+            &[
+                "5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.6.9.0.0.0.1.0.0.0.0.d.f.ip6.arpa. 30 IN PTR dual.demo.svc.cluster.local.",
+            ],
         ),
         nxdomain("12.1.244.10.in-addr.arpa.", PTR, IN_ADDR),
         nxdomain("9.9.9.9.in-addr.arpa.", PTR, IN_ADDR),
@@ -196,7 +223,10 @@ async fn soa_answers_and_serial() {
     assert!(response.metadata.authoritative);
     let line = support::show(&response.answers[0]);
     let fields: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(&fields[..6], &["cluster.local.", "30", "IN", "SOA", "ns.dns.cluster.local.", "hostmaster.cluster.local."]);
+    assert_eq!(
+        &fields[..6],
+        &["cluster.local.", "30", "IN", "SOA", "ns.dns.cluster.local.", "hostmaster.cluster.local."]
+    );
     assert_eq!(fields[9], "86400");
     assert_eq!(fields[10], "30", "SOA minimum is the negative TTL");
     let reverse = client.query("in-addr.arpa.", SOA).await;
@@ -235,14 +265,22 @@ async fn endpoint_pod_names_mode() {
         nxdomain("10-244-2-5.anon.demo.svc.cluster.local.", A, ZONE),
         // A hostname still wins over the pod name.
         yes("web-0.nginx.demo.svc.cluster.local.", A, &["web-0.nginx.demo.svc.cluster.local. 30 IN A 10.244.1.10"]),
-        yes("5.2.244.10.in-addr.arpa.", PTR, &["5.2.244.10.in-addr.arpa. 30 IN PTR anon-abc.anon.demo.svc.cluster.local."]),
+        yes(
+            "5.2.244.10.in-addr.arpa.",
+            PTR,
+            &["5.2.244.10.in-addr.arpa. 30 IN PTR anon-abc.anon.demo.svc.cluster.local."],
+        ),
     ];
     run_table(Options { endpoint_pod_names: true, ..Options::default() }, table).await;
 }
 
 #[tokio::test]
 async fn custom_ttl() {
-    let table = vec![yes("kubernetes.default.svc.cluster.local.", A, &["kubernetes.default.svc.cluster.local. 5 IN A 10.96.0.1"])];
+    let table = vec![yes(
+        "kubernetes.default.svc.cluster.local.",
+        A,
+        &["kubernetes.default.svc.cluster.local. 5 IN A 10.96.0.1"],
+    )];
     run_table(Options { ttl: 5, ..Options::default() }, table).await;
 }
 

@@ -131,8 +131,9 @@ fn load_text(file: &Path, text: &str, state: &mut ClusterState, errors: &mut Vec
         let parsed: Result<Value, String> = if is_json {
             serde_json::from_str(document).map_err(|e| format!("invalid JSON: {e}"))
         } else {
-            serde_saphyr::from_str(document)
-                .map_err(|e| format!("invalid YAML (document starts at line {first_line}; lines below count from there): {e}"))
+            serde_saphyr::from_str(document).map_err(|e| {
+                format!("invalid YAML (document starts at line {first_line}; lines below count from there): {e}")
+            })
         };
         let result = parsed.and_then(|value| load_object(value, state));
         if let Err(reason) = result {
@@ -186,7 +187,8 @@ fn load_object(value: Value, state: &mut ClusterState) -> Result<(), String> {
 }
 
 fn typed<T: serde::de::DeserializeOwned>(value: &Value, kind: &str) -> Result<T, String> {
-    serde_json::from_value(value.clone()).map_err(|e| format!("{kind} does not match the Kubernetes schema: {e}"))
+    serde_path_to_error::deserialize(value.clone())
+        .map_err(|e| format!("{kind} does not match the Kubernetes schema at `{}`: {}", e.path(), e.inner()))
 }
 
 fn at(kind: &str, name: &str, error: slim::ConvertError) -> String {
@@ -225,5 +227,89 @@ impl ManifestWatcher {
         let changed = self.fingerprint.as_ref() != Some(&now);
         self.fingerprint = Some(now);
         changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    #[test]
+    fn loads_yaml_documents_json_lists_and_skips_other_kinds() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "a.yaml",
+            "---\n# leading separator and a comment\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: demo}\nspec: {clusterIP: None}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n...\n",
+        );
+        let list = serde_json::json!({
+            "apiVersion": "v1", "kind": "List",
+            "items": [
+                {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db", "namespace": "demo"},
+                 "spec": {"clusterIP": "10.96.0.5", "ports": [{"name": "pg", "port": 5432}]}},
+                {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                 "metadata": {"name": "db-1", "namespace": "demo", "labels": {"kubernetes.io/service-name": "db"}},
+                 "addressType": "IPv4", "endpoints": [{"addresses": ["10.244.0.9"]}]}
+            ]
+        });
+        write(dir.path(), "b.json", &list.to_string());
+        std::fs::create_dir(dir.path().join("nested")).unwrap();
+        write(&dir.path().join("nested"), "c.yml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: other}\n");
+        write(dir.path(), "notes.txt", "not a manifest");
+        let state = load_path(dir.path()).unwrap();
+        assert_eq!(state.services.len(), 2);
+        assert_eq!(state.endpoint_slices.len(), 1);
+        assert!(state.endpoint_slices["demo/db-1"].endpoints[0].ready, "absent ready means ready");
+        assert!(state.namespaces.contains_key("other"));
+    }
+
+    #[test]
+    fn errors_name_the_file_the_document_and_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "bad.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: fine}\n---\nkind: Service\nmetadata: {name: x}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: why}\nspec: {clusterIP: 10.96.0.300}\n---\n: : :\n",
+        );
+        write(dir.path(), "bad.json", "{\"apiVersion\": \"v1\",");
+        let errors = load_path(dir.path()).unwrap_err().0;
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 4, "{text:#?}");
+        assert!(text[0].contains("bad.json") && text[0].contains("invalid JSON"), "{}", text[0]);
+        assert!(text[1].contains("bad.yaml: document 2: `apiVersion` is missing"), "{}", text[1]);
+        assert!(text[2].contains("document 3") && text[2].contains("10.96.0.300"), "{}", text[2]);
+        assert!(text[3].contains("document 4") && text[3].contains("line 13"), "{}", text[3]);
+    }
+
+    #[test]
+    fn schema_violations_and_bad_names_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "a.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: many}]}\n",
+        );
+        write(dir.path(), "b.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: UPPER}\n");
+        write(
+            dir.path(),
+            "c.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: ext}\nspec: {type: ExternalName, externalName: 'bad name!'}\n",
+        );
+        let errors = load_path(dir.path()).unwrap_err().0;
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(text[0].contains("does not match the Kubernetes schema at `spec.ports[0].port`"), "{}", text[0]);
+        assert!(text[1].contains("UPPER") && text[1].contains("DNS-1123"), "{}", text[1]);
+        assert!(text[2].contains("spec.externalName"), "{}", text[2]);
+    }
+
+    #[test]
+    fn a_missing_path_is_an_error() {
+        let errors = load_path(Path::new("/no/such/manifests")).unwrap_err();
+        assert!(errors.to_string().contains("/no/such/manifests"));
     }
 }

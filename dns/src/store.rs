@@ -240,3 +240,142 @@ impl ZoneStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use roster_shared::PodMode;
+
+    fn store() -> ZoneStore {
+        ZoneStore::new(DnsConfig::new("cluster.local", 30, PodMode::Insecure).unwrap())
+    }
+
+    fn name(text: &str) -> DomainName {
+        DomainName::parse(text).unwrap()
+    }
+
+    fn lower(text: &str) -> LowerName {
+        to_lower(&name(text))
+    }
+
+    fn zone_with(entries: &[(&str, &str)]) -> ZoneData {
+        let mut zone = ZoneData::default();
+        let apex = name("cluster.local");
+        for (owner, ip) in entries {
+            zone.add(name(owner), RData::A { ip: ip.parse().unwrap() }, &apex);
+        }
+        zone
+    }
+
+    fn serial(store: &ZoneStore) -> u32 {
+        let (_, soa) = store.find(0, &lower("cluster.local"));
+        match &soa.unwrap()[0].data {
+            hickory_proto::rr::RData::SOA(soa) => soa.serial,
+            other => panic!("not an SOA: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn deltas_apply_in_order_only_and_bump_the_serial() {
+        let store = store();
+        assert!(!store.is_synced());
+        let snapshot = Frame::Snapshot { generation: 4, zone: zone_with(&[("a.svc.cluster.local", "10.0.0.1")]) };
+        store.apply(&snapshot).unwrap();
+        let first_serial = serial(&store);
+        assert!(store.contains(&lower("a.svc.cluster.local")));
+        assert!(store.contains(&lower("svc.cluster.local")), "empty non-terminal kept");
+
+        let skipping = Frame::Delta { generation: 6, changes: vec![] };
+        assert_eq!(store.apply(&skipping), Err(ApplyError::OutOfOrder { have: Some(4), got: 6 }));
+        assert_eq!(store.generation(), Some(4));
+
+        let delta = Frame::Delta {
+            generation: 5,
+            changes: vec![
+                Change::Remove { name: name("a.svc.cluster.local") },
+                Change::Set {
+                    name: name("b.svc.cluster.local"),
+                    records: vec![RData::A { ip: "10.0.0.2".parse().unwrap() }],
+                },
+            ],
+        };
+        store.apply(&delta).unwrap();
+        assert!(!store.contains(&lower("a.svc.cluster.local")));
+        assert!(store.contains(&lower("b.svc.cluster.local")));
+        assert_eq!(serial(&store), first_serial + 1);
+    }
+
+    #[test]
+    fn apex_records_survive_any_frame() {
+        let store = store();
+        store.apply(&Frame::Snapshot { generation: 1, zone: ZoneData::default() }).unwrap();
+        // A delta that removes the apex name (as a buggy publisher might) cannot remove SOA and NS.
+        let delta = Frame::Delta { generation: 2, changes: vec![Change::Remove { name: name("cluster.local") }] };
+        store.apply(&delta).unwrap();
+        for apex in ["cluster.local", "in-addr.arpa", "ip6.arpa"] {
+            let (found, _) = store.find(0, &lower(apex));
+            let Found::Node(node) = found else { panic!("{apex} missing") };
+            assert!(node.get(RecordType::SOA).is_some() && node.get(RecordType::NS).is_some(), "{apex}");
+        }
+    }
+
+    #[test]
+    fn names_outside_the_zones_are_not_stored() {
+        let store = ZoneStore::new(
+            DnsConfig::new("cluster.local", 30, PodMode::Insecure)
+                .unwrap()
+                .with_reverse_zones(&["244.10.in-addr.arpa".to_owned()])
+                .unwrap(),
+        );
+        let mut zone = ZoneData::default();
+        let target = name("x.svc.cluster.local");
+        zone.add(name("1.1.244.10.in-addr.arpa"), RData::Ptr { target: target.clone() }, &name("in-addr.arpa"));
+        zone.add(name("1.1.96.10.in-addr.arpa"), RData::Ptr { target }, &name("in-addr.arpa"));
+        store.apply(&Frame::Snapshot { generation: 1, zone }).unwrap();
+        assert!(store.contains(&lower("1.1.244.10.in-addr.arpa")));
+        assert!(!store.contains(&lower("1.1.96.10.in-addr.arpa")), "outside the configured reverse zone");
+        assert!(!store.contains(&lower("10.in-addr.arpa")), "above the configured reverse zone");
+        assert_eq!(store.zone_of(&lower("1.1.96.10.in-addr.arpa")), None);
+        assert_eq!(store.zone_of(&lower("9.9.244.10.in-addr.arpa")), Some(1));
+    }
+
+    /// Readers racing a writer see either the old or the new record set, never a mix.
+    #[test]
+    fn readers_never_see_half_a_delta() {
+        let store = std::sync::Arc::new(store());
+        store
+            .apply(&Frame::Snapshot {
+                generation: 1,
+                zone: zone_with(&[("a.svc.cluster.local", "10.0.0.1"), ("b.svc.cluster.local", "10.0.0.1")]),
+            })
+            .unwrap();
+        let reader = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_millis(300);
+                let mut checks = 0u32;
+                while std::time::Instant::now() < deadline {
+                    let table = store.table.read();
+                    let a = table.names.get(&lower("a.svc.cluster.local")).and_then(|n| n.get(RecordType::A).cloned());
+                    let b = table.names.get(&lower("b.svc.cluster.local")).and_then(|n| n.get(RecordType::A).cloned());
+                    drop(table);
+                    let (a, b) = (a.unwrap(), b.unwrap());
+                    assert_eq!(a[0].data, b[0].data, "a and b always change together");
+                    checks += 1;
+                }
+                checks
+            })
+        };
+        for generation in 2..2000u64 {
+            let ip = std::net::Ipv4Addr::from(u32::try_from(generation).unwrap());
+            let records = vec![RData::A { ip }];
+            let changes = vec![
+                Change::Set { name: name("a.svc.cluster.local"), records: records.clone() },
+                Change::Set { name: name("b.svc.cluster.local"), records },
+            ];
+            store.apply(&Frame::Delta { generation, changes }).unwrap();
+        }
+        assert!(reader.join().unwrap() > 0);
+    }
+}

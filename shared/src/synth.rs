@@ -93,24 +93,36 @@ fn group_slices(state: &ClusterState) -> BTreeMap<(&str, &str), Vec<&EndpointSli
     grouped
 }
 
-/// One published endpoint address of a service: the address and its own name's first label.
+/// A named port of an endpoint, which is what SRV records publish.
+#[derive(Clone)]
+struct NamedPort {
+    name: String,
+    protocol: PortProtocol,
+    port: u16,
+}
+
+/// One published endpoint address of a service: the address, its own name's first label, its ports.
 struct PublishedEndpoint {
     ip: IpAddr,
     label: String,
+    ports: Vec<NamedPort>,
 }
 
 fn published_endpoints(
     service: &ServiceView,
     slices: &[&EndpointSliceView],
     config: &SynthConfig,
-) -> Vec<(PublishedEndpoint, Vec<(String, PortProtocol, u16)>)> {
+) -> Vec<PublishedEndpoint> {
     let mut seen = BTreeSet::new();
     let mut published = Vec::new();
     for slice in slices {
-        let ports: Vec<(String, PortProtocol, u16)> = slice
+        let ports: Vec<NamedPort> = slice
             .ports
             .iter()
-            .filter_map(|p| Some((p.name.clone().filter(|n| !n.is_empty())?, p.protocol, p.port)))
+            .filter_map(|p| {
+                let name = p.name.clone().filter(|n| !n.is_empty())?;
+                Some(NamedPort { name, protocol: p.protocol, port: p.port })
+            })
             .collect();
         for endpoint in &slice.endpoints {
             let publish = service.publish_not_ready || (endpoint.ready && !endpoint.terminating);
@@ -126,7 +138,7 @@ fn published_endpoints(
                     .unwrap_or_else(|| dashed_ip(*ip));
                 // The same address in two slices (e.g. during a slice migration) is one endpoint.
                 if seen.insert((*ip, label.clone())) {
-                    published.push((PublishedEndpoint { ip: *ip, label }, ports.clone()));
+                    published.push(PublishedEndpoint { ip: *ip, label, ports: ports.clone() });
                 }
             }
         }
@@ -172,7 +184,7 @@ fn add_service(
             }
         }
         ServiceKind::Headless => {
-            for (endpoint, _) in &endpoints {
+            for endpoint in &endpoints {
                 out.add(name.clone(), address_record(endpoint.ip), zone);
             }
             add_headless_srv(out, zone, &name, &endpoints);
@@ -187,7 +199,7 @@ fn add_service(
 
     // Every published endpoint has its own name and a PTR back to it, whatever the service's kind.
     if !matches!(service.kind, ServiceKind::ExternalName(_)) {
-        for (endpoint, _) in &endpoints {
+        for endpoint in &endpoints {
             let Ok(own_name) = name.child(&endpoint.label) else { continue };
             out.add(own_name.clone(), address_record(endpoint.ip), zone);
             out.add(DomainName::reverse_of(endpoint.ip), RData::Ptr { target: own_name }, &reverse_apex(endpoint.ip));
@@ -201,15 +213,15 @@ fn add_headless_srv(
     out: &mut ZoneData,
     zone: &DomainName,
     name: &DomainName,
-    endpoints: &[(PublishedEndpoint, Vec<(String, PortProtocol, u16)>)],
+    endpoints: &[PublishedEndpoint],
 ) {
     let mut by_port: BTreeMap<(String, PortProtocol), Vec<(DomainName, u16)>> = BTreeMap::new();
-    for (endpoint, ports) in endpoints {
+    for endpoint in endpoints {
         let Ok(target) = name.child(&endpoint.label) else { continue };
-        for (port_name, protocol, port) in ports {
-            let targets = by_port.entry((port_name.to_ascii_lowercase(), *protocol)).or_default();
-            if !targets.contains(&(target.clone(), *port)) {
-                targets.push((target.clone(), *port));
+        for port in &endpoint.ports {
+            let targets = by_port.entry((port.name.to_ascii_lowercase(), port.protocol)).or_default();
+            if !targets.contains(&(target.clone(), port.port)) {
+                targets.push((target.clone(), port.port));
             }
         }
     }

@@ -28,7 +28,13 @@ fn protocol() -> impl Strategy<Value = PortProtocol> {
 }
 
 fn endpoint() -> impl Strategy<Value = EndpointView> {
-    (prop::collection::vec(ip(), 1..3), any::<bool>(), any::<bool>(), prop::option::of(label()), prop::option::of(label()))
+    (
+        prop::collection::vec(ip(), 1..3),
+        any::<bool>(),
+        any::<bool>(),
+        prop::option::of(label()),
+        prop::option::of(label()),
+    )
         .prop_map(|(addresses, ready, terminating, hostname, pod_name)| EndpointView {
             addresses,
             ready,
@@ -66,7 +72,12 @@ fn slice(index: usize) -> impl Strategy<Value = EndpointSliceView> {
         protocol,
         port,
     });
-    (label(), prop::sample::select(vec!["default", "demo"]), prop::collection::vec(port, 0..3), prop::collection::vec(endpoint(), 0..5))
+    (
+        label(),
+        prop::sample::select(vec!["default", "demo"]),
+        prop::collection::vec(port, 0..3),
+        prop::collection::vec(endpoint(), 0..5),
+    )
         .prop_map(move |(service, namespace, ports, endpoints)| EndpointSliceView {
             namespace: namespace.to_owned(),
             name: format!("slice-{index}"),

@@ -116,6 +116,11 @@ impl ApiError {
         Self::new(400, "BadRequest", message)
     }
 
+    /// 422 for a patch that cannot be applied.
+    pub fn invalid_patch(message: impl Into<String>) -> Self {
+        Self::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {}", message.into()))
+    }
+
     /// 403 Forbidden (e.g. creating in a terminating namespace).
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(403, "Forbidden", message)

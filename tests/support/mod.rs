@@ -83,7 +83,8 @@ impl DnsClient {
         let provider = TokioRuntimeProvider::default();
         let client = match transport {
             Transport::Udp => {
-                let stream = UdpClientStream::builder(addr, provider).with_timeout(Some(Duration::from_secs(3))).build();
+                let stream =
+                    UdpClientStream::builder(addr, provider).with_timeout(Some(Duration::from_secs(3))).build();
                 let (client, bg) = Client::<TokioRuntimeProvider>::from_sender(stream);
                 tokio::spawn(bg);
                 client
@@ -109,7 +110,9 @@ impl DnsClient {
 pub fn show(record: &Record) -> String {
     let text = record.to_string();
     match text.split_once(' ') {
-        Some((owner, rest)) => format!("{} {}", owner.to_ascii_lowercase(), rest.split_whitespace().collect::<Vec<_>>().join(" ")),
+        Some((owner, rest)) => {
+            format!("{} {}", owner.to_ascii_lowercase(), rest.split_whitespace().collect::<Vec<_>>().join(" "))
+        }
         None => text,
     }
 }

@@ -1,0 +1,488 @@
+//! The HTTP API: path routing, request decoding, and the verbs over [`crate::store::Store`].
+
+mod discovery;
+mod openapi;
+mod table;
+mod watch;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::meta;
+use crate::patch::{self, PatchType};
+use crate::resources::ResourceType;
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::status::ApiError;
+use crate::store::{DeleteOptions, Store, Subresource};
+
+/// Shared state of the HTTP layer.
+pub struct App {
+    /// The object store.
+    pub store: Arc<Store>,
+    /// Where the server listens (for discovery's serverAddressByClientCIDRs).
+    pub addr: SocketAddr,
+    /// How often watches with `allowWatchBookmarks` get a BOOKMARK.
+    pub bookmark_interval: Duration,
+    /// Flips to true at shutdown; open watches end.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// The router: every path goes through one dispatcher, since Kubernetes paths are regular enough.
+pub fn router(app: Arc<App>) -> axum::Router {
+    axum::Router::new().fallback(dispatch).with_state(app)
+}
+
+type Params = HashMap<String, String>;
+
+fn params_of(req: &Request) -> Params {
+    req.uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+/// JSON response with the given status.
+pub(crate) fn json_response(code: StatusCode, v: &Value) -> Response {
+    let mut resp = (code, v.to_string()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn ok(v: &Value) -> Response {
+    json_response(StatusCode::OK, v)
+}
+
+async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
+    match route(&app, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// What a resource path names.
+struct Target {
+    rt: ResourceType,
+    ns: String,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+async fn route(app: &Arc<App>, req: Request) -> Result<Response, ApiError> {
+    let path = req.uri().path().trim_end_matches('/').to_owned();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let method = req.method().clone();
+    let params = params_of(&req);
+    match segs.as_slice() {
+        ["version"] => return Ok(ok(&discovery::version())),
+        ["healthz" | "livez" | "readyz", ..] => return Ok((StatusCode::OK, "ok").into_response()),
+        ["api"] => return Ok(ok(&discovery::api_versions(app.addr))),
+        ["apis"] => return Ok(ok(&discovery::api_groups(&app.store.registry))),
+        ["api", v] => return discovery::resource_list(&app.store.registry, "", v).map(|v| ok(&v)),
+        ["apis", g] => return discovery::api_group(&app.store.registry, g).map(|v| ok(&v)),
+        ["apis", g, v] => return discovery::resource_list(&app.store.registry, g, v).map(|v| ok(&v)),
+        ["openapi", "v3"] => return Ok(ok(&openapi::index(&app.store.registry))),
+        ["openapi", "v3", rest @ ..] => {
+            return openapi::group_version(&app.store.registry, &rest.join("/")).map(|v| ok(&v));
+        }
+        _ => {}
+    }
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Err(ApiError::no_route(&path)),
+    };
+    let target = resolve(app, group, version, rest).ok_or_else(|| ApiError::no_route(&path))?;
+    let headers = req.headers().clone();
+    let body = axum::body::to_bytes(req.into_body(), 64 << 20)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
+    handle(app, &method, &headers, &params, target, &body)
+}
+
+fn resolve(app: &App, group: &str, version: &str, rest: &[&str]) -> Option<Target> {
+    let reg = &app.store.registry;
+    let find = |plural: &str| reg.find(group, version, plural);
+    let owned = |s: &str| s.to_owned();
+    match rest {
+        ["namespaces", ns, plural, tail @ ..] if tail.len() <= 2 && !matches!(*plural, "status" | "finalize") => {
+            let rt = find(plural).filter(|t| t.namespaced)?;
+            Some(Target {
+                rt,
+                ns: owned(ns),
+                name: tail.first().map(|s| owned(s)),
+                sub: tail.get(1).map(|s| owned(s)),
+            })
+        }
+        [plural, tail @ ..] if tail.len() <= 2 => {
+            let rt = find(plural)?;
+            if rt.namespaced && !tail.is_empty() {
+                return None;
+            }
+            Some(Target {
+                rt,
+                ns: String::new(),
+                name: tail.first().map(|s| owned(s)),
+                sub: tail.get(1).map(|s| owned(s)),
+            })
+        }
+        _ => None,
+    }
+}
+
+fn handle(
+    app: &Arc<App>,
+    method: &Method,
+    headers: &HeaderMap,
+    params: &Params,
+    t: Target,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let store = &app.store;
+    let rt = &t.rt;
+    let ns = t.ns.as_str();
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let as_table = accept.contains("as=Table");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_owned();
+    let sub = t.sub.as_deref();
+    match (method.as_str(), t.name.as_deref(), sub) {
+        ("GET", None, None) => {
+            let watching = matches!(params.get("watch").map(String::as_str), Some("1" | "true"));
+            if watching {
+                return watch::serve(app, rt, ns, params, as_table);
+            }
+            list(store, rt, ns, params, as_table, headers)
+        }
+        ("POST", None, None) => {
+            let obj = decode_body(&content_type, body, rt)?;
+            if is_dry_run(params) {
+                return Ok(json_response(StatusCode::CREATED, &obj));
+            }
+            let created = store.create(rt, ns, obj)?;
+            Ok(json_response(StatusCode::CREATED, &created))
+        }
+        ("DELETE", None, None) => {
+            let opts = delete_options(params, body)?;
+            let (items, rv) = store.list(rt, ns_filter(rt, ns));
+            let filter = Filter::from_params(params)?;
+            let mut out = Vec::new();
+            for item in items.iter().filter(|o| filter.matches(o)) {
+                if let Ok(v) = store.delete(rt, meta::namespace(item), meta::name(item), &opts) {
+                    out.push((*v).clone());
+                }
+            }
+            Ok(ok(&json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(),
+                          "metadata": {"resourceVersion": rv.to_string()}, "items": out})))
+        }
+        ("GET", Some(name), None | Some("status")) => {
+            let obj = store.get(rt, ns, name)?;
+            if as_table {
+                return Ok(ok(&table::render(store, rt, &[obj], store.current_rv(), true, params)));
+            }
+            Ok(ok(&obj))
+        }
+        ("GET", Some(name), Some("scale")) if rt.scale.is_some() => {
+            let obj = store.get(rt, ns, name)?;
+            Ok(ok(&scale_of(rt, &obj)))
+        }
+        ("PUT", Some(name), None | Some("status")) => {
+            let which = if sub == Some("status") { Subresource::Status } else { Subresource::Main };
+            if which == Subresource::Status && !rt.status {
+                return Err(ApiError::no_route(&format!("{}/{name}/status", rt.plural)));
+            }
+            let obj = decode_body(&content_type, body, rt)?;
+            if is_dry_run(params) {
+                return Ok(ok(&obj));
+            }
+            let updated = store.update(rt, ns, name, obj, which)?;
+            Ok(ok(&updated))
+        }
+        ("PUT", Some(name), Some("finalize")) if rt.plural == "namespaces" && rt.group.is_empty() => {
+            let obj = decode_body(&content_type, body, rt)?;
+            let fins = meta::path(&obj, "spec.finalizers").cloned().unwrap_or(json!([]));
+            let updated = store.mutate(rt, ns, name, Subresource::Main, |old| {
+                let mut o = old.clone();
+                meta::set_path(&mut o, "spec.finalizers", fins);
+                Ok(o)
+            })?;
+            Ok(ok(&updated))
+        }
+        ("PUT" | "PATCH", Some(name), Some("scale")) if rt.scale.is_some() => {
+            let patch_type = (method == Method::PATCH)
+                .then(|| PatchType::from_content_type(&content_type))
+                .flatten();
+            let body_json = parse_json(body)?;
+            let paths = rt.scale.clone().ok_or_else(|| ApiError::internal("no scale"))?;
+            let updated = store.mutate(rt, ns, name, Subresource::Main, |old| {
+                let scale = scale_of(rt, old);
+                let new_scale = match patch_type {
+                    Some(pt) => patch::apply(pt, &scale, &body_json)?,
+                    None => body_json.clone(),
+                };
+                let want_rv = meta::meta_str(&new_scale, "resourceVersion");
+                if !want_rv.is_empty() && want_rv != meta::meta_str(old, "resourceVersion") {
+                    return Err(ApiError::stale(&rt.group, &rt.plural, name));
+                }
+                let replicas = meta::path(&new_scale, "spec.replicas")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                let mut o = old.clone();
+                meta::set_path(&mut o, &paths.spec_replicas, json!(replicas));
+                if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+                    m.remove("resourceVersion");
+                }
+                Ok(o)
+            })?;
+            Ok(ok(&scale_of(rt, &updated)))
+        }
+        ("PATCH", Some(name), None | Some("status")) => {
+            let which = if sub == Some("status") { Subresource::Status } else { Subresource::Main };
+            let pt = PatchType::from_content_type(&content_type)
+                .ok_or_else(|| ApiError::unsupported_media_type(&content_type))?;
+            let patch_body = if pt == PatchType::Apply {
+                parse_json(body).or_else(|_| Err(ApiError::unsupported_media_type("application/apply-patch+yaml (YAML bodies: send JSON)")))?
+            } else {
+                parse_json(body)?
+            };
+            let exists = store.get(rt, ns, name).is_ok();
+            if !exists && pt == PatchType::Apply {
+                let created = store.create(rt, ns, patch_body)?;
+                return Ok(json_response(StatusCode::CREATED, &created));
+            }
+            let updated = store.mutate(rt, ns, name, which, |old| {
+                let mut new = patch::apply(pt, old, &patch_body)?;
+                // a patch only checks the resourceVersion when it sets one itself
+                if meta::meta_str(&patch_body, "resourceVersion").is_empty()
+                    && let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut)
+                {
+                    m.remove("resourceVersion");
+                }
+                Ok(new)
+            })?;
+            Ok(ok(&updated))
+        }
+        ("DELETE", Some(name), None) => {
+            let opts = delete_options(params, body)?;
+            if is_dry_run(params) {
+                return Ok(ok(&store.get(rt, ns, name)?));
+            }
+            let obj = store.delete(rt, ns, name, &opts)?;
+            Ok(ok(&obj))
+        }
+        _ => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({method} {})",
+            rt.plural
+        ))),
+    }
+}
+
+fn is_dry_run(params: &Params) -> bool {
+    params.get("dryRun").is_some_and(|v| v == "All")
+}
+
+fn ns_filter<'a>(rt: &ResourceType, ns: &'a str) -> Option<&'a str> {
+    (rt.namespaced && !ns.is_empty()).then_some(ns)
+}
+
+fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding the request body as JSON: {e}")))
+}
+
+fn decode_body(content_type: &str, body: &Bytes, rt: &ResourceType) -> Result<Value, ApiError> {
+    let base = content_type.split(';').next().unwrap_or("").trim();
+    match base {
+        "application/json" | "" | "*/*" => parse_json(body),
+        "application/vnd.kubernetes.protobuf" => crate::proto::decode(body, rt),
+        other => Err(ApiError::unsupported_media_type(other)),
+    }
+}
+
+fn delete_options(params: &Params, body: &Bytes) -> Result<DeleteOptions, ApiError> {
+    let from_body = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(body).unwrap_or(Value::Null)
+    };
+    let s = |k: &str| from_body.get(k).and_then(Value::as_str).map(str::to_owned);
+    let grace = params
+        .get("gracePeriodSeconds")
+        .map(|g| {
+            g.parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))
+        })
+        .transpose()?
+        .or_else(|| from_body.get("gracePeriodSeconds").and_then(Value::as_i64));
+    let mut propagation = params.get("propagationPolicy").cloned().or_else(|| s("propagationPolicy"));
+    if propagation.is_none() {
+        let orphan = params
+            .get("orphanDependents")
+            .map(|v| v == "true")
+            .or_else(|| from_body.get("orphanDependents").and_then(Value::as_bool));
+        if orphan == Some(true) {
+            propagation = Some("Orphan".into());
+        }
+    }
+    let pre = from_body.get("preconditions");
+    Ok(DeleteOptions {
+        grace_period_seconds: grace,
+        precondition_uid: pre.and_then(|p| p.get("uid")).and_then(Value::as_str).map(str::to_owned),
+        precondition_rv: pre
+            .and_then(|p| p.get("resourceVersion"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        propagation,
+    })
+}
+
+/// The label and field selectors of a list or watch.
+pub(crate) struct Filter {
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl Filter {
+    pub(crate) fn from_params(params: &Params) -> Result<Self, ApiError> {
+        Ok(Self {
+            labels: LabelSelector::parse(params.get("labelSelector").map_or("", String::as_str))?,
+            fields: FieldSelector::parse(params.get("fieldSelector").map_or("", String::as_str))?,
+        })
+    }
+
+    pub(crate) fn matches(&self, obj: &Value) -> bool {
+        self.labels.matches_object(obj) && self.fields.matches(obj)
+    }
+}
+
+fn encode_continue(rv: u64, ns: &str, name: &str) -> String {
+    format!("{rv}:{ns}:{name}")
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn decode_continue(token: &str) -> Result<(String, String), ApiError> {
+    let bad = || ApiError::bad_request("continue key is not valid");
+    let bytes: Vec<u8> = (0..token.len())
+        .step_by(2)
+        .map(|i| token.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect::<Option<_>>()
+        .ok_or_else(bad)?;
+    let s = String::from_utf8(bytes).map_err(|_| bad())?;
+    let mut parts = s.splitn(3, ':');
+    let _rv = parts.next().ok_or_else(bad)?;
+    let ns = parts.next().ok_or_else(bad)?.to_owned();
+    let name = parts.next().ok_or_else(bad)?.to_owned();
+    Ok((ns, name))
+}
+
+fn list(
+    store: &Store,
+    rt: &ResourceType,
+    ns: &str,
+    params: &Params,
+    as_table: bool,
+    _headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let filter = Filter::from_params(params)?;
+    let (items, rv) = store.list(rt, ns_filter(rt, ns));
+    let after = params
+        .get("continue")
+        .filter(|c| !c.is_empty())
+        .map(|c| decode_continue(c))
+        .transpose()?;
+    let limit = params
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0);
+    let mut selected: Vec<Arc<Value>> = items
+        .into_iter()
+        .filter(|o| match &after {
+            Some((ans, aname)) => {
+                (meta::namespace(o), meta::name(o)) > (ans.as_str(), aname.as_str())
+            }
+            None => true,
+        })
+        .filter(|o| filter.matches(o))
+        .collect();
+    let mut list_meta = json!({"resourceVersion": rv.to_string()});
+    if let Some(limit) = limit
+        && selected.len() > limit
+    {
+        let remaining = selected.len() - limit;
+        selected.truncate(limit);
+        if let Some(last) = selected.last() {
+            list_meta["continue"] = json!(encode_continue(rv, meta::namespace(last), meta::name(last)));
+            list_meta["remainingItemCount"] = json!(remaining);
+        }
+    }
+    if as_table {
+        let mut t = table::render(store, rt, &selected, rv, true, params);
+        if let (Some(m), Some(c)) = (t.get_mut("metadata"), list_meta.get("continue")) {
+            m["continue"] = c.clone();
+        }
+        return Ok(ok(&t));
+    }
+    let items: Vec<&Value> = selected.iter().map(AsRef::as_ref).collect();
+    Ok(ok(&json!({
+        "kind": rt.list_kind(),
+        "apiVersion": rt.api_version(),
+        "metadata": list_meta,
+        "items": items,
+    })))
+}
+
+/// The `autoscaling/v1 Scale` view of a scalable object.
+fn scale_of(rt: &ResourceType, obj: &Value) -> Value {
+    let Some(paths) = &rt.scale else { return Value::Null };
+    let m = obj.get("metadata").cloned().unwrap_or(json!({}));
+    let selector = match &paths.label_selector {
+        Some(p) => meta::path_str(obj, p).to_owned(),
+        None => meta::path(obj, "spec.selector")
+            .and_then(|s| LabelSelector::from_json(s).ok())
+            .map(|s| s.to_query())
+            .unwrap_or_default(),
+    };
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": m.get("name"), "namespace": m.get("namespace"), "uid": m.get("uid"),
+            "resourceVersion": m.get("resourceVersion"), "creationTimestamp": m.get("creationTimestamp"),
+        },
+        "spec": {"replicas": meta::path(obj, &paths.spec_replicas).and_then(Value::as_i64).unwrap_or(0)},
+        "status": {
+            "replicas": meta::path(obj, &paths.status_replicas).and_then(Value::as_i64).unwrap_or(0),
+            "selector": selector,
+        },
+    })
+}
+
+/// Serve a body as a streaming response.
+pub(crate) fn streaming(body: Body) -> Response {
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    resp
+}

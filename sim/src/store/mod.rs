@@ -1,0 +1,802 @@
+//! Generic object storage with the real server's semantics: a global monotonic resourceVersion, uid,
+//! creationTimestamp, generation, optimistic concurrency, graceful deletion and finalizers, a bounded
+//! watch history, and (optionally) a durable log.
+
+pub mod wal;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, watch};
+
+use crate::admission;
+use crate::meta;
+use crate::resources::{Registry, ResourceType};
+use crate::status::{ApiError, Cause};
+use wal::{Record, Wal};
+
+/// A watch event type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// The object appeared.
+    Added,
+    /// The object changed.
+    Modified,
+    /// The object is gone (carries its last state).
+    Deleted,
+}
+
+impl EventType {
+    /// `ADDED`, `MODIFIED`, `DELETED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Added => "ADDED",
+            Self::Modified => "MODIFIED",
+            Self::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One committed change.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// resourceVersion of the change.
+    pub rv: u64,
+    /// Storage key of the resource type.
+    pub key: String,
+    /// What happened.
+    pub event: EventType,
+    /// The object after the change (before removal, for `Deleted`).
+    pub object: Arc<Value>,
+    /// The object before the change, if it existed.
+    pub prev: Option<Arc<Value>>,
+}
+
+/// Which part of an object a write targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subresource {
+    /// The object (status changes ignored when a status subresource exists).
+    Main,
+    /// `/status`: only status changes.
+    Status,
+}
+
+/// Options of a delete.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    /// `gracePeriodSeconds`.
+    pub grace_period_seconds: Option<i64>,
+    /// `preconditions.uid`.
+    pub precondition_uid: Option<String>,
+    /// `preconditions.resourceVersion`.
+    pub precondition_rv: Option<String>,
+    /// `propagationPolicy`: Background, Foreground or Orphan.
+    pub propagation: Option<String>,
+}
+
+type Objects = BTreeMap<(String, String), Arc<Value>>;
+
+struct Inner {
+    rv: u64,
+    compacted_rv: u64,
+    objects: HashMap<String, Objects>,
+    history: VecDeque<Arc<Change>>,
+    wal: Option<Wal>,
+    pod_ip_next: u32,
+}
+
+/// The store. Cheap to share behind an `Arc`.
+pub struct Store {
+    inner: Mutex<Inner>,
+    tx: broadcast::Sender<Arc<Change>>,
+    changed: watch::Sender<u64>,
+    /// The servable resource types.
+    pub registry: Registry,
+    history_limit: usize,
+}
+
+/// The first pod IP index (10.244.0.2).
+const POD_IP_FIRST: u32 = 2;
+
+fn pod_ip(index: u32) -> String {
+    let n = index % (1 << 16);
+    let base = u32::from(Ipv4Addr::new(10, 244, 0, 0));
+    Ipv4Addr::from(base + n).to_string()
+}
+
+fn pod_ip_index(ip: &str) -> Option<u32> {
+    let addr: Ipv4Addr = ip.parse().ok()?;
+    let o = addr.octets();
+    (o[0] == 10 && o[1] == 244).then(|| u32::from(o[2]) * 256 + u32::from(o[3]))
+}
+
+impl Store {
+    /// An in-memory store, or one backed by `data_dir/state.log`.
+    pub fn open(data_dir: Option<&Path>, history_limit: usize) -> std::io::Result<Self> {
+        let (tx, _) = broadcast::channel(history_limit.clamp(1024, 65_536));
+        let (changed, _) = watch::channel(0);
+        let mut inner = Inner {
+            rv: 0,
+            compacted_rv: 0,
+            objects: HashMap::new(),
+            history: VecDeque::new(),
+            wal: None,
+            pod_ip_next: POD_IP_FIRST,
+        };
+        if let Some(dir) = data_dir {
+            let (mut wal, replayed) = Wal::open(dir)?;
+            let mut ip_max = replayed.ip_next.unwrap_or(POD_IP_FIRST);
+            for rec in replayed.records {
+                let objs = inner.objects.entry(rec.key).or_default();
+                match rec.object {
+                    Some(obj) => {
+                        if let Some(i) = pod_ip_index(meta::path_str(&obj, "status.podIP")) {
+                            ip_max = ip_max.max(i + 1);
+                        }
+                        objs.insert((rec.ns, rec.name), Arc::new(obj));
+                    }
+                    None => {
+                        objs.remove(&(rec.ns, rec.name));
+                    }
+                }
+            }
+            inner.rv = replayed.rv;
+            inner.compacted_rv = replayed.rv;
+            inner.pod_ip_next = ip_max;
+            let rv = inner.rv;
+            let ip_next = inner.pod_ip_next;
+            wal.compact(
+                rv,
+                ip_next,
+                inner.objects.iter().flat_map(|(key, objs)| {
+                    objs.iter().map(move |((ns, name), obj)| {
+                        (key.as_str(), ns.as_str(), name.as_str(), obj.as_ref())
+                    })
+                }),
+            )?;
+            inner.wal = Some(wal);
+        }
+        let store = Self {
+            inner: Mutex::new(inner),
+            tx,
+            changed,
+            registry: Registry::new(),
+            history_limit: history_limit.max(1),
+        };
+        store.refresh_crds();
+        Ok(store)
+    }
+
+    fn refresh_crds(&self) {
+        let inner = self.inner.lock();
+        let crds: Vec<Arc<Value>> = inner
+            .objects
+            .get("apiextensions.k8s.io/customresourcedefinitions")
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        drop(inner);
+        self.registry.set_crds(crds.iter().map(AsRef::as_ref));
+    }
+
+    /// The current global resourceVersion.
+    pub fn current_rv(&self) -> u64 {
+        self.inner.lock().rv
+    }
+
+    /// A receiver that sees the latest resourceVersion after every commit (for control loops).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// One object.
+    pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<Arc<Value>, ApiError> {
+        let inner = self.inner.lock();
+        inner
+            .objects
+            .get(&rt.key())
+            .and_then(|m| m.get(&(ns.to_owned(), name.to_owned())))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
+    }
+
+    /// Every object of a type (in one namespace when given), ordered by namespace then name, and the
+    /// resourceVersion the list is consistent at.
+    pub fn list(&self, rt: &ResourceType, ns: Option<&str>) -> (Vec<Arc<Value>>, u64) {
+        self.list_key(&rt.key(), ns)
+    }
+
+    /// Like [`Store::list`], by storage key.
+    pub fn list_key(&self, key: &str, ns: Option<&str>) -> (Vec<Arc<Value>>, u64) {
+        let inner = self.inner.lock();
+        let items = match inner.objects.get(key) {
+            None => Vec::new(),
+            Some(m) => match ns {
+                Some(ns) => m
+                    .range((ns.to_owned(), String::new())..)
+                    .take_while(|((n, _), _)| n == ns)
+                    .map(|(_, v)| v.clone())
+                    .collect(),
+                None => m.values().cloned().collect(),
+            },
+        };
+        (items, inner.rv)
+    }
+
+    /// Start a watch: the events to replay first, then a live receiver. `from` is the resourceVersion
+    /// the client has seen (`None`: send the current state as `ADDED` events first).
+    pub fn watch(
+        &self,
+        key: &str,
+        from: Option<u64>,
+    ) -> Result<(Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>, u64), ApiError> {
+        let inner = self.inner.lock();
+        let rx = self.tx.subscribe();
+        let replay = match from {
+            None => inner
+                .objects
+                .get(key)
+                .map(|m| {
+                    m.values()
+                        .map(|o| {
+                            Arc::new(Change {
+                                rv: rv_of(o),
+                                key: key.to_owned(),
+                                event: EventType::Added,
+                                object: o.clone(),
+                                prev: None,
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Some(rv) => {
+                if rv < inner.compacted_rv {
+                    return Err(ApiError::gone(format!(
+                        "too old resource version: {rv} ({})",
+                        inner.compacted_rv
+                    )));
+                }
+                inner
+                    .history
+                    .iter()
+                    .filter(|c| c.rv > rv && c.key == key)
+                    .cloned()
+                    .collect()
+            }
+        };
+        Ok((replay, rx, inner.rv))
+    }
+
+    /// Allocate a pod IP never handed out before (wrapping only after the whole /16).
+    pub fn allocate_pod_ip(&self) -> String {
+        let mut inner = self.inner.lock();
+        let mut idx = inner.pod_ip_next;
+        // skip the network and broadcast-looking addresses of each /24
+        while matches!(idx % 256, 0 | 1 | 255) {
+            idx += 1;
+        }
+        inner.pod_ip_next = idx + 1;
+        pod_ip(idx)
+    }
+
+    /// Create an object.
+    pub fn create(&self, rt: &ResourceType, ns: &str, mut obj: Value) -> Result<Arc<Value>, ApiError> {
+        if !obj.is_object() {
+            return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+        }
+        check_type(rt, &mut obj)?;
+        let ns = if rt.namespaced { ns } else { "" };
+        let mut inner = self.inner.lock();
+        let meta_map = meta::metadata_mut(&mut obj);
+        let body_ns = meta_map
+            .get("namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        if rt.namespaced {
+            if !body_ns.is_empty() && body_ns != ns {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            meta_map.insert("namespace".into(), json!(ns));
+        } else {
+            meta_map.remove("namespace");
+        }
+        let mut name = meta_map
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        if name.is_empty() {
+            let prefix = meta_map
+                .get("generateName")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            if prefix.is_empty() {
+                return Err(ApiError::invalid(
+                    &rt.group,
+                    &rt.kind,
+                    "",
+                    &[Cause {
+                        field: "metadata.name".into(),
+                        message: "Required value: name or generateName is required".into(),
+                        reason: "FieldValueRequired",
+                    }],
+                ));
+            }
+            name = format!("{prefix}{}", meta::random_suffix(5));
+            meta_map.insert("name".into(), json!(name));
+        }
+        if rt.namespaced {
+            match inner
+                .objects
+                .get("/namespaces")
+                .and_then(|m| m.get(&(String::new(), ns.to_owned())))
+            {
+                None => return Err(ApiError::not_found("", "namespaces", ns)),
+                Some(n) if meta::is_terminating(n) => {
+                    return Err(ApiError::forbidden(format!(
+                        "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                        rt.plural
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        let key = rt.key();
+        if inner
+            .objects
+            .get(&key)
+            .is_some_and(|m| m.contains_key(&(ns.to_owned(), name.clone())))
+        {
+            return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
+        }
+        for field in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+            meta_map.remove(field);
+        }
+        meta_map.insert("uid".into(), json!(meta::new_uid()));
+        meta_map.insert("creationTimestamp".into(), json!(meta::now_rfc3339()));
+        meta_map.insert("generation".into(), json!(1));
+        admission::prepare_create(rt, &mut obj);
+        if key == "/services" {
+            allocate_cluster_ip(&inner, &mut obj)?;
+        }
+        let causes = admission::validate(rt, &obj);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(&rt.group, &rt.kind, &name, &causes));
+        }
+        let out = self.commit(&mut inner, &key, ns, &name, obj, EventType::Added)?;
+        drop(inner);
+        self.after_commit(&key);
+        Ok(out)
+    }
+
+    /// Replace an object (PUT), checking `metadata.resourceVersion` when the body carries one.
+    pub fn update(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        new: Value,
+        sub: Subresource,
+    ) -> Result<Arc<Value>, ApiError> {
+        self.mutate(rt, ns, name, sub, |_old| Ok(new))
+    }
+
+    /// Read-modify-write under the store lock: `f` maps the current object to the new one (a patch, or a
+    /// controller's change). A resourceVersion in the result must match the current one.
+    pub fn mutate(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        sub: Subresource,
+        f: impl FnOnce(&Value) -> Result<Value, ApiError>,
+    ) -> Result<Arc<Value>, ApiError> {
+        let ns = if rt.namespaced { ns } else { "" };
+        let key = rt.key();
+        let mut inner = self.inner.lock();
+        let old = inner
+            .objects
+            .get(&key)
+            .and_then(|m| m.get(&(ns.to_owned(), name.to_owned())))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+        let mut new = f(&old)?;
+        if !new.is_object() {
+            return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+        }
+        check_type(rt, &mut new)?;
+        let old_rv = meta::meta_str(&old, "resourceVersion").to_owned();
+        let want_rv = meta::meta_str(&new, "resourceVersion").to_owned();
+        if !want_rv.is_empty() && want_rv != old_rv {
+            return Err(ApiError::stale(&rt.group, &rt.plural, name));
+        }
+        let body_name = meta::name(&new);
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let want_uid = meta::meta_str(&new, "uid");
+        if !want_uid.is_empty() && want_uid != meta::meta_str(&old, "uid") {
+            return Err(ApiError::conflict(
+                &rt.group,
+                &rt.plural,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {want_uid}, UID in object meta: {}",
+                    meta::meta_str(&old, "uid")
+                ),
+            ));
+        }
+        let mut merged = match sub {
+            Subresource::Status => {
+                let mut m = (*old).clone();
+                if let (Some(map), Some(status)) = (m.as_object_mut(), new.get("status")) {
+                    map.insert("status".into(), status.clone());
+                }
+                m
+            }
+            Subresource::Main => {
+                let mut n = new;
+                if rt.status
+                    && let Some(map) = n.as_object_mut()
+                {
+                    match old.get("status") {
+                        Some(s) => map.insert("status".into(), s.clone()),
+                        None => map.remove("status"),
+                    };
+                }
+                let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
+                let m = meta::metadata_mut(&mut n);
+                for field in [
+                    "uid",
+                    "creationTimestamp",
+                    "deletionTimestamp",
+                    "deletionGracePeriodSeconds",
+                    "generation",
+                ] {
+                    match old_meta.get(field) {
+                        Some(v) => m.insert(field.into(), v.clone()),
+                        None => m.remove(field),
+                    };
+                }
+                m.insert("name".into(), json!(name));
+                if rt.namespaced {
+                    m.insert("namespace".into(), json!(ns));
+                }
+                admission::prepare_update(rt, &old, &mut n);
+                n
+            }
+        };
+        meta::metadata_mut(&mut merged).insert("resourceVersion".into(), json!(old_rv));
+        if sub == Subresource::Main {
+            let causes = admission::validate(rt, &merged);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid(&rt.group, &rt.kind, name, &causes));
+            }
+            if spec_changed(&old, &merged) {
+                let generation = old
+                    .get("metadata")
+                    .and_then(|m| m.get("generation"))
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                meta::metadata_mut(&mut merged).insert("generation".into(), json!(generation + 1));
+            }
+        }
+        if merged == *old {
+            return Ok(old);
+        }
+        let ns_finalizing = key == "/namespaces"
+            && meta::path(&merged, "spec.finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty());
+        let finished = meta::is_terminating(&merged)
+            && meta::finalizers(&merged).is_empty()
+            && grace_elapsed(&merged)
+            && !ns_finalizing;
+        let event = if finished { EventType::Deleted } else { EventType::Modified };
+        let out = self.commit(&mut inner, &key, ns, name, merged, event)?;
+        drop(inner);
+        self.after_commit(&key);
+        Ok(out)
+    }
+
+    /// Delete an object: at once, or by marking it (deletionTimestamp) while finalizers or a grace period
+    /// remain. Returns the object's last state.
+    pub fn delete(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Arc<Value>, ApiError> {
+        let ns = if rt.namespaced { ns } else { "" };
+        let key = rt.key();
+        let mut inner = self.inner.lock();
+        let old = inner
+            .objects
+            .get(&key)
+            .and_then(|m| m.get(&(ns.to_owned(), name.to_owned())))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+        if let Some(uid) = &opts.precondition_uid
+            && uid != meta::meta_str(&old, "uid")
+        {
+            return Err(ApiError::conflict(
+                &rt.group,
+                &rt.plural,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta::meta_str(&old, "uid")
+                ),
+            ));
+        }
+        if let Some(rv) = &opts.precondition_rv
+            && rv != meta::meta_str(&old, "resourceVersion")
+        {
+            return Err(ApiError::conflict(
+                &rt.group,
+                &rt.plural,
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    meta::meta_str(&old, "resourceVersion")
+                ),
+            ));
+        }
+        let mut obj = (*old).clone();
+        let mut finalizers = meta::finalizers(&obj);
+        match opts.propagation.as_deref() {
+            Some("Orphan") => push_unique(&mut finalizers, "orphan"),
+            Some("Foreground") => push_unique(&mut finalizers, "foregroundDeletion"),
+            Some("Background") | None => {}
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "DeleteOptions.PropagationPolicy: Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+                )));
+            }
+        }
+        if key == "/namespaces" {
+            // the namespace controller empties it, then removes the `kubernetes` finalizer
+            let spec_fin = meta::path(&obj, "spec.finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty());
+            if spec_fin {
+                meta::set_path(&mut obj, "status.phase", json!("Terminating"));
+            }
+        }
+        let is_pod = key == "/pods";
+        let grace = if is_pod && !meta::path_str(&obj, "spec.nodeName").is_empty() {
+            let default = meta::path(&obj, "spec.terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(30);
+            let mut g = opts.grace_period_seconds.unwrap_or(default).max(0);
+            if let Some(cur) = obj
+                .get("metadata")
+                .and_then(|m| m.get("deletionGracePeriodSeconds"))
+                .and_then(Value::as_i64)
+            {
+                g = g.min(cur);
+            }
+            g
+        } else {
+            0
+        };
+        let ns_finalizing = key == "/namespaces"
+            && meta::path(&obj, "spec.finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty());
+        if finalizers.is_empty() && grace == 0 && !ns_finalizing {
+            let out = self.commit(&mut inner, &key, ns, name, obj, EventType::Deleted)?;
+            drop(inner);
+            self.after_commit(&key);
+            return Ok(out);
+        }
+        let already = meta::is_terminating(&obj);
+        let m = meta::metadata_mut(&mut obj);
+        if !already || grace == 0 {
+            m.insert(
+                "deletionTimestamp".into(),
+                json!(meta::rfc3339(meta::now_secs() + grace)),
+            );
+        }
+        m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+        if finalizers.is_empty() {
+            m.remove("finalizers");
+        } else {
+            m.insert("finalizers".into(), json!(finalizers));
+        }
+        if obj == *old {
+            return Ok(old);
+        }
+        let out = self.commit(&mut inner, &key, ns, name, obj, EventType::Modified)?;
+        drop(inner);
+        self.after_commit(&key);
+        Ok(out)
+    }
+
+    /// Write `obj` as the new state (or, for `Deleted`, remove it reporting `obj` as its last state).
+    fn commit(
+        &self,
+        inner: &mut Inner,
+        key: &str,
+        ns: &str,
+        name: &str,
+        mut obj: Value,
+        event: EventType,
+    ) -> Result<Arc<Value>, ApiError> {
+        let rv = inner.rv + 1;
+        let id = (ns.to_owned(), name.to_owned());
+        meta::metadata_mut(&mut obj).insert("resourceVersion".into(), json!(rv.to_string()));
+        let removed = event == EventType::Deleted;
+        if let Some(w) = inner.wal.as_mut() {
+            w.append(&Record {
+                rv,
+                key: key.to_owned(),
+                ns: ns.to_owned(),
+                name: name.to_owned(),
+                object: (!removed).then(|| obj.clone()),
+            })
+            .map_err(|e| ApiError::internal(format!("writing the log: {e}")))?;
+        }
+        inner.rv = rv;
+        let object = Arc::new(obj);
+        let objs = inner.objects.entry(key.to_owned()).or_default();
+        let prev = if removed {
+            objs.remove(&id)
+        } else {
+            objs.insert(id, object.clone())
+        };
+        let change = Arc::new(Change {
+            rv,
+            key: key.to_owned(),
+            event,
+            object: object.clone(),
+            prev,
+        });
+        inner.history.push_back(change.clone());
+        while inner.history.len() > self.history_limit {
+            if let Some(old) = inner.history.pop_front() {
+                inner.compacted_rv = old.rv;
+            }
+        }
+        let _ = self.tx.send(change);
+        Ok(object)
+    }
+
+    fn after_commit(&self, key: &str) {
+        if key == "apiextensions.k8s.io/customresourcedefinitions" {
+            self.refresh_crds();
+        }
+        let rv = self.current_rv();
+        self.changed.send_replace(rv);
+    }
+
+    /// Drop the watch history (tests use this to force `410 Gone` on resumed watches).
+    pub fn compact_history(&self) {
+        let mut inner = self.inner.lock();
+        inner.history.clear();
+        inner.compacted_rv = inner.rv;
+    }
+}
+
+fn push_unique(list: &mut Vec<String>, item: &str) {
+    if !list.iter().any(|f| f == item) {
+        list.push(item.to_owned());
+    }
+}
+
+fn grace_elapsed(obj: &Value) -> bool {
+    obj.get("metadata")
+        .and_then(|m| m.get("deletionGracePeriodSeconds"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+        == 0
+}
+
+/// The resourceVersion of a stored object.
+pub fn rv_of(obj: &Value) -> u64 {
+    meta::meta_str(obj, "resourceVersion").parse().unwrap_or(0)
+}
+
+fn check_type(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
+    let Some(map) = obj.as_object_mut() else {
+        return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+    };
+    let kind = map.get("kind").and_then(Value::as_str).unwrap_or("");
+    if !kind.is_empty() && kind != rt.kind {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({}) does not match the expected API version ({})",
+            map.get("apiVersion").and_then(Value::as_str).unwrap_or(""),
+            rt.api_version()
+        )));
+    }
+    map.insert("kind".into(), json!(rt.kind));
+    map.insert("apiVersion".into(), json!(rt.api_version()));
+    Ok(())
+}
+
+fn spec_changed(old: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| -> Value {
+        let mut v = v.clone();
+        if let Some(m) = v.as_object_mut() {
+            for k in ["metadata", "status", "apiVersion", "kind"] {
+                m.remove(k);
+            }
+        }
+        v
+    };
+    strip(old) != strip(new)
+}
+
+const SERVICE_CIDR_BASE: u32 = 0x0A60_0000; // 10.96.0.0/12
+const SERVICE_CIDR_SIZE: u32 = 1 << 20;
+
+fn allocate_cluster_ip(inner: &Inner, svc: &mut Value) -> Result<(), ApiError> {
+    if meta::path_str(svc, "spec.type") == "ExternalName" {
+        return Ok(());
+    }
+    let requested = meta::path_str(svc, "spec.clusterIP").to_owned();
+    if requested == "None" {
+        meta::set_path(svc, "spec.clusterIPs", json!(["None"]));
+        return Ok(());
+    }
+    let used: HashSet<String> = inner
+        .objects
+        .get("/services")
+        .map(|m| {
+            m.values()
+                .map(|s| meta::path_str(s, "spec.clusterIP").to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let name = meta::name(svc).to_owned();
+    let invalid = |msg: String| {
+        ApiError::invalid(
+            "",
+            "Service",
+            &name,
+            &[Cause {
+                field: "spec.clusterIPs".into(),
+                message: msg,
+                reason: "FieldValueInvalid",
+            }],
+        )
+    };
+    let ip = if requested.is_empty() {
+        // 10.96.0.1 is the `kubernetes` service, 10.96.0.10 is kept for cluster DNS
+        (2..SERVICE_CIDR_SIZE - 1)
+            .filter(|n| *n != 10)
+            .map(|n| Ipv4Addr::from(SERVICE_CIDR_BASE + n).to_string())
+            .find(|ip| !used.contains(ip))
+            .ok_or_else(|| invalid("failed to allocate a serviceIP: range is full".into()))?
+    } else {
+        let addr: Ipv4Addr = requested
+            .parse()
+            .map_err(|_| invalid(format!("Invalid value: \"{requested}\": must be a valid IP")))?;
+        let n = u32::from(addr).wrapping_sub(SERVICE_CIDR_BASE);
+        if n >= SERVICE_CIDR_SIZE {
+            return Err(invalid(format!(
+                "Invalid value: []string{{\"{requested}\"}}: failed to allocate IP {requested}: provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/12"
+            )));
+        }
+        if used.contains(&requested) {
+            return Err(invalid(format!(
+                "Invalid value: []string{{\"{requested}\"}}: failed to allocate IP {requested}: provided IP is already allocated"
+            )));
+        }
+        requested
+    };
+    meta::set_path(svc, "spec.clusterIP", json!(ip));
+    meta::set_path(svc, "spec.clusterIPs", json!([ip]));
+    Ok(())
+}
