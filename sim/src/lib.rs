@@ -1,1 +1,232 @@
-//! The stand-in cluster (issue: "A stand-in cluster that kubectl, kube-rs and client libraries accept as real").
+//! `roster-sim`: a single-process stand-in Kubernetes cluster for `roster local` and tests.
+//!
+//! It serves a subset of the real HTTP API (plain HTTP on loopback) with real list/watch semantics, and
+//! runs the control-plane loops roster depends on: EndpointSlices, a kubelet stand-in, garbage
+//! collection, namespace deletion, ClusterIP allocation and PVC binding. Unmodified clients — kubectl,
+//! kube-rs, the Python `kubernetes` client — use it through the kubeconfig it writes.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), roster_sim::SimError> {
+//! let sim = roster_sim::start(roster_sim::SimConfig {
+//!     data_dir: Some("/tmp/roster".into()),
+//!     ..roster_sim::SimConfig::default()
+//! })
+//! .await?;
+//! println!("export KUBECONFIG={}", sim.kubeconfig_path().display());
+//! sim.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Tests can steer the kubelet stand-in per pod with annotations:
+//! - `sim.roster.dev/ready: "false"` keeps (or makes) the pod's containers not ready;
+//! - `sim.roster.dev/fail: "true"` makes the pod fail (phase `Failed`, container terminated, exit 1).
+
+mod admission;
+mod api;
+mod bootstrap;
+mod controllers;
+mod kubeconfig;
+pub mod meta;
+mod patch;
+mod proto;
+pub mod resources;
+pub mod selector;
+pub mod status;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use status::ApiError;
+pub use store::Store;
+
+/// Annotation that keeps a pod not ready (`"false"`), for tests.
+pub const READY_ANNOTATION: &str = "sim.roster.dev/ready";
+/// Annotation that makes a pod fail (`"true"`), for tests.
+pub const FAIL_ANNOTATION: &str = "sim.roster.dev/fail";
+
+/// How to run the stand-in.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Where the API listens; port 0 picks a free one.
+    pub api_addr: SocketAddr,
+    /// Durable state and the kubeconfig live here; `None` keeps state in memory (the kubeconfig then
+    /// goes to a fresh temporary directory).
+    pub data_dir: Option<PathBuf>,
+    /// Number of fake nodes pods are bound to (`sim-node-0` ...); at least one.
+    pub nodes: usize,
+    /// How long a started pod's containers take to become ready.
+    pub ready_delay: Duration,
+    /// How long a pod stays `ContainerCreating` before `Running`.
+    pub start_delay: Duration,
+    /// The longest a deleted pod stays Terminating (its grace period, capped by this).
+    pub termination_cap: Duration,
+    /// Events kept for watch resumption; older resourceVersions get `410 Gone`.
+    pub watch_history: usize,
+    /// How often watches with `allowWatchBookmarks` get a BOOKMARK.
+    pub bookmark_interval: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: None,
+            nodes: 1,
+            ready_delay: Duration::from_millis(500),
+            start_delay: Duration::from_millis(200),
+            termination_cap: Duration::from_secs(2),
+            watch_history: 10_000,
+            bookmark_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the stand-in could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// Binding the API address failed.
+    #[error("binding the API address {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Opening or replaying the data directory failed.
+    #[error("opening the data directory {dir}: {source}")]
+    DataDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Writing the kubeconfig failed.
+    #[error("writing the kubeconfig {path}: {source}")]
+    Kubeconfig {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Creating the built-in objects failed.
+    #[error("creating the built-in objects: {0}")]
+    Bootstrap(#[from] ApiError),
+}
+
+/// A running stand-in cluster. Dropping it without [`SimHandle::shutdown`] aborts its tasks.
+pub struct SimHandle {
+    addr: SocketAddr,
+    kubeconfig: PathBuf,
+    store: Arc<Store>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    _tmp: Option<TempDir>,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl SimHandle {
+    /// The bound API address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The kubeconfig written for clients.
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// Direct access to the object store (tests; in-process wiring).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Stop serving, end open watches and the control loops, and wait for them.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Start the stand-in: open (or replay) the store, create the built-in objects, bind the API, start the
+/// control loops and write `<data_dir>/kubeconfig`.
+pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
+    let (dir, tmp) = match &config.data_dir {
+        Some(d) => (d.clone(), None),
+        None => {
+            let d = std::env::temp_dir().join(format!("roster-sim-{}", meta::random_suffix(10)));
+            (d.clone(), Some(TempDir(d)))
+        }
+    };
+    std::fs::create_dir_all(&dir).map_err(|source| SimError::DataDir { dir: dir.clone(), source })?;
+    let store = Arc::new(
+        Store::open(config.data_dir.as_deref(), config.watch_history)
+            .map_err(|source| SimError::DataDir { dir: dir.clone(), source })?,
+    );
+    bootstrap::ensure(&store, config.nodes.max(1))?;
+    let listener = tokio::net::TcpListener::bind(config.api_addr)
+        .await
+        .map_err(|source| SimError::Bind { addr: config.api_addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| SimError::Bind { addr: config.api_addr, source })?;
+    let kubeconfig = dir.join("kubeconfig");
+    kubeconfig::write(&kubeconfig, addr)
+        .map_err(|source| SimError::Kubeconfig { path: kubeconfig.clone(), source })?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let app = Arc::new(api::App {
+        store: store.clone(),
+        addr,
+        bookmark_interval: config.bookmark_interval,
+        shutdown: shutdown_rx.clone(),
+    });
+    let router = api::router(app);
+    let mut server_shutdown = shutdown_rx.clone();
+    let server = tokio::spawn(async move {
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let _ = server_shutdown.wait_for(|s| *s).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "the stand-in API server failed");
+        }
+    });
+    let mut tasks = vec![server];
+    tasks.extend(controllers::spawn_all(store.clone(), &config, shutdown_rx));
+    Ok(SimHandle {
+        addr,
+        kubeconfig,
+        store,
+        shutdown,
+        tasks,
+        _tmp: tmp,
+    })
+}

@@ -257,7 +257,7 @@ fn handle(
             let pt = PatchType::from_content_type(&content_type)
                 .ok_or_else(|| ApiError::unsupported_media_type(&content_type))?;
             let patch_body = if pt == PatchType::Apply {
-                parse_json(body).or_else(|_| Err(ApiError::unsupported_media_type("application/apply-patch+yaml (YAML bodies: send JSON)")))?
+                parse_json(body).map_err(|_| ApiError::unsupported_media_type("application/apply-patch+yaml (YAML bodies: send JSON)"))?
             } else {
                 parse_json(body)?
             };
@@ -281,7 +281,7 @@ fn handle(
         ("DELETE", Some(name), None) => {
             let opts = delete_options(params, body)?;
             if is_dry_run(params) {
-                return Ok(ok(&store.get(rt, ns, name)?));
+                return Ok(ok(store.get(rt, ns, name)?.as_ref()));
             }
             let obj = store.delete(rt, ns, name, &opts)?;
             Ok(ok(&obj))

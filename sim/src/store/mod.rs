@@ -78,6 +78,10 @@ pub struct DeleteOptions {
     pub propagation: Option<String>,
 }
 
+/// What a new watch starts from: events to replay, the live receiver, and the resourceVersion the
+/// receiver starts after.
+pub type WatchStart = (Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>, u64);
+
 type Objects = BTreeMap<(String, String), Arc<Value>>;
 
 struct Inner {
@@ -232,7 +236,7 @@ impl Store {
         &self,
         key: &str,
         from: Option<u64>,
-    ) -> Result<(Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>, u64), ApiError> {
+    ) -> Result<WatchStart, ApiError> {
         let inner = self.inner.lock();
         let rx = self.tx.subscribe();
         let replay = match from {
