@@ -7,11 +7,7 @@ use crate::resources::ResourceType;
 use crate::status::Cause;
 
 fn cause(field: impl Into<String>, message: impl Into<String>, reason: &'static str) -> Cause {
-    Cause {
-        field: field.into(),
-        message: message.into(),
-        reason,
-    }
+    Cause { field: field.into(), message: message.into(), reason }
 }
 
 fn obj_mut<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
@@ -47,9 +43,7 @@ pub fn prepare_create(rt: &ResourceType, obj: &mut Value) {
         }
         ("", "namespaces") => {
             let name = meta::name(obj).to_owned();
-            let labels = meta::metadata_mut(obj)
-                .entry("labels")
-                .or_insert_with(|| json!({}));
+            let labels = meta::metadata_mut(obj).entry("labels").or_insert_with(|| json!({}));
             if let Some(l) = labels.as_object_mut() {
                 l.insert("kubernetes.io/metadata.name".into(), json!(name));
             }
@@ -146,9 +140,7 @@ pub fn prepare_update(rt: &ResourceType, old: &Value, new: &mut Value) {
 }
 
 fn is_builtin(rt: &ResourceType) -> bool {
-    crate::resources::builtins()
-        .iter()
-        .any(|b| b.group == rt.group && b.plural == rt.plural)
+    crate::resources::builtins().iter().any(|b| b.group == rt.group && b.plural == rt.plural)
 }
 
 fn default_pod_spec(spec: &mut Map<String, Value>) {
@@ -165,11 +157,7 @@ fn default_pod_spec(spec: &mut Map<String, Value>) {
             for c in cs.iter_mut().filter_map(Value::as_object_mut) {
                 let image = c.get("image").and_then(Value::as_str).unwrap_or("");
                 let last = image.rsplit('/').next().unwrap_or("");
-                let policy = if !last.contains(':') || last.ends_with(":latest") {
-                    "Always"
-                } else {
-                    "IfNotPresent"
-                };
+                let policy = if !last.contains(':') || last.ends_with(":latest") { "Always" } else { "IfNotPresent" };
                 default(c, "imagePullPolicy", json!(policy));
                 default(c, "terminationMessagePath", json!("/dev/termination-log"));
                 default(c, "terminationMessagePolicy", json!("File"));
@@ -211,11 +199,7 @@ fn default_service_spec(spec: &mut Map<String, Value>) {
 fn default_statefulset_spec(spec: &mut Map<String, Value>) {
     default(spec, "replicas", json!(1));
     default(spec, "podManagementPolicy", json!("OrderedReady"));
-    default(
-        spec,
-        "updateStrategy",
-        json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
-    );
+    default(spec, "updateStrategy", json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}));
     if let Some(Value::Object(us)) = spec.get_mut("updateStrategy")
         && us.get("type").and_then(Value::as_str) == Some("RollingUpdate")
     {
@@ -225,11 +209,7 @@ fn default_statefulset_spec(spec: &mut Map<String, Value>) {
         }
     }
     default(spec, "revisionHistoryLimit", json!(10));
-    default(
-        spec,
-        "persistentVolumeClaimRetentionPolicy",
-        json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
-    );
+    default(spec, "persistentVolumeClaimRetentionPolicy", json!({"whenDeleted": "Retain", "whenScaled": "Retain"}));
     let template = spec.entry("template").or_insert_with(|| json!({}));
     if let Some(t) = template.as_object_mut() {
         let pod_spec = t.entry("spec").or_insert_with(|| json!({}));
@@ -265,20 +245,14 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
         _ => dns1123_subdomain_error(name),
     };
     if let Some(msg) = name_err {
-        causes.push(cause(
-            "metadata.name",
-            format!("Invalid value: \"{name}\": {msg}"),
-            "FieldValueInvalid",
-        ));
+        causes.push(cause("metadata.name", format!("Invalid value: \"{name}\": {msg}"), "FieldValueInvalid"));
     }
     match (rt.group.as_str(), rt.plural.as_str()) {
         ("", "pods") => validate_pod_spec(meta::path(obj, "spec"), "spec", &mut causes),
         ("", "services") => {
             let ports = meta::path(obj, "spec.ports").and_then(Value::as_array);
-            let headless_or_external = matches!(
-                meta::path_str(obj, "spec.clusterIP"),
-                "None"
-            ) || meta::path_str(obj, "spec.type") == "ExternalName";
+            let headless_or_external = matches!(meta::path_str(obj, "spec.clusterIP"), "None")
+                || meta::path_str(obj, "spec.type") == "ExternalName";
             if ports.is_none_or(Vec::is_empty) && !headless_or_external {
                 causes.push(cause("spec.ports", "Required value", "FieldValueRequired"));
             }
@@ -317,11 +291,7 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
                     ));
                 }
             }
-            validate_pod_spec(
-                meta::path(obj, "spec.template.spec"),
-                "spec.template.spec",
-                &mut causes,
-            );
+            validate_pod_spec(meta::path(obj, "spec.template.spec"), "spec.template.spec", &mut causes);
         }
         _ => {}
     }
@@ -329,9 +299,7 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
 }
 
 fn validate_pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
-    let containers = spec
-        .and_then(|s| s.get("containers"))
-        .and_then(Value::as_array);
+    let containers = spec.and_then(|s| s.get("containers")).and_then(Value::as_array);
     let Some(containers) = containers.filter(|c| !c.is_empty()) else {
         causes.push(cause(format!("{at}.containers"), "Required value", "FieldValueRequired"));
         return;
@@ -339,11 +307,7 @@ fn validate_pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
     for (i, c) in containers.iter().enumerate() {
         let cname = c.get("name").and_then(Value::as_str).unwrap_or("");
         if cname.is_empty() {
-            causes.push(cause(
-                format!("{at}.containers[{i}].name"),
-                "Required value",
-                "FieldValueRequired",
-            ));
+            causes.push(cause(format!("{at}.containers[{i}].name"), "Required value", "FieldValueRequired"));
         } else if let Some(msg) = dns1123_label_error(cname) {
             causes.push(cause(
                 format!("{at}.containers[{i}].name"),
@@ -352,11 +316,7 @@ fn validate_pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
             ));
         }
         if c.get("image").and_then(Value::as_str).unwrap_or("").is_empty() {
-            causes.push(cause(
-                format!("{at}.containers[{i}].image"),
-                "Required value",
-                "FieldValueRequired",
-            ));
+            causes.push(cause(format!("{at}.containers[{i}].image"), "Required value", "FieldValueRequired"));
         }
     }
 }

@@ -196,12 +196,9 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
     let listener = tokio::net::TcpListener::bind(config.api_addr)
         .await
         .map_err(|source| SimError::Bind { addr: config.api_addr, source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| SimError::Bind { addr: config.api_addr, source })?;
+    let addr = listener.local_addr().map_err(|source| SimError::Bind { addr: config.api_addr, source })?;
     let kubeconfig = dir.join("kubeconfig");
-    kubeconfig::write(&kubeconfig, addr)
-        .map_err(|source| SimError::Kubeconfig { path: kubeconfig.clone(), source })?;
+    kubeconfig::write(&kubeconfig, addr).map_err(|source| SimError::Kubeconfig { path: kubeconfig.clone(), source })?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let app = Arc::new(api::App {
         store: store.clone(),
@@ -221,12 +218,5 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
     });
     let mut tasks = vec![server];
     tasks.extend(controllers::spawn_all(store.clone(), &config, shutdown_rx));
-    Ok(SimHandle {
-        addr,
-        kubeconfig,
-        store,
-        shutdown,
-        tasks,
-        _tmp: tmp,
-    })
+    Ok(SimHandle { addr, kubeconfig, store, shutdown, tasks, _tmp: tmp })
 }

@@ -8,10 +8,7 @@ use serde_json::{Map, Value};
 
 /// Seconds since the Unix epoch, now.
 pub fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
 /// RFC 3339 timestamp (UTC, second precision) as Kubernetes writes `metav1.Time`.
@@ -19,12 +16,7 @@ pub fn rfc3339(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
 /// The current time as RFC 3339.
@@ -70,12 +62,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 /// A random 64-bit number (std's per-process random hasher keys, mixed with the clock).
 pub fn random_u64() -> u64 {
     let mut h = RandomState::new().build_hasher();
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_nanos(),
-    );
+    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_nanos());
     h.finish()
 }
 
@@ -149,12 +136,8 @@ pub fn metadata_mut(obj: &mut Value) -> &mut Map<String, Value> {
     if !obj.is_object() {
         *obj = Value::Object(Map::new());
     }
-    let Value::Object(map) = obj else {
-        unreachable!("just made an object")
-    };
-    let meta = map
-        .entry("metadata")
-        .or_insert_with(|| Value::Object(Map::new()));
+    let Value::Object(map) = obj else { unreachable!("just made an object") };
+    let meta = map.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
     if !meta.is_object() {
         *meta = Value::Object(Map::new());
     }
@@ -166,10 +149,7 @@ pub fn metadata_mut(obj: &mut Value) -> &mut Map<String, Value> {
 
 /// A string field of `metadata`, or "".
 pub fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
-    obj.get("metadata")
-        .and_then(|m| m.get(field))
-        .and_then(Value::as_str)
-        .unwrap_or("")
+    obj.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str).unwrap_or("")
 }
 
 /// The object's name.
@@ -184,10 +164,7 @@ pub fn namespace(obj: &Value) -> &str {
 
 /// The value at a dotted path (`spec.nodeName`), if present.
 pub fn path<'a>(obj: &'a Value, dotted: &str) -> Option<&'a Value> {
-    dotted
-        .split('.')
-        .filter(|s| !s.is_empty())
-        .try_fold(obj, |v, k| v.get(k))
+    dotted.split('.').filter(|s| !s.is_empty()).try_fold(obj, |v, k| v.get(k))
 }
 
 /// A string at a dotted path, or "".
@@ -208,9 +185,7 @@ pub fn set_path(obj: &mut Value, dotted: &str, value: Value) {
             map.insert((*part).to_owned(), value);
             return;
         }
-        cur = map
-            .entry((*part).to_owned())
-            .or_insert_with(|| Value::Object(Map::new()));
+        cur = map.entry((*part).to_owned()).or_insert_with(|| Value::Object(Map::new()));
     }
 }
 

@@ -44,11 +44,7 @@ pub struct ResourceType {
 impl ResourceType {
     /// `v1` or `apps/v1`.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.clone()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
     }
 
     /// The storage key: group and plural (`apps/statefulsets`, `/pods`).
@@ -99,17 +95,7 @@ fn rt(
 
 /// The built-in resource types.
 pub fn builtins() -> Vec<ResourceType> {
-    let mut sts = rt(
-        "apps",
-        "v1",
-        "statefulsets",
-        "statefulset",
-        "StatefulSet",
-        true,
-        &["sts"],
-        &["all"],
-        true,
-    );
+    let mut sts = rt("apps", "v1", "statefulsets", "statefulset", "StatefulSet", true, &["sts"], &["all"], true);
     sts.scale = Some(ScalePaths {
         spec_replicas: "spec.replicas".into(),
         status_replicas: "status.replicas".into(),
@@ -120,7 +106,17 @@ pub fn builtins() -> Vec<ResourceType> {
         rt("", "v1", "pods", "pod", "Pod", true, &["po"], &["all"], true),
         rt("", "v1", "services", "service", "Service", true, &["svc"], &["all"], true),
         rt("", "v1", "endpoints", "endpoints", "Endpoints", true, &["ep"], &[], false),
-        rt("", "v1", "persistentvolumeclaims", "persistentvolumeclaim", "PersistentVolumeClaim", true, &["pvc"], &[], true),
+        rt(
+            "",
+            "v1",
+            "persistentvolumeclaims",
+            "persistentvolumeclaim",
+            "PersistentVolumeClaim",
+            true,
+            &["pvc"],
+            &[],
+            true,
+        ),
         rt("", "v1", "persistentvolumes", "persistentvolume", "PersistentVolume", false, &["pv"], &[], true),
         rt("", "v1", "nodes", "node", "Node", false, &["no"], &[], true),
         rt("", "v1", "events", "event", "Event", true, &["ev"], &[], false),
@@ -133,16 +129,24 @@ pub fn builtins() -> Vec<ResourceType> {
         rt("storage.k8s.io", "v1", "storageclasses", "storageclass", "StorageClass", false, &["sc"], &[], false),
         rt("events.k8s.io", "v1", "events", "event", "Event", true, &["ev"], &[], false),
         rt("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, &[], &[], false),
-        rt("apiextensions.k8s.io", "v1", "customresourcedefinitions", "customresourcedefinition", "CustomResourceDefinition", false, &["crd", "crds"], &[], true),
+        rt(
+            "apiextensions.k8s.io",
+            "v1",
+            "customresourcedefinitions",
+            "customresourcedefinition",
+            "CustomResourceDefinition",
+            false,
+            &["crd", "crds"],
+            &[],
+            true,
+        ),
     ]
 }
 
 /// Resource types derived from one CRD object (one per served version).
 pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
     let spec = crd.get("spec").cloned().unwrap_or(Value::Null);
-    let s = |p: &str| {
-        crate::meta::path_str(&spec, p).to_owned()
-    };
+    let s = |p: &str| crate::meta::path_str(&spec, p).to_owned();
     let strings = |p: &str| -> Vec<String> {
         crate::meta::path(&spec, p)
             .and_then(Value::as_array)
@@ -160,11 +164,7 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
         x => x,
     };
     let namespaced = s("scope") != "Cluster";
-    let versions = spec
-        .get("versions")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let versions = spec.get("versions").and_then(Value::as_array).cloned().unwrap_or_default();
     versions
         .iter()
         .filter(|v| v.get("served").and_then(Value::as_bool).unwrap_or(true))
@@ -173,15 +173,10 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
             let sub = v.get("subresources");
             let status = sub.and_then(|s| s.get("status")).is_some();
             let scale = sub.and_then(|s| s.get("scale")).map(|sc| {
-                let p = |k: &str| {
-                    sc.get(k)
-                        .and_then(Value::as_str)
-                        .map(|x| x.trim_start_matches('.').to_owned())
-                };
+                let p = |k: &str| sc.get(k).and_then(Value::as_str).map(|x| x.trim_start_matches('.').to_owned());
                 ScalePaths {
                     spec_replicas: p("specReplicasPath").unwrap_or_else(|| "spec.replicas".into()),
-                    status_replicas: p("statusReplicasPath")
-                        .unwrap_or_else(|| "status.replicas".into()),
+                    status_replicas: p("statusReplicasPath").unwrap_or_else(|| "status.replicas".into()),
                     label_selector: p("labelSelectorPath"),
                 }
             });
@@ -210,9 +205,7 @@ pub struct Registry {
 impl Registry {
     /// A registry of the built-ins.
     pub fn new() -> Self {
-        Self {
-            types: RwLock::new(Arc::new(builtins())),
-        }
+        Self { types: RwLock::new(Arc::new(builtins())) }
     }
 
     /// Every type.
@@ -225,10 +218,7 @@ impl Registry {
         let mut all = builtins();
         for crd in crds {
             for t in from_crd(crd) {
-                if !all
-                    .iter()
-                    .any(|b| b.group == t.group && b.version == t.version && b.plural == t.plural)
-                {
+                if !all.iter().any(|b| b.group == t.group && b.version == t.version && b.plural == t.plural) {
                     all.push(t);
                 }
             }
@@ -238,28 +228,16 @@ impl Registry {
 
     /// The type served at `group/version/plural`.
     pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
-        self.types
-            .read()
-            .iter()
-            .find(|t| t.group == group && t.version == version && t.plural == plural)
-            .cloned()
+        self.types.read().iter().find(|t| t.group == group && t.version == version && t.plural == plural).cloned()
     }
 
     /// The first type with this group and plural (any version).
     pub fn find_gr(&self, group: &str, plural: &str) -> Option<ResourceType> {
-        self.types
-            .read()
-            .iter()
-            .find(|t| t.group == group && t.plural == plural)
-            .cloned()
+        self.types.read().iter().find(|t| t.group == group && t.plural == plural).cloned()
     }
 
     /// The type of an apiVersion + kind.
     pub fn find_kind(&self, api_version: &str, kind: &str) -> Option<ResourceType> {
-        self.types
-            .read()
-            .iter()
-            .find(|t| t.api_version() == api_version && t.kind == kind)
-            .cloned()
+        self.types.read().iter().find(|t| t.api_version() == api_version && t.kind == kind).cloned()
     }
 }

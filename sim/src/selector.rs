@@ -48,15 +48,12 @@ fn split_top_level(s: &str) -> Vec<&str> {
 
 fn set_values(s: &str) -> Result<Vec<String>, ApiError> {
     let s = s.trim();
-    let inner = s
-        .strip_prefix('(')
-        .and_then(|x| x.strip_suffix(')'))
-        .ok_or_else(|| ApiError::bad_request(format!("unable to parse requirement: expected a set of values in parentheses, found {s:?}")))?;
-    Ok(inner
-        .split(',')
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-        .collect())
+    let inner = s.strip_prefix('(').and_then(|x| x.strip_suffix(')')).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "unable to parse requirement: expected a set of values in parentheses, found {s:?}"
+        ))
+    })?;
+    Ok(inner.split(',').map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).collect())
 }
 
 impl LabelSelector {
@@ -79,17 +76,19 @@ impl LabelSelector {
             } else if let Some((k, v)) = part.split_once(" in ") {
                 Requirement { key: k.trim().to_owned(), op: Op::In(set_values(v)?) }
             } else if let Some((k, v)) = part.split_once('>') {
-                let n = v.trim().parse().map_err(|_| ApiError::bad_request(format!("unable to parse requirement: {part:?}: not an integer")))?;
+                let n = v.trim().parse().map_err(|_| {
+                    ApiError::bad_request(format!("unable to parse requirement: {part:?}: not an integer"))
+                })?;
                 Requirement { key: k.trim().to_owned(), op: Op::Gt(n) }
             } else if let Some((k, v)) = part.split_once('<') {
-                let n = v.trim().parse().map_err(|_| ApiError::bad_request(format!("unable to parse requirement: {part:?}: not an integer")))?;
+                let n = v.trim().parse().map_err(|_| {
+                    ApiError::bad_request(format!("unable to parse requirement: {part:?}: not an integer"))
+                })?;
                 Requirement { key: k.trim().to_owned(), op: Op::Lt(n) }
             } else if part.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
                 Requirement { key: part.to_owned(), op: Op::Exists }
             } else {
-                return Err(ApiError::bad_request(format!(
-                    "unable to parse requirement: {part:?}"
-                )));
+                return Err(ApiError::bad_request(format!("unable to parse requirement: {part:?}")));
             };
             reqs.push(req);
         }
@@ -101,18 +100,10 @@ impl LabelSelector {
         let mut reqs = Vec::new();
         if let Some(ml) = v.get("matchLabels").and_then(Value::as_object) {
             for (k, val) in ml {
-                reqs.push(Requirement {
-                    key: k.clone(),
-                    op: Op::In(vec![val.as_str().unwrap_or("").to_owned()]),
-                });
+                reqs.push(Requirement { key: k.clone(), op: Op::In(vec![val.as_str().unwrap_or("").to_owned()]) });
             }
         }
-        for e in v
-            .get("matchExpressions")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for e in v.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
             let key = e.get("key").and_then(Value::as_str).unwrap_or("").to_owned();
             let values: Vec<String> = e
                 .get("values")
@@ -125,9 +116,7 @@ impl LabelSelector {
                 "Exists" => Op::Exists,
                 "DoesNotExist" => Op::NotExists,
                 other => {
-                    return Err(ApiError::bad_request(format!(
-                        "{other:?} is not a valid label selector operator"
-                    )));
+                    return Err(ApiError::bad_request(format!("{other:?} is not a valid label selector operator")));
                 }
             };
             reqs.push(Requirement { key, op });
@@ -140,10 +129,7 @@ impl LabelSelector {
         Self {
             reqs: map
                 .iter()
-                .map(|(k, v)| Requirement {
-                    key: k.clone(),
-                    op: Op::In(vec![v.as_str().unwrap_or("").to_owned()]),
-                })
+                .map(|(k, v)| Requirement { key: k.clone(), op: Op::In(vec![v.as_str().unwrap_or("").to_owned()]) })
                 .collect(),
         }
     }
@@ -174,10 +160,7 @@ impl LabelSelector {
             return true;
         }
         let empty = Value::Object(serde_json::Map::new());
-        let labels = obj
-            .get("metadata")
-            .and_then(|m| m.get("labels"))
-            .unwrap_or(&empty);
+        let labels = obj.get("metadata").and_then(|m| m.get("labels")).unwrap_or(&empty);
         self.matches(labels)
     }
 
@@ -215,9 +198,7 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
                 (k, true, v)
             } else {
-                return Err(ApiError::bad_request(format!(
-                    "invalid selector: '{s}'; can't understand '{part}'"
-                )));
+                return Err(ApiError::bad_request(format!("invalid selector: '{s}'; can't understand '{part}'")));
             };
             terms.push((k.trim().to_owned(), eq, v.trim().to_owned()));
         }

@@ -30,12 +30,7 @@ pub struct Cause {
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason,
-            message: message.into(),
-            details: None,
-        }
+        Self { code, reason, message: message.into(), details: None }
     }
 
     fn with_details(mut self, details: Value) -> Self {
@@ -52,12 +47,8 @@ impl ApiError {
 
     /// 404 for a path that names no resource.
     pub fn no_route(path: &str) -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            format!("the server could not find the requested resource ({path})"),
-        )
-        .with_details(json!({}))
+        Self::new(404, "NotFound", format!("the server could not find the requested resource ({path})"))
+            .with_details(json!({}))
     }
 
     /// 409 `<resource> "<name>" already exists`.
@@ -70,12 +61,8 @@ impl ApiError {
     /// 409 optimistic-concurrency conflict.
     pub fn conflict(group: &str, resource: &str, name: &str, why: &str) -> Self {
         let gr = qualified(group, resource);
-        Self::new(
-            409,
-            "Conflict",
-            format!("Operation cannot be fulfilled on {gr} \"{name}\": {why}"),
-        )
-        .with_details(json!({"name": name, "group": group, "kind": resource}))
+        Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {gr} \"{name}\": {why}"))
+            .with_details(json!({"name": name, "group": group, "kind": resource}))
     }
 
     /// 409 for a stale resourceVersion.
@@ -90,25 +77,12 @@ impl ApiError {
 
     /// 422 `<Kind> "<name>" is invalid: ...` with field causes.
     pub fn invalid(group: &str, kind: &str, name: &str, causes: &[Cause]) -> Self {
-        let text: Vec<String> = causes
-            .iter()
-            .map(|c| format!("{}: {}", c.field, c.message))
-            .collect();
-        let causes_json: Vec<Value> = causes
-            .iter()
-            .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
-            .collect();
-        let joined = if text.len() == 1 {
-            text.join("")
-        } else {
-            format!("[{}]", text.join(", "))
-        };
-        Self::new(
-            422,
-            "Invalid",
-            format!("{kind} \"{name}\" is invalid: {joined}"),
-        )
-        .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes_json}))
+        let text: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
+        let causes_json: Vec<Value> =
+            causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect();
+        let joined = if text.len() == 1 { text.join("") } else { format!("[{}]", text.join(", ")) };
+        Self::new(422, "Invalid", format!("{kind} \"{name}\" is invalid: {joined}"))
+            .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes_json}))
     }
 
     /// 400 BadRequest.
@@ -118,7 +92,11 @@ impl ApiError {
 
     /// 422 for a patch that cannot be applied.
     pub fn invalid_patch(message: impl Into<String>) -> Self {
-        Self::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {}", message.into()))
+        Self::new(
+            422,
+            "Invalid",
+            format!("the server rejected our request due to an error in our request: {}", message.into()),
+        )
     }
 
     /// 403 Forbidden (e.g. creating in a terminating namespace).
@@ -141,7 +119,9 @@ impl ApiError {
         Self::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf; got {content_type}"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf; got {content_type}"
+            ),
         )
     }
 
@@ -181,18 +161,11 @@ impl IntoResponse for ApiError {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = self.to_status().to_string();
         let mut resp = (code, body).into_response();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         resp
     }
 }
 
 fn qualified(group: &str, resource: &str) -> String {
-    if group.is_empty() {
-        resource.to_owned()
-    } else {
-        format!("{resource}.{group}")
-    }
+    if group.is_empty() { resource.to_owned() } else { format!("{resource}.{group}") }
 }

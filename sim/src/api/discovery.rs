@@ -41,10 +41,8 @@ fn groups(reg: &Registry) -> Vec<(String, Vec<String>)> {
 }
 
 fn group_json(group: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> = versions
-        .iter()
-        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
-        .collect();
+    let vs: Vec<Value> =
+        versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
     json!({"name": group, "versions": vs.clone(), "preferredVersion": vs.first().cloned().unwrap_or(Value::Null)})
 }
 
@@ -96,10 +94,7 @@ fn resource_json(t: &ResourceType) -> Vec<Value> {
 /// `/api/v1` or `/apis/<group>/<version>`.
 pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Result<Value, ApiError> {
     let all = reg.all();
-    let types: Vec<&ResourceType> = all
-        .iter()
-        .filter(|t| t.group == group && t.version == version)
-        .collect();
+    let types: Vec<&ResourceType> = all.iter().filter(|t| t.group == group && t.version == version).collect();
     let gv = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
     if types.is_empty() {
         return Err(ApiError::no_route(&gv));

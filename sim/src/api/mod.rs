@@ -43,19 +43,13 @@ pub fn router(app: Arc<App>) -> axum::Router {
 type Params = HashMap<String, String>;
 
 fn params_of(req: &Request) -> Params {
-    req.uri()
-        .query()
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default()
+    req.uri().query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
 }
 
 /// JSON response with the given status.
 pub(crate) fn json_response(code: StatusCode, v: &Value) -> Response {
     let mut resp = (code, v.to_string()).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
@@ -117,12 +111,7 @@ fn resolve(app: &App, group: &str, version: &str, rest: &[&str]) -> Option<Targe
     match rest {
         ["namespaces", ns, plural, tail @ ..] if tail.len() <= 2 && !matches!(*plural, "status" | "finalize") => {
             let rt = find(plural).filter(|t| t.namespaced)?;
-            Some(Target {
-                rt,
-                ns: owned(ns),
-                name: tail.first().map(|s| owned(s)),
-                sub: tail.get(1).map(|s| owned(s)),
-            })
+            Some(Target { rt, ns: owned(ns), name: tail.first().map(|s| owned(s)), sub: tail.get(1).map(|s| owned(s)) })
         }
         [plural, tail @ ..] if tail.len() <= 2 => {
             let rt = find(plural)?;
@@ -151,16 +140,10 @@ fn handle(
     let store = &app.store;
     let rt = &t.rt;
     let ns = t.ns.as_str();
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let as_table = accept.contains("as=Table");
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json")
-        .to_owned();
+    let content_type =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_owned();
     let sub = t.sub.as_deref();
     match (method.as_str(), t.name.as_deref(), sub) {
         ("GET", None, None) => {
@@ -225,9 +208,7 @@ fn handle(
             Ok(ok(&updated))
         }
         ("PUT" | "PATCH", Some(name), Some("scale")) if rt.scale.is_some() => {
-            let patch_type = (method == Method::PATCH)
-                .then(|| PatchType::from_content_type(&content_type))
-                .flatten();
+            let patch_type = (method == Method::PATCH).then(|| PatchType::from_content_type(&content_type)).flatten();
             let body_json = parse_json(body)?;
             let paths = rt.scale.clone().ok_or_else(|| ApiError::internal("no scale"))?;
             let updated = store.mutate(rt, ns, name, Subresource::Main, |old| {
@@ -240,9 +221,7 @@ fn handle(
                 if !want_rv.is_empty() && want_rv != meta::meta_str(old, "resourceVersion") {
                     return Err(ApiError::stale(&rt.group, &rt.plural, name));
                 }
-                let replicas = meta::path(&new_scale, "spec.replicas")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0);
+                let replicas = meta::path(&new_scale, "spec.replicas").and_then(Value::as_i64).unwrap_or(0);
                 let mut o = old.clone();
                 meta::set_path(&mut o, &paths.spec_replicas, json!(replicas));
                 if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -257,7 +236,9 @@ fn handle(
             let pt = PatchType::from_content_type(&content_type)
                 .ok_or_else(|| ApiError::unsupported_media_type(&content_type))?;
             let patch_body = if pt == PatchType::Apply {
-                parse_json(body).map_err(|_| ApiError::unsupported_media_type("application/apply-patch+yaml (YAML bodies: send JSON)"))?
+                parse_json(body).map_err(|_| {
+                    ApiError::unsupported_media_type("application/apply-patch+yaml (YAML bodies: send JSON)")
+                })?
             } else {
                 parse_json(body)?
             };
@@ -316,18 +297,11 @@ fn decode_body(content_type: &str, body: &Bytes, rt: &ResourceType) -> Result<Va
 }
 
 fn delete_options(params: &Params, body: &Bytes) -> Result<DeleteOptions, ApiError> {
-    let from_body = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(body).unwrap_or(Value::Null)
-    };
+    let from_body = if body.is_empty() { Value::Null } else { serde_json::from_slice(body).unwrap_or(Value::Null) };
     let s = |k: &str| from_body.get(k).and_then(Value::as_str).map(str::to_owned);
     let grace = params
         .get("gracePeriodSeconds")
-        .map(|g| {
-            g.parse::<i64>()
-                .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))
-        })
+        .map(|g| g.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}"))))
         .transpose()?
         .or_else(|| from_body.get("gracePeriodSeconds").and_then(Value::as_i64));
     let mut propagation = params.get("propagationPolicy").cloned().or_else(|| s("propagationPolicy"));
@@ -344,10 +318,7 @@ fn delete_options(params: &Params, body: &Bytes) -> Result<DeleteOptions, ApiErr
     Ok(DeleteOptions {
         grace_period_seconds: grace,
         precondition_uid: pre.and_then(|p| p.get("uid")).and_then(Value::as_str).map(str::to_owned),
-        precondition_rv: pre
-            .and_then(|p| p.get("resourceVersion"))
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        precondition_rv: pre.and_then(|p| p.get("resourceVersion")).and_then(Value::as_str).map(str::to_owned),
         propagation,
     })
 }
@@ -372,10 +343,7 @@ impl Filter {
 }
 
 fn encode_continue(rv: u64, ns: &str, name: &str) -> String {
-    format!("{rv}:{ns}:{name}")
-        .bytes()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    format!("{rv}:{ns}:{name}").bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 fn decode_continue(token: &str) -> Result<(String, String), ApiError> {
@@ -403,21 +371,12 @@ fn list(
 ) -> Result<Response, ApiError> {
     let filter = Filter::from_params(params)?;
     let (items, rv) = store.list(rt, ns_filter(rt, ns));
-    let after = params
-        .get("continue")
-        .filter(|c| !c.is_empty())
-        .map(|c| decode_continue(c))
-        .transpose()?;
-    let limit = params
-        .get("limit")
-        .and_then(|l| l.parse::<usize>().ok())
-        .filter(|l| *l > 0);
+    let after = params.get("continue").filter(|c| !c.is_empty()).map(|c| decode_continue(c)).transpose()?;
+    let limit = params.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
     let mut selected: Vec<Arc<Value>> = items
         .into_iter()
         .filter(|o| match &after {
-            Some((ans, aname)) => {
-                (meta::namespace(o), meta::name(o)) > (ans.as_str(), aname.as_str())
-            }
+            Some((ans, aname)) => (meta::namespace(o), meta::name(o)) > (ans.as_str(), aname.as_str()),
             None => true,
         })
         .filter(|o| filter.matches(o))
@@ -478,11 +437,7 @@ fn scale_of(rt: &ResourceType, obj: &Value) -> Value {
 /// Serve a body as a streaming response.
 pub(crate) fn streaming(body: Body) -> Response {
     let mut resp = Response::new(body);
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
     resp
 }

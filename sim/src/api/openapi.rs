@@ -8,11 +8,7 @@ use crate::resources::{Registry, ResourceType};
 use crate::status::ApiError;
 
 fn gv_key(t: &ResourceType) -> String {
-    if t.group.is_empty() {
-        format!("api/{}", t.version)
-    } else {
-        format!("apis/{}/{}", t.group, t.version)
-    }
+    if t.group.is_empty() { format!("api/{}", t.version) } else { format!("apis/{}/{}", t.group, t.version) }
 }
 
 /// `/openapi/v3`: the index of group-version documents.
@@ -27,12 +23,7 @@ pub fn index(reg: &Registry) -> Value {
 }
 
 fn doc_hash(reg: &Registry, key: &str) -> String {
-    let n: usize = reg
-        .all()
-        .iter()
-        .filter(|t| gv_key(t) == key)
-        .map(|t| t.plural.len() + t.kind.len())
-        .sum();
+    let n: usize = reg.all().iter().filter(|t| gv_key(t) == key).map(|t| t.plural.len() + t.kind.len()).sum();
     format!("{n:016X}")
 }
 
@@ -65,10 +56,7 @@ pub fn group_version(reg: &Registry, key: &str) -> Result<Value, ApiError> {
             format!("/{key}/{}", t.plural)
         };
         paths.insert(base.clone(), json!({"post": operation(t, "post")}));
-        paths.insert(
-            format!("{base}/{{name}}"),
-            json!({"put": operation(t, "put"), "patch": operation(t, "patch")}),
-        );
+        paths.insert(format!("{base}/{{name}}"), json!({"put": operation(t, "put"), "patch": operation(t, "patch")}));
     }
     Ok(json!({
         "openapi": "3.0.0",

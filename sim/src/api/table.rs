@@ -88,9 +88,8 @@ fn pod_row(p: &Value) -> (Row, Columns) {
     let ready = statuses
         .map(|s| s.iter().filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true)).count())
         .unwrap_or(0);
-    let restarts: i64 = statuses
-        .map(|s| s.iter().filter_map(|c| c.get("restartCount").and_then(Value::as_i64)).sum())
-        .unwrap_or(0);
+    let restarts: i64 =
+        statuses.map(|s| s.iter().filter_map(|c| c.get("restartCount").and_then(Value::as_i64)).sum()).unwrap_or(0);
     let gates = path(p, "spec.readinessGates").and_then(Value::as_array).map_or(0, Vec::len);
     (
         vec![
@@ -138,11 +137,7 @@ fn service_row(s: &Value) -> (Row, Columns) {
         .unwrap_or_default();
     let ty = path_str(s, "spec.type");
     let cluster_ip = if ty == "ExternalName" { "<none>" } else { path_str(s, "spec.clusterIP") };
-    let external = if ty == "ExternalName" {
-        path_str(s, "spec.externalName").to_owned()
-    } else {
-        "<none>".to_owned()
-    };
+    let external = if ty == "ExternalName" { path_str(s, "spec.externalName").to_owned() } else { "<none>".to_owned() };
     (
         vec![
             json!(meta::name(s)),
@@ -313,7 +308,10 @@ fn row_for(store: &Store, rt: &ResourceType, o: &Value) -> (Row, Columns) {
                 ("StorageClass", path_str(o, "spec.storageClassName").to_owned()),
             ],
         ),
-        ("", "nodes") => simple_row(o, &[("Status", "Ready".into()), ("Version", path_str(o, "status.nodeInfo.kubeletVersion").to_owned())]),
+        ("", "nodes") => simple_row(
+            o,
+            &[("Status", "Ready".into()), ("Version", path_str(o, "status.nodeInfo.kubeletVersion").to_owned())],
+        ),
         _ => {
             let custom = custom_columns(store, rt);
             if custom.is_empty() {

@@ -29,9 +29,11 @@ pub fn serve(
     let from = if send_initial || rv_param.is_empty() || rv_param == "0" {
         None
     } else {
-        Some(rv_param.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(format!("invalid resourceVersion {rv_param:?}"))
-        })?)
+        Some(
+            rv_param
+                .parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv_param:?}")))?,
+        )
     };
     let (replay, rx, start_rv) = app.store.watch(&rt.key(), from)?;
     let bookmarks = params.get("allowWatchBookmarks").is_some_and(|v| v == "true");
@@ -71,10 +73,7 @@ struct Watcher {
 
 impl Watcher {
     fn in_scope(&self, obj: &Value) -> bool {
-        self.ns
-            .as_deref()
-            .is_none_or(|ns| crate::meta::namespace(obj) == ns)
-            && self.filter.matches(obj)
+        self.ns.as_deref().is_none_or(|ns| crate::meta::namespace(obj) == ns) && self.filter.matches(obj)
     }
 
     /// The event to send for a change, after selector transitions.
@@ -157,9 +156,11 @@ impl Watcher {
         let mut tick = tokio::time::interval(interval);
         tick.tick().await;
         let mut shutdown = self.app.shutdown.clone();
+        let mut disconnect = self.app.store.disconnects();
         loop {
             tokio::select! {
                 () = &mut deadline => return,
+                _ = disconnect.changed() => return,
                 _ = shutdown.changed() => return,
                 _ = tick.tick(), if bookmarks => {
                     if !self.send_raw(&self.bookmark(seen_rv, false)).await {

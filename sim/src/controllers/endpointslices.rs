@@ -179,10 +179,7 @@ pub fn reconcile(store: &Store) {
         }
     }
     for s in &slices {
-        let ours = meta::labels(s)
-            .and_then(|l| l.get(MANAGED_BY_LABEL))
-            .and_then(Value::as_str)
-            == Some(MANAGED_BY);
+        let ours = meta::labels(s).and_then(|l| l.get(MANAGED_BY_LABEL)).and_then(Value::as_str) == Some(MANAGED_BY);
         let key = (meta::namespace(s).to_owned(), meta::name(s).to_owned());
         if ours && !wanted.contains(&key) && !meta::is_terminating(s) {
             let _ = store.delete(&slices_rt, &key.0, &key.1, &DeleteOptions::default());

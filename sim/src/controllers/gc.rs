@@ -48,10 +48,7 @@ pub fn reconcile(store: &Store) {
         let (items, _) = store.list(rt, None);
         entries.extend(items.into_iter().map(|obj| Entry { rt: rt.clone(), obj }));
     }
-    let by_uid: HashMap<&str, &Entry> = entries
-        .iter()
-        .map(|e| (meta::meta_str(&e.obj, "uid"), e))
-        .collect();
+    let by_uid: HashMap<&str, &Entry> = entries.iter().map(|e| (meta::meta_str(&e.obj, "uid"), e)).collect();
     let mut dependents: HashMap<String, Vec<&Entry>> = HashMap::new();
     for e in &entries {
         for uid in owner_uids(&e.obj) {
@@ -79,7 +76,9 @@ pub fn reconcile(store: &Store) {
                         .get("metadata")
                         .and_then(|m| m.get("ownerReferences"))
                         .and_then(Value::as_array)
-                        .map(|a| a.iter().filter(|r| r.get("uid").and_then(Value::as_str) != Some(uid)).cloned().collect())
+                        .map(|a| {
+                            a.iter().filter(|r| r.get("uid").and_then(Value::as_str) != Some(uid)).cloned().collect()
+                        })
                         .unwrap_or_default();
                     let m = meta::metadata_mut(&mut o);
                     if refs.is_empty() {

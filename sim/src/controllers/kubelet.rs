@@ -223,8 +223,7 @@ impl Kubelet {
         }
         if phase == "Running" {
             let since = *self.running.entry(uid).or_insert_with(Instant::now);
-            let want_ready =
-                annotation(pod, READY_ANNOTATION) != "false" && since.elapsed() >= self.ready_delay;
+            let want_ready = annotation(pod, READY_ANNOTATION) != "false" && since.elapsed() >= self.ready_delay;
             let status = status_for(pod, State::Running { ready: want_ready }, &now_s);
             return self.write_status(store, pod, status);
         }

@@ -17,11 +17,7 @@ use crate::SimConfig;
 use crate::store::Store;
 
 /// Start every loop.
-pub fn spawn_all(
-    store: Arc<Store>,
-    config: &SimConfig,
-    shutdown: watch::Receiver<bool>,
-) -> Vec<JoinHandle<()>> {
+pub fn spawn_all(store: Arc<Store>, config: &SimConfig, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
     let mut kubelet = kubelet::Kubelet::new(config);
     vec![
         spawn(store.clone(), shutdown.clone(), Duration::from_millis(100), move |s| kubelet.reconcile(s)),

@@ -21,9 +21,7 @@ pub fn reconcile(store: &Store) {
                 let _ = store.delete(rt, name, meta::name(item), &DeleteOptions::default());
             }
         }
-        let has_finalizer = meta::path(ns, "spec.finalizers")
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty());
+        let has_finalizer = meta::path(ns, "spec.finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
         if remaining == 0 && has_finalizer {
             let _ = store.mutate(&ns_rt, "", name, Subresource::Main, |old| {
                 let mut o = old.clone();

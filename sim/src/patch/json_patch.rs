@@ -12,9 +12,8 @@ fn tokens(pointer: &str) -> Result<Vec<String>, ApiError> {
     if pointer.is_empty() {
         return Ok(Vec::new());
     }
-    let rest = pointer
-        .strip_prefix('/')
-        .ok_or_else(|| ApiError::bad_request(format!("invalid JSON pointer {pointer:?}")))?;
+    let rest =
+        pointer.strip_prefix('/').ok_or_else(|| ApiError::bad_request(format!("invalid JSON pointer {pointer:?}")))?;
     Ok(rest.split('/').map(unescape).collect())
 }
 
@@ -22,15 +21,12 @@ fn parent_mut<'a>(doc: &'a mut Value, toks: &[String]) -> Result<&'a mut Value, 
     let mut cur = doc;
     for t in toks {
         cur = match cur {
-            Value::Object(m) => m
-                .get_mut(t)
-                .ok_or_else(|| ApiError::invalid_patch(format!("missing path element {t:?}")))?,
+            Value::Object(m) => {
+                m.get_mut(t).ok_or_else(|| ApiError::invalid_patch(format!("missing path element {t:?}")))?
+            }
             Value::Array(a) => {
-                let i: usize = t
-                    .parse()
-                    .map_err(|_| ApiError::invalid_patch(format!("invalid array index {t:?}")))?;
-                a.get_mut(i)
-                    .ok_or_else(|| ApiError::invalid_patch(format!("array index {i} out of range")))?
+                let i: usize = t.parse().map_err(|_| ApiError::invalid_patch(format!("invalid array index {t:?}")))?;
+                a.get_mut(i).ok_or_else(|| ApiError::invalid_patch(format!("array index {i} out of range")))?
             }
             _ => return Err(ApiError::invalid_patch(format!("cannot descend into {t:?}"))),
         };
@@ -39,9 +35,7 @@ fn parent_mut<'a>(doc: &'a mut Value, toks: &[String]) -> Result<&'a mut Value, 
 }
 
 fn get(doc: &Value, pointer: &str) -> Result<Value, ApiError> {
-    doc.pointer(pointer)
-        .cloned()
-        .ok_or_else(|| ApiError::invalid_patch(format!("path {pointer:?} does not exist")))
+    doc.pointer(pointer).cloned().ok_or_else(|| ApiError::invalid_patch(format!("path {pointer:?} does not exist")))
 }
 
 fn add(doc: &mut Value, pointer: &str, value: Value) -> Result<(), ApiError> {
@@ -58,9 +52,8 @@ fn add(doc: &mut Value, pointer: &str, value: Value) -> Result<(), ApiError> {
             if last == "-" {
                 a.push(value);
             } else {
-                let i: usize = last
-                    .parse()
-                    .map_err(|_| ApiError::invalid_patch(format!("invalid array index {last:?}")))?;
+                let i: usize =
+                    last.parse().map_err(|_| ApiError::invalid_patch(format!("invalid array index {last:?}")))?;
                 if i > a.len() {
                     return Err(ApiError::invalid_patch(format!("array index {i} out of range")));
                 }
@@ -78,13 +71,12 @@ fn remove(doc: &mut Value, pointer: &str) -> Result<Value, ApiError> {
         return Err(ApiError::invalid_patch("cannot remove the whole document"));
     };
     match parent_mut(doc, parents)? {
-        Value::Object(m) => m
-            .remove(last)
-            .ok_or_else(|| ApiError::invalid_patch(format!("path {pointer:?} does not exist"))),
+        Value::Object(m) => {
+            m.remove(last).ok_or_else(|| ApiError::invalid_patch(format!("path {pointer:?} does not exist")))
+        }
         Value::Array(a) => {
-            let i: usize = last
-                .parse()
-                .map_err(|_| ApiError::invalid_patch(format!("invalid array index {last:?}")))?;
+            let i: usize =
+                last.parse().map_err(|_| ApiError::invalid_patch(format!("invalid array index {last:?}")))?;
             if i >= a.len() {
                 return Err(ApiError::invalid_patch(format!("array index {i} out of range")));
             }
@@ -96,18 +88,13 @@ fn remove(doc: &mut Value, pointer: &str) -> Result<Value, ApiError> {
 
 /// Apply an RFC 6902 patch (an array of operations).
 pub fn apply(doc: &Value, patch: &Value) -> Result<Value, ApiError> {
-    let ops = patch
-        .as_array()
-        .ok_or_else(|| ApiError::bad_request("a JSON patch must be an array of operations"))?;
+    let ops = patch.as_array().ok_or_else(|| ApiError::bad_request("a JSON patch must be an array of operations"))?;
     let mut out = doc.clone();
     for op in ops {
         let s = |k: &str| op.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
         let path = s("path");
-        let value = || {
-            op.get("value")
-                .cloned()
-                .ok_or_else(|| ApiError::invalid_patch(format!("operation {op} needs a value")))
-        };
+        let value =
+            || op.get("value").cloned().ok_or_else(|| ApiError::invalid_patch(format!("operation {op} needs a value")));
         match s("op").as_str() {
             "add" => add(&mut out, &path, value()?)?,
             "remove" => {
@@ -131,9 +118,7 @@ pub fn apply(doc: &Value, patch: &Value) -> Result<Value, ApiError> {
                 }
             }
             other => {
-                return Err(ApiError::bad_request(format!(
-                    "unknown JSON patch operation {other:?}"
-                )));
+                return Err(ApiError::bad_request(format!("unknown JSON patch operation {other:?}")));
             }
         }
     }

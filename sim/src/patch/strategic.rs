@@ -12,8 +12,13 @@ const DELETE_PRIMITIVE: &str = "$deleteFromPrimitiveList/";
 /// The merge key of a list field, judged by its name and (for `ports`) its elements.
 fn merge_key(field: &str, sample: &[&Value]) -> Option<&'static str> {
     Some(match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes"
-        | "imagePullSecrets" | "resourceClaims" => "name",
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "resourceClaims" => "name",
         "volumeMounts" => "mountPath",
         "volumeDevices" => "devicePath",
         "conditions" => "type",
@@ -46,10 +51,7 @@ pub fn apply(doc: &Value, patch: &Value) -> Result<Value, ApiError> {
 }
 
 fn strip_directives(p: &Map<String, Value>) -> Map<String, Value> {
-    p.iter()
-        .filter(|(k, _)| !k.starts_with('$'))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+    p.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 fn merge_map(doc: &Map<String, Value>, patch: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
@@ -83,9 +85,7 @@ fn merge_map(doc: &Map<String, Value>, patch: &Map<String, Value>) -> Result<Map
                 continue;
             }
             (Some(Value::Object(dm)), Value::Object(pm)) => Value::Object(merge_map(dm, pm)?),
-            (None | Some(Value::Null), Value::Object(pm)) => {
-                Value::Object(merge_map(&Map::new(), pm)?)
-            }
+            (None | Some(Value::Null), Value::Object(pm)) => Value::Object(merge_map(&Map::new(), pm)?),
             (existing, Value::Array(pl)) => {
                 let dl = match existing {
                     Some(Value::Array(dl)) => dl.clone(),
@@ -110,13 +110,9 @@ fn merge_map(doc: &Map<String, Value>, patch: &Map<String, Value>) -> Result<Map
 }
 
 fn merge_list(field: &str, doc: &[Value], patch: &[Value]) -> Result<Vec<Value>, ApiError> {
-    let replace = patch
-        .iter()
-        .any(|e| e.get("$patch").and_then(Value::as_str) == Some("replace"));
-    let items: Vec<&Value> = patch
-        .iter()
-        .filter(|e| e.get("$patch").and_then(Value::as_str) != Some("replace"))
-        .collect();
+    let replace = patch.iter().any(|e| e.get("$patch").and_then(Value::as_str) == Some("replace"));
+    let items: Vec<&Value> =
+        patch.iter().filter(|e| e.get("$patch").and_then(Value::as_str) != Some("replace")).collect();
     if replace {
         return Ok(items
             .iter()

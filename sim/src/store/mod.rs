@@ -98,6 +98,7 @@ pub struct Store {
     inner: Mutex<Inner>,
     tx: broadcast::Sender<Arc<Change>>,
     changed: watch::Sender<u64>,
+    disconnect: watch::Sender<u64>,
     /// The servable resource types.
     pub registry: Registry,
     history_limit: usize,
@@ -123,6 +124,7 @@ impl Store {
     pub fn open(data_dir: Option<&Path>, history_limit: usize) -> std::io::Result<Self> {
         let (tx, _) = broadcast::channel(history_limit.clamp(1024, 65_536));
         let (changed, _) = watch::channel(0);
+        let (disconnect, _) = watch::channel(0);
         let mut inner = Inner {
             rv: 0,
             compacted_rv: 0,
@@ -157,9 +159,7 @@ impl Store {
                 rv,
                 ip_next,
                 inner.objects.iter().flat_map(|(key, objs)| {
-                    objs.iter().map(move |((ns, name), obj)| {
-                        (key.as_str(), ns.as_str(), name.as_str(), obj.as_ref())
-                    })
+                    objs.iter().map(move |((ns, name), obj)| (key.as_str(), ns.as_str(), name.as_str(), obj.as_ref()))
                 }),
             )?;
             inner.wal = Some(wal);
@@ -168,6 +168,7 @@ impl Store {
             inner: Mutex::new(inner),
             tx,
             changed,
+            disconnect,
             registry: Registry::new(),
             history_limit: history_limit.max(1),
         };
@@ -232,11 +233,7 @@ impl Store {
 
     /// Start a watch: the events to replay first, then a live receiver. `from` is the resourceVersion
     /// the client has seen (`None`: send the current state as `ADDED` events first).
-    pub fn watch(
-        &self,
-        key: &str,
-        from: Option<u64>,
-    ) -> Result<WatchStart, ApiError> {
+    pub fn watch(&self, key: &str, from: Option<u64>) -> Result<WatchStart, ApiError> {
         let inner = self.inner.lock();
         let rx = self.tx.subscribe();
         let replay = match from {
@@ -259,17 +256,9 @@ impl Store {
                 .unwrap_or_default(),
             Some(rv) => {
                 if rv < inner.compacted_rv {
-                    return Err(ApiError::gone(format!(
-                        "too old resource version: {rv} ({})",
-                        inner.compacted_rv
-                    )));
+                    return Err(ApiError::gone(format!("too old resource version: {rv} ({})", inner.compacted_rv)));
                 }
-                inner
-                    .history
-                    .iter()
-                    .filter(|c| c.rv > rv && c.key == key)
-                    .cloned()
-                    .collect()
+                inner.history.iter().filter(|c| c.rv > rv && c.key == key).cloned().collect()
             }
         };
         Ok((replay, rx, inner.rv))
@@ -296,11 +285,7 @@ impl Store {
         let ns = if rt.namespaced { ns } else { "" };
         let mut inner = self.inner.lock();
         let meta_map = meta::metadata_mut(&mut obj);
-        let body_ns = meta_map
-            .get("namespace")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
+        let body_ns = meta_map.get("namespace").and_then(Value::as_str).unwrap_or("").to_owned();
         if rt.namespaced {
             if !body_ns.is_empty() && body_ns != ns {
                 return Err(ApiError::bad_request(
@@ -311,17 +296,9 @@ impl Store {
         } else {
             meta_map.remove("namespace");
         }
-        let mut name = meta_map
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
+        let mut name = meta_map.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
         if name.is_empty() {
-            let prefix = meta_map
-                .get("generateName")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned();
+            let prefix = meta_map.get("generateName").and_then(Value::as_str).unwrap_or("").to_owned();
             if prefix.is_empty() {
                 return Err(ApiError::invalid(
                     &rt.group,
@@ -338,11 +315,7 @@ impl Store {
             meta_map.insert("name".into(), json!(name));
         }
         if rt.namespaced {
-            match inner
-                .objects
-                .get("/namespaces")
-                .and_then(|m| m.get(&(String::new(), ns.to_owned())))
-            {
+            match inner.objects.get("/namespaces").and_then(|m| m.get(&(String::new(), ns.to_owned()))) {
                 None => return Err(ApiError::not_found("", "namespaces", ns)),
                 Some(n) if meta::is_terminating(n) => {
                     return Err(ApiError::forbidden(format!(
@@ -354,11 +327,7 @@ impl Store {
             }
         }
         let key = rt.key();
-        if inner
-            .objects
-            .get(&key)
-            .is_some_and(|m| m.contains_key(&(ns.to_owned(), name.clone())))
-        {
+        if inner.objects.get(&key).is_some_and(|m| m.contains_key(&(ns.to_owned(), name.clone()))) {
             return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
         }
         for field in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
@@ -460,13 +429,9 @@ impl Store {
                 }
                 let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
                 let m = meta::metadata_mut(&mut n);
-                for field in [
-                    "uid",
-                    "creationTimestamp",
-                    "deletionTimestamp",
-                    "deletionGracePeriodSeconds",
-                    "generation",
-                ] {
+                for field in
+                    ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"]
+                {
                     match old_meta.get(field) {
                         Some(v) => m.insert(field.into(), v.clone()),
                         None => m.remove(field),
@@ -487,11 +452,8 @@ impl Store {
                 return Err(ApiError::invalid(&rt.group, &rt.kind, name, &causes));
             }
             if spec_changed(&old, &merged) {
-                let generation = old
-                    .get("metadata")
-                    .and_then(|m| m.get("generation"))
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0);
+                let generation =
+                    old.get("metadata").and_then(|m| m.get("generation")).and_then(Value::as_i64).unwrap_or(0);
                 meta::metadata_mut(&mut merged).insert("generation".into(), json!(generation + 1));
             }
         }
@@ -499,9 +461,7 @@ impl Store {
             return Ok(old);
         }
         let ns_finalizing = key == "/namespaces"
-            && meta::path(&merged, "spec.finalizers")
-                .and_then(Value::as_array)
-                .is_some_and(|a| !a.is_empty());
+            && meta::path(&merged, "spec.finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
         let finished = meta::is_terminating(&merged)
             && meta::finalizers(&merged).is_empty()
             && grace_elapsed(&merged)
@@ -571,23 +531,17 @@ impl Store {
         }
         if key == "/namespaces" {
             // the namespace controller empties it, then removes the `kubernetes` finalizer
-            let spec_fin = meta::path(&obj, "spec.finalizers")
-                .and_then(Value::as_array)
-                .is_some_and(|a| !a.is_empty());
+            let spec_fin = meta::path(&obj, "spec.finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
             if spec_fin {
                 meta::set_path(&mut obj, "status.phase", json!("Terminating"));
             }
         }
         let is_pod = key == "/pods";
         let grace = if is_pod && !meta::path_str(&obj, "spec.nodeName").is_empty() {
-            let default = meta::path(&obj, "spec.terminationGracePeriodSeconds")
-                .and_then(Value::as_i64)
-                .unwrap_or(30);
+            let default = meta::path(&obj, "spec.terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
             let mut g = opts.grace_period_seconds.unwrap_or(default).max(0);
-            if let Some(cur) = obj
-                .get("metadata")
-                .and_then(|m| m.get("deletionGracePeriodSeconds"))
-                .and_then(Value::as_i64)
+            if let Some(cur) =
+                obj.get("metadata").and_then(|m| m.get("deletionGracePeriodSeconds")).and_then(Value::as_i64)
             {
                 g = g.min(cur);
             }
@@ -596,9 +550,7 @@ impl Store {
             0
         };
         let ns_finalizing = key == "/namespaces"
-            && meta::path(&obj, "spec.finalizers")
-                .and_then(Value::as_array)
-                .is_some_and(|a| !a.is_empty());
+            && meta::path(&obj, "spec.finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
         if finalizers.is_empty() && grace == 0 && !ns_finalizing {
             let out = self.commit(&mut inner, &key, ns, name, obj, EventType::Deleted)?;
             drop(inner);
@@ -608,10 +560,7 @@ impl Store {
         let already = meta::is_terminating(&obj);
         let m = meta::metadata_mut(&mut obj);
         if !already || grace == 0 {
-            m.insert(
-                "deletionTimestamp".into(),
-                json!(meta::rfc3339(meta::now_secs() + grace)),
-            );
+            m.insert("deletionTimestamp".into(), json!(meta::rfc3339(meta::now_secs() + grace)));
         }
         m.insert("deletionGracePeriodSeconds".into(), json!(grace));
         if finalizers.is_empty() {
@@ -655,18 +604,8 @@ impl Store {
         inner.rv = rv;
         let object = Arc::new(obj);
         let objs = inner.objects.entry(key.to_owned()).or_default();
-        let prev = if removed {
-            objs.remove(&id)
-        } else {
-            objs.insert(id, object.clone())
-        };
-        let change = Arc::new(Change {
-            rv,
-            key: key.to_owned(),
-            event,
-            object: object.clone(),
-            prev,
-        });
+        let prev = if removed { objs.remove(&id) } else { objs.insert(id, object.clone()) };
+        let change = Arc::new(Change { rv, key: key.to_owned(), event, object: object.clone(), prev });
         inner.history.push_back(change.clone());
         while inner.history.len() > self.history_limit {
             if let Some(old) = inner.history.pop_front() {
@@ -685,6 +624,16 @@ impl Store {
         self.changed.send_replace(rv);
     }
 
+    /// A receiver that changes when open watches must end (see [`Store::disconnect_watchers`]).
+    pub fn disconnects(&self) -> watch::Receiver<u64> {
+        self.disconnect.subscribe()
+    }
+
+    /// End every open watch, as a dropped connection would (tests of client resumption).
+    pub fn disconnect_watchers(&self) {
+        self.disconnect.send_modify(|n| *n += 1);
+    }
+
     /// Drop the watch history (tests use this to force `410 Gone` on resumed watches).
     pub fn compact_history(&self) {
         let mut inner = self.inner.lock();
@@ -700,11 +649,7 @@ fn push_unique(list: &mut Vec<String>, item: &str) {
 }
 
 fn grace_elapsed(obj: &Value) -> bool {
-    obj.get("metadata")
-        .and_then(|m| m.get("deletionGracePeriodSeconds"))
-        .and_then(Value::as_i64)
-        .unwrap_or(0)
-        == 0
+    obj.get("metadata").and_then(|m| m.get("deletionGracePeriodSeconds")).and_then(Value::as_i64).unwrap_or(0) == 0
 }
 
 /// The resourceVersion of a stored object.
@@ -729,12 +674,16 @@ fn check_type(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Whether anything but metadata and status changed (binding a pod to a node is not a spec change).
 fn spec_changed(old: &Value, new: &Value) -> bool {
     let strip = |v: &Value| -> Value {
         let mut v = v.clone();
         if let Some(m) = v.as_object_mut() {
             for k in ["metadata", "status", "apiVersion", "kind"] {
                 m.remove(k);
+            }
+            if let Some(spec) = m.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.remove("nodeName");
             }
         }
         v
@@ -757,11 +706,7 @@ fn allocate_cluster_ip(inner: &Inner, svc: &mut Value) -> Result<(), ApiError> {
     let used: HashSet<String> = inner
         .objects
         .get("/services")
-        .map(|m| {
-            m.values()
-                .map(|s| meta::path_str(s, "spec.clusterIP").to_owned())
-                .collect()
-        })
+        .map(|m| m.values().map(|s| meta::path_str(s, "spec.clusterIP").to_owned()).collect())
         .unwrap_or_default();
     let name = meta::name(svc).to_owned();
     let invalid = |msg: String| {
@@ -769,11 +714,7 @@ fn allocate_cluster_ip(inner: &Inner, svc: &mut Value) -> Result<(), ApiError> {
             "",
             "Service",
             &name,
-            &[Cause {
-                field: "spec.clusterIPs".into(),
-                message: msg,
-                reason: "FieldValueInvalid",
-            }],
+            &[Cause { field: "spec.clusterIPs".into(), message: msg, reason: "FieldValueInvalid" }],
         )
     };
     let ip = if requested.is_empty() {
@@ -784,9 +725,8 @@ fn allocate_cluster_ip(inner: &Inner, svc: &mut Value) -> Result<(), ApiError> {
             .find(|ip| !used.contains(ip))
             .ok_or_else(|| invalid("failed to allocate a serviceIP: range is full".into()))?
     } else {
-        let addr: Ipv4Addr = requested
-            .parse()
-            .map_err(|_| invalid(format!("Invalid value: \"{requested}\": must be a valid IP")))?;
+        let addr: Ipv4Addr =
+            requested.parse().map_err(|_| invalid(format!("Invalid value: \"{requested}\": must be a valid IP")))?;
         let n = u32::from(addr).wrapping_sub(SERVICE_CIDR_BASE);
         if n >= SERVICE_CIDR_SIZE {
             return Err(invalid(format!(

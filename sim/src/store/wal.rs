@@ -50,16 +50,8 @@ impl Wal {
     pub fn open(dir: &Path) -> std::io::Result<(Self, Replayed)> {
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
         let path = dir.join("state.log");
-        let replayed = if path.exists() {
-            read_log(&path)?
-        } else {
-            Replayed::default()
-        };
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| io_err(&path, e))?;
+        let replayed = if path.exists() { read_log(&path)? } else { Replayed::default() };
+        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io_err(&path, e))?;
         Ok((Self { file, path }, replayed))
     }
 
@@ -75,11 +67,7 @@ impl Wal {
             let mut out = std::io::BufWriter::new(File::create(&tmp).map_err(|e| io_err(&tmp, e))?);
             writeln!(out, "{}", json!({"header": true, "rv": rv, "ipNext": ip_next}))?;
             for (key, ns, name, obj) in objects {
-                writeln!(
-                    out,
-                    "{}",
-                    json!({"rv": rv, "key": key, "ns": ns, "name": name, "object": obj})
-                )?;
+                writeln!(out, "{}", json!({"rv": rv, "key": key, "ns": ns, "name": name, "object": obj}))?;
             }
             out.flush()?;
             out.get_ref().sync_all()?;
@@ -90,10 +78,7 @@ impl Wal {
         {
             d.sync_all()?;
         }
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(|e| io_err(&self.path, e))?;
+        self.file = OpenOptions::new().append(true).open(&self.path).map_err(|e| io_err(&self.path, e))?;
         Ok(())
     }
 
@@ -132,21 +117,12 @@ fn read_log(path: &Path) -> std::io::Result<Replayed> {
         let rv = v.get("rv").and_then(Value::as_u64).unwrap_or(0);
         out.rv = out.rv.max(rv);
         if v.get("header").is_some() {
-            out.ip_next = v
-                .get("ipNext")
-                .and_then(Value::as_u64)
-                .and_then(|n| u32::try_from(n).ok());
+            out.ip_next = v.get("ipNext").and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok());
             continue;
         }
         let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
         let object = v.get("object").filter(|o| !o.is_null()).cloned();
-        out.records.push(Record {
-            rv,
-            key: s("key"),
-            ns: s("ns"),
-            name: s("name"),
-            object,
-        });
+        out.records.push(Record { rv, key: s("key"), ns: s("ns"), name: s("name"), object });
     }
     let len = std::fs::metadata(path)?.len();
     if good_len < len {
