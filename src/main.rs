@@ -1,5 +1,7 @@
 //! The `roster` command: argument parsing and wiring only.
 
+mod hub_source;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,10 +10,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use roster_controller::Hub;
+use roster_dns::subscriber::{HttpSource, follow};
 use roster_dns::{DnsConfig, DnsServer, ZoneStore};
 use roster_shared::{PodMode, SynthConfig};
-use tokio::sync::mpsc;
 use tracing::{error, info};
+
+use crate::hub_source::HubSource;
 
 #[derive(Parser)]
 #[command(name = "roster", version, about = "Stable ordinal identities for Kubernetes workloads, published in DNS")]
@@ -25,8 +30,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the cluster zone over DNS (UDP and TCP).
+    /// Serve the cluster zone over DNS (UDP and TCP), from manifests or from a controller's stream.
     Dns(DnsArgs),
+    /// Watch the Kubernetes API and stream the cluster zone's records to DNS replicas.
+    Controller(ControllerArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -42,32 +49,58 @@ enum PodsArg {
     Disabled,
 }
 
-#[derive(Args)]
-struct DnsArgs {
-    /// Kubernetes manifests to serve: a YAML/JSON file or a directory of them; reloaded on change.
-    #[arg(long, env = "ROSTER_OBJECTS")]
-    objects: PathBuf,
-    /// Address for both UDP and TCP.
-    #[arg(long, env = "ROSTER_LISTEN", default_value = "127.0.0.1:5353")]
-    listen: SocketAddr,
+/// What both synthesis (controller) and answering (dns) need to agree on.
+#[derive(Args, Clone)]
+struct ZoneArgs {
     /// The cluster domain.
     #[arg(long, env = "ROSTER_ZONE", default_value = "cluster.local")]
     zone: String,
-    /// TTL of every answer, and the negative-answer TTL (SOA minimum).
-    #[arg(long, env = "ROSTER_TTL", default_value_t = 30)]
-    ttl: u32,
     /// How `a-b-c-d.<ns>.pod.<zone>` names are answered.
     #[arg(long, env = "ROSTER_PODS", value_enum, default_value_t = PodsArg::Insecure)]
     pods: PodsArg,
     /// Name endpoints without a hostname after their pod instead of their address.
     #[arg(long, env = "ROSTER_ENDPOINT_POD_NAMES")]
     endpoint_pod_names: bool,
+}
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["objects", "controller"]))]
+struct DnsArgs {
+    /// Kubernetes manifests to serve: a YAML/JSON file or a directory of them; reloaded on change.
+    #[arg(long, env = "ROSTER_OBJECTS")]
+    objects: Option<PathBuf>,
+    /// A controller's record stream to follow, e.g. http://127.0.0.1:8053.
+    #[arg(long, env = "ROSTER_CONTROLLER")]
+    controller: Option<String>,
+    /// Address for both UDP and TCP.
+    #[arg(long, env = "ROSTER_LISTEN", default_value = "127.0.0.1:5353")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    zone: ZoneArgs,
+    /// TTL of every answer, and the negative-answer TTL (SOA minimum).
+    #[arg(long, env = "ROSTER_TTL", default_value_t = 30)]
+    ttl: u32,
     /// Reverse zones to serve (repeatable); default `in-addr.arpa` and `ip6.arpa`.
     #[arg(long = "reverse-zone", env = "ROSTER_REVERSE_ZONES", value_delimiter = ',')]
     reverse_zones: Vec<String>,
     /// How often to look for changed manifests, in milliseconds.
     #[arg(long, env = "ROSTER_RELOAD_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
     reload_ms: u64,
+}
+
+#[derive(Args)]
+struct ControllerArgs {
+    /// Kubeconfig to use; default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account.
+    #[arg(long, env = "ROSTER_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Address of the record stream (`/v1/records`), `/healthz` and `/readyz`.
+    #[arg(long, env = "ROSTER_CONTROLLER_LISTEN", default_value = "127.0.0.1:8053")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    zone: ZoneArgs,
+    /// Seconds between bookmarks on idle streams (replicas reconnect after three missed ones).
+    #[arg(long, env = "ROSTER_BOOKMARK_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    bookmark_seconds: u64,
 }
 
 fn main() -> ExitCode {
@@ -83,6 +116,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Dns(args) => run_dns(args).await,
+            Command::Controller(args) => run_controller(args).await,
         }
     });
     match result {
@@ -105,37 +139,46 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn pod_mode(arg: PodsArg) -> PodMode {
-    match arg {
-        PodsArg::Insecure => PodMode::Insecure,
-        PodsArg::Verified => PodMode::Verified,
-        PodsArg::Disabled => PodMode::Disabled,
+impl ZoneArgs {
+    fn pod_mode(&self) -> PodMode {
+        match self.pods {
+            PodsArg::Insecure => PodMode::Insecure,
+            PodsArg::Verified => PodMode::Verified,
+            PodsArg::Disabled => PodMode::Disabled,
+        }
+    }
+
+    fn synth_config(&self) -> anyhow::Result<SynthConfig> {
+        let zone = roster_shared::DomainName::parse(&self.zone).with_context(|| format!("--zone {}", self.zone))?;
+        Ok(SynthConfig { zone, pod_mode: self.pod_mode(), endpoint_pod_names: self.endpoint_pod_names })
     }
 }
 
 async fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
-    let mode = pod_mode(args.pods);
-    let mut config = DnsConfig::new(&args.zone, args.ttl, mode).context("--zone/--ttl")?;
+    let mut config = DnsConfig::new(&args.zone.zone, args.ttl, args.zone.pod_mode()).context("--zone/--ttl")?;
     if !args.reverse_zones.is_empty() {
         config = config.with_reverse_zones(&args.reverse_zones).context("--reverse-zone")?;
     }
-    std::fs::metadata(&args.objects).with_context(|| format!("--objects {}", args.objects.display()))?;
-    let synth =
-        SynthConfig { zone: config.cluster_zone.clone(), pod_mode: mode, endpoint_pod_names: args.endpoint_pod_names };
-
+    let synth = args.zone.synth_config()?;
     let store = Arc::new(ZoneStore::new(config));
-    let server = DnsServer::bind(args.listen, store.clone()).await?;
+    // Idle streams carry a bookmark every few seconds; silence for this long means a dead connection.
+    let idle_timeout = Duration::from_secs(20);
+
+    let follower = if let Some(objects) = &args.objects {
+        std::fs::metadata(objects).with_context(|| format!("--objects {}", objects.display()))?;
+        let hub = Hub::default();
+        let interval = Duration::from_millis(args.reload_ms);
+        tokio::spawn(roster_controller::manifest_source::run(objects.clone(), synth.clone(), interval, hub.clone()));
+        // In process nothing can go silent; the timeout only guards against bugs.
+        tokio::spawn(follow(HubSource(hub), store.clone(), Duration::from_secs(365 * 86400)))
+    } else {
+        let url = args.controller.clone().unwrap_or_default();
+        let source = HttpSource::new(&url).map_err(anyhow::Error::msg).context("--controller")?;
+        tokio::spawn(follow(source, store.clone(), idle_timeout))
+    };
+
+    let server = DnsServer::bind(args.listen, store).await?;
     info!(udp = %server.udp_addr(), tcp = %server.tcp_addr(), zone = %synth.zone, "serving DNS");
-
-    let (frames_tx, frames_rx) = mpsc::channel(16);
-    let source = tokio::spawn(roster_controller::manifest_source::run(
-        args.objects.clone(),
-        synth,
-        Duration::from_millis(args.reload_ms),
-        frames_tx,
-    ));
-    let subscriber = tokio::spawn(roster_dns::subscriber::apply_channel(frames_rx, store));
-
     tokio::select! {
         result = server.run() => {
             if let Err(e) = &result { error!(error = %e, "DNS server stopped"); }
@@ -143,8 +186,39 @@ async fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
         }
         _ = shutdown_signal() => info!("shutting down"),
     }
-    source.abort();
-    subscriber.abort();
+    follower.abort();
+    Ok(())
+}
+
+async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("--kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("--kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer().await.context("no kubeconfig found (use --kubeconfig)")?,
+    };
+    kube::Client::try_from(config).context("cannot build a Kubernetes client")
+}
+
+async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
+    let synth = args.zone.synth_config()?;
+    let client = kube_client(args.kubeconfig.as_ref()).await?;
+    let hub = Hub::default();
+    let (synced_tx, _synced) = tokio::sync::watch::channel(false);
+    let watch = tokio::spawn(roster_controller::kube_source::run(client, synth, hub.clone(), synced_tx));
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("--listen {}", args.listen))?;
+    info!(addr = %listener.local_addr()?, "serving the record stream");
+    let router = roster_controller::stream::router(hub, Duration::from_secs(args.bookmark_seconds));
+    tokio::select! {
+        result = axum::serve(listener, router) => result.context("record stream server")?,
+        _ = shutdown_signal() => info!("shutting down"),
+    }
+    watch.abort();
     Ok(())
 }
 

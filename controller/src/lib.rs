@@ -2,10 +2,14 @@
 //!
 //! Kubernetes types (k8s-openapi) stop here: [`slim`] turns them into `roster_shared` views.
 
+pub mod hub;
+pub mod kube_source;
 pub mod manifest_source;
 pub mod manifests;
 pub mod publisher;
 pub mod slim;
+pub mod stream;
 
+pub use hub::Hub;
 pub use manifests::{LoadError, LoadErrors, ManifestWatcher, load_path};
 pub use publisher::Publisher;

@@ -3,29 +3,24 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use roster_shared::{Frame, SynthConfig, synthesize};
-use tokio::sync::mpsc;
+use roster_shared::{SynthConfig, synthesize};
 use tracing::{error, info};
 
+use crate::hub::Hub;
 use crate::manifests::{ManifestWatcher, load_path};
-use crate::publisher::Publisher;
 
-/// Polls `path` every `interval` and sends a frame for every change until the receiver goes away.
+/// Polls `path` every `interval` and publishes every change into `hub`, forever.
 /// A load that fails is reported document by document and changes nothing: the last good records stay.
-pub async fn run(path: PathBuf, config: SynthConfig, interval: Duration, frames: mpsc::Sender<Frame>) {
+pub async fn run(path: PathBuf, config: SynthConfig, interval: Duration, hub: Hub) {
     let mut watcher = ManifestWatcher::new(path.clone(), interval);
-    let mut publisher = Publisher::new();
     loop {
         if watcher.changed() {
             match load_path(&path) {
                 Ok(state) => {
                     let zone = synthesize(&state, &config);
                     let records = zone.record_count();
-                    if let Some(frame) = publisher.publish(zone) {
-                        info!(path = %path.display(), generation = frame.generation(), records, "loaded manifests");
-                        if frames.send(frame).await.is_err() {
-                            return;
-                        }
+                    if let Some(generation) = hub.publish(zone) {
+                        info!(path = %path.display(), generation, records, "loaded manifests");
                     }
                 }
                 Err(errors) => {
@@ -36,9 +31,6 @@ pub async fn run(path: PathBuf, config: SynthConfig, interval: Duration, frames:
                 }
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = frames.closed() => return,
-        }
+        tokio::time::sleep(interval).await;
     }
 }

@@ -1,21 +1,56 @@
 //! The publisher: turns successive record sets into generation-numbered frames — a snapshot first,
-//! then one delta per change.
+//! then one delta per change — and keeps a bounded history of deltas so that a replica that was away
+//! briefly catches up without a full snapshot.
 
-use roster_shared::{Frame, ZoneData};
+use std::collections::VecDeque;
 
-#[derive(Debug, Default)]
+use roster_shared::{Change, Frame, ZoneData};
+
+/// How many deltas are kept for replicas that resume.
+pub const DEFAULT_HISTORY: usize = 1024;
+
+#[derive(Debug)]
 pub struct Publisher {
+    epoch: u64,
     current: Option<ZoneData>,
     generation: u64,
+    /// Deltas in order; the last one has generation `self.generation`.
+    history: VecDeque<(u64, Vec<Change>)>,
+    history_limit: usize,
+}
+
+impl Default for Publisher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// An epoch that differs between runs: the wall clock in nanoseconds mixed with the process id.
+fn new_epoch() -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    (nanos as u64) ^ (u64::from(std::process::id()) << 48) | 1
 }
 
 impl Publisher {
     pub fn new() -> Self {
-        Self::default()
+        Self::with_history(DEFAULT_HISTORY)
     }
 
-    pub fn generation(&self) -> u64 {
-        self.generation
+    pub fn with_history(history_limit: usize) -> Self {
+        Self { epoch: new_epoch(), current: None, generation: 0, history: VecDeque::new(), history_limit }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The current generation; `None` before the first publication.
+    pub fn generation(&self) -> Option<u64> {
+        self.current.as_ref().map(|_| self.generation)
+    }
+
+    pub fn current(&self) -> Option<&ZoneData> {
+        self.current.as_ref()
     }
 
     /// The frame that brings a subscriber from the previous record set to `next`; `None` when nothing
@@ -24,7 +59,7 @@ impl Publisher {
         let frame = match &self.current {
             None => {
                 self.generation += 1;
-                Frame::Snapshot { generation: self.generation, zone: next.clone() }
+                Frame::Snapshot { epoch: self.epoch, generation: self.generation, zone: next.clone() }
             }
             Some(current) => {
                 let changes = current.diff(&next);
@@ -32,6 +67,10 @@ impl Publisher {
                     return None;
                 }
                 self.generation += 1;
+                self.history.push_back((self.generation, changes.clone()));
+                while self.history.len() > self.history_limit {
+                    self.history.pop_front();
+                }
                 Frame::Delta { generation: self.generation, changes }
             }
         };
@@ -39,8 +78,62 @@ impl Publisher {
         Some(frame)
     }
 
-    /// A snapshot of the current record set, for a subscriber that joins late.
-    pub fn snapshot(&self) -> Option<Frame> {
-        self.current.as_ref().map(|zone| Frame::Snapshot { generation: self.generation, zone: zone.clone() })
+    /// The frames a subscriber at `from` (epoch, generation) needs to be current: nothing when it is,
+    /// the deltas it missed when the history still has them, else a snapshot. Empty before the first
+    /// publication.
+    pub fn catch_up(&self, from: Option<(u64, u64)>) -> Vec<Frame> {
+        let Some(zone) = &self.current else { return Vec::new() };
+        if let Some((epoch, since)) = from
+            && epoch == self.epoch
+            && since <= self.generation
+        {
+            if since == self.generation {
+                return Vec::new();
+            }
+            let oldest = self.history.front().map(|(g, _)| *g);
+            if oldest.is_some_and(|oldest| oldest <= since + 1) {
+                return self
+                    .history
+                    .iter()
+                    .filter(|(g, _)| *g > since)
+                    .map(|(generation, changes)| Frame::Delta { generation: *generation, changes: changes.clone() })
+                    .collect();
+            }
+        }
+        vec![Frame::Snapshot { epoch: self.epoch, generation: self.generation, zone: zone.clone() }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roster_shared::{DomainName, RData};
+
+    fn zone(ip: &str) -> ZoneData {
+        let mut zone = ZoneData::default();
+        let apex = DomainName::parse("cluster.local").unwrap();
+        zone.add(DomainName::parse("a.svc.cluster.local").unwrap(), RData::A { ip: ip.parse().unwrap() }, &apex);
+        zone
+    }
+
+    #[test]
+    fn snapshot_then_deltas_and_resume_within_history() {
+        let mut publisher = Publisher::with_history(2);
+        assert!(publisher.catch_up(None).is_empty());
+        assert!(matches!(publisher.publish(zone("10.0.0.1")), Some(Frame::Snapshot { generation: 1, .. })));
+        assert!(publisher.publish(zone("10.0.0.1")).is_none(), "no change, no frame");
+        for (i, ip) in ["10.0.0.2", "10.0.0.3", "10.0.0.4"].iter().enumerate() {
+            let frame = publisher.publish(zone(ip)).unwrap();
+            assert_eq!(frame.generation(), i as u64 + 2);
+        }
+        let epoch = publisher.epoch();
+        assert!(publisher.catch_up(Some((epoch, 4))).is_empty());
+        let missed: Vec<u64> = publisher.catch_up(Some((epoch, 2))).iter().map(Frame::generation).collect();
+        assert_eq!(missed, [3, 4]);
+        // Too old for the history, another epoch, or from the future: a snapshot.
+        for from in [Some((epoch, 1)), Some((epoch + 1, 3)), Some((epoch, 9)), None] {
+            let frames = publisher.catch_up(from);
+            assert!(matches!(frames.as_slice(), [Frame::Snapshot { generation: 4, .. }]), "{from:?}");
+        }
     }
 }

@@ -73,7 +73,8 @@ struct Table {
     names: HashMap<LowerName, Node>,
     /// The SOA of each zone, index-aligned with `ZoneStore::zones`.
     soas: Vec<Arc<[Record]>>,
-    generation: Option<u64>,
+    /// The stream position of the last applied frame: (epoch, generation).
+    position: Option<(u64, u64)>,
 }
 
 #[derive(Debug)]
@@ -129,7 +130,12 @@ impl ZoneStore {
 
     /// The generation of the last applied frame; `None` until the first snapshot.
     pub fn generation(&self) -> Option<u64> {
-        self.table.read().generation
+        self.position().map(|(_, generation)| generation)
+    }
+
+    /// Epoch and generation of the last applied frame, to resume a stream from.
+    pub fn position(&self) -> Option<(u64, u64)> {
+        self.table.read().position
     }
 
     pub fn is_synced(&self) -> bool {
@@ -158,19 +164,19 @@ impl ZoneStore {
     /// Applies one frame of the record stream.
     pub fn apply(&self, frame: &Frame) -> Result<(), ApplyError> {
         match frame {
-            Frame::Snapshot { generation, zone } => {
+            Frame::Snapshot { epoch, generation, zone } => {
                 let mut names = self.build_names(zone);
                 let soas = self.build_soas(*generation);
                 self.restore_apexes(&mut names, &soas);
                 let mut table = self.table.write();
-                *table = Table { names, soas, generation: Some(*generation) };
+                *table = Table { names, soas, position: Some((*epoch, *generation)) };
                 Ok(())
             }
             Frame::Delta { generation, changes } => {
-                let have = self.generation();
-                if have.map(|g| g + 1) != Some(*generation) {
-                    return Err(ApplyError::OutOfOrder { have, got: *generation });
-                }
+                let Some((epoch, have)) = self.position().filter(|(_, have)| have + 1 == *generation) else {
+                    return Err(ApplyError::OutOfOrder { have: self.generation(), got: *generation });
+                };
+                debug_assert!(have < *generation);
                 let prepared = self.prepare_changes(changes);
                 let soas = self.build_soas(*generation);
                 let mut table = self.table.write();
@@ -186,7 +192,7 @@ impl ZoneStore {
                 }
                 self.restore_apexes(&mut table.names, &soas);
                 table.soas = soas;
-                table.generation = Some(*generation);
+                table.position = Some((epoch, *generation));
                 Ok(())
             }
             Frame::Bookmark { .. } => Ok(()),
@@ -280,7 +286,8 @@ mod tests {
     fn deltas_apply_in_order_only_and_bump_the_serial() {
         let store = store();
         assert!(!store.is_synced());
-        let snapshot = Frame::Snapshot { generation: 4, zone: zone_with(&[("a.svc.cluster.local", "10.0.0.1")]) };
+        let snapshot =
+            Frame::Snapshot { epoch: 1, generation: 4, zone: zone_with(&[("a.svc.cluster.local", "10.0.0.1")]) };
         store.apply(&snapshot).unwrap();
         let first_serial = serial(&store);
         assert!(store.contains(&lower("a.svc.cluster.local")));
@@ -309,7 +316,7 @@ mod tests {
     #[test]
     fn apex_records_survive_any_frame() {
         let store = store();
-        store.apply(&Frame::Snapshot { generation: 1, zone: ZoneData::default() }).unwrap();
+        store.apply(&Frame::Snapshot { epoch: 1, generation: 1, zone: ZoneData::default() }).unwrap();
         // A delta that removes the apex name (as a buggy publisher might) cannot remove SOA and NS.
         let delta = Frame::Delta { generation: 2, changes: vec![Change::Remove { name: name("cluster.local") }] };
         store.apply(&delta).unwrap();
@@ -332,7 +339,7 @@ mod tests {
         let target = name("x.svc.cluster.local");
         zone.add(name("1.1.244.10.in-addr.arpa"), RData::Ptr { target: target.clone() }, &name("in-addr.arpa"));
         zone.add(name("1.1.96.10.in-addr.arpa"), RData::Ptr { target }, &name("in-addr.arpa"));
-        store.apply(&Frame::Snapshot { generation: 1, zone }).unwrap();
+        store.apply(&Frame::Snapshot { epoch: 1, generation: 1, zone }).unwrap();
         assert!(store.contains(&lower("1.1.244.10.in-addr.arpa")));
         assert!(!store.contains(&lower("1.1.96.10.in-addr.arpa")), "outside the configured reverse zone");
         assert!(!store.contains(&lower("10.in-addr.arpa")), "above the configured reverse zone");
@@ -346,6 +353,7 @@ mod tests {
         let store = std::sync::Arc::new(store());
         store
             .apply(&Frame::Snapshot {
+                epoch: 1,
                 generation: 1,
                 zone: zone_with(&[("a.svc.cluster.local", "10.0.0.1"), ("b.svc.cluster.local", "10.0.0.1")]),
             })

@@ -14,13 +14,24 @@ pub enum Change {
 }
 
 /// A message of the stream. Generations increase by one per published change set; a replica applies a
-/// delta only on top of `generation - 1`.
+/// delta only on top of `generation - 1`. The epoch identifies one publisher's history: generations of
+/// different epochs (a restarted controller) are unrelated, so a replica resumes only within its epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Frame {
-    Snapshot { generation: u64, zone: ZoneData },
-    Delta { generation: u64, changes: Vec<Change> },
-    Bookmark { generation: u64 },
+    Snapshot {
+        #[serde(default)]
+        epoch: u64,
+        generation: u64,
+        zone: ZoneData,
+    },
+    Delta {
+        generation: u64,
+        changes: Vec<Change>,
+    },
+    Bookmark {
+        generation: u64,
+    },
 }
 
 impl Frame {

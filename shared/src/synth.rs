@@ -209,12 +209,7 @@ fn add_service(
 
 /// Headless SRV: one record per ready endpoint and named port, target the endpoint's own name, port the
 /// endpoint's port; weights share 100 as CoreDNS does.
-fn add_headless_srv(
-    out: &mut ZoneData,
-    zone: &DomainName,
-    name: &DomainName,
-    endpoints: &[PublishedEndpoint],
-) {
+fn add_headless_srv(out: &mut ZoneData, zone: &DomainName, name: &DomainName, endpoints: &[PublishedEndpoint]) {
     let mut by_port: BTreeMap<(String, PortProtocol), Vec<(DomainName, u16)>> = BTreeMap::new();
     for endpoint in endpoints {
         let Ok(target) = name.child(&endpoint.label) else { continue };

@@ -35,7 +35,15 @@ pub fn serve(
                 .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv_param:?}")))?,
         )
     };
-    let (replay, rx, start_rv) = app.store.watch(&rt.key(), from)?;
+    let (replay, rx, start_rv) = match app.store.watch(&rt.key(), from) {
+        Ok(start) => start,
+        // like the real server: the watch opens, then says `ERROR` with the 410 Status and ends
+        Err(e) if e.code == 410 => {
+            let line = format!("{}\n", json!({"type": "ERROR", "object": e.to_status()}));
+            return Ok(streaming(Body::from(line)));
+        }
+        Err(e) => return Err(e),
+    };
     let bookmarks = params.get("allowWatchBookmarks").is_some_and(|v| v == "true");
     let timeout = params
         .get("timeoutSeconds")

@@ -1,0 +1,58 @@
+//! The hub: one publisher shared by every subscriber — in-process replicas and HTTP streams alike.
+//! Publishing and subscribing take the same lock, so a subscriber's catch-up frames and its live frames
+//! join without a gap or an overlap.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use roster_shared::{Frame, ZoneData};
+use tokio::sync::broadcast;
+
+use crate::publisher::Publisher;
+
+/// Live frames buffered per subscriber before it is cut off as too slow (it then resumes from history).
+const LIVE_BUFFER: usize = 4096;
+
+#[derive(Clone)]
+pub struct Hub {
+    publisher: Arc<Mutex<Publisher>>,
+    live: broadcast::Sender<Frame>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new(Publisher::new())
+    }
+}
+
+impl Hub {
+    pub fn new(publisher: Publisher) -> Self {
+        Self { publisher: Arc::new(Mutex::new(publisher)), live: broadcast::channel(LIVE_BUFFER).0 }
+    }
+
+    /// Publishes a new record set; returns the new generation when something changed.
+    pub fn publish(&self, zone: ZoneData) -> Option<u64> {
+        let mut publisher = self.publisher.lock();
+        let frame = publisher.publish(zone)?;
+        let generation = frame.generation();
+        // No subscriber is fine: they catch up from the publisher when they come.
+        let _ = self.live.send(frame);
+        Some(generation)
+    }
+
+    /// The frames that bring a subscriber at `from` up to date, and a receiver for everything after.
+    pub fn subscribe(&self, from: Option<(u64, u64)>) -> (Vec<Frame>, broadcast::Receiver<Frame>) {
+        let publisher = self.publisher.lock();
+        (publisher.catch_up(from), self.live.subscribe())
+    }
+
+    /// `(epoch, generation)` once something was published.
+    pub fn position(&self) -> Option<(u64, u64)> {
+        let publisher = self.publisher.lock();
+        publisher.generation().map(|generation| (publisher.epoch(), generation))
+    }
+
+    pub fn current(&self) -> Option<ZoneData> {
+        self.publisher.lock().current().cloned()
+    }
+}

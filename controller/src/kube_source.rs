@@ -1,0 +1,196 @@
+//! The Kubernetes source: one watch per kind (Namespaces, Services, EndpointSlices, Pods), converted to
+//! slim views on arrival, synthesised and published whenever a batch of events has been taken in.
+//!
+//! Re-lists (after a `410 Gone` or a dropped watch) arrive as `Init … InitApply … InitDone`; the kind's
+//! whole view set is replaced at `InitDone`, so objects deleted while the watch was down disappear.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+
+use futures::{FutureExt, Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource};
+use roster_shared::views::object_key;
+use roster_shared::{ClusterState, SynthConfig, synthesize};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::hub::Hub;
+use crate::slim;
+
+/// The kinds DNS watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Namespace,
+    Service,
+    EndpointSlice,
+    Pod,
+}
+
+const KINDS: [Kind; 4] = [Kind::Namespace, Kind::Service, Kind::EndpointSlice, Kind::Pod];
+
+/// One watch event, already reduced to what DNS needs.
+enum Update {
+    /// A re-list begins: collect into a fresh set.
+    Restart(Kind),
+    /// An object as it is now (`None` view: present in the API but nothing DNS publishes).
+    Upsert(Kind, String, Option<SlimObject>),
+    Delete(Kind, String),
+    /// The re-list is complete: the fresh set replaces the old one.
+    Synced(Kind),
+    /// The watch failed; kube-rs retries with backoff.
+    Failed(Kind, String),
+}
+
+enum SlimObject {
+    Namespace(roster_shared::NamespaceView),
+    Service(roster_shared::ServiceView),
+    EndpointSlice(roster_shared::EndpointSliceView),
+    Pod(roster_shared::PodView),
+}
+
+fn key_of<K: Resource>(object: &K) -> String {
+    let meta = object.meta();
+    match &meta.namespace {
+        Some(namespace) => object_key(namespace, meta.name.as_deref().unwrap_or_default()),
+        None => meta.name.clone().unwrap_or_default(),
+    }
+}
+
+type UpdateStream = Pin<Box<dyn Stream<Item = Update> + Send>>;
+
+fn watch_kind<K>(
+    api: Api<K>,
+    kind: Kind,
+    convert: fn(&K) -> Result<Option<SlimObject>, slim::ConvertError>,
+) -> UpdateStream
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default,
+{
+    let config = watcher::Config::default().any_semantic();
+    let stream = watcher::watcher(api, config).default_backoff().map(move |event| match event {
+        Ok(Event::Init) => Update::Restart(kind),
+        Ok(Event::InitDone) => Update::Synced(kind),
+        Ok(Event::Apply(object) | Event::InitApply(object)) => {
+            let key = key_of(&object);
+            match convert(&object) {
+                Ok(view) => Update::Upsert(kind, key, view),
+                Err(error) => {
+                    warn!(?kind, object = %key, %error, "object ignored: not convertible");
+                    Update::Upsert(kind, key, None)
+                }
+            }
+        }
+        Ok(Event::Delete(object)) => Update::Delete(kind, key_of(&object)),
+        Err(error) => Update::Failed(kind, error.to_string()),
+    });
+    Box::pin(stream)
+}
+
+/// Views per kind; `pending` collects a re-list until it completes.
+#[derive(Default)]
+struct Views {
+    current: BTreeMap<Kind, BTreeMap<String, SlimObject>>,
+    pending: BTreeMap<Kind, BTreeMap<String, SlimObject>>,
+    synced: BTreeMap<Kind, bool>,
+}
+
+impl Views {
+    fn apply(&mut self, update: Update) -> bool {
+        match update {
+            Update::Restart(kind) => {
+                self.pending.insert(kind, BTreeMap::new());
+                false
+            }
+            Update::Upsert(kind, key, view) => {
+                let target = match self.pending.get_mut(&kind) {
+                    Some(pending) => pending,
+                    None => self.current.entry(kind).or_default(),
+                };
+                match view {
+                    Some(view) => target.insert(key, view),
+                    None => target.remove(&key),
+                };
+                !self.pending.contains_key(&kind)
+            }
+            Update::Delete(kind, key) => {
+                if let Some(pending) = self.pending.get_mut(&kind) {
+                    pending.remove(&key);
+                }
+                self.current.entry(kind).or_default().remove(&key);
+                !self.pending.contains_key(&kind)
+            }
+            Update::Synced(kind) => {
+                let fresh = self.pending.remove(&kind).unwrap_or_default();
+                self.current.insert(kind, fresh);
+                self.synced.insert(kind, true);
+                true
+            }
+            Update::Failed(kind, error) => {
+                warn!(?kind, %error, "watch failed; retrying");
+                false
+            }
+        }
+    }
+
+    fn all_synced(&self) -> bool {
+        KINDS.iter().all(|kind| self.synced.get(kind).copied().unwrap_or(false))
+    }
+
+    fn state(&self) -> ClusterState {
+        let mut state = ClusterState::default();
+        for objects in self.current.values() {
+            for object in objects.values() {
+                match object {
+                    SlimObject::Namespace(view) => state.insert_namespace(view.clone()),
+                    SlimObject::Service(view) => state.insert_service(view.clone()),
+                    SlimObject::EndpointSlice(view) => state.insert_endpoint_slice(view.clone()),
+                    SlimObject::Pod(view) => state.insert_pod(view.clone()),
+                }
+            }
+        }
+        state
+    }
+}
+
+/// Watches the cluster through `client` and publishes into `hub` until the process ends. `synced`
+/// turns true once every kind has been listed.
+pub async fn run(client: Client, config: SynthConfig, hub: Hub, synced: watch::Sender<bool>) {
+    let streams: Vec<UpdateStream> = vec![
+        watch_kind(Api::<Namespace>::all(client.clone()), Kind::Namespace, |o| {
+            slim::namespace_view(o).map(|v| Some(SlimObject::Namespace(v)))
+        }),
+        watch_kind(Api::<Service>::all(client.clone()), Kind::Service, |o| {
+            slim::service_view(o).map(|v| Some(SlimObject::Service(v)))
+        }),
+        watch_kind(Api::<EndpointSlice>::all(client.clone()), Kind::EndpointSlice, |o| {
+            slim::endpoint_slice_view(o).map(|v| v.map(SlimObject::EndpointSlice))
+        }),
+        watch_kind(Api::<Pod>::all(client), Kind::Pod, |o| slim::pod_view(o).map(|v| Some(SlimObject::Pod(v)))),
+    ];
+    let mut updates = futures::stream::select_all(streams);
+    let mut views = Views::default();
+    while let Some(update) = updates.next().await {
+        let mut changed = views.apply(update);
+        // Take in everything already queued before synthesising once for the whole batch.
+        while let Some(Some(update)) = updates.next().now_or_never() {
+            changed |= views.apply(update);
+        }
+        if !changed || !views.all_synced() {
+            continue;
+        }
+        let zone = synthesize(&views.state(), &config);
+        if let Some(generation) = hub.publish(zone) {
+            debug!(generation, "published");
+        }
+        if !*synced.borrow() {
+            info!("every watch has synced; records published");
+            synced.send_replace(true);
+        }
+    }
+}
