@@ -95,8 +95,10 @@ async fn feed(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = bookmarks.tick() => {
-                if let Some((_, generation)) = hub.position() {
-                    if tx.send(Ok(line(&Frame::Bookmark { generation }))).await.is_err() { return; }
+                if let Some((_, generation)) = hub.position()
+                    && tx.send(Ok(line(&Frame::Bookmark { generation }))).await.is_err()
+                {
+                    return;
                 }
             }
             _ = tx.closed() => return,

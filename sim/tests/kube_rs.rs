@@ -51,18 +51,19 @@ async fn reflector_survives_dropped_connections_and_410_gone() {
     }
     eventually("8 objects after a dropped connection", Duration::from_secs(20), count(8)).await;
 
-    // history compacted while disconnected: resuming gets 410 Gone, the watcher re-lists
-    sim.store().disconnect_watchers();
+    // an outage during which the history is compacted: resuming gets 410 Gone, the watcher re-lists
+    sim.store().refuse_watches(true);
     for i in 0..2 {
         api.create(&PostParams::default(), &cm(&format!("c{i}"))).await.expect("create");
     }
     api.delete("a0", &DeleteParams::default()).await.expect("delete");
     sim.store().compact_history();
-    sim.store().disconnect_watchers();
+    sim.store().refuse_watches(false);
     eventually("9 objects after 410 Gone and a re-list", Duration::from_secs(30), count(9)).await;
     let mut names: Vec<String> = reader.state().iter().map(|c| c.metadata.name.clone().unwrap_or_default()).collect();
     names.sort();
     assert_eq!(names, ["a1", "a2", "a3", "a4", "b0", "b1", "b2", "c0", "c1"]);
+    assert!(sim.store().gone_served() >= 1, "the resumed watch was answered 410 Gone");
     task.abort();
     sim.shutdown().await;
 }

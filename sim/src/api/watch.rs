@@ -23,6 +23,9 @@ pub fn serve(
     params: &Params,
     as_table: bool,
 ) -> Result<Response, ApiError> {
+    if app.store.watches_refused() {
+        return Err(ApiError::unavailable("the watch cache is not ready"));
+    }
     let filter = Filter::from_params(params)?;
     let rv_param = params.get("resourceVersion").map(String::as_str).unwrap_or("");
     let send_initial = params.get("sendInitialEvents").is_some_and(|v| v == "true");

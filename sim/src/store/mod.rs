@@ -99,6 +99,8 @@ pub struct Store {
     tx: broadcast::Sender<Arc<Change>>,
     changed: watch::Sender<u64>,
     disconnect: watch::Sender<u64>,
+    watches_refused: std::sync::atomic::AtomicBool,
+    gone_served: std::sync::atomic::AtomicU64,
     /// The servable resource types.
     pub registry: Registry,
     history_limit: usize,
@@ -169,6 +171,8 @@ impl Store {
             tx,
             changed,
             disconnect,
+            watches_refused: std::sync::atomic::AtomicBool::new(false),
+            gone_served: std::sync::atomic::AtomicU64::new(0),
             registry: Registry::new(),
             history_limit: history_limit.max(1),
         };
@@ -256,6 +260,7 @@ impl Store {
                 .unwrap_or_default(),
             Some(rv) => {
                 if rv < inner.compacted_rv {
+                    self.gone_served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     return Err(ApiError::gone(format!("too old resource version: {rv} ({})", inner.compacted_rv)));
                 }
                 inner.history.iter().filter(|c| c.rv > rv && c.key == key).cloned().collect()
@@ -632,6 +637,25 @@ impl Store {
     /// End every open watch, as a dropped connection would (tests of client resumption).
     pub fn disconnect_watchers(&self) {
         self.disconnect.send_modify(|n| *n += 1);
+    }
+
+    /// Refuse new watches with 503 (and end open ones) until called with `false`: an API server outage,
+    /// for tests of client recovery.
+    pub fn refuse_watches(&self, refuse: bool) {
+        self.watches_refused.store(refuse, std::sync::atomic::Ordering::SeqCst);
+        if refuse {
+            self.disconnect_watchers();
+        }
+    }
+
+    /// Whether new watches are refused.
+    pub fn watches_refused(&self) -> bool {
+        self.watches_refused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// How many watches were answered `410 Gone`.
+    pub fn gone_served(&self) -> u64 {
+        self.gone_served.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Drop the watch history (tests use this to force `410 Gone` on resumed watches).
