@@ -34,6 +34,8 @@ enum Command {
     Dns(DnsArgs),
     /// Watch the Kubernetes API and stream the cluster zone's records to DNS replicas.
     Controller(ControllerArgs),
+    /// A stand-in cluster, the controller and a DNS server in one process, on loopback.
+    Local(LocalArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -103,6 +105,30 @@ struct ControllerArgs {
     bookmark_seconds: u64,
 }
 
+#[derive(Args)]
+struct LocalArgs {
+    /// Keep the stand-in cluster's state here (survives restarts); default: in memory.
+    #[arg(long, env = "ROSTER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the stand-in Kubernetes API.
+    #[arg(long, env = "ROSTER_API", default_value = "127.0.0.1:6443")]
+    api: SocketAddr,
+    /// Address of the DNS server (UDP and TCP).
+    #[arg(long, env = "ROSTER_DNS", default_value = "127.0.0.1:5353")]
+    dns: SocketAddr,
+    /// Address of the record stream, for extra `roster dns --controller` replicas.
+    #[arg(long, env = "ROSTER_CONTROLLER_LISTEN", default_value = "127.0.0.1:8053")]
+    stream: SocketAddr,
+    #[command(flatten)]
+    zone: ZoneArgs,
+    /// TTL of every answer.
+    #[arg(long, env = "ROSTER_TTL", default_value_t = 30)]
+    ttl: u32,
+    /// Milliseconds the stand-in kubelet takes to report a started pod Ready.
+    #[arg(long, env = "ROSTER_POD_READY_MS", default_value_t = 1000)]
+    pod_ready_ms: u64,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -117,6 +143,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Dns(args) => run_dns(args).await,
             Command::Controller(args) => run_controller(args).await,
+            Command::Local(args) => run_local(args).await,
         }
     });
     match result {
@@ -219,6 +246,53 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         _ = shutdown_signal() => info!("shutting down"),
     }
     watch.abort();
+    Ok(())
+}
+
+async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
+    let synth = args.zone.synth_config()?;
+    let config = DnsConfig::new(&args.zone.zone, args.ttl, args.zone.pod_mode()).context("--zone/--ttl")?;
+    let sim_config = roster_sim::SimConfig {
+        api_addr: args.api,
+        data_dir: args.data_dir.clone(),
+        ready_delay: Duration::from_millis(args.pod_ready_ms),
+        ..roster_sim::SimConfig::default()
+    };
+    let sim = roster_sim::start(sim_config).await.context("starting the stand-in cluster")?;
+
+    // The controller talks to the stand-in exactly as to a real cluster: kube-rs over HTTP.
+    let client = kube_client(Some(&sim.kubeconfig_path().to_path_buf())).await?;
+    let hub = Hub::default();
+    let (synced_tx, mut synced) = tokio::sync::watch::channel(false);
+    let watch = tokio::spawn(roster_controller::kube_source::run(client, synth, hub.clone(), synced_tx));
+    let listener = tokio::net::TcpListener::bind(args.stream).await.with_context(|| format!("--stream {}", args.stream))?;
+    let router = roster_controller::stream::router(hub.clone(), Duration::from_secs(5));
+    let stream_server = tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let store = Arc::new(ZoneStore::new(config));
+    let follower = tokio::spawn(follow(HubSource(hub), store.clone(), Duration::from_secs(365 * 86400)));
+    let server = DnsServer::bind(args.dns, store).await?;
+    let dns_addr = server.udp_addr();
+    let _ = tokio::time::timeout(Duration::from_secs(30), synced.wait_for(|synced| *synced)).await;
+
+    let kubeconfig = sim.kubeconfig_path().display().to_string();
+    println!("roster local is up: Kubernetes API {}, DNS {dns_addr} (UDP+TCP), record stream http://{}", sim.url(), args.stream);
+    println!();
+    println!("  export KUBECONFIG={kubeconfig}");
+    println!("  kubectl apply -f deploy/examples/local/web.yaml");
+    println!("  kubectl get pods -o wide");
+    println!("  dig @{} -p {} kubernetes.default.svc.{} +short", dns_addr.ip(), dns_addr.port(), args.zone.zone);
+    println!();
+    println!("Ctrl-C stops everything.");
+
+    tokio::select! {
+        result = server.run() => result?,
+        result = stream_server => result.context("record stream server")?.context("record stream server")?,
+        _ = shutdown_signal() => info!("shutting down"),
+    }
+    watch.abort();
+    follower.abort();
+    sim.shutdown().await;
     Ok(())
 }
 
