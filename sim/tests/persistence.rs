@@ -67,7 +67,7 @@ async fn spawn_child(dir: &std::path::Path) -> tokio::process::Child {
     let mut lines = BufReader::new(stdout).lines();
     tokio::time::timeout(Duration::from_secs(30), async {
         while let Ok(Some(line)) = lines.next_line().await {
-            if line.starts_with("READY") {
+            if line.contains("READY ") {
                 return;
             }
         }

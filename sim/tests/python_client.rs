@@ -32,6 +32,7 @@ fn python_client_available() -> bool {
     let has = || {
         Command::new("python3")
             .args(["-c", "import kubernetes"])
+            .stderr(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
     };
