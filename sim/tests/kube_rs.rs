@@ -8,7 +8,9 @@ use std::time::Duration;
 use common::{eventually, start};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy, WatchEvent, WatchParams};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy, WatchEvent, WatchParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Config};
@@ -16,9 +18,7 @@ use serde_json::json;
 
 async fn client(sim: &roster_sim::SimHandle) -> Client {
     let kc = Kubeconfig::read_from(sim.kubeconfig_path()).expect("kubeconfig parses");
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig loads");
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("kubeconfig loads");
     Client::try_from(config).expect("client builds")
 }
 
@@ -34,9 +34,8 @@ async fn reflector_survives_dropped_connections_and_410_gone() {
         api.create(&PostParams::default(), &cm(&format!("a{i}"))).await.expect("create");
     }
     let (reader, writer) = reflector::store::<ConfigMap>();
-    let stream = reflector(writer, watcher(api.clone(), watcher::Config::default()))
-        .default_backoff()
-        .applied_objects();
+    let stream =
+        reflector(writer, watcher(api.clone(), watcher::Config::default())).default_backoff().applied_objects();
     let task = tokio::spawn(stream.for_each(|_| async {}));
     let count = |n: usize| {
         let reader = reader.clone();
@@ -163,7 +162,10 @@ async fn garbage_collection_background_foreground_orphan() {
             let dep_obj = api.get_opt(&dep).await.expect("get");
             let done = match policy {
                 PropagationPolicy::Orphan => {
-                    owner_gone && dep_obj.as_ref().is_some_and(|d| d.metadata.owner_references.as_ref().is_none_or(Vec::is_empty))
+                    owner_gone
+                        && dep_obj
+                            .as_ref()
+                            .is_some_and(|d| d.metadata.owner_references.as_ref().is_none_or(Vec::is_empty))
                 }
                 _ => owner_gone && dep_obj.is_none(),
             };
@@ -194,8 +196,10 @@ async fn finalizers_hold_deletion_and_pods_terminate_gracefully() {
     assert!(!exists(&api, "held").await, "gone once its finalizers are");
 
     let pods: Api<Pod> = Api::namespaced(client, "default");
-    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}))
-        .expect("pod");
+    let pod: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}),
+    )
+    .expect("pod");
     pods.create(&PostParams::default(), &pod).await.expect("create pod");
     let p = pods.clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -207,7 +211,9 @@ async fn finalizers_hold_deletion_and_pods_terminate_gracefully() {
         assert!(tokio::time::Instant::now() < deadline, "pod never ran");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    pods.delete("p", &DeleteParams { grace_period_seconds: Some(30), ..DeleteParams::default() }).await.expect("delete pod");
+    pods.delete("p", &DeleteParams { grace_period_seconds: Some(30), ..DeleteParams::default() })
+        .await
+        .expect("delete pod");
     let terminating = pods.get("p").await.expect("pod terminating");
     assert!(terminating.metadata.deletion_timestamp.is_some());
     assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(30));

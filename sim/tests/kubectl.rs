@@ -110,7 +110,8 @@ async fn create_f_headless_service_with_hostname_subdomain_pods() {
     let slice = &slices["items"][0];
     assert_eq!(slice["ports"][0]["port"], 8080, "named targetPort resolves to the container port");
     assert_eq!(slice["ports"][0]["name"], "http");
-    let hostnames: Vec<&str> = slice["endpoints"].as_array().into_iter().flatten().filter_map(|e| e["hostname"].as_str()).collect();
+    let hostnames: Vec<&str> =
+        slice["endpoints"].as_array().into_iter().flatten().filter_map(|e| e["hostname"].as_str()).collect();
     assert_eq!(hostnames, ["web-0", "web-1"]);
     assert_eq!(slice["endpoints"][0]["targetRef"]["name"], "web-0");
     assert_eq!(slice["metadata"]["labels"]["service.kubernetes.io/headless"], "");
@@ -128,10 +129,15 @@ async fn apply_without_validate_false_creates_then_updates() {
     let out = kubectl_stdin(&sim, &["apply", "-f", "-"], Some(HEADLESS)).await;
     assert!(out.ok, "{}", out.stderr);
     assert!(out.stdout.contains("pod/web-0 created"), "{}", out.stdout);
-    let updated = HEADLESS.replace("nginx:1.27", "nginx:1.28").replace("labels: {app: web}", "labels: {app: web, rev: two}");
+    let updated =
+        HEADLESS.replace("nginx:1.27", "nginx:1.28").replace("labels: {app: web}", "labels: {app: web, rev: two}");
     let out = kubectl_stdin(&sim, &["apply", "-f", "-"], Some(&updated)).await;
     assert!(out.ok, "{}", out.stderr);
-    assert!(out.stdout.contains("pod/web-0 configured") && out.stdout.contains("service/web unchanged"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("pod/web-0 configured") && out.stdout.contains("service/web unchanged"),
+        "{}",
+        out.stdout
+    );
     let pod = get_json(&sim, &["get", "pod", "web-0", "-n", "seeds"]).await;
     assert_eq!(pod["spec"]["containers"][0]["image"], "nginx:1.28");
     assert_eq!(pod["metadata"]["labels"]["rev"], "two");
@@ -257,8 +263,29 @@ async fn scale_patch_set_image_label_annotate_delete() {
     assert_eq!(get_json(&sim, &["get", "sts", "db"]).await["spec"]["replicas"], 3);
     kubectl_ok(&sim, &["set", "image", "statefulset/db", "db=postgres:17"]).await;
     kubectl_ok(&sim, &["patch", "sts", "db", "--type=merge", "-p", r#"{"spec":{"minReadySeconds":5}}"#]).await;
-    kubectl_ok(&sim, &["patch", "sts", "db", "--type=json", "-p", r#"[{"op":"add","path":"/spec/template/spec/containers/0/env/-","value":{"name":"B","value":"2"}}]"#]).await;
-    kubectl_ok(&sim, &["patch", "sts", "db", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"db","env":[{"name":"A","value":"9"}]}]}}}}"#]).await;
+    kubectl_ok(
+        &sim,
+        &[
+            "patch",
+            "sts",
+            "db",
+            "--type=json",
+            "-p",
+            r#"[{"op":"add","path":"/spec/template/spec/containers/0/env/-","value":{"name":"B","value":"2"}}]"#,
+        ],
+    )
+    .await;
+    kubectl_ok(
+        &sim,
+        &[
+            "patch",
+            "sts",
+            "db",
+            "-p",
+            r#"{"spec":{"template":{"spec":{"containers":[{"name":"db","env":[{"name":"A","value":"9"}]}]}}}}"#,
+        ],
+    )
+    .await;
     kubectl_ok(&sim, &["label", "sts", "db", "tier=data"]).await;
     kubectl_ok(&sim, &["annotate", "sts", "db", "owner=team"]).await;
     let sts = get_json(&sim, &["get", "sts", "db"]).await;
@@ -299,5 +326,69 @@ async fn errors_carry_real_reasons() {
     }
     let all = kubectl_ok(&sim, &["get", "all", "-A"]).await;
     assert!(all.contains("service/kubernetes"), "{all}");
+    sim.shutdown().await;
+}
+
+const CRD: &str = r"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: rostersets.roster.dev
+spec:
+  group: roster.dev
+  scope: Namespaced
+  names: {plural: rostersets, singular: rosterset, kind: RosterSet, shortNames: [rset], categories: [all]}
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+    subresources:
+      status: {}
+      scale: {specReplicasPath: .spec.replicas, statusReplicasPath: .status.replicas}
+    additionalPrinterColumns:
+    - {name: Replicas, type: integer, jsonPath: .spec.replicas}
+";
+
+const CR: &str = r"
+apiVersion: roster.dev/v1alpha1
+kind: RosterSet
+metadata: {name: one, namespace: default}
+spec: {replicas: 2, serviceName: one}
+status: {replicas: 99}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_resources_are_served_with_status_and_scale() {
+    let sim = start().await;
+    assert!(kubectl_stdin(&sim, &["apply", "-f", "-"], Some(CRD)).await.ok);
+    kubectl_ok(&sim, &["wait", "--for=condition=established", "crd/rostersets.roster.dev", "--timeout=10s"]).await;
+    let out = kubectl_stdin(&sim, &["apply", "-f", "-"], Some(CR)).await;
+    assert!(out.ok, "{}", out.stderr);
+    let cr = get_json(&sim, &["get", "rset", "one"]).await;
+    assert!(cr.get("status").is_none(), "status is dropped on create when a status subresource exists");
+    let table = kubectl_ok(&sim, &["get", "rosterset"]).await;
+    assert!(table.contains("REPLICAS") && table.contains("one"), "{table}");
+    kubectl_ok(&sim, &["scale", "rosterset", "one", "--replicas=4"]).await;
+    kubectl_ok(
+        &sim,
+        &["patch", "rosterset", "one", "--subresource=status", "--type=merge", "-p", r#"{"status":{"replicas":4}}"#],
+    )
+    .await;
+    // a main-resource update cannot change status
+    kubectl_ok(&sim, &["patch", "rosterset", "one", "--type=merge", "-p", r#"{"status":{"replicas":7}}"#]).await;
+    let cr = get_json(&sim, &["get", "rset", "one"]).await;
+    assert_eq!(cr["spec"]["replicas"], 4);
+    assert_eq!(cr["status"]["replicas"], 4);
+    assert_eq!(cr["metadata"]["generation"], 2, "only the scale changed the spec");
+    let all = kubectl_ok(&sim, &["get", "all"]).await;
+    assert!(all.contains("rosterset.roster.dev/one"), "{all}");
+    kubectl_ok(&sim, &["delete", "crd", "rostersets.roster.dev"]).await;
+    let gone = kubectl(&sim, &["get", "rosterset"]).await;
+    assert!(!gone.ok, "{}", gone.stdout);
+    // defined again: the old objects went with the old definition
+    assert!(kubectl_stdin(&sim, &["apply", "-f", "-"], Some(CRD)).await.ok);
+    let listed = kubectl_ok(&sim, &["get", "rosterset", "-o", "name"]).await;
+    assert!(listed.trim().is_empty(), "{listed}");
     sim.shutdown().await;
 }

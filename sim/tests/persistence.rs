@@ -20,9 +20,7 @@ const CHILD_DIR: &str = "ROSTER_SIM_CHILD_DIR";
 
 async fn client_for(kubeconfig: &std::path::Path) -> Client {
     let kc = Kubeconfig::read_from(kubeconfig).expect("kubeconfig parses");
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig loads");
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("kubeconfig loads");
     Client::try_from(config).expect("client builds")
 }
 
@@ -94,8 +92,7 @@ async fn kill_9_loses_no_acknowledged_write() {
     let _child = spawn_child(&dir).await;
     let api: Api<ConfigMap> = Api::namespaced(client_for(&dir.join("kubeconfig")).await, "default");
     let list = api.list(&ListParams::default()).await.expect("list");
-    let names: std::collections::HashSet<String> =
-        list.items.iter().filter_map(|c| c.metadata.name.clone()).collect();
+    let names: std::collections::HashSet<String> = list.items.iter().filter_map(|c| c.metadata.name.clone()).collect();
     for i in 0..40 {
         assert!(names.contains(&format!("cm-{i}")), "cm-{i} survived kill -9");
     }

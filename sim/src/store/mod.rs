@@ -191,6 +191,25 @@ impl Store {
         self.registry.set_crds(crds.iter().map(AsRef::as_ref));
     }
 
+    /// Remove the custom resources whose definition is gone (as the CRD finalizer does).
+    fn purge_unserved(&self) {
+        let served: HashSet<String> = self.registry.all().iter().map(ResourceType::key).collect();
+        let mut inner = self.inner.lock();
+        let doomed: Vec<(String, String, String, Value)> = inner
+            .objects
+            .iter()
+            .filter(|(key, _)| !served.contains(*key))
+            .flat_map(|(key, objs)| {
+                objs.iter().map(|((ns, name), o)| (key.clone(), ns.clone(), name.clone(), (**o).clone()))
+            })
+            .collect();
+        for (key, ns, name, obj) in doomed {
+            if let Err(e) = self.commit(&mut inner, &key, &ns, &name, obj, EventType::Deleted) {
+                tracing::warn!(error = %e, "removing a custom resource of a deleted definition");
+            }
+        }
+    }
+
     /// The current global resourceVersion.
     pub fn current_rv(&self) -> u64 {
         self.inner.lock().rv
@@ -624,6 +643,7 @@ impl Store {
     fn after_commit(&self, key: &str) {
         if key == "apiextensions.k8s.io/customresourcedefinitions" {
             self.refresh_crds();
+            self.purge_unserved();
         }
         let rv = self.current_rv();
         self.changed.send_replace(rv);

@@ -39,11 +39,7 @@ pub async fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() ->
 }
 
 fn on_path(bin: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(bin))
-            .find(|p| p.is_file())
-    })
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(bin)).find(|p| p.is_file()))
 }
 
 fn try_install_kubectl() {
