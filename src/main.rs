@@ -265,7 +265,8 @@ async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     let hub = Hub::default();
     let (synced_tx, mut synced) = tokio::sync::watch::channel(false);
     let watch = tokio::spawn(roster_controller::kube_source::run(client, synth, hub.clone(), synced_tx));
-    let listener = tokio::net::TcpListener::bind(args.stream).await.with_context(|| format!("--stream {}", args.stream))?;
+    let listener =
+        tokio::net::TcpListener::bind(args.stream).await.with_context(|| format!("--stream {}", args.stream))?;
     let router = roster_controller::stream::router(hub.clone(), Duration::from_secs(5));
     let stream_server = tokio::spawn(async move { axum::serve(listener, router).await });
 
@@ -276,7 +277,11 @@ async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(30), synced.wait_for(|synced| *synced)).await;
 
     let kubeconfig = sim.kubeconfig_path().display().to_string();
-    println!("roster local is up: Kubernetes API {}, DNS {dns_addr} (UDP+TCP), record stream http://{}", sim.url(), args.stream);
+    println!(
+        "roster local is up: Kubernetes API {}, DNS {dns_addr} (UDP+TCP), record stream http://{}",
+        sim.url(),
+        args.stream
+    );
     println!();
     println!("  export KUBECONFIG={kubeconfig}");
     println!("  kubectl apply -f deploy/examples/local/web.yaml");

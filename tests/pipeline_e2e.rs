@@ -1,0 +1,367 @@
+//! The whole pipeline as processes: `roster local` (stand-in cluster + controller + DNS), and a separate
+//! `roster controller` with two `roster dns --controller` replicas, driven with kubectl and dig.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A child process killed (by PID, through its handle) on drop, with its stderr collected.
+struct Proc {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_roster"))
+            .args(args)
+            .env("ROSTER_LOG", "info,hickory_server=warn,kube=warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        for pipe in [
+            child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let sink = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut log = sink.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
+        Self { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn dig(port: u16, args: &[&str]) -> String {
+    let output = Command::new("dig")
+        .args(["@127.0.0.1", "-p", &port.to_string(), "+time=1", "+tries=1"])
+        .args(args)
+        .output()
+        .expect("dig is installed");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn short(port: u16, name: &str, rtype: &str) -> Vec<String> {
+    let mut lines: Vec<String> = dig(port, &[name, rtype, "+short"])
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with(";;"))
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+fn status(port: u16, name: &str) -> String {
+    let text = dig(port, &[name]);
+    text.split("status: ").nth(1).and_then(|rest| rest.split(',').next()).unwrap_or("no answer").to_owned()
+}
+
+fn wait_for(what: &str, logs: &[&Proc], done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let logs: Vec<String> = logs.iter().map(|p| p.log()).collect();
+    panic!("timed out waiting for {what}; logs:\n{}", logs.join("\n-----\n"));
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl is installed (scripts/test.sh installs it)");
+    if let Some(text) = stdin {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let output = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "kubectl {args:?} failed: {}{}", out, String::from_utf8_lossy(&output.stderr));
+    out
+}
+
+struct Local {
+    proc: Proc,
+    dns: u16,
+    stream: u16,
+    kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn start_local() -> Local {
+    let dir = tempfile::tempdir().unwrap();
+    let (api, dns, stream) = (free_port(), free_port(), free_port());
+    let proc = Proc::spawn(&[
+        "local",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--api",
+        &format!("127.0.0.1:{api}"),
+        "--dns",
+        &format!("127.0.0.1:{dns}"),
+        "--stream",
+        &format!("127.0.0.1:{stream}"),
+        "--pod-ready-ms",
+        "200",
+    ]);
+    let kubeconfig = dir.path().join("kubeconfig");
+    wait_for("roster local to start", &[&proc], || proc.log().contains("roster local is up"));
+    wait_for("the API", &[&proc], || short(dns, "kubernetes.default.svc.cluster.local", "A") == ["10.96.0.1"]);
+    Local { proc, dns, stream, kubeconfig, _dir: dir }
+}
+
+const WORKLOAD: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: nginx}
+spec:
+  clusterIP: None
+  selector: {app: nginx}
+  ports: [{name: web, port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: front}
+spec:
+  selector: {app: nginx}
+  ports: [{name: http, port: 8080, targetPort: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: docs}
+spec:
+  type: ExternalName
+  externalName: docs.example.com
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-0, labels: {app: nginx}}
+spec:
+  hostname: web-0
+  subdomain: nginx
+  containers: [{name: nginx, image: nginx, ports: [{name: web, containerPort: 80}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-1, labels: {app: nginx}}
+spec:
+  hostname: web-1
+  subdomain: nginx
+  containers: [{name: nginx, image: nginx, ports: [{name: web, containerPort: 80}]}]
+"#;
+
+fn pod_ip(kubeconfig: &Path, pod: &str) -> String {
+    kubectl(kubeconfig, &["get", "pod", pod, "-o", "jsonpath={.status.podIP}"], None)
+}
+
+/// Everything a user sees change in DNS as the cluster changes, against any set of DNS ports.
+fn exercise_workload(kubeconfig: &Path, ports: &[u16], logs: &[&Proc]) {
+    kubectl(kubeconfig, &["apply", "-f", "-"], Some(WORKLOAD));
+    wait_for("pods running", logs, || {
+        let ip0 = pod_ip(kubeconfig, "web-0");
+        let ip1 = pod_ip(kubeconfig, "web-1");
+        !ip0.is_empty()
+            && !ip1.is_empty()
+            && ports.iter().all(|p| short(*p, "nginx.default.svc.cluster.local", "A").len() == 2)
+    });
+    let ip0 = pod_ip(kubeconfig, "web-0");
+    let ip1 = pod_ip(kubeconfig, "web-1");
+    let mut both = vec![ip0.clone(), ip1.clone()];
+    both.sort();
+    let front_ip = kubectl(kubeconfig, &["get", "svc", "front", "-o", "jsonpath={.spec.clusterIP}"], None);
+    for port in ports {
+        let port = *port;
+        assert_eq!(short(port, "web-0.nginx.default.svc.cluster.local", "A"), std::slice::from_ref(&ip0));
+        assert_eq!(short(port, "nginx.default.svc.cluster.local", "A"), both);
+        assert_eq!(short(port, "front.default.svc.cluster.local", "A"), std::slice::from_ref(&front_ip));
+        assert_eq!(
+            short(port, "_http._tcp.front.default.svc.cluster.local", "SRV"),
+            ["0 100 8080 front.default.svc.cluster.local."]
+        );
+        assert_eq!(short(port, "docs.default.svc.cluster.local", "CNAME"), ["docs.example.com."]);
+        let reverse: Vec<&str> = front_ip.split('.').rev().collect();
+        assert_eq!(
+            short(port, &format!("{}.in-addr.arpa", reverse.join(".")), "PTR"),
+            ["front.default.svc.cluster.local."]
+        );
+        let reverse0: Vec<&str> = ip0.split('.').rev().collect();
+        let mut ptr = short(port, &format!("{}.in-addr.arpa", reverse0.join(".")), "PTR");
+        ptr.sort();
+        // The endpoint is in two services: one PTR each, pointing at its own name in each.
+        assert_eq!(
+            ptr,
+            [
+                format!("{}.front.default.svc.cluster.local.", ip0.replace('.', "-")),
+                "web-0.nginx.default.svc.cluster.local.".to_owned()
+            ]
+        );
+    }
+
+    // web-1 becomes unready: it leaves the service-wide answer and its own name is NXDOMAIN.
+    kubectl(kubeconfig, &["annotate", "pod", "web-1", "sim.roster.dev/ready=false"], None);
+    wait_for("web-1 to leave DNS", logs, || {
+        ports.iter().all(|p| status(*p, "web-1.nginx.default.svc.cluster.local") == "NXDOMAIN")
+    });
+    for port in ports {
+        assert_eq!(short(*port, "nginx.default.svc.cluster.local", "A"), std::slice::from_ref(&ip0));
+    }
+    kubectl(kubeconfig, &["annotate", "pod", "web-1", "sim.roster.dev/ready-"], None);
+    wait_for("web-1 back", logs, || {
+        ports.iter().all(|p| short(*p, "web-1.nginx.default.svc.cluster.local", "A") == [ip1.clone()])
+    });
+
+    // web-0 is recreated with a new IP: the name follows.
+    kubectl(kubeconfig, &["delete", "pod", "web-0", "--wait=true"], None);
+    let pod0 = WORKLOAD.split("---").find(|d| d.contains("name: web-0")).unwrap();
+    kubectl(kubeconfig, &["apply", "-f", "-"], Some(pod0));
+    wait_for("web-0's new address", logs, || {
+        let ip = pod_ip(kubeconfig, "web-0");
+        !ip.is_empty()
+            && ip != ip0
+            && ports.iter().all(|p| short(*p, "web-0.nginx.default.svc.cluster.local", "A") == [ip.clone()])
+    });
+
+    // The services go: NXDOMAIN.
+    kubectl(kubeconfig, &["delete", "svc", "nginx", "front", "docs"], None);
+    wait_for("services gone", logs, || {
+        ports.iter().all(|p| {
+            status(*p, "nginx.default.svc.cluster.local") == "NXDOMAIN"
+                && status(*p, "front.default.svc.cluster.local") == "NXDOMAIN"
+                && status(*p, "docs.default.svc.cluster.local") == "NXDOMAIN"
+        })
+    });
+}
+
+#[test]
+fn roster_local_follows_the_cluster() {
+    let local = start_local();
+    // An extra replica following `roster local`'s own record stream sees the same changes.
+    let extra = free_port();
+    let replica = Proc::spawn(&[
+        "dns",
+        "--controller",
+        &format!("http://127.0.0.1:{}", local.stream),
+        "--listen",
+        &format!("127.0.0.1:{extra}"),
+    ]);
+    wait_for("extra replica synced", &[&local.proc, &replica], || {
+        short(extra, "kubernetes.default.svc.cluster.local", "A") == ["10.96.0.1"]
+    });
+    exercise_workload(&local.kubeconfig, &[local.dns, extra], &[&local.proc, &replica]);
+}
+
+#[test]
+fn a_controller_feeds_two_replicas_through_faults() {
+    let local = start_local();
+    let controller_port = free_port();
+    let controller_url = format!("http://127.0.0.1:{controller_port}");
+    let start_controller = || {
+        Proc::spawn(&[
+            "controller",
+            "--kubeconfig",
+            local.kubeconfig.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{controller_port}"),
+            "--bookmark-seconds",
+            "1",
+        ])
+    };
+    let start_replica =
+        |port: u16| Proc::spawn(&["dns", "--controller", &controller_url, "--listen", &format!("127.0.0.1:{port}")]);
+    let (dns_a, dns_b) = (free_port(), free_port());
+
+    // A replica with no controller yet: SERVFAIL for cluster names until its first snapshot.
+    let replica_a = start_replica(dns_a);
+    wait_for("replica a to listen", &[&replica_a], || replica_a.log().contains("serving DNS"));
+    assert_eq!(status(dns_a, "kubernetes.default.svc.cluster.local"), "SERVFAIL");
+    let controller = start_controller();
+    let replica_b = start_replica(dns_b);
+    let logs = [&local.proc, &controller, &replica_a, &replica_b];
+    wait_for("both replicas synced", &logs, || {
+        [dns_a, dns_b].iter().all(|p| short(*p, "kubernetes.default.svc.cluster.local", "A") == ["10.96.0.1"])
+    });
+
+    exercise_workload(&local.kubeconfig, &[dns_a, dns_b], &logs);
+
+    // The controller dies: replicas keep answering with what they have.
+    kubectl(&local.kubeconfig, &["apply", "-f", "-"], Some(WORKLOAD));
+    wait_for("workload back", &logs, || {
+        [dns_a, dns_b].iter().all(|p| short(*p, "nginx.default.svc.cluster.local", "A").len() == 2)
+    });
+    controller.kill();
+    std::thread::sleep(Duration::from_millis(300));
+    for port in [dns_a, dns_b] {
+        assert_eq!(short(port, "nginx.default.svc.cluster.local", "A").len(), 2, "serving through the outage");
+    }
+    // Changes made while it is down arrive once it is back (a new epoch: a fresh snapshot).
+    kubectl(&local.kubeconfig, &["delete", "svc", "docs"], None);
+    kubectl(
+        &local.kubeconfig,
+        &["create", "service", "externalname", "wiki", "--external-name", "wiki.example.com"],
+        None,
+    );
+    let controller = start_controller();
+    let logs = [&local.proc, &controller, &replica_a, &replica_b];
+    wait_for("replicas converge after the controller restart", &logs, || {
+        [dns_a, dns_b].iter().all(|p| {
+            short(*p, "wiki.default.svc.cluster.local", "CNAME") == ["wiki.example.com."]
+                && status(*p, "docs.default.svc.cluster.local") == "NXDOMAIN"
+        })
+    });
+
+    // A replica restarts: it comes back complete.
+    replica_b.kill();
+    let replica_b = start_replica(dns_b);
+    let logs = [&local.proc, &controller, &replica_a, &replica_b];
+    wait_for("restarted replica complete", &logs, || {
+        short(dns_b, "wiki.default.svc.cluster.local", "CNAME") == ["wiki.example.com."]
+            && short(dns_b, "nginx.default.svc.cluster.local", "A").len() == 2
+    });
+}
