@@ -3,6 +3,7 @@
 //! Kubernetes types (k8s-openapi) stop here: [`slim`] turns them into `roster_shared` views.
 
 pub mod hub;
+pub mod identity;
 pub mod kube_source;
 pub mod manifest_source;
 pub mod manifests;

@@ -19,19 +19,22 @@ use crate::store::Store;
 /// Start every loop.
 pub fn spawn_all(store: Arc<Store>, config: &SimConfig, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
     let mut kubelet = kubelet::Kubelet::new(config);
+    let ms = Duration::from_millis;
     vec![
-        spawn(store.clone(), shutdown.clone(), Duration::from_millis(100), move |s| kubelet.reconcile(s)),
-        spawn(store.clone(), shutdown.clone(), Duration::from_secs(1), endpointslices::reconcile),
-        spawn(store.clone(), shutdown.clone(), Duration::from_secs(1), gc::reconcile),
-        spawn(store.clone(), shutdown.clone(), Duration::from_secs(1), namespaces::reconcile),
-        spawn(store, shutdown, Duration::from_secs(1), pvc::reconcile),
+        spawn(store.clone(), shutdown.clone(), ms(100), ms(10), move |s| kubelet.reconcile(s)),
+        spawn(store.clone(), shutdown.clone(), ms(1000), ms(10), endpointslices::reconcile),
+        spawn(store.clone(), shutdown.clone(), ms(1000), ms(100), gc::reconcile),
+        spawn(store.clone(), shutdown.clone(), ms(1000), ms(100), namespaces::reconcile),
+        spawn(store, shutdown, ms(1000), ms(50), pvc::reconcile),
     ]
 }
 
+/// Run `f` after every burst of changes (at most once per `min_gap`) and every `tick`.
 fn spawn(
     store: Arc<Store>,
     mut shutdown: watch::Receiver<bool>,
     tick: Duration,
+    min_gap: Duration,
     mut f: impl FnMut(&Store) + Send + 'static,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -46,7 +49,7 @@ fn spawn(
                         return;
                     }
                     // let a burst of writes land before reconciling
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    tokio::time::sleep(min_gap).await;
                 }
                 _ = interval.tick() => {}
             }
