@@ -6,15 +6,19 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use roster_controller::Hub;
+use roster_dns::forward::{Forwarder, ForwarderConfig, parse_upstream, upstreams_from_resolv_conf};
+use roster_dns::metrics::Metrics;
+use roster_dns::probes::{ProbeAddrs, ProbeState};
 use roster_dns::subscriber::{HttpSource, follow};
-use roster_dns::{DnsConfig, DnsServer, ZoneStore};
+use roster_dns::{DnsConfig, DnsServer, FrontHandler, ZoneStore};
 use roster_shared::{PodMode, SynthConfig};
-use tracing::{error, info};
+use tracing::info;
 
 use crate::hub_source::HubSource;
 
@@ -65,6 +69,38 @@ struct ZoneArgs {
     endpoint_pod_names: bool,
 }
 
+/// How a DNS server answers beyond its zones, and how it is probed and scraped.
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// Forward names outside the cluster zones to this upstream (IP or IP:port; repeatable).
+    #[arg(long = "upstream", env = "ROSTER_UPSTREAMS", value_delimiter = ',')]
+    upstreams: Vec<String>,
+    /// Forward names outside the cluster zones to the nameservers of --resolv-conf.
+    #[arg(long, env = "ROSTER_FORWARD")]
+    forward: bool,
+    /// Where --forward finds its upstreams.
+    #[arg(long, env = "ROSTER_RESOLV_CONF", default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
+    /// Upstream queries in flight at most; beyond, queries are refused.
+    #[arg(long, env = "ROSTER_MAX_CONCURRENT", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_concurrent: u32,
+    /// Forwarded answers kept in the cache at most.
+    #[arg(long, env = "ROSTER_CACHE_SIZE", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    cache_size: u32,
+    /// Serve `/health` here (CoreDNS: :8080).
+    #[arg(long, env = "ROSTER_HEALTH")]
+    health: Option<SocketAddr>,
+    /// Serve `/ready` here (CoreDNS: :8181).
+    #[arg(long, env = "ROSTER_READY")]
+    ready: Option<SocketAddr>,
+    /// Serve Prometheus `/metrics` here (CoreDNS: :9153).
+    #[arg(long, env = "ROSTER_METRICS")]
+    metrics: Option<SocketAddr>,
+    /// On SIGTERM, report not-ready and keep answering this long before stopping (only with --ready).
+    #[arg(long, env = "ROSTER_LAMEDUCK_MS", default_value_t = 5000)]
+    lameduck_ms: u64,
+}
+
 #[derive(Args)]
 #[command(group = clap::ArgGroup::new("source").required(true).args(["objects", "controller"]))]
 struct DnsArgs {
@@ -88,6 +124,8 @@ struct DnsArgs {
     /// How often to look for changed manifests, in milliseconds.
     #[arg(long, env = "ROSTER_RELOAD_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
     reload_ms: u64,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Args)]
@@ -127,6 +165,8 @@ struct LocalArgs {
     /// Milliseconds the stand-in kubelet takes to report a started pod Ready.
     #[arg(long, env = "ROSTER_POD_READY_MS", default_value_t = 1000)]
     pod_ready_ms: u64,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 fn main() -> ExitCode {
@@ -188,8 +228,7 @@ async fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
     }
     let synth = args.zone.synth_config()?;
     let store = Arc::new(ZoneStore::new(config));
-    // Idle streams carry a bookmark every few seconds; silence for this long means a dead connection.
-    let idle_timeout = Duration::from_secs(20);
+    let metrics = Metrics::new(&args.listen.to_string());
 
     let follower = if let Some(objects) = &args.objects {
         std::fs::metadata(objects).with_context(|| format!("--objects {}", objects.display()))?;
@@ -197,24 +236,88 @@ async fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
         let interval = Duration::from_millis(args.reload_ms);
         tokio::spawn(roster_controller::manifest_source::run(objects.clone(), synth.clone(), interval, hub.clone()));
         // In process nothing can go silent; the timeout only guards against bugs.
-        tokio::spawn(follow(HubSource(hub), store.clone(), Duration::from_secs(365 * 86400)))
+        tokio::spawn(follow(HubSource(hub), store.clone(), Duration::from_secs(365 * 86400), Some(metrics.clone())))
     } else {
         let url = args.controller.clone().unwrap_or_default();
         let source = HttpSource::new(&url).map_err(anyhow::Error::msg).context("--controller")?;
-        tokio::spawn(follow(source, store.clone(), idle_timeout))
+        // Idle streams carry a bookmark every few seconds; silence this long means a dead connection.
+        tokio::spawn(follow(source, store.clone(), Duration::from_secs(20), Some(metrics.clone())))
     };
-
-    let server = DnsServer::bind(args.listen, store).await?;
-    info!(udp = %server.udp_addr(), tcp = %server.tcp_addr(), zone = %synth.zone, "serving DNS");
-    tokio::select! {
-        result = server.run() => {
-            if let Err(e) = &result { error!(error = %e, "DNS server stopped"); }
-            result?;
-        }
-        _ = shutdown_signal() => info!("shutting down"),
-    }
+    let result = serve_dns(store, args.listen, &args.serve, metrics, &synth.zone.to_string()).await;
     follower.abort();
-    Ok(())
+    result
+}
+
+/// Runs a DNS server over `store` until a signal (then lameduck, then stop) or a forwarding loop.
+async fn serve_dns(
+    store: Arc<ZoneStore>,
+    listen: SocketAddr,
+    serve: &ServeArgs,
+    metrics: Arc<Metrics>,
+    zone: &str,
+) -> anyhow::Result<()> {
+    let mut handler = FrontHandler::new(store.clone()).with_metrics(metrics.clone());
+    let upstreams = if !serve.upstreams.is_empty() {
+        serve.upstreams.iter().map(|u| parse_upstream(u)).collect::<Result<Vec<_>, _>>().context("--upstream")?
+    } else if serve.forward {
+        upstreams_from_resolv_conf(&serve.resolv_conf).context("--forward")?
+    } else {
+        Vec::new()
+    };
+    let forwarder = (!upstreams.is_empty()).then(|| {
+        let mut config = ForwarderConfig::new(upstreams);
+        config.max_concurrent = serve.max_concurrent as usize;
+        config.cache_capacity = serve.cache_size as usize;
+        Forwarder::new(config, metrics.clone())
+    });
+    if let Some(forwarder) = &forwarder {
+        handler = handler.with_forwarder(forwarder.clone());
+    }
+    let lameduck = Arc::new(AtomicBool::new(false));
+    let probe_addrs = ProbeAddrs { health: serve.health, ready: serve.ready, metrics: serve.metrics };
+    let probe_state = ProbeState { store, metrics, lameduck: lameduck.clone() };
+    for (addr, _) in roster_dns::probes::spawn(&probe_addrs, probe_state).await? {
+        info!(%addr, "serving probes/metrics");
+    }
+
+    let server = DnsServer::bind_with(listen, handler).await?;
+    info!(udp = %server.udp_addr(), tcp = %server.tcp_addr(), %zone, "serving DNS");
+    let loop_detected = match &forwarder {
+        Some(forwarder) => {
+            info!(upstreams = ?forwarder.upstreams(), "forwarding other names");
+            forwarder.spawn_health_checks(Duration::from_secs(1));
+            let probe = forwarder.clone();
+            tokio::spawn(async move { probe.probe_for_loops().await });
+            Some(forwarder.loop_detected())
+        }
+        None => None,
+    };
+    let loop_detected = async move {
+        match loop_detected {
+            Some(mut detected) => match detected.wait_for(Option::is_some).await {
+                Ok(message) => message.clone().unwrap_or_default(),
+                Err(_) => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    };
+    let running = tokio::spawn(server.run());
+    tokio::select! {
+        result = running => {
+            result.context("DNS server task")??;
+            Ok(())
+        }
+        message = loop_detected => anyhow::bail!("{message}"),
+        _ = shutdown_signal() => {
+            if serve.ready.is_some() && serve.lameduck_ms > 0 {
+                info!(lameduck_ms = serve.lameduck_ms, "lameduck: not ready, still answering");
+                lameduck.store(true, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(serve.lameduck_ms)).await;
+            }
+            info!("shutting down");
+            Ok(())
+        }
+    }
 }
 
 async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
@@ -271,10 +374,11 @@ async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     let stream_server = tokio::spawn(async move { axum::serve(listener, router).await });
 
     let store = Arc::new(ZoneStore::new(config));
-    let follower = tokio::spawn(follow(HubSource(hub), store.clone(), Duration::from_secs(365 * 86400)));
-    let server = DnsServer::bind(args.dns, store).await?;
-    let dns_addr = server.udp_addr();
+    let metrics = Metrics::new(&args.dns.to_string());
+    let follower =
+        tokio::spawn(follow(HubSource(hub), store.clone(), Duration::from_secs(365 * 86400), Some(metrics.clone())));
     let _ = tokio::time::timeout(Duration::from_secs(30), synced.wait_for(|synced| *synced)).await;
+    let dns_addr = args.dns;
 
     let kubeconfig = sim.kubeconfig_path().display().to_string();
     println!(
@@ -290,15 +394,14 @@ async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     println!();
     println!("Ctrl-C stops everything.");
 
-    tokio::select! {
-        result = server.run() => result?,
-        result = stream_server => result.context("record stream server")?.context("record stream server")?,
-        _ = shutdown_signal() => info!("shutting down"),
-    }
+    let result = tokio::select! {
+        result = serve_dns(store, args.dns, &args.serve, metrics, &args.zone.zone) => result,
+        result = stream_server => result.context("record stream server")?.context("record stream server"),
+    };
     watch.abort();
     follower.abort();
     sim.shutdown().await;
-    Ok(())
+    result
 }
 
 async fn shutdown_signal() {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use roster_shared::{Frame, ZoneData};
+use roster_shared::{Frame, Trigger, ZoneData};
 use tokio::sync::broadcast;
 
 use crate::publisher::Publisher;
@@ -32,8 +32,13 @@ impl Hub {
 
     /// Publishes a new record set; returns the new generation when something changed.
     pub fn publish(&self, zone: ZoneData) -> Option<u64> {
+        self.publish_with(zone, None)
+    }
+
+    /// As [`Hub::publish`], recording what triggered the change (for the programming latency metric).
+    pub fn publish_with(&self, zone: ZoneData, trigger: Option<Trigger>) -> Option<u64> {
         let mut publisher = self.publisher.lock();
-        let frame = publisher.publish(zone)?;
+        let frame = publisher.publish_with(zone, trigger)?;
         let generation = frame.generation();
         // No subscriber is fine: they catch up from the publisher when they come.
         let _ = self.live.send(frame);

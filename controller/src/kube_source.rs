@@ -14,7 +14,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
 use roster_shared::views::object_key;
-use roster_shared::{ClusterState, SynthConfig, synthesize};
+use roster_shared::{ClusterState, ServiceKind, SynthConfig, Trigger, synthesize};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -38,7 +38,7 @@ enum Update {
     /// A re-list begins: collect into a fresh set.
     Restart(Kind),
     /// An object as it is now (`None` view: present in the API but nothing DNS publishes).
-    Upsert(Kind, String, Option<SlimObject>),
+    Upsert(Kind, String, Option<SlimObject>, Option<u64>),
     Delete(Kind, String),
     /// The re-list is complete: the fresh set replaces the old one.
     Synced(Kind),
@@ -78,11 +78,12 @@ where
         Ok(Event::InitDone) => Update::Synced(kind),
         Ok(Event::Apply(object) | Event::InitApply(object)) => {
             let key = key_of(&object);
+            let trigger = trigger_time(object.meta());
             match convert(&object) {
-                Ok(view) => Update::Upsert(kind, key, view),
+                Ok(view) => Update::Upsert(kind, key, view, trigger),
                 Err(error) => {
                     warn!(?kind, object = %key, %error, "object ignored: not convertible");
-                    Update::Upsert(kind, key, None)
+                    Update::Upsert(kind, key, None, trigger)
                 }
             }
         }
@@ -92,12 +93,36 @@ where
     Box::pin(stream)
 }
 
+/// The annotation the EndpointSlice controller sets to when the change that updated a slice happened.
+const TRIGGER_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The trigger time of an object's change in Unix milliseconds: the annotation when present and
+/// parseable (RFC 3339), else now — when the change arrived.
+fn trigger_time(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<u64> {
+    let annotated = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(TRIGGER_ANNOTATION))
+        .and_then(|text| text.parse::<k8s_openapi::jiff::Timestamp>().ok())
+        .and_then(|ts| u64::try_from(ts.as_millisecond()).ok());
+    Some(annotated.unwrap_or_else(now_ms))
+}
+
 /// Views per kind; `pending` collects a re-list until it completes.
 #[derive(Default)]
 struct Views {
     current: BTreeMap<Kind, BTreeMap<String, SlimObject>>,
     pending: BTreeMap<Kind, BTreeMap<String, SlimObject>>,
     synced: BTreeMap<Kind, bool>,
+    /// The earliest trigger among changes not yet published, with the kind of service it concerns.
+    trigger: Option<Trigger>,
 }
 
 impl Views {
@@ -107,7 +132,13 @@ impl Views {
                 self.pending.insert(kind, BTreeMap::new());
                 false
             }
-            Update::Upsert(kind, key, view) => {
+            Update::Upsert(kind, key, view, trigger) => {
+                if let (Some(unix_ms), false) = (trigger, self.pending.contains_key(&kind)) {
+                    let service_kind = service_kind_of(&view).to_owned();
+                    if self.trigger.as_ref().is_none_or(|t| unix_ms < t.unix_ms) {
+                        self.trigger = Some(Trigger { unix_ms, service_kind });
+                    }
+                }
                 let target = match self.pending.get_mut(&kind) {
                     Some(pending) => pending,
                     None => self.current.entry(kind).or_default(),
@@ -138,6 +169,8 @@ impl Views {
         }
     }
 
+    /// CoreDNS's `service_kind` label for a changed object (EndpointSlices of headless services are
+    /// the common case; everything else counts as `cluster_ip`).
     fn all_synced(&self) -> bool {
         KINDS.iter().all(|kind| self.synced.get(kind).copied().unwrap_or(false))
     }
@@ -155,6 +188,14 @@ impl Views {
             }
         }
         state
+    }
+}
+
+fn service_kind_of(view: &Option<SlimObject>) -> &'static str {
+    match view {
+        Some(SlimObject::Service(service)) if service.kind == ServiceKind::Headless => "headless_with_selector",
+        Some(SlimObject::EndpointSlice(_)) => "headless_with_selector",
+        _ => "cluster_ip",
     }
 }
 
@@ -185,7 +226,8 @@ pub async fn run(client: Client, config: SynthConfig, hub: Hub, synced: watch::S
             continue;
         }
         let zone = synthesize(&views.state(), &config);
-        if let Some(generation) = hub.publish(zone) {
+        let trigger = views.trigger.take();
+        if let Some(generation) = hub.publish_with(zone, trigger) {
             debug!(generation, "published");
         }
         if !*synced.borrow() {

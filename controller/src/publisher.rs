@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use roster_shared::{Change, Frame, ZoneData};
+use roster_shared::{Change, Frame, Trigger, ZoneData};
 
 /// How many deltas are kept for replicas that resume.
 pub const DEFAULT_HISTORY: usize = 1024;
@@ -15,7 +15,7 @@ pub struct Publisher {
     current: Option<ZoneData>,
     generation: u64,
     /// Deltas in order; the last one has generation `self.generation`.
-    history: VecDeque<(u64, Vec<Change>)>,
+    history: VecDeque<(u64, Vec<Change>, Option<Trigger>)>,
     history_limit: usize,
 }
 
@@ -56,6 +56,11 @@ impl Publisher {
     /// The frame that brings a subscriber from the previous record set to `next`; `None` when nothing
     /// changed.
     pub fn publish(&mut self, next: ZoneData) -> Option<Frame> {
+        self.publish_with(next, None)
+    }
+
+    /// As [`Publisher::publish`], recording what triggered the change.
+    pub fn publish_with(&mut self, next: ZoneData, trigger: Option<Trigger>) -> Option<Frame> {
         let frame = match &self.current {
             None => {
                 self.generation += 1;
@@ -67,11 +72,11 @@ impl Publisher {
                     return None;
                 }
                 self.generation += 1;
-                self.history.push_back((self.generation, changes.clone()));
+                self.history.push_back((self.generation, changes.clone(), trigger.clone()));
                 while self.history.len() > self.history_limit {
                     self.history.pop_front();
                 }
-                Frame::Delta { generation: self.generation, changes }
+                Frame::Delta { generation: self.generation, changes, trigger }
             }
         };
         self.current = Some(next);
@@ -90,13 +95,17 @@ impl Publisher {
             if since == self.generation {
                 return Vec::new();
             }
-            let oldest = self.history.front().map(|(g, _)| *g);
+            let oldest = self.history.front().map(|(g, _, _)| *g);
             if oldest.is_some_and(|oldest| oldest <= since + 1) {
                 return self
                     .history
                     .iter()
-                    .filter(|(g, _)| *g > since)
-                    .map(|(generation, changes)| Frame::Delta { generation: *generation, changes: changes.clone() })
+                    .filter(|(g, _, _)| *g > since)
+                    .map(|(generation, changes, trigger)| Frame::Delta {
+                        generation: *generation,
+                        changes: changes.clone(),
+                        trigger: trigger.clone(),
+                    })
                     .collect();
             }
         }

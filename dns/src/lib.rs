@@ -7,8 +7,11 @@
 
 pub mod config;
 pub mod convert;
+pub mod forward;
 pub mod handler;
 pub mod lookup;
+pub mod metrics;
+pub mod probes;
 pub mod server;
 pub mod store;
 pub mod subscriber;

@@ -1,36 +1,61 @@
 //! Answering one question from the zone store: the DNS decisions of design.md, with no I/O.
 
-use std::sync::Arc;
-
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use roster_shared::PodMode;
 use roster_shared::name::parse_dashed_ip;
 
-use crate::store::{Found, ZoneStore};
+use crate::store::{Found, RrSet, ZoneStore};
 
-/// The content of an authoritative answer, before it is put on the wire.
+/// The content of an answer, before it is put on the wire.
 #[derive(Debug, Clone, Default)]
 pub struct Answer {
     pub rcode: ResponseCode,
-    pub answers: Vec<Arc<[Record]>>,
-    /// The zone's SOA, present in every NXDOMAIN and NODATA answer.
-    pub soa: Option<Arc<[Record]>>,
+    pub answers: Vec<RrSet>,
+    /// The zone's SOA, present in every authoritative NXDOMAIN and NODATA answer.
+    pub soa: Option<RrSet>,
+    /// Authority records of a forwarded answer.
+    pub authority: Vec<RrSet>,
+    /// Additional records of a forwarded answer.
+    pub additionals: Vec<RrSet>,
+    /// False for forwarded answers (not ours) and for errors.
+    pub authoritative: bool,
+    /// Which part answered, for metrics: `kubernetes`, `forward`, `cache`, or "" for errors.
+    pub plugin: &'static str,
 }
 
 impl Answer {
-    pub fn answer_records(&self) -> impl Iterator<Item = &Record> + Send {
-        self.answers.iter().flat_map(|set| set.iter())
+    pub fn error(rcode: ResponseCode) -> Self {
+        Self { rcode, ..Self::default() }
     }
 
-    pub fn soa_records(&self) -> impl Iterator<Item = &Record> + Send {
-        self.soa.iter().flat_map(|set| set.iter())
+    pub fn answer_records(&self, rotation: usize) -> impl Iterator<Item = &Record> + Send {
+        self.answers.iter().flat_map(move |set| rotated(set, rotation))
+    }
+
+    pub fn authority_records(&self) -> impl Iterator<Item = &Record> + Send {
+        self.authority.iter().chain(self.soa.iter()).flat_map(|set| set.records.iter())
+    }
+
+    pub fn additional_records(&self) -> impl Iterator<Item = &Record> + Send {
+        self.additionals.iter().flat_map(|set| set.records.iter())
+    }
+
+    /// Uncompressed size of every record, an upper bound of what they take on the wire.
+    pub fn records_wire_len(&self) -> usize {
+        self.answers
+            .iter()
+            .chain(&self.authority)
+            .chain(&self.additionals)
+            .chain(self.soa.iter())
+            .map(|s| s.wire_len)
+            .sum()
     }
 
     /// The external name a CNAME chain ended on, if the answer is a CNAME leading out of our zones.
     pub fn dangling_cname(&self) -> Option<&Name> {
-        let last = self.answers.last()?.last()?;
+        let last = self.answers.last()?.records.last()?;
         match &last.data {
             RData::CNAME(CNAME(target)) => Some(target),
             _ => None,
@@ -38,12 +63,21 @@ impl Answer {
     }
 }
 
+/// Address record sets are served in rotating order (round robin) so that clients that take the first
+/// address spread over all of them; other types keep their canonical order.
+fn rotated(set: &RrSet, rotation: usize) -> impl Iterator<Item = &Record> + Send {
+    let len = set.records.len();
+    let rotate = len > 1 && matches!(set.records[0].record_type(), RecordType::A | RecordType::AAAA);
+    let start = if rotate { rotation % len } else { 0 };
+    set.records[start..].iter().chain(set.records[..start].iter())
+}
+
 /// CNAME chains inside our zones are followed at most this far (they are one step in practice).
 const MAX_CHAIN: usize = 8;
 
 /// Answers `qtype` for `name` in authoritative zone `zone`.
 pub fn answer(store: &ZoneStore, zone: usize, name: &LowerName, original: &Name, qtype: RecordType) -> Answer {
-    let mut answer = Answer::default();
+    let mut answer = Answer { authoritative: true, plugin: "kubernetes", ..Answer::default() };
     let mut current = name.clone();
     let mut owner = original.clone();
     for _ in 0..MAX_CHAIN {
@@ -53,7 +87,7 @@ pub fn answer(store: &ZoneStore, zone: usize, name: &LowerName, original: &Name,
             Found::Missing => {
                 if let Some(pod) = insecure_pod_record(store, &current, &owner, qtype) {
                     match pod {
-                        Some(record) => answer.answers.push(Arc::from(vec![record])),
+                        Some(record) => answer.answers.push(RrSet::new(vec![record])),
                         None => answer.soa = soa,
                     }
                     return answer;
@@ -74,7 +108,7 @@ pub fn answer(store: &ZoneStore, zone: usize, name: &LowerName, original: &Name,
             return answer;
         };
         answer.answers.push(cname.clone());
-        let Some(RData::CNAME(CNAME(target))) = cname.first().map(|record| &record.data) else {
+        let Some(RData::CNAME(CNAME(target))) = cname.records.first().map(|record| &record.data) else {
             return answer;
         };
         let target_lower = LowerName::new(target);

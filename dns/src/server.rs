@@ -34,10 +34,15 @@ pub struct DnsServer {
 impl DnsServer {
     /// Binds UDP and TCP on `addr` (port 0 picks a free port, the same for both when possible).
     pub async fn bind(addr: SocketAddr, store: Arc<ZoneStore>) -> Result<Self, ServeError> {
+        Self::bind_with(addr, FrontHandler::new(store)).await
+    }
+
+    /// Binds with a configured handler (forwarder, metrics).
+    pub async fn bind_with(addr: SocketAddr, handler: FrontHandler) -> Result<Self, ServeError> {
         let (udp, tcp) = bind_pair(addr).await?;
         let udp_addr = udp.local_addr().map_err(|source| ServeError::BindUdp { addr, source })?;
         let tcp_addr = tcp.local_addr().map_err(|source| ServeError::BindTcp { addr, source })?;
-        let mut server = Server::new(FrontHandler::new(store));
+        let mut server = Server::new(handler);
         server.register_socket(udp);
         server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
         Ok(Self { server, udp_addr, tcp_addr })

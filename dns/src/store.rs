@@ -9,24 +9,48 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hickory_proto::rr::{LowerName, Name, Record, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use parking_lot::RwLock;
 use roster_shared::{Change, DomainName, Frame, RData, ZoneData};
 
 use crate::config::DnsConfig;
 use crate::convert::{ns_record, record_type, soa_record, to_lower, to_name, to_record};
 
+/// One record set, shared between the store and the answers that carry it.
+#[derive(Debug, Clone)]
+pub struct RrSet {
+    pub records: Arc<[Record]>,
+    /// Uncompressed wire size, for the response-size metric without encoding twice.
+    pub wire_len: usize,
+}
+
+impl RrSet {
+    pub fn new(records: Vec<Record>) -> Self {
+        let mut scratch = Vec::with_capacity(64);
+        let mut wire_len = 0;
+        for record in &records {
+            scratch.clear();
+            let mut encoder = BinEncoder::new(&mut scratch);
+            if record.emit(&mut encoder).is_ok() {
+                wire_len += scratch.len();
+            }
+        }
+        Self { records: Arc::from(records), wire_len }
+    }
+}
+
 /// The record sets of one name, in a fixed type order. Empty for an empty non-terminal.
 #[derive(Debug, Clone, Default)]
 pub struct Node {
-    rrsets: Vec<(RecordType, Arc<[Record]>)>,
+    rrsets: Vec<(RecordType, RrSet)>,
 }
 
 impl Node {
-    pub fn get(&self, rtype: RecordType) -> Option<&Arc<[Record]>> {
+    pub fn get(&self, rtype: RecordType) -> Option<&RrSet> {
         self.rrsets.iter().find(|(t, _)| *t == rtype).map(|(_, set)| set)
     }
 
-    pub fn first(&self) -> Option<&Arc<[Record]>> {
+    pub fn first(&self) -> Option<&RrSet> {
         self.rrsets.first().map(|(_, set)| set)
     }
 
@@ -45,12 +69,12 @@ impl Node {
             }
         }
         by_type.sort_by_key(|(t, _)| u16::from(*t));
-        Self { rrsets: by_type.into_iter().map(|(t, list)| (t, Arc::from(list))).collect() }
+        Self { rrsets: by_type.into_iter().map(|(t, list)| (t, RrSet::new(list))).collect() }
     }
 
-    fn insert(&mut self, rtype: RecordType, records: Vec<Record>) {
+    fn insert(&mut self, rtype: RecordType, set: RrSet) {
         self.rrsets.retain(|(t, _)| *t != rtype);
-        self.rrsets.push((rtype, Arc::from(records)));
+        self.rrsets.push((rtype, set));
         self.rrsets.sort_by_key(|(t, _)| u16::from(*t));
     }
 }
@@ -72,7 +96,7 @@ pub enum ApplyError {
 struct Table {
     names: HashMap<LowerName, Node>,
     /// The SOA of each zone, index-aligned with `ZoneStore::zones`.
-    soas: Vec<Arc<[Record]>>,
+    soas: Vec<RrSet>,
     /// The stream position of the last applied frame: (epoch, generation).
     position: Option<(u64, u64)>,
 }
@@ -147,7 +171,7 @@ impl ZoneStore {
     }
 
     /// Looks `name` up; also returns the SOA of zone `zone`.
-    pub fn find(&self, zone: usize, name: &LowerName) -> (Found, Option<Arc<[Record]>>) {
+    pub fn find(&self, zone: usize, name: &LowerName) -> (Found, Option<RrSet>) {
         let table = self.table.read();
         let found = match table.names.get(name) {
             Some(node) => Found::Node(node.clone()),
@@ -172,7 +196,7 @@ impl ZoneStore {
                 *table = Table { names, soas, position: Some((*epoch, *generation)) };
                 Ok(())
             }
-            Frame::Delta { generation, changes } => {
+            Frame::Delta { generation, changes, .. } => {
                 let Some((epoch, have)) = self.position().filter(|(_, have)| have + 1 == *generation) else {
                     return Err(ApplyError::OutOfOrder { have: self.generation(), got: *generation });
                 };
@@ -227,21 +251,22 @@ impl ZoneStore {
             .collect()
     }
 
-    fn build_soas(&self, generation: u64) -> Vec<Arc<[Record]>> {
+    fn build_soas(&self, generation: u64) -> Vec<RrSet> {
         let serial = self.serial_base.wrapping_add(u32::try_from(generation % u64::from(u32::MAX)).unwrap_or(0));
         self.zones
             .iter()
-            .map(|zone| Arc::from(vec![soa_record(&zone.name, &self.config.cluster_zone, serial, self.config.ttl)]))
+            .map(|zone| RrSet::new(vec![soa_record(&zone.name, &self.config.cluster_zone, serial, self.config.ttl)]))
             .collect()
     }
 
     /// Puts SOA and NS at every apex (the stream carries neither: both depend on this replica's config).
-    fn restore_apexes(&self, names: &mut HashMap<LowerName, Node>, soas: &[Arc<[Record]>]) {
+    fn restore_apexes(&self, names: &mut HashMap<LowerName, Node>, soas: &[RrSet]) {
         for (zone, soa) in self.zones.iter().zip(soas) {
             let node = names.entry(zone.apex.clone()).or_default();
-            node.insert(RecordType::SOA, soa.to_vec());
+            node.insert(RecordType::SOA, soa.clone());
             if node.get(RecordType::NS).is_none() {
-                node.insert(RecordType::NS, vec![ns_record(&zone.name, &self.config.cluster_zone, self.config.ttl)]);
+                let ns = ns_record(&zone.name, &self.config.cluster_zone, self.config.ttl);
+                node.insert(RecordType::NS, RrSet::new(vec![ns]));
             }
         }
     }
@@ -276,7 +301,7 @@ mod tests {
 
     fn serial(store: &ZoneStore) -> u32 {
         let (_, soa) = store.find(0, &lower("cluster.local"));
-        match &soa.unwrap()[0].data {
+        match &soa.unwrap().records[0].data {
             hickory_proto::rr::RData::SOA(soa) => soa.serial,
             other => panic!("not an SOA: {other:?}"),
         }
@@ -293,11 +318,12 @@ mod tests {
         assert!(store.contains(&lower("a.svc.cluster.local")));
         assert!(store.contains(&lower("svc.cluster.local")), "empty non-terminal kept");
 
-        let skipping = Frame::Delta { generation: 6, changes: vec![] };
+        let skipping = Frame::Delta { generation: 6, changes: vec![], trigger: None };
         assert_eq!(store.apply(&skipping), Err(ApplyError::OutOfOrder { have: Some(4), got: 6 }));
         assert_eq!(store.generation(), Some(4));
 
         let delta = Frame::Delta {
+            trigger: None,
             generation: 5,
             changes: vec![
                 Change::Remove { name: name("a.svc.cluster.local") },
@@ -318,7 +344,11 @@ mod tests {
         let store = store();
         store.apply(&Frame::Snapshot { epoch: 1, generation: 1, zone: ZoneData::default() }).unwrap();
         // A delta that removes the apex name (as a buggy publisher might) cannot remove SOA and NS.
-        let delta = Frame::Delta { generation: 2, changes: vec![Change::Remove { name: name("cluster.local") }] };
+        let delta = Frame::Delta {
+            generation: 2,
+            changes: vec![Change::Remove { name: name("cluster.local") }],
+            trigger: None,
+        };
         store.apply(&delta).unwrap();
         for apex in ["cluster.local", "in-addr.arpa", "ip6.arpa"] {
             let (found, _) = store.find(0, &lower(apex));
@@ -365,8 +395,14 @@ mod tests {
                 let mut checks = 0u32;
                 while std::time::Instant::now() < deadline {
                     let table = store.table.read();
-                    let a = table.names.get(&lower("a.svc.cluster.local")).and_then(|n| n.get(RecordType::A).cloned());
-                    let b = table.names.get(&lower("b.svc.cluster.local")).and_then(|n| n.get(RecordType::A).cloned());
+                    let a = table
+                        .names
+                        .get(&lower("a.svc.cluster.local"))
+                        .and_then(|n| n.get(RecordType::A).map(|s| s.records.clone()));
+                    let b = table
+                        .names
+                        .get(&lower("b.svc.cluster.local"))
+                        .and_then(|n| n.get(RecordType::A).map(|s| s.records.clone()));
                     drop(table);
                     let (a, b) = (a.unwrap(), b.unwrap());
                     assert_eq!(a[0].data, b[0].data, "a and b always change together");
@@ -382,7 +418,7 @@ mod tests {
                 Change::Set { name: name("a.svc.cluster.local"), records: records.clone() },
                 Change::Set { name: name("b.svc.cluster.local"), records },
             ];
-            store.apply(&Frame::Delta { generation, changes }).unwrap();
+            store.apply(&Frame::Delta { generation, changes, trigger: None }).unwrap();
         }
         assert!(reader.join().unwrap() > 0);
     }

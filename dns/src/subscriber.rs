@@ -14,9 +14,10 @@ use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use roster_shared::Frame;
+use roster_shared::{Frame, Trigger};
 use tracing::{info, warn};
 
+use crate::metrics::Metrics;
 use crate::store::{ApplyError, ZoneStore};
 
 pub type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, String>> + Send>>;
@@ -33,7 +34,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Applies frames from `source` to `store` forever, reconnecting with exponential backoff and resuming
 /// from the store's position; a gap in generations forces a fresh snapshot.
-pub async fn follow(mut source: impl FrameSource, store: Arc<ZoneStore>, idle_timeout: Duration) {
+pub async fn follow(
+    mut source: impl FrameSource,
+    store: Arc<ZoneStore>,
+    idle_timeout: Duration,
+    metrics: Option<Arc<Metrics>>,
+) {
     let mut backoff = MIN_BACKOFF;
     let mut need_snapshot = false;
     loop {
@@ -63,6 +69,9 @@ pub async fn follow(mut source: impl FrameSource, store: Arc<ZoneStore>, idle_ti
                     backoff = MIN_BACKOFF;
                     match store.apply(&frame) {
                         Ok(()) if !matches!(frame, Frame::Bookmark { .. }) => {
+                            if let (Some(metrics), Frame::Delta { trigger: Some(trigger), .. }) = (&metrics, &frame) {
+                                observe_programming(metrics, trigger);
+                            }
                             info!(generation = frame.generation(), names = store.name_count(), "applied records");
                         }
                         Ok(()) => {}
@@ -79,6 +88,20 @@ pub async fn follow(mut source: impl FrameSource, store: Arc<ZoneStore>, idle_ti
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// Records how long the change took from its trigger to being answerable here.
+fn observe_programming(metrics: &Metrics, trigger: &Trigger) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    let kind = match trigger.service_kind.as_str() {
+        "headless_with_selector" => "headless_with_selector",
+        "headless_without_selector" => "headless_without_selector",
+        _ => "cluster_ip",
+    };
+    metrics.observe_programming(kind, Duration::from_millis(now_ms.saturating_sub(trigger.unix_ms)));
 }
 
 /// A controller's HTTP record stream, `GET <base>/v1/records?epoch=E&since=G` (newline-delimited JSON).

@@ -13,6 +13,16 @@ pub enum Change {
     Remove { name: DomainName },
 }
 
+/// The earliest cause of a delta: an EndpointSlice's `endpoints.kubernetes.io/last-change-trigger-time`
+/// or, without it, when the controller saw the change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trigger {
+    /// Milliseconds since the Unix epoch.
+    pub unix_ms: u64,
+    /// CoreDNS's `service_kind` label: `cluster_ip`, `headless_with_selector`, `headless_without_selector`.
+    pub service_kind: String,
+}
+
 /// A message of the stream. Generations increase by one per published change set; a replica applies a
 /// delta only on top of `generation - 1`. The epoch identifies one publisher's history: generations of
 /// different epochs (a restarted controller) are unrelated, so a replica resumes only within its epoch.
@@ -28,6 +38,9 @@ pub enum Frame {
     Delta {
         generation: u64,
         changes: Vec<Change>,
+        /// When the change that caused this delta happened, for the DNS programming latency metric.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trigger: Option<Trigger>,
     },
     Bookmark {
         generation: u64,

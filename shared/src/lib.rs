@@ -9,7 +9,7 @@ pub mod records;
 pub mod synth;
 pub mod views;
 
-pub use frame::{Change, Frame};
+pub use frame::{Change, Frame, Trigger};
 pub use name::{DomainName, NameError};
 pub use records::{RData, ZoneData};
 pub use synth::{PodMode, SynthConfig, synthesize};

@@ -1,0 +1,297 @@
+//! CoreDNS-compatible metrics, so that CoreDNS dashboards work unchanged: the same names, labels and
+//! buckets (`coredns_dns_*`, `coredns_cache_*`, `coredns_forward_*`, `coredns_build_info`,
+//! `coredns_kubernetes_dns_programming_duration_seconds`). Label values are `&'static str` so that
+//! recording a query allocates nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+/// The `server` label: CoreDNS's `dns://:53` form.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub server: &'static str,
+    pub zone: &'static str,
+    pub view: &'static str,
+    pub proto: &'static str,
+    pub family: &'static str,
+    pub r#type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DurationLabels {
+    pub server: &'static str,
+    pub zone: &'static str,
+    pub view: &'static str,
+    pub r#type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResponseLabels {
+    pub server: &'static str,
+    pub zone: &'static str,
+    pub view: &'static str,
+    pub rcode: &'static str,
+    pub plugin: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SizeLabels {
+    pub server: &'static str,
+    pub zone: &'static str,
+    pub view: &'static str,
+    pub proto: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub server: &'static str,
+    pub r#type: &'static str,
+    pub zones: &'static str,
+    pub view: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheMissLabels {
+    pub server: &'static str,
+    pub zones: &'static str,
+    pub view: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForwardLabels {
+    pub to: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForwardResponseLabels {
+    pub to: &'static str,
+    pub rcode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProgrammingLabels {
+    pub service_kind: &'static str,
+}
+
+fn duration_histogram() -> Histogram {
+    // CoreDNS: prometheus.ExponentialBuckets(0.00025, 2, 16).
+    Histogram::new(exponential_buckets(0.00025, 2.0, 16))
+}
+
+fn size_histogram() -> Histogram {
+    Histogram::new([0.0, 100.0, 200.0, 300.0, 400.0, 511.0, 1023.0, 2047.0, 4095.0, 8291.0, 16e3, 32e3, 48e3, 64e3])
+}
+
+fn programming_histogram() -> Histogram {
+    // CoreDNS: prometheus.ExponentialBuckets(0.001, 2, 20) (1 ms … ~9 min).
+    Histogram::new(exponential_buckets(0.001, 2.0, 20))
+}
+
+/// Every metric a DNS replica exports.
+pub struct Metrics {
+    registry: Registry,
+    server: &'static str,
+    requests: Family<RequestLabels, Counter>,
+    responses: Family<ResponseLabels, Counter>,
+    durations: Family<DurationLabels, Histogram, fn() -> Histogram>,
+    request_sizes: Family<SizeLabels, Histogram, fn() -> Histogram>,
+    response_sizes: Family<SizeLabels, Histogram, fn() -> Histogram>,
+    pub cache_entries: Family<CacheLabels, Gauge>,
+    pub cache_hits: Family<CacheLabels, Counter>,
+    pub cache_misses: Family<CacheMissLabels, Counter>,
+    pub forward_requests: Family<ForwardLabels, Counter>,
+    pub forward_responses: Family<ForwardResponseLabels, Counter>,
+    programming: Family<ProgrammingLabels, Histogram, fn() -> Histogram>,
+}
+
+/// One answered query, as the front handler saw it.
+pub struct Observation {
+    pub zone: &'static str,
+    pub udp: bool,
+    pub ipv6: bool,
+    pub qtype: RecordType,
+    pub rcode: ResponseCode,
+    /// Which part answered: `kubernetes`, `forward`, `cache` (CoreDNS's plugin label), or "" for errors.
+    pub plugin: &'static str,
+    pub request_size: usize,
+    pub response_size: usize,
+    pub duration: Duration,
+}
+
+/// CoreDNS's type label: common types by name, everything else `other`.
+fn type_label(qtype: RecordType) -> &'static str {
+    match qtype {
+        RecordType::A => "A",
+        RecordType::AAAA => "AAAA",
+        RecordType::NS => "NS",
+        RecordType::PTR => "PTR",
+        RecordType::SRV => "SRV",
+        RecordType::SOA => "SOA",
+        RecordType::CNAME => "CNAME",
+        RecordType::TXT => "TXT",
+        RecordType::MX => "MX",
+        RecordType::ANY => "ANY",
+        RecordType::AXFR => "AXFR",
+        RecordType::IXFR => "IXFR",
+        RecordType::HTTPS => "HTTPS",
+        RecordType::SVCB => "SVCB",
+        _ => "other",
+    }
+}
+
+pub fn rcode_label(rcode: ResponseCode) -> &'static str {
+    match rcode {
+        ResponseCode::NoError => "NOERROR",
+        ResponseCode::FormErr => "FORMERR",
+        ResponseCode::ServFail => "SERVFAIL",
+        ResponseCode::NXDomain => "NXDOMAIN",
+        ResponseCode::NotImp => "NOTIMP",
+        ResponseCode::Refused => "REFUSED",
+        ResponseCode::BADVERS => "BADVERS",
+        _ => "other",
+    }
+}
+
+/// Leaks a label value once; used for the handful of values fixed at start-up (zones, upstreams).
+pub fn static_label(value: String) -> &'static str {
+    Box::leak(value.into_boxed_str())
+}
+
+impl Metrics {
+    /// `listen` becomes the `server` label, as CoreDNS's `dns://host:port`.
+    pub fn new(listen: &str) -> Arc<Self> {
+        let server = static_label(format!("dns://{listen}"));
+        let mut registry = Registry::default();
+        let build = Info::new(vec![
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("revision", "roster"),
+            ("goversion", "none (rust)"),
+        ]);
+        registry.register("coredns_build", "A metric with a constant '1' value labeled by version, revision, and goversion from which CoreDNS was built.", build);
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "coredns_dns_requests",
+            "Counter of DNS requests made per zone, protocol and family.",
+            requests.clone(),
+        );
+        let responses = Family::<ResponseLabels, Counter>::default();
+        registry.register("coredns_dns_responses", "Counter of response status codes.", responses.clone());
+        let durations =
+            Family::<DurationLabels, Histogram, fn() -> Histogram>::new_with_constructor(duration_histogram);
+        registry.register(
+            "coredns_dns_request_duration_seconds",
+            "Histogram of the time (in seconds) each request took per zone.",
+            durations.clone(),
+        );
+        let request_sizes = Family::<SizeLabels, Histogram, fn() -> Histogram>::new_with_constructor(size_histogram);
+        registry.register(
+            "coredns_dns_request_size_bytes",
+            "Size of the EDNS0 UDP buffer in bytes (64K for TCP) per zone and protocol.",
+            request_sizes.clone(),
+        );
+        let response_sizes = Family::<SizeLabels, Histogram, fn() -> Histogram>::new_with_constructor(size_histogram);
+        registry.register(
+            "coredns_dns_response_size_bytes",
+            "Size of the returned response in bytes.",
+            response_sizes.clone(),
+        );
+        let cache_entries = Family::<CacheLabels, Gauge>::default();
+        registry.register("coredns_cache_entries", "The number of elements in the cache.", cache_entries.clone());
+        let cache_hits = Family::<CacheLabels, Counter>::default();
+        registry.register("coredns_cache_hits", "The count of cache hits.", cache_hits.clone());
+        let cache_misses = Family::<CacheMissLabels, Counter>::default();
+        registry.register(
+            "coredns_cache_misses",
+            "The count of cache misses. Deprecated, derive misses from cache hits/requests counters.",
+            cache_misses.clone(),
+        );
+        let forward_requests = Family::<ForwardLabels, Counter>::default();
+        registry.register(
+            "coredns_forward_requests",
+            "Counter of requests made per upstream.",
+            forward_requests.clone(),
+        );
+        let forward_responses = Family::<ForwardResponseLabels, Counter>::default();
+        registry.register(
+            "coredns_forward_responses",
+            "Counter of responses received per upstream.",
+            forward_responses.clone(),
+        );
+        let programming =
+            Family::<ProgrammingLabels, Histogram, fn() -> Histogram>::new_with_constructor(programming_histogram);
+        registry.register(
+            "coredns_kubernetes_dns_programming_duration_seconds",
+            "Histogram of the time (in seconds) it took to program a dns instance.",
+            programming.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            server,
+            requests,
+            responses,
+            durations,
+            request_sizes,
+            response_sizes,
+            cache_entries,
+            cache_hits,
+            cache_misses,
+            forward_requests,
+            forward_responses,
+            programming,
+        })
+    }
+
+    pub fn server(&self) -> &'static str {
+        self.server
+    }
+
+    pub fn observe(&self, o: &Observation) {
+        let server = self.server;
+        let qtype = type_label(o.qtype);
+        let proto = if o.udp { "udp" } else { "tcp" };
+        let family = if o.ipv6 { "2" } else { "1" };
+        let view = "";
+        self.requests.get_or_create(&RequestLabels { server, zone: o.zone, view, proto, family, r#type: qtype }).inc();
+        self.responses
+            .get_or_create(&ResponseLabels {
+                server,
+                zone: o.zone,
+                view,
+                rcode: rcode_label(o.rcode),
+                plugin: o.plugin,
+            })
+            .inc();
+        self.durations
+            .get_or_create(&DurationLabels { server, zone: o.zone, view, r#type: qtype })
+            .observe(o.duration.as_secs_f64());
+        let sizes = SizeLabels { server, zone: o.zone, view, proto };
+        self.request_sizes.get_or_create(&sizes).observe(o.request_size as f64);
+        self.response_sizes.get_or_create(&sizes).observe(o.response_size as f64);
+    }
+
+    /// One applied change's programming latency; `service_kind` as CoreDNS: `cluster_ip`,
+    /// `headless_with_selector`, `headless_without_selector`.
+    pub fn observe_programming(&self, service_kind: &'static str, latency: Duration) {
+        self.programming.get_or_create(&ProgrammingLabels { service_kind }).observe(latency.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        if encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}
