@@ -6,7 +6,8 @@
 # Uses the dataset bench/run.sh generated (default --scale small) in $BENCH_WORKDIR
 # (/tmp/roster-bench), starts target/release/roster pinned to core 1, runs dnsperf pinned
 # to core 0 for SECONDS+4 s, records the server for SECONDS s from the 3rd second, stops
-# roster by its PID and prints the top symbols (self and inclusive). The perf data is kept
+# roster by its PID and prints where the time goes (lib/perf_buckets.py: kernel send/recv,
+# hickory's encoder and per-query task, roster's lookup, ...) and the top symbols. The perf data is kept
 # in $BENCH_WORKDIR/profile-LOAD.data for `perf report -i`.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -30,9 +31,12 @@ for _ in $(seq 200); do
   python3 - "$PORT" <<'PY' && break || sleep 0.05
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.2)
-s.connect(("127.0.0.1", int(sys.argv[1])))
-s.send(bytes.fromhex("abcd01000001000000000000") + b"\x07cluster\x05local\x00\x00\x06\x00\x01")
-sys.exit(0 if s.recv(512)[3] & 0xF == 0 else 1)
+try:
+    s.connect(("127.0.0.1", int(sys.argv[1])))
+    s.send(bytes.fromhex("abcd01000001000000000000") + b"\x07cluster\x05local\x00\x00\x06\x00\x01")
+    sys.exit(0 if s.recv(512)[3] & 0xF == 0 else 1)
+except OSError:
+    sys.exit(1)
 PY
 done
 taskset -c 0 dnsperf -s 127.0.0.1 -p "$PORT" -d "$QF" -l $((SECS + 4)) -c 4 -T 1 -q 200 -e \
@@ -44,6 +48,7 @@ wait "$DPID"
 kill "$RPID"; wait "$RPID" 2>/dev/null || true
 trap - EXIT
 grep -E "Queries per second|Queries lost" "$WORK/profile-dnsperf.txt"
+perf script -i "$OUT" -F ip,sym 2>/dev/null | python3 "$HERE/lib/perf_buckets.py" -
 echo "== self (top 30)"
 perf report -i "$OUT" --no-children --sort symbol --stdio -g none 2>/dev/null \
   | grep -E '^ +[0-9.]+%' | head -30
