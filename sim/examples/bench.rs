@@ -39,10 +39,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let client = kube::Client::try_from(config)?;
 
     // seed pods straight into the store, then let the kubelet stand-in settle them
-    let pods_rt = roster_sim::resources::builtins()
-        .into_iter()
-        .find(|t| t.plural == "pods")
-        .ok_or("no pods type")?;
+    let pods_rt = roster_sim::resources::builtins().into_iter().find(|t| t.plural == "pods").ok_or("no pods type")?;
     let seeded = Instant::now();
     for i in 0..pods {
         sim.store().create(
@@ -56,10 +53,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let settle = Instant::now();
     loop {
         let (items, _) = sim.store().list(&pods_rt, None);
-        let ready = items
-            .iter()
-            .filter(|p| roster_sim::meta::path_str(p, "status.phase") == "Running")
-            .count();
+        let ready = items.iter().filter(|p| roster_sim::meta::path_str(p, "status.phase") == "Running").count();
         if ready == pods || settle.elapsed() > Duration::from_secs(120) {
             println!("kubelet stand-in ran {ready}/{pods} pods in {:.2?}", settle.elapsed());
             break;
@@ -101,20 +95,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let rv = rv.clone();
         let latencies = latencies.clone();
         tasks.push(tokio::spawn(async move {
-            let mut stream = match cms.watch(&WatchParams::default().timeout(u32::try_from(secs + 5).unwrap_or(60)), &rv).await {
-                Ok(s) => s.boxed(),
-                Err(_) => return 0usize,
-            };
+            let mut stream =
+                match cms.watch(&WatchParams::default().timeout(u32::try_from(secs * 4 + 30).unwrap_or(60)), &rv).await {
+                    Ok(s) => s.boxed(),
+                    Err(_) => return 0usize,
+                };
             let mut n = 0;
             while let Some(Ok(ev)) = stream.next().await {
                 if let WatchEvent::Modified(cm) = ev {
                     n += 1;
-                    let sent: u128 = cm.data.and_then(|d| d.get("t").and_then(|t| t.parse().ok())).unwrap_or(0);
+                    let sent: u128 =
+                        cm.data.as_ref().and_then(|d| d.get("t").and_then(|t| t.parse().ok())).unwrap_or(0);
                     #[allow(clippy::cast_precision_loss)]
                     latencies.lock().push((micros_now().saturating_sub(sent)) as f64 / 1000.0);
-                    if cm.data.is_none() {
-                        break;
-                    }
                 }
             }
             n
@@ -122,22 +115,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let total = rate * secs;
-    let gap = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    // four writers, each at a quarter of the rate (one client's round trips cannot pace 1k/s alone)
+    let writers = 4;
+    let gap = Duration::from_secs_f64(writers as f64 / rate.max(1) as f64);
     let start = Instant::now();
-    let mut next = tokio::time::Instant::now();
-    let mut write_times = Vec::with_capacity(total);
-    for _ in 0..total {
-        next += gap;
-        tokio::time::sleep_until(next).await;
-        let t = Instant::now();
-        cms.patch(
-            "tick",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"data": {"t": micros_now().to_string()}})),
-        )
-        .await?;
-        write_times.push(t.elapsed().as_secs_f64() * 1000.0);
+    let mut writer_tasks = Vec::new();
+    for w in 0..writers {
+        let cms = cms.clone();
+        writer_tasks.push(tokio::spawn(async move {
+            let mut next = tokio::time::Instant::now() + gap.mul_f64(f64::from(u32::try_from(w).unwrap_or(0)) / 4.0);
+            let mut times = Vec::new();
+            for _ in 0..total / writers {
+                next += gap;
+                tokio::time::sleep_until(next).await;
+                let t = Instant::now();
+                let r = cms
+                    .patch(
+                        "tick",
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(json!({"data": {"t": micros_now().to_string()}})),
+                    )
+                    .await;
+                if r.is_ok() {
+                    times.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+            times
+        }));
     }
+    let mut write_times = Vec::with_capacity(total);
+    for t in writer_tasks {
+        write_times.extend(t.await.unwrap_or_default());
+    }
+    let total = write_times.len();
     let elapsed = start.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
     sim.store().disconnect_watchers();

@@ -399,13 +399,32 @@ fn list(
         }
         return Ok(ok(&t));
     }
-    let items: Vec<&Value> = selected.iter().map(AsRef::as_ref).collect();
-    Ok(ok(&json!({
-        "kind": rt.list_kind(),
-        "apiVersion": rt.api_version(),
-        "metadata": list_meta,
-        "items": items,
-    })))
+    Ok(list_response(rt, &list_meta, &selected))
+}
+
+/// A `<Kind>List` body, serialized straight from the stored objects (no intermediate copy).
+fn list_response(rt: &ResourceType, list_meta: &Value, items: &[Arc<Value>]) -> Response {
+    let mut body = Vec::with_capacity(256 + items.len() * 1024);
+    body.extend_from_slice(
+        format!(
+            "{{\"kind\":{},\"apiVersion\":{},\"metadata\":{list_meta},\"items\":[",
+            json!(rt.list_kind()),
+            json!(rt.api_version())
+        )
+        .as_bytes(),
+    );
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        if serde_json::to_writer(&mut body, item.as_ref()).is_err() {
+            return ApiError::internal("serializing a list").into_response();
+        }
+    }
+    body.extend_from_slice(b"]}");
+    let mut resp = (StatusCode::OK, body).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
 }
 
 /// The `autoscaling/v1 Scale` view of a scalable object.

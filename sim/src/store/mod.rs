@@ -215,7 +215,12 @@ impl Store {
         self.inner.lock().rv
     }
 
-    /// A receiver that sees the latest resourceVersion after every commit (for control loops).
+    /// Every committed change from now on (control loops filter by key).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.tx.subscribe()
+    }
+
+    /// A receiver that sees the latest resourceVersion after every commit.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
