@@ -96,7 +96,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let latencies = latencies.clone();
         tasks.push(tokio::spawn(async move {
             let mut stream =
-                match cms.watch(&WatchParams::default().timeout(u32::try_from(secs * 4 + 30).unwrap_or(60)), &rv).await {
+                match cms.watch(&WatchParams::default().timeout(u32::try_from(secs * 4 + 30).unwrap_or(60)), &rv).await
+                {
                     Ok(s) => s.boxed(),
                     Err(_) => return 0usize,
                 };

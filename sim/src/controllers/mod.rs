@@ -17,11 +17,7 @@ use crate::SimConfig;
 use crate::store::{Change, EventType, Store};
 
 /// Start every loop.
-pub fn spawn_all(
-    store: Arc<Store>,
-    config: &SimConfig,
-    shutdown: watch::Receiver<bool>,
-) -> Vec<JoinHandle<()>> {
+pub fn spawn_all(store: Arc<Store>, config: &SimConfig, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
     let mut kubelet = kubelet::Kubelet::new(config);
     let ms = Duration::from_millis;
     let keys = |keys: &'static [&'static str]| move |c: &Change| keys.contains(&c.key.as_str());
