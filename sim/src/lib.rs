@@ -71,6 +71,8 @@ pub struct SimConfig {
     pub watch_history: usize,
     /// How often watches with `allowWatchBookmarks` get a BOOKMARK.
     pub bookmark_interval: Duration,
+    /// Whether the kubelet stand-in records Events (Scheduled, Pulled, Created, Started, Killing).
+    pub kubelet_events: bool,
 }
 
 impl Default for SimConfig {
@@ -84,6 +86,7 @@ impl Default for SimConfig {
             termination_cap: Duration::from_secs(2),
             watch_history: 10_000,
             bookmark_interval: Duration::from_secs(10),
+            kubelet_events: true,
         }
     }
 }

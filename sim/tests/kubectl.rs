@@ -392,3 +392,41 @@ async fn custom_resources_are_served_with_status_and_scale() {
     assert!(listed.trim().is_empty(), "{listed}");
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_shows_events_expose_fills_endpoints_and_logs_answer() {
+    let sim = start().await;
+    kubectl_ok(&sim, &["run", "api", "--image=nginx:1.27", "--port=8080", "--labels=app=api"]).await;
+    kubectl_ok(&sim, &["wait", "--for=condition=Ready", "pod/api", "--timeout=20s"]).await;
+    let described = kubectl_ok(&sim, &["describe", "pod", "api"]).await;
+    for reason in ["Scheduled", "Pulled", "Created", "Started"] {
+        assert!(described.contains(reason), "no {reason} event in:\n{described}");
+    }
+    kubectl_ok(&sim, &["expose", "pod", "api", "--port=80", "--target-port=8080", "--type=NodePort"]).await;
+    let svc = get_json(&sim, &["get", "svc", "api"]).await;
+    let node_port = svc["spec"]["ports"][0]["nodePort"].as_i64().unwrap_or(0);
+    assert!((30000..=32767).contains(&node_port), "{svc}");
+    let ip = get_json(&sim, &["get", "pod", "api"]).await["status"]["podIP"].as_str().unwrap_or_default().to_owned();
+    let kubeconfig = sim.kubeconfig_path().to_owned();
+    eventually("the Endpoints object lists the pod", Duration::from_secs(20), || {
+        let out = std::process::Command::new(common::kubectl_bin())
+            .args([
+                "get",
+                "endpoints",
+                "api",
+                "-o",
+                "jsonpath={.subsets[0].addresses[0].ip}:{.subsets[0].ports[0].port}",
+            ])
+            .env("KUBECONFIG", &kubeconfig)
+            .output()
+            .ok()?;
+        (String::from_utf8_lossy(&out.stdout) == format!("{ip}:8080")).then_some(())
+    })
+    .await;
+    let logs = kubectl(&sim, &["logs", "api"]).await;
+    assert!(logs.ok, "{}", logs.stderr);
+    let events =
+        kubectl_ok(&sim, &["get", "events", "--field-selector", "involvedObject.name=api", "-o", "name"]).await;
+    assert!(events.lines().count() >= 4, "{events}");
+    sim.shutdown().await;
+}

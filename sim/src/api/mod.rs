@@ -181,6 +181,13 @@ fn handle(
             }
             Ok(ok(&obj))
         }
+        ("GET", Some(name), Some("log")) if rt.plural == "pods" && rt.group.is_empty() => {
+            // the containers are imaginary: they exist, and print nothing
+            store.get(rt, ns, name)?;
+            let mut resp = (StatusCode::OK, "").into_response();
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            Ok(resp)
+        }
         ("GET", Some(name), Some("scale")) if rt.scale.is_some() => {
             let obj = store.get(rt, ns, name)?;
             Ok(ok(&scale_of(rt, &obj)))

@@ -145,6 +145,97 @@ fn content(v: &Value) -> [Option<&Value>; 4] {
     [v.get("endpoints"), v.get("ports"), v.get("addressType"), path(v, "metadata.labels")]
 }
 
+/// Marker annotation of the Endpoints objects this controller manages (the upstream one sets it too).
+const TRIGGER_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+/// The legacy core/v1 Endpoints mirror of a slice: ready addresses, not-ready addresses, ports.
+fn endpoints_for(svc: &Value, slice: &Value) -> Value {
+    let mut ready = Vec::new();
+    let mut not_ready = Vec::new();
+    for e in slice.get("endpoints").and_then(Value::as_array).into_iter().flatten() {
+        if e.pointer("/conditions/terminating") == Some(&json!(true))
+            && e.pointer("/conditions/ready") != Some(&json!(true))
+        {
+            continue;
+        }
+        let mut a =
+            json!({"ip": e.pointer("/addresses/0").cloned().unwrap_or(Value::Null), "targetRef": e["targetRef"]});
+        if let Some(h) = e.get("hostname") {
+            a["hostname"] = h.clone();
+        }
+        if let Some(n) = e.get("nodeName") {
+            a["nodeName"] = n.clone();
+        }
+        if e.pointer("/conditions/ready") == Some(&json!(true)) {
+            ready.push(a);
+        } else {
+            not_ready.push(a);
+        }
+    }
+    let subsets = if ready.is_empty() && not_ready.is_empty() {
+        json!([])
+    } else {
+        let mut subset = json!({"ports": slice["ports"]});
+        if !ready.is_empty() {
+            subset["addresses"] = json!(ready);
+        }
+        if !not_ready.is_empty() {
+            subset["notReadyAddresses"] = json!(not_ready);
+        }
+        json!([subset])
+    };
+    let labels = path(svc, "metadata.labels").cloned().unwrap_or(json!({}));
+    json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": meta::name(svc), "namespace": meta::namespace(svc), "labels": labels,
+                     "annotations": {TRIGGER_ANNOTATION: meta::now_rfc3339()}},
+        "subsets": subsets,
+    })
+}
+
+fn sync_endpoints(store: &Store, services: &[Arc<Value>], desired_slices: &[(Arc<Value>, Value)]) {
+    let ep_rt = builtin("", "endpoints");
+    let (existing, _) = store.list(&ep_rt, None);
+    for (svc, slice) in desired_slices {
+        let want = endpoints_for(svc, slice);
+        let (ns, name) = (meta::namespace(svc), meta::name(svc));
+        let cur = existing.iter().find(|e| meta::namespace(e) == ns && meta::name(e) == name);
+        let result = match cur {
+            None => store.create(&ep_rt, ns, want).map(|_| ()),
+            Some(cur)
+                if cur.get("subsets") != want.get("subsets")
+                    || path(cur, "metadata.labels") != path(&want, "metadata.labels") =>
+            {
+                store
+                    .mutate(&ep_rt, ns, name, Subresource::Main, |old| {
+                        let mut o = old.clone();
+                        o["subsets"] = want["subsets"].clone();
+                        o["metadata"]["labels"] = want["metadata"]["labels"].clone();
+                        o["metadata"]["annotations"] = want["metadata"]["annotations"].clone();
+                        meta::metadata_mut(&mut o).remove("resourceVersion");
+                        Ok(o)
+                    })
+                    .map(|_| ())
+            }
+            Some(_) => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::debug!(service = name, error = %e, "endpoints sync");
+        }
+    }
+    for e in &existing {
+        let managed = e.pointer(&format!("/metadata/annotations/{}", TRIGGER_ANNOTATION.replace('/', "~1"))).is_some();
+        let wanted = desired_slices
+            .iter()
+            .any(|(svc, _)| meta::namespace(svc) == meta::namespace(e) && meta::name(svc) == meta::name(e));
+        let svc_alive =
+            services.iter().any(|s| meta::namespace(s) == meta::namespace(e) && meta::name(s) == meta::name(e));
+        if managed && !wanted && !svc_alive {
+            let _ = store.delete(&ep_rt, meta::namespace(e), meta::name(e), &DeleteOptions::default());
+        }
+    }
+}
+
 /// One pass: create, update or delete slices to match services and pods.
 pub fn reconcile(store: &Store) {
     let services_rt = builtin("", "services");
@@ -154,8 +245,10 @@ pub fn reconcile(store: &Store) {
     let (pods, _) = store.list(&pods_rt, None);
     let (slices, _) = store.list(&slices_rt, None);
     let mut wanted: HashSet<(String, String)> = HashSet::new();
+    let mut desired_slices = Vec::new();
     for svc in services.iter().filter(|s| !meta::is_terminating(s)) {
         let Some(want) = desired(svc, &pods) else { continue };
+        desired_slices.push((svc.clone(), want.clone()));
         let ns = meta::namespace(svc).to_owned();
         let name = meta::name(&want).to_owned();
         wanted.insert((ns.clone(), name.clone()));
@@ -178,6 +271,7 @@ pub fn reconcile(store: &Store) {
             tracing::debug!(service = meta::name(svc), error = %e, "endpointslice sync");
         }
     }
+    sync_endpoints(store, &services, &desired_slices);
     for s in &slices {
         let ours = meta::labels(s).and_then(|l| l.get(MANAGED_BY_LABEL)).and_then(Value::as_str) == Some(MANAGED_BY);
         let key = (meta::namespace(s).to_owned(), meta::name(s).to_owned());

@@ -21,8 +21,10 @@ pub struct Kubelet {
     created: HashMap<String, Instant>,
     running: HashMap<String, Instant>,
     terminating: HashMap<String, Instant>,
+    killing: std::collections::HashSet<String>,
     pods: ResourceType,
     nodes: ResourceType,
+    events: Option<ResourceType>,
 }
 
 fn annotation<'a>(pod: &'a Value, key: &str) -> &'a str {
@@ -117,8 +119,10 @@ impl Kubelet {
             created: HashMap::new(),
             running: HashMap::new(),
             terminating: HashMap::new(),
+            killing: std::collections::HashSet::new(),
             pods: builtin("", "pods"),
             nodes: builtin("", "nodes"),
+            events: config.kubelet_events.then(|| builtin("", "events")),
         }
     }
 
@@ -136,6 +140,7 @@ impl Kubelet {
         self.created.retain(|k, _| live.contains(k));
         self.running.retain(|k, _| live.contains(k));
         self.terminating.retain(|k, _| live.contains(k));
+        self.killing.retain(|k| live.contains(k));
         for pod in pods {
             if let Err(e) = self.step(store, &pod, &node_names, &mut per_node) {
                 tracing::debug!(pod = meta::name(&pod), error = %e, "kubelet step");
@@ -168,6 +173,11 @@ impl Kubelet {
                 .and_then(Value::as_array)
                 .and_then(|cs| cs.iter().find(|c| path_str(c, "type") == "Ready"))
                 .is_some_and(|c| path_str(c, "status") == "True");
+            if !self.terminating_seen(pod) {
+                for (c, _) in containers(pod) {
+                    self.event(store, pod, "kubelet", "Killing", &format!("Stopping container {c}"));
+                }
+            }
             if since.elapsed() >= wait && !node.is_empty() {
                 store.delete(
                     &self.pods,
@@ -192,6 +202,8 @@ impl Kubelet {
                 meta::set_path(&mut o, "spec.nodeName", json!(target));
                 Ok(o)
             })?;
+            let msg = format!("Successfully assigned {ns}/{name} to {target}");
+            self.event(store, pod, "default-scheduler", "Scheduled", &msg);
             return Ok(());
         }
         if matches!(phase, "Failed" | "Succeeded") {
@@ -210,24 +222,76 @@ impl Kubelet {
             status["hostIP"] = json!(node_ip(node));
             status["hostIPs"] = json!([{"ip": node_ip(node)}]);
             self.created.insert(uid, Instant::now());
-            return self.write_status(store, pod, status);
+            self.write_status(store, pod, status)?;
+            for (c, image) in containers(pod) {
+                let pulled = format!("Container image \"{image}\" already present on machine");
+                self.event(store, pod, "kubelet", "Pulled", &pulled);
+                self.event(store, pod, "kubelet", "Created", &format!("Created container: {c}"));
+            }
+            return Ok(());
         }
         if phase == "Pending" {
             let since = *self.created.entry(uid.clone()).or_insert_with(Instant::now);
             if since.elapsed() >= self.start_delay {
                 self.running.insert(uid, Instant::now());
                 let status = status_for(pod, State::Running { ready: false }, &now_s);
-                return self.write_status(store, pod, status);
+                self.write_status(store, pod, status)?;
+                for (c, _) in containers(pod) {
+                    self.event(store, pod, "kubelet", "Started", &format!("Started container {c}"));
+                }
+                return Ok(());
             }
             return Ok(());
         }
         if phase == "Running" {
             let since = *self.running.entry(uid).or_insert_with(Instant::now);
             let want_ready = annotation(pod, READY_ANNOTATION) != "false" && since.elapsed() >= self.ready_delay;
+            let statuses = path(pod, "status.containerStatuses").and_then(Value::as_array);
+            let specs = path(pod, "spec.containers").and_then(Value::as_array);
+            let settled = match (statuses, specs) {
+                (Some(cs), Some(specs)) => {
+                    cs.len() == specs.len()
+                        && cs.iter().zip(specs).all(|(c, spec)| {
+                            c.get("ready").and_then(Value::as_bool) == Some(want_ready)
+                                && c.get("image") == spec.get("image")
+                        })
+                }
+                _ => false,
+            };
+            if settled {
+                return Ok(());
+            }
             let status = status_for(pod, State::Running { ready: want_ready }, &now_s);
             return self.write_status(store, pod, status);
         }
         Ok(())
+    }
+
+    /// Whether this pod's termination was already seen (its Killing events recorded).
+    fn terminating_seen(&mut self, pod: &Value) -> bool {
+        let uid = meta::meta_str(pod, "uid").to_owned();
+        !self.killing.insert(uid)
+    }
+
+    /// Record a core/v1 Event about a pod, as the kubelet and scheduler do.
+    fn event(&self, store: &Store, pod: &Value, component: &str, reason: &str, message: &str) {
+        let Some(rt) = &self.events else { return };
+        let now = meta::now_rfc3339();
+        let node = path_str(pod, "spec.nodeName");
+        let ev = json!({
+            "metadata": {"name": format!("{}.{:016x}", meta::name(pod), meta::random_u64())},
+            "involvedObject": {
+                "kind": "Pod", "apiVersion": "v1", "namespace": meta::namespace(pod), "name": meta::name(pod),
+                "uid": meta::meta_str(pod, "uid"), "resourceVersion": meta::meta_str(pod, "resourceVersion"),
+            },
+            "reason": reason, "message": message, "type": "Normal", "count": 1,
+            "source": if component == "kubelet" { json!({"component": component, "host": node}) } else { json!({"component": component}) },
+            "firstTimestamp": now, "lastTimestamp": now,
+            "reportingComponent": component, "reportingInstance": if component == "kubelet" { node } else { "" },
+        });
+        if let Err(e) = store.create(rt, meta::namespace(pod), ev) {
+            tracing::debug!(error = %e, "recording an event");
+        }
     }
 
     fn write_status(&self, store: &Store, pod: &Value, status: Value) -> Result<(), crate::ApiError> {

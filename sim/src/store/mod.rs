@@ -791,5 +791,62 @@ fn allocate_cluster_ip(inner: &Inner, svc: &mut Value) -> Result<(), ApiError> {
     };
     meta::set_path(svc, "spec.clusterIP", json!(ip));
     meta::set_path(svc, "spec.clusterIPs", json!([ip]));
+    allocate_node_ports(inner, svc)
+}
+
+const NODE_PORTS: std::ops::RangeInclusive<i64> = 30000..=32767;
+
+fn allocate_node_ports(inner: &Inner, svc: &mut Value) -> Result<(), ApiError> {
+    if !matches!(meta::path_str(svc, "spec.type"), "NodePort" | "LoadBalancer") {
+        return Ok(());
+    }
+    let mut used: HashSet<i64> = inner
+        .objects
+        .get("/services")
+        .map(|m| {
+            m.values()
+                .flat_map(|s| {
+                    meta::path(s, "spec.ports")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|p| p.get("nodePort").and_then(Value::as_i64))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let name = meta::name(svc).to_owned();
+    let Some(ports) = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut) else { return Ok(()) };
+    for (i, p) in ports.iter_mut().enumerate() {
+        match p.get("nodePort").and_then(Value::as_i64) {
+            Some(np) if !NODE_PORTS.contains(&np) || !used.insert(np) => {
+                let why = if NODE_PORTS.contains(&np) {
+                    "provided port is already allocated"
+                } else {
+                    "provided port is not in the valid range. The range of valid ports is 30000-32767"
+                };
+                return Err(ApiError::invalid(
+                    "",
+                    "Service",
+                    &name,
+                    &[Cause {
+                        field: format!("spec.ports[{i}].nodePort"),
+                        message: format!("Invalid value: {np}: {why}"),
+                        reason: "FieldValueInvalid",
+                    }],
+                ));
+            }
+            Some(_) => {}
+            None => {
+                let free = NODE_PORTS
+                    .clone()
+                    .find(|n| !used.contains(n))
+                    .ok_or_else(|| ApiError::internal("failed to allocate a nodePort: range is full"))?;
+                used.insert(free);
+                p["nodePort"] = json!(free);
+            }
+        }
+    }
     Ok(())
 }
