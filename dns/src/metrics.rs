@@ -235,6 +235,10 @@ impl Metrics {
             "Histogram of the time (in seconds) it took to program a dns instance.",
             programming.clone(),
         );
+        // Present from the start, so that dashboards see the series before the first change.
+        for service_kind in ["cluster_ip", "headless_with_selector"] {
+            let _ = programming.get_or_create(&ProgrammingLabels { service_kind });
+        }
         Arc::new(Self {
             registry,
             server,

@@ -13,26 +13,43 @@ use hickory_net::tcp::TcpClientStream;
 use hickory_net::udp::UdpClientStream;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
-use roster_dns::{DnsConfig, DnsServer, ZoneStore};
+use roster_dns::forward::{Forwarder, ForwarderConfig};
+use roster_dns::metrics::Metrics;
+use roster_dns::{DnsConfig, DnsServer, FrontHandler, ZoneStore};
 use roster_shared::{PodMode, SynthConfig, synthesize};
 
 pub const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/spec-cluster.yaml");
+
+pub mod upstream;
 
 pub struct Options {
     pub pod_mode: PodMode,
     pub endpoint_pod_names: bool,
     pub ttl: u32,
+    /// Forward other names to these (no forwarding when empty).
+    pub upstreams: Vec<SocketAddr>,
+    pub forward_timeout: Duration,
+    pub max_concurrent: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { pod_mode: PodMode::Insecure, endpoint_pod_names: false, ttl: 30 }
+        Self {
+            pod_mode: PodMode::Insecure,
+            endpoint_pod_names: false,
+            ttl: 30,
+            upstreams: Vec::new(),
+            forward_timeout: Duration::from_millis(400),
+            max_concurrent: 100,
+        }
     }
 }
 
 pub struct TestServer {
     pub addr: SocketAddr,
     pub store: Arc<ZoneStore>,
+    pub metrics: Arc<Metrics>,
+    pub forwarder: Option<Arc<Forwarder>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -58,13 +75,24 @@ pub async fn start(path: Option<&Path>, options: Options) -> TestServer {
         let frame = publisher.publish(synthesize(&state, &synth)).unwrap();
         store.apply(&frame).unwrap();
     }
-    let server = DnsServer::bind("127.0.0.1:0".parse().unwrap(), store.clone()).await.unwrap();
+    let metrics = Metrics::new("127.0.0.1:0");
+    let mut handler = FrontHandler::new(store.clone()).with_metrics(metrics.clone());
+    let forwarder = (!options.upstreams.is_empty()).then(|| {
+        let mut config = ForwarderConfig::new(options.upstreams.clone());
+        config.timeout = options.forward_timeout;
+        config.max_concurrent = options.max_concurrent;
+        Forwarder::new(config, metrics.clone())
+    });
+    if let Some(forwarder) = &forwarder {
+        handler = handler.with_forwarder(forwarder.clone());
+    }
+    let server = DnsServer::bind_with("127.0.0.1:0".parse().unwrap(), handler).await.unwrap();
     let addr = server.udp_addr();
     assert_eq!(addr, server.tcp_addr());
     let task = tokio::spawn(async move {
         let _ = server.run().await;
     });
-    TestServer { addr, store, task }
+    TestServer { addr, store, metrics, forwarder, task }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -37,10 +37,31 @@ struct Entry {
     ttl: u32,
 }
 
+#[derive(Debug, Default)]
+struct Entries {
+    map: HashMap<CacheKey, Entry>,
+    /// Entries per kind (`success`, `denial`), for the `coredns_cache_entries` gauge.
+    success: usize,
+    denial: usize,
+}
+
+impl Entries {
+    fn count(&mut self, answer: &CachedAnswer, delta: isize) {
+        let slot = if kind_of(answer) == "success" { &mut self.success } else { &mut self.denial };
+        *slot = slot.saturating_add_signed(delta);
+    }
+
+    fn remove(&mut self, key: &CacheKey) {
+        if let Some(entry) = self.map.remove(key) {
+            self.count(&entry.answer, -1);
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Cache {
     capacity: usize,
-    entries: Mutex<HashMap<CacheKey, Entry>>,
+    entries: Mutex<Entries>,
 }
 
 /// What kind of entry, for the `type` label of the cache metrics.
@@ -50,11 +71,17 @@ pub fn kind_of(answer: &CachedAnswer) -> &'static str {
 
 impl Cache {
     pub fn new(capacity: usize) -> Self {
-        Self { capacity, entries: Mutex::new(HashMap::new()) }
+        Self { capacity, entries: Mutex::new(Entries::default()) }
     }
 
     pub fn len(&self) -> usize {
-        self.entries.lock().len()
+        self.entries.lock().map.len()
+    }
+
+    /// Entries by kind: (success, denial).
+    pub fn counts(&self) -> (usize, usize) {
+        let entries = self.entries.lock();
+        (entries.success, entries.denial)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -86,10 +113,12 @@ impl Cache {
         let Some(ttl) = Self::ttl_for(&answer) else { return false };
         let now = Instant::now();
         let mut entries = self.entries.lock();
-        if entries.len() >= self.capacity && !entries.contains_key(&key) {
+        if entries.map.len() >= self.capacity && !entries.map.contains_key(&key) {
             evict(&mut entries, now);
         }
-        entries.insert(key, Entry { answer, stored: now, ttl });
+        entries.remove(&key);
+        entries.count(&answer, 1);
+        entries.map.insert(key, Entry { answer, stored: now, ttl });
         true
     }
 
@@ -97,7 +126,7 @@ impl Cache {
     pub fn get(&self, key: &CacheKey) -> Option<CachedAnswer> {
         let now = Instant::now();
         let mut entries = self.entries.lock();
-        let entry = entries.get(key)?;
+        let entry = entries.map.get(key)?;
         let age = u32::try_from(now.duration_since(entry.stored).as_secs()).unwrap_or(u32::MAX);
         if age >= entry.ttl {
             entries.remove(key);
@@ -113,14 +142,17 @@ impl Cache {
 }
 
 /// Makes room: drops expired entries, or, if none, the one closest to expiry among a sample.
-fn evict(entries: &mut HashMap<CacheKey, Entry>, now: Instant) {
+fn evict(entries: &mut Entries, now: Instant) {
     let expired = |e: &Entry| now.duration_since(e.stored) >= Duration::from_secs(u64::from(e.ttl));
-    let before = entries.len();
-    entries.retain(|_, e| !expired(e));
-    if entries.len() < before {
+    let stale: Vec<CacheKey> = entries.map.iter().filter(|(_, e)| expired(e)).map(|(k, _)| k.clone()).collect();
+    if !stale.is_empty() {
+        for key in &stale {
+            entries.remove(key);
+        }
         return;
     }
     let victim = entries
+        .map
         .iter()
         .take(16)
         .min_by_key(|(_, e)| e.stored + Duration::from_secs(u64::from(e.ttl)))
@@ -183,6 +215,7 @@ mod tests {
             assert!(cache.insert(key(&format!("n{i}.example.com.")), positive(300)));
             assert!(cache.len() <= 3);
         }
+        assert_eq!(cache.counts(), (3, 0));
         let hit = cache.get(&key("n9.example.com.")).unwrap();
         assert!(hit.answers[0].ttl <= 300);
     }

@@ -189,12 +189,20 @@ impl Forwarder {
             Some(message) => {
                 let answer = from_message(message);
                 if self.cache.insert(key, answer.clone()) {
-                    let labels = CacheLabels { server, r#type: kind_of(&answer), zones: ".", view: "" };
-                    self.metrics.cache_entries.get_or_create(&labels).inc();
+                    self.update_entry_gauges();
                 }
                 to_answer(answer, "forward")
             }
             None => Answer::error(ResponseCode::ServFail),
+        }
+    }
+
+    fn update_entry_gauges(&self) {
+        let server = self.metrics.server();
+        let (success, denial) = self.cache.counts();
+        for (kind, count) in [("success", success), ("denial", denial)] {
+            let labels = CacheLabels { server, r#type: kind, zones: ".", view: "" };
+            self.metrics.cache_entries.get_or_create(&labels).set(i64::try_from(count).unwrap_or(i64::MAX));
         }
     }
 

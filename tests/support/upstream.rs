@@ -1,0 +1,153 @@
+//! Fake upstream resolvers on loopback, each with one behaviour, counting the queries they get.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::rdata::{A, SOA};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    /// `*.example.com` A → 192.0.2.<n> (TTL 300); other names NXDOMAIN with an SOA (minimum 60).
+    Good,
+    /// Never answers.
+    Silent,
+    /// Always SERVFAIL.
+    ServFail,
+    /// Over UDP: TC set, no records. Over TCP: 40 A records.
+    Truncating,
+}
+
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    pub queries: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn respond(request: &Message, behaviour: Behaviour, tcp: bool) -> Option<Message> {
+    let mut response = Message::new(request.metadata.id, MessageType::Response, request.metadata.op_code);
+    response.metadata.recursion_desired = request.metadata.recursion_desired;
+    response.metadata.recursion_available = true;
+    response.add_queries(request.queries.clone());
+    let query = request.queries.first()?;
+    let name = query.name().clone();
+    match behaviour {
+        Behaviour::Silent => return None,
+        Behaviour::ServFail => response.metadata.response_code = ResponseCode::ServFail,
+        Behaviour::Truncating if !tcp => response.metadata.truncation = true,
+        Behaviour::Truncating => {
+            for i in 1..=40u8 {
+                response.add_answer(Record::from_rdata(name.clone(), 300, RData::A(A::new(192, 0, 2, i))));
+            }
+        }
+        Behaviour::Good => {
+            let example = Name::from_ascii("example.com.").unwrap();
+            let known = example.zone_of(&name) && name.num_labels() == 3 && query.query_type() == RecordType::A;
+            if known {
+                let octet = name.to_string().len() as u8;
+                response.add_answer(Record::from_rdata(name.clone(), 300, RData::A(A::new(192, 0, 2, octet))));
+            } else {
+                response.metadata.response_code = ResponseCode::NXDomain;
+                let soa = SOA::new(
+                    Name::from_ascii("ns.example.com.").unwrap(),
+                    Name::from_ascii("h.example.com.").unwrap(),
+                    1,
+                    1,
+                    1,
+                    1,
+                    60,
+                );
+                response.add_authority(Record::from_rdata(Name::root(), 900, RData::SOA(soa)));
+            }
+        }
+    }
+    Some(response)
+}
+
+/// Starts an upstream with `behaviour` on 127.0.0.1 (UDP and TCP on the same port).
+pub async fn start(behaviour: Behaviour) -> FakeUpstream {
+    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = udp.local_addr().unwrap();
+    let tcp = TcpListener::bind(addr).await.unwrap();
+    let queries = Arc::new(AtomicUsize::new(0));
+    let counted = queries.clone();
+    let udp_task = tokio::spawn(async move {
+        let mut buffer = vec![0u8; 4096];
+        loop {
+            let Ok((len, from)) = udp.recv_from(&mut buffer).await else { return };
+            let Ok(request) = Message::from_vec(&buffer[..len]) else { continue };
+            counted.fetch_add(1, Ordering::SeqCst);
+            if let Some(response) = respond(&request, behaviour, false) {
+                let _ = udp.send_to(&response.to_vec().unwrap(), from).await;
+            }
+        }
+    });
+    let counted = queries.clone();
+    let tcp_task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = tcp.accept().await else { return };
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut length = [0u8; 2];
+                if stream.read_exact(&mut length).await.is_err() {
+                    return;
+                }
+                let mut body = vec![0u8; usize::from(u16::from_be_bytes(length))];
+                if stream.read_exact(&mut body).await.is_err() {
+                    return;
+                }
+                let Ok(request) = Message::from_vec(&body) else { return };
+                counted.fetch_add(1, Ordering::SeqCst);
+                if let Some(response) = respond(&request, behaviour, true) {
+                    let bytes = response.to_vec().unwrap();
+                    let _ = stream.write_all(&(bytes.len() as u16).to_be_bytes()).await;
+                    let _ = stream.write_all(&bytes).await;
+                }
+            });
+        }
+    });
+    FakeUpstream { addr, queries, tasks: vec![udp_task, tcp_task] }
+}
+
+/// An upstream that relays every query to `target` (set later) and relays the answer back: pointing a
+/// server's forwarder at a relay to itself makes a forwarding loop.
+pub async fn relay(target: Arc<parking_lot::Mutex<Option<SocketAddr>>>) -> FakeUpstream {
+    let udp = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let addr = udp.local_addr().unwrap();
+    let queries = Arc::new(AtomicUsize::new(0));
+    let counted = queries.clone();
+    let task = tokio::spawn(async move {
+        let mut buffer = vec![0u8; 4096];
+        loop {
+            let Ok((len, from)) = udp.recv_from(&mut buffer).await else { return };
+            counted.fetch_add(1, Ordering::SeqCst);
+            let Some(target) = *target.lock() else { continue };
+            let bytes = buffer[..len].to_vec();
+            let udp = udp.clone();
+            tokio::spawn(async move {
+                let out = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                let _ = out.send_to(&bytes, target).await;
+                let mut answer = vec![0u8; 4096];
+                if let Ok(Ok((len, _))) =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), out.recv_from(&mut answer)).await
+                {
+                    let _ = udp.send_to(&answer[..len], from).await;
+                }
+            });
+        }
+    });
+    FakeUpstream { addr, queries, tasks: vec![task] }
+}
