@@ -55,6 +55,21 @@ impl FrontHandler {
         &self.store
     }
 
+    /// True when the answer comes from the store alone (no upstream to wait for), so that the UDP loop
+    /// may answer inline. With a forwarder, names outside the cluster zone, reverse names (which may fall
+    /// through) and CNAMEs (ExternalName, which may be chased) may wait.
+    pub fn answers_without_waiting(&self, request: &Request) -> bool {
+        if self.forwarder.is_none() {
+            return true;
+        }
+        let Some(query) = request.queries.queries().first() else { return true };
+        if self.store.zone_of(query.name()) != Some(0) {
+            return false;
+        }
+        let view = self.store.view();
+        !view.node(query.name()).is_some_and(|node| node.get(RecordType::CNAME).is_some())
+    }
+
     /// Decides the answer to a request that parsed; also returns the zone label for metrics.
     async fn decide(&self, request: &Request) -> (Answer, &'static str) {
         if request.metadata.op_code != OpCode::Query {

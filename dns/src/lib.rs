@@ -15,6 +15,7 @@ pub mod probes;
 pub mod server;
 pub mod store;
 pub mod subscriber;
+pub mod udp;
 
 pub use config::{ConfigError, DnsConfig};
 pub use handler::FrontHandler;

@@ -6,7 +6,7 @@ use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use roster_shared::PodMode;
 use roster_shared::name::parse_dashed_ip;
 
-use crate::store::{Found, RrSet, ZoneStore};
+use crate::store::{RrSet, View, ZoneStore};
 
 /// The content of an answer, before it is put on the wire.
 #[derive(Debug, Clone, Default)]
@@ -78,24 +78,21 @@ const MAX_CHAIN: usize = 8;
 /// Answers `qtype` for `name` in authoritative zone `zone`.
 pub fn answer(store: &ZoneStore, zone: usize, name: &LowerName, original: &Name, qtype: RecordType) -> Answer {
     let mut answer = Answer { authoritative: true, plugin: "kubernetes", ..Answer::default() };
+    let view = store.view();
+    let soa = || view.soa(zone).cloned();
     let mut current = name.clone();
     let mut owner = original.clone();
     for _ in 0..MAX_CHAIN {
-        let (found, soa) = store.find(zone, &current);
-        let node = match found {
-            Found::Node(node) => node,
-            Found::Missing => {
-                if let Some(pod) = insecure_pod_record(store, &current, &owner, qtype) {
-                    match pod {
-                        Some(record) => answer.answers.push(RrSet::new(vec![record])),
-                        None => answer.soa = soa,
-                    }
-                    return answer;
+        let Some(node) = view.node(&current) else {
+            match insecure_pod_record(store, &view, &current, &owner, qtype) {
+                Some(Some(record)) => answer.answers.push(RrSet::new(vec![record])),
+                Some(None) => answer.soa = soa(),
+                None => {
+                    answer.rcode = ResponseCode::NXDomain;
+                    answer.soa = soa();
                 }
-                answer.rcode = ResponseCode::NXDomain;
-                answer.soa = soa;
-                return answer;
             }
+            return answer;
         };
         let wanted = if qtype == RecordType::ANY { node.first() } else { node.get(qtype) };
         if let Some(set) = wanted {
@@ -104,7 +101,7 @@ pub fn answer(store: &ZoneStore, zone: usize, name: &LowerName, original: &Name,
         }
         let Some(cname) = node.get(RecordType::CNAME).filter(|_| qtype != RecordType::CNAME) else {
             // The name exists but holds nothing of this type: NODATA.
-            answer.soa = soa;
+            answer.soa = soa();
             return answer;
         };
         answer.answers.push(cname.clone());
@@ -112,12 +109,11 @@ pub fn answer(store: &ZoneStore, zone: usize, name: &LowerName, original: &Name,
             return answer;
         };
         let target_lower = LowerName::new(target);
-        let target = target.clone();
         if store.zone_of(&target_lower) != Some(zone) {
             // Leaves our zone: the forwarder (if any) chases it; alone, the CNAME is the answer.
             return answer;
         }
-        owner = target;
+        owner = target.clone();
         current = target_lower;
     }
     answer
@@ -125,14 +121,23 @@ pub fn answer(store: &ZoneStore, zone: usize, name: &LowerName, original: &Name,
 
 /// `a-b-c-d.<ns>.pod.<zone>` in insecure mode: `Some(Some(record))` for an answer, `Some(None)` for
 /// NODATA (the name exists but the type is of the other family), `None` when not a pod name.
-fn insecure_pod_record(store: &ZoneStore, name: &LowerName, owner: &Name, qtype: RecordType) -> Option<Option<Record>> {
-    if store.config().pod_mode != PodMode::Insecure || name.num_labels() < 3 {
+fn insecure_pod_record(
+    store: &ZoneStore,
+    view: &View<'_>,
+    name: &LowerName,
+    owner: &Name,
+    qtype: RecordType,
+) -> Option<Option<Record>> {
+    let pod_apex = store.pod_apex();
+    // Cheap test first: exactly two labels below `pod.<zone>` (NXDOMAIN must stay as cheap as a hit).
+    if store.config().pod_mode != PodMode::Insecure
+        || name.num_labels() != pod_apex.num_labels() + 2
+        || !pod_apex.zone_of(name)
+    {
         return None;
     }
     let namespace = name.base_name();
-    if namespace.base_name() != *store.pod_apex() || !store.contains(&namespace) {
-        return None;
-    }
+    view.node(&namespace)?;
     let label = std::str::from_utf8(owner.iter().next()?).ok()?.to_ascii_lowercase();
     let ip = parse_dashed_ip(&label)?;
     let ttl = store.config().ttl;

@@ -29,6 +29,13 @@ pub struct DnsServer {
     server: Server<FrontHandler>,
     udp_addr: SocketAddr,
     tcp_addr: SocketAddr,
+    udp_task: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.udp_task.abort();
+    }
 }
 
 impl DnsServer {
@@ -42,10 +49,11 @@ impl DnsServer {
         let (udp, tcp) = bind_pair(addr).await?;
         let udp_addr = udp.local_addr().map_err(|source| ServeError::BindUdp { addr, source })?;
         let tcp_addr = tcp.local_addr().map_err(|source| ServeError::BindTcp { addr, source })?;
+        // TCP through hickory-server; UDP through roster's own loop (see `udp`).
+        let udp_task = tokio::spawn(crate::udp::serve(udp, handler.clone()));
         let mut server = Server::new(handler);
-        server.register_socket(udp);
         server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
-        Ok(Self { server, udp_addr, tcp_addr })
+        Ok(Self { server, udp_addr, tcp_addr, udp_task })
     }
 
     pub fn udp_addr(&self) -> SocketAddr {
@@ -58,11 +66,20 @@ impl DnsServer {
 
     /// Serves until the server stops; returns an error if a listener died.
     pub async fn run(mut self) -> Result<(), ServeError> {
-        self.server.block_until_done().await.map_err(|e| ServeError::Stopped(e.to_string()))
+        let udp = &mut self.udp_task;
+        tokio::select! {
+            result = self.server.block_until_done() => result.map_err(|e| ServeError::Stopped(e.to_string())),
+            result = udp => match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(ServeError::Stopped(format!("UDP: {e}"))),
+                Err(e) => Err(ServeError::Stopped(format!("UDP task: {e}"))),
+            },
+        }
     }
 
-    /// Stops accepting, lets in-flight queries finish.
+    /// Stops accepting, lets in-flight TCP queries finish.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        self.udp_task.abort();
         self.server.shutdown_gracefully().await.map_err(|e| ServeError::Stopped(e.to_string()))
     }
 }

@@ -5,6 +5,9 @@
 //! hash lookup and an `Arc` clone.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+use rustc_hash::FxHasher;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -94,7 +97,7 @@ pub enum ApplyError {
 
 #[derive(Debug, Default)]
 struct Table {
-    names: HashMap<LowerName, Node>,
+    names: NameMap,
     /// The SOA of each zone, index-aligned with `ZoneStore::zones`.
     soas: Vec<RrSet>,
     /// The stream position of the last applied frame: (epoch, generation).
@@ -111,11 +114,23 @@ pub struct ZoneStore {
     table: RwLock<Table>,
 }
 
-/// What a lookup of one name found, cloned out of the table so the lock is not held while answering.
-#[derive(Debug, Clone)]
-pub enum Found {
-    Node(Node),
-    Missing,
+/// Names to nodes; FxHash because names are short and hashing them is on every query's path.
+type NameMap = HashMap<LowerName, Node, BuildHasherDefault<FxHasher>>;
+
+/// A consistent read view of the table: every lookup of one query goes through one view, so a CNAME
+/// chain cannot straddle two generations.
+pub struct View<'a> {
+    table: parking_lot::RwLockReadGuard<'a, Table>,
+}
+
+impl View<'_> {
+    pub fn node(&self, name: &LowerName) -> Option<&Node> {
+        self.table.names.get(name)
+    }
+
+    pub fn soa(&self, zone: usize) -> Option<&RrSet> {
+        self.table.soas.get(zone)
+    }
 }
 
 impl ZoneStore {
@@ -170,14 +185,9 @@ impl ZoneStore {
         self.table.read().names.len()
     }
 
-    /// Looks `name` up; also returns the SOA of zone `zone`.
-    pub fn find(&self, zone: usize, name: &LowerName) -> (Found, Option<RrSet>) {
-        let table = self.table.read();
-        let found = match table.names.get(name) {
-            Some(node) => Found::Node(node.clone()),
-            None => Found::Missing,
-        };
-        (found, table.soas.get(zone).cloned())
+    /// A read view for answering one query; hold it only while computing the answer.
+    pub fn view(&self) -> View<'_> {
+        View { table: self.table.read() }
     }
 
     /// True when `name` exists (possibly as an empty non-terminal).
@@ -227,9 +237,9 @@ impl ZoneStore {
         self.zones.iter().any(|zone| name.is_within(&zone.name))
     }
 
-    fn build_names(&self, zone: &ZoneData) -> HashMap<LowerName, Node> {
+    fn build_names(&self, zone: &ZoneData) -> NameMap {
         let ttl = self.config.ttl;
-        let mut names = HashMap::with_capacity(zone.names.len() + self.zones.len());
+        let mut names = NameMap::with_capacity_and_hasher(zone.names.len() + self.zones.len(), Default::default());
         for (name, records) in &zone.names {
             if self.in_zones(name) {
                 names.insert(to_lower(name), Node::build(&to_name(name), ttl, records));
@@ -260,7 +270,7 @@ impl ZoneStore {
     }
 
     /// Puts SOA and NS at every apex (the stream carries neither: both depend on this replica's config).
-    fn restore_apexes(&self, names: &mut HashMap<LowerName, Node>, soas: &[RrSet]) {
+    fn restore_apexes(&self, names: &mut NameMap, soas: &[RrSet]) {
         for (zone, soa) in self.zones.iter().zip(soas) {
             let node = names.entry(zone.apex.clone()).or_default();
             node.insert(RecordType::SOA, soa.clone());
@@ -300,8 +310,8 @@ mod tests {
     }
 
     fn serial(store: &ZoneStore) -> u32 {
-        let (_, soa) = store.find(0, &lower("cluster.local"));
-        match &soa.unwrap().records[0].data {
+        let view = store.view();
+        match &view.soa(0).unwrap().records[0].data {
             hickory_proto::rr::RData::SOA(soa) => soa.serial,
             other => panic!("not an SOA: {other:?}"),
         }
@@ -351,8 +361,8 @@ mod tests {
         };
         store.apply(&delta).unwrap();
         for apex in ["cluster.local", "in-addr.arpa", "ip6.arpa"] {
-            let (found, _) = store.find(0, &lower(apex));
-            let Found::Node(node) = found else { panic!("{apex} missing") };
+            let view = store.view();
+            let node = view.node(&lower(apex)).unwrap_or_else(|| panic!("{apex} missing"));
             assert!(node.get(RecordType::SOA).is_some() && node.get(RecordType::NS).is_some(), "{apex}");
         }
     }
