@@ -1,2 +1,128 @@
-//! The identity controller: StatefulSet semantics for apps/v1 StatefulSets (when told to own them) and
-//! for roster's own CRD kind. (In progress.)
+//! The identity controller: StatefulSet semantics (upstream Kubernetes 1.36) for apps/v1 StatefulSets
+//! (when told to own them) and for roster's own CRD kind, `IdentitySet.roster.dev/v1` (always).
+//!
+//! # Wiring
+//!
+//! ```no_run
+//! # async fn demo(client: kube::Client) -> Result<(), roster_controller::identity::Error> {
+//! use roster_controller::identity::{IdentityOptions, run};
+//! let options = IdentityOptions { manage_statefulsets: true, install_crd: true, ..IdentityOptions::default() };
+//! run(client, options).await // runs until the watches end; elects a leader first
+//! # }
+//! ```
+//!
+//! - [`run`]`(client: kube::Client, options: IdentityOptions) -> Result<(), Error>`: installs the CRD when
+//!   `install_crd`, then loops: wait for the Lease, run the controllers while holding it, stop them (and
+//!   every write) when the Lease is lost, and wait again.
+//! - [`crd_yaml`]`() -> String`: the CRD document for `roster crd`; `deploy/crd/identitysets.roster.dev.yaml`
+//!   is its output (a test keeps them equal).
+//!
+//! # Layout
+//! `set` (the two kinds seen as one), `crd` (the IdentitySet kind), `context` (client, recorder, the
+//! leadership flag every write checks), `reconcile` (reconcile/error_policy), `sync` (one pass of the
+//! algorithm: failed pods, creation, scale-down, rolling update), `pods`, `claims`, `revision`, `status`,
+//! `leader`.
+
+mod claims;
+mod context;
+mod crd;
+mod error;
+mod leader;
+mod pods;
+mod reconcile;
+mod revision;
+mod set;
+mod status;
+mod sync;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::Controller;
+use kube::runtime::events::Reporter;
+use kube::runtime::watcher;
+
+pub use claims::claim_name;
+pub use context::Context;
+pub use crd::{IdentitySet, IdentitySetSpec, IdentitySetStatus, crd, crd_yaml, install as install_crd};
+pub use error::Error;
+pub use leader::{LeaseSettings, default_identity};
+pub use pods::{POD_INDEX_LABEL, POD_NAME_LABEL, REVISION_LABEL};
+pub use reconcile::{error_policy, reconcile};
+pub use revision::HASH_LABEL;
+pub use set::{SetKind, SetView};
+
+/// How to run the identity controller.
+#[derive(Debug, Clone)]
+pub struct IdentityOptions {
+    /// Reconcile apps/v1 StatefulSets too (`--manage-statefulsets`: on in `roster local`, off by default
+    /// elsewhere, because a real cluster runs the built-in controller). IdentitySets are always reconciled.
+    pub manage_statefulsets: bool,
+    /// Create the IdentitySet CRD at start when it is missing.
+    pub install_crd: bool,
+    /// The Lease guarding every write.
+    pub lease: LeaseSettings,
+    /// The Events' reportingController.
+    pub reporter: String,
+    /// Counts API writes (for benchmarks); shared with the caller when given.
+    pub writes: Arc<AtomicU64>,
+}
+
+impl Default for IdentityOptions {
+    fn default() -> Self {
+        IdentityOptions {
+            manage_statefulsets: false,
+            install_crd: false,
+            lease: LeaseSettings::default(),
+            reporter: "statefulset-controller".into(),
+            writes: Arc::default(),
+        }
+    }
+}
+
+async fn run_kind<K: SetKind>(client: kube::Client, ctx: Arc<Context>) {
+    let sets: Api<K> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client);
+    Controller::new(sets, watcher::Config::default())
+        .owns(pods, watcher::Config::default())
+        .shutdown_on_signal()
+        .run(reconcile::reconcile::<K>, reconcile::error_policy::<K>, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "identity reconcile");
+            }
+        })
+        .await;
+}
+
+/// Run the identity controller until its watches end (or forever). Every write happens only while this
+/// instance holds `options.lease`.
+pub async fn run(client: kube::Client, options: IdentityOptions) -> Result<(), Error> {
+    if options.install_crd {
+        crd::install(&client).await?;
+    }
+    let flag = Arc::new(AtomicBool::new(false));
+    let elector = leader::Leader::new(client.clone(), options.lease.clone(), flag.clone());
+    loop {
+        elector.acquire().await;
+        let reporter =
+            Reporter { controller: options.reporter.clone(), instance: Some(options.lease.identity.clone()) };
+        let ctx = Arc::new(Context::new(client.clone(), reporter, flag.clone(), options.writes.clone()));
+        let idsets = run_kind::<IdentitySet>(client.clone(), ctx.clone());
+        let statefulsets = async {
+            if options.manage_statefulsets {
+                run_kind::<StatefulSet>(client.clone(), ctx.clone()).await;
+            } else {
+                futures::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            _ = futures::future::join(idsets, statefulsets) => return Ok(()),
+            () = elector.hold() => tracing::warn!("identity controller stopped: the lease was lost"),
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Per-ordinal PersistentVolumeClaims: `<template>-<set>-<ordinal>`, created before the pod, retained by
+//! default, and owned (so the garbage collector deletes them) only as
+//! `persistentVolumeClaimRetentionPolicy` asks — by the set for `whenDeleted: Delete`, by the pod for
+//! `whenScaled: Delete` once its ordinal is scaled away — as upstream does.
+
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use super::context::Context;
+use super::error::{Error, kube_conflict, kube_not_found};
+use super::pods;
+use super::set::SetView;
+
+/// The claim name of template `template` for `set`'s ordinal.
+pub fn claim_name(template: &str, set: &str, ordinal: i32) -> String {
+    format!("{template}-{set}-{ordinal}")
+}
+
+/// What the claims of an ordinal allow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claims {
+    /// Every claim exists (or was just created): the pod may be created.
+    Ready,
+    /// A claim is still being deleted, or still belongs to a previous pod of the ordinal: wait.
+    Stale(String),
+}
+
+fn desired_claims(set: &SetView, ordinal: i32) -> Vec<PersistentVolumeClaim> {
+    let selector_labels = set.spec.selector.match_labels.clone().unwrap_or_default();
+    set.spec
+        .volume_claim_templates
+        .iter()
+        .flatten()
+        .filter_map(|t| {
+            let tname = t.metadata.name.clone()?;
+            let mut claim = PersistentVolumeClaim { metadata: t.metadata.clone(), spec: t.spec.clone(), status: None };
+            claim.metadata.name = Some(claim_name(&tname, &set.name, ordinal));
+            claim.metadata.namespace = Some(set.namespace.clone());
+            claim.metadata.resource_version = None;
+            claim.metadata.uid = None;
+            claim.metadata.creation_timestamp = None;
+            let mut labels = claim.metadata.labels.take().unwrap_or_default();
+            labels.extend(selector_labels.clone());
+            claim.metadata.labels = Some(labels);
+            Some(claim)
+        })
+        .collect()
+}
+
+fn retention(set: &SetView) -> (bool, bool) {
+    let p = set.spec.persistent_volume_claim_retention_policy.as_ref();
+    let when_deleted = p.and_then(|p| p.when_deleted.as_deref()) == Some("Delete");
+    let when_scaled = p.and_then(|p| p.when_scaled.as_deref()) == Some("Delete");
+    (when_deleted, when_scaled)
+}
+
+fn claim_ref(claim: &PersistentVolumeClaim) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("PersistentVolumeClaim".into()),
+        name: claim.metadata.name.clone(),
+        namespace: claim.metadata.namespace.clone(),
+        uid: claim.metadata.uid.clone(),
+        ..ObjectReference::default()
+    }
+}
+
+/// Create the ordinal's missing claims (upstream's createPersistentVolumeClaims), recording an Event per
+/// claim created.
+pub async fn ensure(ctx: &Context, set: &SetView, ordinal: i32) -> Result<Claims, Error> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &set.namespace);
+    let pod_name = set.pod_name(ordinal);
+    for mut claim in desired_claims(set, ordinal) {
+        let name = claim.metadata.name.clone().unwrap_or_default();
+        match api.get_opt(&name).await? {
+            Some(existing) => {
+                if existing.metadata.deletion_timestamp.is_some() {
+                    return Ok(Claims::Stale(format!("claim {name} is being deleted")));
+                }
+                let pod_owned = existing.metadata.owner_references.iter().flatten().any(|r| r.kind == "Pod");
+                if pod_owned && set.in_range(ordinal) {
+                    return Ok(Claims::Stale(format!("claim {name} still belongs to a previous pod {pod_name}")));
+                }
+            }
+            None => {
+                let (when_deleted, _) = retention(set);
+                if when_deleted && set.in_range(ordinal) {
+                    claim.metadata.owner_references = Some(vec![set.owner_ref()]);
+                }
+                ctx.guard_write()?;
+                match api.create(&PostParams::default(), &claim).await {
+                    Ok(created) => {
+                        let note = format!("create Claim {name} Pod {pod_name} in {} {} success", set.kind, set.name);
+                        ctx.event(set, false, "SuccessfulCreate", note, Some(claim_ref(&created))).await;
+                    }
+                    Err(e) if kube_conflict(&e) => {}
+                    Err(e) => {
+                        let note = format!(
+                            "create Claim {name} for Pod {pod_name} in {} {} failed error: {e}",
+                            set.kind, set.name
+                        );
+                        ctx.event(set, true, "FailedCreate", note, None).await;
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+    }
+    Ok(Claims::Ready)
+}
+
+fn pod_owner_ref(pod: &Pod) -> OwnerReference {
+    OwnerReference {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        name: pods::name(pod).to_owned(),
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
+        controller: None,
+        block_owner_deletion: None,
+    }
+}
+
+/// Bring the owner references of `pod`'s claims in line with the retention policy (upstream's
+/// updateClaimOwnerRefForSetAndPod): the set owns them for `whenDeleted: Delete` (unless the ordinal was
+/// scaled away under `whenScaled: Delete`), the pod owns them for `whenScaled: Delete` once its ordinal is
+/// out of range. Other owners are left alone. Claims that do not exist are skipped.
+pub async fn enforce_retention(ctx: &Context, set: &SetView, pod: &Pod, ordinal: i32) -> Result<(), Error> {
+    let (when_deleted, when_scaled) = retention(set);
+    let scaled_down = !set.in_range(ordinal);
+    let want_set = when_deleted && !(when_scaled && scaled_down);
+    let want_pod = when_scaled && scaled_down && pod.metadata.uid.is_some();
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &set.namespace);
+    for claim in desired_claims(set, ordinal) {
+        let name = claim.metadata.name.clone().unwrap_or_default();
+        let Some(existing) = api.get_opt(&name).await? else { continue };
+        if existing.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let refs = existing.metadata.owner_references.clone().unwrap_or_default();
+        let mut next: Vec<OwnerReference> = refs
+            .iter()
+            .filter(|r| r.uid != set.uid && !(r.kind == "Pod" && r.name == pods::name(pod)))
+            .cloned()
+            .collect();
+        if want_set {
+            next.push(set.owner_ref());
+        }
+        if want_pod {
+            next.push(pod_owner_ref(pod));
+        }
+        let same = next.len() == refs.len() && next.iter().all(|n| refs.iter().any(|r| r.uid == n.uid));
+        if same {
+            continue;
+        }
+        ctx.guard_write()?;
+        let patch = json!({
+            "metadata": { "ownerReferences": next, "resourceVersion": existing.metadata.resource_version }
+        });
+        match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => {}
+            Err(e) if kube_not_found(&e) || kube_conflict(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! roster's own set kind, `IdentitySet.roster.dev/v1`: the StatefulSet spec under another name, so the
+//! identity controller can run beside a cluster's built-in StatefulSet controller.
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSetOrdinals, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec, StatefulSetStatus,
+    StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PodTemplateSpec};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{Api, PostParams};
+use kube::{CustomResource, CustomResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::error::{Error, kube_conflict};
+
+/// The spec of an [`IdentitySet`]: field for field the apps/v1 StatefulSet spec.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, JsonSchema)]
+#[kube(
+    group = "roster.dev",
+    version = "v1",
+    kind = "IdentitySet",
+    plural = "identitysets",
+    shortname = "idset",
+    category = "all",
+    namespaced,
+    status = "IdentitySetStatus",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn = r#"{"name":"READY", "type":"string", "jsonPath":".status.ready"}"#,
+    printcolumn = r#"{"name":"AGE", "type":"date", "jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"REVISION", "type":"string", "jsonPath":".status.updateRevision", "priority":1}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentitySetSpec {
+    /// Desired number of pods (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// A label query over pods; must match the template's labels.
+    #[schemars(schema_with = "object_schema")]
+    pub selector: LabelSelector,
+    /// The governing (headless) service: every pod gets `subdomain` = this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    /// The pod template.
+    #[schemars(schema_with = "object_schema")]
+    pub template: PodTemplateSpec,
+    /// One PVC per template per ordinal, `<template>-<set>-<ordinal>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "object_list_schema")]
+    pub volume_claim_templates: Option<Vec<PersistentVolumeClaim>>,
+    /// `OrderedReady` (default) or `Parallel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_management_policy: Option<String>,
+    /// `RollingUpdate` (default, with `partition` and `maxUnavailable`) or `OnDelete`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "object_schema")]
+    pub update_strategy: Option<StatefulSetUpdateStrategy>,
+    /// How many old ControllerRevisions to keep (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_history_limit: Option<i32>,
+    /// Seconds a pod must be ready to count as available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ready_seconds: Option<i32>,
+    /// `whenDeleted` / `whenScaled`: `Retain` (default) or `Delete`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "object_schema")]
+    pub persistent_volume_claim_retention_policy: Option<StatefulSetPersistentVolumeClaimRetentionPolicy>,
+    /// `start`: the first ordinal (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "object_schema")]
+    pub ordinals: Option<StatefulSetOrdinals>,
+}
+
+/// The status of an [`IdentitySet`]: the StatefulSet status, plus `selector` (for `/scale`) and `ready`
+/// (`"2/3"`, the READY column).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentitySetStatus {
+    /// The generation the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Pods that exist.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Pods running and ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// Pods at the current revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_replicas: Option<i32>,
+    /// Pods at the update revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_replicas: Option<i32>,
+    /// Pods ready for at least `minReadySeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_replicas: Option<i32>,
+    /// The revision of pods below the partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_revision: Option<String>,
+    /// The revision the template is at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_revision: Option<String>,
+    /// Revision-name hash collisions met so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collision_count: Option<i32>,
+    /// The spec's selector as a string (the `/scale` subresource's `labelSelectorPath`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// `ready/desired`, as `kubectl get sts` prints READY.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
+}
+
+fn object_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+fn object_list_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": { "type": "object", "x-kubernetes-preserve-unknown-fields": true }
+    })
+}
+
+impl From<&IdentitySetSpec> for StatefulSetSpec {
+    fn from(s: &IdentitySetSpec) -> Self {
+        StatefulSetSpec {
+            min_ready_seconds: s.min_ready_seconds,
+            ordinals: s.ordinals.clone(),
+            persistent_volume_claim_retention_policy: s.persistent_volume_claim_retention_policy.clone(),
+            pod_management_policy: s.pod_management_policy.clone(),
+            replicas: s.replicas,
+            revision_history_limit: s.revision_history_limit,
+            selector: s.selector.clone(),
+            service_name: s.service_name.clone(),
+            template: s.template.clone(),
+            update_strategy: s.update_strategy.clone(),
+            volume_claim_templates: s.volume_claim_templates.clone(),
+        }
+    }
+}
+
+impl From<&IdentitySetStatus> for StatefulSetStatus {
+    fn from(s: &IdentitySetStatus) -> Self {
+        StatefulSetStatus {
+            observed_generation: s.observed_generation,
+            replicas: s.replicas,
+            ready_replicas: s.ready_replicas,
+            current_replicas: s.current_replicas,
+            updated_replicas: s.updated_replicas,
+            available_replicas: s.available_replicas,
+            current_revision: s.current_revision.clone(),
+            update_revision: s.update_revision.clone(),
+            collision_count: s.collision_count,
+            ..StatefulSetStatus::default()
+        }
+    }
+}
+
+/// The CustomResourceDefinition of [`IdentitySet`].
+pub fn crd() -> CustomResourceDefinition {
+    IdentitySet::crd()
+}
+
+/// The CRD as YAML, as `roster crd` prints it and `deploy/crd/identitysets.roster.dev.yaml` holds it.
+/// (Should YAML rendering ever fail, the JSON form is returned: YAML is a superset of JSON.)
+pub fn crd_yaml() -> String {
+    let crd = crd();
+    serde_saphyr::to_string(&crd).unwrap_or_else(|_| serde_json::to_string_pretty(&crd).unwrap_or_default())
+}
+
+/// Create the CRD unless it exists (an existing definition is left as it is).
+pub async fn install(client: &kube::Client) -> Result<(), Error> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    match api.create(&PostParams::default(), &crd()).await {
+        Ok(_) => Ok(()),
+        Err(e) if kube_conflict(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

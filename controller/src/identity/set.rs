@@ -1,0 +1,242 @@
+//! The two kinds of set the controller reconciles, seen through one shape: apps/v1 `StatefulSet` and
+//! roster's `IdentitySet`. Everything downstream works on a [`SetView`].
+
+use std::fmt::Debug;
+
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetStatus};
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use kube::Resource;
+use kube::core::NamespaceResourceScope;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::crd::IdentitySet;
+use super::error::Error;
+
+/// A set kind the controller can reconcile.
+pub trait SetKind:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// The spec in StatefulSet form.
+    fn set_spec(&self) -> StatefulSetSpec;
+    /// The status in StatefulSet form (default when absent).
+    fn set_status(&self) -> StatefulSetStatus;
+    /// The merge patch of `status` that writes `status` (kinds may add fields).
+    fn status_patch(status: &StatefulSetStatus, spec: &StatefulSetSpec) -> Value {
+        let _ = spec;
+        json!({ "status": status })
+    }
+}
+
+impl SetKind for StatefulSet {
+    fn set_spec(&self) -> StatefulSetSpec {
+        self.spec.clone().unwrap_or_default()
+    }
+    fn set_status(&self) -> StatefulSetStatus {
+        self.status.clone().unwrap_or_default()
+    }
+}
+
+impl SetKind for IdentitySet {
+    fn set_spec(&self) -> StatefulSetSpec {
+        StatefulSetSpec::from(&self.spec)
+    }
+    fn set_status(&self) -> StatefulSetStatus {
+        self.status.as_ref().map(StatefulSetStatus::from).unwrap_or_default()
+    }
+    fn status_patch(status: &StatefulSetStatus, spec: &StatefulSetSpec) -> Value {
+        let mut v = json!({ "status": status });
+        let ready = format!("{}/{}", status.ready_replicas.unwrap_or(0), spec.replicas.unwrap_or(1));
+        if let Some(s) = v.get_mut("status").and_then(Value::as_object_mut) {
+            s.insert("selector".into(), json!(selector_string(&spec.selector)));
+            s.insert("ready".into(), json!(ready));
+        }
+        v
+    }
+}
+
+/// A set, kind-independent: what reconciliation needs.
+#[derive(Debug, Clone)]
+pub struct SetView {
+    /// `StatefulSet` or `IdentitySet`.
+    pub kind: String,
+    /// `apps/v1` or `roster.dev/v1`.
+    pub api_version: String,
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// UID.
+    pub uid: String,
+    /// metadata.generation.
+    pub generation: i64,
+    /// Being deleted.
+    pub deleting: bool,
+    /// Annotations (copied to ControllerRevisions, as upstream does).
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// The spec.
+    pub spec: StatefulSetSpec,
+    /// The status as stored.
+    pub status: StatefulSetStatus,
+}
+
+impl SetView {
+    /// View a set object.
+    pub fn of<K: SetKind>(obj: &K) -> Result<Self, Error> {
+        let meta = obj.meta();
+        Ok(SetView {
+            kind: K::kind(&()).into_owned(),
+            api_version: K::api_version(&()).into_owned(),
+            name: meta.name.clone().ok_or(Error::MissingField("metadata.name"))?,
+            namespace: meta.namespace.clone().ok_or(Error::MissingField("metadata.namespace"))?,
+            uid: meta.uid.clone().ok_or(Error::MissingField("metadata.uid"))?,
+            generation: meta.generation.unwrap_or(0),
+            deleting: meta.deletion_timestamp.is_some(),
+            annotations: meta.annotations.clone().unwrap_or_default(),
+            spec: obj.set_spec(),
+            status: obj.set_status(),
+        })
+    }
+
+    /// `spec.replicas`, default 1.
+    pub fn replicas(&self) -> i32 {
+        self.spec.replicas.unwrap_or(1).max(0)
+    }
+
+    /// `spec.ordinals.start`, default 0.
+    pub fn start_ordinal(&self) -> i32 {
+        self.spec.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0).max(0)
+    }
+
+    /// Whether `ordinal` is in `[start, start + replicas)`.
+    pub fn in_range(&self, ordinal: i32) -> bool {
+        ordinal >= self.start_ordinal() && ordinal < self.start_ordinal() + self.replicas()
+    }
+
+    /// `OrderedReady` (the default): one at a time, in order.
+    pub fn monotonic(&self) -> bool {
+        self.spec.pod_management_policy.as_deref() != Some("Parallel")
+    }
+
+    /// `OnDelete` strategy.
+    pub fn on_delete(&self) -> bool {
+        self.spec.update_strategy.as_ref().and_then(|u| u.type_.as_deref()) == Some("OnDelete")
+    }
+
+    /// `rollingUpdate.partition`, default 0.
+    pub fn partition(&self) -> i32 {
+        self.spec
+            .update_strategy
+            .as_ref()
+            .and_then(|u| u.rolling_update.as_ref())
+            .and_then(|r| r.partition)
+            .unwrap_or(0)
+            .max(0)
+    }
+
+    /// `minReadySeconds`, default 0.
+    pub fn min_ready_seconds(&self) -> i64 {
+        i64::from(self.spec.min_ready_seconds.unwrap_or(0).max(0))
+    }
+
+    /// `revisionHistoryLimit`, default 10.
+    pub fn revision_history_limit(&self) -> usize {
+        usize::try_from(self.spec.revision_history_limit.unwrap_or(10).max(0)).unwrap_or(10)
+    }
+
+    /// The controller reference children carry.
+    pub fn controller_ref(&self) -> OwnerReference {
+        OwnerReference {
+            api_version: self.api_version.clone(),
+            kind: self.kind.clone(),
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+
+    /// A plain (non-controller) owner reference, as retention-policy PVCs carry.
+    pub fn owner_ref(&self) -> OwnerReference {
+        OwnerReference {
+            api_version: self.api_version.clone(),
+            kind: self.kind.clone(),
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+            controller: None,
+            block_owner_deletion: None,
+        }
+    }
+
+    /// The reference Events are about.
+    pub fn object_ref(&self) -> ObjectReference {
+        ObjectReference {
+            api_version: Some(self.api_version.clone()),
+            kind: Some(self.kind.clone()),
+            name: Some(self.name.clone()),
+            namespace: Some(self.namespace.clone()),
+            uid: Some(self.uid.clone()),
+            ..ObjectReference::default()
+        }
+    }
+
+    /// The pod name of an ordinal.
+    pub fn pod_name(&self, ordinal: i32) -> String {
+        format!("{}-{ordinal}", self.name)
+    }
+
+    /// The ordinal of a pod name of this set, if it is one.
+    pub fn ordinal_of(&self, pod_name: &str) -> Option<i32> {
+        let rest = pod_name.strip_prefix(&self.name)?.strip_prefix('-')?;
+        if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) || (rest.len() > 1 && rest.starts_with('0')) {
+            return None;
+        }
+        rest.parse().ok()
+    }
+}
+
+/// A label selector as a string (`a=b,c in (d)`), the form `/scale` and `kubectl -l` use.
+pub fn selector_string(sel: &LabelSelector) -> String {
+    let mut parts: Vec<String> = sel.match_labels.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
+    for e in sel.match_expressions.iter().flatten() {
+        let values = e.values.clone().unwrap_or_default().join(",");
+        parts.push(match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            _ => format!("!{}", e.key),
+        });
+    }
+    parts.join(",")
+}
+
+/// Whether a label map satisfies a selector (an empty selector matches nothing, as upstream's controllers
+/// treat it).
+pub fn selector_matches(sel: &LabelSelector, labels: &std::collections::BTreeMap<String, String>) -> bool {
+    let ml = sel.match_labels.as_ref().is_none_or(|m| m.is_empty());
+    let me = sel.match_expressions.as_ref().is_none_or(|m| m.is_empty());
+    if ml && me {
+        return false;
+    }
+    let labels_ok = sel.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+    let exprs_ok = sel.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.clone().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
+            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
+            "Exists" => labels.contains_key(&e.key),
+            "DoesNotExist" => !labels.contains_key(&e.key),
+            _ => false,
+        }
+    });
+    labels_ok && exprs_ok
+}

@@ -1,0 +1,81 @@
+//! The set's status, computed from its pods as upstream's computeReplicaStatus does, and written
+//! through the status subresource only when it changed.
+
+use k8s_openapi::api::apps::v1::StatefulSetStatus;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+
+use super::context::Context;
+use super::error::{Error, kube_not_found};
+use super::pods;
+use super::set::{SetKind, SetView};
+
+/// Count the set's pods into a status.
+pub fn compute(
+    set: &SetView,
+    all_pods: &[Pod],
+    current_revision: &str,
+    update_revision: &str,
+    collision_count: i32,
+    now: Timestamp,
+) -> StatefulSetStatus {
+    let min_ready = set.min_ready_seconds();
+    let (mut replicas, mut ready, mut available, mut current, mut updated) = (0, 0, 0, 0, 0);
+    for pod in all_pods {
+        replicas += 1;
+        if pods::is_running_and_ready(pod) {
+            ready += 1;
+            if pods::is_running_and_available(pod, min_ready, now) {
+                available += 1;
+            }
+        }
+        if !pods::is_terminating(pod) {
+            let rev = pods::revision(pod);
+            if rev == current_revision {
+                current += 1;
+            }
+            if rev == update_revision {
+                updated += 1;
+            }
+        }
+    }
+    let mut status = StatefulSetStatus {
+        observed_generation: Some(set.generation),
+        replicas,
+        ready_replicas: Some(ready),
+        available_replicas: Some(available),
+        current_replicas: Some(current),
+        updated_replicas: Some(updated),
+        current_revision: Some(current_revision.to_owned()),
+        update_revision: Some(update_revision.to_owned()),
+        collision_count: Some(collision_count),
+        conditions: set.status.conditions.clone(),
+    };
+    complete_rolling_update(set, &mut status);
+    status
+}
+
+/// When every pod is updated and ready, the update revision becomes the current one (RollingUpdate only).
+fn complete_rolling_update(set: &SetView, status: &mut StatefulSetStatus) {
+    let updated = status.updated_replicas.unwrap_or(0);
+    if !set.on_delete() && updated == status.replicas && status.ready_replicas.unwrap_or(0) == status.replicas {
+        status.current_replicas = Some(updated);
+        status.current_revision = status.update_revision.clone();
+    }
+}
+
+/// Write `status` when it differs from the stored one.
+pub async fn write<K: SetKind>(ctx: &Context, set: &SetView, status: &StatefulSetStatus) -> Result<(), Error> {
+    if &set.status == status {
+        return Ok(());
+    }
+    ctx.guard_write()?;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &set.namespace);
+    let patch = K::status_patch(status, &set.spec);
+    match api.patch_status(&set.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        Err(e) if kube_not_found(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

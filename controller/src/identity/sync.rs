@@ -1,0 +1,280 @@
+//! One pass of upstream's StatefulSet algorithm over a set's pods (updateStatefulSet): replace failed
+//! pods, create missing ordinals (claims first), scale down from the highest ordinal, then roll pods to
+//! the update revision in reverse ordinal order — one at a time under `OrderedReady`, in bursts under
+//! `Parallel`, honouring `partition` and `maxUnavailable`, never under `OnDelete`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use super::claims::{self, Claims};
+use super::context::Context;
+use super::error::{Error, kube_conflict, kube_not_found};
+use super::pods;
+use super::set::SetView;
+
+/// What a pass wants next.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Seconds until a ready pod becomes available (minReadySeconds), if one is waiting.
+    pub requeue_after: Option<i64>,
+    /// Whether anything was written.
+    pub wrote: bool,
+}
+
+/// The templates and revision names a pass works with.
+pub struct Targets<'a> {
+    /// The current revision's name.
+    pub current_revision: &'a str,
+    /// Its template.
+    pub current_template: &'a PodTemplateSpec,
+    /// The update revision's name.
+    pub update_revision: &'a str,
+    /// Its template.
+    pub update_template: &'a PodTemplateSpec,
+}
+
+fn pod_ref(pod: &Pod) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: pod.metadata.name.clone(),
+        namespace: pod.metadata.namespace.clone(),
+        uid: pod.metadata.uid.clone(),
+        ..ObjectReference::default()
+    }
+}
+
+async fn create_pod(ctx: &Context, set: &SetView, pod: &Pod) -> Result<bool, Error> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &set.namespace);
+    let name = pods::name(pod).to_owned();
+    ctx.guard_write()?;
+    match api.create(&PostParams::default(), pod).await {
+        Ok(created) => {
+            let note = format!("create Pod {name} in {} {} successful", set.kind, set.name);
+            ctx.event(set, false, "SuccessfulCreate", note, Some(pod_ref(&created))).await;
+            Ok(true)
+        }
+        // A pod of that name is still there (a stale list): the next pass sees it.
+        Err(e) if kube_conflict(&e) => Ok(false),
+        Err(e) => {
+            let note = format!("create Pod {name} in {} {} failed error: {e}", set.kind, set.name);
+            ctx.event(set, true, "FailedCreate", note, None).await;
+            Err(e.into())
+        }
+    }
+}
+
+async fn delete_pod(ctx: &Context, set: &SetView, pod: &Pod) -> Result<(), Error> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &set.namespace);
+    let name = pods::name(pod).to_owned();
+    ctx.guard_write()?;
+    // Preconditioned on the UID, so a pod recreated meanwhile is never deleted by mistake.
+    let dp = DeleteParams {
+        preconditions: pod
+            .metadata
+            .uid
+            .clone()
+            .map(|uid| kube::api::Preconditions { uid: Some(uid), resource_version: None }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&name, &dp).await {
+        Ok(_) => {
+            let note = format!("delete Pod {name} in {} {} successful", set.kind, set.name);
+            ctx.event(set, false, "SuccessfulDelete", note, Some(pod_ref(pod))).await;
+            Ok(())
+        }
+        Err(e) if kube_not_found(&e) || kube_conflict(&e) => Ok(()),
+        Err(e) => {
+            let note = format!("delete Pod {name} in {} {} failed error: {e}", set.kind, set.name);
+            ctx.event(set, true, "FailedDelete", note, None).await;
+            Err(e.into())
+        }
+    }
+}
+
+async fn fix_identity(ctx: &Context, set: &SetView, pod: &Pod, ordinal: i32) -> Result<bool, Error> {
+    let fixes = pods::identity_label_fixes(set, pod, ordinal);
+    if fixes.is_empty() {
+        return Ok(false);
+    }
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &set.namespace);
+    ctx.guard_write()?;
+    let patch = json!({ "metadata": { "labels": fixes } });
+    match api.patch(pods::name(pod), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => {
+            let note = format!("update Pod {} in {} {} successful", pods::name(pod), set.kind, set.name);
+            ctx.event(set, false, "SuccessfulUpdate", note, Some(pod_ref(pod))).await;
+            Ok(true)
+        }
+        Err(e) if kube_not_found(&e) || kube_conflict(&e) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `maxUnavailable` resolved against the replica count (percentages round up; at least 1).
+pub fn max_unavailable(set: &SetView) -> i32 {
+    let v = set
+        .spec
+        .update_strategy
+        .as_ref()
+        .and_then(|u| u.rolling_update.as_ref())
+        .and_then(|r| r.max_unavailable.clone());
+    let n = match v {
+        None => 1,
+        Some(IntOrString::Int(i)) => i,
+        Some(IntOrString::String(s)) => {
+            let pct: i64 = s.trim_end_matches('%').parse().unwrap_or(100);
+            let replicas = i64::from(set.replicas());
+            i32::try_from((pct * replicas + 99) / 100).unwrap_or(1)
+        }
+    };
+    n.max(1)
+}
+
+/// Run one pass. `owned` are the set's pods (any ordinal).
+pub async fn run(
+    ctx: &Context,
+    set: &SetView,
+    owned: Vec<Pod>,
+    t: &Targets<'_>,
+    now: Timestamp,
+) -> Result<Outcome, Error> {
+    let mut out = Outcome::default();
+    let monotonic = set.monotonic();
+    let min_ready = set.min_ready_seconds();
+    let start = set.start_ordinal();
+    let end = start + set.replicas();
+    let partition = set.partition();
+
+    let mut by_ordinal: BTreeMap<i32, Pod> = BTreeMap::new();
+    for p in owned {
+        if let Some(o) = set.ordinal_of(pods::name(&p)) {
+            by_ordinal.insert(o, p);
+        }
+    }
+    let replicas: Vec<(i32, Option<Pod>)> = (start..end).map(|o| (o, by_ordinal.remove(&o))).collect();
+    // Condemned: outside the range, highest ordinal first.
+    let condemned: Vec<(i32, Pod)> = by_ordinal.into_iter().rev().collect();
+
+    let first_unhealthy: Option<String> = replicas
+        .iter()
+        .find(|(_, p)| p.as_ref().is_none_or(|p| !pods::is_healthy(p)))
+        .map(|(o, _)| set.pod_name(*o))
+        .or_else(|| condemned.iter().find(|(_, p)| !pods::is_healthy(p)).map(|(_, p)| pods::name(p).to_owned()));
+
+    for (ordinal, slot) in &replicas {
+        let ordinal = *ordinal;
+        match slot {
+            Some(pod) if pods::is_failed(pod) || pods::is_succeeded(pod) => {
+                // Failed-pod replacement: delete it; the next pass creates it afresh.
+                if !pods::is_terminating(pod) {
+                    delete_pod(ctx, set, pod).await?;
+                    out.wrote = true;
+                }
+                if monotonic {
+                    return Ok(out);
+                }
+            }
+            None => {
+                match claims::ensure(ctx, set, ordinal).await? {
+                    Claims::Ready => {}
+                    Claims::Stale(why) => {
+                        tracing::debug!(set = %set.name, ordinal, %why, "waiting for a claim");
+                        out.requeue_after = Some(1);
+                        if monotonic {
+                            return Ok(out);
+                        }
+                        continue;
+                    }
+                }
+                let below_partition = !set.on_delete() && ordinal - start < partition;
+                let pod = if below_partition {
+                    pods::new_pod(set, t.current_template, ordinal, t.current_revision)
+                } else {
+                    pods::new_pod(set, t.update_template, ordinal, t.update_revision)
+                };
+                out.wrote |= create_pod(ctx, set, &pod).await?;
+                if monotonic {
+                    return Ok(out);
+                }
+            }
+            Some(pod) => {
+                if pods::is_pending(pod) {
+                    // Recreate claims deleted under a pending pod (upstream's createMissingPersistentVolumeClaims).
+                    claims::ensure(ctx, set, ordinal).await?;
+                }
+                if monotonic {
+                    if pods::is_terminating(pod) || !pods::is_running_and_ready(pod) {
+                        return Ok(out);
+                    }
+                    if !pods::is_running_and_available(pod, min_ready, now) {
+                        out.requeue_after = pods::seconds_to_available(pod, min_ready, now);
+                        return Ok(out);
+                    }
+                } else if let Some(s) = pods::seconds_to_available(pod, min_ready, now) {
+                    out.requeue_after = Some(out.requeue_after.map_or(s, |r| r.min(s)));
+                }
+                if !pods::is_terminating(pod) {
+                    out.wrote |= fix_identity(ctx, set, pod, ordinal).await?;
+                    claims::enforce_retention(ctx, set, pod, ordinal).await?;
+                }
+            }
+        }
+    }
+
+    // Claims of condemned pods get their retention owners before the pods go.
+    for (ordinal, pod) in &condemned {
+        if !pods::is_terminating(pod) {
+            claims::enforce_retention(ctx, set, pod, *ordinal).await?;
+        }
+    }
+    for (_, pod) in &condemned {
+        if pods::is_terminating(pod) {
+            if monotonic {
+                return Ok(out);
+            }
+            continue;
+        }
+        let is_first_unhealthy = first_unhealthy.as_deref() == Some(pods::name(pod));
+        if monotonic && !is_first_unhealthy && !pods::is_running_and_available(pod, min_ready, now) {
+            return Ok(out);
+        }
+        delete_pod(ctx, set, pod).await?;
+        out.wrote = true;
+        if monotonic {
+            return Ok(out);
+        }
+    }
+
+    if set.on_delete() {
+        return Ok(out);
+    }
+
+    // Rolling update: highest ordinal first, at most maxUnavailable pods unavailable at once.
+    let max_unavailable = max_unavailable(set);
+    let unavailable = i32::try_from(
+        replicas.iter().filter(|(_, p)| p.as_ref().is_none_or(|p| pods::is_unavailable(p, min_ready, now))).count(),
+    )
+    .unwrap_or(i32::MAX);
+    if unavailable >= max_unavailable {
+        return Ok(out);
+    }
+    let mut budget = max_unavailable - unavailable;
+    for (ordinal, slot) in replicas.iter().rev() {
+        if budget == 0 || ordinal - start < partition {
+            break;
+        }
+        let Some(pod) = slot else { continue };
+        if pods::revision(pod) != t.update_revision && !pods::is_terminating(pod) {
+            delete_pod(ctx, set, pod).await?;
+            out.wrote = true;
+            budget -= 1;
+        }
+    }
+    Ok(out)
+}

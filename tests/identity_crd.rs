@@ -1,0 +1,87 @@
+//! The identity controller's own kind, IdentitySet.roster.dev/v1: the CRD file matches `crd_yaml()`, and
+//! the seed workflows pass with the CRD kind as with StatefulSets.
+#![allow(clippy::unwrap_used)]
+
+mod identity_support;
+
+use identity_support::Kind;
+use identity_support::scenarios as s;
+
+const K: Kind = Kind::IdentitySet;
+
+#[test]
+fn deploy_crd_file_is_crd_yaml() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crd/identitysets.roster.dev.yaml");
+    let file = std::fs::read_to_string(path).unwrap();
+    assert_eq!(
+        file,
+        roster_controller::identity::crd_yaml(),
+        "regenerate with: cargo test --test identity_crd regenerate -- --ignored"
+    );
+    let crd: serde_json::Value = serde_saphyr::from_str(&file).unwrap();
+    assert_eq!(crd["metadata"]["name"], "identitysets.roster.dev");
+    assert_eq!(crd["spec"]["names"]["shortNames"][0], "idset");
+}
+
+/// Writes deploy/crd/identitysets.roster.dev.yaml from `crd_yaml()`.
+#[test]
+#[ignore = "writes the CRD file"]
+fn regenerate() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crd/identitysets.roster.dev.yaml");
+    std::fs::write(path, roster_controller::identity::crd_yaml()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_pods_in_order_with_claims_and_dns() {
+    s::create_in_order(K, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_up_in_order_and_down_highest_first() {
+    s::scale_up_and_down(K).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_pod_returns_with_same_name() {
+    s::delete_pod_returns(K, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_change_rolls_in_reverse_order_one_at_a_time() {
+    s::rolling_update(K).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_canary_restore_and_finish() {
+    s::partition_canary(K).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_delete_moves_only_deleted_pods() {
+    s::on_delete(K).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_creates_and_deletes_in_bursts() {
+    s::parallel_burst(K).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_set_keeps_claims_and_reapply_rebinds_them() {
+    s::delete_set_and_reapply(K).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_policy_delete_on_scale_down_and_deletion() {
+    s::retention_delete(K).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unready_pod_blocks_scaling_and_rollout() {
+    s::unready_pod_blocks(K).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_killed_mid_rollout_resumes_in_order() {
+    s::controller_killed_mid_rollout(K).await;
+}
