@@ -33,7 +33,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rate = args.get(2).copied().unwrap_or(1000);
     let secs = args.get(3).copied().unwrap_or(5);
 
-    let sim = roster_sim::start(SimConfig { kubelet_events: false, ..SimConfig::default() }).await?;
+    // BENCH_DATA_DIR=/path measures with the durable log (fsync per write)
+    let data_dir = std::env::var_os("BENCH_DATA_DIR").map(Into::into);
+    let sim = roster_sim::start(SimConfig { kubelet_events: false, data_dir, ..SimConfig::default() }).await?;
     let kc = Kubeconfig::read_from(sim.kubeconfig_path())?;
     let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
     let client = kube::Client::try_from(config)?;

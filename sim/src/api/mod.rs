@@ -101,7 +101,15 @@ async fn route(app: &Arc<App>, req: Request) -> Result<Response, ApiError> {
     let body = axum::body::to_bytes(req.into_body(), 64 << 20)
         .await
         .map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
-    handle(app, &method, &headers, &params, target, &body)
+    let resp = handle(app, &method, &headers, &params, target, &body)?;
+    if method != Method::GET {
+        // acknowledge a write only once it is durable
+        let store = app.store.clone();
+        tokio::task::spawn_blocking(move || store.wait_durable())
+            .await
+            .map_err(|e| ApiError::internal(format!("waiting for the log: {e}")))??;
+    }
+    Ok(resp)
 }
 
 fn resolve(app: &App, group: &str, version: &str, rest: &[&str]) -> Option<Target> {

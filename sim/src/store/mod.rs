@@ -17,7 +17,7 @@ use crate::admission;
 use crate::meta;
 use crate::resources::{Registry, ResourceType};
 use crate::status::{ApiError, Cause};
-use wal::{Record, Wal};
+use wal::Wal;
 
 /// A watch event type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +100,7 @@ pub struct Store {
     changed: watch::Sender<u64>,
     disconnect: watch::Sender<u64>,
     watches_refused: std::sync::atomic::AtomicBool,
+    durability: Option<Arc<wal::Durability>>,
     gone_served: std::sync::atomic::AtomicU64,
     /// The servable resource types.
     pub registry: Registry,
@@ -135,6 +136,7 @@ impl Store {
             wal: None,
             pod_ip_next: POD_IP_FIRST,
         };
+        let mut durability = None;
         if let Some(dir) = data_dir {
             let (mut wal, replayed) = Wal::open(dir)?;
             let mut ip_max = replayed.ip_next.unwrap_or(POD_IP_FIRST);
@@ -164,6 +166,7 @@ impl Store {
                     objs.iter().map(move |((ns, name), obj)| (key.as_str(), ns.as_str(), name.as_str(), obj.as_ref()))
                 }),
             )?;
+            durability = Some(wal.durability());
             inner.wal = Some(wal);
         }
         let store = Self {
@@ -172,6 +175,7 @@ impl Store {
             changed,
             disconnect,
             watches_refused: std::sync::atomic::AtomicBool::new(false),
+            durability,
             gone_served: std::sync::atomic::AtomicU64::new(0),
             registry: Registry::new(),
             history_limit: history_limit.max(1),
@@ -213,6 +217,15 @@ impl Store {
     /// The current global resourceVersion.
     pub fn current_rv(&self) -> u64 {
         self.inner.lock().rv
+    }
+
+    /// Block until every write made so far is on disk (a no-op in memory). The API calls this before it
+    /// acknowledges a write; many writers share one fsync.
+    pub fn wait_durable(&self) -> Result<(), ApiError> {
+        match &self.durability {
+            Some(d) => d.wait().map_err(|e| ApiError::internal(format!("syncing the log: {e}"))),
+            None => Ok(()),
+        }
     }
 
     /// Every committed change from now on (control loops filter by key).
@@ -621,14 +634,8 @@ impl Store {
         meta::metadata_mut(&mut obj).insert("resourceVersion".into(), json!(rv.to_string()));
         let removed = event == EventType::Deleted;
         if let Some(w) = inner.wal.as_mut() {
-            w.append(&Record {
-                rv,
-                key: key.to_owned(),
-                ns: ns.to_owned(),
-                name: name.to_owned(),
-                object: (!removed).then(|| obj.clone()),
-            })
-            .map_err(|e| ApiError::internal(format!("writing the log: {e}")))?;
+            w.append(rv, key, ns, name, (!removed).then_some(&obj))
+                .map_err(|e| ApiError::internal(format!("writing the log: {e}")))?;
         }
         inner.rv = rv;
         let object = Arc::new(obj);
@@ -642,7 +649,30 @@ impl Store {
             }
         }
         let _ = self.tx.send(change);
+        Self::maybe_compact(inner);
         Ok(object)
+    }
+
+    /// Rewrite the log as a snapshot once it holds far more records than live objects.
+    fn maybe_compact(inner: &mut Inner) {
+        let appended = inner.wal.as_ref().map_or(0, Wal::appended);
+        if appended < 50_000 || !appended.is_multiple_of(10_000) {
+            return;
+        }
+        let live: usize = inner.objects.values().map(BTreeMap::len).sum();
+        if appended < live * 4 {
+            return;
+        }
+        let (rv, ip_next) = (inner.rv, inner.pod_ip_next);
+        let Inner { wal, objects, .. } = inner;
+        if let Some(w) = wal.as_mut() {
+            let all = objects.iter().flat_map(|(key, objs)| {
+                objs.iter().map(move |((ns, name), obj)| (key.as_str(), ns.as_str(), name.as_str(), obj.as_ref()))
+            });
+            if let Err(e) = w.compact(rv, ip_next, all) {
+                tracing::warn!(error = %e, "compacting the log");
+            }
+        }
     }
 
     fn after_commit(&self, key: &str) {

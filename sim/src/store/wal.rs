@@ -4,6 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
 
@@ -33,11 +34,47 @@ pub struct Replayed {
     pub ip_next: Option<u32>,
 }
 
+/// Group commit: appends happen under the store lock without an fsync; a writer about to acknowledge
+/// waits here, and whoever gets the lock first fsyncs for every append made so far.
+#[derive(Debug, Default)]
+pub struct Durability {
+    file: parking_lot::Mutex<Option<File>>,
+    written: std::sync::atomic::AtomicU64,
+    synced: std::sync::atomic::AtomicU64,
+}
+
+impl Durability {
+    fn set_file(&self, file: File, synced_rv: u64) {
+        *self.file.lock() = Some(file);
+        self.synced.fetch_max(synced_rv, Ordering::SeqCst);
+    }
+
+    /// Block until every append made so far is on disk.
+    pub fn wait(&self) -> std::io::Result<()> {
+        let want = self.written.load(Ordering::SeqCst);
+        if self.synced.load(Ordering::SeqCst) >= want {
+            return Ok(());
+        }
+        let guard = self.file.lock();
+        if self.synced.load(Ordering::SeqCst) >= want {
+            return Ok(());
+        }
+        let target = self.written.load(Ordering::SeqCst);
+        if let Some(f) = guard.as_ref() {
+            f.sync_data()?;
+        }
+        self.synced.fetch_max(target, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
 /// The open log.
 #[derive(Debug)]
 pub struct Wal {
     file: File,
     path: PathBuf,
+    appended: usize,
+    durability: std::sync::Arc<Durability>,
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> std::io::Error {
@@ -52,7 +89,9 @@ impl Wal {
         let path = dir.join("state.log");
         let replayed = if path.exists() { read_log(&path)? } else { Replayed::default() };
         let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io_err(&path, e))?;
-        Ok((Self { file, path }, replayed))
+        let durability = std::sync::Arc::new(Durability::default());
+        durability.set_file(file.try_clone()?, replayed.rv);
+        Ok((Self { file, path, appended: 0, durability }, replayed))
     }
 
     /// Replace the log with a snapshot: a header, then one record per live object.
@@ -78,20 +117,38 @@ impl Wal {
         {
             d.sync_all()?;
         }
+        self.appended = 0;
         self.file = OpenOptions::new().append(true).open(&self.path).map_err(|e| io_err(&self.path, e))?;
+        self.durability.set_file(self.file.try_clone()?, rv);
         Ok(())
     }
 
-    /// Append one record and fsync it.
-    pub fn append(&mut self, rec: &Record) -> std::io::Result<()> {
-        let line = json!({
-            "rv": rec.rv, "key": rec.key, "ns": rec.ns, "name": rec.name,
-            "object": rec.object.clone().unwrap_or(Value::Null),
-        });
-        let mut bytes = line.to_string().into_bytes();
+    /// Append one record (durable once [`Durability::wait`] returns).
+    pub fn append(&mut self, rv: u64, key: &str, ns: &str, name: &str, object: Option<&Value>) -> std::io::Result<()> {
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            rv: u64,
+            key: &'a str,
+            ns: &'a str,
+            name: &'a str,
+            object: Option<&'a Value>,
+        }
+        let mut bytes = serde_json::to_vec(&Line { rv, key, ns, name, object })?;
         bytes.push(b'\n');
         self.file.write_all(&bytes)?;
-        self.file.sync_data()
+        self.appended += 1;
+        self.durability.written.fetch_max(rv, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The group-commit handle writers wait on.
+    pub fn durability(&self) -> std::sync::Arc<Durability> {
+        self.durability.clone()
+    }
+
+    /// Records appended since the last compaction.
+    pub fn appended(&self) -> usize {
+        self.appended
     }
 }
 
