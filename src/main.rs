@@ -28,6 +28,9 @@ struct Cli {
     /// Log format.
     #[arg(long, env = "ROSTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
+    /// Check the arguments (and what they name, such as zones and URLs) and exit without starting.
+    #[arg(long, global = true)]
+    check_args: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -179,6 +182,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if cli.check_args {
+        return match check_args(&cli.command) {
+            Ok(()) => {
+                println!("arguments OK");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("roster: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let result = runtime.block_on(async {
         match cli.command {
             Command::Dns(args) => run_dns(args).await,
@@ -191,6 +206,33 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("roster: {e:#}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// What `--check-args` verifies: everything that can be checked without binding or connecting.
+fn check_args(command: &Command) -> anyhow::Result<()> {
+    let check_serve = |serve: &ServeArgs| -> anyhow::Result<()> {
+        for upstream in &serve.upstreams {
+            parse_upstream(upstream).context("--upstream")?;
+        }
+        Ok(())
+    };
+    match command {
+        Command::Dns(args) => {
+            let config = DnsConfig::new(&args.zone.zone, args.ttl, args.zone.pod_mode()).context("--zone/--ttl")?;
+            if !args.reverse_zones.is_empty() {
+                config.with_reverse_zones(&args.reverse_zones).context("--reverse-zone")?;
+            }
+            if let Some(url) = &args.controller {
+                HttpSource::new(url).map_err(anyhow::Error::msg).context("--controller")?;
+            }
+            check_serve(&args.serve)
+        }
+        Command::Controller(args) => args.zone.synth_config().map(drop),
+        Command::Local(args) => {
+            DnsConfig::new(&args.zone.zone, args.ttl, args.zone.pod_mode()).context("--zone/--ttl")?;
+            check_serve(&args.serve)
         }
     }
 }

@@ -1,0 +1,192 @@
+//! The deploy/ manifests: every overlay renders with `kubectl kustomize`, every object deserialises into
+//! the Kubernetes API types without losing a field (a typo would be silently dropped otherwise), and the
+//! CoreDNS drop-in checklist holds.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::serde::Serialize;
+use k8s_openapi::serde::de::DeserializeOwned;
+use serde_json::Value;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn render(dir: &str) -> Vec<Value> {
+    let output = Command::new("kubectl")
+        .args(["kustomize", &format!("{ROOT}/{dir}")])
+        .output()
+        .expect("kubectl is installed (scripts/test.sh installs it)");
+    assert!(output.status.success(), "kubectl kustomize {dir}: {}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).unwrap();
+    text.split("\n---\n").map(|doc| serde_saphyr::from_str::<Value>(doc).unwrap()).collect()
+}
+
+/// Deserialises into `T` and checks that serialising back gives the same object: nothing unknown.
+fn typed<T: DeserializeOwned + Serialize>(value: &Value) -> T {
+    let object: T = serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("{e}: {value:#}"));
+    let back = serde_json::to_value(&object).unwrap();
+    assert_eq!(&back, value, "a field did not survive the round trip through the API types");
+    object
+}
+
+fn by_kind(objects: &[Value]) -> BTreeMap<(String, String), Value> {
+    objects
+        .iter()
+        .map(|o| {
+            let kind = o["kind"].as_str().unwrap().to_owned();
+            let name = o["metadata"]["name"].as_str().unwrap().to_owned();
+            ((kind, name), o.clone())
+        })
+        .collect()
+}
+
+#[test]
+fn every_overlay_renders_into_valid_api_objects() {
+    for dir in ["deploy/base", "deploy/overlays/kind", "deploy/crd"] {
+        let objects = render(dir);
+        assert!(!objects.is_empty(), "{dir}");
+        for object in &objects {
+            match object["kind"].as_str().unwrap() {
+                "Service" => drop(typed::<Service>(object)),
+                "ServiceAccount" => drop(typed::<ServiceAccount>(object)),
+                "Deployment" => drop(typed::<Deployment>(object)),
+                "PodDisruptionBudget" => drop(typed::<PodDisruptionBudget>(object)),
+                "ClusterRole" => drop(typed::<ClusterRole>(object)),
+                "ClusterRoleBinding" => drop(typed::<ClusterRoleBinding>(object)),
+                "Role" => drop(typed::<Role>(object)),
+                "RoleBinding" => drop(typed::<RoleBinding>(object)),
+                "CustomResourceDefinition" => drop(typed::<CustomResourceDefinition>(object)),
+                other => panic!("{dir}: unexpected kind {other}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn the_kind_overlay_is_a_coredns_drop_in() {
+    let objects = by_kind(&render("deploy/overlays/kind"));
+    let get = |kind: &str, name: &str| {
+        objects.get(&(kind.to_owned(), name.to_owned())).unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
+
+    // The Service: kubeadm's address, ports, selector, in kube-system.
+    let service: Service = typed(get("Service", "kube-dns"));
+    assert_eq!(service.metadata.namespace.as_deref(), Some("kube-system"));
+    let spec = service.spec.unwrap();
+    assert_eq!(spec.cluster_ip.as_deref(), Some("10.96.0.10"));
+    assert_eq!(spec.selector.unwrap(), BTreeMap::from([("k8s-app".to_owned(), "kube-dns".to_owned())]));
+    let ports: Vec<(String, i32, String)> =
+        spec.ports.unwrap().into_iter().map(|p| (p.name.unwrap(), p.port, p.protocol.unwrap())).collect();
+    assert_eq!(
+        ports,
+        [
+            ("dns".into(), 53, "UDP".into()),
+            ("dns-tcp".into(), 53, "TCP".into()),
+            ("metrics".into(), 9153, "TCP".into())
+        ]
+    );
+
+    // The DNS Deployment: what kubeadm's CoreDNS has.
+    let dns: Deployment = typed(get("Deployment", "roster-dns"));
+    assert_eq!(dns.metadata.namespace.as_deref(), Some("kube-system"));
+    let dns_spec = dns.spec.unwrap();
+    assert_eq!(dns_spec.replicas, Some(2));
+    let template = dns_spec.template;
+    assert_eq!(template.metadata.unwrap().labels.unwrap()["k8s-app"], "kube-dns");
+    let pod = template.spec.unwrap();
+    assert_eq!(pod.priority_class_name.as_deref(), Some("system-cluster-critical"));
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    assert_eq!(pod.dns_policy.as_deref(), Some("Default"));
+    let tolerations: Vec<String> = pod.tolerations.unwrap().into_iter().map(|t| t.key.unwrap()).collect();
+    assert_eq!(tolerations, ["CriticalAddonsOnly", "node-role.kubernetes.io/control-plane"]);
+    assert!(pod.affinity.unwrap().pod_anti_affinity.is_some());
+    let container = &pod.containers[0];
+    let http = |probe: &Option<k8s_openapi::api::core::v1::Probe>| {
+        let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        (get.path.clone().unwrap(), serde_json::to_value(&get.port).unwrap())
+    };
+    assert_eq!(http(&container.liveness_probe), ("/health".to_owned(), Value::from(8080)));
+    assert_eq!(http(&container.readiness_probe), ("/ready".to_owned(), Value::from(8181)));
+    let security = container.security_context.clone().unwrap();
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    let caps = security.capabilities.unwrap();
+    assert_eq!(caps.drop.unwrap(), ["ALL"]);
+    assert_eq!(caps.add.unwrap(), ["NET_BIND_SERVICE"]);
+    assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+    let resources = container.resources.clone().unwrap();
+    assert!(resources.requests.unwrap().contains_key("memory") && resources.limits.unwrap().contains_key("memory"));
+    let args = container.args.clone().unwrap();
+    for flag in
+        ["--listen=0.0.0.0:53", "--health=0.0.0.0:8080", "--ready=0.0.0.0:8181", "--metrics=0.0.0.0:9153", "--forward"]
+    {
+        assert!(args.iter().any(|a| a == flag), "{flag} missing from {args:?}");
+    }
+    let ports: Vec<(String, i32)> =
+        container.ports.clone().unwrap().into_iter().map(|p| (p.name.unwrap(), p.container_port)).collect();
+    assert_eq!(ports, [("dns".into(), 53), ("dns-tcp".into(), 53), ("metrics".into(), 9153)]);
+
+    // Least privilege: the DNS replicas get no token and no role; the controller no wildcard.
+    let dns_account: ServiceAccount = typed(get("ServiceAccount", "roster-dns"));
+    assert_eq!(dns_account.automount_service_account_token, Some(false));
+    for (kind, name) in objects.keys().filter(|(k, _)| k.ends_with("Binding")) {
+        let subjects = &objects[&(kind.clone(), name.clone())]["subjects"];
+        assert!(!subjects.to_string().contains("roster-dns"), "{kind} {name} binds the DNS account");
+    }
+    let role: ClusterRole = typed(get("ClusterRole", "roster-controller"));
+    for rule in role.rules.unwrap() {
+        assert!(!rule.verbs.contains(&"*".to_owned()), "wildcard verb in {rule:?}");
+        assert!(!rule.resources.unwrap_or_default().contains(&"*".to_owned()), "wildcard resource");
+        assert!(!rule.api_groups.unwrap_or_default().contains(&"*".to_owned()), "wildcard group");
+    }
+    let controller: Deployment = typed(get("Deployment", "roster-controller"));
+    let controller_args = controller.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+    assert_eq!(controller_args[0], "controller");
+    assert!(objects.contains_key(&("CustomResourceDefinition".to_owned(), "identitysets.roster.dev".to_owned())));
+}
+
+/// The Deployments' arguments are ones roster accepts (checked with `--help` appended, which parses
+/// everything before it without starting anything).
+#[test]
+fn deployment_arguments_parse() {
+    let objects = render("deploy/overlays/kind");
+    for object in objects.iter().filter(|o| o["kind"] == "Deployment") {
+        let deployment: Deployment = typed(object);
+        let args = deployment.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+        // Service-link variables are expanded by the kubelet; stand in plausible values.
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                a.replace("$(ROSTER_CONTROLLER_SERVICE_HOST)", "10.96.0.20")
+                    .replace("$(ROSTER_CONTROLLER_SERVICE_PORT)", "8053")
+            })
+            .collect();
+        let output = Command::new(env!("CARGO_BIN_EXE_roster")).args(&args).arg("--check-args").output().unwrap();
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+}
+
+#[test]
+fn kind_config_skips_coredns_and_the_dockerfile_is_multi_stage_non_root() {
+    let config = std::fs::read_to_string(format!("{ROOT}/deploy/overlays/kind/kind-config.yaml")).unwrap();
+    let config: Value = serde_saphyr::from_str(&config).unwrap();
+    assert_eq!(config["kind"], "Cluster");
+    let patch = config["nodes"][0]["kubeadmConfigPatches"][0].as_str().unwrap();
+    let patch: Value = serde_saphyr::from_str(patch).unwrap();
+    assert_eq!(patch["kind"], "InitConfiguration");
+    assert_eq!(patch["skipPhases"], serde_json::json!(["addon/coredns"]));
+
+    let dockerfile = std::fs::read_to_string(format!("{ROOT}/deploy/Dockerfile")).unwrap();
+    let stages = dockerfile.lines().filter(|l| l.starts_with("FROM ")).count();
+    assert!(stages >= 2, "multi-stage");
+    let last_from = dockerfile.lines().rfind(|l| l.starts_with("FROM ")).unwrap();
+    assert!(last_from.contains("distroless") || last_from.contains("scratch"), "{last_from}");
+    assert!(dockerfile.contains("USER 65532"), "non-root");
+    assert!(dockerfile.contains("cap_net_bind_service"), "binds :53 without root");
+}
