@@ -253,6 +253,11 @@ async fn pvc_binds_through_the_default_storage_class_and_namespaces_delete() {
     let spec = bound.spec.expect("spec");
     assert_eq!(spec.storage_class_name.as_deref(), Some("standard"));
     assert!(spec.volume_name.is_some_and(|v| v.starts_with("pvc-")));
+    let table = common::kubectl_ok(&sim, &["get", "pvc", "-n", "vol"]).await;
+    let row = table.lines().find(|l| l.starts_with("data-db-0")).unwrap_or_default();
+    assert!(row.contains("Bound") && row.contains("RWO") && row.contains("standard") && row.contains("1Gi"), "{table}");
+    let pv_table = common::kubectl_ok(&sim, &["get", "pv"]).await;
+    assert!(pv_table.contains("vol/data-db-0") && pv_table.contains("Delete"), "{pv_table}");
     ns_api.delete("vol", &DeleteParams::default()).await.expect("delete ns");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while ns_api.get_opt("vol").await.expect("get").is_some() {

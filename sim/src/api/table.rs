@@ -291,13 +291,16 @@ fn row_for(store: &Store, rt: &ResourceType, o: &Value) -> (Row, Columns) {
                 ("Status", path_str(o, "status.phase").to_owned()),
                 ("Volume", path_str(o, "spec.volumeName").to_owned()),
                 ("Capacity", path_str(o, "status.capacity.storage").to_owned()),
-                ("StorageClass", path_str(o, "spec.storageClassName").to_owned()),
+                ("Access Modes", access_modes(o, "status.accessModes")),
+                ("StorageClass", none_if_empty(path_str(o, "spec.storageClassName"))),
+                ("VolumeAttributesClass", "<unset>".to_owned()),
             ],
         ),
         ("", "persistentvolumes") => simple_row(
             o,
             &[
                 ("Capacity", path_str(o, "spec.capacity.storage").to_owned()),
+                ("Access Modes", access_modes(o, "spec.accessModes")),
                 ("Reclaim Policy", path_str(o, "spec.persistentVolumeReclaimPolicy").to_owned()),
                 ("Status", path_str(o, "status.phase").to_owned()),
                 ("Claim", {
@@ -306,6 +309,32 @@ fn row_for(store: &Store, rt: &ResourceType, o: &Value) -> (Row, Columns) {
                     if n.is_empty() { String::new() } else { format!("{ns}/{n}") }
                 }),
                 ("StorageClass", path_str(o, "spec.storageClassName").to_owned()),
+                ("VolumeAttributesClass", "<unset>".to_owned()),
+                ("Reason", path_str(o, "status.reason").to_owned()),
+            ],
+        ),
+        ("", "events") => event_row(o),
+        ("", "configmaps") => simple_row(o, &[("Data", count(o.get("data")).to_string())]),
+        ("", "secrets") => {
+            simple_row(o, &[("Type", path_str(o, "type").to_owned()), ("Data", count(o.get("data")).to_string())])
+        }
+        ("", "endpoints") => simple_row(o, &[("Endpoints", endpoints_cell(o))]),
+        ("apps", "controllerrevisions") => simple_row(
+            o,
+            &[
+                ("Controller", controller_of(o)),
+                ("Revision", path(o, "revision").and_then(Value::as_i64).unwrap_or(0).to_string()),
+            ],
+        ),
+        ("coordination.k8s.io", "leases") => {
+            simple_row(o, &[("Holder", path_str(o, "spec.holderIdentity").to_owned())])
+        }
+        ("storage.k8s.io", "storageclasses") => simple_row(
+            o,
+            &[
+                ("Provisioner", path_str(o, "provisioner").to_owned()),
+                ("ReclaimPolicy", path_str(o, "reclaimPolicy").to_owned()),
+                ("VolumeBindingMode", path_str(o, "volumeBindingMode").to_owned()),
             ],
         ),
         ("", "nodes") => simple_row(
@@ -328,6 +357,97 @@ fn row_for(store: &Store, rt: &ResourceType, o: &Value) -> (Row, Columns) {
             (row, cols)
         }
     }
+}
+
+fn access_modes(o: &Value, p: &str) -> String {
+    path(o, p)
+        .and_then(Value::as_array)
+        .map(|modes| {
+            modes
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|m| match m {
+                    "ReadWriteOnce" => "RWO",
+                    "ReadOnlyMany" => "ROX",
+                    "ReadWriteMany" => "RWX",
+                    "ReadWriteOncePod" => "RWOP",
+                    other => other,
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+fn count(v: Option<&Value>) -> usize {
+    match v {
+        Some(Value::Object(m)) => m.len(),
+        Some(Value::Array(a)) => a.len(),
+        _ => 0,
+    }
+}
+
+fn controller_of(o: &Value) -> String {
+    path(o, "metadata.ownerReferences")
+        .and_then(Value::as_array)
+        .and_then(|refs| refs.iter().find(|r| r.get("controller") == Some(&json!(true))))
+        .map(|r| {
+            let api = path_str(r, "apiVersion");
+            let group = api.split_once('/').map_or("", |(g, _)| g);
+            let kind = path_str(r, "kind").to_lowercase();
+            let kind = if group.is_empty() { kind } else { format!("{kind}.{group}") };
+            format!("{kind}/{}", path_str(r, "name"))
+        })
+        .unwrap_or_else(|| "<none>".into())
+}
+
+fn endpoints_cell(o: &Value) -> String {
+    let mut out = Vec::new();
+    for subset in path(o, "subsets").and_then(Value::as_array).into_iter().flatten() {
+        let ports: Vec<i64> = subset
+            .get("ports")
+            .and_then(Value::as_array)
+            .map(|ps| ps.iter().filter_map(|p| p.get("port").and_then(Value::as_i64)).collect())
+            .unwrap_or_default();
+        for a in subset.get("addresses").and_then(Value::as_array).into_iter().flatten() {
+            let ip = path_str(a, "ip");
+            if ports.is_empty() {
+                out.push(ip.to_owned());
+            }
+            out.extend(ports.iter().map(|p| format!("{ip}:{p}")));
+        }
+    }
+    match out.len() {
+        0 => "<none>".into(),
+        n if n > 3 => format!("{} + {} more...", out[..3].join(","), n - 3),
+        _ => out.join(","),
+    }
+}
+
+fn event_row(e: &Value) -> (Row, Columns) {
+    let last = ["lastTimestamp", "eventTime", "firstTimestamp"]
+        .iter()
+        .find_map(|k| meta::parse_rfc3339(path_str(e, k)))
+        .or_else(|| meta::parse_rfc3339(meta::meta_str(e, "creationTimestamp")));
+    let seen = last.map_or_else(|| "<unknown>".to_owned(), |t| human_age(meta::now_secs() - t));
+    let object =
+        format!("{}/{}", path_str(e, "involvedObject.kind").to_lowercase(), path_str(e, "involvedObject.name"));
+    (
+        vec![
+            json!(seen),
+            json!(path_str(e, "type")),
+            json!(path_str(e, "reason")),
+            json!(object),
+            json!(path_str(e, "message")),
+        ],
+        vec![
+            col("Last Seen", "string", "", 0),
+            col("Type", "string", "", 0),
+            col("Reason", "string", "", 0),
+            col("Object", "string", "", 0),
+            col("Message", "string", "", 0),
+        ],
+    )
 }
 
 /// Render objects as a Table.
