@@ -67,7 +67,7 @@ impl FrontHandler {
             return false;
         }
         let view = self.store.view();
-        !view.node(query.name()).is_some_and(|node| node.get(RecordType::CNAME).is_some())
+        view.node(query.name()).is_none_or(|node| node.get(RecordType::CNAME).is_none())
     }
 
     /// Decides the answer to a request that parsed; also returns the zone label for metrics.
