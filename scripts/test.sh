@@ -7,13 +7,15 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 need_apt=()
 command -v dig >/dev/null || need_apt+=(dnsutils)
 command -v kubectl >/dev/null || need_apt+=(kubectl)
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v knotd >/dev/null || need_apt+=(knot)
 if ((${#need_apt[@]})); then
   echo "installing: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}" >/dev/null || {
     # Debian proper ships kubectl as kubernetes-client.
-    apt-get install -y -qq dnsutils kubernetes-client >/dev/null
+    apt-get install -y -qq dnsutils kubernetes-client iproute2 knot >/dev/null
   }
 fi
 python3 -c 'import kubernetes' 2>/dev/null || pip install -q kubernetes

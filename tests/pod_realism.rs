@@ -1,0 +1,309 @@
+//! Pods as network namespaces: each has a veth to the host and a pod-like `/etc/netns/NAME/resolv.conf`
+//! (`search <ns>.svc.cluster.local svc.cluster.local cluster.local`, `options ndots:5`, nameserver =
+//! roster). Inside, the seeds' commands run unchanged against a workload on `roster local`: nslookup
+//! with short names, dig, glibc's `getent hosts`, and a name outside the cluster answered through the
+//! forwarder by Knot standing in for the internet. Needs root and iproute2 (scripts/test.sh provides).
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Proc {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    fn spawn(program: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(program)
+            .args(args)
+            .env("ROSTER_LOG", "info,hickory_server=warn,kube=warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
+        let log = Arc::new(Mutex::new(String::new()));
+        let pipes: Vec<Box<dyn std::io::Read + Send>> =
+            vec![Box::new(child.stdout.take().unwrap()), Box::new(child.stderr.take().unwrap())];
+        for pipe in pipes {
+            let sink = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut log = sink.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
+        Self { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> (bool, String) {
+    let output = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+/// A network namespace with a veth to the host and a pod's resolv.conf; removed on drop.
+struct PodNamespace {
+    name: String,
+    host_ip: String,
+}
+
+impl PodNamespace {
+    fn create(name: &str, subnet: u8, search_namespace: &str) -> Self {
+        let host_if = format!("{name}-h");
+        let pod_if = format!("{name}-p");
+        let host_ip = format!("10.253.{subnet}.1");
+        let pod_ip = format!("10.253.{subnet}.2");
+        let _ = run("ip", &["netns", "del", name]);
+        let _ = run("ip", &["link", "del", &host_if]);
+        for args in [
+            vec!["netns", "add", name],
+            vec!["link", "add", &host_if, "type", "veth", "peer", "name", &pod_if],
+            vec!["link", "set", &pod_if, "netns", name],
+            vec!["addr", "add", &format!("{host_ip}/24"), "dev", &host_if],
+            vec!["link", "set", &host_if, "up"],
+            vec!["-n", name, "addr", "add", &format!("{pod_ip}/24"), "dev", &pod_if],
+            vec!["-n", name, "link", "set", &pod_if, "up"],
+            vec!["-n", name, "link", "set", "lo", "up"],
+        ] {
+            let (ok, text) = run("ip", &args);
+            assert!(ok, "ip {args:?}: {text}");
+        }
+        let dir = format!("/etc/netns/{name}");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            format!("{dir}/resolv.conf"),
+            format!(
+                "search {search_namespace}.svc.cluster.local svc.cluster.local cluster.local\nnameserver {host_ip}\noptions ndots:5\n"
+            ),
+        )
+        .unwrap();
+        Self { name: name.to_owned(), host_ip }
+    }
+
+    /// Runs a command inside the pod (with its resolv.conf in place of /etc/resolv.conf).
+    fn exec(&self, args: &[&str]) -> (bool, String) {
+        let mut full = vec!["netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+}
+
+impl Drop for PodNamespace {
+    fn drop(&mut self) {
+        let _ = run("ip", &["netns", "del", &self.name]);
+        let _ = run("ip", &["link", "del", &format!("{}-h", self.name)]);
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
+    }
+}
+
+/// Knot on loopback, authoritative for example.org: the internet, as far as the pods can tell.
+fn start_internet(dir: &Path) -> (Proc, u16) {
+    let port = free_port();
+    std::fs::write(
+        dir.join("example.org.zone"),
+        "$ORIGIN example.org.\n$TTL 300\n@ SOA ns hostmaster 1 3600 600 86400 60\n@ NS ns\nns A 192.0.2.53\nwww A 192.0.2.80\n",
+    )
+    .unwrap();
+    let d = dir.display();
+    std::fs::write(
+        dir.join("knot.conf"),
+        format!(
+            "server:\n  rundir: {d}\n  listen: 127.0.0.1@{port}\n  udp-workers: 1\n  tcp-workers: 1\n  background-workers: 1\n\
+             database:\n  storage: {d}\n\
+             zone:\n  - domain: example.org\n    storage: {d}\n    file: example.org.zone\n    journal-content: none\n    zonefile-sync: -1\n"
+        ),
+    )
+    .unwrap();
+    let knot = Proc::spawn("knotd", &["-c", &dir.join("knot.conf").display().to_string()]);
+    (knot, port)
+}
+
+fn wait_for(what: &str, procs: &[&Proc], done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let logs: Vec<String> = procs.iter().map(|p| p.log()).collect();
+    panic!("timed out waiting for {what}; logs:\n{}", logs.join("\n-----\n"));
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str], stdin: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+const SEED_WORKLOADS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: demo}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: nginx-demo, namespace: demo, labels: {app: nginx}}
+spec:
+  clusterIP: None
+  selector: {app: nginx}
+  ports: [{name: web, port: 80}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-demo-0, namespace: demo, labels: {app: nginx}}
+spec:
+  hostname: web-demo-0
+  subdomain: nginx-demo
+  containers: [{name: nginx, image: "nginx:1.19.2-alpine", ports: [{name: web, containerPort: 80}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: myapp-svc, namespace: default}
+spec:
+  clusterIP: None
+  selector: {app: myapp-pod}
+  ports: [{name: web, port: 80}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: myapp-0, namespace: default, labels: {app: myapp-pod}}
+spec:
+  hostname: myapp-0
+  subdomain: myapp-svc
+  containers: [{name: myapp, image: "ikubernetes/myapp:v1", ports: [{name: web, containerPort: 80}]}]
+"#;
+
+#[test]
+fn seed_commands_resolve_from_pod_namespaces() {
+    if !Path::new("/usr/sbin/ip").exists() && !Path::new("/sbin/ip").exists() && !Path::new("/usr/bin/ip").exists() {
+        panic!("iproute2 is required (scripts/test.sh installs it)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (knot, knot_port) = start_internet(dir.path());
+
+    let tag = std::process::id() % 200 + 20;
+    let demo_pod = PodNamespace::create(&format!("rpd{tag}"), u8::try_from(tag).unwrap(), "demo");
+    let default_pod = PodNamespace::create(&format!("rpf{tag}"), u8::try_from(tag + 1).unwrap(), "default");
+
+    // One roster serves both pods' networks: --dns takes one address, so each pod gets a replica that
+    // follows the same controller stream (as the kube-dns Service's replicas would).
+    let (api, stream) = (free_port(), free_port());
+    let data = dir.path().join("cluster");
+    let local = Proc::spawn(
+        env!("CARGO_BIN_EXE_roster"),
+        &[
+            "local",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--api",
+            &format!("127.0.0.1:{api}"),
+            "--dns",
+            &format!("{}:53", demo_pod.host_ip),
+            "--stream",
+            &format!("127.0.0.1:{stream}"),
+            "--pod-ready-ms",
+            "200",
+            "--upstream",
+            &format!("127.0.0.1:{knot_port}"),
+        ],
+    );
+    let replica = Proc::spawn(
+        env!("CARGO_BIN_EXE_roster"),
+        &[
+            "dns",
+            "--controller",
+            &format!("http://127.0.0.1:{stream}"),
+            "--listen",
+            &format!("{}:53", default_pod.host_ip),
+            "--upstream",
+            &format!("127.0.0.1:{knot_port}"),
+        ],
+    );
+    let procs = [&local, &replica, &knot];
+    wait_for("roster local", &procs, || local.log().contains("roster local is up"));
+    let kubeconfig = data.join("kubeconfig");
+    kubectl(&kubeconfig, &["apply", "-f", "-"], SEED_WORKLOADS);
+    let pod_ip = |ns: &str, pod: &str| {
+        kubectl(&kubeconfig, &["-n", ns, "get", "pod", pod, "-o", "jsonpath={.status.podIP}"], "")
+    };
+    wait_for("pods with addresses", &procs, || {
+        !pod_ip("demo", "web-demo-0").is_empty() && !pod_ip("default", "myapp-0").is_empty()
+    });
+    let web_ip = pod_ip("demo", "web-demo-0");
+    let myapp_ip = pod_ip("default", "myapp-0");
+
+    // `nslookup web-demo-0.nginx-demo` from namespace demo: the search list completes the name.
+    wait_for("nslookup web-demo-0.nginx-demo", &procs, || {
+        let (ok, text) = demo_pod.exec(&["nslookup", "web-demo-0.nginx-demo"]);
+        ok && text.contains(&format!("Address: {web_ip}"))
+            && text.contains("web-demo-0.nginx-demo.demo.svc.cluster.local")
+    });
+    // The fully qualified StatefulSet pod name, from the other pod.
+    wait_for("nslookup myapp-0.myapp-svc.default.svc.cluster.local", &procs, || {
+        let (ok, text) = default_pod.exec(&["nslookup", "myapp-0.myapp-svc.default.svc.cluster.local"]);
+        ok && text.contains(&format!("Address: {myapp_ip}"))
+    });
+    let (ok, text) = default_pod.exec(&["nslookup", "myapp-svc"]);
+    assert!(ok && text.contains(&myapp_ip), "{text}");
+    // dig -t A with the full name (dig does not use the search list unless asked).
+    let (ok, text) = demo_pod.exec(&["dig", "-t", "A", "web-demo-0.nginx-demo.demo.svc.cluster.local", "+short"]);
+    assert!(ok && text.trim() == web_ip, "{text}");
+    let (ok, text) = demo_pod.exec(&["dig", "+search", "web-demo-0.nginx-demo", "+short"]);
+    assert!(ok && text.trim() == web_ip, "{text}");
+    // glibc through the system resolver (search list, ndots:5), as applications resolve.
+    let (ok, text) = demo_pod.exec(&["getent", "hosts", "web-demo-0.nginx-demo"]);
+    assert!(ok && text.starts_with(&web_ip), "{text}");
+    let (ok, text) = default_pod.exec(&["getent", "hosts", "web-demo-0.nginx-demo.demo"]);
+    assert!(ok && text.starts_with(&web_ip), "{text}");
+    // A missing ordinal does not resolve (NXDOMAIN all along the search list).
+    let (ok, _) = demo_pod.exec(&["getent", "hosts", "web-demo-7.nginx-demo"]);
+    assert!(!ok, "a missing ordinal must not resolve");
+    // Outside the cluster: the forwarder asks the internet (Knot), even with ndots:5 expansion first.
+    let (ok, text) = demo_pod.exec(&["nslookup", "www.example.org"]);
+    assert!(ok && text.contains("192.0.2.80"), "{text}");
+    let (ok, text) = default_pod.exec(&["getent", "hosts", "www.example.org"]);
+    assert!(ok && text.starts_with("192.0.2.80"), "{text}");
+    // Reverse lookup of the pod's address from inside.
+    let (ok, text) = demo_pod.exec(&["nslookup", &web_ip]);
+    assert!(ok && text.contains("web-demo-0.nginx-demo.demo.svc.cluster.local"), "{text}");
+}
