@@ -267,3 +267,42 @@ async fn pvc_binds_through_the_default_storage_class_and_namespaces_delete() {
     assert!(pvcs.list(&ListParams::default()).await.expect("list").items.is_empty());
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorder_events_show_in_kubectl_and_metadata_watchers_work() {
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let sim = start().await;
+    let client = client(&sim).await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let created = api.create(&PostParams::default(), &cm("observed")).await.expect("create");
+    let recorder =
+        Recorder::new(client.clone(), Reporter { controller: "roster-test".into(), instance: Some("a".into()) });
+    let reference = kube::Resource::object_ref(&created, &());
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Reconciled".into(),
+        note: Some("all good".into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    recorder.publish(&event, &reference).await.expect("first publish creates");
+    recorder.publish(&event, &reference).await.expect("second publish patches the series");
+    // events.k8s.io/v1 and core/v1 are one store, as in the real server
+    let core = common::kubectl_ok(&sim, &["get", "events.v1.", "-o", "json"]).await;
+    let core: serde_json::Value = serde_json::from_str(&core).expect("json");
+    let ev =
+        core["items"].as_array().and_then(|a| a.iter().find(|e| e["reason"] == "Reconciled")).cloned().expect("event");
+    assert_eq!(ev["message"], "all good");
+    assert_eq!(ev["involvedObject"]["name"], "observed");
+    assert_eq!(ev["reportingComponent"], "roster-test");
+    assert_eq!(ev["series"]["count"], 2);
+    let described = common::kubectl_ok(&sim, &["describe", "configmap", "observed"]).await;
+    assert!(described.contains("Reconciled") && described.contains("all good"), "{described}");
+
+    let metas: Api<kube::core::PartialObjectMeta<ConfigMap>> = Api::namespaced(client.clone(), "default");
+    let stream = watcher(metas, watcher::Config::default()).applied_objects().boxed();
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.into_future()).await.expect("an event").0;
+    let meta = first.expect("stream item").expect("no error");
+    assert!(meta.metadata.name.is_some());
+    sim.shutdown().await;
+}

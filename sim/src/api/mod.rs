@@ -3,6 +3,7 @@
 mod discovery;
 mod openapi;
 mod table;
+mod view;
 mod watch;
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ use crate::resources::ResourceType;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use crate::store::{DeleteOptions, Store, Subresource};
+use view::Shape;
 
 /// Shared state of the HTTP layer.
 pub struct App {
@@ -147,47 +149,53 @@ fn handle(
 ) -> Result<Response, ApiError> {
     let store = &app.store;
     let rt = &t.rt;
+    // the type whose storage serves this one (events.k8s.io Events live with core Events)
+    let srt = &view::storage_type(rt);
     let ns = t.ns.as_str();
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let as_table = accept.contains("as=Table");
+    let shape = view::shape(accept);
     let content_type =
         headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_owned();
+    let out = |v: &Value| match shape {
+        Shape::Metadata => ok(&view::metadata_only(v)),
+        _ => ok(&view::present(rt, v)),
+    };
     let sub = t.sub.as_deref();
     match (method.as_str(), t.name.as_deref(), sub) {
         ("GET", None, None) => {
             let watching = matches!(params.get("watch").map(String::as_str), Some("1" | "true"));
             if watching {
-                return watch::serve(app, rt, ns, params, as_table);
+                return watch::serve(app, rt, ns, params, shape);
             }
-            list(store, rt, ns, params, as_table, headers)
+            list(store, rt, ns, params, shape)
         }
         ("POST", None, None) => {
-            let obj = decode_body(&content_type, body, rt)?;
+            let obj = view::to_storage(rt, decode_body(&content_type, body, rt)?);
             if is_dry_run(params) {
-                return Ok(json_response(StatusCode::CREATED, &obj));
+                return Ok(json_response(StatusCode::CREATED, &view::present(rt, &obj)));
             }
-            let created = store.create(rt, ns, obj)?;
-            Ok(json_response(StatusCode::CREATED, &created))
+            let created = store.create(srt, ns, obj)?;
+            Ok(json_response(StatusCode::CREATED, &view::present(rt, &created)))
         }
         ("DELETE", None, None) => {
             let opts = delete_options(params, body)?;
-            let (items, rv) = store.list(rt, ns_filter(rt, ns));
+            let (items, rv) = store.list(srt, ns_filter(rt, ns));
             let filter = Filter::from_params(params)?;
-            let mut out = Vec::new();
+            let mut deleted = Vec::new();
             for item in items.iter().filter(|o| filter.matches(o)) {
-                if let Ok(v) = store.delete(rt, meta::namespace(item), meta::name(item), &opts) {
-                    out.push((*v).clone());
+                if let Ok(v) = store.delete(srt, meta::namespace(item), meta::name(item), &opts) {
+                    deleted.push(view::present(rt, &v).into_owned());
                 }
             }
             Ok(ok(&json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(),
-                          "metadata": {"resourceVersion": rv.to_string()}, "items": out})))
+                          "metadata": {"resourceVersion": rv.to_string()}, "items": deleted})))
         }
         ("GET", Some(name), None | Some("status")) => {
-            let obj = store.get(rt, ns, name)?;
-            if as_table {
-                return Ok(ok(&table::render(store, rt, &[obj], store.current_rv(), true, params)));
+            let obj = store.get(srt, ns, name)?;
+            if shape == Shape::Table {
+                return Ok(ok(&table::render(store, srt, &[obj], store.current_rv(), true, params)));
             }
-            Ok(ok(&obj))
+            Ok(out(&obj))
         }
         ("GET", Some(name), Some("log")) if rt.plural == "pods" && rt.group.is_empty() => {
             // the containers are imaginary: they exist, and print nothing
@@ -205,12 +213,12 @@ fn handle(
             if which == Subresource::Status && !rt.status {
                 return Err(ApiError::no_route(&format!("{}/{name}/status", rt.plural)));
             }
-            let obj = decode_body(&content_type, body, rt)?;
+            let obj = view::to_storage(rt, decode_body(&content_type, body, rt)?);
             if is_dry_run(params) {
-                return Ok(ok(&obj));
+                return Ok(out(&obj));
             }
-            let updated = store.update(rt, ns, name, obj, which)?;
-            Ok(ok(&updated))
+            let updated = store.update(srt, ns, name, obj, which)?;
+            Ok(out(&updated))
         }
         ("PUT", Some(name), Some("finalize")) if rt.plural == "namespaces" && rt.group.is_empty() => {
             let obj = decode_body(&content_type, body, rt)?;
@@ -257,30 +265,30 @@ fn handle(
             } else {
                 parse_json(body)?
             };
-            let exists = store.get(rt, ns, name).is_ok();
-            if !exists && pt == PatchType::Apply {
-                let created = store.create(rt, ns, patch_body)?;
-                return Ok(json_response(StatusCode::CREATED, &created));
+            let exists = store.get(srt, ns, name).is_ok();
+            if !exists && pt == PatchType::Apply && which == Subresource::Main {
+                let created = store.create(srt, ns, view::to_storage(rt, patch_body))?;
+                return Ok(json_response(StatusCode::CREATED, &view::present(rt, &created)));
             }
-            let updated = store.mutate(rt, ns, name, which, |old| {
-                let mut new = patch::apply(pt, old, &patch_body)?;
+            let updated = store.mutate(srt, ns, name, which, |old| {
+                let mut new = patch::apply(pt, &view::present(rt, old), &patch_body)?;
                 // a patch only checks the resourceVersion when it sets one itself
                 if meta::meta_str(&patch_body, "resourceVersion").is_empty()
                     && let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut)
                 {
                     m.remove("resourceVersion");
                 }
-                Ok(new)
+                Ok(view::to_storage(rt, new))
             })?;
-            Ok(ok(&updated))
+            Ok(out(&updated))
         }
         ("DELETE", Some(name), None) => {
             let opts = delete_options(params, body)?;
             if is_dry_run(params) {
-                return Ok(ok(store.get(rt, ns, name)?.as_ref()));
+                return Ok(out(store.get(srt, ns, name)?.as_ref()));
             }
-            let obj = store.delete(rt, ns, name, &opts)?;
-            Ok(ok(&obj))
+            let obj = store.delete(srt, ns, name, &opts)?;
+            Ok(out(&obj))
         }
         _ => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({method} {})",
@@ -376,16 +384,10 @@ fn decode_continue(token: &str) -> Result<(String, String), ApiError> {
     Ok((ns, name))
 }
 
-fn list(
-    store: &Store,
-    rt: &ResourceType,
-    ns: &str,
-    params: &Params,
-    as_table: bool,
-    _headers: &HeaderMap,
-) -> Result<Response, ApiError> {
+fn list(store: &Store, rt: &ResourceType, ns: &str, params: &Params, shape: Shape) -> Result<Response, ApiError> {
+    let srt = view::storage_type(rt);
     let filter = Filter::from_params(params)?;
-    let (items, rv) = store.list(rt, ns_filter(rt, ns));
+    let (items, rv) = store.list(&srt, ns_filter(rt, ns));
     let after = params.get("continue").filter(|c| !c.is_empty()).map(|c| decode_continue(c)).transpose()?;
     let limit = params.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
     let mut selected: Vec<Arc<Value>> = items
@@ -407,14 +409,26 @@ fn list(
             list_meta["remainingItemCount"] = json!(remaining);
         }
     }
-    if as_table {
-        let mut t = table::render(store, rt, &selected, rv, true, params);
-        if let (Some(m), Some(c)) = (t.get_mut("metadata"), list_meta.get("continue")) {
-            m["continue"] = c.clone();
+    match shape {
+        Shape::Table => {
+            let mut t = table::render(store, &srt, &selected, rv, true, params);
+            if let (Some(m), Some(c)) = (t.get_mut("metadata"), list_meta.get("continue")) {
+                m["continue"] = c.clone();
+            }
+            Ok(ok(&t))
         }
-        return Ok(ok(&t));
+        Shape::Metadata => {
+            let items: Vec<Value> = selected.iter().map(|o| view::metadata_only(o)).collect();
+            Ok(ok(&json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                          "metadata": list_meta, "items": items})))
+        }
+        Shape::Object if srt != *rt => {
+            let converted: Vec<Arc<Value>> =
+                selected.iter().map(|o| Arc::new(view::present(rt, o).into_owned())).collect();
+            Ok(list_response(rt, &list_meta, &converted))
+        }
+        Shape::Object => Ok(list_response(rt, &list_meta, &selected)),
     }
-    Ok(list_response(rt, &list_meta, &selected))
 }
 
 /// A `<Kind>List` body, serialized straight from the stored objects (no intermediate copy).

@@ -10,19 +10,14 @@ use axum::response::Response;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
+use super::view::{self, Shape};
 use super::{App, Filter, Params, streaming, table};
 use crate::resources::ResourceType;
 use crate::status::ApiError;
 use crate::store::{Change, EventType};
 
 /// Start a watch and return the streaming response.
-pub fn serve(
-    app: &Arc<App>,
-    rt: &ResourceType,
-    ns: &str,
-    params: &Params,
-    as_table: bool,
-) -> Result<Response, ApiError> {
+pub fn serve(app: &Arc<App>, rt: &ResourceType, ns: &str, params: &Params, shape: Shape) -> Result<Response, ApiError> {
     if app.store.watches_refused() {
         return Err(ApiError::unavailable("the watch cache is not ready"));
     }
@@ -38,7 +33,8 @@ pub fn serve(
                 .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv_param:?}")))?,
         )
     };
-    let (replay, rx, start_rv) = match app.store.watch(&rt.key(), from) {
+    let srt = view::storage_type(rt);
+    let (replay, rx, start_rv) = match app.store.watch(&srt.key(), from) {
         Ok(start) => start,
         // like the real server: the watch opens, then says `ERROR` with the 410 Status and ends
         Err(e) if e.code == 410 => {
@@ -56,9 +52,10 @@ pub fn serve(
     let w = Watcher {
         app: app.clone(),
         rt: rt.clone(),
+        srt,
         ns: (rt.namespaced && !ns.is_empty()).then(|| ns.to_owned()),
         filter,
-        as_table,
+        shape,
         params: params.clone(),
         tx,
         first_table: true,
@@ -74,9 +71,10 @@ pub fn serve(
 struct Watcher {
     app: Arc<App>,
     rt: ResourceType,
+    srt: ResourceType,
     ns: Option<String>,
     filter: Filter,
-    as_table: bool,
+    shape: Shape,
     params: Params,
     tx: mpsc::Sender<Bytes>,
     first_table: bool,
@@ -103,10 +101,10 @@ impl Watcher {
     }
 
     async fn send_event(&mut self, kind: &str, obj: &Arc<Value>) -> bool {
-        let object = if self.as_table {
+        let object = if self.shape == Shape::Table {
             let mut t = table::render(
                 &self.app.store,
-                &self.rt,
+                &self.srt,
                 std::slice::from_ref(obj),
                 crate::store::rv_of(obj),
                 self.first_table,
@@ -117,8 +115,10 @@ impl Watcher {
             }
             self.first_table = false;
             t
+        } else if self.shape == Shape::Metadata {
+            view::metadata_only(obj)
         } else {
-            (**obj).clone()
+            view::present(&self.rt, obj).into_owned()
         };
         self.send_raw(&json!({"type": kind, "object": object})).await
     }
@@ -150,7 +150,7 @@ impl Watcher {
         timeout: Duration,
         interval: Duration,
     ) {
-        let key = self.rt.key();
+        let key = self.srt.key();
         for c in &replay {
             if let Some((ev, obj)) = self.translate(c)
                 && !self.send_event(ev.as_str(), &obj).await
