@@ -1,0 +1,354 @@
+//! The API's list/watch/write semantics at the HTTP level, as tables of behaviour.
+
+mod common;
+
+use std::time::Duration;
+
+use common::start;
+use futures_util::StreamExt;
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::{Value, json};
+
+async fn client(sim: &roster_sim::SimHandle) -> Client {
+    let kc = Kubeconfig::read_from(sim.kubeconfig_path()).expect("kubeconfig parses");
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config");
+    Client::try_from(config).expect("client")
+}
+
+/// (status code, JSON body) of a request.
+async fn call(c: &Client, method: &str, uri: &str, body: Option<Value>, content_type: &str) -> (u16, Value) {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", content_type)
+        .body(body.map(|b| b.to_string().into_bytes()).unwrap_or_default())
+        .expect("request");
+    match c.request_text(req).await {
+        Ok(text) => {
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let code = if method == "POST" { 201 } else { 200 };
+            (code, v)
+        }
+        Err(kube::Error::Api(status)) => {
+            let v = serde_json::to_value(&status).unwrap_or(Value::Null);
+            (status.code, v)
+        }
+        Err(e) => panic!("{method} {uri}: {e}"),
+    }
+}
+
+async fn get(c: &Client, uri: &str) -> (u16, Value) {
+    call(c, "GET", uri, None, "application/json").await
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["metadata"]["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Read a watch stream's events until `n` arrived or `wait` passed.
+async fn watch_events(c: &Client, uri: &str, n: usize, wait: Duration) -> Vec<Value> {
+    use futures_util::AsyncBufReadExt;
+    let req = http::Request::get(uri).body(Vec::new()).expect("request");
+    let reader = c.request_stream(req).await.expect("watch response");
+    let mut lines = Box::pin(reader).lines();
+    let mut events = Vec::new();
+    let _ = tokio::time::timeout(wait, async {
+        while let Some(Ok(line)) = lines.next().await {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                events.push(v);
+            }
+            if events.len() >= n {
+                return;
+            }
+        }
+    })
+    .await;
+    events
+}
+
+async fn make_cm(c: &Client, name: &str, labels: Value) -> Value {
+    let (code, v) = call(
+        c,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        Some(json!({"metadata": {"name": name, "labels": labels}, "data": {"k": "v"}})),
+        "application/json",
+    )
+    .await;
+    assert_eq!(code, 201, "{v}");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_selectors_and_pagination() {
+    let sim = start().await;
+    let c = client(&sim).await;
+    for (name, env, tier) in [("a", "prod", "web"), ("b", "prod", "db"), ("c", "dev", "web"), ("d", "test", "")] {
+        let labels = if tier.is_empty() { json!({"env": env}) } else { json!({"env": env, "tier": tier}) };
+        make_cm(&c, name, labels).await;
+    }
+    let cases: &[(&str, &[&str])] = &[
+        ("labelSelector=env%3Dprod", &["a", "b"]),
+        ("labelSelector=env%20in%20(prod,dev),tier%3Dweb", &["a", "c"]),
+        ("labelSelector=env%20notin%20(prod)", &["c", "d"]),
+        ("labelSelector=!tier", &["d"]),
+        ("labelSelector=tier,env!%3Dprod", &["c"]),
+        ("fieldSelector=metadata.name%3Db", &["b"]),
+        ("fieldSelector=metadata.name!%3Db,metadata.namespace%3Ddefault", &["a", "c", "d"]),
+        ("fieldSelector=metadata.namespace%3Dother", &[]),
+    ];
+    for (query, want) in cases {
+        let (code, list) = get(&c, &format!("/api/v1/namespaces/default/configmaps?{query}")).await;
+        assert_eq!(code, 200, "{query}: {list}");
+        assert_eq!(names(&list), *want, "{query}");
+    }
+    let (code, bad) = get(&c, "/api/v1/configmaps?labelSelector=env%20in%20prod").await;
+    assert_eq!((code, bad["reason"].as_str()), (400, Some("BadRequest")), "{bad}");
+
+    // limit/continue walks everything exactly once
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    for _ in 0..10 {
+        let uri = format!("/api/v1/namespaces/default/configmaps?limit=3&continue={token}");
+        let (_, page) = get(&c, &uri).await;
+        seen.extend(names(&page));
+        match page["metadata"]["continue"].as_str() {
+            Some(t) => {
+                assert!(page["metadata"]["remainingItemCount"].as_u64().is_some_and(|n| n > 0));
+                token = t.to_owned();
+            }
+            None => break,
+        }
+    }
+    let (_, all) = get(&c, "/api/v1/namespaces/default/configmaps").await;
+    assert_eq!(seen, names(&all));
+    assert_eq!(seen, ["a", "b", "c", "d"]);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_filter_by_node_and_phase() {
+    let sim = start().await;
+    let c = client(&sim).await;
+    for name in ["p1", "p2"] {
+        let (code, v) = call(
+            &c,
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            Some(json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}})),
+            "application/json",
+        )
+        .await;
+        assert_eq!(code, 201, "{v}");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, list) = get(&c, "/api/v1/pods?fieldSelector=status.phase%3DRunning,spec.nodeName%3Dsim-node-0").await;
+        if names(&list) == ["p1", "p2"] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{list}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, none) = get(&c, "/api/v1/pods?fieldSelector=spec.nodeName%3Delsewhere").await;
+    assert!(names(&none).is_empty());
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_replays_from_a_version_and_follows_selector_transitions() {
+    let sim = start().await;
+    let c = client(&sim).await;
+    let first = make_cm(&c, "w1", json!({"watch": "yes"})).await;
+    let rv = first["metadata"]["resourceVersion"].as_str().expect("rv").to_owned();
+    make_cm(&c, "w2", json!({"watch": "yes"})).await;
+    make_cm(&c, "w3", json!({"watch": "no"})).await;
+    // replay: only what came after `rv`, filtered
+    let uri = format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}&labelSelector=watch%3Dyes");
+    let events = watch_events(&c, &uri, 1, Duration::from_secs(3)).await;
+    let got: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap_or(""), e["object"]["metadata"]["name"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(got, [("ADDED", "w2")]);
+
+    // an object leaving the selection is DELETED for the watcher; entering it is ADDED
+    let (_, list) = get(&c, "/api/v1/namespaces/default/configmaps").await;
+    let now = list["metadata"]["resourceVersion"].as_str().expect("rv").to_owned();
+    let c2 = c.clone();
+    let watcher = tokio::spawn(async move {
+        let uri =
+            format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={now}&labelSelector=watch%3Dyes");
+        watch_events(&c2, &uri, 2, Duration::from_secs(10)).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let patch = |name: &str, v: &str| {
+        let c = c.clone();
+        let (name, v) = (name.to_owned(), v.to_owned());
+        async move {
+            let uri = format!("/api/v1/namespaces/default/configmaps/{name}");
+            let body = json!({"metadata": {"labels": {"watch": v}}});
+            call(&c, "PATCH", &uri, Some(body), "application/merge-patch+json").await
+        }
+    };
+    assert_eq!(patch("w1", "no").await.0, 200);
+    assert_eq!(patch("w3", "yes").await.0, 200);
+    let events = watcher.await.expect("watcher");
+    let got: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap_or(""), e["object"]["metadata"]["name"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(got, [("DELETED", "w1"), ("ADDED", "w3")]);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_initial_events_bookmarks_and_timeout() {
+    let sim = start().await;
+    let c = client(&sim).await;
+    make_cm(&c, "i1", json!({})).await;
+    let uri = "/api/v1/namespaces/default/configmaps?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true";
+    let events = watch_events(&c, uri, 2, Duration::from_secs(5)).await;
+    assert_eq!(events[0]["type"], "ADDED");
+    let end = events.iter().find(|e| e["type"] == "BOOKMARK").expect("a bookmark");
+    assert_eq!(end["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
+    // timeoutSeconds ends the stream by itself
+    let started = std::time::Instant::now();
+    let events = watch_events(
+        &c,
+        "/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=1",
+        1000,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(5), "the watch ended at its timeout");
+    assert!(events.iter().all(|e| e["type"] == "ADDED"));
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_keep_metadata_semantics() {
+    let sim = start().await;
+    let c = client(&sim).await;
+    let sts = json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "s"},
+        "spec": {"serviceName": "s", "selector": {"matchLabels": {"a": "b"}},
+                 "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}},
+    });
+    let (code, created) =
+        call(&c, "POST", "/apis/apps/v1/namespaces/default/statefulsets", Some(sts), "application/json").await;
+    assert_eq!(code, 201, "{created}");
+    let uid = created["metadata"]["uid"].clone();
+    assert_eq!(created["metadata"]["generation"], 1);
+    assert!(created["metadata"]["creationTimestamp"].is_string());
+    let uri = "/apis/apps/v1/namespaces/default/statefulsets/s";
+    let table: &[(&str, Value, &str, i64)] = &[
+        ("application/merge-patch+json", json!({"metadata": {"labels": {"x": "1"}}}), "labels", 1),
+        ("application/merge-patch+json", json!({"spec": {"replicas": 3}}), "spec", 2),
+        ("application/merge-patch+json", json!({"status": {"replicas": 3}}), "status ignored on main", 2),
+        (
+            "application/json-patch+json",
+            json!([{"op": "replace", "path": "/spec/replicas", "value": 4}]),
+            "json patch",
+            3,
+        ),
+    ];
+    let mut last_rv = 0u64;
+    for (ct, body, what, generation) in table {
+        let (code, v) = call(&c, "PATCH", uri, Some(body.clone()), ct).await;
+        assert_eq!(code, 200, "{what}: {v}");
+        assert_eq!(v["metadata"]["generation"], *generation, "{what}");
+        assert_eq!(v["metadata"]["uid"], uid);
+        let rv: u64 = v["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse().ok()).unwrap_or(0);
+        assert!(rv >= last_rv, "{what}: resourceVersion moves forward");
+        last_rv = rv;
+    }
+    let (_, s) = get(&c, uri).await;
+    assert!(s["status"].get("replicas").is_none_or(|r| r == 0), "{s}");
+    // the status subresource changes only status, without touching generation
+    let (code, v) = call(
+        &c,
+        "PATCH",
+        &format!("{uri}/status"),
+        Some(json!({"status": {"replicas": 4, "readyReplicas": 4}, "spec": {"replicas": 9}})),
+        "application/merge-patch+json",
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        (v["status"]["readyReplicas"].as_i64(), v["spec"]["replicas"].as_i64(), v["metadata"]["generation"].as_i64()),
+        (Some(4), Some(4), Some(3))
+    );
+    // the scale subresource
+    let (_, scale) = get(&c, &format!("{uri}/scale")).await;
+    assert_eq!(
+        (scale["kind"].as_str(), scale["spec"]["replicas"].as_i64(), scale["status"]["selector"].as_str()),
+        (Some("Scale"), Some(4), Some("a=b"))
+    );
+    // a stale PUT is a 409 Conflict; an invalid one is a 422 with causes
+    let mut stale = created.clone();
+    stale["spec"]["replicas"] = json!(1);
+    let (code, v) = call(&c, "PUT", uri, Some(stale), "application/json").await;
+    assert_eq!((code, v["reason"].as_str()), (409, Some("Conflict")), "{v}");
+    let (code, v) = call(
+        &c,
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        Some(json!({"metadata": {"name": "Bad_Name"}, "spec": {"containers": []}})),
+        "application/json",
+    )
+    .await;
+    assert_eq!((code, v["reason"].as_str()), (422, Some("Invalid")), "{v}");
+    let fields: Vec<&str> =
+        v["details"]["causes"].as_array().into_iter().flatten().filter_map(|c| c["field"].as_str()).collect();
+    assert_eq!(fields, ["metadata.name", "spec.containers"]);
+    // delete preconditions
+    let (code, v) =
+        call(&c, "DELETE", uri, Some(json!({"preconditions": {"uid": "not-it"}})), "application/json").await;
+    assert_eq!((code, v["reason"].as_str()), (409, Some("Conflict")), "{v}");
+    let (code, _) = call(&c, "DELETE", uri, Some(json!({"preconditions": {"uid": uid}})), "application/json").await;
+    assert_eq!(code, 200);
+    let (code, v) = get(&c, uri).await;
+    assert_eq!(
+        (code, v["reason"].as_str(), v["details"]["kind"].as_str()),
+        (404, Some("NotFound"), Some("statefulsets"))
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_describes_resources() {
+    let sim = start().await;
+    let c = client(&sim).await;
+    let (_, v) = get(&c, "/version").await;
+    assert_eq!(v["major"], "1");
+    let (_, core) = get(&c, "/api/v1").await;
+    let find = |list: &Value, name: &str| {
+        list["resources"].as_array().and_then(|r| r.iter().find(|x| x["name"] == name)).cloned().unwrap_or(Value::Null)
+    };
+    let pods = find(&core, "pods");
+    assert_eq!(pods["shortNames"], json!(["po"]));
+    assert_eq!(pods["categories"], json!(["all"]));
+    assert!(pods["verbs"].as_array().is_some_and(|v| v.contains(&json!("watch"))));
+    assert_eq!(find(&core, "pods/status")["kind"], "Pod");
+    let (_, apps) = get(&c, "/apis/apps/v1").await;
+    assert_eq!(find(&apps, "statefulsets/scale")["group"], "autoscaling");
+    assert_eq!(find(&apps, "statefulsets")["shortNames"], json!(["sts"]));
+    let (_, groups) = get(&c, "/apis").await;
+    let group_names: Vec<&str> =
+        groups["groups"].as_array().into_iter().flatten().filter_map(|g| g["name"].as_str()).collect();
+    for g in
+        ["apps", "discovery.k8s.io", "storage.k8s.io", "events.k8s.io", "coordination.k8s.io", "apiextensions.k8s.io"]
+    {
+        assert!(group_names.contains(&g), "{g} in {group_names:?}");
+    }
+    let (code, _) = get(&c, "/apis/nope.example/v1").await;
+    assert_eq!(code, 404);
+    sim.shutdown().await;
+}
