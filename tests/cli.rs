@@ -202,3 +202,69 @@ fn environment_variables_configure_every_flag() {
     let fields: Vec<&str> = answer.split_whitespace().collect();
     assert_eq!(fields, ["web-demo-0.nginx-demo.demo.svc.corp.example.", "7", "IN", "A", "10.244.1.10"], "{answer}");
 }
+
+/// A plain HTTP/1.0 GET on loopback: (status line, body); `None` when nothing listens.
+fn http_get(port: u16, path: &str) -> Option<(String, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Some((head.lines().next().unwrap_or_default().to_owned(), body.to_owned()))
+}
+
+#[test]
+fn probes_metrics_and_lameduck() {
+    let (health, ready, metrics) = (free_port(), free_port(), free_port());
+    let mut roster = start(
+        Path::new(EXAMPLES),
+        &[
+            "--health",
+            &format!("127.0.0.1:{health}"),
+            "--ready",
+            &format!("127.0.0.1:{ready}"),
+            "--metrics",
+            &format!("127.0.0.1:{metrics}"),
+            "--lameduck-ms",
+            "1500",
+        ],
+    );
+    assert!(http_get(health, "/health").unwrap().0.contains("200"));
+    assert!(http_get(ready, "/ready").unwrap().0.contains("200"));
+    roster.dig(&["web-demo-0.nginx-demo.demo.svc.cluster.local", "+short"]);
+    let (_, text) = http_get(metrics, "/metrics").unwrap();
+    assert!(text.contains("coredns_dns_requests_total{server=\"dns://127.0.0.1:"), "{text}");
+    assert!(text.contains("coredns_build_info"), "{text}");
+
+    // SIGTERM: not ready at once, still alive and answering during the lameduck, then gone.
+    let pid = roster.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    roster.wait_for(|_| http_get(ready, "/ready").is_some_and(|(status, _)| status.contains("503")));
+    assert!(http_get(health, "/health").unwrap().0.contains("200"), "health stays 200 in lameduck");
+    assert_eq!(short(&roster.dig(&["web-demo-0.nginx-demo.demo.svc.cluster.local", "+short"])), ["10.244.1.10"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = roster.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "roster did not stop after the lameduck");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_forwarding_loop_fails_loudly() {
+    // Forward to ourselves: the loop probe comes back and roster exits with a clear error.
+    let port = free_port();
+    let output = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["dns", "--objects", EXAMPLES, "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--upstream", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("forwarding loop detected"), "{stderr}");
+}

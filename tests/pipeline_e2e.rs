@@ -61,6 +61,18 @@ impl Drop for Proc {
     }
 }
 
+/// A plain HTTP/1.0 GET on loopback: (status line, body).
+fn http_get(port: u16, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
+}
+
 fn free_port() -> u16 {
     loop {
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -329,6 +341,15 @@ fn a_controller_feeds_two_replicas_through_faults() {
     });
 
     exercise_workload(&local.kubeconfig, &[dns_a, dns_b], &logs);
+
+    // The controller's own health, readiness and metrics.
+    assert!(http_get(controller_port, "/healthz").0.contains("200"));
+    assert!(http_get(controller_port, "/readyz").0.contains("200"));
+    let (_, metrics) = http_get(controller_port, "/metrics");
+    assert!(metrics.contains("roster_controller_stream_subscribers 2"), "{metrics}");
+    assert!(metrics.contains("roster_controller_watch_restarts_total{kind=\"pods\"}"), "{metrics}");
+    assert!(metrics.contains("roster_controller_watch_events_total{kind=\"services\"}"), "{metrics}");
+    assert!(metrics.contains("roster_controller_publishes_total"), "{metrics}");
 
     // The controller dies: replicas keep answering with what they have.
     kubectl(&local.kubeconfig, &["apply", "-f", "-"], Some(WORKLOAD));

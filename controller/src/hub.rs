@@ -8,6 +8,7 @@ use parking_lot::Mutex;
 use roster_shared::{Frame, Trigger, ZoneData};
 use tokio::sync::broadcast;
 
+use crate::metrics::ControllerMetrics;
 use crate::publisher::Publisher;
 
 /// Live frames buffered per subscriber before it is cut off as too slow (it then resumes from history).
@@ -17,6 +18,7 @@ const LIVE_BUFFER: usize = 4096;
 pub struct Hub {
     publisher: Arc<Mutex<Publisher>>,
     live: broadcast::Sender<Frame>,
+    metrics: Arc<ControllerMetrics>,
 }
 
 impl Default for Hub {
@@ -27,7 +29,15 @@ impl Default for Hub {
 
 impl Hub {
     pub fn new(publisher: Publisher) -> Self {
-        Self { publisher: Arc::new(Mutex::new(publisher)), live: broadcast::channel(LIVE_BUFFER).0 }
+        Self {
+            publisher: Arc::new(Mutex::new(publisher)),
+            live: broadcast::channel(LIVE_BUFFER).0,
+            metrics: ControllerMetrics::new(),
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<ControllerMetrics> {
+        &self.metrics
     }
 
     /// Publishes a new record set; returns the new generation when something changed.
@@ -38,8 +48,12 @@ impl Hub {
     /// As [`Hub::publish`], recording what triggered the change (for the programming latency metric).
     pub fn publish_with(&self, zone: ZoneData, trigger: Option<Trigger>) -> Option<u64> {
         let mut publisher = self.publisher.lock();
+        let records = zone.record_count();
         let frame = publisher.publish_with(zone, trigger)?;
         let generation = frame.generation();
+        self.metrics.publishes.inc();
+        self.metrics.generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
+        self.metrics.records.set(i64::try_from(records).unwrap_or(i64::MAX));
         // No subscriber is fine: they catch up from the publisher when they come.
         let _ = self.live.send(frame);
         Some(generation)

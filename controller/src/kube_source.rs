@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::hub::Hub;
+use crate::metrics::{ControllerMetrics, KindLabel};
 use crate::slim;
 
 /// The kinds DNS watches.
@@ -32,6 +33,17 @@ enum Kind {
 }
 
 const KINDS: [Kind; 4] = [Kind::Namespace, Kind::Service, Kind::EndpointSlice, Kind::Pod];
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Namespace => "namespaces",
+            Self::Service => "services",
+            Self::EndpointSlice => "endpointslices",
+            Self::Pod => "pods",
+        }
+    }
+}
 
 /// One watch event, already reduced to what DNS needs.
 enum Update {
@@ -126,7 +138,16 @@ struct Views {
 }
 
 impl Views {
-    fn apply(&mut self, update: Update) -> bool {
+    fn apply(&mut self, update: Update, metrics: &ControllerMetrics) -> bool {
+        let kind_label = |kind: Kind| KindLabel { kind: kind.label() };
+        match &update {
+            Update::Restart(kind) => metrics.watch_restarts.get_or_create(&kind_label(*kind)).inc(),
+            Update::Failed(kind, _) => metrics.watch_errors.get_or_create(&kind_label(*kind)).inc(),
+            Update::Upsert(kind, ..) | Update::Delete(kind, _) => {
+                metrics.watch_events.get_or_create(&kind_label(*kind)).inc()
+            }
+            Update::Synced(_) => 0,
+        };
         match update {
             Update::Restart(kind) => {
                 self.pending.insert(kind, BTreeMap::new());
@@ -217,10 +238,11 @@ pub async fn run(client: Client, config: SynthConfig, hub: Hub, synced: watch::S
     let mut updates = futures::stream::select_all(streams);
     let mut views = Views::default();
     while let Some(update) = updates.next().await {
-        let mut changed = views.apply(update);
+        let metrics = hub.metrics().clone();
+        let mut changed = views.apply(update, &metrics);
         // Take in everything already queued before synthesising once for the whole batch.
         while let Some(Some(update)) = updates.next().now_or_never() {
-            changed |= views.apply(update);
+            changed |= views.apply(update, &metrics);
         }
         if !changed || !views.all_synced() {
             continue;

@@ -7,6 +7,7 @@ pub mod identity;
 pub mod kube_source;
 pub mod manifest_source;
 pub mod manifests;
+pub mod metrics;
 pub mod publisher;
 pub mod slim;
 pub mod stream;

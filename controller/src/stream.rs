@@ -36,6 +36,7 @@ pub fn router(hub: Hub, bookmark_every: Duration) -> Router {
         .route("/v1/records", get(records))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .with_state(StreamState { hub, bookmark_every })
 }
 
@@ -43,6 +44,26 @@ async fn ready(State(state): State<StreamState>) -> Response {
     match state.hub.position() {
         Some((_, generation)) => (StatusCode::OK, format!("ready, generation {generation}\n")).into_response(),
         None => (StatusCode::SERVICE_UNAVAILABLE, "not synced yet\n").into_response(),
+    }
+}
+
+async fn metrics(State(state): State<StreamState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.hub.metrics().render()).into_response()
+}
+
+/// Counts a subscriber while its feed runs.
+struct Subscribed(Hub);
+
+impl Subscribed {
+    fn new(hub: Hub) -> Self {
+        hub.metrics().subscribers.inc();
+        Self(hub)
+    }
+}
+
+impl Drop for Subscribed {
+    fn drop(&mut self) {
+        self.0.metrics().subscribers.dec();
     }
 }
 
@@ -70,6 +91,7 @@ async fn feed(
     bookmark_every: Duration,
     hub: Hub,
 ) {
+    let _subscribed = Subscribed::new(hub.clone());
     let mut last = None;
     for frame in catch_up {
         last = Some(frame.generation());
