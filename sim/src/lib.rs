@@ -18,9 +18,45 @@
 //! # }
 //! ```
 //!
-//! Tests can steer the kubelet stand-in per pod with annotations:
-//! - `sim.roster.dev/ready: "false"` keeps (or makes) the pod's containers not ready;
-//! - `sim.roster.dev/fail: "true"` makes the pod fail (phase `Failed`, container terminated, exit 1).
+//! # What it serves
+//! - Discovery (`/version`, `/api`, `/apis`, per group-version resource lists with verbs, short names,
+//!   categories, `/status` and `/scale` subresources) and an OpenAPI v3 index whose PATCH operations
+//!   declare `fieldValidation`, so kubectl validates on the server and `kubectl apply` needs no
+//!   `--validate=false` (`/openapi/v2` is absent, as kubectl tolerates).
+//! - Namespaces, pods, services, endpoints, endpointslices, PVCs, PVs, nodes, configmaps, secrets,
+//!   serviceaccounts, events (core/v1 and events.k8s.io/v1, one storage), statefulsets (+status, +scale),
+//!   controllerrevisions, storageclasses, leases, CRDs and the custom resources they define (+status,
+//!   +scale, additionalPrinterColumns).
+//! - Verbs: get, list (label selectors with set-based terms, field selectors on any field path,
+//!   limit/continue), watch (replay from a resourceVersion, selector transitions, bookmarks,
+//!   `sendInitialEvents`, `timeoutSeconds`, 410 `Expired` as an `ERROR` event once the version left the
+//!   bounded history), create, update, delete (grace periods, preconditions, propagation policies,
+//!   finalizers), deletecollection, and patch as JSON merge, JSON patch, strategic merge and (approximated
+//!   by a strategic merge) server-side apply.
+//! - Request bodies in JSON or Kubernetes protobuf (decoded through a table of the built-in messages);
+//!   responses in JSON, as `Table` for kubectl's printing, or as `PartialObjectMetadata`.
+//!
+//! # Loops
+//! EndpointSlices (and the core/v1 Endpoints mirror), a kubelet/scheduler stand-in (see
+//! [`SimConfig`]; pod IPs from 10.244.0.0/16, never reused), the garbage collector, namespace deletion,
+//! ClusterIP (10.96.0.0/12, `kubernetes` = 10.96.0.1) and NodePort allocation, and a PV binder that
+//! provisions through the default StorageClass `standard`.
+//!
+//! # Durability
+//! With [`SimConfig::data_dir`], every write is appended to `state.log` and fsync'd (group commit) before
+//! the API acknowledges it; the log is replayed and compacted at start.
+//!
+//! # Test hooks
+//! Per pod, with annotations: `sim.roster.dev/ready: "false"` keeps (or makes) the pod's containers not
+//! ready; `sim.roster.dev/fail: "true"` makes the pod fail (phase `Failed`, container terminated, exit 1).
+//! On the [`Store`] ([`SimHandle::store`]): [`Store::disconnect_watchers`] (a dropped connection),
+//! [`Store::refuse_watches`] (an outage), [`Store::compact_history`] (resumes get 410 Gone) and
+//! [`Store::gone_served`].
+//!
+//! # Not served
+//! `exec`, `attach`, `port-forward` (the containers are imaginary; `logs` answers empty), Deployments,
+//! ReplicaSets, DaemonSets, Jobs, RBAC and authentication, protobuf responses, and the StatefulSet
+//! controller (roster's identity controller fills that role).
 
 mod admission;
 mod api;
