@@ -43,6 +43,8 @@ enum Command {
     Controller(ControllerArgs),
     /// A stand-in cluster, the controller and a DNS server in one process, on loopback.
     Local(LocalArgs),
+    /// Print the IdentitySet CustomResourceDefinition (YAML) for `kubectl apply -f -`.
+    Crd,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -144,6 +146,13 @@ struct ControllerArgs {
     /// Seconds between bookmarks on idle streams (replicas reconnect after three missed ones).
     #[arg(long, env = "ROSTER_BOOKMARK_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     bookmark_seconds: u64,
+    /// Also reconcile apps/v1 StatefulSets (only where kube-controller-manager's own StatefulSet
+    /// controller is off); IdentitySets are always reconciled.
+    #[arg(long, env = "ROSTER_MANAGE_STATEFULSETS")]
+    manage_statefulsets: bool,
+    /// Create the IdentitySet CRD at start when it is missing.
+    #[arg(long, env = "ROSTER_INSTALL_CRD")]
+    install_crd: bool,
 }
 
 #[derive(Args)]
@@ -199,6 +208,10 @@ fn main() -> ExitCode {
             Command::Dns(args) => run_dns(args).await,
             Command::Controller(args) => run_controller(args).await,
             Command::Local(args) => run_local(args).await,
+            Command::Crd => {
+                print!("{}", roster_controller::identity::crd_yaml());
+                Ok(())
+            }
         }
     });
     match result {
@@ -230,6 +243,7 @@ fn check_args(command: &Command) -> anyhow::Result<()> {
             check_serve(&args.serve)
         }
         Command::Controller(args) => args.zone.synth_config().map(drop),
+        Command::Crd => Ok(()),
         Command::Local(args) => {
             DnsConfig::new(&args.zone.zone, args.ttl, args.zone.pod_mode()).context("--zone/--ttl")?;
             check_serve(&args.serve)
@@ -381,7 +395,8 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let client = kube_client(args.kubeconfig.as_ref()).await?;
     let hub = Hub::default();
     let (synced_tx, _synced) = tokio::sync::watch::channel(false);
-    let watch = tokio::spawn(roster_controller::kube_source::run(client, synth, hub.clone(), synced_tx));
+    let watch = tokio::spawn(roster_controller::kube_source::run(client.clone(), synth, hub.clone(), synced_tx));
+    let identity = tokio::spawn(run_identity(client, args.manage_statefulsets, args.install_crd));
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("--listen {}", args.listen))?;
     info!(addr = %listener.local_addr()?, "serving the record stream");
@@ -391,6 +406,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         _ = shutdown_signal() => info!("shutting down"),
     }
     watch.abort();
+    identity.abort();
     Ok(())
 }
 
@@ -409,7 +425,9 @@ async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     let client = kube_client(Some(&sim.kubeconfig_path().to_path_buf())).await?;
     let hub = Hub::default();
     let (synced_tx, mut synced) = tokio::sync::watch::channel(false);
-    let watch = tokio::spawn(roster_controller::kube_source::run(client, synth, hub.clone(), synced_tx));
+    let watch = tokio::spawn(roster_controller::kube_source::run(client.clone(), synth, hub.clone(), synced_tx));
+    // The stand-in has no StatefulSet controller of its own: roster's fills that role.
+    let identity = tokio::spawn(run_identity(client, true, true));
     let listener =
         tokio::net::TcpListener::bind(args.stream).await.with_context(|| format!("--stream {}", args.stream))?;
     let router = roster_controller::stream::router(hub.clone(), Duration::from_secs(5));
@@ -430,7 +448,8 @@ async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     );
     println!();
     println!("  export KUBECONFIG={kubeconfig}");
-    println!("  kubectl apply -f deploy/examples/local/web.yaml");
+    println!("  kubectl apply -f deploy/examples/local/statefulset-web.yaml");
+    println!("  kubectl get pods -w -l app=nginx");
     println!("  kubectl get pods -o wide");
     println!("  dig @{} -p {} kubernetes.default.svc.{} +short", dns_addr.ip(), dns_addr.port(), args.zone.zone);
     println!();
@@ -441,9 +460,23 @@ async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
         result = stream_server => result.context("record stream server")?.context("record stream server"),
     };
     watch.abort();
+    identity.abort();
     follower.abort();
     sim.shutdown().await;
     result
+}
+
+/// The identity controller, logging (not propagating) its end: DNS keeps working without it.
+async fn run_identity(client: kube::Client, manage_statefulsets: bool, install_crd: bool) {
+    let options = roster_controller::identity::IdentityOptions {
+        manage_statefulsets,
+        install_crd,
+        ..roster_controller::identity::IdentityOptions::default()
+    };
+    match roster_controller::identity::run(client, options).await {
+        Ok(()) => info!("identity controller stopped"),
+        Err(error) => tracing::error!(%error, "identity controller failed"),
+    }
 }
 
 async fn shutdown_signal() {
