@@ -8,6 +8,7 @@ need_apt=()
 command -v dig >/dev/null || need_apt+=(dnsutils)
 command -v kubectl >/dev/null || need_apt+=(kubectl)
 command -v ip >/dev/null || need_apt+=(iproute2)
+command -v setpriv >/dev/null || need_apt+=(util-linux)
 command -v knotd >/dev/null || need_apt+=(knot)
 if ((${#need_apt[@]})); then
   echo "installing: ${need_apt[*]}"

@@ -232,3 +232,32 @@ async fn malformed_packets_never_crash_or_stall() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn address_answers_rotate_round_robin() {
+    let dir = big_service(4);
+    let server = support::start(Some(dir.path()), Options::default()).await;
+    let addr = server.addr;
+    tokio::task::spawn_blocking(move || {
+        let mut firsts = std::collections::BTreeSet::new();
+        let mut full_sets = std::collections::BTreeSet::new();
+        for _ in 0..8 {
+            let (answer, _) = udp_query(addr, &query("big.default.svc.cluster.local.", RecordType::A, None));
+            assert_eq!(answer.answers.len(), 4);
+            firsts.insert(answer.answers[0].data.to_string());
+            let mut all: Vec<String> = answer.answers.iter().map(|r| r.data.to_string()).collect();
+            all.sort();
+            full_sets.insert(all);
+        }
+        assert!(firsts.len() >= 2, "the first address should change between answers: {firsts:?}");
+        assert_eq!(full_sets.len(), 1, "every answer holds the same set");
+        // SRV answers keep their order (rotation is for address records only).
+        let (srv1, _) =
+            udp_query(addr, &query("_web._tcp.big.default.svc.cluster.local.", RecordType::SRV, Some(1232)));
+        let (srv2, _) =
+            udp_query(addr, &query("_web._tcp.big.default.svc.cluster.local.", RecordType::SRV, Some(1232)));
+        assert_eq!(srv1.answers, srv2.answers);
+    })
+    .await
+    .unwrap();
+}

@@ -327,10 +327,18 @@ fn a_controller_feeds_two_replicas_through_faults() {
     };
     let start_replica =
         |port: u16| Proc::spawn(&["dns", "--controller", &controller_url, "--listen", &format!("127.0.0.1:{port}")]);
-    let (dns_a, dns_b) = (free_port(), free_port());
+    let (dns_a, dns_b, metrics_a) = (free_port(), free_port(), free_port());
 
     // A replica with no controller yet: SERVFAIL for cluster names until its first snapshot.
-    let replica_a = start_replica(dns_a);
+    let replica_a = Proc::spawn(&[
+        "dns",
+        "--controller",
+        &controller_url,
+        "--listen",
+        &format!("127.0.0.1:{dns_a}"),
+        "--metrics",
+        &format!("127.0.0.1:{metrics_a}"),
+    ]);
     wait_for("replica a to listen", &[&replica_a], || replica_a.log().contains("serving DNS"));
     assert_eq!(status(dns_a, "kubernetes.default.svc.cluster.local"), "SERVFAIL");
     let controller = start_controller();
@@ -350,6 +358,19 @@ fn a_controller_feeds_two_replicas_through_faults() {
     assert!(metrics.contains("roster_controller_watch_restarts_total{kind=\"pods\"}"), "{metrics}");
     assert!(metrics.contains("roster_controller_watch_events_total{kind=\"services\"}"), "{metrics}");
     assert!(metrics.contains("roster_controller_publishes_total"), "{metrics}");
+    // The replica measured how long changes took from their trigger to being answerable.
+    let (_, replica_metrics) = http_get(metrics_a, "/metrics");
+    let programmed: f64 = replica_metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                "coredns_kubernetes_dns_programming_duration_seconds_count{service_kind=\"headless_with_selector\"}",
+            )
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(programmed > 0.0, "{replica_metrics}");
 
     // The controller dies: replicas keep answering with what they have.
     kubectl(&local.kubeconfig, &["apply", "-f", "-"], Some(WORKLOAD));
