@@ -125,6 +125,10 @@ pub fn prepare_update(rt: &ResourceType, old: &Value, new: &mut Value) {
             for key in ["clusterIP", "clusterIPs"] {
                 let old_v = meta::path(old, &format!("spec.{key}")).cloned();
                 let spec = obj_mut(new, "spec");
+                // an empty clusterIP on update keeps the allocated one, as the real strategy does
+                if spec.get(key).is_some_and(|v| v == "" || v.as_array().is_some_and(Vec::is_empty)) {
+                    spec.remove(key);
+                }
                 if let Some(v) = old_v {
                     default(spec, key, v);
                 }
@@ -318,5 +322,115 @@ fn validate_pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
         if c.get("image").and_then(Value::as_str).unwrap_or("").is_empty() {
             causes.push(cause(format!("{at}.containers[{i}].image"), "Required value", "FieldValueRequired"));
         }
+    }
+}
+
+/// What an update may not change (the real strategies' immutability rules for the kinds roster writes).
+pub fn validate_update(rt: &ResourceType, old: &Value, new: &Value) -> Vec<Cause> {
+    let spec = |v: &Value| v.get("spec").cloned().unwrap_or(json!({}));
+    let forbidden =
+        |field: &str, message: &str| vec![cause(field, format!("Forbidden: {message}"), "FieldValueForbidden")];
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "pods") => {
+            let (mut o, mut n) = (spec(old), spec(new));
+            // the scheduler's binding sets nodeName once
+            if meta::path_str(old, "spec.nodeName").is_empty() {
+                o["nodeName"] = n.get("nodeName").cloned().unwrap_or(Value::Null);
+            }
+            for list in ["containers", "initContainers"] {
+                if let (Some(Value::Array(oc)), Some(Value::Array(nc))) = (o.get_mut(list), n.get(list))
+                    && oc.len() == nc.len()
+                {
+                    for (a, b) in oc.iter_mut().zip(nc) {
+                        a["image"] = b.get("image").cloned().unwrap_or(Value::Null);
+                    }
+                }
+            }
+            for field in ["activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds"] {
+                match n.get(field) {
+                    Some(v) => o[field] = v.clone(),
+                    None => {
+                        if let Some(m) = o.as_object_mut() {
+                            m.remove(field);
+                        }
+                    }
+                }
+            }
+            if let Some(m) = n.as_object_mut() {
+                m.retain(|_, v| !v.is_null());
+            }
+            if let Some(m) = o.as_object_mut() {
+                m.retain(|_, v| !v.is_null());
+            }
+            if o == n {
+                return Vec::new();
+            }
+            forbidden(
+                "spec",
+                "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+            )
+        }
+        ("apps", "statefulsets") => {
+            let strip = |v: &Value| {
+                let mut s = spec(v);
+                if let Some(m) = s.as_object_mut() {
+                    for k in [
+                        "replicas",
+                        "ordinals",
+                        "template",
+                        "updateStrategy",
+                        "revisionHistoryLimit",
+                        "persistentVolumeClaimRetentionPolicy",
+                        "minReadySeconds",
+                    ] {
+                        m.remove(k);
+                    }
+                }
+                s
+            };
+            if strip(old) == strip(new) {
+                return Vec::new();
+            }
+            forbidden(
+                "spec",
+                "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
+            )
+        }
+        ("", "persistentvolumeclaims") => {
+            let (mut o, mut n) = (spec(old), spec(new));
+            for field in ["volumeName", "storageClassName"] {
+                if meta::path_str(old, &format!("spec.{field}")).is_empty() {
+                    o[field] = n.get(field).cloned().unwrap_or(Value::Null);
+                }
+            }
+            for v in [&mut o, &mut n] {
+                if let Some(m) = v.as_object_mut() {
+                    m.retain(|_, x| !x.is_null());
+                    if let Some(Value::Object(res)) = m.get_mut("resources") {
+                        res.remove("requests");
+                    }
+                    m.remove("volumeAttributesClassName");
+                }
+            }
+            if o == n {
+                return Vec::new();
+            }
+            forbidden(
+                "spec",
+                "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
+            )
+        }
+        ("", "services") => {
+            let (o, n) = (meta::path_str(old, "spec.clusterIP"), meta::path_str(new, "spec.clusterIP"));
+            if o.is_empty() || o == n {
+                return Vec::new();
+            }
+            vec![cause(
+                "spec.clusterIPs[0]",
+                format!("Invalid value: []string{{\"{n}\"}}: may not change once set"),
+                "FieldValueInvalid",
+            )]
+        }
+        _ => Vec::new(),
     }
 }

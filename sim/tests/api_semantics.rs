@@ -352,3 +352,59 @@ async fn discovery_describes_resources() {
     assert_eq!(code, 404);
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_respect_immutable_fields() {
+    let sim = start().await;
+    let c = client(&sim).await;
+    let merge = "application/merge-patch+json";
+    let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}});
+    assert_eq!(call(&c, "POST", "/api/v1/namespaces/default/pods", Some(pod), "application/json").await.0, 201);
+    let sts = json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "s"},
+        "spec": {"serviceName": "s", "selector": {"matchLabels": {"a": "b"}},
+                 "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}},
+    });
+    assert_eq!(
+        call(&c, "POST", "/apis/apps/v1/namespaces/default/statefulsets", Some(sts), "application/json").await.0,
+        201
+    );
+    let pvc = json!({"metadata": {"name": "d"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
+    assert_eq!(
+        call(&c, "POST", "/api/v1/namespaces/default/persistentvolumeclaims", Some(pvc), "application/json").await.0,
+        201
+    );
+    let svc = json!({"metadata": {"name": "v"}, "spec": {"ports": [{"port": 80}]}});
+    assert_eq!(call(&c, "POST", "/api/v1/namespaces/default/services", Some(svc), "application/json").await.0, 201);
+    let cases: &[(&str, Value, u16)] = &[
+        (
+            "/api/v1/namespaces/default/pods/p",
+            json!({"spec": {"containers": [{"name": "c", "image": "nginx:2"}]}}),
+            200,
+        ),
+        ("/api/v1/namespaces/default/pods/p", json!({"spec": {"hostname": "other"}}), 422),
+        (
+            "/apis/apps/v1/namespaces/default/statefulsets/s",
+            json!({"spec": {"replicas": 5, "minReadySeconds": 3}}),
+            200,
+        ),
+        ("/apis/apps/v1/namespaces/default/statefulsets/s", json!({"spec": {"serviceName": "t"}}), 422),
+        (
+            "/api/v1/namespaces/default/persistentvolumeclaims/d",
+            json!({"spec": {"resources": {"requests": {"storage": "2Gi"}}}}),
+            200,
+        ),
+        (
+            "/api/v1/namespaces/default/persistentvolumeclaims/d",
+            json!({"spec": {"accessModes": ["ReadWriteMany"]}}),
+            422,
+        ),
+        ("/api/v1/namespaces/default/services/v", json!({"spec": {"clusterIP": "10.96.9.9"}}), 422),
+        ("/api/v1/namespaces/default/services/v", json!({"spec": {"ports": [{"port": 81}]}}), 200),
+    ];
+    for (uri, patch, want) in cases {
+        let (code, v) = call(&c, "PATCH", uri, Some(patch.clone()), merge).await;
+        assert_eq!(code, *want, "{uri} {patch}: {v}");
+    }
+    sim.shutdown().await;
+}

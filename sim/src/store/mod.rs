@@ -489,7 +489,8 @@ impl Store {
         };
         meta::metadata_mut(&mut merged).insert("resourceVersion".into(), json!(old_rv));
         if sub == Subresource::Main {
-            let causes = admission::validate(rt, &merged);
+            let mut causes = admission::validate(rt, &merged);
+            causes.extend(admission::validate_update(rt, &old, &merged));
             if !causes.is_empty() {
                 return Err(ApiError::invalid(&rt.group, &rt.kind, name, &causes));
             }
