@@ -216,6 +216,8 @@ pub struct Cluster {
     pub timeline: Timeline,
     /// Which kind the scenario drives.
     pub kind: Kind,
+    /// API writes the identity controller made (all instances).
+    pub writes: Arc<std::sync::atomic::AtomicU64>,
     controller: Option<tokio::task::JoinHandle<()>>,
     watch: tokio::task::JoinHandle<()>,
     dns: Option<Dns>,
@@ -265,7 +267,7 @@ impl Cluster {
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
         let client = Client::try_from(config).unwrap();
         let (timeline, watch) = Timeline::start(client.clone(), "default");
-        let mut c = Cluster { sim, client, timeline, kind, controller: None, watch, dns: None };
+        let mut c = Cluster { sim, client, timeline, kind, writes: Arc::default(), controller: None, watch, dns: None };
         c.start_controller("identity-a");
         if kind == Kind::IdentitySet {
             c.eventually("the IdentitySet CRD is served", Duration::from_secs(20), async |c| {
@@ -285,6 +287,7 @@ impl Cluster {
             manage_statefulsets: true,
             install_crd: true,
             lease: lease(identity),
+            writes: self.writes.clone(),
             ..IdentityOptions::default()
         };
         let client = self.client.clone();

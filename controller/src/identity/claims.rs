@@ -5,7 +5,9 @@
 
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use std::collections::BTreeMap;
+
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::context::Context;
@@ -67,14 +69,34 @@ fn claim_ref(claim: &PersistentVolumeClaim) -> ObjectReference {
     }
 }
 
+/// The namespace's claims by name, read once per pass (empty when the set has no claim templates).
+#[derive(Debug, Default)]
+pub struct ClaimIndex(BTreeMap<String, PersistentVolumeClaim>);
+
+impl ClaimIndex {
+    /// List the claims the set's pods could use.
+    pub async fn load(ctx: &Context, set: &SetView) -> Result<Self, Error> {
+        if set.spec.volume_claim_templates.as_ref().is_none_or(Vec::is_empty) {
+            return Ok(ClaimIndex::default());
+        }
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &set.namespace);
+        let items = api.list(&ListParams::default()).await?.items;
+        Ok(ClaimIndex(items.into_iter().map(|c| (c.metadata.name.clone().unwrap_or_default(), c)).collect()))
+    }
+
+    fn get(&self, name: &str) -> Option<&PersistentVolumeClaim> {
+        self.0.get(name)
+    }
+}
+
 /// Create the ordinal's missing claims (upstream's createPersistentVolumeClaims), recording an Event per
 /// claim created.
-pub async fn ensure(ctx: &Context, set: &SetView, ordinal: i32) -> Result<Claims, Error> {
+pub async fn ensure(ctx: &Context, set: &SetView, ordinal: i32, index: &ClaimIndex) -> Result<Claims, Error> {
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &set.namespace);
     let pod_name = set.pod_name(ordinal);
     for mut claim in desired_claims(set, ordinal) {
         let name = claim.metadata.name.clone().unwrap_or_default();
-        match api.get_opt(&name).await? {
+        match index.get(&name) {
             Some(existing) => {
                 if existing.metadata.deletion_timestamp.is_some() {
                     return Ok(Claims::Stale(format!("claim {name} is being deleted")));
@@ -126,7 +148,13 @@ fn pod_owner_ref(pod: &Pod) -> OwnerReference {
 /// updateClaimOwnerRefForSetAndPod): the set owns them for `whenDeleted: Delete` (unless the ordinal was
 /// scaled away under `whenScaled: Delete`), the pod owns them for `whenScaled: Delete` once its ordinal is
 /// out of range. Other owners are left alone. Claims that do not exist are skipped.
-pub async fn enforce_retention(ctx: &Context, set: &SetView, pod: &Pod, ordinal: i32) -> Result<(), Error> {
+pub async fn enforce_retention(
+    ctx: &Context,
+    set: &SetView,
+    pod: &Pod,
+    ordinal: i32,
+    index: &ClaimIndex,
+) -> Result<(), Error> {
     let (when_deleted, when_scaled) = retention(set);
     let scaled_down = !set.in_range(ordinal);
     let want_set = when_deleted && !(when_scaled && scaled_down);
@@ -134,7 +162,7 @@ pub async fn enforce_retention(ctx: &Context, set: &SetView, pod: &Pod, ordinal:
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &set.namespace);
     for claim in desired_claims(set, ordinal) {
         let name = claim.metadata.name.clone().unwrap_or_default();
-        let Some(existing) = api.get_opt(&name).await? else { continue };
+        let Some(existing) = index.get(&name) else { continue };
         if existing.metadata.deletion_timestamp.is_some() {
             continue;
         }

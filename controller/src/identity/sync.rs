@@ -11,11 +11,16 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use super::claims::{self, Claims};
+use futures::StreamExt;
+
+use super::claims::{self, ClaimIndex, Claims};
 use super::context::Context;
 use super::error::{Error, kube_conflict, kube_not_found};
 use super::pods;
 use super::set::SetView;
+
+/// How many pod writes a Parallel pass keeps in flight.
+const BURST: usize = 32;
 
 /// What a pass wants next.
 #[derive(Debug, Default)]
@@ -116,6 +121,33 @@ async fn fix_identity(ctx: &Context, set: &SetView, pod: &Pod, ordinal: i32) -> 
     }
 }
 
+/// Create the ordinal's claims, then its pod at the revision its position calls for: the current
+/// revision below the partition (RollingUpdate), else the update revision. `true` when a pod was created.
+async fn create_ordinal(
+    ctx: &Context,
+    set: &SetView,
+    t: &Targets<'_>,
+    ordinal: i32,
+    index: &ClaimIndex,
+    out: &mut Outcome,
+) -> Result<bool, Error> {
+    match claims::ensure(ctx, set, ordinal, index).await? {
+        Claims::Ready => {}
+        Claims::Stale(why) => {
+            tracing::debug!(set = %set.name, ordinal, %why, "waiting for a claim");
+            out.requeue_after = Some(1);
+            return Ok(false);
+        }
+    }
+    let below_partition = !set.on_delete() && ordinal - set.start_ordinal() < set.partition();
+    let pod = if below_partition {
+        pods::new_pod(set, t.current_template, ordinal, t.current_revision)
+    } else {
+        pods::new_pod(set, t.update_template, ordinal, t.update_revision)
+    };
+    create_pod(ctx, set, &pod).await
+}
+
 /// `maxUnavailable` resolved against the replica count (percentages round up; at least 1).
 pub fn max_unavailable(set: &SetView) -> i32 {
     let v = set
@@ -167,46 +199,37 @@ pub async fn run(
         .map(|(o, _)| set.pod_name(*o))
         .or_else(|| condemned.iter().find(|(_, p)| !pods::is_healthy(p)).map(|(_, p)| pods::name(p).to_owned()));
 
+    let index = ClaimIndex::load(ctx, set).await?;
+    // Parallel: the pods to create and delete are gathered and written concurrently (upstream's
+    // slowStartBatch); OrderedReady returns at the first write or the first pod not yet ready.
+    let mut to_create: Vec<i32> = Vec::new();
+    let mut to_delete: Vec<Pod> = Vec::new();
     for (ordinal, slot) in &replicas {
         let ordinal = *ordinal;
         match slot {
             Some(pod) if pods::is_failed(pod) || pods::is_succeeded(pod) => {
-                // Failed-pod replacement: delete it; the next pass creates it afresh.
+                // Failed-pod replacement: delete it; a later pass creates it afresh.
                 if !pods::is_terminating(pod) {
-                    delete_pod(ctx, set, pod).await?;
-                    out.wrote = true;
-                }
-                if monotonic {
-                    return Ok(out);
-                }
-            }
-            None => {
-                match claims::ensure(ctx, set, ordinal).await? {
-                    Claims::Ready => {}
-                    Claims::Stale(why) => {
-                        tracing::debug!(set = %set.name, ordinal, %why, "waiting for a claim");
-                        out.requeue_after = Some(1);
-                        if monotonic {
-                            return Ok(out);
-                        }
-                        continue;
+                    if monotonic {
+                        delete_pod(ctx, set, pod).await?;
+                        out.wrote = true;
+                    } else {
+                        to_delete.push(pod.clone());
                     }
                 }
-                let below_partition = !set.on_delete() && ordinal - start < partition;
-                let pod = if below_partition {
-                    pods::new_pod(set, t.current_template, ordinal, t.current_revision)
-                } else {
-                    pods::new_pod(set, t.update_template, ordinal, t.update_revision)
-                };
-                out.wrote |= create_pod(ctx, set, &pod).await?;
                 if monotonic {
                     return Ok(out);
                 }
             }
+            None if monotonic => {
+                out.wrote |= create_ordinal(ctx, set, t, ordinal, &index, &mut out).await?;
+                return Ok(out);
+            }
+            None => to_create.push(ordinal),
             Some(pod) => {
                 if pods::is_pending(pod) {
                     // Recreate claims deleted under a pending pod (upstream's createMissingPersistentVolumeClaims).
-                    claims::ensure(ctx, set, ordinal).await?;
+                    claims::ensure(ctx, set, ordinal, &index).await?;
                 }
                 if monotonic {
                     if pods::is_terminating(pod) || !pods::is_running_and_ready(pod) {
@@ -221,8 +244,33 @@ pub async fn run(
                 }
                 if !pods::is_terminating(pod) {
                     out.wrote |= fix_identity(ctx, set, pod, ordinal).await?;
-                    claims::enforce_retention(ctx, set, pod, ordinal).await?;
+                    claims::enforce_retention(ctx, set, pod, ordinal, &index).await?;
                 }
+            }
+        }
+    }
+    if !to_delete.is_empty() || !to_create.is_empty() {
+        out.wrote = true;
+        let deletes = futures::stream::iter(to_delete)
+            .map(|p: Pod| async move { delete_pod(ctx, set, &p).await })
+            .buffer_unordered(BURST);
+        for r in deletes.collect::<Vec<_>>().await {
+            r?;
+        }
+        let creates = futures::stream::iter(to_create)
+            .map(|o: i32| {
+                let index = &index;
+                async move {
+                    let mut o_out = Outcome::default();
+                    let r = create_ordinal(ctx, set, t, o, index, &mut o_out).await;
+                    (r, o_out.requeue_after)
+                }
+            })
+            .buffer_unordered(BURST);
+        for (r, requeue) in creates.collect::<Vec<_>>().await {
+            r?;
+            if requeue.is_some() {
+                out.requeue_after = requeue;
             }
         }
     }
@@ -230,9 +278,10 @@ pub async fn run(
     // Claims of condemned pods get their retention owners before the pods go.
     for (ordinal, pod) in &condemned {
         if !pods::is_terminating(pod) {
-            claims::enforce_retention(ctx, set, pod, *ordinal).await?;
+            claims::enforce_retention(ctx, set, pod, *ordinal, &index).await?;
         }
     }
+    let mut condemned_deletes: Vec<Pod> = Vec::new();
     for (_, pod) in &condemned {
         if pods::is_terminating(pod) {
             if monotonic {
@@ -244,10 +293,20 @@ pub async fn run(
         if monotonic && !is_first_unhealthy && !pods::is_running_and_available(pod, min_ready, now) {
             return Ok(out);
         }
-        delete_pod(ctx, set, pod).await?;
-        out.wrote = true;
         if monotonic {
+            delete_pod(ctx, set, pod).await?;
+            out.wrote = true;
             return Ok(out);
+        }
+        condemned_deletes.push(pod.clone());
+    }
+    if !condemned_deletes.is_empty() {
+        out.wrote = true;
+        let deletes = futures::stream::iter(condemned_deletes)
+            .map(|p: Pod| async move { delete_pod(ctx, set, &p).await })
+            .buffer_unordered(BURST);
+        for r in deletes.collect::<Vec<_>>().await {
+            r?;
         }
     }
 
