@@ -271,6 +271,70 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
                 }
             }
         }
+        ("", "persistentvolumeclaims") => {
+            if meta::path(obj, "spec.accessModes").and_then(Value::as_array).is_none_or(Vec::is_empty) {
+                causes.push(cause(
+                    "spec.accessModes",
+                    "Required value: at least 1 access mode is required",
+                    "FieldValueRequired",
+                ));
+            }
+            if meta::path_str(obj, "spec.resources.requests.storage").is_empty() {
+                causes.push(cause("spec.resources[storage]", "Required value", "FieldValueRequired"));
+            }
+        }
+        ("", "persistentvolumes") => {
+            if meta::path(obj, "spec.accessModes").and_then(Value::as_array).is_none_or(Vec::is_empty) {
+                causes.push(cause(
+                    "spec.accessModes",
+                    "Required value: must specify at least 1 access mode",
+                    "FieldValueRequired",
+                ));
+            }
+            if meta::path_str(obj, "spec.capacity.storage").is_empty() {
+                causes.push(cause("spec.capacity", "Required value", "FieldValueRequired"));
+            }
+        }
+        ("discovery.k8s.io", "endpointslices")
+            if !matches!(meta::path_str(obj, "addressType"), "IPv4" | "IPv6" | "FQDN") =>
+        {
+            causes.push(cause(
+                "addressType",
+                "Unsupported value: supported values: \"FQDN\", \"IPv4\", \"IPv6\"",
+                "FieldValueNotSupported",
+            ));
+        }
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            let (group, plural) = (meta::path_str(obj, "spec.group"), meta::path_str(obj, "spec.names.plural"));
+            if name != format!("{plural}.{group}") {
+                causes.push(cause(
+                    "metadata.name",
+                    format!("Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"),
+                    "FieldValueInvalid",
+                ));
+            }
+            if meta::path_str(obj, "spec.names.kind").is_empty() {
+                causes.push(cause("spec.names.kind", "Required value", "FieldValueRequired"));
+            }
+            let versions = meta::path(obj, "spec.versions").and_then(Value::as_array).cloned().unwrap_or_default();
+            let storage = versions.iter().filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true)).count();
+            if versions.is_empty() {
+                causes.push(cause(
+                    "spec.versions",
+                    "Invalid value: null: must have exactly one version marked as storage version",
+                    "FieldValueInvalid",
+                ));
+            } else if storage != 1 {
+                causes.push(cause(
+                    "spec.versions",
+                    format!(
+                        "Invalid value: {}: must have exactly one version marked as storage version",
+                        Value::Array(versions)
+                    ),
+                    "FieldValueInvalid",
+                ));
+            }
+        }
         ("apps", "statefulsets") => {
             let selector = meta::path(obj, "spec.selector");
             if selector.is_none_or(Value::is_null) {

@@ -408,3 +408,51 @@ async fn updates_respect_immutable_fields() {
     }
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_fields_and_names_are_validated() {
+    let sim = start().await;
+    let c = client(&sim).await;
+    let cases: &[(&str, Value, &[&str])] = &[
+        (
+            "/api/v1/namespaces/default/persistentvolumeclaims",
+            json!({"metadata": {"name": "x"}, "spec": {}}),
+            &["spec.accessModes", "spec.resources[storage]"],
+        ),
+        (
+            "/api/v1/persistentvolumes",
+            json!({"metadata": {"name": "x"}, "spec": {"accessModes": ["ReadWriteOnce"]}}),
+            &["spec.capacity"],
+        ),
+        (
+            "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+            json!({"metadata": {"name": "x"}, "endpoints": []}),
+            &["addressType"],
+        ),
+        (
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+            json!({"metadata": {"name": "wrong.example.com"}, "spec": {"group": "example.com", "names": {"plural": "things", "kind": "Thing"}, "scope": "Namespaced", "versions": [{"name": "v1", "served": true, "storage": false}]}}),
+            &["metadata.name", "spec.versions"],
+        ),
+        (
+            "/api/v1/namespaces/default/services",
+            json!({"metadata": {"name": "9svc"}, "spec": {"ports": [{"port": 0}]}}),
+            &["metadata.name", "spec.ports[0].port"],
+        ),
+        (
+            "/apis/apps/v1/namespaces/default/statefulsets",
+            json!({"metadata": {"name": "s"}, "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "c"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}}),
+            &["spec.template.metadata.labels"],
+        ),
+        ("/api/v1/namespaces", json!({"metadata": {"name": "a.b"}}), &["metadata.name"]),
+        ("/api/v1/namespaces/default/configmaps", json!({"metadata": {}}), &["metadata.name"]),
+    ];
+    for (uri, body, fields) in cases {
+        let (code, v) = call(&c, "POST", uri, Some(body.clone()), "application/json").await;
+        assert_eq!((code, v["reason"].as_str()), (422, Some("Invalid")), "{uri}: {v}");
+        let got: Vec<&str> =
+            v["details"]["causes"].as_array().into_iter().flatten().filter_map(|c| c["field"].as_str()).collect();
+        assert_eq!(got, *fields, "{uri}: {v}");
+    }
+    sim.shutdown().await;
+}

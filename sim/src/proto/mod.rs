@@ -70,7 +70,7 @@ pub fn decode(body: &Bytes, rt: &ResourceType) -> Result<Value, ApiError> {
     let message = schema.find_message(&package(&group, &version), &kind).ok_or_else(|| {
         ApiError::unsupported_media_type(&format!("application/vnd.kubernetes.protobuf for {api_version} {kind}"))
     })?;
-    let mut obj = decode_message(schema, &message, raw)?;
+    let mut obj = decode_message(schema, &message, raw, 0)?;
     if let Some(m) = obj.as_object_mut() {
         m.insert("apiVersion".into(), json!(api_version));
         m.insert("kind".into(), json!(kind));
@@ -103,7 +103,13 @@ fn is_raw_json(name: &str) -> bool {
     matches!(name, "apimachinery.pkg.runtime.RawExtension" | "apiextensions_apiserver.pkg.apis.apiextensions.v1.JSON")
 }
 
-fn decode_message(schema: &Schema, name: &str, bytes: &[u8]) -> Result<Value, ApiError> {
+/// Deepest nesting accepted (the built-in types nest far less).
+const MAX_DEPTH: usize = 64;
+
+fn decode_message(schema: &Schema, name: &str, bytes: &[u8], depth: usize) -> Result<Value, ApiError> {
+    if depth > MAX_DEPTH {
+        return Err(bad("the message nests too deeply"));
+    }
     if is_raw_json(name) {
         let mut r = Reader::new(bytes);
         while let Some((tag, v)) = r.next_field().map_err(bad)? {
@@ -125,8 +131,8 @@ fn decode_message(schema: &Schema, name: &str, bytes: &[u8]) -> Result<Value, Ap
                 let mut er = Reader::new(entry);
                 while let Some((etag, ev)) = er.next_field().map_err(bad)? {
                     match etag {
-                        1 => key = scalar(schema, &Kind::String, ev)?.as_str().unwrap_or("").to_owned(),
-                        2 => value = scalar(schema, value_kind, ev)?,
+                        1 => key = scalar(schema, &Kind::String, ev, depth)?.as_str().unwrap_or("").to_owned(),
+                        2 => value = scalar(schema, value_kind, ev, depth)?,
                         _ => {}
                     }
                 }
@@ -141,11 +147,11 @@ fn decode_message(schema: &Schema, name: &str, bytes: &[u8]) -> Result<Value, Ap
                         let mut pr = Reader::new(packed);
                         let mut vs = Vec::new();
                         while !pr.is_empty() {
-                            vs.push(scalar(schema, kind, WireValue::Varint(pr.varint().map_err(bad)?))?);
+                            vs.push(scalar(schema, kind, WireValue::Varint(pr.varint().map_err(bad)?), depth)?);
                         }
                         vs
                     }
-                    (v, kind) => vec![scalar(schema, kind, v)?],
+                    (v, kind) => vec![scalar(schema, kind, v, depth)?],
                 };
                 if field.repeated {
                     let list = out.entry(field.name.clone()).or_insert_with(|| json!([]));
@@ -177,7 +183,7 @@ fn is_empty(v: &Value) -> bool {
     }
 }
 
-fn scalar(schema: &Schema, kind: &Kind, v: WireValue<'_>) -> Result<Value, ApiError> {
+fn scalar(schema: &Schema, kind: &Kind, v: WireValue<'_>, depth: usize) -> Result<Value, ApiError> {
     Ok(match (kind, v) {
         (Kind::String, WireValue::Bytes(b)) => json!(String::from_utf8_lossy(b)),
         (Kind::Bytes, WireValue::Bytes(b)) => json!(wire::base64(b)),
@@ -188,7 +194,7 @@ fn scalar(schema: &Schema, kind: &Kind, v: WireValue<'_>) -> Result<Value, ApiEr
         #[allow(clippy::cast_possible_wrap)]
         (Kind::Int64, WireValue::Varint(n)) => json!(n as i64),
         (Kind::Double, WireValue::Fixed64(n)) => json!(f64::from_bits(n)),
-        (Kind::Message(name), WireValue::Bytes(b)) => decode_message(schema, name, b)?,
+        (Kind::Message(name), WireValue::Bytes(b)) => decode_message(schema, name, b, depth + 1)?,
         (kind, _) => return Err(bad(format!("unexpected wire type for a {kind:?} field"))),
     })
 }
