@@ -85,3 +85,8 @@ async fn unready_pod_blocks_scaling_and_rollout() {
 async fn controller_killed_mid_rollout_resumes_in_order() {
     s::controller_killed_mid_rollout(K).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_every_pod_brings_them_back_in_order() {
+    s::delete_all_pods_returns_in_order(K).await;
+}

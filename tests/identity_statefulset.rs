@@ -93,3 +93,13 @@ async fn rollout_undo_returns_to_the_previous_revision() {
 async fn revision_history_limit_trims_old_revisions() {
     s::history_limit(K).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_every_pod_brings_them_back_in_order() {
+    s::delete_all_pods_returns_in_order(K).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_lease_holder_writes_and_a_standby_takes_over() {
+    s::only_the_leader_writes(K).await;
+}

@@ -298,6 +298,27 @@ impl Cluster {
         }));
     }
 
+    /// Start another controller instance beside the first (as a second replica would run), returning its
+    /// task and its write counter.
+    pub fn spawn_extra_controller(
+        &self,
+        identity: &str,
+    ) -> (tokio::task::JoinHandle<()>, Arc<std::sync::atomic::AtomicU64>) {
+        let writes: Arc<std::sync::atomic::AtomicU64> = Arc::default();
+        let options = IdentityOptions {
+            manage_statefulsets: true,
+            install_crd: true,
+            lease: lease(identity),
+            writes: writes.clone(),
+            ..IdentityOptions::default()
+        };
+        let client = self.client.clone();
+        let task = tokio::spawn(async move {
+            let _ = roster_controller::identity::run(client, options).await;
+        });
+        (task, writes)
+    }
+
     /// Kill the controller (no lease release, no goodbye: as a crash).
     pub async fn kill_controller(&mut self) {
         if let Some(c) = self.controller.take() {
