@@ -326,6 +326,11 @@ async fn errors_carry_real_reasons() {
     }
     let all = kubectl_ok(&sim, &["get", "all", "-A"]).await;
     assert!(all.contains("service/kubernetes"), "{all}");
+    // typed protobuf review, answered allowed
+    assert_eq!(kubectl_ok(&sim, &["auth", "can-i", "create", "pods"]).await.trim(), "yes");
+    kubectl_ok(&sim, &["run", "x", "--image=nginx"]).await;
+    let exec = kubectl(&sim, &["exec", "x", "--", "hostname"]).await;
+    assert!(!exec.ok && exec.stderr.contains("imaginary"), "{}", exec.stderr);
     sim.shutdown().await;
 }
 

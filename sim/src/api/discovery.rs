@@ -65,9 +65,13 @@ pub fn api_group(reg: &Registry, group: &str) -> Result<Value, ApiError> {
 }
 
 fn resource_json(t: &ResourceType) -> Vec<Value> {
+    let verbs = if t.group == "authorization.k8s.io" {
+        json!(["create"])
+    } else {
+        json!(["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"])
+    };
     let mut main = json!({
-        "name": t.plural, "singularName": t.singular, "namespaced": t.namespaced, "kind": t.kind,
-        "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+        "name": t.plural, "singularName": t.singular, "namespaced": t.namespaced, "kind": t.kind, "verbs": verbs,
     });
     if !t.short_names.is_empty() {
         main["shortNames"] = json!(t.short_names);

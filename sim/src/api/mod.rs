@@ -169,7 +169,7 @@ fn handle(
             }
             list(store, rt, ns, params, shape)
         }
-        ("POST", None, None) => {
+        ("POST", None, None) if rt.group != "authorization.k8s.io" => {
             let obj = view::to_storage(rt, decode_body(&content_type, body, rt)?);
             if is_dry_run(params) {
                 return Ok(json_response(StatusCode::CREATED, &view::present(rt, &obj)));
@@ -196,6 +196,44 @@ fn handle(
                 return Ok(ok(&table::render(store, srt, &[obj], store.current_rv(), true, params)));
             }
             Ok(out(&obj))
+        }
+        (_, Some(name), Some("exec" | "attach" | "portforward")) if rt.plural == "pods" && rt.group.is_empty() => {
+            store.get(rt, ns, name)?;
+            Err(ApiError::bad_request(format!(
+                "pod {name}: the stand-in cluster's containers are imaginary, so exec, attach and port-forward are not available"
+            )))
+        }
+        ("POST", None, None) if rt.group == "authorization.k8s.io" => {
+            // no authorization here: every review is allowed
+            let mut review = decode_body(&content_type, body, rt)?;
+            review["apiVersion"] = json!(rt.api_version());
+            review["kind"] = json!(rt.kind);
+            review["status"] = if rt.plural == "selfsubjectrulesreviews" {
+                json!({"resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+                       "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}], "incomplete": false})
+            } else {
+                json!({"allowed": true, "reason": "the stand-in cluster authorizes everything"})
+            };
+            Ok(json_response(StatusCode::CREATED, &review))
+        }
+        (_, Some(name), Some("exec" | "attach" | "portforward")) if rt.plural == "pods" && rt.group.is_empty() => {
+            store.get(rt, ns, name)?;
+            Err(ApiError::bad_request(format!(
+                "pod {name}: the stand-in cluster's containers are imaginary, so exec, attach and port-forward are not available"
+            )))
+        }
+        ("POST", None, None) if rt.group == "authorization.k8s.io" => {
+            // no authorization here: every review is allowed
+            let mut review = decode_body(&content_type, body, rt)?;
+            review["apiVersion"] = json!(rt.api_version());
+            review["kind"] = json!(rt.kind);
+            review["status"] = if rt.plural == "selfsubjectrulesreviews" {
+                json!({"resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+                       "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}], "incomplete": false})
+            } else {
+                json!({"allowed": true, "reason": "the stand-in cluster authorizes everything"})
+            };
+            Ok(json_response(StatusCode::CREATED, &review))
         }
         ("GET", Some(name), Some("log")) if rt.plural == "pods" && rt.group.is_empty() => {
             // the containers are imaginary: they exist, and print nothing
