@@ -278,7 +278,7 @@ fn cell(v: Option<&Value>) -> Value {
     }
 }
 
-fn row_for(store: &Store, rt: &ResourceType, o: &Value) -> (Row, Columns) {
+fn row_for(custom: &[(String, String, i64)], rt: &ResourceType, o: &Value) -> (Row, Columns) {
     match (rt.group.as_str(), rt.plural.as_str()) {
         ("", "pods") => pod_row(o),
         ("", "services") => service_row(o),
@@ -337,20 +337,16 @@ fn row_for(store: &Store, rt: &ResourceType, o: &Value) -> (Row, Columns) {
                 ("VolumeBindingMode", path_str(o, "volumeBindingMode").to_owned()),
             ],
         ),
-        ("", "nodes") => simple_row(
-            o,
-            &[("Status", "Ready".into()), ("Version", path_str(o, "status.nodeInfo.kubeletVersion").to_owned())],
-        ),
+        ("", "nodes") => node_row(o),
         _ => {
-            let custom = custom_columns(store, rt);
             if custom.is_empty() {
                 return simple_row(o, &[]);
             }
             let mut row = vec![json!(meta::name(o))];
             let mut cols = vec![col("Name", "string", "name", 0)];
             for (name, p, prio) in custom {
-                row.push(cell(path(o, &p)));
-                cols.push(col(&name, "string", "", prio));
+                row.push(cell(path(o, p)));
+                cols.push(col(name, "string", "", *prio));
             }
             row.push(json!(age(o)));
             cols.push(col("Age", "string", "", 0));
@@ -377,6 +373,48 @@ fn access_modes(o: &Value, p: &str) -> String {
                 .join(",")
         })
         .unwrap_or_default()
+}
+
+fn node_row(n: &Value) -> (Row, Columns) {
+    let address = |kind: &str| {
+        path(n, "status.addresses")
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().find(|x| path_str(x, "type") == kind))
+            .map_or_else(|| "<none>".to_owned(), |x| path_str(x, "address").to_owned())
+    };
+    let ready = path(n, "status.conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| path_str(c, "type") == "Ready"))
+        .is_some_and(|c| path_str(c, "status") == "True");
+    let roles: Vec<&str> = meta::labels(n)
+        .map(|l| l.keys().filter_map(|k| k.strip_prefix("node-role.kubernetes.io/")).collect())
+        .unwrap_or_default();
+    (
+        vec![
+            json!(meta::name(n)),
+            json!(if ready { "Ready" } else { "NotReady" }),
+            json!(if roles.is_empty() { "<none>".to_owned() } else { roles.join(",") }),
+            json!(age(n)),
+            json!(path_str(n, "status.nodeInfo.kubeletVersion")),
+            json!(address("InternalIP")),
+            json!(address("ExternalIP")),
+            json!(path_str(n, "status.nodeInfo.osImage")),
+            json!(path_str(n, "status.nodeInfo.kernelVersion")),
+            json!(path_str(n, "status.nodeInfo.containerRuntimeVersion")),
+        ],
+        vec![
+            col("Name", "string", "name", 0),
+            col("Status", "string", "", 0),
+            col("Roles", "string", "", 0),
+            col("Age", "string", "", 0),
+            col("Version", "string", "", 0),
+            col("Internal-IP", "string", "", 1),
+            col("External-IP", "string", "", 1),
+            col("OS-Image", "string", "", 1),
+            col("Kernel-Version", "string", "", 1),
+            col("Container-Runtime", "string", "", 1),
+        ],
+    )
 }
 
 fn count(v: Option<&Value>) -> usize {
@@ -460,10 +498,12 @@ pub fn render(
     params: &Params,
 ) -> Value {
     let include_object = params.get("includeObject").map(String::as_str).unwrap_or("PartialObjectMetadata");
+    let builtin = crate::resources::builtins().iter().any(|b| b.group == rt.group && b.plural == rt.plural);
+    let custom = if builtin { Vec::new() } else { custom_columns(store, rt) };
     let mut columns = None;
     let mut rows = Vec::new();
     for o in objs {
-        let (cells, cols) = row_for(store, rt, o);
+        let (cells, cols) = row_for(&custom, rt, o);
         columns.get_or_insert(cols);
         let object = match include_object {
             "Object" => (**o).clone(),
@@ -475,7 +515,7 @@ pub fn render(
     }
     let columns = columns.unwrap_or_else(|| {
         let placeholder = json!({"metadata": {"name": ""}});
-        row_for(store, rt, &placeholder).1
+        row_for(&custom, rt, &placeholder).1
     });
     json!({
         "kind": "Table",
