@@ -90,3 +90,38 @@ async fn controller_killed_mid_rollout_resumes_in_order() {
 async fn deleting_every_pod_brings_them_back_in_order() {
     s::delete_all_pods_returns_in_order(K).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_policy_retain_on_scale_delete_on_deletion() {
+    s::retention_mixed(K).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_pod_is_replaced() {
+    s::failed_pod_replaced(K).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_ready_seconds_and_ordinals_start() {
+    s::min_ready_seconds_and_start_ordinal(K).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_unavailable_rolls_two_at_a_time() {
+    s::max_unavailable(K).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reapplying_an_old_template_returns_to_its_revision() {
+    s::rollout_undo(K).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revision_history_limit_trims_old_revisions() {
+    s::history_limit(K).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_lease_holder_writes_and_a_standby_takes_over() {
+    s::only_the_leader_writes(K).await;
+}
