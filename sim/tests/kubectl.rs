@@ -435,3 +435,21 @@ async fn describe_shows_events_expose_fills_endpoints_and_logs_answer() {
     assert!(events.lines().count() >= 4, "{events}");
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_evicts_and_cordoned_nodes_take_no_pods() {
+    let sim = start().await;
+    kubectl_ok(&sim, &["run", "a", "--image=nginx"]).await;
+    kubectl_ok(&sim, &["wait", "--for=condition=Ready", "pod/a", "--timeout=20s"]).await;
+    let out = kubectl_ok(&sim, &["drain", "sim-node-0", "--force", "--timeout=20s"]).await;
+    assert!(out.contains("drained"), "{out}");
+    assert!(kubectl(&sim, &["get", "pod", "a"]).await.stderr.contains("NotFound"));
+    let nodes = kubectl_ok(&sim, &["get", "nodes"]).await;
+    assert!(nodes.contains("Ready,SchedulingDisabled"), "{nodes}");
+    kubectl_ok(&sim, &["run", "b", "--image=nginx"]).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(get_json(&sim, &["get", "pod", "b"]).await["status"]["phase"], "Pending");
+    kubectl_ok(&sim, &["uncordon", "sim-node-0"]).await;
+    kubectl_ok(&sim, &["wait", "--for=condition=Ready", "pod/b", "--timeout=20s"]).await;
+    sim.shutdown().await;
+}

@@ -235,6 +235,17 @@ fn handle(
             };
             Ok(json_response(StatusCode::CREATED, &review))
         }
+        ("POST", Some(name), Some("eviction")) if rt.plural == "pods" && rt.group.is_empty() => {
+            // no PodDisruptionBudgets here: every eviction is a delete
+            let eviction = decode_body(&content_type, body, rt).unwrap_or(Value::Null);
+            let opts = eviction.get("deleteOptions").map(|o| o.to_string()).unwrap_or_default();
+            let opts = delete_options(params, &Bytes::from(opts))?;
+            store.delete(rt, ns, name, &opts)?;
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ))
+        }
         ("GET", Some(name), Some("log")) if rt.plural == "pods" && rt.group.is_empty() => {
             // the containers are imaginary: they exist, and print nothing
             store.get(rt, ns, name)?;

@@ -392,7 +392,15 @@ fn node_row(n: &Value) -> (Row, Columns) {
     (
         vec![
             json!(meta::name(n)),
-            json!(if ready { "Ready" } else { "NotReady" }),
+            json!(format!(
+                "{}{}",
+                if ready { "Ready" } else { "NotReady" },
+                if path(n, "spec.unschedulable").and_then(Value::as_bool) == Some(true) {
+                    ",SchedulingDisabled"
+                } else {
+                    ""
+                }
+            )),
             json!(if roles.is_empty() { "<none>".to_owned() } else { roles.join(",") }),
             json!(age(n)),
             json!(path_str(n, "status.nodeInfo.kubeletVersion")),

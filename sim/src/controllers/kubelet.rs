@@ -130,7 +130,12 @@ impl Kubelet {
     pub fn reconcile(&mut self, store: &Store) {
         let (pods, _) = store.list(&self.pods, None);
         let (nodes, _) = store.list(&self.nodes, None);
-        let node_names: Vec<String> = nodes.iter().map(|n| meta::name(n).to_owned()).collect();
+        // the scheduler's part: cordoned nodes (`kubectl cordon`/`drain`) take no new pods
+        let node_names: Vec<String> = nodes
+            .iter()
+            .filter(|n| path(n, "spec.unschedulable").and_then(Value::as_bool) != Some(true))
+            .map(|n| meta::name(n).to_owned())
+            .collect();
         let mut per_node: HashMap<String, usize> = HashMap::new();
         for p in &pods {
             *per_node.entry(path_str(p, "spec.nodeName").to_owned()).or_default() += 1;
