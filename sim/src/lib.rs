@@ -31,8 +31,9 @@
 //!   limit/continue), watch (replay from a resourceVersion, selector transitions, bookmarks,
 //!   `sendInitialEvents`, `timeoutSeconds`, 410 `Expired` as an `ERROR` event once the version left the
 //!   bounded history), create, update, delete (grace periods, preconditions, propagation policies,
-//!   finalizers), deletecollection, and patch as JSON merge, JSON patch, strategic merge and (approximated
-//!   by a strategic merge) server-side apply.
+//!   finalizers), deletecollection, and patch as JSON merge, JSON patch, strategic merge and server-side
+//!   apply (applied fields tracked per manager in `managedFields`, fields dropped from a manager's
+//!   configuration removed; conflicts are not detected: every apply is forced).
 //! - Request bodies in JSON or Kubernetes protobuf (decoded through a table of the built-in messages);
 //!   responses in JSON, as `Table` for kubectl's printing, or as `PartialObjectMetadata`.
 //!
@@ -54,7 +55,8 @@
 //! [`Store::gone_served`].
 //!
 //! # Not served
-//! `exec`, `attach`, `port-forward` (the containers are imaginary; `logs` answers empty), Deployments,
+//! `exec`, `attach`, `port-forward` (the containers are imaginary; `logs` answers empty; `eviction`
+//! deletes, as no PodDisruptionBudgets exist), Deployments,
 //! ReplicaSets, DaemonSets, Jobs, RBAC and authentication, protobuf responses, and the StatefulSet
 //! controller (roster's identity controller fills that role).
 

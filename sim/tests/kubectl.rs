@@ -453,3 +453,22 @@ async fn drain_evicts_and_cordoned_nodes_take_no_pods() {
     kubectl_ok(&sim, &["wait", "--for=condition=Ready", "pod/b", "--timeout=20s"]).await;
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_apply_removes_fields_dropped_from_the_manifest() {
+    let sim = start().await;
+    let first =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa, labels: {a: '1', b: '2'}}\ndata: {x: '1', y: '2'}\n";
+    let out = kubectl_stdin(&sim, &["apply", "--server-side", "-f", "-"], Some(first)).await;
+    assert!(out.ok && out.stdout.contains("serverside-applied"), "{}{}", out.stdout, out.stderr);
+    kubectl_ok(&sim, &["label", "configmap", "ssa", "by-hand=yes"]).await;
+    let second = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa, labels: {a: '1'}}\ndata: {x: '3'}\n";
+    let out = kubectl_stdin(&sim, &["apply", "--server-side", "-f", "-"], Some(second)).await;
+    assert!(out.ok, "{}", out.stderr);
+    let cm = get_json(&sim, &["get", "configmap", "ssa"]).await;
+    assert_eq!(cm["data"], serde_json::json!({"x": "3"}));
+    assert_eq!(cm["metadata"]["labels"], serde_json::json!({"a": "1", "by-hand": "yes"}));
+    let managed = kubectl_ok(&sim, &["get", "configmap", "ssa", "-o", "yaml", "--show-managed-fields"]).await;
+    assert!(managed.contains("manager: kubectl") && managed.contains("operation: Apply"), "{managed}");
+    sim.shutdown().await;
+}

@@ -314,13 +314,20 @@ fn handle(
             } else {
                 parse_json(body)?
             };
+            let manager = params.get("fieldManager").cloned().unwrap_or_else(|| "unknown".into());
+            let now = meta::now_rfc3339();
             let exists = store.get(srt, ns, name).is_ok();
             if !exists && pt == PatchType::Apply && which == Subresource::Main {
-                let created = store.create(srt, ns, view::to_storage(rt, patch_body))?;
+                let obj = patch::server_side_apply(&Value::Null, &patch_body, &manager, &now)?;
+                let created = store.create(srt, ns, view::to_storage(rt, obj))?;
                 return Ok(json_response(StatusCode::CREATED, &view::present(rt, &created)));
             }
             let updated = store.mutate(srt, ns, name, which, |old| {
-                let mut new = patch::apply(pt, &view::present(rt, old), &patch_body)?;
+                let current = view::present(rt, old);
+                let mut new = match pt {
+                    PatchType::Apply => patch::server_side_apply(&current, &patch_body, &manager, &now)?,
+                    other => patch::apply(other, &current, &patch_body)?,
+                };
                 // a patch only checks the resourceVersion when it sets one itself
                 if meta::meta_str(&patch_body, "resourceVersion").is_empty()
                     && let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut)

@@ -1,8 +1,11 @@
 //! The three patch formats kubectl sends: JSON merge patch (RFC 7386), JSON patch (RFC 6902) and
 //! Kubernetes strategic merge patch.
 
+mod apply;
 mod json_patch;
 mod strategic;
+
+pub use apply::apply as server_side_apply;
 
 use serde_json::Value;
 

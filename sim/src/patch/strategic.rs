@@ -10,7 +10,7 @@ const SET_ORDER: &str = "$setElementOrder/";
 const DELETE_PRIMITIVE: &str = "$deleteFromPrimitiveList/";
 
 /// The merge key of a list field, judged by its name and (for `ports`) its elements.
-fn merge_key(field: &str, sample: &[&Value]) -> Option<&'static str> {
+pub(super) fn merge_key(field: &str, sample: &[&Value]) -> Option<&'static str> {
     Some(match field {
         "containers"
         | "initContainers"
