@@ -111,7 +111,7 @@ async fn no_change_is_lost_across_cut_watches_outages_and_410() {
     loop {
         let expected = fresh_synthesis(&client, &synth).await;
         let published = hub.current().unwrap();
-        if published == expected
+        if *published == expected
             && expected.names.keys().any(|n| n.as_str() == "app-5-a.app-5.default.svc.cluster.local")
         {
             break;

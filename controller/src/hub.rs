@@ -71,7 +71,7 @@ impl Hub {
         publisher.generation().map(|generation| (publisher.epoch(), generation))
     }
 
-    pub fn current(&self) -> Option<ZoneData> {
+    pub fn current(&self) -> Option<Arc<ZoneData>> {
         self.publisher.lock().current().cloned()
     }
 }

@@ -3,6 +3,7 @@
 //! briefly catches up without a full snapshot.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use roster_shared::{Change, Frame, Trigger, ZoneData};
 
@@ -12,7 +13,7 @@ pub const DEFAULT_HISTORY: usize = 1024;
 #[derive(Debug)]
 pub struct Publisher {
     epoch: u64,
-    current: Option<ZoneData>,
+    current: Option<Arc<ZoneData>>,
     generation: u64,
     /// Deltas in order; the last one has generation `self.generation`.
     history: VecDeque<(u64, Vec<Change>, Option<Trigger>)>,
@@ -49,7 +50,7 @@ impl Publisher {
         self.current.as_ref().map(|_| self.generation)
     }
 
-    pub fn current(&self) -> Option<&ZoneData> {
+    pub fn current(&self) -> Option<&Arc<ZoneData>> {
         self.current.as_ref()
     }
 
@@ -61,6 +62,7 @@ impl Publisher {
 
     /// As [`Publisher::publish`], recording what triggered the change.
     pub fn publish_with(&mut self, next: ZoneData, trigger: Option<Trigger>) -> Option<Frame> {
+        let next = Arc::new(next);
         let frame = match &self.current {
             None => {
                 self.generation += 1;

@@ -321,8 +321,11 @@ mod tests {
     fn deltas_apply_in_order_only_and_bump_the_serial() {
         let store = store();
         assert!(!store.is_synced());
-        let snapshot =
-            Frame::Snapshot { epoch: 1, generation: 4, zone: zone_with(&[("a.svc.cluster.local", "10.0.0.1")]) };
+        let snapshot = Frame::Snapshot {
+            epoch: 1,
+            generation: 4,
+            zone: Arc::new(zone_with(&[("a.svc.cluster.local", "10.0.0.1")])),
+        };
         store.apply(&snapshot).unwrap();
         let first_serial = serial(&store);
         assert!(store.contains(&lower("a.svc.cluster.local")));
@@ -352,7 +355,7 @@ mod tests {
     #[test]
     fn apex_records_survive_any_frame() {
         let store = store();
-        store.apply(&Frame::Snapshot { epoch: 1, generation: 1, zone: ZoneData::default() }).unwrap();
+        store.apply(&Frame::Snapshot { epoch: 1, generation: 1, zone: Arc::default() }).unwrap();
         // A delta that removes the apex name (as a buggy publisher might) cannot remove SOA and NS.
         let delta = Frame::Delta {
             generation: 2,
@@ -379,7 +382,7 @@ mod tests {
         let target = name("x.svc.cluster.local");
         zone.add(name("1.1.244.10.in-addr.arpa"), RData::Ptr { target: target.clone() }, &name("in-addr.arpa"));
         zone.add(name("1.1.96.10.in-addr.arpa"), RData::Ptr { target }, &name("in-addr.arpa"));
-        store.apply(&Frame::Snapshot { epoch: 1, generation: 1, zone }).unwrap();
+        store.apply(&Frame::Snapshot { epoch: 1, generation: 1, zone: Arc::new(zone) }).unwrap();
         assert!(store.contains(&lower("1.1.244.10.in-addr.arpa")));
         assert!(!store.contains(&lower("1.1.96.10.in-addr.arpa")), "outside the configured reverse zone");
         assert!(!store.contains(&lower("10.in-addr.arpa")), "above the configured reverse zone");
@@ -395,7 +398,7 @@ mod tests {
             .apply(&Frame::Snapshot {
                 epoch: 1,
                 generation: 1,
-                zone: zone_with(&[("a.svc.cluster.local", "10.0.0.1"), ("b.svc.cluster.local", "10.0.0.1")]),
+                zone: Arc::new(zone_with(&[("a.svc.cluster.local", "10.0.0.1"), ("b.svc.cluster.local", "10.0.0.1")])),
             })
             .unwrap();
         let reader = {

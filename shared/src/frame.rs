@@ -1,5 +1,7 @@
 //! Frames of the record stream from the controller to DNS replicas: a snapshot, then deltas.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::name::DomainName;
@@ -33,7 +35,8 @@ pub enum Frame {
         #[serde(default)]
         epoch: u64,
         generation: u64,
-        zone: ZoneData,
+        /// Shared: the publisher, every subscriber's catch-up and the live channel hold one copy.
+        zone: Arc<ZoneData>,
     },
     Delta {
         generation: u64,
