@@ -144,6 +144,31 @@ fn pod_owner_ref(pod: &Pod) -> OwnerReference {
     }
 }
 
+/// The owner references a claim of `pod` (ordinal `ordinal`) should carry under the set's retention
+/// policy, given the ones it has; `None` when they already match. Owners other than the set and the pod
+/// are kept.
+pub fn retention_owners(
+    set: &SetView,
+    pod: &Pod,
+    ordinal: i32,
+    refs: &[OwnerReference],
+) -> Option<Vec<OwnerReference>> {
+    let (when_deleted, when_scaled) = retention(set);
+    let scaled_down = !set.in_range(ordinal);
+    let want_set = when_deleted && !(when_scaled && scaled_down);
+    let want_pod = when_scaled && scaled_down && pod.metadata.uid.is_some();
+    let mut next: Vec<OwnerReference> =
+        refs.iter().filter(|r| r.uid != set.uid && !(r.kind == "Pod" && r.name == pods::name(pod))).cloned().collect();
+    if want_set {
+        next.push(set.owner_ref());
+    }
+    if want_pod {
+        next.push(pod_owner_ref(pod));
+    }
+    let same = next.len() == refs.len() && next.iter().all(|n| refs.iter().any(|r| r.uid == n.uid));
+    (!same).then_some(next)
+}
+
 /// Bring the owner references of `pod`'s claims in line with the retention policy (upstream's
 /// updateClaimOwnerRefForSetAndPod): the set owns them for `whenDeleted: Delete` (unless the ordinal was
 /// scaled away under `whenScaled: Delete`), the pod owns them for `whenScaled: Delete` once its ordinal is
@@ -155,10 +180,6 @@ pub async fn enforce_retention(
     ordinal: i32,
     index: &ClaimIndex,
 ) -> Result<(), Error> {
-    let (when_deleted, when_scaled) = retention(set);
-    let scaled_down = !set.in_range(ordinal);
-    let want_set = when_deleted && !(when_scaled && scaled_down);
-    let want_pod = when_scaled && scaled_down && pod.metadata.uid.is_some();
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &set.namespace);
     for claim in desired_claims(set, ordinal) {
         let name = claim.metadata.name.clone().unwrap_or_default();
@@ -167,21 +188,7 @@ pub async fn enforce_retention(
             continue;
         }
         let refs = existing.metadata.owner_references.clone().unwrap_or_default();
-        let mut next: Vec<OwnerReference> = refs
-            .iter()
-            .filter(|r| r.uid != set.uid && !(r.kind == "Pod" && r.name == pods::name(pod)))
-            .cloned()
-            .collect();
-        if want_set {
-            next.push(set.owner_ref());
-        }
-        if want_pod {
-            next.push(pod_owner_ref(pod));
-        }
-        let same = next.len() == refs.len() && next.iter().all(|n| refs.iter().any(|r| r.uid == n.uid));
-        if same {
-            continue;
-        }
+        let Some(next) = retention_owners(set, pod, ordinal, &refs) else { continue };
         ctx.guard_write()?;
         let patch = json!({
             "metadata": { "ownerReferences": next, "resourceVersion": existing.metadata.resource_version }
@@ -193,4 +200,104 @@ pub async fn enforce_retention(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::{StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn set(when_deleted: &str, when_scaled: &str, replicas: i32) -> SetView {
+        let spec: StatefulSetSpec = serde_json::from_value(serde_json::json!({
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}},
+            "volumeClaimTemplates": [{"metadata": {"name": "www", "labels": {"tier": "data"}}}],
+        }))
+        .unwrap();
+        let spec = StatefulSetSpec {
+            persistent_volume_claim_retention_policy: Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
+                when_deleted: Some(when_deleted.into()),
+                when_scaled: Some(when_scaled.into()),
+            }),
+            ..spec
+        };
+        SetView {
+            kind: "StatefulSet".into(),
+            api_version: "apps/v1".into(),
+            name: "web".into(),
+            namespace: "default".into(),
+            uid: "set-uid".into(),
+            generation: 1,
+            deleting: false,
+            annotations: Default::default(),
+            spec,
+            status: Default::default(),
+        }
+    }
+
+    fn pod(name: &str) -> Pod {
+        Pod {
+            metadata: ObjectMeta { name: Some(name.into()), uid: Some(format!("{name}-uid")), ..ObjectMeta::default() },
+            ..Pod::default()
+        }
+    }
+
+    fn owners(refs: &[OwnerReference]) -> Vec<String> {
+        let mut v: Vec<String> = refs.iter().map(|r| r.kind.clone()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn retention_owner_table() {
+        // (whenDeleted, whenScaled, ordinal of a 2-replica set, expected owners)
+        let table: &[(&str, &str, i32, &[&str])] = &[
+            ("Retain", "Retain", 0, &[]),
+            ("Retain", "Retain", 3, &[]),
+            ("Delete", "Retain", 0, &["StatefulSet"]),
+            ("Delete", "Retain", 3, &["StatefulSet"]),
+            ("Retain", "Delete", 0, &[]),
+            ("Retain", "Delete", 3, &["Pod"]),
+            ("Delete", "Delete", 1, &["StatefulSet"]),
+            ("Delete", "Delete", 2, &["Pod"]),
+        ];
+        for (wd, ws, ordinal, want) in table {
+            let s = set(wd, ws, 2);
+            let p = pod(&format!("web-{ordinal}"));
+            let got = retention_owners(&s, &p, *ordinal, &[]).unwrap_or_default();
+            assert_eq!(owners(&got), *want, "whenDeleted={wd} whenScaled={ws} ordinal={ordinal}");
+            // Applying the result again is a no-op.
+            assert!(retention_owners(&s, &p, *ordinal, &got).is_none(), "{wd}/{ws}/{ordinal} not stable");
+        }
+    }
+
+    #[test]
+    fn foreign_owners_are_kept() {
+        let s = set("Retain", "Retain", 1);
+        let other = OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: "x".into(),
+            uid: "x-uid".into(),
+            ..OwnerReference::default()
+        };
+        let with_set = vec![other.clone(), s.owner_ref()];
+        let next = retention_owners(&s, &pod("web-0"), 0, &with_set).unwrap();
+        assert_eq!(next, vec![other]);
+    }
+
+    #[test]
+    fn claims_are_named_and_labelled_like_upstream() {
+        let s = set("Retain", "Retain", 1);
+        let claims = desired_claims(&s, 4);
+        assert_eq!(claims.len(), 1);
+        assert_eq!(claims[0].metadata.name.as_deref(), Some("www-web-4"));
+        let labels = claims[0].metadata.labels.clone().unwrap();
+        assert_eq!(labels.get("app").map(String::as_str), Some("web"));
+        assert_eq!(labels.get("tier").map(String::as_str), Some("data"));
+        assert_eq!(claim_name("data", "db", 0), "data-db-0");
+    }
 }

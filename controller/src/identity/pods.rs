@@ -162,3 +162,102 @@ pub fn controlled_by(pod: &Pod, uid: &str) -> bool {
 pub fn has_controller(pod: &Pod) -> bool {
     pod.metadata.owner_references.iter().flatten().any(|r| r.controller == Some(true))
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::{StatefulSetSpec, StatefulSetStatus};
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+
+    fn set() -> SetView {
+        let spec: StatefulSetSpec = serde_json::from_value(serde_json::json!({
+            "serviceName": "nginx",
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}, "annotations": {"a": "1"}},
+                "spec": {
+                    "containers": [{"name": "c", "image": "i"}],
+                    "volumes": [{"name": "www", "emptyDir": {}}, {"name": "cfg", "emptyDir": {}}]
+                }
+            },
+            "volumeClaimTemplates": [{"metadata": {"name": "www"}}],
+        }))
+        .unwrap();
+        SetView {
+            kind: "StatefulSet".into(),
+            api_version: "apps/v1".into(),
+            name: "web".into(),
+            namespace: "ns".into(),
+            uid: "u".into(),
+            generation: 1,
+            deleting: false,
+            annotations: Default::default(),
+            spec,
+            status: StatefulSetStatus::default(),
+        }
+    }
+
+    #[test]
+    fn a_new_pod_carries_its_identity() {
+        let s = set();
+        let p = new_pod(&s, &s.spec.template, 2, "web-abc");
+        assert_eq!(name(&p), "web-2");
+        assert_eq!(p.metadata.namespace.as_deref(), Some("ns"));
+        let l = labels(&p);
+        assert_eq!(l[POD_NAME_LABEL], "web-2");
+        assert_eq!(l[POD_INDEX_LABEL], "2");
+        assert_eq!(l[REVISION_LABEL], "web-abc");
+        assert_eq!(l["app"], "web");
+        assert_eq!(p.metadata.annotations.as_ref().unwrap()["a"], "1");
+        let spec = p.spec.unwrap();
+        assert_eq!(spec.hostname.as_deref(), Some("web-2"));
+        assert_eq!(spec.subdomain.as_deref(), Some("nginx"));
+        // The claim replaces the template's volume of the same name and comes first.
+        let vols = spec.volumes.unwrap();
+        assert_eq!(vols.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["www", "cfg"]);
+        assert_eq!(vols[0].persistent_volume_claim.as_ref().unwrap().claim_name, "www-web-2");
+        let owner = &p.metadata.owner_references.unwrap()[0];
+        assert_eq!((owner.kind.as_str(), owner.controller), ("StatefulSet", Some(true)));
+    }
+
+    fn pod_with(phase: &str, ready: bool, ready_secs_ago: i64, now: Timestamp) -> Pod {
+        let since = now.checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(ready_secs_ago)).unwrap();
+        Pod {
+            status: Some(PodStatus {
+                phase: Some(phase.into()),
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    last_transition_time: Some(Time(since)),
+                    ..PodCondition::default()
+                }]),
+                ..PodStatus::default()
+            }),
+            ..Pod::default()
+        }
+    }
+
+    #[test]
+    fn readiness_and_availability_table() {
+        let now = Timestamp::now();
+        // (phase, ready, ready for s, minReadySeconds) → (running and ready, available)
+        let table = [
+            ("Running", true, 0, 0, true, true),
+            ("Running", true, 1, 5, true, false),
+            ("Running", true, 5, 5, true, true),
+            ("Running", false, 9, 0, false, false),
+            ("Pending", true, 9, 0, false, false),
+            ("Failed", false, 9, 0, false, false),
+        ];
+        for (phase, ready, ago, min, want_ready, want_available) in table {
+            let p = pod_with(phase, ready, ago, now);
+            assert_eq!(is_running_and_ready(&p), want_ready, "{phase} {ready} {ago} {min}");
+            assert_eq!(is_running_and_available(&p, min, now), want_available, "{phase} {ready} {ago} {min}");
+            assert_eq!(is_unavailable(&p, min, now), !want_available);
+        }
+        assert_eq!(seconds_to_available(&pod_with("Running", true, 1, now), 5, now), Some(4));
+        assert!(is_failed(&pod_with("Failed", false, 0, now)));
+    }
+}

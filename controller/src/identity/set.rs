@@ -240,3 +240,78 @@ pub fn selector_matches(sel: &LabelSelector, labels: &std::collections::BTreeMap
     });
     labels_ok && exprs_ok
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    use super::*;
+
+    fn view(start: i32, replicas: i32) -> SetView {
+        SetView {
+            kind: "StatefulSet".into(),
+            api_version: "apps/v1".into(),
+            name: "web".into(),
+            namespace: "default".into(),
+            uid: "u".into(),
+            generation: 1,
+            deleting: false,
+            annotations: Default::default(),
+            spec: StatefulSetSpec {
+                replicas: Some(replicas),
+                ordinals: Some(k8s_openapi::api::apps::v1::StatefulSetOrdinals { start: Some(start) }),
+                ..StatefulSetSpec::default()
+            },
+            status: StatefulSetStatus::default(),
+        }
+    }
+
+    #[test]
+    fn ordinals_of_pod_names() {
+        let v = view(0, 3);
+        let table = [
+            ("web-0", Some(0)),
+            ("web-12", Some(12)),
+            ("web-", None),
+            ("web-01", None),
+            ("web-a", None),
+            ("web", None),
+            ("webx-1", None),
+            ("web-1-2", None),
+            ("other-1", None),
+        ];
+        for (name, want) in table {
+            assert_eq!(v.ordinal_of(name), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn range_follows_ordinals_start() {
+        let v = view(5, 2);
+        assert!(!v.in_range(4));
+        assert!(v.in_range(5));
+        assert!(v.in_range(6));
+        assert!(!v.in_range(7));
+        assert_eq!(v.pod_name(5), "web-5");
+    }
+
+    #[test]
+    fn selectors_match_and_print() {
+        let mut sel = LabelSelector {
+            match_labels: Some([("app".to_owned(), "web".to_owned())].into()),
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "tier".into(),
+                operator: "In".into(),
+                values: Some(vec!["a".into(), "b".into()]),
+            }]),
+        };
+        assert_eq!(selector_string(&sel), "app=web,tier in (a,b)");
+        let labels = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        assert!(selector_matches(&sel, &labels(&[("app", "web"), ("tier", "a")])));
+        assert!(!selector_matches(&sel, &labels(&[("app", "web"), ("tier", "c")])));
+        assert!(!selector_matches(&sel, &labels(&[("tier", "a")])));
+        sel.match_expressions = None;
+        assert!(selector_matches(&sel, &labels(&[("app", "web")])));
+        assert!(!selector_matches(&LabelSelector::default(), &labels(&[("app", "web")])), "empty selects nothing");
+    }
+}

@@ -79,3 +79,73 @@ pub async fn write<K: SetKind>(ctx: &Context, set: &SetView, status: &StatefulSe
         Err(e) => Err(e.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::{StatefulSetSpec, StatefulSetUpdateStrategy};
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn set(on_delete: bool) -> SetView {
+        SetView {
+            kind: "StatefulSet".into(),
+            api_version: "apps/v1".into(),
+            name: "web".into(),
+            namespace: "default".into(),
+            uid: "u".into(),
+            generation: 7,
+            deleting: false,
+            annotations: Default::default(),
+            spec: StatefulSetSpec {
+                replicas: Some(2),
+                update_strategy: on_delete
+                    .then(|| StatefulSetUpdateStrategy { type_: Some("OnDelete".into()), rolling_update: None }),
+                ..StatefulSetSpec::default()
+            },
+            status: StatefulSetStatus::default(),
+        }
+    }
+
+    fn pod(rev: &str, ready: bool) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                labels: Some([(pods::REVISION_LABEL.to_owned(), rev.to_owned())].into()),
+                ..ObjectMeta::default()
+            },
+            status: Some(PodStatus {
+                phase: Some("Running".into()),
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..PodCondition::default()
+                }]),
+                ..PodStatus::default()
+            }),
+            ..Pod::default()
+        }
+    }
+
+    #[test]
+    fn counts_and_completion() {
+        let now = Timestamp::now();
+        // Mid-rollout: one pod at each revision.
+        let st = compute(&set(false), &[pod("a", true), pod("b", true)], "a", "b", 0, now);
+        assert_eq!(
+            (st.replicas, st.ready_replicas, st.current_replicas, st.updated_replicas),
+            (2, Some(2), Some(1), Some(1))
+        );
+        assert_eq!(st.current_revision.as_deref(), Some("a"));
+        assert_eq!(st.observed_generation, Some(7));
+        // All updated and ready: the update revision becomes current.
+        let st = compute(&set(false), &[pod("b", true), pod("b", true)], "a", "b", 0, now);
+        assert_eq!((st.current_replicas, st.current_revision.as_deref()), (Some(2), Some("b")));
+        // Not ready yet: not complete.
+        let st = compute(&set(false), &[pod("b", true), pod("b", false)], "a", "b", 0, now);
+        assert_eq!(st.current_revision.as_deref(), Some("a"));
+        // OnDelete never completes a rollout, as upstream.
+        let st = compute(&set(true), &[pod("b", true), pod("b", true)], "a", "b", 0, now);
+        assert_eq!(st.current_revision.as_deref(), Some("a"));
+    }
+}

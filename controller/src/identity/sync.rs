@@ -337,3 +337,49 @@ pub async fn run(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::{
+        RollingUpdateStatefulSetStrategy, StatefulSetSpec, StatefulSetStatus, StatefulSetUpdateStrategy,
+    };
+
+    use super::*;
+
+    fn with_max_unavailable(replicas: i32, v: Option<IntOrString>) -> SetView {
+        SetView {
+            kind: "StatefulSet".into(),
+            api_version: "apps/v1".into(),
+            name: "web".into(),
+            namespace: "default".into(),
+            uid: "u".into(),
+            generation: 1,
+            deleting: false,
+            annotations: Default::default(),
+            spec: StatefulSetSpec {
+                replicas: Some(replicas),
+                update_strategy: Some(StatefulSetUpdateStrategy {
+                    type_: Some("RollingUpdate".into()),
+                    rolling_update: Some(RollingUpdateStatefulSetStrategy { max_unavailable: v, partition: None }),
+                }),
+                ..StatefulSetSpec::default()
+            },
+            status: StatefulSetStatus::default(),
+        }
+    }
+
+    #[test]
+    fn max_unavailable_table() {
+        let table = [
+            (4, None, 1),
+            (4, Some(IntOrString::Int(2)), 2),
+            (4, Some(IntOrString::Int(0)), 1),
+            (10, Some(IntOrString::String("25%".into())), 3),
+            (1000, Some(IntOrString::String("10%".into())), 100),
+            (3, Some(IntOrString::String("1%".into())), 1),
+        ];
+        for (replicas, v, want) in table {
+            assert_eq!(max_unavailable(&with_max_unavailable(replicas, v.clone())), want, "{replicas} {v:?}");
+        }
+    }
+}
