@@ -59,12 +59,11 @@ impl FrontHandler {
     /// may answer inline. With a forwarder, names outside the cluster zone, reverse names (which may fall
     /// through) and CNAMEs (ExternalName, which may be chased) may wait.
     pub fn answers_without_waiting(&self, request: &Request) -> bool {
-        if self.forwarder.is_none() {
-            return true;
-        }
+        let Some(forwarder) = &self.forwarder else { return true };
         let Some(query) = request.queries.queries().first() else { return true };
         if self.store.zone_of(query.name()) != Some(0) {
-            return false;
+            let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+            return self.store.zone_of(query.name()).is_none() && forwarder.is_cached(query.original(), dnssec_ok);
         }
         let view = self.store.view();
         view.node(query.name()).is_none_or(|node| node.get(RecordType::CNAME).is_none())

@@ -98,8 +98,30 @@ fn programming_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 20))
 }
 
+/// The per-query series one combination of labels resolves to, looked up once and then reused: the
+/// families hash their label structs with SipHash on every lookup, which showed in profiles.
+struct QueryHandles {
+    requests: Counter,
+    responses: Counter,
+    duration: Histogram,
+    request_size: Histogram,
+    response_size: Histogram,
+}
+
+/// Identifies a [`QueryHandles`]: label strings by address (they are `'static`), the rest by value.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct HandleKey {
+    zone: usize,
+    plugin: usize,
+    udp: bool,
+    ipv6: bool,
+    qtype: u16,
+    rcode: u16,
+}
+
 /// Every metric a DNS replica exports.
 pub struct Metrics {
+    handles: parking_lot::RwLock<std::collections::HashMap<HandleKey, QueryHandles, rustc_hash::FxBuildHasher>>,
     registry: Registry,
     server: &'static str,
     requests: Family<RequestLabels, Counter>,
@@ -161,6 +183,14 @@ pub fn rcode_label(rcode: ResponseCode) -> &'static str {
         ResponseCode::BADVERS => "BADVERS",
         _ => "other",
     }
+}
+
+fn record(handles: &QueryHandles, o: &Observation) {
+    handles.requests.inc();
+    handles.responses.inc();
+    handles.duration.observe(o.duration.as_secs_f64());
+    handles.request_size.observe(o.request_size as f64);
+    handles.response_size.observe(o.response_size as f64);
 }
 
 /// Leaks a label value once; used for the handful of values fixed at start-up (zones, upstreams).
@@ -240,6 +270,7 @@ impl Metrics {
             let _ = programming.get_or_create(&ProgrammingLabels { service_kind });
         }
         Arc::new(Self {
+            handles: parking_lot::RwLock::default(),
             registry,
             server,
             requests,
@@ -261,27 +292,44 @@ impl Metrics {
     }
 
     pub fn observe(&self, o: &Observation) {
+        let key = HandleKey {
+            zone: o.zone.as_ptr() as usize,
+            plugin: o.plugin.as_ptr() as usize,
+            udp: o.udp,
+            ipv6: o.ipv6,
+            qtype: u16::from(o.qtype),
+            rcode: u16::from(o.rcode),
+        };
+        if let Some(handles) = self.handles.read().get(&key) {
+            record(handles, o);
+            return;
+        }
+        let handles = self.create_handles(o);
+        record(&handles, o);
+        self.handles.write().insert(key, handles);
+    }
+
+    fn create_handles(&self, o: &Observation) -> QueryHandles {
         let server = self.server;
         let qtype = type_label(o.qtype);
         let proto = if o.udp { "udp" } else { "tcp" };
         let family = if o.ipv6 { "2" } else { "1" };
         let view = "";
-        self.requests.get_or_create(&RequestLabels { server, zone: o.zone, view, proto, family, r#type: qtype }).inc();
-        self.responses
-            .get_or_create(&ResponseLabels {
-                server,
-                zone: o.zone,
-                view,
-                rcode: rcode_label(o.rcode),
-                plugin: o.plugin,
-            })
-            .inc();
-        self.durations
-            .get_or_create(&DurationLabels { server, zone: o.zone, view, r#type: qtype })
-            .observe(o.duration.as_secs_f64());
         let sizes = SizeLabels { server, zone: o.zone, view, proto };
-        self.request_sizes.get_or_create(&sizes).observe(o.request_size as f64);
-        self.response_sizes.get_or_create(&sizes).observe(o.response_size as f64);
+        let responses = ResponseLabels { server, zone: o.zone, view, rcode: rcode_label(o.rcode), plugin: o.plugin };
+        QueryHandles {
+            requests: self
+                .requests
+                .get_or_create(&RequestLabels { server, zone: o.zone, view, proto, family, r#type: qtype })
+                .clone(),
+            responses: self.responses.get_or_create(&responses).clone(),
+            duration: self
+                .durations
+                .get_or_create(&DurationLabels { server, zone: o.zone, view, r#type: qtype })
+                .clone(),
+            request_size: self.request_sizes.get_or_create(&sizes).clone(),
+            response_size: self.response_sizes.get_or_create(&sizes).clone(),
+        }
     }
 
     /// One applied change's programming latency; `service_kind` as CoreDNS: `cluster_ip`,

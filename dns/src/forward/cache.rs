@@ -122,6 +122,15 @@ impl Cache {
         true
     }
 
+    /// True when `key` is cached with at least a second to live (so that a `get` right after hits).
+    pub fn holds(&self, key: &CacheKey) -> bool {
+        let entries = self.entries.lock();
+        entries
+            .map
+            .get(key)
+            .is_some_and(|e| e.stored.elapsed() + Duration::from_secs(1) < Duration::from_secs(u64::from(e.ttl)))
+    }
+
     /// The cached answer with every TTL reduced by the time it spent in the cache.
     pub fn get(&self, key: &CacheKey) -> Option<CachedAnswer> {
         let now = Instant::now();

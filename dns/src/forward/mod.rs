@@ -166,6 +166,16 @@ impl Forwarder {
         })
     }
 
+    /// True when `query` would be answered from the cache, without waiting for an upstream.
+    pub fn is_cached(&self, query: &Query, dnssec_ok: bool) -> bool {
+        self.cache.holds(&CacheKey {
+            name: LowerName::new(query.name()),
+            qtype: query.query_type(),
+            class: query.query_class(),
+            dnssec_ok,
+        })
+    }
+
     /// Answers `query` from the cache or the upstreams. Never authoritative.
     pub async fn resolve(&self, query: &Query, dnssec_ok: bool) -> Answer {
         let server = self.metrics.server();
