@@ -118,7 +118,14 @@ impl Watcher {
         } else if self.shape == Shape::Metadata {
             view::metadata_only(obj)
         } else {
-            view::present(&self.rt, obj).into_owned()
+            // the common case: write the stored object straight into the line, no copy
+            let object = view::present(&self.rt, obj);
+            let mut line = format!("{{\"type\":\"{kind}\",\"object\":").into_bytes();
+            if serde_json::to_writer(&mut line, object.as_ref()).is_err() {
+                return false;
+            }
+            line.extend_from_slice(b"}\n");
+            return self.tx.send(Bytes::from(line)).await.is_ok();
         };
         self.send_raw(&json!({"type": kind, "object": object})).await
     }
