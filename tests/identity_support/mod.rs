@@ -467,6 +467,19 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// `nslookup` a name through roster's DNS; the full output.
+    pub async fn nslookup(&self, name: &str) -> String {
+        let addr = self.dns.as_ref().expect("start_dns first").addr;
+        let out = tokio::process::Command::new("nslookup")
+            .args([&format!("-port={}", addr.port()), "-timeout=2", "-retry=1", name, &addr.ip().to_string()])
+            .output()
+            .await
+            .expect("nslookup runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
 /// Output of one kubectl run.
 pub struct Out {
     /// Exit success.

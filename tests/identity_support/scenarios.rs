@@ -204,6 +204,18 @@ pub async fn create_in_order(kind: Kind, dns: bool) {
             (c.dig("nginx.default.svc.cluster.local").await == ips).then_some(())
         })
         .await;
+        let web0 = pod(&c, "web-0").await.unwrap()["status"]["podIP"].as_str().unwrap().to_owned();
+        let answer = c.nslookup("web-0.nginx.default.svc.cluster.local").await;
+        assert!(answer.contains(&web0), "nslookup: {answer}");
+        // A scaled-away ordinal's name goes with its pod.
+        scale(&c, 2).await;
+        c.wait_settled("web", 2).await;
+        c.eventually("web-2's name is gone", Duration::from_secs(20), async |c| {
+            c.dig("web-2.nginx.default.svc.cluster.local").await.is_empty().then_some(())
+        })
+        .await;
+        let answer = c.nslookup("web-2.nginx.default.svc.cluster.local").await;
+        assert!(answer.contains("NXDOMAIN"), "nslookup: {answer}");
     }
 }
 

@@ -18,7 +18,7 @@ pub struct Context {
     pub recorder: Recorder,
     /// Whether this instance holds the lease; every write checks it.
     pub leader: Arc<AtomicBool>,
-    /// API writes made (creates, updates, patches, deletes), for benchmarks.
+    /// API writes made (creates, updates, patches, deletes, Events), for benchmarks.
     pub writes: Arc<AtomicU64>,
 }
 
@@ -62,6 +62,7 @@ impl Context {
             action: reason.to_owned(),
             secondary: related,
         };
+        self.writes.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.recorder.publish(&ev, &set.object_ref()).await {
             tracing::debug!(error = %e, set = %set.name, "publishing an event failed");
         }

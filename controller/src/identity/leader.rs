@@ -123,7 +123,7 @@ impl Leader {
                     return;
                 }
                 Ok(false) => {}
-                Err(e) => tracing::debug!(error = %e, "acquiring the lease failed"),
+                Err(e) => tracing::warn!(error = %e, lease = %self.settings.name, "acquiring the lease failed"),
             }
             tokio::time::sleep(self.settings.retry).await;
         }

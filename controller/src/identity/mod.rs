@@ -68,7 +68,7 @@ pub struct IdentityOptions {
     pub lease: LeaseSettings,
     /// The Events' reportingController.
     pub reporter: String,
-    /// Counts API writes (for benchmarks); shared with the caller when given.
+    /// Counts API writes, Events included (for benchmarks); shared with the caller when given.
     pub writes: Arc<AtomicU64>,
 }
 
