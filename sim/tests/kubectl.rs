@@ -78,6 +78,18 @@ async fn create_namespace_and_run_show_pod_ips_in_wide_output() {
     assert!(wide.lines().next().unwrap_or_default().contains("IP"), "{wide}");
     let ns = get_json(&sim, &["get", "ns", "demo"]).await;
     assert_eq!(ns["status"]["phase"], "Active");
+    // more typed (protobuf) creates: bytes come out base64, int-or-string ports survive
+    kubectl_ok(&sim, &["create", "secret", "generic", "s", "-n", "demo", "--from-literal=a=b"]).await;
+    assert_eq!(get_json(&sim, &["get", "secret", "s", "-n", "demo"]).await["data"]["a"], "Yg==");
+    kubectl_ok(&sim, &["create", "configmap", "c", "-n", "demo", "--from-literal=k=v"]).await;
+    assert_eq!(get_json(&sim, &["get", "cm", "c", "-n", "demo"]).await["data"]["k"], "v");
+    kubectl_ok(&sim, &["create", "service", "clusterip", "svc", "-n", "demo", "--tcp=80:http"]).await;
+    let svc = get_json(&sim, &["get", "svc", "svc", "-n", "demo"]).await;
+    assert_eq!(
+        (svc["spec"]["ports"][0]["port"].as_i64(), svc["spec"]["ports"][0]["targetPort"].as_str()),
+        (Some(80), Some("http"))
+    );
+    assert!(svc["spec"]["clusterIP"].as_str().is_some_and(|ip| ip.starts_with("10.96.")), "{svc}");
     // a recreated pod gets a new IP
     let first_ip = get_json(&sim, &["get", "pod", "hello", "-n", "demo"]).await["status"]["podIP"].clone();
     kubectl_ok(&sim, &["delete", "pod", "hello", "-n", "demo", "--wait=true"]).await;

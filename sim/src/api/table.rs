@@ -533,3 +533,27 @@ pub fn render(
         "rows": rows,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ages_read_like_kubectl() {
+        let cases = [
+            (5, "5s"),
+            (119, "119s"),
+            (120, "2m"),
+            (150, "2m30s"),
+            (600, "10m"),
+            (3 * 3600, "3h"),
+            (3 * 3600 + 120, "3h2m"),
+            (30 * 3600, "30h"),
+            (3 * 86_400 + 3600, "3d1h"),
+            (40 * 86_400, "40d"),
+            (800 * 86_400, "2y70d"),
+            (-5, "<invalid>"),
+        ];
+        for (secs, want) in cases {
+            assert_eq!(super::human_age(secs), want, "{secs}");
+        }
+    }
+}
