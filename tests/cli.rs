@@ -1,91 +1,48 @@
 //! The `roster` binary end to end: `roster dns --objects` driven with dig, reloads, bad input, bad flags.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, UdpSocket};
+mod support;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use support::process::{self, Proc, free_port, http_get};
 
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples");
 
-/// A running `roster dns`, killed on drop; its stderr is collected for assertions.
+/// A running `roster dns` on its own port.
 struct Roster {
-    child: Child,
+    proc: Proc,
     port: u16,
-    log: Arc<Mutex<String>>,
-}
-
-impl Drop for Roster {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
 }
 
 fn start(objects: &Path, extra: &[&str]) -> Roster {
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roster"))
-        .args(["dns", "--objects"])
-        .arg(objects)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--reload-ms", "100"])
-        .args(extra)
-        .env("ROSTER_LOG", "info,hickory_server=warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let stderr = child.stderr.take().unwrap();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push_str(&line);
-            sink.lock().unwrap().push('\n');
-        }
-    });
-    let roster = Roster { child, port, log };
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec!["dns", "--objects", objects.to_str().unwrap(), "--listen", &listen, "--reload-ms", "100"];
+    args.extend_from_slice(extra);
+    let roster = Roster { proc: Proc::roster(&args), port };
     roster.wait_for(|r| r.dig(&["dns-version.cluster.local", "TXT", "+short"]).contains("1.1.0"));
     roster
 }
 
 impl Roster {
     fn dig(&self, args: &[&str]) -> String {
-        let output = Command::new("dig")
-            .args(["@127.0.0.1", "-p", &self.port.to_string(), "+time=1", "+tries=2"])
-            .args(args)
-            .output()
-            .expect("dig is installed (the README's test command installs dnsutils)");
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        process::dig(self.port, args)
+    }
+
+    fn log(&self) -> String {
+        self.proc.log()
     }
 
     fn wait_for(&self, done: impl Fn(&Self) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if done(self) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("timed out; roster's log:\n{}", self.log.lock().unwrap());
+        process::wait_for("roster", &[&self.proc], || done(self));
     }
 }
 
 fn short(text: &str) -> Vec<String> {
-    let mut lines: Vec<String> = text.lines().map(str::to_owned).filter(|l| !l.is_empty()).collect();
-    lines.sort();
-    lines
+    process::sorted_lines(text)
 }
 
 #[test]
@@ -135,8 +92,8 @@ fn file_changes_are_applied_and_bad_files_keep_the_last_good_records() {
     // A broken edit: reported with file and document, nothing is lost.
     let broken = "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: x\n";
     std::fs::write(dir.path().join("myapp.yaml"), broken).unwrap();
-    roster.wait_for(|r| r.log.lock().unwrap().contains("manifest rejected"));
-    let log = roster.log.lock().unwrap().clone();
+    roster.wait_for(|r| r.log().contains("manifest rejected"));
+    let log = roster.log();
     assert!(log.contains("myapp.yaml") && log.contains("document=2"), "{log}");
     assert_eq!(short(&roster.dig(&["myapp-2.myapp-svc.default.svc.cluster.local", "+short"])), ["10.244.1.22"]);
 
@@ -144,7 +101,7 @@ fn file_changes_are_applied_and_bad_files_keep_the_last_good_records() {
     let invalid =
         "apiVersion: v1\nkind: Service\nmetadata: {name: Bad_Name, namespace: demo}\nspec: {clusterIP: 10.96.9.9}\n";
     std::fs::write(dir.path().join("myapp.yaml"), invalid).unwrap();
-    roster.wait_for(|r| r.log.lock().unwrap().contains("Bad_Name"));
+    roster.wait_for(|r| r.log().contains("Bad_Name"));
     assert_eq!(short(&roster.dig(&["myapp-2.myapp-svc.default.svc.cluster.local", "+short"])), ["10.244.1.22"]);
 
     // The file goes away: its records go too.
@@ -203,18 +160,6 @@ fn environment_variables_configure_every_flag() {
     assert_eq!(fields, ["web-demo-0.nginx-demo.demo.svc.corp.example.", "7", "IN", "A", "10.244.1.10"], "{answer}");
 }
 
-/// A plain HTTP/1.0 GET on loopback: (status line, body); `None` when nothing listens.
-fn http_get(port: u16, path: &str) -> Option<(String, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    Some((head.lines().next().unwrap_or_default().to_owned(), body.to_owned()))
-}
-
 #[test]
 fn probes_metrics_and_lameduck() {
     let (health, ready, metrics) = (free_port(), free_port(), free_port());
@@ -239,14 +184,14 @@ fn probes_metrics_and_lameduck() {
     assert!(text.contains("coredns_build_info"), "{text}");
 
     // SIGTERM: not ready at once, still alive and answering during the lameduck, then gone.
-    let pid = roster.child.id().to_string();
+    let pid = roster.proc.child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     roster.wait_for(|_| http_get(ready, "/ready").is_some_and(|(status, _)| status.contains("503")));
     assert!(http_get(health, "/health").unwrap().0.contains("200"), "health stays 200 in lameduck");
     assert_eq!(short(&roster.dig(&["web-demo-0.nginx-demo.demo.svc.cluster.local", "+short"])), ["10.244.1.10"]);
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
-        if let Some(status) = roster.child.try_wait().unwrap() {
+        if let Some(status) = roster.proc.child.try_wait().unwrap() {
             break status;
         }
         assert!(Instant::now() < deadline, "roster did not stop after the lameduck");

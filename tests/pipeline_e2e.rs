@@ -2,142 +2,12 @@
 //! `roster controller` with two `roster dns --controller` replicas, driven with kubectl and dig.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, UdpSocket};
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// A child process killed (by PID, through its handle) on drop, with its stderr collected.
-struct Proc {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_roster"))
-            .args(args)
-            .env("ROSTER_LOG", "info,hickory_server=warn,kube=warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        for pipe in [
-            child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let sink = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let mut log = sink.lock().unwrap();
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            });
-        }
-        Self { child, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A plain HTTP/1.0 GET on loopback: (status line, body).
-fn http_get(port: u16, path: &str) -> (String, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
-}
-
-fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-fn dig(port: u16, args: &[&str]) -> String {
-    let output = Command::new("dig")
-        .args(["@127.0.0.1", "-p", &port.to_string(), "+time=1", "+tries=1"])
-        .args(args)
-        .output()
-        .expect("dig is installed");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn short(port: u16, name: &str, rtype: &str) -> Vec<String> {
-    let mut lines: Vec<String> = dig(port, &[name, rtype, "+short"])
-        .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with(";;"))
-        .map(str::to_owned)
-        .collect();
-    lines.sort();
-    lines
-}
-
-fn status(port: u16, name: &str) -> String {
-    let text = dig(port, &[name]);
-    text.split("status: ").nth(1).and_then(|rest| rest.split(',').next()).unwrap_or("no answer").to_owned()
-}
-
-fn wait_for(what: &str, logs: &[&Proc], done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if done() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let logs: Vec<String> = logs.iter().map(|p| p.log()).collect();
-    panic!("timed out waiting for {what}; logs:\n{}", logs.join("\n-----\n"));
-}
-
-fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl is installed (scripts/test.sh installs it)");
-    if let Some(text) = stdin {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    }
-    drop(child.stdin.take());
-    let output = child.wait_with_output().unwrap();
-    let out = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "kubectl {args:?} failed: {}{}", out, String::from_utf8_lossy(&output.stderr));
-    out
-}
+use support::process::{Proc, free_port, http_get, kubectl, short, status, wait_for};
 
 struct Local {
     proc: Proc,
@@ -150,7 +20,7 @@ struct Local {
 fn start_local() -> Local {
     let dir = tempfile::tempdir().unwrap();
     let (api, dns, stream) = (free_port(), free_port(), free_port());
-    let proc = Proc::spawn(&[
+    let proc = Proc::roster(&[
         "local",
         "--data-dir",
         dir.path().to_str().unwrap(),
@@ -296,7 +166,7 @@ fn roster_local_follows_the_cluster() {
     let local = start_local();
     // An extra replica following `roster local`'s own record stream sees the same changes.
     let extra = free_port();
-    let replica = Proc::spawn(&[
+    let replica = Proc::roster(&[
         "dns",
         "--controller",
         &format!("http://127.0.0.1:{}", local.stream),
@@ -315,7 +185,7 @@ fn a_controller_feeds_two_replicas_through_faults() {
     let controller_port = free_port();
     let controller_url = format!("http://127.0.0.1:{controller_port}");
     let start_controller = || {
-        Proc::spawn(&[
+        Proc::roster(&[
             "controller",
             "--kubeconfig",
             local.kubeconfig.to_str().unwrap(),
@@ -326,11 +196,11 @@ fn a_controller_feeds_two_replicas_through_faults() {
         ])
     };
     let start_replica =
-        |port: u16| Proc::spawn(&["dns", "--controller", &controller_url, "--listen", &format!("127.0.0.1:{port}")]);
+        |port: u16| Proc::roster(&["dns", "--controller", &controller_url, "--listen", &format!("127.0.0.1:{port}")]);
     let (dns_a, dns_b, metrics_a) = (free_port(), free_port(), free_port());
 
     // A replica with no controller yet: SERVFAIL for cluster names until its first snapshot.
-    let replica_a = Proc::spawn(&[
+    let replica_a = Proc::roster(&[
         "dns",
         "--controller",
         &controller_url,
@@ -351,15 +221,15 @@ fn a_controller_feeds_two_replicas_through_faults() {
     exercise_workload(&local.kubeconfig, &[dns_a, dns_b], &logs);
 
     // The controller's own health, readiness and metrics.
-    assert!(http_get(controller_port, "/healthz").0.contains("200"));
-    assert!(http_get(controller_port, "/readyz").0.contains("200"));
-    let (_, metrics) = http_get(controller_port, "/metrics");
+    assert!(http_get(controller_port, "/healthz").unwrap().0.contains("200"));
+    assert!(http_get(controller_port, "/readyz").unwrap().0.contains("200"));
+    let (_, metrics) = http_get(controller_port, "/metrics").unwrap();
     assert!(metrics.contains("roster_controller_stream_subscribers 2"), "{metrics}");
     assert!(metrics.contains("roster_controller_watch_restarts_total{kind=\"pods\"}"), "{metrics}");
     assert!(metrics.contains("roster_controller_watch_events_total{kind=\"services\"}"), "{metrics}");
     assert!(metrics.contains("roster_controller_publishes_total"), "{metrics}");
     // The replica measured how long changes took from their trigger to being answerable.
-    let (_, replica_metrics) = http_get(metrics_a, "/metrics");
+    let (_, replica_metrics) = http_get(metrics_a, "/metrics").unwrap();
     let programmed: f64 = replica_metrics
         .lines()
         .find(|l| {

@@ -5,64 +5,12 @@
 //! forwarder by Knot standing in for the internet. Needs root and iproute2 (scripts/test.sh provides).
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, UdpSocket};
+mod support;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-struct Proc {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    fn spawn(program: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(program)
-            .args(args)
-            .env("ROSTER_LOG", "info,hickory_server=warn,kube=warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{program}: {e}"));
-        let log = Arc::new(Mutex::new(String::new()));
-        let pipes: Vec<Box<dyn std::io::Read + Send>> =
-            vec![Box::new(child.stdout.take().unwrap()), Box::new(child.stderr.take().unwrap())];
-        for pipe in pipes {
-            let sink = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let mut log = sink.lock().unwrap();
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            });
-        }
-        Self { child, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
+use support::process::{Proc, ROSTER, free_port, kubectl, wait_for};
 
 fn run(program: &str, args: &[&str]) -> (bool, String) {
     let output = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
@@ -147,34 +95,6 @@ fn start_internet(dir: &Path) -> (Proc, u16) {
     (knot, port)
 }
 
-fn wait_for(what: &str, procs: &[&Proc], done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if done() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let logs: Vec<String> = procs.iter().map(|p| p.log()).collect();
-    panic!("timed out waiting for {what}; logs:\n{}", logs.join("\n-----\n"));
-}
-
-fn kubectl(kubeconfig: &Path, args: &[&str], stdin: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 const SEED_WORKLOADS: &str = r#"
 apiVersion: v1
 kind: Namespace
@@ -230,7 +150,7 @@ fn seed_commands_resolve_from_pod_namespaces() {
     let (api, stream) = (free_port(), free_port());
     let data = dir.path().join("cluster");
     let local = Proc::spawn(
-        env!("CARGO_BIN_EXE_roster"),
+        ROSTER,
         &[
             "local",
             "--data-dir",
@@ -248,7 +168,7 @@ fn seed_commands_resolve_from_pod_namespaces() {
         ],
     );
     let replica = Proc::spawn(
-        env!("CARGO_BIN_EXE_roster"),
+        ROSTER,
         &[
             "dns",
             "--controller",
@@ -262,9 +182,9 @@ fn seed_commands_resolve_from_pod_namespaces() {
     let procs = [&local, &replica, &knot];
     wait_for("roster local", &procs, || local.log().contains("roster local is up"));
     let kubeconfig = data.join("kubeconfig");
-    kubectl(&kubeconfig, &["apply", "-f", "-"], SEED_WORKLOADS);
+    kubectl(&kubeconfig, &["apply", "-f", "-"], Some(SEED_WORKLOADS));
     let pod_ip = |ns: &str, pod: &str| {
-        kubectl(&kubeconfig, &["-n", ns, "get", "pod", pod, "-o", "jsonpath={.status.podIP}"], "")
+        kubectl(&kubeconfig, &["-n", ns, "get", "pod", pod, "-o", "jsonpath={.status.podIP}"], None)
     };
     wait_for("pods with addresses", &procs, || {
         !pod_ip("demo", "web-demo-0").is_empty() && !pod_ip("default", "myapp-0").is_empty()
