@@ -108,9 +108,8 @@ async fn create_f_headless_service_with_hostname_subdomain_pods() {
     assert!(out.ok, "{}", out.stderr);
     assert!(out.stdout.contains("service/web created") && out.stdout.contains("pod/web-1 created"), "{}", out.stdout);
     let slices = eventually("a slice with both ready endpoints", Duration::from_secs(20), || {
-        let v = std::process::Command::new(common::kubectl_bin())
+        let v = common::kubectl_sync(&sim)
             .args(["get", "endpointslices", "-n", "seeds", "-l", "kubernetes.io/service-name=web", "-o", "json"])
-            .env("KUBECONFIG", sim.kubeconfig_path())
             .output()
             .ok()?;
         let list: Value = serde_json::from_slice(&v.stdout).ok()?;
@@ -167,6 +166,7 @@ async fn get_w_streams_changes() {
     let mut child = tokio::process::Command::new(common::kubectl_bin())
         .args(["get", "pods", "-n", "default", "-w", "--request-timeout=30s"])
         .env("KUBECONFIG", sim.kubeconfig_path())
+        .env("KUBECACHEDIR", common::cache_dir(&sim))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -212,13 +212,10 @@ async fn endpoint_slices_follow_readiness_and_deletion() {
     kubectl_ok(&sim, &["create", "ns", "seeds"]).await;
     assert!(kubectl_stdin(&sim, &["apply", "-f", "-"], Some(HEADLESS)).await.ok);
     let ready_of = |pod: &'static str| {
-        let kubeconfig = sim.kubeconfig_path().to_owned();
+        let sim = &sim;
         move || -> Option<(bool, bool, bool)> {
-            let out = std::process::Command::new(common::kubectl_bin())
-                .args(["get", "endpointslices", "-n", "seeds", "-o", "json"])
-                .env("KUBECONFIG", &kubeconfig)
-                .output()
-                .ok()?;
+            let out =
+                common::kubectl_sync(sim).args(["get", "endpointslices", "-n", "seeds", "-o", "json"]).output().ok()?;
             let list: Value = serde_json::from_slice(&out.stdout).ok()?;
             let eps = list["items"][0]["endpoints"].as_array()?.clone();
             let e = eps.iter().find(|e| e["targetRef"]["name"] == pod)?;
@@ -424,9 +421,8 @@ async fn describe_shows_events_expose_fills_endpoints_and_logs_answer() {
     let node_port = svc["spec"]["ports"][0]["nodePort"].as_i64().unwrap_or(0);
     assert!((30000..=32767).contains(&node_port), "{svc}");
     let ip = get_json(&sim, &["get", "pod", "api"]).await["status"]["podIP"].as_str().unwrap_or_default().to_owned();
-    let kubeconfig = sim.kubeconfig_path().to_owned();
     eventually("the Endpoints object lists the pod", Duration::from_secs(20), || {
-        let out = std::process::Command::new(common::kubectl_bin())
+        let out = common::kubectl_sync(&sim)
             .args([
                 "get",
                 "endpoints",
@@ -434,7 +430,6 @@ async fn describe_shows_events_expose_fills_endpoints_and_logs_answer() {
                 "-o",
                 "jsonpath={.subsets[0].addresses[0].ip}:{.subsets[0].ports[0].port}",
             ])
-            .env("KUBECONFIG", &kubeconfig)
             .output()
             .ok()?;
         (String::from_utf8_lossy(&out.stdout) == format!("{ip}:8080")).then_some(())

@@ -80,6 +80,19 @@ pub fn kubectl_bin() -> &'static Path {
     })
 }
 
+/// kubectl's discovery cache for this stand-in: beside its kubeconfig, so it goes with it (each test's
+/// stand-in has a port of its own; a shared cache in the home directory would only grow).
+pub fn cache_dir(sim: &SimHandle) -> PathBuf {
+    sim.kubeconfig_path().parent().map_or_else(std::env::temp_dir, Path::to_path_buf).join("kubectl-cache")
+}
+
+/// A blocking kubectl command against the stand-in (for polling closures).
+pub fn kubectl_sync(sim: &SimHandle) -> Command {
+    let mut cmd = Command::new(kubectl_bin());
+    cmd.env("KUBECONFIG", sim.kubeconfig_path()).env("KUBECACHEDIR", cache_dir(sim));
+    cmd
+}
+
 /// Output of one kubectl run.
 pub struct Out {
     /// Exit success.
@@ -101,6 +114,7 @@ pub async fn kubectl_stdin(sim: &SimHandle, args: &[&str], stdin: Option<&str>) 
     let mut cmd = tokio::process::Command::new(kubectl_bin());
     cmd.args(args)
         .env("KUBECONFIG", sim.kubeconfig_path())
+        .env("KUBECACHEDIR", cache_dir(sim))
         .env_remove("KUBERNETES_SERVICE_HOST")
         .stdin(if stdin.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() })
         .stdout(std::process::Stdio::piped())
