@@ -154,6 +154,17 @@ async fn apply_without_validate_false_creates_then_updates() {
     assert_eq!(pod["metadata"]["labels"]["rev"], "two");
     assert_eq!(pod["metadata"]["generation"], 2);
     assert_eq!(pod["spec"]["containers"][0]["ports"][0]["containerPort"], 8080, "strategic merge kept the list item");
+    // `kubectl diff` previews through a dry-run patch and changes nothing
+    let next = updated.replace("nginx:1.28", "nginx:1.29");
+    let diff = kubectl_stdin(&sim, &["diff", "-f", "-"], Some(&next)).await;
+    assert!(
+        diff.stdout.contains("+  - image: nginx:1.29") || diff.stdout.contains("image: nginx:1.29"),
+        "{}{}",
+        diff.stdout,
+        diff.stderr
+    );
+    let pod = get_json(&sim, &["get", "pod", "web-0", "-n", "seeds"]).await;
+    assert_eq!(pod["spec"]["containers"][0]["image"], "nginx:1.28");
     // a cluster-scoped kind, with a typo'd field rejected by nothing client-side
     let sc = "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: fast}\nprovisioner: example.com/x\n";
     assert!(kubectl_stdin(&sim, &["apply", "-f", "-"], Some(sc)).await.ok);

@@ -322,7 +322,7 @@ fn handle(
                 let created = store.create(srt, ns, view::to_storage(rt, obj))?;
                 return Ok(json_response(StatusCode::CREATED, &view::present(rt, &created)));
             }
-            let updated = store.mutate(srt, ns, name, which, |old| {
+            let compute = |old: &Value| {
                 let current = view::present(rt, old);
                 let mut new = match pt {
                     PatchType::Apply => patch::server_side_apply(&current, &patch_body, &manager, &now)?,
@@ -335,7 +335,16 @@ fn handle(
                     m.remove("resourceVersion");
                 }
                 Ok(view::to_storage(rt, new))
-            })?;
+            };
+            if is_dry_run(params) {
+                // `kubectl diff`: what the patch would make, nothing stored
+                let current = store.get(srt, ns, name)?;
+                let mut preview = compute(&current)?;
+                meta::metadata_mut(&mut preview)
+                    .insert("resourceVersion".into(), json!(meta::meta_str(&current, "resourceVersion")));
+                return Ok(out(&preview));
+            }
+            let updated = store.mutate(srt, ns, name, which, compute)?;
             Ok(out(&updated))
         }
         ("DELETE", Some(name), None) => {
