@@ -125,3 +125,8 @@ async fn revision_history_limit_trims_old_revisions() {
 async fn only_the_lease_holder_writes_and_a_standby_takes_over() {
     s::only_the_leader_writes(K).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphaned_pods_are_adopted_by_the_set_applied_again() {
+    s::orphaned_pods_are_adopted(K).await;
+}

@@ -778,3 +778,37 @@ pub async fn only_the_leader_writes(kind: Kind) {
     assert_eq!(holder.trim(), "identity-b");
     standby.abort();
 }
+
+/// `kubectl delete --cascade=orphan` leaves the pods running; the set applied again adopts them (and its
+/// old revisions), so nothing restarts.
+pub async fn orphaned_pods_are_adopted(kind: Kind) {
+    let c = Cluster::start(kind).await;
+    create_set(&c, 2, "").await;
+    let rev = update_revision(&c).await;
+    let mut uids = Vec::new();
+    for n in pod_names(2) {
+        uids.push(uid_of(&pod(&c, &n).await.unwrap()));
+    }
+    c.kubectl_ok(&["delete", kind.resource(), "web", "--cascade=orphan"]).await;
+    c.eventually("the set is gone", Duration::from_secs(20), async |c| {
+        (!c.kubectl(&["get", kind.resource(), "web"]).await.ok).then_some(())
+    })
+    .await;
+    c.eventually("pods orphaned", Duration::from_secs(20), async |c| {
+        let pods = c.pods().await;
+        pods.iter().all(|p| p["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty)).then_some(())
+    })
+    .await;
+    let mark = c.timeline.mark();
+    c.apply(&set_manifest(kind, "web", 2, V1, "")).await;
+    c.wait_settled("web", 2).await;
+    assert_eq!(update_revision(&c).await, rev, "the adopted history keeps the revision name");
+    let set_uid = c.set_json("web").await["metadata"]["uid"].as_str().unwrap().to_owned();
+    for (i, n) in pod_names(2).iter().enumerate() {
+        let p = pod(&c, n).await.unwrap();
+        assert_eq!(uid_of(&p), uids[i], "{n} was replaced instead of adopted");
+        assert_eq!(p["metadata"]["ownerReferences"][0]["uid"], set_uid.as_str());
+    }
+    let e = c.timeline.since(mark);
+    assert!(e.iter().all(|x| x.step != Step::Terminating), "{}", Timeline::render(&e));
+}

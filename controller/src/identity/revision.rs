@@ -94,20 +94,31 @@ fn data_of(r: &ControllerRevision) -> Value {
     r.data.as_ref().map(|d| canonical(&d.0)).unwrap_or(Value::Null)
 }
 
-/// The set's revisions (controlled by it), oldest first.
+/// The set's revisions, oldest first: those it controls, plus orphans matching its selector, which it
+/// adopts (upstream's adoptOrphanRevisions: a set deleted with `--cascade=orphan` and created again keeps
+/// its history, so its pods keep their revision).
 pub async fn list(ctx: &Context, set: &SetView) -> Result<Vec<ControllerRevision>, Error> {
     let api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), &set.namespace);
     let sel = selector_string(&set.spec.selector);
     let lp = if sel.is_empty() { ListParams::default() } else { ListParams::default().labels(&sel) };
-    let mut revs: Vec<ControllerRevision> = api
-        .list(&lp)
-        .await?
-        .items
-        .into_iter()
-        .filter(|r| {
-            r.metadata.owner_references.iter().flatten().any(|o| o.controller == Some(true) && o.uid == set.uid)
-        })
-        .collect();
+    let mut revs = Vec::new();
+    for r in api.list(&lp).await?.items {
+        let refs = r.metadata.owner_references.clone().unwrap_or_default();
+        if refs.iter().any(|o| o.controller == Some(true) && o.uid == set.uid) {
+            revs.push(r);
+        } else if !refs.iter().any(|o| o.controller == Some(true)) && r.metadata.deletion_timestamp.is_none() {
+            let mut next = refs;
+            next.push(set.controller_ref());
+            let name = r.metadata.name.clone().unwrap_or_default();
+            ctx.guard_write()?;
+            let patch = json!({ "metadata": { "ownerReferences": next } });
+            match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(adopted) => revs.push(adopted),
+                Err(e) if kube_not_found(&e) || kube_conflict(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
     revs.sort_by(|a, b| a.revision.cmp(&b.revision).then_with(|| a.metadata.name.cmp(&b.metadata.name)));
     Ok(revs)
 }
