@@ -581,6 +581,7 @@ pub async fn controller_killed_mid_rollout(kind: Kind) {
     create_set(&c, 4, "  updateStrategy:\n    type: RollingUpdate\n    rollingUpdate:\n      partition: 1\n").await;
     let rev1 = update_revision(&c).await;
     let web0 = uid_of(&pod(&c, "web-0").await.unwrap());
+    let claims = pvc_uids(&c).await;
     let mark = c.timeline.mark();
     set_image(&c, V2).await;
     c.eventually("web-3 updated", Duration::from_secs(30), async |c| {
@@ -614,6 +615,7 @@ pub async fn controller_killed_mid_rollout(kind: Kind) {
     assert!(ready(&e, "web-2") < terminating(&e, "web-1"), "{}", Timeline::render(&e));
     let holder = c.kubectl_ok(&["get", "lease", "roster-identity", "-o", "jsonpath={.spec.holderIdentity}"]).await;
     assert_eq!(holder.trim(), "identity-b");
+    assert_eq!(pvc_uids(&c).await, claims, "a claim was deleted or replaced across the restart");
 }
 
 /// A failed pod is deleted and recreated under the same name.

@@ -17,6 +17,14 @@
 //! - [`crd_yaml`]`() -> String`: the CRD document for `roster crd`; `deploy/crd/identitysets.roster.dev.yaml`
 //!   is its output (a test keeps them equal).
 //!
+//! # Permissions
+//! On a real cluster the controller's ServiceAccount needs: `pods` get/list/watch/create/patch/delete;
+//! `persistentvolumeclaims` list/create/patch; `apps` `controllerrevisions` list/create/patch/delete;
+//! `apps` `statefulsets` (with `manage_statefulsets`) and `roster.dev` `identitysets` get/list/watch,
+//! and their `/status` patch; `coordination.k8s.io` `leases` get/create/update; `events.k8s.io`
+//! `events` create/patch; `apiextensions.k8s.io` `customresourcedefinitions` create (with
+//! `install_crd`).
+//!
 //! # Layout
 //! `set` (the two kinds seen as one), `crd` (the IdentitySet kind), `context` (client, recorder, the
 //! leadership flag every write checks), `reconcile` (reconcile/error_policy), `sync` (one pass of the
