@@ -95,7 +95,17 @@ for dirpath, _, files in sorted(os.walk(src)):
                     kind = attr.split(",")[0].split(" ")[0].split("=")[0].strip()
                     if kind == "message":
                         kind = "msg:" + resolve(module, typ)
-                out.append(f"{tag} {json_name(field)} {'*' if repeated else '-'} {kind}")
+                name = json_name(field)
+                # Go struct embedding (`json:",inline"`): the field is named after its type and its JSON
+                # name is not a real one; its fields belong to the parent object
+                inline = (
+                    kind.startswith("msg:")
+                    and name.lower() not in json_names
+                    and kind.rsplit(".", 1)[-1].lower() == name.lower()
+                )
+                if inline:
+                    kind = "inline:" + kind[4:]
+                out.append(f"{tag} {name} {'*' if repeated else '-'} {kind}")
                 i = j
             i += 1
 print("\n".join(out))

@@ -141,6 +141,12 @@ fn decode_message(schema: &Schema, name: &str, bytes: &[u8], depth: usize) -> Re
                     m.insert(key, value);
                 }
             }
+            Kind::Inline(inner) => {
+                let WireValue::Bytes(b) = v else { return Err(bad("an embedded message must be length-delimited")) };
+                if let Value::Object(fields) = decode_message(schema, inner, b, depth + 1)? {
+                    out.extend(fields);
+                }
+            }
             kind => {
                 let values = match (v, kind) {
                     (WireValue::Bytes(packed), Kind::Int32 | Kind::Int64 | Kind::Bool) if field.repeated => {
@@ -207,6 +213,20 @@ mod tests {
         let mut out = vec![u8::try_from(tag << 3 | 2).unwrap_or(0), u8::try_from(payload.len()).unwrap_or(0)];
         out.extend_from_slice(payload);
         out
+    }
+
+    #[test]
+    fn embedded_messages_are_inlined() {
+        // Pod{spec: {volumes: [{name: "v", <VolumeSource inline>{emptyDir: {}}}], containers: [{name: "c"}]}}
+        let volume = [field(1, b"v"), field(2, &field(2, b""))].concat();
+        let spec = [field(1, &volume), field(2, &field(1, b"c"))].concat();
+        let pod = [field(1, &field(1, b"p")), field(2, &spec)].concat();
+        let type_meta = [field(1, b"v1"), field(2, b"Pod")].concat();
+        let body = [MAGIC.to_vec(), field(1, &type_meta), field(2, &pod)].concat();
+        let rt = crate::bootstrap::builtin("", "pods");
+        let v = decode(&Bytes::from(body), &rt).expect("decodes");
+        assert_eq!(v["spec"]["volumes"], json!([{"name": "v", "emptyDir": {}}]));
+        assert_eq!(v["spec"]["containers"], json!([{"name": "c"}]));
     }
 
     #[test]

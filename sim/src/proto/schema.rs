@@ -20,6 +20,8 @@ pub enum Kind {
     Double,
     /// A nested message, by full name.
     Message(String),
+    /// An embedded message whose fields are inlined in the parent's JSON (Go's `json:",inline"`).
+    Inline(String),
     /// `map<string, V>`.
     Map(Box<Kind>),
 }
@@ -53,6 +55,8 @@ fn parse_kind(s: &str) -> Option<Kind> {
         other => {
             if let Some(name) = other.strip_prefix("msg:") {
                 Kind::Message(name.to_owned())
+            } else if let Some(name) = other.strip_prefix("inline:") {
+                Kind::Inline(name.to_owned())
             } else if let Some(v) = other.strip_prefix("map:") {
                 Kind::Map(Box::new(parse_kind(v)?))
             } else {
