@@ -490,3 +490,26 @@ async fn server_side_apply_removes_fields_dropped_from_the_manifest() {
     assert!(managed.contains("manager: kubectl") && managed.contains("operation: Apply"), "{managed}");
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_spread_over_nodes_and_honour_node_selectors() {
+    let sim = common::start_with(roster_sim::SimConfig { nodes: 3, ..common::fast() }).await;
+    let nodes = kubectl_ok(&sim, &["get", "nodes", "-o", "name"]).await;
+    assert_eq!(nodes.lines().count(), 3, "{nodes}");
+    for i in 0..3 {
+        kubectl_ok(&sim, &["run", &format!("p{i}"), "--image=nginx"]).await;
+    }
+    let pinned = r#"{"spec": {"nodeSelector": {"kubernetes.io/hostname": "sim-node-2"}}}"#;
+    kubectl_ok(&sim, &["run", "pinned", "--image=nginx", &format!("--overrides={pinned}")]).await;
+    kubectl_ok(&sim, &["wait", "--for=condition=Ready", "pod", "--all", "--timeout=20s"]).await;
+    let placed = kubectl_ok(
+        &sim,
+        &["get", "pods", "-o", "jsonpath={range .items[*]}{.metadata.name}={.spec.nodeName}{\"\\n\"}{end}"],
+    )
+    .await;
+    let used: std::collections::HashSet<&str> =
+        placed.lines().filter(|l| !l.starts_with("pinned")).filter_map(|l| l.split('=').nth(1)).collect();
+    assert!(placed.lines().any(|l| l == "pinned=sim-node-2"), "{placed}");
+    assert_eq!(used.len(), 3, "spread over the nodes: {placed}");
+    sim.shutdown().await;
+}

@@ -131,10 +131,10 @@ impl Kubelet {
         let (pods, _) = store.list(&self.pods, None);
         let (nodes, _) = store.list(&self.nodes, None);
         // the scheduler's part: cordoned nodes (`kubectl cordon`/`drain`) take no new pods
-        let node_names: Vec<String> = nodes
+        let node_names: Vec<(String, Value)> = nodes
             .iter()
             .filter(|n| path(n, "spec.unschedulable").and_then(Value::as_bool) != Some(true))
-            .map(|n| meta::name(n).to_owned())
+            .map(|n| (meta::name(n).to_owned(), path(n, "metadata.labels").cloned().unwrap_or(json!({}))))
             .collect();
         let mut per_node: HashMap<String, usize> = HashMap::new();
         for p in &pods {
@@ -157,7 +157,7 @@ impl Kubelet {
         &mut self,
         store: &Store,
         pod: &Value,
-        nodes: &[String],
+        nodes: &[(String, Value)],
         per_node: &mut HashMap<String, usize>,
     ) -> Result<(), crate::ApiError> {
         let ns = meta::namespace(pod);
@@ -197,7 +197,15 @@ impl Kubelet {
             return Ok(());
         }
         if node.is_empty() {
-            let Some(target) = nodes.iter().min_by_key(|n| per_node.get(*n).copied().unwrap_or(0)) else {
+            // nodeSelector narrows the candidates; among them, the least loaded
+            let selector = path(pod, "spec.nodeSelector").and_then(Value::as_object);
+            let fits = |labels: &Value| selector.is_none_or(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)));
+            let Some(target) = nodes
+                .iter()
+                .filter(|(_, labels)| fits(labels))
+                .map(|(n, _)| n)
+                .min_by_key(|n| per_node.get(*n).copied().unwrap_or(0))
+            else {
                 return Ok(());
             };
             *per_node.entry(target.clone()).or_default() += 1;

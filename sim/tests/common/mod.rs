@@ -11,14 +11,18 @@ use roster_sim::{SimConfig, SimHandle};
 
 /// Start a stand-in on a free loopback port with fast pod transitions.
 pub async fn start() -> SimHandle {
-    start_with(SimConfig {
+    start_with(fast()).await
+}
+
+/// A config with fast pod transitions.
+pub fn fast() -> SimConfig {
+    SimConfig {
         ready_delay: Duration::from_millis(200),
         start_delay: Duration::from_millis(100),
         termination_cap: Duration::from_secs(1),
         bookmark_interval: Duration::from_secs(1),
         ..SimConfig::default()
-    })
-    .await
+    }
 }
 
 /// Start a stand-in with a given config.
