@@ -165,7 +165,7 @@ async fn apply_without_validate_false_creates_then_updates() {
     );
     let pod = get_json(&sim, &["get", "pod", "web-0", "-n", "seeds"]).await;
     assert_eq!(pod["spec"]["containers"][0]["image"], "nginx:1.28");
-    // a cluster-scoped kind, with a typo'd field rejected by nothing client-side
+    // a cluster-scoped kind applies the same way
     let sc = "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: fast}\nprovisioner: example.com/x\n";
     assert!(kubectl_stdin(&sim, &["apply", "-f", "-"], Some(sc)).await.ok);
     sim.shutdown().await;
