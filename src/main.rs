@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use roster_controller::Hub;
 use roster_dns::forward::{Forwarder, ForwarderConfig, parse_upstream, upstreams_from_resolv_conf};
@@ -402,7 +403,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     info!(addr = %listener.local_addr()?, "serving the record stream");
     let router = roster_controller::stream::router(hub, Duration::from_secs(args.bookmark_seconds));
     tokio::select! {
-        result = axum::serve(listener, router) => result.context("record stream server")?,
+        result = axum::serve(listener.tap_io(no_delay), router) => result.context("record stream server")?,
         _ = shutdown_signal() => info!("shutting down"),
     }
     watch.abort();
@@ -431,7 +432,7 @@ async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(args.stream).await.with_context(|| format!("--stream {}", args.stream))?;
     let router = roster_controller::stream::router(hub.clone(), Duration::from_secs(5));
-    let stream_server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let stream_server = tokio::spawn(async move { axum::serve(listener.tap_io(no_delay), router).await });
 
     let store = Arc::new(ZoneStore::new(config));
     let metrics = Metrics::new(&args.dns.to_string());
@@ -464,6 +465,11 @@ async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     follower.abort();
     sim.shutdown().await;
     result
+}
+
+/// Frames are small and latency matters: no Nagle delay on stream connections.
+fn no_delay(stream: &mut tokio::net::TcpStream) {
+    let _ = stream.set_nodelay(true);
 }
 
 /// The identity controller, logging (not propagating) its end: DNS keeps working without it.

@@ -58,6 +58,7 @@ enum Update {
     Failed(Kind, String),
 }
 
+#[derive(PartialEq)]
 enum SlimObject {
     Namespace(roster_shared::NamespaceView),
     Service(roster_shared::ServiceView),
@@ -154,21 +155,28 @@ impl Views {
                 false
             }
             Update::Upsert(kind, key, view, trigger) => {
-                if let (Some(unix_ms), false) = (trigger, self.pending.contains_key(&kind)) {
-                    let service_kind = service_kind_of(&view).to_owned();
-                    if self.trigger.as_ref().is_none_or(|t| unix_ms < t.unix_ms) {
-                        self.trigger = Some(Trigger { unix_ms, service_kind });
-                    }
-                }
+                let relisting = self.pending.contains_key(&kind);
+                let service_kind = service_kind_of(&view);
                 let target = match self.pending.get_mut(&kind) {
                     Some(pending) => pending,
                     None => self.current.entry(kind).or_default(),
                 };
-                match view {
-                    Some(view) => target.insert(key, view),
-                    None => target.remove(&key),
+                // Most updates (pod status, slice metadata) leave the slim view as it was: no new
+                // synthesis for those.
+                let changed = match view {
+                    Some(view) if target.get(&key) == Some(&view) => false,
+                    Some(view) => {
+                        target.insert(key, view);
+                        true
+                    }
+                    None => target.remove(&key).is_some(),
                 };
-                !self.pending.contains_key(&kind)
+                if let (true, false, Some(unix_ms)) = (changed, relisting, trigger)
+                    && self.trigger.as_ref().is_none_or(|t| unix_ms < t.unix_ms)
+                {
+                    self.trigger = Some(Trigger { unix_ms, service_kind: service_kind.to_owned() });
+                }
+                changed && !relisting
             }
             Update::Delete(kind, key) => {
                 if let Some(pending) = self.pending.get_mut(&kind) {
