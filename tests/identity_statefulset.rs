@@ -108,3 +108,8 @@ async fn only_the_lease_holder_writes_and_a_standby_takes_over() {
 async fn orphaned_pods_are_adopted_by_the_set_applied_again() {
     s::orphaned_pods_are_adopted(K).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_restart_rolls_every_pod() {
+    s::rollout_restart(K).await;
+}

@@ -814,3 +814,22 @@ pub async fn orphaned_pods_are_adopted(kind: Kind) {
     let e = c.timeline.since(mark);
     assert!(e.iter().all(|x| x.step != Step::Terminating), "{}", Timeline::render(&e));
 }
+
+/// `kubectl rollout restart`: kubectl stamps the template with `restartedAt`, which is a new revision,
+/// rolled like any other (reverse order, one at a time).
+pub async fn rollout_restart(kind: Kind) {
+    let c = Cluster::start(kind).await;
+    create_set(&c, 2, "").await;
+    let rev1 = update_revision(&c).await;
+    let mark = c.timeline.mark();
+    c.kubectl_ok(&["rollout", "restart", "statefulset/web"]).await;
+    c.eventually("a new update revision", Duration::from_secs(20), async |c| {
+        (update_revision(c).await != rev1).then_some(())
+    })
+    .await;
+    c.wait_settled("web", 2).await;
+    let e = c.timeline.since(mark);
+    assert!(ready(&e, "web-1") < terminating(&e, "web-0"), "{}", Timeline::render(&e));
+    let p = pod(&c, "web-0").await.unwrap();
+    assert!(p["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_string());
+}
