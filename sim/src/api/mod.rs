@@ -103,15 +103,18 @@ async fn route(app: &Arc<App>, req: Request) -> Result<Response, ApiError> {
     let body = axum::body::to_bytes(req.into_body(), 64 << 20)
         .await
         .map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
-    let resp = handle(app, &method, &headers, &params, target, &body)?;
-    if method != Method::GET {
-        // acknowledge a write only once it is durable
-        let store = app.store.clone();
-        tokio::task::spawn_blocking(move || store.wait_durable())
-            .await
-            .map_err(|e| ApiError::internal(format!("waiting for the log: {e}")))??;
-    }
-    Ok(resp)
+    // the verbs block (store lock, serializing big lists, fsync): keep them off the async workers
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || {
+        let resp = handle(&app, &method, &headers, &params, target, &body)?;
+        if method != Method::GET {
+            // acknowledge a write only once it is durable
+            app.store.wait_durable()?;
+        }
+        Ok(resp)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("serving the request: {e}")))?
 }
 
 fn resolve(app: &App, group: &str, version: &str, rest: &[&str]) -> Option<Target> {
