@@ -7,7 +7,7 @@
 //! # async fn demo(client: kube::Client) -> Result<(), roster_controller::identity::Error> {
 //! use roster_controller::identity::{IdentityOptions, run};
 //! let options = IdentityOptions { manage_statefulsets: true, install_crd: true, ..IdentityOptions::default() };
-//! run(client, options).await // runs until the watches end; elects a leader first
+//! run(client, options).await // elects a leader, then reconciles until SIGINT/SIGTERM
 //! # }
 //! ```
 //!
@@ -107,8 +107,8 @@ async fn run_kind<K: SetKind>(client: kube::Client, ctx: Arc<Context>) {
         .await;
 }
 
-/// Run the identity controller until its watches end (or forever). Every write happens only while this
-/// instance holds `options.lease`.
+/// Run the identity controller until SIGINT/SIGTERM (its controllers shut down on a signal; aborting the
+/// task works too). Every write happens only while this instance holds `options.lease`.
 pub async fn run(client: kube::Client, options: IdentityOptions) -> Result<(), Error> {
     if options.install_crd {
         crd::install(&client).await?;
@@ -120,16 +120,16 @@ pub async fn run(client: kube::Client, options: IdentityOptions) -> Result<(), E
         let reporter =
             Reporter { controller: options.reporter.clone(), instance: Some(options.lease.identity.clone()) };
         let ctx = Arc::new(Context::new(client.clone(), reporter, flag.clone(), options.writes.clone()));
-        let idsets = run_kind::<IdentitySet>(client.clone(), ctx.clone());
-        let statefulsets = async {
+        let controllers = async {
+            let idsets = run_kind::<IdentitySet>(client.clone(), ctx.clone());
             if options.manage_statefulsets {
-                run_kind::<StatefulSet>(client.clone(), ctx.clone()).await;
+                futures::future::join(idsets, run_kind::<StatefulSet>(client.clone(), ctx.clone())).await;
             } else {
-                futures::future::pending::<()>().await;
+                idsets.await;
             }
         };
         tokio::select! {
-            _ = futures::future::join(idsets, statefulsets) => return Ok(()),
+            () = controllers => return Ok(()),
             () = elector.hold() => tracing::warn!("identity controller stopped: the lease was lost"),
         }
     }
