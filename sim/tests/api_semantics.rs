@@ -456,3 +456,34 @@ async fn required_fields_and_names_are_validated() {
     }
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_not_ready_addresses_marks_unready_pods_ready() {
+    let sim = start().await;
+    let c = client(&sim).await;
+    for (name, publish) in [("pub", true), ("plain", false)] {
+        let svc = json!({"metadata": {"name": name}, "spec": {"clusterIP": "None", "publishNotReadyAddresses": publish,
+                         "selector": {"app": "slow"}, "ports": [{"port": 80}]}});
+        assert_eq!(call(&c, "POST", "/api/v1/namespaces/default/services", Some(svc), "application/json").await.0, 201);
+    }
+    let pod = json!({"metadata": {"name": "slow-0", "labels": {"app": "slow"}, "annotations": {"sim.roster.dev/ready": "false"}},
+                     "spec": {"containers": [{"name": "c", "image": "x"}]}});
+    assert_eq!(call(&c, "POST", "/api/v1/namespaces/default/pods", Some(pod), "application/json").await.0, 201);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let cond = |svc: &'static str| {
+            let c = c.clone();
+            async move {
+                let (_, list) = get(&c, &format!("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3D{svc}")).await;
+                list["items"][0]["endpoints"][0]["conditions"].clone()
+            }
+        };
+        let (p, q) = (cond("pub").await, cond("plain").await);
+        if p["ready"] == true && q["ready"] == false && p["serving"] == false && q["serving"] == false {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "pub: {p}, plain: {q}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sim.shutdown().await;
+}
