@@ -250,6 +250,11 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
     let router = api::router(app);
     let mut server_shutdown = shutdown_rx.clone();
     let server = tokio::spawn(async move {
+        // Watch events are small: without TCP_NODELAY they wait for the client's delayed ACK (~40 ms),
+        // which a real (Go) API server never makes them do.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
             let _ = server_shutdown.wait_for(|s| *s).await;
         });
