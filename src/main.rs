@@ -397,7 +397,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let hub = Hub::default();
     let (synced_tx, _synced) = tokio::sync::watch::channel(false);
     let watch = tokio::spawn(roster_controller::kube_source::run(client.clone(), synth, hub.clone(), synced_tx));
-    let identity = tokio::spawn(run_identity(client, args.manage_statefulsets, args.install_crd));
+    let identity = tokio::spawn(run_identity(client, hub.clone(), args.manage_statefulsets, args.install_crd));
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("--listen {}", args.listen))?;
     info!(addr = %listener.local_addr()?, "serving the record stream");
@@ -428,7 +428,7 @@ async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     let (synced_tx, mut synced) = tokio::sync::watch::channel(false);
     let watch = tokio::spawn(roster_controller::kube_source::run(client.clone(), synth, hub.clone(), synced_tx));
     // The stand-in has no StatefulSet controller of its own: roster's fills that role.
-    let identity = tokio::spawn(run_identity(client, true, true));
+    let identity = tokio::spawn(run_identity(client, hub.clone(), true, true));
     let listener =
         tokio::net::TcpListener::bind(args.stream).await.with_context(|| format!("--stream {}", args.stream))?;
     let router = roster_controller::stream::router(hub.clone(), Duration::from_secs(5));
@@ -473,10 +473,11 @@ fn no_delay(stream: &mut tokio::net::TcpStream) {
 }
 
 /// The identity controller, logging (not propagating) its end: DNS keeps working without it.
-async fn run_identity(client: kube::Client, manage_statefulsets: bool, install_crd: bool) {
+async fn run_identity(client: kube::Client, hub: Hub, manage_statefulsets: bool, install_crd: bool) {
     let options = roster_controller::identity::IdentityOptions {
         manage_statefulsets,
         install_crd,
+        metrics: Some(hub.metrics().clone()),
         ..roster_controller::identity::IdentityOptions::default()
     };
     match roster_controller::identity::run(client, options).await {

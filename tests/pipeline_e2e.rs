@@ -177,6 +177,25 @@ fn roster_local_follows_the_cluster() {
         short(extra, "kubernetes.default.svc.cluster.local", "A") == ["10.96.0.1"]
     });
     exercise_workload(&local.kubeconfig, &[local.dns, extra], &[&local.proc, &replica]);
+
+    // The README's StatefulSet: the identity controller creates web-0..2, DNS publishes them, and the
+    // controller counts its reconciles.
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/local/statefulset-web.yaml"))
+            .unwrap();
+    kubectl(&local.kubeconfig, &["create", "namespace", "sts"], None);
+    kubectl(&local.kubeconfig, &["-n", "sts", "apply", "-f", "-"], Some(&example));
+    wait_for("web-0..2 in DNS", &[&local.proc], || {
+        (0..3).all(|i| short(local.dns, &format!("web-{i}.nginx.sts.svc.cluster.local"), "A").len() == 1)
+    });
+    let claims =
+        kubectl(&local.kubeconfig, &["-n", "sts", "get", "pvc", "-o", "jsonpath={.items[*].metadata.name}"], None);
+    assert_eq!(claims, "www-web-0 www-web-1 www-web-2");
+    let (_, metrics) = http_get(local.stream, "/metrics").unwrap();
+    assert!(
+        metrics.contains("roster_controller_reconciles_total{kind=\"statefulsets\",result=\"success\"}"),
+        "{metrics}"
+    );
 }
 
 #[test]

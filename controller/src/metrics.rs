@@ -16,8 +16,16 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub kind: &'static str,
+    pub result: &'static str,
+}
+
 pub struct ControllerMetrics {
     registry: Registry,
+    /// Identity-controller reconciles per kind and result (`success`, `error`).
+    pub reconciles: Family<ReconcileLabels, Counter>,
     pub watch_events: Family<KindLabel, Counter>,
     pub watch_restarts: Family<KindLabel, Counter>,
     pub watch_errors: Family<KindLabel, Counter>,
@@ -30,6 +38,12 @@ pub struct ControllerMetrics {
 impl ControllerMetrics {
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::default();
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        registry.register(
+            "roster_controller_reconciles",
+            "Identity-controller reconciles per kind and result (success, error).",
+            reconciles.clone(),
+        );
         let watch_events = Family::<KindLabel, Counter>::default();
         registry.register("roster_controller_watch_events", "Watch events taken in, per kind.", watch_events.clone());
         let watch_restarts = Family::<KindLabel, Counter>::default();
@@ -62,6 +76,7 @@ impl ControllerMetrics {
         );
         Arc::new(Self {
             registry,
+            reconciles,
             watch_events,
             watch_restarts,
             watch_errors,
@@ -72,11 +87,23 @@ impl ControllerMetrics {
         })
     }
 
+    /// Counts one reconcile outcome.
+    pub fn reconciled(&self, kind: &'static str, ok: bool) {
+        let result = if ok { "success" } else { "error" };
+        self.reconciles.get_or_create(&ReconcileLabels { kind, result }).inc();
+    }
+
     pub fn render(&self) -> String {
         let mut text = String::new();
         if encode(&mut text, &self.registry).is_err() {
             text.clear();
         }
         text
+    }
+}
+
+impl std::fmt::Debug for ControllerMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerMetrics").finish_non_exhaustive()
     }
 }

@@ -78,6 +78,8 @@ pub struct IdentityOptions {
     pub reporter: String,
     /// Counts API writes, Events included (for benchmarks); shared with the caller when given.
     pub writes: Arc<AtomicU64>,
+    /// Where reconcile outcomes are counted (`roster_controller_reconciles_total`), when given.
+    pub metrics: Option<Arc<crate::metrics::ControllerMetrics>>,
 }
 
 impl Default for IdentityOptions {
@@ -88,20 +90,32 @@ impl Default for IdentityOptions {
             lease: LeaseSettings::default(),
             reporter: "statefulset-controller".into(),
             writes: Arc::default(),
+            metrics: None,
         }
     }
 }
 
-async fn run_kind<K: SetKind>(client: kube::Client, ctx: Arc<Context>) {
+async fn run_kind<K: SetKind>(
+    client: kube::Client,
+    ctx: Arc<Context>,
+    metrics: Option<Arc<crate::metrics::ControllerMetrics>>,
+) {
+    let kind: &'static str =
+        if K::kind(&Default::default()) == "StatefulSet" { "statefulsets" } else { "identitysets" };
     let sets: Api<K> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client);
     Controller::new(sets, watcher::Config::default())
         .owns(pods, watcher::Config::default())
         .shutdown_on_signal()
         .run(reconcile::reconcile::<K>, reconcile::error_policy::<K>, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "identity reconcile");
+        .for_each(|res| {
+            if let Some(metrics) = &metrics {
+                metrics.reconciled(kind, res.is_ok());
+            }
+            async move {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "identity reconcile");
+                }
             }
         })
         .await;
@@ -121,9 +135,10 @@ pub async fn run(client: kube::Client, options: IdentityOptions) -> Result<(), E
             Reporter { controller: options.reporter.clone(), instance: Some(options.lease.identity.clone()) };
         let ctx = Arc::new(Context::new(client.clone(), reporter, flag.clone(), options.writes.clone()));
         let controllers = async {
-            let idsets = run_kind::<IdentitySet>(client.clone(), ctx.clone());
+            let idsets = run_kind::<IdentitySet>(client.clone(), ctx.clone(), options.metrics.clone());
             if options.manage_statefulsets {
-                futures::future::join(idsets, run_kind::<StatefulSet>(client.clone(), ctx.clone())).await;
+                let statefulsets = run_kind::<StatefulSet>(client.clone(), ctx.clone(), options.metrics.clone());
+                futures::future::join(idsets, statefulsets).await;
             } else {
                 idsets.await;
             }
