@@ -26,6 +26,8 @@ pub struct ControllerMetrics {
     registry: Registry,
     /// Identity-controller reconciles per kind and result (`success`, `error`).
     pub reconciles: Family<ReconcileLabels, Counter>,
+    /// Identity-controller reconciles running now.
+    pub reconciles_in_flight: Gauge,
     pub watch_events: Family<KindLabel, Counter>,
     pub watch_restarts: Family<KindLabel, Counter>,
     pub watch_errors: Family<KindLabel, Counter>,
@@ -43,6 +45,12 @@ impl ControllerMetrics {
             "roster_controller_reconciles",
             "Identity-controller reconciles per kind and result (success, error).",
             reconciles.clone(),
+        );
+        let reconciles_in_flight = Gauge::default();
+        registry.register(
+            "roster_controller_reconciles_in_flight",
+            "Identity-controller reconciles running now.",
+            reconciles_in_flight.clone(),
         );
         let watch_events = Family::<KindLabel, Counter>::default();
         registry.register("roster_controller_watch_events", "Watch events taken in, per kind.", watch_events.clone());
@@ -77,6 +85,7 @@ impl ControllerMetrics {
         Arc::new(Self {
             registry,
             reconciles,
+            reconciles_in_flight,
             watch_events,
             watch_restarts,
             watch_errors,

@@ -95,6 +95,22 @@ impl Default for IdentityOptions {
     }
 }
 
+/// Holds the in-flight gauge up while a reconcile runs.
+struct InFlight(prometheus_client::metrics::gauge::Gauge);
+
+impl InFlight {
+    fn enter(gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 async fn run_kind<K: SetKind>(
     client: kube::Client,
     ctx: Arc<Context>,
@@ -104,10 +120,19 @@ async fn run_kind<K: SetKind>(
         if K::kind(&Default::default()) == "StatefulSet" { "statefulsets" } else { "identitysets" };
     let sets: Api<K> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client);
+    let in_flight = metrics.as_ref().map(|m| m.reconciles_in_flight.clone());
+    // Counts reconciles in progress around the real reconcile (kube-runtime keeps its queue private).
+    let counted = move |set: Arc<K>, ctx: Arc<Context>| {
+        let in_flight = in_flight.clone();
+        async move {
+            let _guard = in_flight.map(InFlight::enter);
+            reconcile::reconcile::<K>(set, ctx).await
+        }
+    };
     Controller::new(sets, watcher::Config::default())
         .owns(pods, watcher::Config::default())
         .shutdown_on_signal()
-        .run(reconcile::reconcile::<K>, reconcile::error_policy::<K>, ctx)
+        .run(counted, reconcile::error_policy::<K>, ctx)
         .for_each(|res| {
             if let Some(metrics) = &metrics {
                 metrics.reconciled(kind, res.is_ok());
