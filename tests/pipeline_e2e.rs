@@ -196,6 +196,7 @@ fn roster_local_follows_the_cluster() {
         metrics.contains("roster_controller_reconciles_total{kind=\"statefulsets\",result=\"success\"}"),
         "{metrics}"
     );
+    assert!(metrics.contains("roster_controller_reconciles_in_flight"), "{metrics}");
 }
 
 #[test]
