@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, Query, ResponseCode};
-use hickory_proto::rr::{DNSClass, LowerName, Name, Record, RecordType};
+use hickory_proto::rr::{LowerName, Name, Record, RecordType};
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, error, warn};
 
@@ -276,9 +276,4 @@ fn to_answer(answer: CachedAnswer, plugin: &'static str) -> Answer {
         authoritative: false,
         plugin,
     }
-}
-
-/// Only class IN is forwarded; everything else is refused before reaching here.
-pub fn forwardable(class: DNSClass) -> bool {
-    class == DNSClass::IN
 }

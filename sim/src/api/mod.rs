@@ -219,25 +219,6 @@ fn handle(
             };
             Ok(json_response(StatusCode::CREATED, &review))
         }
-        (_, Some(name), Some("exec" | "attach" | "portforward")) if rt.plural == "pods" && rt.group.is_empty() => {
-            store.get(rt, ns, name)?;
-            Err(ApiError::bad_request(format!(
-                "pod {name}: the stand-in cluster's containers are imaginary, so exec, attach and port-forward are not available"
-            )))
-        }
-        ("POST", None, None) if rt.group == "authorization.k8s.io" => {
-            // no authorization here: every review is allowed
-            let mut review = decode_body(&content_type, body, rt)?;
-            review["apiVersion"] = json!(rt.api_version());
-            review["kind"] = json!(rt.kind);
-            review["status"] = if rt.plural == "selfsubjectrulesreviews" {
-                json!({"resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
-                       "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}], "incomplete": false})
-            } else {
-                json!({"allowed": true, "reason": "the stand-in cluster authorizes everything"})
-            };
-            Ok(json_response(StatusCode::CREATED, &review))
-        }
         ("POST", Some(name), Some("eviction")) if rt.plural == "pods" && rt.group.is_empty() => {
             // no PodDisruptionBudgets here: every eviction is a delete
             let eviction = decode_body(&content_type, body, rt).unwrap_or(Value::Null);

@@ -93,6 +93,17 @@ struct Inner {
     pod_ip_next: u32,
 }
 
+impl Inner {
+    /// The stored object `rt`/`ns`/`name`, or the API's NotFound.
+    fn existing(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<Arc<Value>, ApiError> {
+        self.objects
+            .get(&rt.key())
+            .and_then(|m| m.get(&(ns.to_owned(), name.to_owned())))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
+    }
+}
+
 /// The store. Cheap to share behind an `Arc`.
 pub struct Store {
     inner: Mutex<Inner>,
@@ -240,13 +251,7 @@ impl Store {
 
     /// One object.
     pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<Arc<Value>, ApiError> {
-        let inner = self.inner.lock();
-        inner
-            .objects
-            .get(&rt.key())
-            .and_then(|m| m.get(&(ns.to_owned(), name.to_owned())))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
+        self.inner.lock().existing(rt, ns, name)
     }
 
     /// Every object of a type (in one namespace when given), ordered by namespace then name, and the
@@ -417,12 +422,7 @@ impl Store {
         let ns = if rt.namespaced { ns } else { "" };
         let key = rt.key();
         let mut inner = self.inner.lock();
-        let old = inner
-            .objects
-            .get(&key)
-            .and_then(|m| m.get(&(ns.to_owned(), name.to_owned())))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+        let old = inner.existing(rt, ns, name)?;
         let mut new = f(&old)?;
         if !new.is_object() {
             return Err(ApiError::bad_request("the body of the request must be a JSON object"));
@@ -528,12 +528,7 @@ impl Store {
         let ns = if rt.namespaced { ns } else { "" };
         let key = rt.key();
         let mut inner = self.inner.lock();
-        let old = inner
-            .objects
-            .get(&key)
-            .and_then(|m| m.get(&(ns.to_owned(), name.to_owned())))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+        let old = inner.existing(rt, ns, name)?;
         if let Some(uid) = &opts.precondition_uid
             && uid != meta::meta_str(&old, "uid")
         {
