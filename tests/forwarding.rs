@@ -122,7 +122,13 @@ async fn the_concurrency_bound_refuses_the_excess() {
         let mut client = DnsClient::connect(addr, Transport::Tcp).await;
         client.query("slow.example.com.", RecordType::A).await
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Wait until the slow query holds the only permit (it has reached the upstream).
+    let holding = format!("coredns_forward_requests_total{{to=\"{}\"}} 1", silent.addr);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !server.metrics.render().contains(&holding) {
+        assert!(Instant::now() < deadline, "the slow query never reached the upstream");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut client = DnsClient::connect(addr, Transport::Udp).await;
     let refused = client.query("other.example.com.", RecordType::A).await;
     assert_eq!(refused.metadata.response_code, ResponseCode::Refused);

@@ -79,9 +79,14 @@ fn respond(request: &Message, behaviour: Behaviour, tcp: bool) -> Option<Message
 
 /// Starts an upstream with `behaviour` on 127.0.0.1 (UDP and TCP on the same port).
 pub async fn start(behaviour: Behaviour) -> FakeUpstream {
-    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = udp.local_addr().unwrap();
-    let tcp = TcpListener::bind(addr).await.unwrap();
+    // The same port for UDP and TCP: retry when the UDP port's TCP twin is taken.
+    let (udp, tcp, addr) = loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        if let Ok(tcp) = TcpListener::bind(addr).await {
+            break (udp, tcp, addr);
+        }
+    };
     let queries = Arc::new(AtomicUsize::new(0));
     let counted = queries.clone();
     let udp_task = tokio::spawn(async move {
