@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use futures_util::{Stream, StreamExt};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
@@ -145,13 +145,8 @@ impl FrameSource for HttpSource {
                 }
                 match body.frame().await {
                     Some(Ok(chunk)) => {
-                        if let Ok(mut data) = chunk.into_data() {
-                            while data.has_remaining() {
-                                let piece = data.chunk();
-                                buffer.extend_from_slice(piece);
-                                let n = piece.len();
-                                data.advance(n);
-                            }
+                        if let Ok(data) = chunk.into_data() {
+                            buffer.extend_from_slice(&data);
                         }
                     }
                     Some(Err(e)) => return Some((Err(format!("stream broken: {e}")), (body, buffer))),
