@@ -21,6 +21,12 @@ if ((${#need_apt[@]})); then
 fi
 python3 -c 'import kubernetes' 2>/dev/null || pip install -q kubernetes
 
+# Disk is the scarcest resource on CI machines; say how much there is so a failure is easy to read.
+df -h . | tail -1 | awk '{print "disk free for target/: " $4}'
+
+# Incremental caches double the size of target/ and CI starts clean anyway.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
