@@ -13,7 +13,9 @@
 //! 6. `ZoneStore::apply` of the decoded snapshot into a fresh DNS zone store.
 //!
 //! Then, a few times, the per-change path at this size: one endpoint flips readiness → full
-//! re-synthesis → `Publisher::publish` (diff against the current zone) → JSON → `ZoneStore::apply`.
+//! re-synthesis → `Publisher::publish` (diff against the current zone) → JSON → `ZoneStore::apply`; then
+//! the controller's incremental path: every object folded into an `IncrementalSynthesis`, and the same
+//! readiness flip re-synthesising only its service → `Publisher::publish_changes`.
 
 use std::error::Error;
 use std::net::{IpAddr, Ipv4Addr};
@@ -22,8 +24,8 @@ use std::time::{Duration, Instant};
 use roster_controller::Publisher;
 use roster_dns::{DnsConfig, ZoneStore};
 use roster_shared::{
-    ClusterState, DomainName, EndpointPort, EndpointSliceView, EndpointView, Frame, NamespaceView, PodMode, PodView,
-    PortProtocol, ServiceKind, ServicePort, ServiceView, SynthConfig, synthesize,
+    ClusterState, DomainName, EndpointPort, EndpointSliceView, EndpointView, Frame, IncrementalSynthesis,
+    NamespaceView, PodMode, PodView, PortProtocol, ServiceKind, ServicePort, ServiceView, SynthConfig, synthesize,
 };
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
@@ -258,12 +260,86 @@ fn main() -> Result<()> {
     let (rss, hwm) = memory();
     println!();
     println!(
-        "median per-change cost (synthesize + publish + encode + apply; decode excluded): {:.1} ms wall, \
-         {:.1} ms CPU (with decode); RSS now {:.1} MiB, peak {:.1} MiB",
+        "median per-change cost with full re-synthesis (the manifest source's path; synthesize + publish + \
+         encode + apply; decode excluded): {:.1} ms wall, {:.1} ms CPU (with decode); RSS now {:.1} MiB, peak {:.1} MiB",
         median(totals.iter().map(|t| t.0).collect()),
         median(totals.iter().map(|t| t.1).collect()),
         mib(rss),
         mib(hwm)
+    );
+    drop(publisher);
+    incremental(state, config, rounds, namespaces)
+}
+
+/// The controller's path: objects folded one by one into an `IncrementalSynthesis`, then one change
+/// re-synthesises only its service.
+fn incremental(state: ClusterState, config: SynthConfig, rounds: usize, namespaces: usize) -> Result<()> {
+    println!();
+    println!("Incremental synthesis (the controller's path), same cluster:");
+    println!();
+    println!("| step | wall ms | CPU ms | RSS Δ MiB | RSS MiB | peak RSS MiB | |");
+    println!("|---|---:|---:|---:|---:|---:|---|");
+    let mut meter = Meter::new();
+    let t = meter.start();
+    let mut synthesis = IncrementalSynthesis::new(config);
+    for view in state.namespaces.values() {
+        synthesis.upsert_namespace(view.clone());
+    }
+    for view in state.services.values() {
+        synthesis.upsert_service(view.clone());
+    }
+    for view in state.endpoint_slices.values() {
+        synthesis.upsert_endpoint_slice(view.clone());
+    }
+    for view in state.pods.values() {
+        synthesis.upsert_pod(view.clone());
+    }
+    meter.step("fold every object in", t.elapsed(), &format!("{} records", synthesis.record_count()));
+    let mut publisher = Publisher::new();
+    let t = meter.start();
+    let changes = synthesis.take_changes();
+    publisher.publish_changes(changes, None, || synthesis.zone()).ok_or("the first publication is a snapshot")?;
+    meter.step("first publication (whole zone)", t.elapsed(), "");
+
+    println!();
+    println!("| round | re-synthesise ms | publish ms | changes | total wall ms | total CPU ms |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let mut totals = Vec::new();
+    for round in 0..rounds {
+        let key = format!("ns-{}/set-{}-abcde", round % namespaces, round);
+        let mut slice = state.endpoint_slices.get(&key).cloned().ok_or("the bench's slice exists")?;
+        if let Some(endpoint) = slice.endpoints.first_mut() {
+            endpoint.ready = !endpoint.ready;
+        }
+        let c0 = cpu_ns();
+        let t0 = Instant::now();
+        synthesis.upsert_endpoint_slice(slice);
+        let changes = synthesis.take_changes();
+        let candidates = changes.len();
+        let t1 = Instant::now();
+        let frame =
+            publisher.publish_changes(changes, None, || synthesis.zone()).ok_or("a readiness flip changes records")?;
+        let t2 = Instant::now();
+        let cpu = cpu_ns().saturating_sub(c0) as f64 / 1e6;
+        let Frame::Delta { changes, .. } = &frame else { return Err("a delta after the first publication".into()) };
+        totals.push((ms(t2 - t0), cpu));
+        println!(
+            "| {round} | {:.3} | {:.3} | {} of {candidates} candidates | {:.3} | {cpu:.3} |",
+            ms(t1 - t0),
+            ms(t2 - t1),
+            changes.len(),
+            ms(t2 - t0)
+        );
+    }
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(0.0)
+    };
+    println!();
+    println!(
+        "median per-change cost, incremental (re-synthesise + publish; encode and apply as above): {:.3} ms wall, {:.3} ms CPU",
+        median(totals.iter().map(|t| t.0).collect()),
+        median(totals.iter().map(|t| t.1).collect()),
     );
     Ok(())
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use roster_shared::{Frame, Trigger, ZoneData};
+use roster_shared::{Frame, IncrementalSynthesis, Trigger, ZoneData};
 use tokio::sync::broadcast;
 
 use crate::metrics::ControllerMetrics;
@@ -47,16 +47,30 @@ impl Hub {
 
     /// As [`Hub::publish`], recording what triggered the change (for the programming latency metric).
     pub fn publish_with(&self, zone: ZoneData, trigger: Option<Trigger>) -> Option<u64> {
-        let mut publisher = self.publisher.lock();
         let records = zone.record_count();
+        let mut publisher = self.publisher.lock();
         let frame = publisher.publish_with(zone, trigger)?;
+        Some(self.announce(frame, records))
+    }
+
+    /// Publishes what changed in `synthesis` since its last publication.
+    pub fn publish_incremental(&self, synthesis: &mut IncrementalSynthesis, trigger: Option<Trigger>) -> Option<u64> {
+        let changes = synthesis.take_changes();
+        let mut publisher = self.publisher.lock();
+        let frame = publisher.publish_changes(changes, trigger, || synthesis.zone())?;
+        Some(self.announce(frame, synthesis.record_count()))
+    }
+
+    /// Sends `frame` live. Callers hold the publisher's lock, so that a subscriber sees each frame
+    /// exactly once: in its catch-up or live, never both.
+    fn announce(&self, frame: Frame, records: usize) -> u64 {
         let generation = frame.generation();
         self.metrics.publishes.inc();
         self.metrics.generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
         self.metrics.records.set(i64::try_from(records).unwrap_or(i64::MAX));
         // No subscriber is fine: they catch up from the publisher when they come.
         let _ = self.live.send(frame);
-        Some(generation)
+        generation
     }
 
     /// The frames that bring a subscriber at `from` up to date, and a receiver for everything after.

@@ -14,7 +14,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
 use roster_shared::views::object_key;
-use roster_shared::{ClusterState, ServiceKind, SynthConfig, Trigger, synthesize};
+use roster_shared::{IncrementalSynthesis, ServiceKind, SynthConfig, Trigger};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -128,10 +128,10 @@ fn trigger_time(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMet
     Some(annotated.unwrap_or_else(now_ms))
 }
 
-/// Views per kind; `pending` collects a re-list until it completes.
-#[derive(Default)]
+/// The views of every kind, folded into an incremental synthesis as they arrive; `pending` collects a
+/// re-list until it completes.
 struct Views {
-    current: BTreeMap<Kind, BTreeMap<String, SlimObject>>,
+    synthesis: IncrementalSynthesis,
     pending: BTreeMap<Kind, BTreeMap<String, SlimObject>>,
     synced: BTreeMap<Kind, bool>,
     /// The earliest trigger among changes not yet published, with the kind of service it concerns.
@@ -139,6 +139,16 @@ struct Views {
 }
 
 impl Views {
+    fn new(config: SynthConfig) -> Self {
+        Self {
+            synthesis: IncrementalSynthesis::new(config),
+            pending: BTreeMap::new(),
+            synced: BTreeMap::new(),
+            trigger: None,
+        }
+    }
+
+    /// Takes in one update; true when the records may have changed.
     fn apply(&mut self, update: Update, metrics: &ControllerMetrics) -> bool {
         let kind_label = |kind: Kind| KindLabel { kind: kind.label() };
         match &update {
@@ -155,41 +165,45 @@ impl Views {
                 false
             }
             Update::Upsert(kind, key, view, trigger) => {
-                let relisting = self.pending.contains_key(&kind);
                 let service_kind = service_kind_of(&view);
-                let target = match self.pending.get_mut(&kind) {
-                    Some(pending) => pending,
-                    None => self.current.entry(kind).or_default(),
-                };
-                // Most updates (pod status, slice metadata) leave the slim view as it was: no new
-                // synthesis for those.
+                if let Some(pending) = self.pending.get_mut(&kind) {
+                    match view {
+                        Some(view) => pending.insert(key, view),
+                        None => pending.remove(&key),
+                    };
+                    return false;
+                }
+                // Most updates (pod status, slice metadata) leave the slim view as it was: those
+                // change nothing.
                 let changed = match view {
-                    Some(view) if target.get(&key) == Some(&view) => false,
-                    Some(view) => {
-                        target.insert(key, view);
-                        true
-                    }
-                    None => target.remove(&key).is_some(),
+                    Some(view) => self.upsert(view),
+                    None => self.remove(kind, &key),
                 };
-                if let (true, false, Some(unix_ms)) = (changed, relisting, trigger)
+                if let (true, Some(unix_ms)) = (changed, trigger)
                     && self.trigger.as_ref().is_none_or(|t| unix_ms < t.unix_ms)
                 {
                     self.trigger = Some(Trigger { unix_ms, service_kind: service_kind.to_owned() });
                 }
-                changed && !relisting
+                changed
             }
             Update::Delete(kind, key) => {
                 if let Some(pending) = self.pending.get_mut(&kind) {
                     pending.remove(&key);
                 }
-                self.current.entry(kind).or_default().remove(&key);
-                !self.pending.contains_key(&kind)
+                self.remove(kind, &key) && !self.pending.contains_key(&kind)
             }
             Update::Synced(kind) => {
                 let fresh = self.pending.remove(&kind).unwrap_or_default();
-                self.current.insert(kind, fresh);
-                self.synced.insert(kind, true);
-                true
+                let gone: Vec<String> = self.keys(kind).filter(|key| !fresh.contains_key(*key)).cloned().collect();
+                let mut changed = false;
+                for key in gone {
+                    changed |= self.remove(kind, &key);
+                }
+                for view in fresh.into_values() {
+                    changed |= self.upsert(view);
+                }
+                let first = self.synced.insert(kind, true).is_none();
+                changed || first
             }
             Update::Failed(kind, error) => {
                 warn!(?kind, %error, "watch failed; retrying");
@@ -198,28 +212,42 @@ impl Views {
         }
     }
 
-    /// CoreDNS's `service_kind` label for a changed object (EndpointSlices of headless services are
-    /// the common case; everything else counts as `cluster_ip`).
+    fn upsert(&mut self, view: SlimObject) -> bool {
+        match view {
+            SlimObject::Namespace(view) => self.synthesis.upsert_namespace(view),
+            SlimObject::Service(view) => self.synthesis.upsert_service(view),
+            SlimObject::EndpointSlice(view) => self.synthesis.upsert_endpoint_slice(view),
+            SlimObject::Pod(view) => self.synthesis.upsert_pod(view),
+        }
+    }
+
+    fn remove(&mut self, kind: Kind, key: &str) -> bool {
+        match kind {
+            Kind::Namespace => self.synthesis.remove_namespace(key),
+            Kind::Service => self.synthesis.remove_service(key),
+            Kind::EndpointSlice => self.synthesis.remove_endpoint_slice(key),
+            Kind::Pod => self.synthesis.remove_pod(key),
+        }
+    }
+
+    /// The keys of the objects of `kind` that the records are built from now.
+    fn keys(&self, kind: Kind) -> Box<dyn Iterator<Item = &String> + '_> {
+        let state = self.synthesis.state();
+        match kind {
+            Kind::Namespace => Box::new(state.namespaces.keys()),
+            Kind::Service => Box::new(state.services.keys()),
+            Kind::EndpointSlice => Box::new(state.endpoint_slices.keys()),
+            Kind::Pod => Box::new(state.pods.keys()),
+        }
+    }
+
     fn all_synced(&self) -> bool {
         KINDS.iter().all(|kind| self.synced.get(kind).copied().unwrap_or(false))
     }
-
-    fn state(&self) -> ClusterState {
-        let mut state = ClusterState::default();
-        for objects in self.current.values() {
-            for object in objects.values() {
-                match object {
-                    SlimObject::Namespace(view) => state.insert_namespace(view.clone()),
-                    SlimObject::Service(view) => state.insert_service(view.clone()),
-                    SlimObject::EndpointSlice(view) => state.insert_endpoint_slice(view.clone()),
-                    SlimObject::Pod(view) => state.insert_pod(view.clone()),
-                }
-            }
-        }
-        state
-    }
 }
 
+/// CoreDNS's `service_kind` label for a changed object (EndpointSlices of headless services are
+/// the common case; everything else counts as `cluster_ip`).
 fn service_kind_of(view: &Option<SlimObject>) -> &'static str {
     match view {
         Some(SlimObject::Service(service)) if service.kind == ServiceKind::Headless => "headless_with_selector",
@@ -244,7 +272,7 @@ pub async fn run(client: Client, config: SynthConfig, hub: Hub, synced: watch::S
         watch_kind(Api::<Pod>::all(client), Kind::Pod, |o| slim::pod_view(o).map(|v| Some(SlimObject::Pod(v)))),
     ];
     let mut updates = futures::stream::select_all(streams);
-    let mut views = Views::default();
+    let mut views = Views::new(config);
     while let Some(update) = updates.next().await {
         let metrics = hub.metrics().clone();
         let mut changed = views.apply(update, &metrics);
@@ -255,9 +283,8 @@ pub async fn run(client: Client, config: SynthConfig, hub: Hub, synced: watch::S
         if !changed || !views.all_synced() {
             continue;
         }
-        let zone = synthesize(&views.state(), &config);
         let trigger = views.trigger.take();
-        if let Some(generation) = hub.publish_with(zone, trigger) {
+        if let Some(generation) = hub.publish_incremental(&mut views.synthesis, trigger) {
             debug!(generation, "published");
         }
         if !*synced.borrow() {

@@ -73,16 +73,47 @@ impl Publisher {
                 if changes.is_empty() {
                     return None;
                 }
-                self.generation += 1;
-                self.history.push_back((self.generation, changes.clone(), trigger.clone()));
-                while self.history.len() > self.history_limit {
-                    self.history.pop_front();
-                }
-                Frame::Delta { generation: self.generation, changes, trigger }
+                self.push_delta(changes, trigger)
             }
         };
         self.current = Some(next);
         Some(frame)
+    }
+
+    /// As [`Publisher::publish_with`], from candidate changes instead of a whole record set: the ones
+    /// that change nothing are dropped, the rest applied to the current set. `full` builds the whole
+    /// record set for the first publication.
+    pub fn publish_changes(
+        &mut self,
+        candidates: Vec<Change>,
+        trigger: Option<Trigger>,
+        full: impl FnOnce() -> ZoneData,
+    ) -> Option<Frame> {
+        let Some(current) = &mut self.current else {
+            return self.publish_with(full(), trigger);
+        };
+        let changes: Vec<Change> = candidates
+            .into_iter()
+            .filter(|change| match change {
+                Change::Set { name, records } => current.names.get(name) != Some(records),
+                Change::Remove { name } => current.names.contains_key(name),
+            })
+            .collect();
+        if changes.is_empty() {
+            return None;
+        }
+        // Copies the set only while a snapshot frame still shares it; after that, changes apply in place.
+        Arc::make_mut(current).apply(&changes);
+        Some(self.push_delta(changes, trigger))
+    }
+
+    fn push_delta(&mut self, changes: Vec<Change>, trigger: Option<Trigger>) -> Frame {
+        self.generation += 1;
+        self.history.push_back((self.generation, changes.clone(), trigger.clone()));
+        while self.history.len() > self.history_limit {
+            self.history.pop_front();
+        }
+        Frame::Delta { generation: self.generation, changes, trigger }
     }
 
     /// The frames a subscriber at `from` (epoch, generation) needs to be current: nothing when it is,
@@ -146,5 +177,25 @@ mod tests {
             let frames = publisher.catch_up(from);
             assert!(matches!(frames.as_slice(), [Frame::Snapshot { generation: 4, .. }]), "{from:?}");
         }
+    }
+
+    #[test]
+    fn candidate_changes_that_change_nothing_are_dropped() {
+        let mut publisher = Publisher::new();
+        let name = DomainName::parse("a.svc.cluster.local").unwrap();
+        let set = |ip: &str| Change::Set { name: name.clone(), records: vec![RData::A { ip: ip.parse().unwrap() }] };
+        let first = publisher.publish_changes(vec![set("10.0.0.1")], None, || zone("10.0.0.1"));
+        assert!(matches!(first, Some(Frame::Snapshot { generation: 1, .. })), "the first publication is whole");
+        // A snapshot frame still shares the zone: applying must not change what it carries.
+        let Some(Frame::Snapshot { zone: shared, .. }) = publisher.catch_up(None).pop() else { panic!() };
+        assert!(publisher.publish_changes(vec![set("10.0.0.1")], None, || unreachable!()).is_none());
+        let gone = DomainName::parse("b.svc.cluster.local").unwrap();
+        let unknown_removal = Change::Remove { name: gone };
+        assert!(publisher.publish_changes(vec![unknown_removal.clone()], None, || unreachable!()).is_none());
+        let frame = publisher.publish_changes(vec![set("10.0.0.2"), unknown_removal], None, || unreachable!());
+        let Some(Frame::Delta { generation: 2, changes, .. }) = frame else { panic!("{frame:?}") };
+        assert_eq!(changes, [set("10.0.0.2")]);
+        assert_eq!(**publisher.current().unwrap(), zone("10.0.0.2"));
+        assert_eq!(*shared, zone("10.0.0.1"));
     }
 }

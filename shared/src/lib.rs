@@ -4,15 +4,17 @@
 //! Nothing here knows about kube-rs or hickory; both edges convert into and out of these types.
 
 pub mod frame;
+pub mod incremental;
 pub mod name;
 pub mod records;
 pub mod synth;
 pub mod views;
 
 pub use frame::{Change, Frame, Trigger};
+pub use incremental::IncrementalSynthesis;
 pub use name::{DomainName, NameError};
 pub use records::{RData, ZoneData};
-pub use synth::{PodMode, SynthConfig, synthesize};
+pub use synth::{PodMode, Source, SynthConfig, synthesize, synthesize_part};
 pub use views::{
     ClusterState, EndpointPort, EndpointSliceView, EndpointView, NamespaceView, PodView, PortProtocol, ServiceKind,
     ServicePort, ServiceView,

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use crate::name::{DomainName, dashed_ip};
 use crate::records::{RData, ZoneData};
-use crate::views::{ClusterState, EndpointSliceView, PortProtocol, ServiceKind, ServiceView};
+use crate::views::{ClusterState, EndpointSliceView, PodView, PortProtocol, ServiceKind, ServiceView};
 
 /// The version of the specification roster implements, published as `dns-version.<zone>` TXT.
 pub const SCHEMA_VERSION: &str = "1.1.0";
@@ -43,27 +43,34 @@ pub fn reverse_apex(ip: IpAddr) -> DomainName {
     DomainName::parse(text).unwrap_or_else(|_| unreachable!("constant reverse apex is valid"))
 }
 
+/// One part of the zone that is synthesised on its own from a few objects, so that a change to one
+/// object re-synthesises only the parts it feeds (see [`crate::incremental`]). The zone is the union
+/// of its parts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    /// `svc.<zone>`, `pod.<zone>`, `dns-version.<zone>` and `ns.dns.<zone>` (from `kube-system/kube-dns`).
+    Apex,
+    /// `<ns>.svc.<zone>` and, in insecure pod mode, `<ns>.pod.<zone>`: exists while anything uses the
+    /// namespace.
+    Namespace(String),
+    /// A service's names, SRV and PTR records, from the service and its EndpointSlices (`ns/name`).
+    Service(String),
+    /// A pod's `a-b-c-d.<ns>.pod.<zone>` records in verified mode (`ns/name`).
+    Pod(String),
+}
+
 /// Builds every record of the cluster zone (under `config.zone`) and every PTR (under `in-addr.arpa`
 /// and `ip6.arpa`), with the empty non-terminals in between. Objects whose names cannot form valid DNS
 /// names are skipped: the API server already rejects them, and manifest files are checked at load.
 pub fn synthesize(state: &ClusterState, config: &SynthConfig) -> ZoneData {
-    let zone = &config.zone;
     let mut out = ZoneData::default();
-    let svc_apex = child(zone, "svc");
-    if let Some(svc_apex) = &svc_apex {
-        out.ensure_name(svc_apex, zone);
-    }
-    if let Some(version) = child(zone, "dns-version") {
-        out.add(version, RData::Txt { text: SCHEMA_VERSION.to_owned() }, zone);
-    }
+    add_apex(&mut out, state, config);
 
     let mut namespaces: BTreeSet<&str> = state.namespaces.keys().map(String::as_str).collect();
     namespaces.extend(state.services.values().map(|s| s.namespace.as_str()));
     namespaces.extend(state.pods.values().map(|p| p.namespace.as_str()));
-    for namespace in &namespaces {
-        if let Some(name) = svc_apex.as_ref().and_then(|apex| child(apex, namespace)) {
-            out.ensure_name(&name, zone);
-        }
+    for namespace in namespaces {
+        add_namespace(&mut out, namespace, config);
     }
 
     let slices_by_service = group_slices(state);
@@ -72,13 +79,85 @@ pub fn synthesize(state: &ClusterState, config: &SynthConfig) -> ZoneData {
             .get(&(service.namespace.as_str(), service.name.as_str()))
             .map(Vec::as_slice)
             .unwrap_or_default();
-        add_service(&mut out, zone, service, slices, config);
+        add_service(&mut out, &config.zone, service, slices, config);
     }
 
-    add_pods(&mut out, state, config, &namespaces);
-    add_dns_server_name(&mut out, state, zone);
+    for pod in state.pods.values() {
+        add_pod(&mut out, pod, config);
+    }
     out.normalise();
     out
+}
+
+/// The records of one part of the zone. `slices` are the EndpointSlices of the service when `source`
+/// is a service (ignored otherwise). Normalised, like [`synthesize`]'s result.
+pub fn synthesize_part(
+    source: &Source,
+    state: &ClusterState,
+    slices: &[&EndpointSliceView],
+    config: &SynthConfig,
+) -> ZoneData {
+    let mut out = ZoneData::default();
+    match source {
+        Source::Apex => add_apex(&mut out, state, config),
+        Source::Namespace(namespace) => {
+            if namespace_in_use(state, namespace) {
+                add_namespace(&mut out, namespace, config);
+            }
+        }
+        Source::Service(key) => {
+            if let Some(service) = state.services.get(key) {
+                add_service(&mut out, &config.zone, service, slices, config);
+            }
+        }
+        Source::Pod(key) => {
+            if let Some(pod) = state.pods.get(key) {
+                add_pod(&mut out, pod, config);
+            }
+        }
+    }
+    out.normalise();
+    out
+}
+
+/// A namespace has names while the Namespace object, or any service or pod in it, exists (manifest
+/// files may omit the Namespace object).
+fn namespace_in_use(state: &ClusterState, namespace: &str) -> bool {
+    let prefix = format!("{namespace}/");
+    let has_prefix = |keys: &mut dyn Iterator<Item = &String>| keys.next().is_some_and(|key| key.starts_with(&prefix));
+    state.namespaces.contains_key(namespace)
+        || has_prefix(&mut state.services.range(prefix.clone()..).map(|(key, _)| key))
+        || has_prefix(&mut state.pods.range(prefix.clone()..).map(|(key, _)| key))
+}
+
+fn add_apex(out: &mut ZoneData, state: &ClusterState, config: &SynthConfig) {
+    let zone = &config.zone;
+    if let Some(svc_apex) = child(zone, "svc") {
+        out.ensure_name(&svc_apex, zone);
+    }
+    if let Some(version) = child(zone, "dns-version") {
+        out.add(version, RData::Txt { text: SCHEMA_VERSION.to_owned() }, zone);
+    }
+    if config.pod_mode != PodMode::Disabled
+        && let Some(pod_apex) = child(zone, "pod")
+    {
+        out.ensure_name(&pod_apex, zone);
+    }
+    add_dns_server_name(out, state, zone);
+}
+
+fn add_namespace(out: &mut ZoneData, namespace: &str, config: &SynthConfig) {
+    let zone = &config.zone;
+    if let Ok(name) = zone.prefixed(&[namespace, "svc"]) {
+        out.ensure_name(&name, zone);
+    }
+    // In insecure mode the DNS server answers any dashed address itself; it only needs to tell
+    // existing namespaces apart.
+    if config.pod_mode == PodMode::Insecure
+        && let Ok(name) = zone.prefixed(&[namespace, "pod"])
+    {
+        out.ensure_name(&name, zone);
+    }
 }
 
 fn child(parent: &DomainName, label: &str) -> Option<DomainName> {
@@ -229,30 +308,15 @@ fn add_headless_srv(out: &mut ZoneData, zone: &DomainName, name: &DomainName, en
     }
 }
 
-/// Pod records. In `insecure` mode the DNS server answers any dashed address itself; synthesis only
-/// makes each namespace's `<ns>.pod.<zone>` exist so that it can tell existing namespaces apart.
-fn add_pods(out: &mut ZoneData, state: &ClusterState, config: &SynthConfig, namespaces: &BTreeSet<&str>) {
+/// Verified mode: a pod's addresses answer under `<dashed-ip>.<ns>.pod.<zone>`.
+fn add_pod(out: &mut ZoneData, pod: &PodView, config: &SynthConfig) {
+    if config.pod_mode != PodMode::Verified {
+        return;
+    }
     let zone = &config.zone;
-    let Some(pod_apex) = child(zone, "pod") else { return };
-    match config.pod_mode {
-        PodMode::Disabled => {}
-        PodMode::Insecure => {
-            out.ensure_name(&pod_apex, zone);
-            for namespace in namespaces {
-                if let Some(name) = child(&pod_apex, namespace) {
-                    out.ensure_name(&name, zone);
-                }
-            }
-        }
-        PodMode::Verified => {
-            out.ensure_name(&pod_apex, zone);
-            for pod in state.pods.values() {
-                for ip in &pod.ips {
-                    if let Ok(name) = pod_apex.prefixed(&[&dashed_ip(*ip), &pod.namespace]) {
-                        out.add(name, address_record(*ip), zone);
-                    }
-                }
-            }
+    for ip in &pod.ips {
+        if let Ok(name) = zone.prefixed(&[&dashed_ip(*ip), &pod.namespace, "pod"]) {
+            out.add(name, address_record(*ip), zone);
         }
     }
 }
