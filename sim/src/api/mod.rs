@@ -3,6 +3,7 @@
 mod discovery;
 mod openapi;
 mod table;
+mod validation;
 mod view;
 mod watch;
 
@@ -87,9 +88,12 @@ async fn route(app: &Arc<App>, req: Request) -> Result<Response, ApiError> {
         ["api", v] => return discovery::resource_list(&app.store.registry, "", v).map(|v| ok(&v)),
         ["apis", g] => return discovery::api_group(&app.store.registry, g).map(|v| ok(&v)),
         ["apis", g, v] => return discovery::resource_list(&app.store.registry, g, v).map(|v| ok(&v)),
-        ["openapi", "v3"] => return Ok(ok(&openapi::index(&app.store.registry))),
+        ["openapi", "v3"] => return Ok(ok(&openapi::index(&app.store.registry.all(), &crds(app)))),
         ["openapi", "v3", rest @ ..] => {
-            return openapi::group_version(&app.store.registry, &rest.join("/")).map(|v| ok(&v));
+            let doc = openapi::group_version(&app.store.registry.all(), &crds(app), &rest.join("/"))?;
+            let mut resp = (StatusCode::OK, doc.text.to_string()).into_response();
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            return Ok(resp);
         }
         _ => {}
     }
@@ -117,6 +121,14 @@ async fn route(app: &Arc<App>, req: Request) -> Result<Response, ApiError> {
     .map_err(|e| ApiError::internal(format!("serving the request: {e}")))?
 }
 
+/// The CRD objects (their schemas feed the OpenAPI documents of their groups).
+fn crds(app: &App) -> Vec<Arc<Value>> {
+    match app.store.registry.find("apiextensions.k8s.io", "v1", "customresourcedefinitions") {
+        Some(rt) => app.store.list(&rt, None).0,
+        None => Vec::new(),
+    }
+}
+
 fn resolve(app: &App, group: &str, version: &str, rest: &[&str]) -> Option<Target> {
     let reg = &app.store.registry;
     let find = |plural: &str| reg.find(group, version, plural);
@@ -142,7 +154,57 @@ fn resolve(app: &App, group: &str, version: &str, rest: &[&str]) -> Option<Targe
     }
 }
 
+/// Serve a verb, after checking a written body's fields against its kind's schema.
 fn handle(
+    app: &Arc<App>,
+    method: &Method,
+    headers: &HeaderMap,
+    params: &Params,
+    t: Target,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let (warnings, pruned) = check_fields(method, headers, params, &t, body)?;
+    let mut resp = serve_verb(app, method, headers, params, t, pruned.as_ref().unwrap_or(body))?;
+    for w in warnings {
+        let quoted = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{quoted}\"")) {
+            resp.headers_mut().append("warning", v);
+        }
+    }
+    Ok(resp)
+}
+
+fn check_fields(
+    method: &Method,
+    headers: &HeaderMap,
+    params: &Params,
+    t: &Target,
+    body: &Bytes,
+) -> Result<(Vec<String>, Option<Bytes>), ApiError> {
+    use validation::{Mode, Write};
+    if !matches!(t.sub.as_deref(), None | Some("status")) {
+        return Ok((Vec::new(), None));
+    }
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let write = match (method.as_str(), PatchType::from_content_type(content_type)) {
+        ("POST", _) if t.name.is_none() && content_type.starts_with("application/json") => Write::Object,
+        ("PUT", _) if t.name.is_some() && content_type.starts_with("application/json") => Write::Object,
+        ("PATCH", Some(PatchType::Apply)) => Write::Apply,
+        ("PATCH", Some(PatchType::Merge | PatchType::Strategic)) => Write::Patch,
+        _ => return Ok((Vec::new(), None)),
+    };
+    let mode = Mode::parse(params.get("fieldValidation").map(String::as_str))?;
+    // a body that does not parse is the verb's to reject
+    let Ok(mut value) = serde_json::from_slice::<Value>(body) else { return Ok((Vec::new(), None)) };
+    let before = value.clone();
+    let name = t.name.as_deref().unwrap_or_else(|| meta::name(&before));
+    let target = if t.ns.is_empty() { name.to_owned() } else { format!("{}/{name}", t.ns) };
+    let warnings = validation::check(&t.rt, &target, mode, write, &mut value)?;
+    let pruned = (value != before).then(|| Bytes::from(value.to_string()));
+    Ok((warnings, pruned))
+}
+
+fn serve_verb(
     app: &Arc<App>,
     method: &Method,
     headers: &HeaderMap,
