@@ -78,6 +78,18 @@ pub fn prepare_create(rt: &ResourceType, obj: &mut Value) {
                 map.insert("status".into(), json!({"replicas": 0, "availableReplicas": 0}));
             }
         }
+        ("apps", "deployments") => {
+            default_deployment_spec(obj_mut(obj, "spec"));
+            if let Some(map) = obj.as_object_mut() {
+                map.insert("status".into(), json!({}));
+            }
+        }
+        ("apps", "replicasets") => {
+            default_replicaset_spec(obj_mut(obj, "spec"));
+            if let Some(map) = obj.as_object_mut() {
+                map.insert("status".into(), json!({"replicas": 0}));
+            }
+        }
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             let names = meta::path(obj, "spec.names").cloned().unwrap_or(json!({}));
             let stored: Vec<Value> = meta::path(obj, "spec.versions")
@@ -139,6 +151,8 @@ pub fn prepare_update(rt: &ResourceType, old: &Value, new: &mut Value) {
             default(obj_mut(new, "spec"), "finalizers", json!(["kubernetes"]));
         }
         ("apps", "statefulsets") => default_statefulset_spec(obj_mut(new, "spec")),
+        ("apps", "deployments") => default_deployment_spec(obj_mut(new, "spec")),
+        ("apps", "replicasets") => default_replicaset_spec(obj_mut(new, "spec")),
         _ => {}
     }
 }
@@ -230,6 +244,66 @@ fn default_statefulset_spec(spec: &mut Map<String, Value>) {
                 default(s, "volumeMode", json!("Filesystem"));
             }
             default(t, "status", json!({"phase": "Pending"}));
+        }
+    }
+}
+
+fn default_template(spec: &mut Map<String, Value>) {
+    let template = spec.entry("template").or_insert_with(|| json!({}));
+    if let Some(t) = template.as_object_mut() {
+        let pod_spec = t.entry("spec").or_insert_with(|| json!({}));
+        if let Some(ps) = pod_spec.as_object_mut() {
+            default_pod_spec(ps);
+        }
+    }
+}
+
+fn default_deployment_spec(spec: &mut Map<String, Value>) {
+    default(spec, "replicas", json!(1));
+    default(spec, "strategy", json!({"type": "RollingUpdate"}));
+    if let Some(Value::Object(st)) = spec.get_mut("strategy") {
+        default(st, "type", json!("RollingUpdate"));
+        if st.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
+            let ru = st.entry("rollingUpdate").or_insert_with(|| json!({}));
+            if let Some(ru) = ru.as_object_mut() {
+                default(ru, "maxUnavailable", json!("25%"));
+                default(ru, "maxSurge", json!("25%"));
+            }
+        }
+    }
+    default(spec, "revisionHistoryLimit", json!(10));
+    default(spec, "progressDeadlineSeconds", json!(600));
+    default_template(spec);
+}
+
+fn default_replicaset_spec(spec: &mut Map<String, Value>) {
+    default(spec, "replicas", json!(1));
+    default_template(spec);
+}
+
+/// A workload's selector is required and must select its pod template.
+fn validate_selector(obj: &Value, causes: &mut Vec<Cause>) {
+    let selector = meta::path(obj, "spec.selector");
+    if selector.is_none_or(Value::is_null) {
+        causes.push(cause("spec.selector", "Required value", "FieldValueRequired"));
+    }
+    let labels = meta::path(obj, "spec.template.metadata.labels").cloned();
+    if let Some(sel) = selector
+        && !sel.is_null()
+    {
+        let empty = json!({});
+        let matches = crate::selector::LabelSelector::from_json(sel)
+            .map(|s| !s.is_empty() && s.matches(labels.as_ref().unwrap_or(&empty)))
+            .unwrap_or(false);
+        if !matches {
+            causes.push(cause(
+                "spec.template.metadata.labels",
+                format!(
+                    "Invalid value: {}: `selector` does not match template `labels`",
+                    labels.unwrap_or(Value::Null)
+                ),
+                "FieldValueInvalid",
+            ));
         }
     }
 }
@@ -334,6 +408,51 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
                     "FieldValueInvalid",
                 ));
             }
+        }
+        ("apps", "deployments" | "replicasets") => {
+            validate_selector(obj, &mut causes);
+            if meta::path(obj, "spec.replicas").and_then(Value::as_i64).is_some_and(|r| r < 0) {
+                causes.push(cause(
+                    "spec.replicas",
+                    "Invalid value: must be greater than or equal to 0",
+                    "FieldValueInvalid",
+                ));
+            }
+            if rt.plural == "deployments" {
+                let strategy = meta::path_str(obj, "spec.strategy.type");
+                if !matches!(strategy, "RollingUpdate" | "Recreate") {
+                    causes.push(cause(
+                        "spec.strategy.type",
+                        format!("Unsupported value: \"{strategy}\": supported values: \"Recreate\", \"RollingUpdate\""),
+                        "FieldValueNotSupported",
+                    ));
+                }
+                if strategy == "Recreate"
+                    && meta::path(obj, "spec.strategy.rollingUpdate").is_some_and(|r| !r.is_null())
+                {
+                    causes.push(cause(
+                        "spec.strategy.rollingUpdate",
+                        "Forbidden: may not be specified when strategy `type` is 'Recreate'",
+                        "FieldValueForbidden",
+                    ));
+                }
+                let zero = |p: &str| match meta::path(obj, p) {
+                    Some(Value::Number(n)) => n.as_i64() == Some(0),
+                    Some(Value::String(s)) => s == "0" || s == "0%",
+                    _ => false,
+                };
+                if strategy == "RollingUpdate"
+                    && zero("spec.strategy.rollingUpdate.maxSurge")
+                    && zero("spec.strategy.rollingUpdate.maxUnavailable")
+                {
+                    causes.push(cause(
+                        "spec.strategy.rollingUpdate.maxUnavailable",
+                        "Invalid value: 0: may not be 0 when `maxSurge` is 0",
+                        "FieldValueInvalid",
+                    ));
+                }
+            }
+            validate_pod_spec(meta::path(obj, "spec.template.spec"), "spec.template.spec", &mut causes);
         }
         ("apps", "statefulsets") => {
             let selector = meta::path(obj, "spec.selector");
@@ -459,6 +578,17 @@ pub fn validate_update(rt: &ResourceType, old: &Value, new: &Value) -> Vec<Cause
                 "spec",
                 "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
             )
+        }
+        ("apps", "deployments" | "replicasets") => {
+            let (o, n) = (meta::path(old, "spec.selector"), meta::path(new, "spec.selector"));
+            if o == n {
+                return Vec::new();
+            }
+            vec![cause(
+                "spec.selector",
+                format!("Invalid value: {}: field is immutable", n.cloned().unwrap_or(Value::Null)),
+                "FieldValueInvalid",
+            )]
         }
         ("", "persistentvolumeclaims") => {
             let (mut o, mut n) = (spec(old), spec(new));

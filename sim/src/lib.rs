@@ -20,13 +20,18 @@
 //!
 //! # What it serves
 //! - Discovery (`/version`, `/api`, `/apis`, per group-version resource lists with verbs, short names,
-//!   categories, `/status` and `/scale` subresources) and an OpenAPI v3 index whose PATCH operations
-//!   declare `fieldValidation`, so kubectl validates on the server and `kubectl apply` needs no
-//!   `--validate=false` (`/openapi/v2` is absent, as kubectl tolerates).
+//!   categories, `/status` and `/scale` subresources) and OpenAPI v3 documents per group version with the
+//!   upstream component schemas and field descriptions (from k8s-openapi; built once, cached), so
+//!   `kubectl explain deploy.spec.strategy` reads like a real cluster's; CRD groups get their
+//!   `openAPIV3Schema`. The PATCH operations declare `fieldValidation`, so kubectl validates on the server
+//!   and `kubectl apply` needs no `--validate=false` (`/openapi/v2` is absent, as kubectl tolerates).
+//! - Field validation of built-in kinds against those schemas: unknown fields are rejected
+//!   (`fieldValidation=Strict`, kubectl's default), reported as `Warning` headers (`Warn`, the server
+//!   default) or ignored, and never stored.
 //! - Namespaces, pods, services, endpoints, endpointslices, PVCs, PVs, nodes, configmaps, secrets,
-//!   serviceaccounts, events (core/v1 and events.k8s.io/v1, one storage), statefulsets (+status, +scale),
-//!   controllerrevisions, storageclasses, leases, CRDs and the custom resources they define (+status,
-//!   +scale, additionalPrinterColumns).
+//!   serviceaccounts, events (core/v1 and events.k8s.io/v1, one storage), statefulsets, deployments and
+//!   replicasets (each +status, +scale), controllerrevisions, storageclasses, leases, CRDs and the custom
+//!   resources they define (+status, +scale, additionalPrinterColumns).
 //! - Verbs: get, list (label selectors with set-based terms, field selectors on any field path,
 //!   limit/continue), watch (replay from a resourceVersion, selector transitions, bookmarks,
 //!   `sendInitialEvents`, `timeoutSeconds`, 410 `Expired` as an `ERROR` event once the version left the
@@ -40,8 +45,15 @@
 //! # Loops
 //! EndpointSlices (and the core/v1 Endpoints mirror), a kubelet/scheduler stand-in (see
 //! [`SimConfig`]; pod IPs from 10.244.0.0/16, never reused), the garbage collector, namespace deletion,
-//! ClusterIP (10.96.0.0/12, `kubernetes` = 10.96.0.1) and NodePort allocation, and a PV binder that
-//! provisions through the default StorageClass `standard`.
+//! ClusterIP (10.96.0.0/12, `kubernetes` = 10.96.0.1) and NodePort allocation, a PV binder that
+//! provisions through the default StorageClass `standard`, and the ReplicaSet and Deployment controllers:
+//! adoption and release by selector, pods created and deleted to match replicas, `pod-template-hash`
+//! ReplicaSets named `<deployment>-<hash>`, RollingUpdate (maxSurge/maxUnavailable, 25% by default) and
+//! Recreate, `deployment.kubernetes.io/revision` annotations (so `kubectl rollout status|history|undo|
+//! pause|resume|restart` work), `revisionHistoryLimit`, the Available/Progressing conditions (with
+//! `progressDeadlineSeconds`) and ScalingReplicaSet/SuccessfulCreate/SuccessfulDelete events.
+//! Proportional scaling of a Deployment caught mid-rollout is simplified: the difference goes to the
+//! newest ReplicaSet.
 //!
 //! # Durability
 //! With [`SimConfig::data_dir`], every write is appended to `state.log` and fsync'd (group commit) before
@@ -56,9 +68,8 @@
 //!
 //! # Not served
 //! `exec`, `attach`, `port-forward` (the containers are imaginary; `logs` answers empty; `eviction`
-//! deletes, as no PodDisruptionBudgets exist), Deployments,
-//! ReplicaSets, DaemonSets, Jobs, RBAC and authentication, protobuf responses, and the StatefulSet
-//! controller (roster's identity controller fills that role).
+//! deletes, as no PodDisruptionBudgets exist), DaemonSets, Jobs, RBAC and authentication, protobuf
+//! responses, and the StatefulSet controller (roster's identity controller fills that role).
 
 mod admission;
 mod api;

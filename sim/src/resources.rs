@@ -101,6 +101,16 @@ pub fn builtins() -> Vec<ResourceType> {
         status_replicas: "status.replicas".into(),
         label_selector: None,
     });
+    let scaled = |mut t: ResourceType| {
+        t.scale = Some(ScalePaths {
+            spec_replicas: "spec.replicas".into(),
+            status_replicas: "status.replicas".into(),
+            label_selector: None,
+        });
+        t
+    };
+    let deploy = scaled(rt("apps", "v1", "deployments", "deployment", "Deployment", true, &["deploy"], &["all"], true));
+    let rs = scaled(rt("apps", "v1", "replicasets", "replicaset", "ReplicaSet", true, &["rs"], &["all"], true));
     vec![
         rt("", "v1", "namespaces", "namespace", "Namespace", false, &["ns"], &[], true),
         rt("", "v1", "pods", "pod", "Pod", true, &["po"], &["all"], true),
@@ -124,6 +134,8 @@ pub fn builtins() -> Vec<ResourceType> {
         rt("", "v1", "secrets", "secret", "Secret", true, &[], &[], false),
         rt("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"], &[], false),
         sts,
+        deploy,
+        rs,
         rt("apps", "v1", "controllerrevisions", "controllerrevision", "ControllerRevision", true, &[], &[], false),
         rt("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", true, &[], &[], false),
         rt("storage.k8s.io", "v1", "storageclasses", "storageclass", "StorageClass", false, &["sc"], &[], false),

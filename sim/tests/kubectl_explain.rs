@@ -42,6 +42,11 @@ async fn explain_prints_the_upstream_field_documentation() {
     ] {
         kubectl_ok(&sim, &["explain", kind]).await;
     }
+    let out = kubectl_ok(&sim, &["explain", "deploy.spec.strategy"]).await;
+    assert!(out.contains("The deployment strategy to use to replace existing pods with new ones."), "{out}");
+    assert!(out.contains("rollingUpdate\t<RollingUpdateDeployment>"), "{out}");
+    let out = kubectl_ok(&sim, &["explain", "rs.status"]).await;
+    assert!(out.contains("fullyLabeledReplicas\t<integer>"), "{out}");
     let out = kubectl_ok(&sim, &["explain", "events", "--api-version=events.k8s.io/v1"]).await;
     assert!(out.contains("GROUP:      events.k8s.io"), "{out}");
     sim.shutdown().await;

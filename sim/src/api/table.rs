@@ -231,6 +231,77 @@ fn sts_row(s: &Value) -> (Row, Columns) {
     )
 }
 
+/// The containers, images and selector columns `-o wide` adds to workloads.
+fn wide_cells(o: &Value) -> [Value; 3] {
+    let containers: Vec<&Value> = path(o, "spec.template.spec.containers")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let names: Vec<&str> = containers.iter().map(|c| path_str(c, "name")).collect();
+    let images: Vec<&str> = containers.iter().map(|c| path_str(c, "image")).collect();
+    let selector = path(o, "spec.selector")
+        .and_then(|s| crate::selector::LabelSelector::from_json(s).ok())
+        .map(|s| s.to_query())
+        .unwrap_or_default();
+    [json!(names.join(",")), json!(images.join(",")), json!(selector)]
+}
+
+fn int(o: &Value, p: &str) -> i64 {
+    path(o, p).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn deployment_row(d: &Value) -> (Row, Columns) {
+    let [containers, images, selector] = wide_cells(d);
+    (
+        vec![
+            json!(meta::name(d)),
+            json!(format!("{}/{}", int(d, "status.readyReplicas"), int(d, "spec.replicas"))),
+            json!(int(d, "status.updatedReplicas")),
+            json!(int(d, "status.availableReplicas")),
+            json!(age(d)),
+            containers,
+            images,
+            selector,
+        ],
+        vec![
+            col("Name", "string", "name", 0),
+            col("Ready", "string", "", 0),
+            col("Up-to-date", "integer", "", 0),
+            col("Available", "integer", "", 0),
+            col("Age", "string", "", 0),
+            col("Containers", "string", "", 1),
+            col("Images", "string", "", 1),
+            col("Selector", "string", "", 1),
+        ],
+    )
+}
+
+fn replicaset_row(r: &Value) -> (Row, Columns) {
+    let [containers, images, selector] = wide_cells(r);
+    (
+        vec![
+            json!(meta::name(r)),
+            json!(int(r, "spec.replicas")),
+            json!(int(r, "status.replicas")),
+            json!(int(r, "status.readyReplicas")),
+            json!(age(r)),
+            containers,
+            images,
+            selector,
+        ],
+        vec![
+            col("Name", "string", "name", 0),
+            col("Desired", "integer", "", 0),
+            col("Current", "integer", "", 0),
+            col("Ready", "integer", "", 0),
+            col("Age", "string", "", 0),
+            col("Containers", "string", "", 1),
+            col("Images", "string", "", 1),
+            col("Selector", "string", "", 1),
+        ],
+    )
+}
+
 fn simple_row(o: &Value, extra: &[(&str, String)]) -> (Row, Columns) {
     let mut row = vec![json!(meta::name(o))];
     let mut cols = vec![col("Name", "string", "name", 0)];
@@ -284,6 +355,8 @@ fn row_for(custom: &[(String, String, i64)], rt: &ResourceType, o: &Value) -> (R
         ("", "services") => service_row(o),
         ("discovery.k8s.io", "endpointslices") => slice_row(o),
         ("apps", "statefulsets") => sts_row(o),
+        ("apps", "deployments") => deployment_row(o),
+        ("apps", "replicasets") => replicaset_row(o),
         ("", "namespaces") => simple_row(o, &[("Status", path_str(o, "status.phase").to_owned())]),
         ("", "persistentvolumeclaims") => simple_row(
             o,

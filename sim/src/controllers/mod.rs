@@ -1,11 +1,13 @@
 //! The control loops a real control plane runs, each reconciling the whole store when it changes (and on
 //! a tick, for time-based transitions).
 
+mod deployments;
 mod endpointslices;
 mod gc;
 mod kubelet;
 mod namespaces;
 mod pvc;
+mod replicasets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,12 +33,17 @@ pub fn spawn_all(store: Arc<Store>, config: &SimConfig, shutdown: watch::Receive
             || (c.event == EventType::Added && c.object.pointer("/metadata/ownerReferences").is_some())
     };
     let namespaces = |c: &Change| c.key == "/namespaces" || c.event == EventType::Deleted;
+    let replicasets = keys(&["apps/replicasets", "/pods"]);
+    // Recreate waits for the old pods to be gone, so pods matter too
+    let deployments = keys(&["apps/deployments", "apps/replicasets", "/pods"]);
     vec![
         spawn(store.clone(), shutdown.clone(), pods, ms(100), ms(10), move |s| kubelet.reconcile(s)),
         spawn(store.clone(), shutdown.clone(), slices, ms(1000), ms(10), endpointslices::reconcile),
         spawn(store.clone(), shutdown.clone(), gc, ms(1000), ms(50), gc::reconcile),
         spawn(store.clone(), shutdown.clone(), namespaces, ms(1000), ms(50), namespaces::reconcile),
-        spawn(store, shutdown, claims, ms(1000), ms(50), pvc::reconcile),
+        spawn(store.clone(), shutdown.clone(), claims, ms(1000), ms(50), pvc::reconcile),
+        spawn(store.clone(), shutdown.clone(), replicasets, ms(1000), ms(10), replicasets::reconcile),
+        spawn(store, shutdown, deployments, ms(1000), ms(10), deployments::reconcile),
     ]
 }
 
@@ -75,4 +82,25 @@ fn spawn(
             f(&store);
         }
     })
+}
+
+/// Record a core/v1 Event about a workload object, as the controller-manager's controllers do.
+fn record_event(store: &Store, obj: &serde_json::Value, kind: &str, component: &str, reason: &str, message: &str) {
+    use serde_json::json;
+    let now = crate::meta::now_rfc3339();
+    let ns = crate::meta::namespace(obj);
+    let ev = json!({
+        "metadata": {"name": format!("{}.{:016x}", crate::meta::name(obj), crate::meta::random_u64())},
+        "involvedObject": {
+            "kind": kind, "apiVersion": "apps/v1", "namespace": ns, "name": crate::meta::name(obj),
+            "uid": crate::meta::meta_str(obj, "uid"), "resourceVersion": crate::meta::meta_str(obj, "resourceVersion"),
+        },
+        "reason": reason, "message": message,
+        "type": if reason.starts_with("Failed") { "Warning" } else { "Normal" }, "count": 1,
+        "source": {"component": component}, "firstTimestamp": now, "lastTimestamp": now,
+        "reportingComponent": component, "reportingInstance": "",
+    });
+    if let Err(e) = store.create(&crate::bootstrap::builtin("", "events"), ns, ev) {
+        tracing::debug!(error = %e, "recording an event");
+    }
 }
