@@ -196,11 +196,10 @@ fn check_fields(
     let mode = Mode::parse(params.get("fieldValidation").map(String::as_str))?;
     // a body that does not parse is the verb's to reject
     let Ok(mut value) = serde_json::from_slice::<Value>(body) else { return Ok((Vec::new(), None)) };
-    let before = value.clone();
-    let name = t.name.as_deref().unwrap_or_else(|| meta::name(&before));
-    let target = if t.ns.is_empty() { name.to_owned() } else { format!("{}/{name}", t.ns) };
-    let warnings = validation::check(&t.rt, &target, mode, write, &mut value)?;
-    let pruned = (value != before).then(|| Bytes::from(value.to_string()));
+    let name = t.name.clone().unwrap_or_else(|| meta::name(&value).to_owned());
+    let target = if t.ns.is_empty() { name } else { format!("{}/{name}", t.ns) };
+    let (warnings, changed) = validation::check(&t.rt, &target, mode, write, &mut value)?;
+    let pruned = changed.then(|| Bytes::from(value.to_string()));
     Ok((warnings, pruned))
 }
 

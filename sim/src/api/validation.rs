@@ -45,28 +45,30 @@ pub enum Write {
 }
 
 /// Check `body` against the kind's schema and drop the fields it does not declare (a real server decodes
-/// into typed structs, which keep none): the warnings to send, or the rejection.
+/// into typed structs, which keep none): the warnings to send and whether the body changed, or the
+/// rejection.
 pub fn check(
     rt: &ResourceType,
     target: &str,
     mode: Mode,
     write: Write,
     body: &mut Value,
-) -> Result<Vec<String>, ApiError> {
-    let Some((doc, name)) = kind_schema(rt) else { return Ok(Vec::new()) };
+) -> Result<(Vec<String>, bool), ApiError> {
+    let Some((doc, name)) = kind_schema(rt) else { return Ok((Vec::new(), false)) };
     let Some(schemas) = doc.pointer("/components/schemas").and_then(Value::as_object) else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), false));
     };
     let mut unknown = Vec::new();
+    let mut changed = false;
     if let Some(root) = schemas.get(&name) {
-        walk(schemas, root, body, "", &mut unknown);
+        walk(schemas, root, body, "", &mut unknown, &mut changed);
     }
     unknown.sort();
     if unknown.is_empty() || mode == Mode::Ignore {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), changed));
     }
     if mode == Mode::Warn {
-        return Ok(unknown.iter().map(|p| format!("unknown field \"{p}\"")).collect());
+        return Ok((unknown.iter().map(|p| format!("unknown field \"{p}\"")).collect(), changed));
     }
     let msg = match write {
         Write::Apply => format!(
@@ -107,7 +109,14 @@ fn resolve<'a>(schemas: &'a Map<String, Value>, mut s: &'a Value) -> &'a Value {
 }
 
 /// Collect the undeclared fields of `v` (as `spec.containers[0].name` paths) and remove them.
-fn walk(schemas: &Map<String, Value>, schema: &Value, v: &mut Value, path: &str, out: &mut Vec<String>) {
+fn walk(
+    schemas: &Map<String, Value>,
+    schema: &Value,
+    v: &mut Value,
+    path: &str,
+    out: &mut Vec<String>,
+    changed: &mut bool,
+) {
     let s = resolve(schemas, schema);
     if s.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true) {
         return;
@@ -123,11 +132,12 @@ fn walk(schemas: &Map<String, Value>, schema: &Value, v: &mut Value, path: &str,
                         continue;
                     }
                     match props.get(k) {
-                        Some(ps) => walk(schemas, ps, fv, &join(k), out),
+                        Some(ps) => walk(schemas, ps, fv, &join(k), out, changed),
                         None => undeclared.push(k.clone()),
                     }
                 }
                 for k in undeclared {
+                    *changed = true;
                     // a merge patch's null removes a field: nothing unknown gets stored
                     if m.remove(&k).is_some_and(|fv| !fv.is_null()) {
                         out.push(join(&k));
@@ -136,7 +146,7 @@ fn walk(schemas: &Map<String, Value>, schema: &Value, v: &mut Value, path: &str,
             } else if let Some(ap) = s.get("additionalProperties").filter(|a| a.is_object()) {
                 for (k, fv) in m.iter_mut() {
                     if !k.starts_with('$') {
-                        walk(schemas, ap, fv, &join(k), out);
+                        walk(schemas, ap, fv, &join(k), out, changed);
                     }
                 }
             }
@@ -144,7 +154,7 @@ fn walk(schemas: &Map<String, Value>, schema: &Value, v: &mut Value, path: &str,
         Value::Array(items) => {
             if let Some(is) = s.get("items") {
                 for (i, item) in items.iter_mut().enumerate() {
-                    walk(schemas, is, item, &format!("{path}[{i}]"), out);
+                    walk(schemas, is, item, &format!("{path}[{i}]"), out, changed);
                 }
             }
         }
