@@ -1,8 +1,9 @@
-//! The edge between roster's record model and hickory's: shared names and rdata in, hickory records out.
+//! The edge between roster's record model and the wire: shared names and rdata in, wire bytes out.
 
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
-use hickory_proto::rr::{LowerName, Name, RData as HickoryRData, Record, RecordType};
+use hickory_proto::rr::{LowerName, Name, RecordType};
 use roster_shared::{DomainName, RData};
+
+use crate::wire::name_bytes;
 
 /// The hickory form of a roster name (fully qualified).
 pub fn to_name(name: &DomainName) -> Name {
@@ -13,6 +14,11 @@ pub fn to_name(name: &DomainName) -> Name {
 
 pub fn to_lower(name: &DomainName) -> LowerName {
     LowerName::new(&to_name(name))
+}
+
+/// The lowercase wire form of a roster name.
+pub fn to_wire(name: &DomainName) -> Vec<u8> {
+    name_bytes(&to_name(name))
 }
 
 pub fn record_type(rdata: &RData) -> RecordType {
@@ -27,30 +33,49 @@ pub fn record_type(rdata: &RData) -> RecordType {
     }
 }
 
-pub fn to_record(owner: &Name, ttl: u32, rdata: &RData) -> Record {
-    let data = match rdata {
-        RData::A { ip } => HickoryRData::A(A(*ip)),
-        RData::Aaaa { ip } => HickoryRData::AAAA(AAAA(*ip)),
+/// The rdata in wire form, names uncompressed (the response writer compresses them per message).
+pub fn to_rdata(rdata: &RData) -> Vec<u8> {
+    match rdata {
+        RData::A { ip } => ip.octets().to_vec(),
+        RData::Aaaa { ip } => ip.octets().to_vec(),
         RData::Srv { priority, weight, port, target } => {
-            HickoryRData::SRV(SRV::new(*priority, *weight, *port, to_name(target)))
+            let mut out = Vec::with_capacity(6 + target.as_str().len() + 2);
+            out.extend_from_slice(&priority.to_be_bytes());
+            out.extend_from_slice(&weight.to_be_bytes());
+            out.extend_from_slice(&port.to_be_bytes());
+            out.extend_from_slice(&to_wire(target));
+            out
         }
-        RData::Ptr { target } => HickoryRData::PTR(PTR(to_name(target))),
-        RData::Cname { target } => HickoryRData::CNAME(CNAME(to_name(target))),
-        RData::Txt { text } => HickoryRData::TXT(TXT::new(vec![text.clone()])),
-        RData::Ns { target } => HickoryRData::NS(NS(to_name(target))),
-    };
-    Record::from_rdata(owner.clone(), ttl, data)
+        RData::Ptr { target } | RData::Cname { target } | RData::Ns { target } => to_wire(target),
+        RData::Txt { text } => {
+            // Character-strings of at most 255 bytes each (RFC 1035 §3.3.14).
+            let mut out = Vec::with_capacity(text.len() + text.len() / 255 + 1);
+            for chunk in text.as_bytes().chunks(255) {
+                out.push(u8::try_from(chunk.len()).unwrap_or(u8::MAX));
+                out.extend_from_slice(chunk);
+            }
+            if text.is_empty() {
+                out.push(0);
+            }
+            out
+        }
+    }
 }
 
-/// The SOA of a zone: `ns.dns.<cluster zone> hostmaster.<cluster zone>`, minimum = the negative TTL.
-pub fn soa_record(apex: &DomainName, cluster_zone: &DomainName, serial: u32, ttl: u32) -> Record {
-    let mname = to_name(&cluster_zone.prefixed(&["ns", "dns"]).unwrap_or_else(|_| cluster_zone.clone()));
-    let rname = to_name(&cluster_zone.child("hostmaster").unwrap_or_else(|_| cluster_zone.clone()));
-    let soa = SOA::new(mname, rname, serial, 7200, 1800, 86400, ttl);
-    Record::from_rdata(to_name(apex), ttl, HickoryRData::SOA(soa))
+/// The SOA rdata of a zone: `ns.dns.<cluster zone> hostmaster.<cluster zone>`, minimum = the negative TTL.
+pub fn soa_rdata(cluster_zone: &DomainName, serial: u32, ttl: u32) -> Vec<u8> {
+    let mname = to_wire(&cluster_zone.prefixed(&["ns", "dns"]).unwrap_or_else(|_| cluster_zone.clone()));
+    let rname = to_wire(&cluster_zone.child("hostmaster").unwrap_or_else(|_| cluster_zone.clone()));
+    let mut out = Vec::with_capacity(mname.len() + rname.len() + 20);
+    out.extend_from_slice(&mname);
+    out.extend_from_slice(&rname);
+    for value in [serial, 7200, 1800, 86400, ttl] {
+        out.extend_from_slice(&value.to_be_bytes());
+    }
+    out
 }
 
-pub fn ns_record(apex: &DomainName, cluster_zone: &DomainName, ttl: u32) -> Record {
-    let target = cluster_zone.prefixed(&["ns", "dns"]).unwrap_or_else(|_| cluster_zone.clone());
-    to_record(&to_name(apex), ttl, &RData::Ns { target })
+/// The NS rdata of every apex: `ns.dns.<cluster zone>`.
+pub fn ns_rdata(cluster_zone: &DomainName) -> Vec<u8> {
+    to_wire(&cluster_zone.prefixed(&["ns", "dns"]).unwrap_or_else(|_| cluster_zone.clone()))
 }

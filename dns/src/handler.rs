@@ -13,12 +13,14 @@ use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
+use tokio::net::UdpSocket;
 use tracing::debug;
 
 use crate::forward::Forwarder;
 use crate::lookup::{Answer, answer};
 use crate::metrics::{Metrics, Observation, static_label};
 use crate::store::ZoneStore;
+use crate::wire::{MessageWriter, OPT_LEN, WireName};
 
 /// The UDP payload size roster accepts and caps its own answers at (RFC 6891 §6.2.5 leaves it to us;
 /// 4096 is what BIND and CoreDNS advertise).
@@ -65,8 +67,9 @@ impl FrontHandler {
             let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
             return self.store.zone_of(query.name()).is_none() && forwarder.is_cached(query.original(), dnssec_ok);
         }
+        let Some(wire) = WireName::from_name(query.original().name()) else { return true };
         let view = self.store.view();
-        view.node(query.name()).is_none_or(|node| node.get(RecordType::CNAME).is_none())
+        view.node(wire.as_bytes()).is_none_or(|node| !node.has(RecordType::CNAME))
     }
 
     /// Decides the answer to a request that parsed; also returns the zone label for metrics.
@@ -94,7 +97,10 @@ impl FrontHandler {
         if !self.store.is_synced() {
             return (Answer::error(ResponseCode::ServFail), zone_label);
         }
-        let mut found = answer(&self.store, zone, query.name(), query.original().name(), qtype);
+        let Some(wire) = WireName::from_name(query.original().name()) else {
+            return (Answer::error(ResponseCode::FormErr), zone_label);
+        };
+        let mut found = answer(&self.store, zone, &wire, qtype);
         let Some(forwarder) = &self.forwarder else { return (found, zone_label) };
 
         // Reverse names we hold nothing for fall through to the upstreams (kubeadm's `fallthrough`).
@@ -103,7 +109,7 @@ impl FrontHandler {
         }
         // ExternalName: chase the CNAME's target through the forwarder; the CNAME alone if that fails.
         if matches!(qtype, RecordType::A | RecordType::AAAA)
-            && let Some(target) = found.dangling_cname().cloned()
+            && let Some(target) = found.dangling_cname()
         {
             let chased = forwarder.resolve(&Query::query(target, qtype), dnssec_ok).await;
             if matches!(chased.rcode, ResponseCode::NoError | ResponseCode::NXDomain) {
@@ -127,47 +133,83 @@ impl FrontHandler {
     }
 }
 
-#[async_trait::async_trait]
-impl RequestHandler for FrontHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        mut response_handle: R,
-    ) -> ResponseInfo {
+/// A decided answer with what is needed to put it on the wire and to observe it.
+struct Decided {
+    started: Instant,
+    answer: Answer,
+    zone_label: &'static str,
+    metadata: Metadata,
+    edns: Option<Edns>,
+}
+
+impl FrontHandler {
+    /// Everything up to encoding: EDNS, the answer, the response header.
+    async fn prepare(&self, request: &Request) -> Decided {
         let started = Instant::now();
-        let mut response_edns = None;
+        let mut edns = None;
         if let Some(request_edns) = &request.edns {
-            let mut edns = Edns::new();
-            edns.set_max_payload(request_edns.max_payload().clamp(512, MAX_UDP_PAYLOAD));
-            edns.set_version(0);
-            response_edns = Some(edns);
+            let mut response_edns = Edns::new();
+            response_edns.set_max_payload(request_edns.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+            response_edns.set_version(0);
+            edns = Some(response_edns);
         }
         let bad_version = request.edns.as_ref().is_some_and(|e| e.version() > 0);
-        if bad_version && let Some(edns) = response_edns.as_mut() {
+        if bad_version && let Some(edns) = edns.as_mut() {
             edns.set_rcode_high(ResponseCode::BADVERS.high());
         }
 
-        let (decided, zone_label) =
+        let (answer, zone_label) =
             if bad_version { (Answer::error(ResponseCode::BADVERS), ".") } else { self.decide(request).await };
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.message_type = MessageType::Response;
-        metadata.response_code = decided.rcode;
-        metadata.authoritative = decided.authoritative;
+        metadata.response_code = answer.rcode;
+        metadata.authoritative = answer.authoritative;
         metadata.recursion_available = self.forwarder.is_some();
+        Decided { started, answer, zone_label, metadata, edns }
+    }
 
+    /// Encodes an answer made only of store records with roster's writer (names compressed against the
+    /// question, RFC 1035 §4.1.4) into `bytes`, at most `max_size` long (TC beyond).
+    fn encode_local(
+        &self,
+        request: &Request,
+        decided: &Decided,
+        bytes: &mut Vec<u8>,
+        max_size: usize,
+        rotation: usize,
+    ) {
+        let header_bytes = header_bytes(&decided.metadata, request.queries.len());
+        let opt = decided.edns.as_ref().map(|edns| {
+            let ttl = (u32::from(edns.rcode_high()) << 24) | (u32::from(edns.version()) << 16);
+            (edns.max_payload(), ttl)
+        });
+        let limit = max_size.saturating_sub(if opt.is_some() { OPT_LEN } else { 0 });
+        let mut writer = MessageWriter::new(bytes, &header_bytes, request.queries.as_bytes(), limit);
+        decided.answer.write_local(&mut writer, rotation);
+        writer.finish(opt);
+    }
+
+    /// Sends through hickory's encoder (TCP; forwarded answers over UDP).
+    async fn send_with<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        decided: &Decided,
+        mut response_handle: R,
+        rotation: usize,
+    ) -> ResponseInfo {
         let mut builder = MessageResponseBuilder::from_message_request(request);
-        if let Some(edns) = &response_edns {
+        if let Some(edns) = &decided.edns {
             builder.edns(edns);
         }
-        let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
+        let (local_answers, local_authority) = decided.answer.local_records(rotation);
         let response = builder.build(
-            metadata,
-            decided.answer_records(rotation),
-            decided.authority_records(),
+            decided.metadata,
+            local_answers.iter().chain(decided.answer.answer_records()),
+            decided.answer.authority_records().chain(local_authority.iter()),
             std::iter::empty(),
-            decided.additional_records(),
+            decided.answer.additional_records(),
         );
-        let info = match response_handle.send_response(response).await {
+        match response_handle.send_response(response).await {
             Ok(info) => info,
             Err(error) => {
                 debug!(%error, "failed to send a response");
@@ -175,24 +217,120 @@ impl RequestHandler for FrontHandler {
                 metadata.response_code = ResponseCode::ServFail;
                 ResponseInfo::from(Header { metadata, counts: Default::default() })
             }
-        };
-        if let Some(metrics) = &self.metrics {
-            let qtype = request.queries.queries().first().map(|q| q.query_type()).unwrap_or(RecordType::NULL);
-            // Header 12 + question + records (uncompressed) + OPT 11: an upper bound of the wire size.
-            let question = request.queries.as_bytes().len();
-            let opt = if response_edns.is_some() { 11 } else { 0 };
-            metrics.observe(&Observation {
-                zone: zone_label,
-                udp: request.protocol() == Protocol::Udp,
-                ipv6: request.src().is_ipv6(),
-                qtype,
-                rcode: decided.rcode,
-                plugin: decided.plugin,
-                request_size: request.as_slice().len(),
-                response_size: (12 + question + decided.records_wire_len() + opt).min(usize::from(u16::MAX)),
-                duration: started.elapsed(),
-            });
+        }
+    }
+
+    /// Answers one UDP request: answers from the store are encoded here and sent on `socket`; the rest
+    /// (forwarded records) go through `fallback`, hickory's encoder.
+    pub(crate) async fn handle_udp<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        socket: &UdpSocket,
+        fallback: R,
+        bytes: &mut Vec<u8>,
+    ) {
+        let decided = self.prepare(request).await;
+        let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
+        if decided.answer.is_local() {
+            // RFC 1035 §4.2.1: 512 bytes without EDNS; else what both sides allow (set in `prepare`).
+            let max_size = decided.edns.as_ref().map_or(512, |edns| usize::from(edns.max_payload().max(512)));
+            self.encode_local(request, &decided, bytes, max_size, rotation);
+            if let Err(error) = socket.send_to(bytes, request.src()).await {
+                debug!(%error, "failed to send a response");
+            }
+            self.observe(request, &decided, bytes.len());
+        } else {
+            self.send_with(request, &decided, fallback, rotation).await;
+            self.observe(request, &decided, estimated_size(request, &decided));
+        }
+    }
+
+    fn observe(&self, request: &Request, decided: &Decided, response_size: usize) {
+        let Some(metrics) = &self.metrics else { return };
+        let qtype = request.queries.queries().first().map(|q| q.query_type()).unwrap_or(RecordType::NULL);
+        metrics.observe(&Observation {
+            zone: decided.zone_label,
+            udp: request.protocol() == Protocol::Udp,
+            ipv6: request.src().is_ipv6(),
+            qtype,
+            rcode: decided.answer.rcode,
+            plugin: decided.answer.plugin,
+            request_size: request.as_slice().len(),
+            response_size: response_size.min(usize::from(u16::MAX)),
+            duration: decided.started.elapsed(),
+        });
+    }
+}
+
+/// The 12 header bytes (RFC 1035 §4.1.1), written by hand to keep allocation off the UDP path;
+/// answer counts are left to the writer.
+fn header_bytes(metadata: &Metadata, queries: usize) -> [u8; 12] {
+    let mut bytes = [0u8; 12];
+    bytes[0..2].copy_from_slice(&metadata.id.to_be_bytes());
+    bytes[2] = (u8::from(metadata.message_type == MessageType::Response) << 7)
+        | ((u8::from(metadata.op_code) & 0x0F) << 3)
+        | (u8::from(metadata.authoritative) << 2)
+        | (u8::from(metadata.truncation) << 1)
+        | u8::from(metadata.recursion_desired);
+    bytes[3] = (u8::from(metadata.recursion_available) << 7)
+        | (u8::from(metadata.authentic_data) << 5)
+        | (u8::from(metadata.checking_disabled) << 4)
+        | (metadata.response_code.low() & 0x0F);
+    bytes[4..6].copy_from_slice(&u16::try_from(queries).unwrap_or(0).to_be_bytes());
+    bytes
+}
+
+/// Header 12 + question + records (uncompressed) + OPT: an upper bound of the wire size, for answers
+/// hickory encodes (forwarded records), whose compressed size is not known here.
+fn estimated_size(request: &Request, decided: &Decided) -> usize {
+    let opt = if decided.edns.is_some() { OPT_LEN } else { 0 };
+    12 + request.queries.as_bytes().len() + decided.answer.records_wire_len() + opt
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for FrontHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, response_handle: R) -> ResponseInfo {
+        let decided = self.prepare(request).await;
+        let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
+        let info = self.send_with(request, &decided, response_handle, rotation).await;
+        if self.metrics.is_some() {
+            // The size roster's writer gives this answer (names compressed as over UDP, no size limit);
+            // hickory's TCP encoding of the same records may differ by a few pointers.
+            let size = if decided.answer.is_local() {
+                let mut bytes = Vec::with_capacity(512);
+                self.encode_local(request, &decided, &mut bytes, usize::from(u16::MAX), rotation);
+                bytes.len()
+            } else {
+                estimated_size(request, &decided)
+            };
+            self.observe(request, &decided, size);
         }
         info
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use hickory_proto::op::HeaderCounts;
+    use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+
+    /// The hand-written header agrees with hickory's encoder for every flag.
+    #[test]
+    fn header_bytes_match_hickory() {
+        for bits in 0u8..64 {
+            let mut metadata = Metadata::new(0xBEEF, MessageType::Response, OpCode::Query);
+            metadata.authoritative = bits & 1 != 0;
+            metadata.truncation = bits & 2 != 0;
+            metadata.recursion_desired = bits & 4 != 0;
+            metadata.recursion_available = bits & 8 != 0;
+            metadata.checking_disabled = bits & 16 != 0;
+            metadata.response_code = if bits & 32 != 0 { ResponseCode::NXDomain } else { ResponseCode::BADVERS };
+            let header = Header { metadata, counts: HeaderCounts { queries: 1, ..Default::default() } };
+            let mut expected = Vec::new();
+            header.emit(&mut BinEncoder::new(&mut expected)).unwrap();
+            assert_eq!(header_bytes(&metadata, 1).as_slice(), expected.as_slice(), "flags {bits:#b}");
+        }
     }
 }

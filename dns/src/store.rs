@@ -1,11 +1,16 @@
-//! The zone store: precompiled hickory record sets per name, swapped and patched atomically.
+//! The zone store: precompiled wire record sets per name, swapped and patched atomically.
 //!
 //! One `RwLock` guards the whole table so that a delta touching many names is applied as one step: a
 //! query sees the table before or after a frame, never half of it. Readers hold the lock only for a
 //! hash lookup and an `Arc` clone.
+//!
+//! Memory is a design constraint (CoreDNS and Knot hold ~250 B per record): each name is one
+//! allocation, a [`Node`] holding its lowercase wire name and its records' wire rdata, and the table
+//! is a hash set of those nodes keyed by their own name, so no name is stored twice.
 
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
+use std::borrow::Borrow;
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use rustc_hash::FxHasher;
 use std::sync::Arc;
@@ -17,9 +22,10 @@ use parking_lot::RwLock;
 use roster_shared::{Change, DomainName, Frame, RData, ZoneData};
 
 use crate::config::DnsConfig;
-use crate::convert::{ns_record, record_type, soa_record, to_lower, to_name, to_record};
+use crate::convert::{ns_rdata, record_type, soa_rdata, to_lower, to_rdata, to_wire};
+use crate::wire::{Node, Set, WireName, is_within};
 
-/// One record set, shared between the store and the answers that carry it.
+/// Records of a forwarded answer (hickory records, as the upstream sent them).
 #[derive(Debug, Clone)]
 pub struct RrSet {
     pub records: Arc<[Record]>,
@@ -42,50 +48,27 @@ impl RrSet {
     }
 }
 
-/// The record sets of one name, in a fixed type order. Empty for an empty non-terminal.
-#[derive(Debug, Clone, Default)]
-pub struct Node {
-    rrsets: Vec<(RecordType, RrSet)>,
-}
-
-impl Node {
-    pub fn get(&self, rtype: RecordType) -> Option<&RrSet> {
-        self.rrsets.iter().find(|(t, _)| *t == rtype).map(|(_, set)| set)
-    }
-
-    pub fn first(&self) -> Option<&RrSet> {
-        self.rrsets.first().map(|(_, set)| set)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rrsets.is_empty()
-    }
-
-    fn build(owner: &Name, ttl: u32, records: &[RData]) -> Self {
-        let mut by_type: Vec<(RecordType, Vec<Record>)> = Vec::new();
-        for rdata in records {
-            let rtype = record_type(rdata);
-            let record = to_record(owner, ttl, rdata);
-            match by_type.iter_mut().find(|(t, _)| *t == rtype) {
-                Some((_, list)) => list.push(record),
-                None => by_type.push((rtype, vec![record])),
-            }
+/// Record sets of one name from the stream, grouped per type in type order.
+fn group(records: &[RData]) -> Vec<(RecordType, Vec<Vec<u8>>)> {
+    let mut by_type: Vec<(RecordType, Vec<Vec<u8>>)> = Vec::new();
+    for rdata in records {
+        let rtype = record_type(rdata);
+        let wire = to_rdata(rdata);
+        match by_type.iter_mut().find(|(t, _)| *t == rtype) {
+            Some((_, list)) => list.push(wire),
+            None => by_type.push((rtype, vec![wire])),
         }
-        by_type.sort_by_key(|(t, _)| u16::from(*t));
-        Self { rrsets: by_type.into_iter().map(|(t, list)| (t, RrSet::new(list))).collect() }
     }
-
-    fn insert(&mut self, rtype: RecordType, set: RrSet) {
-        self.rrsets.retain(|(t, _)| *t != rtype);
-        self.rrsets.push((rtype, set));
-        self.rrsets.sort_by_key(|(t, _)| u16::from(*t));
-    }
+    by_type.sort_by_key(|(t, _)| u16::from(*t));
+    by_type
 }
 
 /// An authoritative zone: its apex and the SOA that goes with its negative answers.
 #[derive(Debug, Clone)]
 pub struct Zone {
     pub apex: LowerName,
+    /// The apex in lowercase wire form.
+    pub apex_wire: Vec<u8>,
     pub name: DomainName,
 }
 
@@ -95,11 +78,39 @@ pub enum ApplyError {
     OutOfOrder { have: Option<u64>, got: u64 },
 }
 
+/// A node in the name table, hashed and compared by its name only, so that the table can be searched
+/// with a borrowed wire name.
+#[derive(Debug, Clone)]
+struct Entry(Node);
+
+impl Borrow<[u8]> for Entry {
+    fn borrow(&self) -> &[u8] {
+        self.0.name()
+    }
+}
+
+impl Hash for Entry {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.name().hash(state);
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name() == other.0.name()
+    }
+}
+
+impl Eq for Entry {}
+
+/// Nodes by name; FxHash because names are short and hashing them is on every query's path.
+type NameMap = HashSet<Entry, BuildHasherDefault<FxHasher>>;
+
 #[derive(Debug, Default)]
 struct Table {
     names: NameMap,
-    /// The SOA of each zone, index-aligned with `ZoneStore::zones`.
-    soas: Vec<RrSet>,
+    /// The SOA of each zone (a node of the apex holding only its SOA), index-aligned with `zones`.
+    soas: Vec<Node>,
     /// The stream position of the last applied frame: (epoch, generation).
     position: Option<(u64, u64)>,
 }
@@ -109,13 +120,10 @@ pub struct ZoneStore {
     config: DnsConfig,
     zones: Vec<Zone>,
     /// `pod.<cluster zone>`, for answering insecure pod records without storing them.
-    pod_apex: LowerName,
+    pod_apex: Vec<u8>,
     serial_base: u32,
     table: RwLock<Table>,
 }
-
-/// Names to nodes; FxHash because names are short and hashing them is on every query's path.
-type NameMap = HashMap<LowerName, Node, BuildHasherDefault<FxHasher>>;
 
 /// A consistent read view of the table: every lookup of one query goes through one view, so a CNAME
 /// chain cannot straddle two generations.
@@ -124,19 +132,23 @@ pub struct View<'a> {
 }
 
 impl View<'_> {
-    pub fn node(&self, name: &LowerName) -> Option<&Node> {
-        self.table.names.get(name)
+    /// The node of a lowercase wire name.
+    pub fn node(&self, name: &[u8]) -> Option<&Node> {
+        self.table.names.get(name).map(|entry| &entry.0)
     }
 
-    pub fn soa(&self, zone: usize) -> Option<&RrSet> {
-        self.table.soas.get(zone)
+    pub fn soa(&self, zone: usize) -> Option<Set> {
+        self.table.soas.get(zone).and_then(|node| node.set(RecordType::SOA))
     }
 }
 
 impl ZoneStore {
     pub fn new(config: DnsConfig) -> Self {
-        let zones: Vec<Zone> = config.zones().map(|name| Zone { apex: to_lower(name), name: name.clone() }).collect();
-        let pod_apex = to_lower(&config.cluster_zone.child("pod").unwrap_or_else(|_| config.cluster_zone.clone()));
+        let zones: Vec<Zone> = config
+            .zones()
+            .map(|name| Zone { apex: to_lower(name), apex_wire: to_wire(name), name: name.clone() })
+            .collect();
+        let pod_apex = to_wire(&config.cluster_zone.child("pod").unwrap_or_else(|_| config.cluster_zone.clone()));
         // Serials start from the wall clock so that they keep increasing across restarts.
         let serial_base = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -153,7 +165,8 @@ impl ZoneStore {
         &self.zones
     }
 
-    pub fn pod_apex(&self) -> &LowerName {
+    /// `pod.<cluster zone>` in lowercase wire form.
+    pub fn pod_apex(&self) -> &[u8] {
         &self.pod_apex
     }
 
@@ -164,6 +177,16 @@ impl ZoneStore {
             .enumerate()
             .filter(|(_, zone)| zone.apex.zone_of(name))
             .max_by_key(|(_, zone)| zone.apex.num_labels())
+            .map(|(index, _)| index)
+    }
+
+    /// [`Self::zone_of`] for a lowercase wire name.
+    pub fn zone_of_wire(&self, name: &[u8]) -> Option<usize> {
+        self.zones
+            .iter()
+            .enumerate()
+            .filter(|(_, zone)| is_within(name, &zone.apex_wire))
+            .max_by_key(|(_, zone)| zone.apex_wire.len())
             .map(|(index, _)| index)
     }
 
@@ -192,7 +215,8 @@ impl ZoneStore {
 
     /// True when `name` exists (possibly as an empty non-terminal).
     pub fn contains(&self, name: &LowerName) -> bool {
-        self.table.read().names.contains_key(name)
+        WireName::from_name(&Name::from(name.clone()))
+            .is_some_and(|wire| self.table.read().names.contains(wire.as_bytes()))
     }
 
     /// Applies one frame of the record stream.
@@ -203,7 +227,10 @@ impl ZoneStore {
                 let soas = self.build_soas(*generation);
                 self.restore_apexes(&mut names, &soas);
                 let mut table = self.table.write();
-                *table = Table { names, soas, position: Some((*epoch, *generation)) };
+                let old = std::mem::replace(&mut *table, Table { names, soas, position: Some((*epoch, *generation)) });
+                drop(table);
+                // Freed outside the lock: dropping a large table takes long enough to stall readers.
+                drop(old);
                 Ok(())
             }
             Frame::Delta { generation, changes, .. } => {
@@ -217,10 +244,10 @@ impl ZoneStore {
                 for (name, node) in prepared {
                     match node {
                         Some(node) => {
-                            table.names.insert(name, node);
+                            table.names.replace(Entry(node));
                         }
                         None => {
-                            table.names.remove(&name);
+                            table.names.remove(name.as_slice());
                         }
                     }
                 }
@@ -238,46 +265,57 @@ impl ZoneStore {
     }
 
     fn build_names(&self, zone: &ZoneData) -> NameMap {
-        let ttl = self.config.ttl;
         let mut names = NameMap::with_capacity_and_hasher(zone.names.len() + self.zones.len(), Default::default());
         for (name, records) in &zone.names {
             if self.in_zones(name) {
-                names.insert(to_lower(name), Node::build(&to_name(name), ttl, records));
+                names.replace(Entry(Node::build(&to_wire(name), &group(records))));
             }
         }
         names
     }
 
-    fn prepare_changes(&self, changes: &[Change]) -> Vec<(LowerName, Option<Node>)> {
-        let ttl = self.config.ttl;
+    fn prepare_changes(&self, changes: &[Change]) -> Vec<(Vec<u8>, Option<Node>)> {
         changes
             .iter()
             .filter_map(|change| match change {
-                Change::Set { name, records } => {
-                    self.in_zones(name).then(|| (to_lower(name), Some(Node::build(&to_name(name), ttl, records))))
-                }
-                Change::Remove { name } => self.in_zones(name).then(|| (to_lower(name), None)),
+                Change::Set { name, records } => self.in_zones(name).then(|| {
+                    let wire = to_wire(name);
+                    let node = Node::build(&wire, &group(records));
+                    (wire, Some(node))
+                }),
+                Change::Remove { name } => self.in_zones(name).then(|| (to_wire(name), None)),
             })
             .collect()
     }
 
-    fn build_soas(&self, generation: u64) -> Vec<RrSet> {
+    fn build_soas(&self, generation: u64) -> Vec<Node> {
         let serial = self.serial_base.wrapping_add(u32::try_from(generation % u64::from(u32::MAX)).unwrap_or(0));
-        self.zones
-            .iter()
-            .map(|zone| RrSet::new(vec![soa_record(&zone.name, &self.config.cluster_zone, serial, self.config.ttl)]))
-            .collect()
+        let soa = soa_rdata(&self.config.cluster_zone, serial, self.config.ttl);
+        self.zones.iter().map(|zone| Node::build(&zone.apex_wire, &[(RecordType::SOA, vec![soa.clone()])])).collect()
     }
 
     /// Puts SOA and NS at every apex (the stream carries neither: both depend on this replica's config).
-    fn restore_apexes(&self, names: &mut NameMap, soas: &[RrSet]) {
+    fn restore_apexes(&self, names: &mut NameMap, soas: &[Node]) {
         for (zone, soa) in self.zones.iter().zip(soas) {
-            let node = names.entry(zone.apex.clone()).or_default();
-            node.insert(RecordType::SOA, soa.clone());
-            if node.get(RecordType::NS).is_none() {
-                let ns = ns_record(&zone.name, &self.config.cluster_zone, self.config.ttl);
-                node.insert(RecordType::NS, RrSet::new(vec![ns]));
+            let existing = names.get(zone.apex_wire.as_slice()).map(|entry| entry.0.clone());
+            let mut sets: Vec<(RecordType, Vec<Vec<u8>>)> = Vec::new();
+            if let Some(node) = &existing {
+                for rtype in node.types() {
+                    if rtype != RecordType::SOA
+                        && let Some(set) = node.set(rtype)
+                    {
+                        sets.push((rtype, set.rdatas().map(<[u8]>::to_vec).collect()));
+                    }
+                }
             }
+            if let Some(set) = soa.set(RecordType::SOA) {
+                sets.push((RecordType::SOA, set.rdatas().map(<[u8]>::to_vec).collect()));
+            }
+            if !sets.iter().any(|(t, _)| *t == RecordType::NS) {
+                sets.push((RecordType::NS, vec![ns_rdata(&self.config.cluster_zone)]));
+            }
+            sets.sort_by_key(|(t, _)| u16::from(*t));
+            names.replace(Entry(Node::build(&zone.apex_wire, &sets)));
         }
     }
 }
@@ -311,10 +349,11 @@ mod tests {
 
     fn serial(store: &ZoneStore) -> u32 {
         let view = store.view();
-        match &view.soa(0).unwrap().records[0].data {
-            hickory_proto::rr::RData::SOA(soa) => soa.serial,
-            other => panic!("not an SOA: {other:?}"),
-        }
+        let soa = view.soa(0).unwrap();
+        let rdata = soa.rdatas().next().unwrap();
+        // mname and rname, then the serial.
+        let names_len = rdata.len() - 20;
+        u32::from_be_bytes(rdata[names_len..names_len + 4].try_into().unwrap())
     }
 
     #[test]
@@ -352,6 +391,19 @@ mod tests {
         assert_eq!(serial(&store), first_serial + 1);
     }
 
+    /// A pod's A record is one allocation of its wire name, a set header and the address.
+    #[test]
+    fn a_record_costs_one_small_allocation() {
+        let store = store();
+        let zone = zone_with(&[("web-0.nginx.default.svc.cluster.local", "10.244.0.2")]);
+        store.apply(&Frame::Snapshot { epoch: 1, generation: 1, zone: Arc::new(zone) }).unwrap();
+        let view = store.view();
+        let node = view.node(&to_wire(&name("web-0.nginx.default.svc.cluster.local"))).unwrap();
+        // 1 (name length) + 39 (name) + 6 (set header) + 2 (rdlength) + 4 (address).
+        assert_eq!(node.heap_len(), 52);
+        assert_eq!(node.set(RecordType::A).unwrap().rdatas().next().unwrap(), &[10, 244, 0, 2]);
+    }
+
     #[test]
     fn apex_records_survive_any_frame() {
         let store = store();
@@ -365,8 +417,8 @@ mod tests {
         store.apply(&delta).unwrap();
         for apex in ["cluster.local", "in-addr.arpa", "ip6.arpa"] {
             let view = store.view();
-            let node = view.node(&lower(apex)).unwrap_or_else(|| panic!("{apex} missing"));
-            assert!(node.get(RecordType::SOA).is_some() && node.get(RecordType::NS).is_some(), "{apex}");
+            let node = view.node(&to_wire(&name(apex))).unwrap_or_else(|| panic!("{apex} missing"));
+            assert!(node.has(RecordType::SOA) && node.has(RecordType::NS), "{apex}");
         }
     }
 
@@ -408,17 +460,13 @@ mod tests {
                 let mut checks = 0u32;
                 while std::time::Instant::now() < deadline {
                     let table = store.table.read();
-                    let a = table
-                        .names
-                        .get(&lower("a.svc.cluster.local"))
-                        .and_then(|n| n.get(RecordType::A).map(|s| s.records.clone()));
-                    let b = table
-                        .names
-                        .get(&lower("b.svc.cluster.local"))
-                        .and_then(|n| n.get(RecordType::A).map(|s| s.records.clone()));
+                    let rdata = |owner: &str| {
+                        let set = table.names.get(to_wire(&name(owner)).as_slice())?.0.set(RecordType::A)?;
+                        set.rdatas().next().map(<[u8]>::to_vec)
+                    };
+                    let (a, b) = (rdata("a.svc.cluster.local"), rdata("b.svc.cluster.local"));
                     drop(table);
-                    let (a, b) = (a.unwrap(), b.unwrap());
-                    assert_eq!(a[0].data, b[0].data, "a and b always change together");
+                    assert_eq!(a.unwrap(), b.unwrap(), "a and b always change together");
                     checks += 1;
                 }
                 checks

@@ -9,9 +9,8 @@ use hickory_proto::op::{Header, Message, MessageType, Metadata, ResponseCode};
 use hickory_proto::rr::Record;
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
 use hickory_server::net::NetError;
-use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 use tokio::net::UdpSocket;
 use tracing::debug;
@@ -82,6 +81,8 @@ fn format_error(datagram: &[u8]) -> Option<Vec<u8>> {
 pub async fn serve(socket: UdpSocket, handler: FrontHandler) -> Result<(), std::io::Error> {
     let socket = Arc::new(socket);
     let mut buffer = vec![0u8; 65535];
+    // Answers encoded inline reuse one buffer.
+    let mut response = Vec::with_capacity(4096);
     loop {
         let (len, src) = match socket.recv_from(&mut buffer).await {
             Ok(received) => received,
@@ -108,12 +109,123 @@ pub async fn serve(socket: UdpSocket, handler: FrontHandler) -> Result<(), std::
         }
         let responder = UdpResponder { socket: socket.clone(), dst: src };
         if handler.answers_without_waiting(&request) {
-            handler.handle_request::<_, TokioTime>(&request, responder).await;
+            handler.handle_udp(&request, &socket, responder, &mut response).await;
         } else {
             let handler = handler.clone();
+            let socket = socket.clone();
             tokio::spawn(async move {
-                handler.handle_request::<_, TokioTime>(&request, responder).await;
+                let mut response = Vec::with_capacity(512);
+                handler.handle_udp(&request, &socket, responder, &mut response).await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::DnsConfig;
+    use crate::store::ZoneStore;
+    use roster_shared::{DomainName, Frame, PodMode, RData, ZoneData};
+
+    fn name(text: &str) -> DomainName {
+        DomainName::parse(text).unwrap()
+    }
+
+    /// A wire query for `qname`/`qtype`, with an OPT record advertising `edns` when given.
+    fn query(qname: &str, qtype: u16, edns: Option<u16>) -> Vec<u8> {
+        let mut bytes = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns.is_some())];
+        for label in qname.split('.') {
+            bytes.push(u8::try_from(label.len()).unwrap());
+            bytes.extend_from_slice(label.as_bytes());
+        }
+        bytes.push(0);
+        bytes.extend_from_slice(&qtype.to_be_bytes());
+        bytes.extend_from_slice(&[0, 1]);
+        if let Some(payload) = edns {
+            bytes.push(0);
+            bytes.extend_from_slice(&41u16.to_be_bytes());
+            bytes.extend_from_slice(&payload.to_be_bytes());
+            bytes.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        }
+        bytes
+    }
+
+    async fn exchange(server: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.send_to(bytes, server).await.unwrap();
+        let mut buffer = vec![0u8; 65535];
+        let len =
+            tokio::time::timeout(std::time::Duration::from_secs(5), client.recv(&mut buffer)).await.unwrap().unwrap();
+        buffer.truncate(len);
+        buffer
+    }
+
+    async fn server() -> SocketAddr {
+        let store = Arc::new(ZoneStore::new(DnsConfig::new("cluster.local", 30, PodMode::Insecure).unwrap()));
+        let (cluster, reverse) = (name("cluster.local"), name("in-addr.arpa"));
+        let pod = name("web-0.nginx.default.svc.cluster.local");
+        let mut zone = ZoneData::default();
+        zone.add(pod.clone(), RData::A { ip: "10.244.0.2".parse().unwrap() }, &cluster);
+        zone.add(
+            name("_web._tcp.nginx.default.svc.cluster.local"),
+            RData::Srv { priority: 0, weight: 100, port: 80, target: pod.clone() },
+            &cluster,
+        );
+        zone.add(name("2.0.244.10.in-addr.arpa"), RData::Ptr { target: pod }, &reverse);
+        store.apply(&Frame::Snapshot { epoch: 1, generation: 1, zone: Arc::new(zone) }).unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        tokio::spawn(serve(socket, FrontHandler::new(store)));
+        addr
+    }
+
+    /// The answer's owner is a pointer to the question (offset 12), as Knot sends it: header 12 +
+    /// question 43 + answer 16 (pointer 2, type/class/TTL/length 10, address 4) + OPT 11 = 82 bytes.
+    #[tokio::test]
+    async fn answer_owners_are_compressed_against_the_question() {
+        let addr = server().await;
+        let request = query("Web-0.nginx.default.svc.cluster.local", 1, Some(1232));
+        let response = exchange(addr, &request).await;
+        let question_end = request.len() - 11;
+        assert_eq!(response.len(), 82);
+        assert_eq!(&response[question_end..question_end + 2], &[0xC0, 12], "owner points at the question");
+        assert_eq!(&response[12..question_end], &request[12..question_end], "question echoed as sent");
+        assert_eq!(&response[response.len() - 15..response.len() - 11], &[10, 244, 0, 2]);
+        let message = Message::from_vec(&response).unwrap();
+        assert_eq!(message.answers.len(), 1);
+        assert!(message.metadata.authoritative && message.edns.is_some());
+    }
+
+    /// SRV targets stay whole (RFC 2782); NXDOMAIN's SOA names point into the question.
+    #[tokio::test]
+    async fn srv_targets_are_not_compressed_and_soa_names_are() {
+        let addr = server().await;
+        let request = query("_web._tcp.nginx.default.svc.cluster.local", 33, None);
+        let response = exchange(addr, &request).await;
+        let target: &[u8] = b"\x05web-0\x05nginx\x07default\x03svc\x07cluster\x05local\x00";
+        assert!(response.ends_with(target), "SRV target written in full");
+        assert_eq!(response.len(), request.len() + 2 + 10 + 6 + target.len());
+
+        let request = query("missing.default.svc.cluster.local", 1, None);
+        let response = exchange(addr, &request).await;
+        assert_eq!(response[3] & 0x0F, 3, "NXDOMAIN");
+        // SOA owner `cluster.local` (pointer), mname `ns.dns` + pointer, rname `hostmaster` + pointer.
+        let soa = 2 + 10 + (1 + 2 + 1 + 3 + 2) + (1 + 10 + 2) + 20;
+        assert_eq!(response.len(), request.len() + soa);
+        let message = Message::from_vec(&response).unwrap();
+        assert_eq!(message.authorities[0].name.to_string(), "cluster.local.");
+    }
+
+    /// A PTR target shares nothing with an in-addr.arpa question: written in full.
+    #[tokio::test]
+    async fn ptr_answers_carry_the_whole_target() {
+        let addr = server().await;
+        let request = query("2.0.244.10.in-addr.arpa", 12, None);
+        let response = exchange(addr, &request).await;
+        let message = Message::from_vec(&response).unwrap();
+        assert_eq!(message.answers[0].data.to_string(), "web-0.nginx.default.svc.cluster.local.");
+        assert_eq!(response.len(), request.len() + 2 + 10 + 39);
     }
 }

@@ -270,7 +270,9 @@ fn to_answer(answer: CachedAnswer, plugin: &'static str) -> Answer {
     Answer {
         rcode: answer.rcode,
         answers: set(answer.answers),
+        local: Vec::new(),
         soa: None,
+        ttl: 0,
         authority: set(answer.authority),
         additionals: set(answer.additionals),
         authoritative: false,

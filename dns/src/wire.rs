@@ -1,0 +1,583 @@
+//! DNS wire format for the authoritative path: names as lowercase wire bytes, each name's record sets
+//! precompiled into one allocation ([`Node`]), and a response writer that compresses names against the
+//! names already in the message (RFC 1035 §4.1.4), as Knot and NSD do.
+//!
+//! Everything here trusts its input: names and nodes are built by this crate from validated data, so
+//! the parsers below only guard against running off the end, never against hostile bytes — except
+//! [`WireName::from_name`], which takes names from requests.
+
+use std::sync::Arc;
+
+use hickory_proto::rr::{Name, RecordType};
+
+/// Longest name on the wire (RFC 1035 §2.3.4).
+pub const MAX_NAME: usize = 255;
+
+/// A domain name in wire form, lowercased, on the stack: the key the store is searched with.
+#[derive(Clone)]
+pub struct WireName {
+    bytes: [u8; MAX_NAME],
+    len: usize,
+}
+
+impl WireName {
+    /// The lowercase wire form of `name` (always fully qualified); `None` if it does not fit.
+    pub fn from_name(name: &Name) -> Option<Self> {
+        let mut out = Self { bytes: [0; MAX_NAME], len: 0 };
+        for label in name.iter() {
+            let end = out.len + 1 + label.len();
+            if label.is_empty() || label.len() > 63 || end >= MAX_NAME {
+                return None;
+            }
+            out.bytes[out.len] = u8::try_from(label.len()).ok()?;
+            for (slot, byte) in out.bytes[out.len + 1..end].iter_mut().zip(label) {
+                *slot = byte.to_ascii_lowercase();
+            }
+            out.len = end;
+        }
+        out.bytes[out.len] = 0;
+        out.len += 1;
+        Some(out)
+    }
+
+    /// Copies a wire name this crate produced (lowercase, uncompressed).
+    pub fn from_wire(wire: &[u8]) -> Option<Self> {
+        if wire.is_empty() || wire.len() > MAX_NAME {
+            return None;
+        }
+        let mut out = Self { bytes: [0; MAX_NAME], len: wire.len() };
+        out.bytes[..wire.len()].copy_from_slice(wire);
+        Some(out)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// The wire form of a hickory name, lowercased (for building the store).
+pub fn name_bytes(name: &Name) -> Vec<u8> {
+    WireName::from_name(name).map_or_else(|| vec![0], |wire| wire.as_bytes().to_vec())
+}
+
+/// The name without its first label; `None` for the root.
+pub fn parent(name: &[u8]) -> Option<&[u8]> {
+    let len = usize::from(*name.first()?);
+    if len == 0 { None } else { name.get(1 + len..) }
+}
+
+/// The first label's bytes (empty for the root).
+pub fn first_label(name: &[u8]) -> &[u8] {
+    let len = name.first().map_or(0, |l| usize::from(*l));
+    name.get(1..1 + len).unwrap_or_default()
+}
+
+pub fn label_count(name: &[u8]) -> usize {
+    let mut count = 0;
+    let mut rest = name;
+    while let Some(up) = parent(rest) {
+        count += 1;
+        rest = up;
+    }
+    count
+}
+
+/// True when `name` is `apex` or below it.
+pub fn is_within(name: &[u8], apex: &[u8]) -> bool {
+    let mut rest = name;
+    loop {
+        if rest.len() < apex.len() {
+            return false;
+        }
+        if rest == apex {
+            return true;
+        }
+        match parent(rest) {
+            Some(up) => rest = up,
+            None => return false,
+        }
+    }
+}
+
+/// A hickory name from wire bytes this crate produced.
+pub fn to_hickory(name: &[u8]) -> Name {
+    let mut labels = Vec::new();
+    let mut rest = name;
+    while let Some(up) = parent(rest) {
+        labels.push(first_label(rest));
+        rest = up;
+    }
+    Name::from_labels(labels).unwrap_or_else(|_| Name::root())
+}
+
+fn get_u16(bytes: &[u8], at: usize) -> u16 {
+    match bytes.get(at..at + 2) {
+        Some(&[hi, lo]) => u16::from_be_bytes([hi, lo]),
+        _ => 0,
+    }
+}
+
+/// Where a name sits in an rdata of type `rtype`, for compression: PTR, CNAME and NS are one name;
+/// SOA starts with two. SRV targets are deliberately absent: RFC 2782 forbids compressing them.
+fn compressible_names(rtype: u16) -> usize {
+    match RecordType::from(rtype) {
+        RecordType::PTR | RecordType::CNAME | RecordType::NS => 1,
+        RecordType::SOA => 2,
+        _ => 0,
+    }
+}
+
+/// One name's record sets, precompiled to wire rdata in a single shared allocation (no hickory `Record`s:
+/// those cost ~250 bytes each plus a heap name). Layout:
+/// `[name len][name]` then per set `[type u16][count u16][bytes u16]` followed by `bytes` of records,
+/// each `[rdlength u16][rdata]`. An empty non-terminal has no sets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Node(Arc<[u8]>);
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("name", &to_hickory(self.name())).field("bytes", &self.0.len()).finish()
+    }
+}
+
+/// Sets are this many bytes of header before their records.
+const SET_HEADER: usize = 6;
+
+impl Node {
+    /// Builds a node from sets of wire rdata, kept in the order given.
+    pub fn build(name: &[u8], sets: &[(RecordType, Vec<Vec<u8>>)]) -> Self {
+        let size = 1
+            + name.len()
+            + sets.iter().map(|(_, list)| SET_HEADER + list.iter().map(|r| 2 + r.len()).sum::<usize>()).sum::<usize>();
+        let mut blob = Vec::with_capacity(size);
+        blob.push(u8::try_from(name.len()).unwrap_or(0));
+        blob.extend_from_slice(name);
+        for (rtype, list) in sets {
+            let bytes: usize = list.iter().map(|r| 2 + r.len()).sum();
+            blob.extend_from_slice(&u16::from(*rtype).to_be_bytes());
+            blob.extend_from_slice(&u16::try_from(list.len()).unwrap_or(u16::MAX).to_be_bytes());
+            blob.extend_from_slice(&u16::try_from(bytes).unwrap_or(u16::MAX).to_be_bytes());
+            for rdata in list {
+                blob.extend_from_slice(&u16::try_from(rdata.len()).unwrap_or(u16::MAX).to_be_bytes());
+                blob.extend_from_slice(rdata);
+            }
+        }
+        Self(Arc::from(blob))
+    }
+
+    /// The owner name, lowercase wire form.
+    pub fn name(&self) -> &[u8] {
+        let len = usize::from(self.0[0]);
+        &self.0[1..1 + len]
+    }
+
+    /// (type, offset of the set header) of every set.
+    fn sets(&self) -> impl Iterator<Item = (u16, usize)> + '_ {
+        let mut at = 1 + usize::from(self.0[0]);
+        std::iter::from_fn(move || {
+            if at + SET_HEADER > self.0.len() {
+                return None;
+            }
+            let here = at;
+            at += SET_HEADER + usize::from(get_u16(&self.0, at + 4));
+            Some((get_u16(&self.0, here), here))
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sets().next().is_none()
+    }
+
+    /// The types of the sets, in stored order.
+    pub fn types(&self) -> impl Iterator<Item = RecordType> + '_ {
+        self.sets().map(|(t, _)| RecordType::from(t))
+    }
+
+    pub fn has(&self, rtype: RecordType) -> bool {
+        let wanted = u16::from(rtype);
+        self.sets().any(|(t, _)| t == wanted)
+    }
+
+    /// The set of `rtype`, sharing this node's allocation.
+    pub fn set(&self, rtype: RecordType) -> Option<Set> {
+        let wanted = u16::from(rtype);
+        self.sets().find(|(t, _)| *t == wanted).map(|(_, at)| Set { node: self.clone(), at })
+    }
+
+    /// The first set in type order (the minimal answer to ANY, RFC 8482).
+    pub fn first(&self) -> Option<Set> {
+        self.sets().next().map(|(_, at)| Set { node: self.clone(), at })
+    }
+
+    /// Heap bytes of this node (for tests and sizing).
+    pub fn heap_len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// One record set inside a [`Node`]: owner, type and the records' wire rdata.
+#[derive(Clone, Debug)]
+pub struct Set {
+    node: Node,
+    at: usize,
+}
+
+impl Set {
+    pub fn owner(&self) -> &[u8] {
+        self.node.name()
+    }
+
+    pub fn rtype(&self) -> RecordType {
+        RecordType::from(get_u16(&self.node.0, self.at))
+    }
+
+    pub fn len(&self) -> usize {
+        usize::from(get_u16(&self.node.0, self.at + 2))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The records' rdata, in stored order.
+    pub fn rdatas(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let blob = &self.node.0;
+        let start = self.at + SET_HEADER;
+        let end = start + usize::from(get_u16(blob, self.at + 4));
+        let mut at = start;
+        std::iter::from_fn(move || {
+            if at + 2 > end {
+                return None;
+            }
+            let len = usize::from(get_u16(blob, at));
+            let rdata = blob.get(at + 2..at + 2 + len)?;
+            at += 2 + len;
+            Some(rdata)
+        })
+    }
+
+    /// Uncompressed wire size of the set's records with `owner`'s length (an upper bound of their size).
+    pub fn wire_len(&self) -> usize {
+        let per_record = self.owner().len() + 10;
+        self.rdatas().map(|r| per_record + r.len()).sum()
+    }
+}
+
+/// Sections of a message, in wire order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    Answer = 0,
+    Authority = 1,
+    Additional = 2,
+}
+
+/// Compression targets remembered per message: label starts of names written in full. 64 covers the
+/// question and a handful of distinct targets; beyond it names are written uncompressed (still valid).
+const MAX_TARGETS: usize = 64;
+/// Pointers can only reach the first 16 KiB of a message.
+const MAX_POINTER: usize = 0x3FFF;
+
+/// Writes one response message. Records that would take it past its size limit are dropped and TC set.
+pub struct MessageWriter<'b> {
+    buf: &'b mut Vec<u8>,
+    limit: usize,
+    counts: [u16; 3],
+    truncated: bool,
+    targets: [u16; MAX_TARGETS],
+    target_count: usize,
+}
+
+impl<'b> MessageWriter<'b> {
+    /// Starts a message in `buf` (cleared) with a 12-byte `header` and the request's question section
+    /// copied as sent (so the question echoes the client's case). Records may use `limit` bytes in all.
+    pub fn new(buf: &'b mut Vec<u8>, header: &[u8; 12], question: &[u8], limit: usize) -> Self {
+        buf.clear();
+        buf.extend_from_slice(header);
+        buf[6..12].fill(0);
+        buf.extend_from_slice(question);
+        let mut writer =
+            Self { buf, limit, counts: [0; 3], truncated: false, targets: [0; MAX_TARGETS], target_count: 0 };
+        // The question's name is the usual compression target: answers are mostly about it.
+        let mut at = 12;
+        while let Some(&len) = writer.buf.get(at) {
+            if len == 0 || len & 0xC0 != 0 {
+                break;
+            }
+            writer.add_target(at);
+            at += 1 + usize::from(len);
+        }
+        writer
+    }
+
+    pub fn truncated(&self) -> bool {
+        self.truncated
+    }
+
+    fn add_target(&mut self, at: usize) {
+        if self.target_count < MAX_TARGETS && at <= MAX_POINTER {
+            self.targets[self.target_count] = u16::try_from(at).unwrap_or(0);
+            self.target_count += 1;
+        }
+    }
+
+    /// True when the (lowercase) name `suffix` is written at `at` in the message, compared
+    /// case-insensitively and through pointers.
+    fn matches_at(&self, mut at: usize, suffix: &[u8]) -> bool {
+        let mut i = 0;
+        let mut hops = 0;
+        loop {
+            let Some(&len) = self.buf.get(at) else { return false };
+            if len & 0xC0 == 0xC0 {
+                hops += 1;
+                if hops > 16 {
+                    return false;
+                }
+                at = usize::from(get_u16(self.buf, at) & 0x3FFF);
+                continue;
+            }
+            if suffix.get(i) != Some(&len) {
+                return false;
+            }
+            if len == 0 {
+                return true;
+            }
+            let n = usize::from(len);
+            let (Some(written), Some(wanted)) = (self.buf.get(at + 1..at + 1 + n), suffix.get(i + 1..i + 1 + n)) else {
+                return false;
+            };
+            if !written.iter().zip(wanted).all(|(w, x)| w.to_ascii_lowercase() == *x) {
+                return false;
+            }
+            at += 1 + n;
+            i += 1 + n;
+        }
+    }
+
+    fn find(&self, suffix: &[u8]) -> Option<usize> {
+        self.targets[..self.target_count].iter().map(|t| usize::from(*t)).find(|t| self.matches_at(*t, suffix))
+    }
+
+    /// Writes `name`: the longest suffix already in the message as a pointer when `compress`.
+    fn write_name(&mut self, name: &[u8], compress: bool) {
+        let mut at = 0;
+        while let Some(&len) = name.get(at) {
+            if len == 0 {
+                break;
+            }
+            if compress && let Some(target) = self.find(&name[at..]) {
+                self.write_labels(&name[..at]);
+                self.buf.extend_from_slice(&(0xC000 | u16::try_from(target).unwrap_or(0)).to_be_bytes());
+                return;
+            }
+            at += 1 + usize::from(len);
+        }
+        self.write_labels(&name[..at]);
+        self.buf.push(0);
+    }
+
+    fn write_labels(&mut self, labels: &[u8]) {
+        let mut at = 0;
+        while let Some(&len) = labels.get(at) {
+            self.add_target(self.buf.len());
+            let end = (at + 1 + usize::from(len)).min(labels.len());
+            self.buf.extend_from_slice(&labels[at..end]);
+            at = end;
+        }
+    }
+
+    /// Appends one record; false (and TC set) when it does not fit, after which nothing more is added.
+    pub fn record(&mut self, section: Section, owner: &[u8], rtype: RecordType, ttl: u32, rdata: &[u8]) -> bool {
+        if self.truncated {
+            return false;
+        }
+        let mark = self.buf.len();
+        let targets = self.target_count;
+        self.write_name(owner, true);
+        let rtype_code = u16::from(rtype);
+        self.buf.extend_from_slice(&rtype_code.to_be_bytes());
+        self.buf.extend_from_slice(&1u16.to_be_bytes()); // class IN
+        self.buf.extend_from_slice(&ttl.to_be_bytes());
+        let rdlength_at = self.buf.len();
+        self.buf.extend_from_slice(&[0, 0]);
+        let mut rest = rdata;
+        for _ in 0..compressible_names(rtype_code) {
+            let len = name_len(rest);
+            self.write_name(&rest[..len], true);
+            rest = &rest[len..];
+        }
+        if rtype == RecordType::SRV && rest.len() > 6 {
+            // Priority, weight, port, then the target uncompressed (RFC 2782); still a target for others.
+            self.buf.extend_from_slice(&rest[..6]);
+            self.write_name(&rest[6..], false);
+        } else {
+            self.buf.extend_from_slice(rest);
+        }
+        let rdlength = self.buf.len() - rdlength_at - 2;
+        if self.buf.len() > self.limit || rdlength > usize::from(u16::MAX) {
+            self.buf.truncate(mark);
+            self.target_count = targets;
+            self.truncated = true;
+            return false;
+        }
+        self.buf[rdlength_at..rdlength_at + 2].copy_from_slice(&u16::try_from(rdlength).unwrap_or(0).to_be_bytes());
+        self.counts[section as usize] += 1;
+        true
+    }
+
+    /// Appends every record of `set`, starting at record `start` and wrapping around (round robin).
+    pub fn set(&mut self, section: Section, set: &Set, ttl: u32, start: usize) -> bool {
+        let count = set.len();
+        let start = if count == 0 { 0 } else { start % count };
+        let rtype = set.rtype();
+        let owner = set.owner();
+        let mut ok = true;
+        for rdata in set.rdatas().skip(start).chain(set.rdatas().take(start)) {
+            ok &= self.record(section, owner, rtype, ttl, rdata);
+        }
+        ok
+    }
+
+    /// Ends the message: an OPT record when `opt` is `Some((payload, extended rcode and flags))` (it was
+    /// reserved room for in `limit`), the counts and TC in the header. Returns the length.
+    pub fn finish(mut self, opt: Option<(u16, u32)>) -> usize {
+        if let Some((payload, ttl)) = opt {
+            self.buf.push(0);
+            self.buf.extend_from_slice(&u16::from(RecordType::OPT).to_be_bytes());
+            self.buf.extend_from_slice(&payload.to_be_bytes());
+            self.buf.extend_from_slice(&ttl.to_be_bytes());
+            self.buf.extend_from_slice(&[0, 0]);
+            self.counts[Section::Additional as usize] += 1;
+        }
+        for (i, count) in self.counts.iter().enumerate() {
+            self.buf[6 + 2 * i..8 + 2 * i].copy_from_slice(&count.to_be_bytes());
+        }
+        if self.truncated {
+            self.buf[2] |= 0x02;
+        }
+        self.buf.len()
+    }
+}
+
+/// Wire size of an OPT record without options.
+pub const OPT_LEN: usize = 11;
+
+/// Length of the uncompressed name at the start of `bytes`.
+fn name_len(bytes: &[u8]) -> usize {
+    let mut at = 0;
+    while let Some(&len) = bytes.get(at) {
+        at += 1;
+        if len == 0 {
+            return at;
+        }
+        at += usize::from(len);
+    }
+    bytes.len()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::str::FromStr;
+
+    fn wire(text: &str) -> Vec<u8> {
+        name_bytes(&Name::from_str(text).unwrap())
+    }
+
+    /// A response header with one question.
+    const HEADER: [u8; 12] = [0, 1, 0x84, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+
+    fn question(text: &str) -> Vec<u8> {
+        let mut q = Name::from_str(text).unwrap().iter().fold(Vec::new(), |mut v, l| {
+            v.push(u8::try_from(l.len()).unwrap());
+            v.extend_from_slice(l);
+            v
+        });
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        q
+    }
+
+    #[test]
+    fn names_lowercase_and_walk_up() {
+        let name = wire("Web-0.NGINX.default.svc.cluster.local.");
+        assert_eq!(name, wire("web-0.nginx.default.svc.cluster.local."));
+        assert_eq!(label_count(&name), 6);
+        assert_eq!(first_label(&name), b"web-0");
+        assert!(is_within(&name, &wire("cluster.local.")));
+        assert!(is_within(&name, &name));
+        assert!(!is_within(&name, &wire("local.cluster.")));
+        assert!(!is_within(&wire("xcluster.local."), &wire("cluster.local.")));
+        assert_eq!(to_hickory(&name), Name::from_str("web-0.nginx.default.svc.cluster.local.").unwrap());
+    }
+
+    #[test]
+    fn node_sets_round_trip() {
+        let name = wire("a.svc.cluster.local.");
+        let node = Node::build(
+            &name,
+            &[(RecordType::A, vec![vec![10, 0, 0, 1], vec![10, 0, 0, 2]]), (RecordType::TXT, vec![b"\x02hi".to_vec()])],
+        );
+        assert_eq!(node.name(), name.as_slice());
+        let a = node.set(RecordType::A).unwrap();
+        assert_eq!(a.len(), 2);
+        assert_eq!(a.rdatas().collect::<Vec<_>>(), vec![&[10, 0, 0, 1][..], &[10, 0, 0, 2][..]]);
+        assert_eq!(node.first().unwrap().rtype(), RecordType::A);
+        assert_eq!(node.set(RecordType::TXT).unwrap().rdatas().next().unwrap(), b"\x02hi");
+        assert!(node.set(RecordType::AAAA).is_none());
+        assert!(Node::build(&name, &[]).is_empty());
+    }
+
+    /// The owner of an answer about the question's name is a pointer to offset 12 (the question).
+    #[test]
+    fn owners_point_at_the_question_even_in_another_case() {
+        let q = question("WEB-0.nginx.default.svc.cluster.local.");
+        let mut buf = Vec::new();
+        let mut writer = MessageWriter::new(&mut buf, &HEADER, &q, 512);
+        let owner = wire("web-0.nginx.default.svc.cluster.local.");
+        assert!(writer.record(Section::Answer, &owner, RecordType::A, 5, &[10, 0, 0, 1]));
+        let len = writer.finish(None);
+        assert_eq!(len, 12 + q.len() + 2 + 10 + 4);
+        assert_eq!(&buf[12 + q.len()..12 + q.len() + 2], &[0xC0, 12]);
+    }
+
+    #[test]
+    fn rdata_names_compress_but_srv_targets_do_not() {
+        let q = question("_web._tcp.nginx.default.svc.cluster.local.");
+        let target = wire("web-0.nginx.default.svc.cluster.local.");
+        let mut srv = vec![0, 0, 0, 10, 0, 80];
+        srv.extend_from_slice(&target);
+        let mut buf = Vec::new();
+        let mut writer = MessageWriter::new(&mut buf, &HEADER, &q, 4096);
+        let owner = wire("_web._tcp.nginx.default.svc.cluster.local.");
+        assert!(writer.record(Section::Answer, &owner, RecordType::SRV, 5, &srv));
+        let srv_end = writer.buf.len();
+        // The SRV rdata carries the whole target (RFC 2782).
+        assert_eq!(&writer.buf[srv_end - target.len()..srv_end], target.as_slice());
+        // A PTR to the same target afterwards is one pointer into the SRV's target.
+        assert!(writer.record(Section::Additional, &target, RecordType::PTR, 5, &target));
+        let len = writer.finish(None);
+        let ptr_owner_at = srv_end;
+        assert_eq!(buf[ptr_owner_at] & 0xC0, 0xC0, "owner compressed against the SRV target");
+        assert_eq!(len, srv_end + 2 + 10 + 2);
+        let message = hickory_proto::op::Message::from_vec(&buf).unwrap();
+        assert_eq!(message.answers.len(), 1);
+        assert_eq!(message.additionals[0].name, Name::from_str("web-0.nginx.default.svc.cluster.local.").unwrap());
+    }
+
+    #[test]
+    fn records_past_the_limit_are_dropped_with_tc() {
+        let q = question("big.default.svc.cluster.local.");
+        let owner = wire("big.default.svc.cluster.local.");
+        let mut buf = Vec::new();
+        let mut writer = MessageWriter::new(&mut buf, &HEADER, &q, 12 + q.len() + 2 * 16);
+        assert!(writer.record(Section::Answer, &owner, RecordType::A, 5, &[1, 2, 3, 4]));
+        assert!(writer.record(Section::Answer, &owner, RecordType::A, 5, &[1, 2, 3, 5]));
+        assert!(!writer.record(Section::Answer, &owner, RecordType::A, 5, &[1, 2, 3, 6]));
+        assert!(writer.truncated());
+        writer.finish(Some((1232, 0)));
+        let message = hickory_proto::op::Message::from_vec(&buf).unwrap();
+        assert!(message.metadata.truncation);
+        assert_eq!(message.answers.len(), 2);
+        assert_eq!(message.edns.unwrap().max_payload(), 1232);
+    }
+}
