@@ -404,6 +404,53 @@ mod tests {
         assert_eq!(node.set(RecordType::A).unwrap().rdatas().next().unwrap(), &[10, 244, 0, 2]);
     }
 
+    /// Resident memory of the process, from /proc (Linux).
+    fn rss_bytes() -> usize {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+        statm.split_whitespace().nth(1).and_then(|pages| pages.parse::<usize>().ok()).unwrap_or(0) * 4096
+    }
+
+    /// What the store costs per record at the benchmark's shape: 10,000 pods behind 1,000 headless
+    /// services (A per pod and per service, SRV per pod, PTR per pod).
+    /// `cargo test --release -p roster-dns store_memory -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn store_memory_per_record() {
+        let cluster = name("cluster.local");
+        let reverse = name("in-addr.arpa");
+        let mut zone = ZoneData::default();
+        let mut records = 0usize;
+        for service in 0..1000u32 {
+            let svc = name(&format!("hsvc-{service}.ns-{}.svc.cluster.local", service % 10));
+            let srv = svc.prefixed(&["_http", "_tcp"]).unwrap();
+            for pod in 0..10u32 {
+                let ip = std::net::Ipv4Addr::from(0x0a80_0000 + service * 10 + pod);
+                let owner = svc.child(&format!("web-{pod}")).unwrap();
+                zone.add(owner.clone(), RData::A { ip }, &cluster);
+                zone.add(svc.clone(), RData::A { ip }, &cluster);
+                zone.add(
+                    srv.clone(),
+                    RData::Srv { priority: 0, weight: 10, port: 80, target: owner.clone() },
+                    &cluster,
+                );
+                let [a, b, c, d] = ip.octets();
+                zone.add(name(&format!("{d}.{c}.{b}.{a}.in-addr.arpa")), RData::Ptr { target: owner }, &reverse);
+                records += 4;
+            }
+        }
+        let zone = Arc::new(zone);
+        let store = store();
+        let before = rss_bytes();
+        store.apply(&Frame::Snapshot { epoch: 1, generation: 1, zone }).unwrap();
+        let after = rss_bytes();
+        println!(
+            "store: {} names, {records} records, RSS +{:.1} MiB, {} B/record",
+            store.name_count(),
+            (after - before) as f64 / 1048576.0,
+            (after - before) / records
+        );
+    }
+
     #[test]
     fn apex_records_survive_any_frame() {
         let store = store();
