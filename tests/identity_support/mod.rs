@@ -3,6 +3,7 @@
 //! from a watch (to assert order, not only end states), and roster's DNS pipeline queried with dig.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod proxy;
 pub mod scenarios;
 
 use std::net::SocketAddr;
@@ -218,6 +219,10 @@ pub struct Cluster {
     pub kind: Kind,
     /// API writes the identity controller made (all instances).
     pub writes: Arc<std::sync::atomic::AtomicU64>,
+    /// The identity controllers' API requests (every instance talks through a counting proxy).
+    pub api: proxy::ApiCounts,
+    /// The client the identity controllers use (through the counting proxy).
+    controller_client: Client,
     controller: Option<tokio::task::JoinHandle<()>>,
     watch: tokio::task::JoinHandle<()>,
     dns: Option<Dns>,
@@ -265,9 +270,24 @@ impl Cluster {
         let sim = roster_sim::start(config).await.expect("the stand-in starts");
         let kubeconfig = kube::config::Kubeconfig::read_from(sim.kubeconfig_path()).unwrap();
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
-        let client = Client::try_from(config).unwrap();
+        let client = Client::try_from(config.clone()).unwrap();
+        let (proxy_addr, api) = proxy::start(sim.addr()).await;
+        let mut proxied = config;
+        proxied.cluster_url = format!("http://{proxy_addr}").parse().unwrap();
+        let controller_client = Client::try_from(proxied).unwrap();
         let (timeline, watch) = Timeline::start(client.clone(), "default");
-        let mut c = Cluster { sim, client, timeline, kind, writes: Arc::default(), controller: None, watch, dns: None };
+        let mut c = Cluster {
+            sim,
+            client,
+            timeline,
+            kind,
+            writes: Arc::default(),
+            api,
+            controller_client,
+            controller: None,
+            watch,
+            dns: None,
+        };
         c.start_controller("identity-a");
         if kind == Kind::IdentitySet {
             c.eventually("the IdentitySet CRD is served", Duration::from_secs(20), async |c| {
@@ -290,7 +310,7 @@ impl Cluster {
             writes: self.writes.clone(),
             ..IdentityOptions::default()
         };
-        let client = self.client.clone();
+        let client = self.controller_client.clone();
         self.controller = Some(tokio::spawn(async move {
             if let Err(e) = roster_controller::identity::run(client, options).await {
                 eprintln!("identity controller failed: {e}");
@@ -312,7 +332,7 @@ impl Cluster {
             writes: writes.clone(),
             ..IdentityOptions::default()
         };
-        let client = self.client.clone();
+        let client = self.controller_client.clone();
         let task = tokio::spawn(async move {
             let _ = roster_controller::identity::run(client, options).await;
         });

@@ -6,8 +6,9 @@
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::context::Context;
@@ -69,23 +70,29 @@ fn claim_ref(claim: &PersistentVolumeClaim) -> ObjectReference {
     }
 }
 
-/// The namespace's claims by name, read once per pass (empty when the set has no claim templates).
+/// The namespace's claims of the set by name, read once per pass from the claim cache (with this
+/// controller's unobserved writes laid over it); empty when the set has no claim templates.
 #[derive(Debug, Default)]
-pub struct ClaimIndex(BTreeMap<String, PersistentVolumeClaim>);
+pub struct ClaimIndex(BTreeMap<String, Arc<PersistentVolumeClaim>>);
 
 impl ClaimIndex {
-    /// List the claims the set's pods could use.
-    pub async fn load(ctx: &Context, set: &SetView) -> Result<Self, Error> {
-        if set.spec.volume_claim_templates.as_ref().is_none_or(Vec::is_empty) {
-            return Ok(ClaimIndex::default());
+    /// The claims the set's pods could use: named `<template>-<set>-<ordinal>`.
+    pub fn load(ctx: &Context, set: &SetView) -> Self {
+        let templates: Vec<String> =
+            set.spec.volume_claim_templates.iter().flatten().filter_map(|t| t.metadata.name.clone()).collect();
+        if templates.is_empty() {
+            return ClaimIndex::default();
         }
-        let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &set.namespace);
-        let items = api.list(&ListParams::default()).await?.items;
-        Ok(ClaimIndex(items.into_iter().map(|c| (c.metadata.name.clone().unwrap_or_default(), c)).collect()))
+        let prefixes: Vec<String> = templates.iter().map(|t| format!("{t}-{}-", set.name)).collect();
+        let items = ctx.caches.claims.view(&set.namespace, |c| {
+            let name = c.metadata.name.as_deref().unwrap_or("");
+            prefixes.iter().any(|p| name.starts_with(p.as_str()))
+        });
+        ClaimIndex(items.into_iter().map(|c| (c.metadata.name.clone().unwrap_or_default(), c)).collect())
     }
 
     fn get(&self, name: &str) -> Option<&PersistentVolumeClaim> {
-        self.0.get(name)
+        self.0.get(name).map(AsRef::as_ref)
     }
 }
 
@@ -114,6 +121,7 @@ pub async fn ensure(ctx: &Context, set: &SetView, ordinal: i32, index: &ClaimInd
                 ctx.guard_write()?;
                 match api.create(&PostParams::default(), &claim).await {
                     Ok(created) => {
+                        ctx.caches.claims.created(&created);
                         let note = format!("create Claim {name} Pod {pod_name} in {} {} success", set.kind, set.name);
                         ctx.event(set, false, "SuccessfulCreate", note, Some(claim_ref(&created))).await;
                     }
@@ -194,7 +202,7 @@ pub async fn enforce_retention(
             "metadata": { "ownerReferences": next, "resourceVersion": existing.metadata.resource_version }
         });
         match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => {}
+            Ok(patched) => ctx.caches.claims.updated(&patched),
             Err(e) if kube_not_found(&e) || kube_conflict(&e) => {}
             Err(e) => return Err(e.into()),
         }

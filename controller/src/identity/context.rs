@@ -1,4 +1,5 @@
-//! The reconciler's context: the client, the event recorder, and the leadership flag every write checks.
+//! The reconciler's context: the client, the event recorder, the leadership flag every write checks, and
+//! the caches passes read from.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -7,6 +8,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
+use super::cache::Caches;
 use super::error::Error;
 use super::set::SetView;
 
@@ -20,13 +22,21 @@ pub struct Context {
     pub leader: Arc<AtomicBool>,
     /// API writes made (creates, updates, patches, deletes, Events), for benchmarks.
     pub writes: Arc<AtomicU64>,
+    /// The watch-backed caches passes read children from.
+    pub caches: Arc<Caches>,
 }
 
 impl Context {
     /// A context publishing Events as `reporter`.
-    pub fn new(client: Client, reporter: Reporter, leader: Arc<AtomicBool>, writes: Arc<AtomicU64>) -> Self {
+    pub fn new(
+        client: Client,
+        reporter: Reporter,
+        leader: Arc<AtomicBool>,
+        writes: Arc<AtomicU64>,
+        caches: Arc<Caches>,
+    ) -> Self {
         let recorder = Recorder::new(client.clone(), reporter);
-        Context { client, recorder, leader, writes }
+        Context { client, recorder, leader, writes, caches }
     }
 
     /// Refuse the write unless this instance leads; count it otherwise.

@@ -34,6 +34,12 @@ pub enum Error {
     /// A ControllerRevision name collided with a different revision too many times.
     #[error("revision hash collisions for set {0}")]
     HashCollision(String),
+    /// A reconcile's task was cancelled.
+    #[error("the reconcile was cancelled")]
+    Cancelled,
+    /// The caches' watches stopped.
+    #[error("the watch caches stopped")]
+    CachesStopped,
 }
 
 impl Error {

@@ -31,6 +31,7 @@
 //! algorithm: failed pods, creation, scale-down, rolling update), `pods`, `claims`, `revision`, `status`,
 //! `leader`.
 
+mod cache;
 mod claims;
 mod context;
 mod crd;
@@ -43,16 +44,19 @@ mod set;
 mod status;
 mod sync;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::task::Poll;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::runtime::Controller;
+use kube::runtime::controller::{self, Action, trigger_owners, trigger_self};
 use kube::runtime::events::Reporter;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, applier, reflector, watcher};
 
 pub use claims::claim_name;
 pub use context::Context;
@@ -111,28 +115,73 @@ impl Drop for InFlight {
     }
 }
 
+/// A reconcile on its own task (so passes of different sets run on every worker thread, as
+/// kube-runtime's `Controller` runs them), aborted when dropped: losing the lease drops the controllers
+/// and so stops every pass in flight.
+struct Spawned(tokio::task::JoinHandle<Result<Action, Error>>);
+
+impl Future for Spawned {
+    type Output = Result<Action, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|r| match r {
+            Ok(res) => res,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(Error::Cancelled),
+        })
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+/// Reconcile sets of kind `K`: kube-runtime's applier fed by the sets' own watch and by the shared pod
+/// watch (`pods`, from the [`cache::Pump`]), so a pass triggered by a pod event reads a cache that
+/// already holds that event. (kube-runtime's `Controller::owns` would open a second pod watch of its
+/// own, whose events could trigger passes before the cache has them.)
 async fn run_kind<K: SetKind>(
     client: kube::Client,
     ctx: Arc<Context>,
+    pods: futures::channel::mpsc::UnboundedReceiver<Pod>,
     metrics: Option<Arc<crate::metrics::ControllerMetrics>>,
 ) {
     let kind: &'static str =
         if K::kind(&Default::default()) == "StatefulSet" { "statefulsets" } else { "identitysets" };
-    let sets: Api<K> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client);
+    let sets: Api<K> = Api::all(client);
     let in_flight = metrics.as_ref().map(|m| m.reconciles_in_flight.clone());
     // Counts reconciles in progress around the real reconcile (kube-runtime keeps its queue private).
     let counted = move |set: Arc<K>, ctx: Arc<Context>| {
         let in_flight = in_flight.clone();
-        async move {
+        Spawned(tokio::spawn(async move {
             let _guard = in_flight.map(InFlight::enter);
             reconcile::reconcile::<K>(set, ctx).await
-        }
+        }))
     };
-    Controller::new(sets, watcher::Config::default())
-        .owns(pods, watcher::Config::default())
-        .shutdown_on_signal()
-        .run(counted, reconcile::error_policy::<K>, ctx)
+    let (store, writer) = reflector::store::<K>();
+    let own =
+        reflector::reflector(writer, watcher(sets, watcher::Config::default()).default_backoff()).applied_objects();
+    let queue =
+        futures::stream::select(trigger_self(own, ()), trigger_owners(pods.map(Ok::<Pod, watcher::Error>), (), ()))
+            .take_until(shutdown_signal());
+    applier(counted, reconcile::error_policy::<K>, ctx, store, queue, controller::Config::default())
         .for_each(|res| {
             if let Some(metrics) = &metrics {
                 metrics.reconciled(kind, res.is_ok());
@@ -158,14 +207,26 @@ pub async fn run(client: kube::Client, options: IdentityOptions) -> Result<(), E
         elector.acquire().await;
         let reporter =
             Reporter { controller: options.reporter.clone(), instance: Some(options.lease.identity.clone()) };
-        let ctx = Arc::new(Context::new(client.clone(), reporter, flag.clone(), options.writes.clone()));
+        // Fresh caches per term: a new leader starts from a full list.
+        let (caches, mut pump) = cache::Pump::new(client.clone());
+        let ctx = Arc::new(Context::new(client.clone(), reporter, flag.clone(), options.writes.clone(), caches));
+        let idsets = run_kind::<IdentitySet>(client.clone(), ctx.clone(), pump.subscribe(), options.metrics.clone());
+        let statefulsets = options
+            .manage_statefulsets
+            .then(|| run_kind::<StatefulSet>(client.clone(), ctx.clone(), pump.subscribe(), options.metrics.clone()));
         let controllers = async {
-            let idsets = run_kind::<IdentitySet>(client.clone(), ctx.clone(), options.metrics.clone());
-            if options.manage_statefulsets {
-                let statefulsets = run_kind::<StatefulSet>(client.clone(), ctx.clone(), options.metrics.clone());
-                futures::future::join(idsets, statefulsets).await;
-            } else {
-                idsets.await;
+            let kinds = async {
+                match statefulsets {
+                    Some(statefulsets) => {
+                        futures::future::join(idsets, statefulsets).await;
+                    }
+                    None => idsets.await,
+                }
+            };
+            // The pump runs until the controllers stop.
+            tokio::select! {
+                () = kinds => {}
+                () = pump.run() => {}
             }
         };
         tokio::select! {

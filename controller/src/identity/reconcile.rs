@@ -1,5 +1,5 @@
-//! reconcile(set, ctx) → Action, and error_policy: read the set and its pods fresh, resolve revisions,
-//! run one pass of the algorithm, write the status, trim the history.
+//! reconcile(set, ctx) → Action, and error_policy: read the set fresh and its pods from the cache,
+//! resolve revisions, run one pass of the algorithm, write the status, trim the history.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use serde_json::json;
 
@@ -15,7 +15,7 @@ use super::context::Context;
 use super::error::{Error, kube_conflict, kube_not_found};
 use super::pods;
 use super::revision;
-use super::set::{SetKind, SetView, selector_matches, selector_string};
+use super::set::{SetKind, SetView, selector_matches};
 use super::status;
 use super::sync::{self, Targets};
 
@@ -23,24 +23,28 @@ use super::sync::{self, Targets};
 const RESYNC: Duration = Duration::from_secs(60);
 
 /// The set's pods: those it controls, plus orphans named like its ordinals that match its selector,
-/// which it adopts (upstream's ClaimPods).
+/// which it adopts (upstream's ClaimPods). Read from the pod cache, with this controller's unobserved
+/// writes laid over it.
 async fn pods_of(ctx: &Context, set: &SetView) -> Result<Vec<Pod>, Error> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &set.namespace);
-    let lp = ListParams::default().labels(&selector_string(&set.spec.selector));
-    let mut out = Vec::new();
-    for pod in api.list(&lp).await?.items {
-        if set.ordinal_of(pods::name(&pod)).is_none() {
-            continue;
-        }
+    let candidates = ctx.caches.pods.view(&set.namespace, |p| {
+        set.ordinal_of(pods::name(p)).is_some()
+            && selector_matches(&set.spec.selector, p.metadata.labels.as_ref().unwrap_or(&Default::default()))
+    });
+    let mut out = Vec::with_capacity(candidates.len());
+    for pod in candidates {
         if pods::controlled_by(&pod, &set.uid) {
-            out.push(pod);
+            out.push(Arc::unwrap_or_clone(pod));
         } else if !pods::has_controller(&pod) && !pods::is_terminating(&pod) {
             let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
             refs.push(set.controller_ref());
             ctx.guard_write()?;
             let patch = json!({ "metadata": { "ownerReferences": refs } });
             match api.patch(pods::name(&pod), &PatchParams::default(), &Patch::Merge(&patch)).await {
-                Ok(adopted) => out.push(adopted),
+                Ok(adopted) => {
+                    ctx.caches.pods.updated(&adopted);
+                    out.push(adopted);
+                }
                 Err(e) if kube_not_found(&e) || kube_conflict(&e) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -53,6 +57,10 @@ async fn pods_of(ctx: &Context, set: &SetView) -> Result<Vec<Pod>, Error> {
 pub async fn reconcile<K: SetKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     if !ctx.is_leader() {
         return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+    // Never act on a cache that has not loaded its first list: it would look like a set without pods.
+    if !ctx.caches.ready().await {
+        return Err(Error::CachesStopped);
     }
     // Read the set fresh: the controller's cache may lag our own status writes and the user's edits.
     let ns = kube::ResourceExt::namespace(obj.as_ref()).ok_or(Error::MissingField("metadata.namespace"))?;

@@ -7,6 +7,7 @@
 //! and gives it the next revision number (a rollback), as upstream does.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
@@ -17,7 +18,7 @@ use serde_json::{Map, Value, json};
 
 use super::context::Context;
 use super::error::{Error, kube_conflict, kube_not_found};
-use super::set::{SetView, selector_string};
+use super::set::{SetView, selector_matches, selector_string};
 
 /// Label on revisions: the hash part of the name.
 pub const HASH_LABEL: &str = "controller.kubernetes.io/hash";
@@ -96,13 +97,28 @@ fn data_of(r: &ControllerRevision) -> Value {
 
 /// The set's revisions, oldest first: those it controls, plus orphans matching its selector, which it
 /// adopts (upstream's adoptOrphanRevisions: a set deleted with `--cascade=orphan` and created again keeps
-/// its history, so its pods keep their revision).
+/// its history, so its pods keep their revision). Read from the revision cache; while a revision write
+/// of this controller is not yet in it (revision numbers and truncation must not be decided on a stale
+/// history), from the API.
 pub async fn list(ctx: &Context, set: &SetView) -> Result<Vec<ControllerRevision>, Error> {
     let api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), &set.namespace);
-    let sel = selector_string(&set.spec.selector);
-    let lp = if sel.is_empty() { ListParams::default() } else { ListParams::default().labels(&sel) };
+    let prefix = format!("{}-", set.name);
+    let found: Vec<ControllerRevision> = if ctx.caches.revisions.pending(&set.namespace, |n| n.starts_with(&prefix)) {
+        let sel = selector_string(&set.spec.selector);
+        let lp = if sel.is_empty() { ListParams::default() } else { ListParams::default().labels(&sel) };
+        api.list(&lp).await?.items
+    } else {
+        ctx.caches
+            .revisions
+            .view(&set.namespace, |r| {
+                selector_matches(&set.spec.selector, r.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()))
+            })
+            .into_iter()
+            .map(Arc::unwrap_or_clone)
+            .collect()
+    };
     let mut revs = Vec::new();
-    for r in api.list(&lp).await?.items {
+    for r in found {
         let refs = r.metadata.owner_references.clone().unwrap_or_default();
         if refs.iter().any(|o| o.controller == Some(true) && o.uid == set.uid) {
             revs.push(r);
@@ -113,7 +129,10 @@ pub async fn list(ctx: &Context, set: &SetView) -> Result<Vec<ControllerRevision
             ctx.guard_write()?;
             let patch = json!({ "metadata": { "ownerReferences": next } });
             match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-                Ok(adopted) => revs.push(adopted),
+                Ok(adopted) => {
+                    ctx.caches.revisions.updated(&adopted);
+                    revs.push(adopted);
+                }
                 Err(e) if kube_not_found(&e) || kube_conflict(&e) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -153,6 +172,7 @@ pub async fn resolve(ctx: &Context, set: &SetView, mut revs: Vec<ControllerRevis
             ctx.guard_write()?;
             let updated =
                 api.patch(&name, &PatchParams::default(), &Patch::Merge(&json!({ "revision": next_number }))).await?;
+            ctx.caches.revisions.updated(&updated);
             revs[last] = updated.clone();
             updated
         }
@@ -178,6 +198,7 @@ pub async fn resolve(ctx: &Context, set: &SetView, mut revs: Vec<ControllerRevis
             ctx.guard_write()?;
             match api.create(&PostParams::default(), &cr).await {
                 Ok(created) => {
+                    ctx.caches.revisions.created(&created);
                     revs.push(created.clone());
                     break created;
                 }
@@ -238,8 +259,8 @@ pub async fn truncate(
         let name = r.metadata.name.clone().unwrap_or_default();
         ctx.guard_write()?;
         match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(e) if kube_not_found(&e) => {}
+            Ok(res) => ctx.caches.revisions.deleted(r, res.left()),
+            Err(e) if kube_not_found(&e) => ctx.caches.revisions.deleted(r, None),
             Err(e) => return Err(e.into()),
         }
     }

@@ -60,11 +60,12 @@ async fn create_pod(ctx: &Context, set: &SetView, pod: &Pod) -> Result<bool, Err
     ctx.guard_write()?;
     match api.create(&PostParams::default(), pod).await {
         Ok(created) => {
+            ctx.caches.pods.created(&created);
             let note = format!("create Pod {name} in {} {} successful", set.kind, set.name);
             ctx.event(set, false, "SuccessfulCreate", note, Some(pod_ref(&created))).await;
             Ok(true)
         }
-        // A pod of that name is still there (a stale list): the next pass sees it.
+        // A pod of that name is still there (the cache lags someone else's write): the next pass sees it.
         Err(e) if kube_conflict(&e) => Ok(false),
         Err(e) => {
             let note = format!("create Pod {name} in {} {} failed error: {e}", set.kind, set.name);
@@ -88,12 +89,19 @@ async fn delete_pod(ctx: &Context, set: &SetView, pod: &Pod) -> Result<(), Error
         ..DeleteParams::default()
     };
     match api.delete(&name, &dp).await {
-        Ok(_) => {
+        Ok(res) => {
+            // Until the watch shows it, passes see the pod terminating (or gone), never still available.
+            ctx.caches.pods.deleted(pod, res.left());
             let note = format!("delete Pod {name} in {} {} successful", set.kind, set.name);
             ctx.event(set, false, "SuccessfulDelete", note, Some(pod_ref(pod))).await;
             Ok(())
         }
-        Err(e) if kube_not_found(&e) || kube_conflict(&e) => Ok(()),
+        Err(e) if kube_not_found(&e) => {
+            ctx.caches.pods.deleted(pod, None);
+            Ok(())
+        }
+        // Another pod under the name (the UID precondition failed): nothing to delete.
+        Err(e) if kube_conflict(&e) => Ok(()),
         Err(e) => {
             let note = format!("delete Pod {name} in {} {} failed error: {e}", set.kind, set.name);
             ctx.event(set, true, "FailedDelete", note, None).await;
@@ -111,7 +119,8 @@ async fn fix_identity(ctx: &Context, set: &SetView, pod: &Pod, ordinal: i32) -> 
     ctx.guard_write()?;
     let patch = json!({ "metadata": { "labels": fixes } });
     match api.patch(pods::name(pod), &PatchParams::default(), &Patch::Merge(&patch)).await {
-        Ok(_) => {
+        Ok(patched) => {
+            ctx.caches.pods.updated(&patched);
             let note = format!("update Pod {} in {} {} successful", pods::name(pod), set.kind, set.name);
             ctx.event(set, false, "SuccessfulUpdate", note, Some(pod_ref(pod))).await;
             Ok(true)
@@ -199,7 +208,7 @@ pub async fn run(
         .map(|(o, _)| set.pod_name(*o))
         .or_else(|| condemned.iter().find(|(_, p)| !pods::is_healthy(p)).map(|(_, p)| pods::name(p).to_owned()));
 
-    let index = ClaimIndex::load(ctx, set).await?;
+    let index = ClaimIndex::load(ctx, set);
     // Parallel: the pods to create and delete are gathered and written concurrently (upstream's
     // slowStartBatch); OrderedReady returns at the first write or the first pod not yet ready.
     let mut to_create: Vec<i32> = Vec::new();
