@@ -19,15 +19,17 @@
 //!
 //! # Permissions
 //! On a real cluster the controller's ServiceAccount needs: `pods` get/list/watch/create/patch/delete;
-//! `persistentvolumeclaims` list/create/patch; `apps` `controllerrevisions` list/create/patch/delete;
+//! `persistentvolumeclaims` list/watch/create/patch; `apps` `controllerrevisions`
+//! list/watch/create/patch/delete (children are read from watch-backed caches, see `cache`);
 //! `apps` `statefulsets` (with `manage_statefulsets`) and `roster.dev` `identitysets` get/list/watch,
 //! and their `/status` patch; `coordination.k8s.io` `leases` get/create/update; `events.k8s.io`
 //! `events` create/patch; `apiextensions.k8s.io` `customresourcedefinitions` create (with
 //! `install_crd`).
 //!
 //! # Layout
-//! `set` (the two kinds seen as one), `crd` (the IdentitySet kind), `context` (client, recorder, the
-//! leadership flag every write checks), `reconcile` (reconcile/error_policy), `sync` (one pass of the
+//! `set` (the two kinds seen as one), `crd` (the IdentitySet kind), `cache` (watch-backed stores of
+//! pods, claims and revisions, with expectations for the controller's own writes), `context` (client,
+//! recorder, caches, the leadership flag every write checks), `reconcile` (reconcile/error_policy), `sync` (one pass of the
 //! algorithm: failed pods, creation, scale-down, rolling update), `pods`, `claims`, `revision`, `status`,
 //! `leader`.
 
