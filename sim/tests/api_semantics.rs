@@ -487,3 +487,66 @@ async fn publish_not_ready_addresses_marks_unready_pods_ready() {
     }
     sim.shutdown().await;
 }
+
+/// Slices follow each change without waiting for the controller's periodic full pass (5 s): a pod whose
+/// labels stop matching leaves the slice, a service recreated under the same name gets exactly one slice
+/// owned by the new object, and a deleted service takes its Endpoints along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_slices_follow_each_change_promptly() {
+    let sim = start().await;
+    let c = client(&sim).await;
+    let soon = Duration::from_secs(2);
+    let until = |what: &'static str, check: fn(&[Value], &Value) -> bool, arg: Value| {
+        let c = c.clone();
+        async move {
+            let uri = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dfollow";
+            let deadline = tokio::time::Instant::now() + soon;
+            loop {
+                let slices = get(&c, uri).await.1["items"].as_array().cloned().unwrap_or_default();
+                if check(&slices, &arg) {
+                    return;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{what}: {slices:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let svc = json!({"metadata": {"name": "follow"}, "spec": {"selector": {"app": "f"}, "ports": [{"port": 80}]}});
+    let (code, first) = call(&c, "POST", "/api/v1/namespaces/default/services", Some(svc.clone()), "application/json").await;
+    assert_eq!(code, 201, "{first}");
+    let pod = json!({"metadata": {"name": "f-0", "labels": {"app": "f"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}});
+    assert_eq!(call(&c, "POST", "/api/v1/namespaces/default/pods", Some(pod), "application/json").await.0, 201);
+    // the pod gets its IP from the kubelet stand-in after its start delay
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    until("the pod joins the slice", |s, _| s.len() == 1 && s[0]["endpoints"][0]["targetRef"]["name"] == "f-0", Value::Null)
+        .await;
+
+    let relabel = json!({"metadata": {"labels": {"app": "other"}}});
+    let (code, v) =
+        call(&c, "PATCH", "/api/v1/namespaces/default/pods/f-0", Some(relabel), "application/merge-patch+json").await;
+    assert_eq!(code, 200, "{v}");
+    until(
+        "the relabelled pod leaves the slice",
+        |s, _| s.len() == 1 && s[0]["endpoints"].as_array().is_some_and(Vec::is_empty),
+        Value::Null,
+    )
+    .await;
+
+    assert_eq!(call(&c, "DELETE", "/api/v1/namespaces/default/services/follow", None, "application/json").await.0, 200);
+    let (code, second) = call(&c, "POST", "/api/v1/namespaces/default/services", Some(svc), "application/json").await;
+    assert_eq!(code, 201, "{second}");
+    let new_uid = second["metadata"]["uid"].clone();
+    assert_ne!(first["metadata"]["uid"], new_uid);
+    let owned_by = |s: &[Value], uid: &Value| s.len() == 1 && s[0]["metadata"]["ownerReferences"][0]["uid"] == *uid;
+    until("one slice, owned by the new service", owned_by, new_uid).await;
+    assert_eq!(get(&c, "/api/v1/namespaces/default/endpoints/follow").await.0, 200);
+
+    assert_eq!(call(&c, "DELETE", "/api/v1/namespaces/default/services/follow", None, "application/json").await.0, 200);
+    until("no slice after the service is deleted", |s, _| s.is_empty(), Value::Null).await;
+    let deadline = tokio::time::Instant::now() + soon;
+    while get(&c, "/api/v1/namespaces/default/endpoints/follow").await.0 != 404 {
+        assert!(tokio::time::Instant::now() < deadline, "the Endpoints outlive their service");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sim.shutdown().await;
+}

@@ -176,6 +176,15 @@ async fn garbage_collection_background_foreground_orphan() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    // a dependent created after its owner is gone (the uid names no object) is collected too
+    let mut ghost = cm("ghost");
+    ghost.metadata.uid = Some("00000000-0000-0000-0000-000000000000".into());
+    api.create(&PostParams::default(), &owned_cm("ghost-dep", &ghost)).await.expect("dependent");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while exists(&api, "ghost-dep").await {
+        assert!(tokio::time::Instant::now() < deadline, "a dependent without an owner was kept");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     sim.shutdown().await;
 }
 

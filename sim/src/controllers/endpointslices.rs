@@ -2,7 +2,7 @@
 //! have an IP, with ready/serving/terminating conditions, hostname (when the pod's subdomain is the
 //! service), targetRef, node, and ports resolved from named target ports.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 use crate::bootstrap::builtin;
 use crate::meta::{self, path, path_str};
 use crate::selector::LabelSelector;
-use crate::store::{DeleteOptions, Store, Subresource};
+use crate::store::{Change, DeleteOptions, Store, Subresource};
+
+use super::Pass;
 
 /// Label naming the service of a slice.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -193,90 +195,201 @@ fn endpoints_for(svc: &Value, slice: &Value) -> Value {
     })
 }
 
-fn sync_endpoints(store: &Store, services: &[Arc<Value>], desired_slices: &[(Arc<Value>, Value)]) {
-    let ep_rt = builtin("", "endpoints");
-    let (existing, _) = store.list(&ep_rt, None);
-    for (svc, slice) in desired_slices {
-        let want = endpoints_for(svc, slice);
-        let (ns, name) = (meta::namespace(svc), meta::name(svc));
-        let cur = existing.iter().find(|e| meta::namespace(e) == ns && meta::name(e) == name);
-        let result = match cur {
-            None => store.create(&ep_rt, ns, want).map(|_| ()),
-            Some(cur)
-                if cur.get("subsets") != want.get("subsets")
-                    || path(cur, "metadata.labels") != path(&want, "metadata.labels") =>
-            {
-                store
-                    .mutate(&ep_rt, ns, name, Subresource::Main, |old| {
-                        let mut o = old.clone();
-                        o["subsets"] = want["subsets"].clone();
-                        o["metadata"]["labels"] = want["metadata"]["labels"].clone();
-                        o["metadata"]["annotations"] = want["metadata"]["annotations"].clone();
-                        meta::metadata_mut(&mut o).remove("resourceVersion");
-                        Ok(o)
-                    })
-                    .map(|_| ())
-            }
-            Some(_) => Ok(()),
-        };
-        if let Err(e) = result {
-            tracing::debug!(service = name, error = %e, "endpoints sync");
-        }
+fn is_managed_endpoints(e: &Value) -> bool {
+    path(e, "metadata.annotations").and_then(Value::as_object).is_some_and(|a| a.contains_key(TRIGGER_ANNOTATION))
+}
+
+fn is_our_slice(s: &Value) -> bool {
+    meta::labels(s).and_then(|l| l.get(MANAGED_BY_LABEL)).and_then(Value::as_str) == Some(MANAGED_BY)
+}
+
+fn service_of_slice(s: &Value) -> Option<&str> {
+    meta::labels(s).and_then(|l| l.get(SERVICE_NAME_LABEL)).and_then(Value::as_str)
+}
+
+/// Create or update the slice `want` (`existing` is the stored one of the same name).
+fn apply_slice(store: &Store, existing: Option<&Value>, want: Value) {
+    let slices_rt = builtin("discovery.k8s.io", "endpointslices");
+    let (ns, name) = (meta::namespace(&want).to_owned(), meta::name(&want).to_owned());
+    let result = match existing {
+        None => store.create(&slices_rt, &ns, want).map(|_| ()),
+        Some(cur) if content(cur) != content(&want) => store
+            .mutate(&slices_rt, &ns, &name, Subresource::Main, |old| {
+                let mut o = old.clone();
+                for k in ["endpoints", "ports", "addressType"] {
+                    o[k] = want[k].clone();
+                }
+                o["metadata"]["labels"] = want["metadata"]["labels"].clone();
+                Ok(o)
+            })
+            .map(|_| ()),
+        Some(_) => Ok(()),
+    };
+    if let Err(e) = result {
+        tracing::debug!(slice = name, error = %e, "endpointslice sync");
     }
-    for e in &existing {
-        let managed = e.pointer(&format!("/metadata/annotations/{}", TRIGGER_ANNOTATION.replace('/', "~1"))).is_some();
-        let wanted = desired_slices
-            .iter()
-            .any(|(svc, _)| meta::namespace(svc) == meta::namespace(e) && meta::name(svc) == meta::name(e));
-        let svc_alive =
-            services.iter().any(|s| meta::namespace(s) == meta::namespace(e) && meta::name(s) == meta::name(e));
-        if managed && !wanted && !svc_alive {
-            let _ = store.delete(&ep_rt, meta::namespace(e), meta::name(e), &DeleteOptions::default());
+}
+
+/// Create or update the legacy Endpoints mirroring `slice` (`existing` is the stored one).
+fn apply_endpoints(store: &Store, svc: &Value, slice: &Value, existing: Option<&Value>) {
+    let ep_rt = builtin("", "endpoints");
+    let want = endpoints_for(svc, slice);
+    let (ns, name) = (meta::namespace(svc), meta::name(svc));
+    let result = match existing {
+        None => store.create(&ep_rt, ns, want).map(|_| ()),
+        Some(cur)
+            if cur.get("subsets") != want.get("subsets")
+                || path(cur, "metadata.labels") != path(&want, "metadata.labels") =>
+        {
+            store
+                .mutate(&ep_rt, ns, name, Subresource::Main, |old| {
+                    let mut o = old.clone();
+                    o["subsets"] = want["subsets"].clone();
+                    o["metadata"]["labels"] = want["metadata"]["labels"].clone();
+                    o["metadata"]["annotations"] = want["metadata"]["annotations"].clone();
+                    meta::metadata_mut(&mut o).remove("resourceVersion");
+                    Ok(o)
+                })
+                .map(|_| ())
+        }
+        Some(_) => Ok(()),
+    };
+    if let Err(e) = result {
+        tracing::debug!(service = name, error = %e, "endpoints sync");
+    }
+}
+
+/// One pass: the whole store on a [`Pass::Full`], otherwise only the services the changes touch.
+pub fn reconcile(store: &Store, pass: Pass<'_>) {
+    match pass {
+        Pass::Full => reconcile_all(store),
+        Pass::Changes(changes) => {
+            let mut pods = PodsByNamespace::default();
+            for (ns, name) in touched_services(store, changes, &mut pods) {
+                sync_service(store, &ns, &name, pods.get(store, &ns));
+            }
         }
     }
 }
 
-/// One pass: create, update or delete slices to match services and pods.
-pub fn reconcile(store: &Store) {
+/// The pods of each namespace a pass has looked at, listed once per pass.
+#[derive(Default)]
+struct PodsByNamespace(HashMap<String, Vec<Arc<Value>>>);
+
+impl PodsByNamespace {
+    fn get(&mut self, store: &Store, ns: &str) -> &[Arc<Value>] {
+        self.0.entry(ns.to_owned()).or_insert_with(|| store.list(&builtin("", "pods"), Some(ns)).0)
+    }
+}
+
+/// The services whose slices and Endpoints the changes may alter.
+fn touched_services(
+    store: &Store,
+    changes: &[Arc<Change>],
+    pods: &mut PodsByNamespace,
+) -> BTreeSet<(String, String)> {
     let services_rt = builtin("", "services");
-    let pods_rt = builtin("", "pods");
-    let slices_rt = builtin("discovery.k8s.io", "endpointslices");
-    let (services, _) = store.list(&services_rt, None);
-    let (pods, _) = store.list(&pods_rt, None);
-    let (slices, _) = store.list(&slices_rt, None);
-    let mut wanted: HashSet<(String, String)> = HashSet::new();
-    let mut desired_slices = Vec::new();
-    for svc in services.iter().filter(|s| !meta::is_terminating(s)) {
-        let Some(want) = desired(svc, &pods) else { continue };
-        desired_slices.push((svc.clone(), want.clone()));
-        let ns = meta::namespace(svc).to_owned();
-        let name = meta::name(&want).to_owned();
-        wanted.insert((ns.clone(), name.clone()));
-        let existing = slices.iter().find(|s| meta::namespace(s) == ns && meta::name(s) == name);
-        let result = match existing {
-            None => store.create(&slices_rt, &ns, want).map(|_| ()),
-            Some(cur) if content(cur) != content(&want) => store
-                .mutate(&slices_rt, &ns, &name, Subresource::Main, |old| {
-                    let mut o = old.clone();
-                    for k in ["endpoints", "ports", "addressType"] {
-                        o[k] = want[k].clone();
+    let mut touched = BTreeSet::new();
+    let mut services_by_ns: HashMap<String, Vec<Arc<Value>>> = HashMap::new();
+    for change in changes {
+        let ns = meta::namespace(&change.object).to_owned();
+        match change.key.as_str() {
+            "/services" => {
+                touched.insert((ns, meta::name(&change.object).to_owned()));
+            }
+            "/pods" => {
+                // a pod matters to the services selecting it now or before (labels may have changed)
+                let services = services_by_ns.entry(ns.clone()).or_insert_with(|| store.list(&services_rt, Some(&ns)).0);
+                let versions = std::iter::once(&change.object).chain(change.prev.as_ref());
+                let selects = |svc: &Value, pod: &Value| {
+                    path(svc, "spec.selector")
+                        .and_then(Value::as_object)
+                        .is_some_and(|sel| !sel.is_empty() && LabelSelector::from_map(sel).matches_object(pod))
+                };
+                for pod in versions {
+                    for svc in services.iter().filter(|svc| selects(svc, pod)) {
+                        touched.insert((ns.clone(), meta::name(svc).to_owned()));
                     }
-                    o["metadata"]["labels"] = want["metadata"]["labels"].clone();
-                    Ok(o)
-                })
-                .map(|_| ()),
-            Some(_) => Ok(()),
-        };
-        if let Err(e) = result {
-            tracing::debug!(service = meta::name(svc), error = %e, "endpointslice sync");
+                }
+                pods.get(store, &ns);
+            }
+            _ => {
+                let slices = std::iter::once(&change.object).chain(change.prev.as_ref());
+                for svc in slices.filter(|s| is_our_slice(s)).filter_map(|s| service_of_slice(s)) {
+                    touched.insert((ns.clone(), svc.to_owned()));
+                }
+            }
         }
     }
-    sync_endpoints(store, &services, &desired_slices);
+    touched
+}
+
+/// Bring one service's slice and Endpoints up to date. The slices of a deleted service (or of an earlier
+/// service of the same name) are the garbage collector's: their owner is gone.
+fn sync_service(store: &Store, ns: &str, name: &str, pods: &[Arc<Value>]) {
+    let slices_rt = builtin("discovery.k8s.io", "endpointslices");
+    let ep_rt = builtin("", "endpoints");
+    let svc = store.get(&builtin("", "services"), ns, name).ok().filter(|s| !meta::is_terminating(s));
+    let want = svc.as_deref().and_then(|s| desired(s, pods));
+    match (svc.as_deref(), want) {
+        (Some(svc), Some(want)) => {
+            let existing = store.get(&slices_rt, ns, meta::name(&want)).ok();
+            let existing_ep = store.get(&ep_rt, ns, name).ok();
+            apply_endpoints(store, svc, &want, existing_ep.as_deref());
+            apply_slice(store, existing.as_deref(), want);
+        }
+        // the selector was removed: the user manages its endpoints from now on
+        (Some(svc), None) => {
+            if store.get(&slices_rt, ns, &slice_name(svc)).is_ok_and(|s| is_our_slice(&s)) {
+                let _ = store.delete(&slices_rt, ns, &slice_name(svc), &DeleteOptions::default());
+            }
+        }
+        (None, _) => {
+            if store.get(&ep_rt, ns, name).is_ok_and(|ep| is_managed_endpoints(&ep)) {
+                let _ = store.delete(&ep_rt, ns, name, &DeleteOptions::default());
+            }
+        }
+    }
+}
+
+/// The whole store: every service's slice and Endpoints, and no slice or managed Endpoints without a
+/// service.
+fn reconcile_all(store: &Store) {
+    let slices_rt = builtin("discovery.k8s.io", "endpointslices");
+    let ep_rt = builtin("", "endpoints");
+    let (services, _) = store.list(&builtin("", "services"), None);
+    let (pods, _) = store.list(&builtin("", "pods"), None);
+    let (slices, _) = store.list(&slices_rt, None);
+    let (endpoints, _) = store.list(&ep_rt, None);
+    let key = |v: &Arc<Value>| (meta::namespace(v).to_owned(), meta::name(v).to_owned());
+    let mut pods_by_ns: HashMap<&str, Vec<Arc<Value>>> = HashMap::new();
+    for p in &pods {
+        pods_by_ns.entry(meta::namespace(p)).or_default().push(p.clone());
+    }
+    let slices_by_key: HashMap<_, _> = slices.iter().map(|s| (key(s), s)).collect();
+    let endpoints_by_key: HashMap<_, _> = endpoints.iter().map(|e| (key(e), e)).collect();
+    let alive: HashSet<_> = services.iter().map(key).collect();
+    let mut wanted_slices: HashSet<(String, String)> = HashSet::new();
+    let mut wanted_endpoints: HashSet<(String, String)> = HashSet::new();
+    for svc in services.iter().filter(|s| !meta::is_terminating(s)) {
+        let ns_pods = pods_by_ns.get(meta::namespace(svc)).map_or(&[][..], Vec::as_slice);
+        let Some(want) = desired(svc, ns_pods) else { continue };
+        let slice_key = (meta::namespace(svc).to_owned(), meta::name(&want).to_owned());
+        apply_endpoints(store, svc, &want, endpoints_by_key.get(&key(svc)).map(|e| e.as_ref()));
+        apply_slice(store, slices_by_key.get(&slice_key).map(|s| s.as_ref()), want);
+        wanted_endpoints.insert(key(svc));
+        wanted_slices.insert(slice_key);
+    }
+    for e in &endpoints {
+        let k = key(e);
+        if is_managed_endpoints(e) && !wanted_endpoints.contains(&k) && !alive.contains(&k) {
+            let _ = store.delete(&ep_rt, &k.0, &k.1, &DeleteOptions::default());
+        }
+    }
     for s in &slices {
-        let ours = meta::labels(s).and_then(|l| l.get(MANAGED_BY_LABEL)).and_then(Value::as_str) == Some(MANAGED_BY);
-        let key = (meta::namespace(s).to_owned(), meta::name(s).to_owned());
-        if ours && !wanted.contains(&key) && !meta::is_terminating(s) {
-            let _ = store.delete(&slices_rt, &key.0, &key.1, &DeleteOptions::default());
+        let k = key(s);
+        if is_our_slice(s) && !wanted_slices.contains(&k) && !meta::is_terminating(s) {
+            let _ = store.delete(&slices_rt, &k.0, &k.1, &DeleteOptions::default());
         }
     }
 }

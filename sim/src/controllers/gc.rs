@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 
 use crate::meta;
 use crate::resources::ResourceType;
-use crate::store::{DeleteOptions, Store, Subresource};
+use crate::store::{DeleteOptions, EventType, Store, Subresource};
+
+use super::Pass;
 
 struct Entry {
     rt: ResourceType,
@@ -57,8 +59,36 @@ fn expire_events(store: &Store, rt: &ResourceType, events: &[Arc<Value>]) {
     }
 }
 
+/// Whether some owner of `obj` exists (kind, name and uid match); `None` when an owner's kind is unknown.
+fn has_live_owner(store: &Store, obj: &Value) -> Option<bool> {
+    let refs = obj.pointer("/metadata/ownerReferences").and_then(Value::as_array)?;
+    let mut live = false;
+    for r in refs {
+        let rt = store.registry.find_kind(meta::path_str(r, "apiVersion"), meta::path_str(r, "kind"))?;
+        let ns = if rt.namespaced { meta::namespace(obj) } else { "" };
+        live |= store
+            .get(&rt, ns, meta::path_str(r, "name"))
+            .is_ok_and(|owner| meta::meta_str(&owner, "uid") == meta::path_str(r, "uid"));
+    }
+    Some(live)
+}
+
+/// A pass: when the changes are only new dependents whose owners exist there is nothing to collect, so
+/// the pass over the whole store (which grows with the cluster) is skipped.
+pub fn reconcile(store: &Store, pass: Pass<'_>) {
+    if let Pass::Changes(changes) = pass {
+        let nothing_to_collect = changes.iter().all(|c| {
+            c.event == EventType::Added && !meta::is_terminating(&c.object) && has_live_owner(store, &c.object) == Some(true)
+        });
+        if nothing_to_collect {
+            return;
+        }
+    }
+    reconcile_all(store);
+}
+
 /// One pass over every object of every type.
-pub fn reconcile(store: &Store) {
+fn reconcile_all(store: &Store) {
     let mut entries: Vec<Entry> = Vec::new();
     for rt in store.registry.all().iter() {
         let (items, _) = store.list(rt, None);

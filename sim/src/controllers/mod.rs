@@ -1,5 +1,6 @@
 //! The control loops a real control plane runs, each reconciling the whole store when it changes (and on
-//! a tick, for time-based transitions).
+//! a tick, for time-based transitions). A loop that scales with the cluster (the EndpointSlice controller)
+//! looks only at what the changes since its last pass touch, and at everything on its tick.
 
 mod deployments;
 mod endpointslices;
@@ -37,14 +38,23 @@ pub fn spawn_all(store: Arc<Store>, config: &SimConfig, shutdown: watch::Receive
     // Recreate waits for the old pods to be gone, so pods matter too
     let deployments = keys(&["apps/deployments", "apps/replicasets", "/pods"]);
     vec![
-        spawn(store.clone(), shutdown.clone(), pods, ms(100), ms(10), move |s| kubelet.reconcile(s)),
-        spawn(store.clone(), shutdown.clone(), slices, ms(1000), ms(10), endpointslices::reconcile),
+        spawn(store.clone(), shutdown.clone(), pods, ms(100), ms(10), move |s, _| kubelet.reconcile(s)),
+        // a resync, as informers do: every change already arrives as an event
+        spawn(store.clone(), shutdown.clone(), slices, ms(5000), ms(10), endpointslices::reconcile),
         spawn(store.clone(), shutdown.clone(), gc, ms(1000), ms(50), gc::reconcile),
-        spawn(store.clone(), shutdown.clone(), namespaces, ms(1000), ms(50), namespaces::reconcile),
-        spawn(store.clone(), shutdown.clone(), claims, ms(1000), ms(50), pvc::reconcile),
-        spawn(store.clone(), shutdown.clone(), replicasets, ms(1000), ms(10), replicasets::reconcile),
-        spawn(store, shutdown, deployments, ms(1000), ms(10), deployments::reconcile),
+        spawn(store.clone(), shutdown.clone(), namespaces, ms(1000), ms(50), |s, _| namespaces::reconcile(s)),
+        spawn(store.clone(), shutdown.clone(), claims, ms(1000), ms(50), |s, _| pvc::reconcile(s)),
+        spawn(store.clone(), shutdown.clone(), replicasets, ms(1000), ms(10), |s, _| replicasets::reconcile(s)),
+        spawn(store, shutdown, deployments, ms(1000), ms(10), |s, _| deployments::reconcile(s)),
     ]
+}
+
+/// What one pass of a loop must look at.
+pub enum Pass<'a> {
+    /// Everything: the loop's tick, or changes were missed.
+    Full,
+    /// What these changes (the relevant ones since the last pass, oldest first) touch.
+    Changes(&'a [Arc<Change>]),
 }
 
 /// Run `f` after every burst of changes that `relevant` selects, at most once per `min_gap`, and every
@@ -55,31 +65,42 @@ fn spawn(
     relevant: impl Fn(&Change) -> bool + Send + 'static,
     tick: Duration,
     min_gap: Duration,
-    mut f: impl FnMut(&Store) + Send + 'static,
+    mut f: impl FnMut(&Store, Pass<'_>) + Send + 'static,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut changes = store.subscribe();
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch: Vec<Arc<Change>> = Vec::new();
         loop {
+            batch.clear();
+            let mut full = false;
             tokio::select! {
                 _ = shutdown.changed() => return,
                 r = changes.recv() => {
                     match r {
                         Ok(c) if !relevant(&c) => continue,
-                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Ok(c) => batch.push(c),
+                        Err(broadcast::error::RecvError::Lagged(_)) => full = true,
                         Err(broadcast::error::RecvError::Closed) => return,
                     }
                     // let a burst of writes land before reconciling
                     tokio::time::sleep(min_gap).await;
-                    while let Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) = changes.try_recv() {}
+                    loop {
+                        match changes.try_recv() {
+                            Ok(c) if relevant(&c) => batch.push(c),
+                            Ok(_) => {}
+                            Err(broadcast::error::TryRecvError::Lagged(_)) => full = true,
+                            Err(_) => break,
+                        }
+                    }
                 }
-                _ = interval.tick() => {}
+                _ = interval.tick() => full = true,
             }
             if *shutdown.borrow() {
                 return;
             }
-            f(&store);
+            f(&store, if full { Pass::Full } else { Pass::Changes(&batch) });
         }
     })
 }

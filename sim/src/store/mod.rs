@@ -778,10 +778,15 @@ fn allocate_cluster_ip(inner: &Inner, svc: &mut Value) -> Result<(), ApiError> {
         meta::set_path(svc, "spec.clusterIPs", json!(["None"]));
         return Ok(());
     }
-    let used: HashSet<String> = inner
+    let used: HashSet<u32> = inner
         .objects
         .get("/services")
-        .map(|m| m.values().map(|s| meta::path_str(s, "spec.clusterIP").to_owned()).collect())
+        .map(|m| {
+            m.values()
+                .filter_map(|s| meta::path_str(s, "spec.clusterIP").parse::<Ipv4Addr>().ok())
+                .map(u32::from)
+                .collect()
+        })
         .unwrap_or_default();
     let name = meta::name(svc).to_owned();
     let invalid = |msg: String| {
@@ -796,8 +801,9 @@ fn allocate_cluster_ip(inner: &Inner, svc: &mut Value) -> Result<(), ApiError> {
         // 10.96.0.1 is the `kubernetes` service, 10.96.0.10 is kept for cluster DNS
         (2..SERVICE_CIDR_SIZE - 1)
             .filter(|n| *n != 10)
-            .map(|n| Ipv4Addr::from(SERVICE_CIDR_BASE + n).to_string())
+            .map(|n| SERVICE_CIDR_BASE + n)
             .find(|ip| !used.contains(ip))
+            .map(|ip| Ipv4Addr::from(ip).to_string())
             .ok_or_else(|| invalid("failed to allocate a serviceIP: range is full".into()))?
     } else {
         let addr: Ipv4Addr =
@@ -808,7 +814,7 @@ fn allocate_cluster_ip(inner: &Inner, svc: &mut Value) -> Result<(), ApiError> {
                 "Invalid value: []string{{\"{requested}\"}}: failed to allocate IP {requested}: provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/12"
             )));
         }
-        if used.contains(&requested) {
+        if used.contains(&u32::from(addr)) {
             return Err(invalid(format!(
                 "Invalid value: []string{{\"{requested}\"}}: failed to allocate IP {requested}: provided IP is already allocated"
             )));
