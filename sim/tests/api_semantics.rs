@@ -512,14 +512,19 @@ async fn endpoint_slices_follow_each_change_promptly() {
         }
     };
     let svc = json!({"metadata": {"name": "follow"}, "spec": {"selector": {"app": "f"}, "ports": [{"port": 80}]}});
-    let (code, first) = call(&c, "POST", "/api/v1/namespaces/default/services", Some(svc.clone()), "application/json").await;
+    let (code, first) =
+        call(&c, "POST", "/api/v1/namespaces/default/services", Some(svc.clone()), "application/json").await;
     assert_eq!(code, 201, "{first}");
     let pod = json!({"metadata": {"name": "f-0", "labels": {"app": "f"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}});
     assert_eq!(call(&c, "POST", "/api/v1/namespaces/default/pods", Some(pod), "application/json").await.0, 201);
     // the pod gets its IP from the kubelet stand-in after its start delay
     tokio::time::sleep(Duration::from_millis(300)).await;
-    until("the pod joins the slice", |s, _| s.len() == 1 && s[0]["endpoints"][0]["targetRef"]["name"] == "f-0", Value::Null)
-        .await;
+    until(
+        "the pod joins the slice",
+        |s, _| s.len() == 1 && s[0]["endpoints"][0]["targetRef"]["name"] == "f-0",
+        Value::Null,
+    )
+    .await;
 
     let relabel = json!({"metadata": {"labels": {"app": "other"}}});
     let (code, v) =

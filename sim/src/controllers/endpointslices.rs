@@ -283,11 +283,7 @@ impl PodsByNamespace {
 }
 
 /// The services whose slices and Endpoints the changes may alter.
-fn touched_services(
-    store: &Store,
-    changes: &[Arc<Change>],
-    pods: &mut PodsByNamespace,
-) -> BTreeSet<(String, String)> {
+fn touched_services(store: &Store, changes: &[Arc<Change>], pods: &mut PodsByNamespace) -> BTreeSet<(String, String)> {
     let services_rt = builtin("", "services");
     let mut touched = BTreeSet::new();
     let mut services_by_ns: HashMap<String, Vec<Arc<Value>>> = HashMap::new();
@@ -299,7 +295,8 @@ fn touched_services(
             }
             "/pods" => {
                 // a pod matters to the services selecting it now or before (labels may have changed)
-                let services = services_by_ns.entry(ns.clone()).or_insert_with(|| store.list(&services_rt, Some(&ns)).0);
+                let services =
+                    services_by_ns.entry(ns.clone()).or_insert_with(|| store.list(&services_rt, Some(&ns)).0);
                 let versions = std::iter::once(&change.object).chain(change.prev.as_ref());
                 let selects = |svc: &Value, pod: &Value| {
                     path(svc, "spec.selector")

@@ -78,7 +78,9 @@ fn has_live_owner(store: &Store, obj: &Value) -> Option<bool> {
 pub fn reconcile(store: &Store, pass: Pass<'_>) {
     if let Pass::Changes(changes) = pass {
         let nothing_to_collect = changes.iter().all(|c| {
-            c.event == EventType::Added && !meta::is_terminating(&c.object) && has_live_owner(store, &c.object) == Some(true)
+            c.event == EventType::Added
+                && !meta::is_terminating(&c.object)
+                && has_live_owner(store, &c.object) == Some(true)
         });
         if nothing_to_collect {
             return;
