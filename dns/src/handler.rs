@@ -1,20 +1,16 @@
 //! The front request handler: validates the request, gates cluster names on sync, answers from the
-//! store or through the forwarder, and records metrics. It implements hickory's `RequestHandler`
-//! directly rather than going through `Catalog`, because the Catalog turns handler errors into NOERROR
-//! and costs allocations on every query.
+//! store or through the forwarder, encodes the response with roster's writer (names compressed
+//! against the question, RFC 1035 §4.1.4, for every answer: authoritative, forwarded and errors, over
+//! UDP and TCP), and records metrics. The UDP and TCP loops (`udp`, `tcp`) own the sockets.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use hickory_proto::op::{Edns, Header, MessageType, Metadata, OpCode, Query, ResponseCode};
+use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, LowerName, RecordType};
-use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
-use tokio::net::UdpSocket;
-use tracing::debug;
+use hickory_server::server::Request;
 
 use crate::forward::Forwarder;
 use crate::lookup::{Answer, answer};
@@ -114,8 +110,7 @@ impl FrontHandler {
             let chased = forwarder.resolve(&Query::query(target, qtype), dnssec_ok).await;
             if matches!(chased.rcode, ResponseCode::NoError | ResponseCode::NXDomain) {
                 found.rcode = chased.rcode;
-                found.answers.extend(chased.answers);
-                found.authority.extend(chased.authority);
+                found.forwarded = chased.forwarded.without_additionals();
             }
         }
         (found, zone_label)
@@ -140,6 +135,14 @@ struct Decided {
     zone_label: &'static str,
     metadata: Metadata,
     edns: Option<Edns>,
+}
+
+/// What the metrics need of a response once it is sent.
+pub(crate) struct Outcome {
+    started: Instant,
+    zone_label: &'static str,
+    rcode: ResponseCode,
+    plugin: &'static str,
 }
 
 impl FrontHandler {
@@ -168,96 +171,49 @@ impl FrontHandler {
         Decided { started, answer, zone_label, metadata, edns }
     }
 
-    /// Encodes an answer made only of store records with roster's writer (names compressed against the
-    /// question, RFC 1035 §4.1.4) into `bytes`, at most `max_size` long (TC beyond).
-    fn encode_local(
-        &self,
-        request: &Request,
-        decided: &Decided,
-        bytes: &mut Vec<u8>,
-        max_size: usize,
-        rotation: usize,
-    ) {
-        let header_bytes = header_bytes(&decided.metadata, request.queries.len());
+    /// Answers `request` into `bytes` (cleared first): the question as sent, records with names
+    /// compressed, at most 512 bytes or the EDNS payload size over UDP (RFC 1035 §4.2.1, RFC 6891) and
+    /// 65535 over TCP, TC set when records had to be left out. The caller sends the bytes, then
+    /// calls [`Self::observe`].
+    pub(crate) async fn respond(&self, request: &Request, bytes: &mut Vec<u8>) -> Outcome {
+        let decided = self.prepare(request).await;
+        let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
+        let max_size = if request.protocol() == Protocol::Udp {
+            decided.edns.as_ref().map_or(512, |edns| usize::from(edns.max_payload().max(512)))
+        } else {
+            usize::from(u16::MAX)
+        };
+        let header = header_bytes(&decided.metadata, request.queries.len());
         let opt = decided.edns.as_ref().map(|edns| {
             let ttl = (u32::from(edns.rcode_high()) << 24) | (u32::from(edns.version()) << 16);
             (edns.max_payload(), ttl)
         });
         let limit = max_size.saturating_sub(if opt.is_some() { OPT_LEN } else { 0 });
-        let mut writer = MessageWriter::new(bytes, &header_bytes, request.queries.as_bytes(), limit);
-        decided.answer.write_local(&mut writer, rotation);
+        let mut writer = MessageWriter::new(bytes, &header, request.queries.as_bytes(), limit);
+        decided.answer.write(&mut writer, rotation);
         writer.finish(opt);
-    }
-
-    /// Sends through hickory's encoder (TCP; forwarded answers over UDP).
-    async fn send_with<R: ResponseHandler>(
-        &self,
-        request: &Request,
-        decided: &Decided,
-        mut response_handle: R,
-        rotation: usize,
-    ) -> ResponseInfo {
-        let mut builder = MessageResponseBuilder::from_message_request(request);
-        if let Some(edns) = &decided.edns {
-            builder.edns(edns);
-        }
-        let (local_answers, local_authority) = decided.answer.local_records(rotation);
-        let response = builder.build(
-            decided.metadata,
-            local_answers.iter().chain(decided.answer.answer_records()),
-            decided.answer.authority_records().chain(local_authority.iter()),
-            std::iter::empty(),
-            decided.answer.additional_records(),
-        );
-        match response_handle.send_response(response).await {
-            Ok(info) => info,
-            Err(error) => {
-                debug!(%error, "failed to send a response");
-                let mut metadata = Metadata::response_from_request(&request.metadata);
-                metadata.response_code = ResponseCode::ServFail;
-                ResponseInfo::from(Header { metadata, counts: Default::default() })
-            }
+        Outcome {
+            started: decided.started,
+            zone_label: decided.zone_label,
+            rcode: decided.answer.rcode,
+            plugin: decided.answer.plugin,
         }
     }
 
-    /// Answers one UDP request: answers from the store are encoded here and sent on `socket`; the rest
-    /// (forwarded records) go through `fallback`, hickory's encoder.
-    pub(crate) async fn handle_udp<R: ResponseHandler>(
-        &self,
-        request: &Request,
-        socket: &UdpSocket,
-        fallback: R,
-        bytes: &mut Vec<u8>,
-    ) {
-        let decided = self.prepare(request).await;
-        let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
-        if decided.answer.is_local() {
-            // RFC 1035 §4.2.1: 512 bytes without EDNS; else what both sides allow (set in `prepare`).
-            let max_size = decided.edns.as_ref().map_or(512, |edns| usize::from(edns.max_payload().max(512)));
-            self.encode_local(request, &decided, bytes, max_size, rotation);
-            if let Err(error) = socket.send_to(bytes, request.src()).await {
-                debug!(%error, "failed to send a response");
-            }
-            self.observe(request, &decided, bytes.len());
-        } else {
-            self.send_with(request, &decided, fallback, rotation).await;
-            self.observe(request, &decided, estimated_size(request, &decided));
-        }
-    }
-
-    fn observe(&self, request: &Request, decided: &Decided, response_size: usize) {
+    /// Records a response of `response_size` bytes, as sent.
+    pub(crate) fn observe(&self, request: &Request, outcome: &Outcome, response_size: usize) {
         let Some(metrics) = &self.metrics else { return };
         let qtype = request.queries.queries().first().map(|q| q.query_type()).unwrap_or(RecordType::NULL);
         metrics.observe(&Observation {
-            zone: decided.zone_label,
+            zone: outcome.zone_label,
             udp: request.protocol() == Protocol::Udp,
             ipv6: request.src().is_ipv6(),
             qtype,
-            rcode: decided.answer.rcode,
-            plugin: decided.answer.plugin,
+            rcode: outcome.rcode,
+            plugin: outcome.plugin,
             request_size: request.as_slice().len(),
             response_size: response_size.min(usize::from(u16::MAX)),
-            duration: decided.started.elapsed(),
+            duration: outcome.started.elapsed(),
         });
     }
 }
@@ -280,40 +236,11 @@ fn header_bytes(metadata: &Metadata, queries: usize) -> [u8; 12] {
     bytes
 }
 
-/// Header 12 + question + records (uncompressed) + OPT: an upper bound of the wire size, for answers
-/// hickory encodes (forwarded records), whose compressed size is not known here.
-fn estimated_size(request: &Request, decided: &Decided) -> usize {
-    let opt = if decided.edns.is_some() { OPT_LEN } else { 0 };
-    12 + request.queries.as_bytes().len() + decided.answer.records_wire_len() + opt
-}
-
-#[async_trait::async_trait]
-impl RequestHandler for FrontHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, response_handle: R) -> ResponseInfo {
-        let decided = self.prepare(request).await;
-        let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
-        let info = self.send_with(request, &decided, response_handle, rotation).await;
-        if self.metrics.is_some() {
-            // The size roster's writer gives this answer (names compressed as over UDP, no size limit);
-            // hickory's TCP encoding of the same records may differ by a few pointers.
-            let size = if decided.answer.is_local() {
-                let mut bytes = Vec::with_capacity(512);
-                self.encode_local(request, &decided, &mut bytes, usize::from(u16::MAX), rotation);
-                bytes.len()
-            } else {
-                estimated_size(request, &decided)
-            };
-            self.observe(request, &decided, size);
-        }
-        info
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use hickory_proto::op::HeaderCounts;
+    use hickory_proto::op::{Header, HeaderCounts};
     use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
     /// The hand-written header agrees with hickory's encoder for every flag.

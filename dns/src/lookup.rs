@@ -1,11 +1,12 @@
 //! Answering one question from the zone store: the DNS decisions of design.md, with no I/O.
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{Name, Record, RecordType};
+use hickory_proto::rr::{Name, RecordType};
 use roster_shared::PodMode;
 use roster_shared::name::parse_dashed_ip;
 
-use crate::store::{RrSet, View, ZoneStore};
+use crate::forward::records::Forwarded;
+use crate::store::{View, ZoneStore};
 use crate::wire::{MessageWriter, Node, Section, Set, WireName, first_label, parent, to_hickory};
 
 /// The content of an answer, before it is put on the wire.
@@ -18,12 +19,9 @@ pub struct Answer {
     pub soa: Option<Set>,
     /// TTL of the local records and the SOA.
     pub ttl: u32,
-    /// Answer records of a forwarded answer (after the local ones: a chased CNAME's target).
-    pub answers: Vec<RrSet>,
-    /// Authority records of a forwarded answer.
-    pub authority: Vec<RrSet>,
-    /// Additional records of a forwarded answer.
-    pub additionals: Vec<RrSet>,
+    /// Records of a forwarded answer; its answer records follow the local ones (a chased CNAME's
+    /// target).
+    pub forwarded: Forwarded,
     /// False for forwarded answers (not ours) and for errors.
     pub authoritative: bool,
     /// Which part answered, for metrics: `kubernetes`, `forward`, `cache`, or "" for errors.
@@ -35,59 +33,30 @@ impl Answer {
         Self { rcode, ..Self::default() }
     }
 
-    /// True when every record comes from the store, so roster's own writer can encode the answer.
-    pub fn is_local(&self) -> bool {
-        self.answers.is_empty() && self.authority.is_empty() && self.additionals.is_empty()
-    }
-
-    /// Writes the local records: answers (address sets rotated round robin), then the SOA.
-    pub fn write_local(&self, writer: &mut MessageWriter<'_>, rotation: usize) {
+    /// Writes every record in section order: local answers (address sets rotated round robin), then
+    /// forwarded answers, forwarded authority, the SOA, forwarded additionals. Stops at the first record
+    /// that does not fit (the writer sets TC).
+    pub fn write(&self, writer: &mut MessageWriter<'_>, rotation: usize) {
         for set in &self.local {
             let start = if matches!(set.rtype(), RecordType::A | RecordType::AAAA) { rotation } else { 0 };
-            writer.set(Section::Answer, set, self.ttl, start);
+            if !writer.set(Section::Answer, set, self.ttl, start) {
+                return;
+            }
         }
-        if let Some(soa) = &self.soa {
-            writer.set(Section::Authority, soa, self.ttl, 0);
+        if !self.forwarded.write(writer, Section::Answer) || !self.forwarded.write(writer, Section::Authority) {
+            return;
         }
-    }
-
-    /// The local records as hickory records (answer, authority), for hickory's encoder (TCP, and
-    /// answers mixed with forwarded records): encoded by roster's writer and decoded again.
-    pub fn local_records(&self, rotation: usize) -> (Vec<Record>, Vec<Record>) {
-        if self.local.is_empty() && self.soa.is_none() {
-            return (Vec::new(), Vec::new());
+        if let Some(soa) = &self.soa
+            && !writer.set(Section::Authority, soa, self.ttl, 0)
+        {
+            return;
         }
-        let mut bytes = Vec::with_capacity(512);
-        let mut writer = MessageWriter::new(&mut bytes, &[0; 12], &[], usize::from(u16::MAX));
-        self.write_local(&mut writer, rotation);
-        writer.finish(None);
-        match hickory_proto::op::Message::from_vec(&bytes) {
-            Ok(message) => (message.answers, message.authorities),
-            Err(_) => (Vec::new(), Vec::new()),
-        }
-    }
-
-    pub fn answer_records(&self) -> impl Iterator<Item = &Record> + Send {
-        self.answers.iter().flat_map(|set| set.records.iter())
-    }
-
-    pub fn authority_records(&self) -> impl Iterator<Item = &Record> + Send {
-        self.authority.iter().flat_map(|set| set.records.iter())
-    }
-
-    pub fn additional_records(&self) -> impl Iterator<Item = &Record> + Send {
-        self.additionals.iter().flat_map(|set| set.records.iter())
-    }
-
-    /// Uncompressed size of every record, an upper bound of what they take on the wire.
-    pub fn records_wire_len(&self) -> usize {
-        let local: usize = self.local.iter().chain(self.soa.iter()).map(Set::wire_len).sum();
-        local + self.answers.iter().chain(&self.authority).chain(&self.additionals).map(|s| s.wire_len).sum::<usize>()
+        self.forwarded.write(writer, Section::Additional);
     }
 
     /// The external name a CNAME chain ended on, if the answer is a CNAME leading out of our zones.
     pub fn dangling_cname(&self) -> Option<Name> {
-        if !self.answers.is_empty() {
+        if !self.forwarded.is_empty() {
             return None;
         }
         let last = self.local.last().filter(|set| set.rtype() == RecordType::CNAME)?;

@@ -1,19 +1,14 @@
-//! Binding and running: one UDP socket and one TCP listener on the same address.
+//! Binding and running: one UDP socket and one TCP listener on the same address, each served by
+//! roster's own loop (`udp`, `tcp`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinHandle;
 
 use crate::handler::FrontHandler;
 use crate::store::ZoneStore;
-
-/// How long an idle TCP connection is kept (RFC 7766 suggests seconds, CoreDNS uses 10 s reads).
-const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest TCP answer buffered per connection.
-const TCP_RESPONSE_BUFFER: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -25,16 +20,19 @@ pub enum ServeError {
     Stopped(String),
 }
 
+type Loop = JoinHandle<Result<(), std::io::Error>>;
+
 pub struct DnsServer {
-    server: Server<FrontHandler>,
     udp_addr: SocketAddr,
     tcp_addr: SocketAddr,
-    udp_task: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+    udp_task: Loop,
+    tcp_task: Loop,
 }
 
 impl Drop for DnsServer {
     fn drop(&mut self) {
         self.udp_task.abort();
+        self.tcp_task.abort();
     }
 }
 
@@ -49,11 +47,9 @@ impl DnsServer {
         let (udp, tcp) = bind_pair(addr).await?;
         let udp_addr = udp.local_addr().map_err(|source| ServeError::BindUdp { addr, source })?;
         let tcp_addr = tcp.local_addr().map_err(|source| ServeError::BindTcp { addr, source })?;
-        // TCP through hickory-server; UDP through roster's own loop (see `udp`).
         let udp_task = tokio::spawn(crate::udp::serve(udp, handler.clone()));
-        let mut server = Server::new(handler);
-        server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
-        Ok(Self { server, udp_addr, tcp_addr, udp_task })
+        let tcp_task = tokio::spawn(crate::tcp::serve(tcp, handler));
+        Ok(Self { udp_addr, tcp_addr, udp_task, tcp_task })
     }
 
     pub fn udp_addr(&self) -> SocketAddr {
@@ -64,23 +60,27 @@ impl DnsServer {
         self.tcp_addr
     }
 
-    /// Serves until the server stops; returns an error if a listener died.
+    /// Serves until a listener dies; returns its error.
     pub async fn run(mut self) -> Result<(), ServeError> {
-        let udp = &mut self.udp_task;
+        let (udp, tcp) = (&mut self.udp_task, &mut self.tcp_task);
         tokio::select! {
-            result = self.server.block_until_done() => result.map_err(|e| ServeError::Stopped(e.to_string())),
-            result = udp => match result {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(ServeError::Stopped(format!("UDP: {e}"))),
-                Err(e) => Err(ServeError::Stopped(format!("UDP task: {e}"))),
-            },
+            result = udp => stopped("UDP", result),
+            result = tcp => stopped("TCP", result),
         }
     }
 
-    /// Stops accepting, lets in-flight TCP queries finish.
-    pub async fn shutdown(mut self) -> Result<(), ServeError> {
-        self.udp_task.abort();
-        self.server.shutdown_gracefully().await.map_err(|e| ServeError::Stopped(e.to_string()))
+    /// Stops serving: both listeners close, open TCP connections are dropped.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        drop(self);
+        Ok(())
+    }
+}
+
+fn stopped(what: &str, result: Result<Result<(), std::io::Error>, tokio::task::JoinError>) -> Result<(), ServeError> {
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ServeError::Stopped(format!("{what}: {e}"))),
+        Err(e) => Err(ServeError::Stopped(format!("{what} task: {e}"))),
     }
 }
 

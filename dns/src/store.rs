@@ -13,40 +13,15 @@ use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use rustc_hash::FxHasher;
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hickory_proto::rr::{LowerName, Name, Record, RecordType};
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+use hickory_proto::rr::{LowerName, Name, RecordType};
 use parking_lot::RwLock;
 use roster_shared::{Change, DomainName, Frame, RData, ZoneData};
 
 use crate::config::DnsConfig;
 use crate::convert::{ns_rdata, record_type, soa_rdata, to_lower, to_rdata, to_wire};
 use crate::wire::{Node, Set, WireName, is_within};
-
-/// Records of a forwarded answer (hickory records, as the upstream sent them).
-#[derive(Debug, Clone)]
-pub struct RrSet {
-    pub records: Arc<[Record]>,
-    /// Uncompressed wire size, for the response-size metric without encoding twice.
-    pub wire_len: usize,
-}
-
-impl RrSet {
-    pub fn new(records: Vec<Record>) -> Self {
-        let mut scratch = Vec::with_capacity(64);
-        let mut wire_len = 0;
-        for record in &records {
-            scratch.clear();
-            let mut encoder = BinEncoder::new(&mut scratch);
-            if record.emit(&mut encoder).is_ok() {
-                wire_len += scratch.len();
-            }
-        }
-        Self { records: Arc::from(records), wire_len }
-    }
-}
 
 /// Record sets of one name from the stream, grouped per type in type order.
 fn group(records: &[RData]) -> Vec<(RecordType, Vec<Vec<u8>>)> {
@@ -325,6 +300,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use roster_shared::PodMode;
+    use std::sync::Arc;
 
     fn store() -> ZoneStore {
         ZoneStore::new(DnsConfig::new("cluster.local", 30, PodMode::Insecure).unwrap())

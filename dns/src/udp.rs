@@ -1,81 +1,17 @@
 //! roster's own UDP loop. hickory-server's UDP path spawns a task per query and hands every response
 //! through a channel; for the cluster zone, where an answer needs no waiting, this loop answers inline
-//! from the receive loop and sends directly. Queries that may wait (forwarding) still get their own task.
+//! from the receive loop and sends directly. Queries that may wait (forwarding) get their own task.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hickory_proto::op::{Header, Message, MessageType, Metadata, ResponseCode};
-use hickory_proto::rr::Record;
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
-use hickory_server::net::NetError;
+use hickory_proto::op::MessageType;
 use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponse;
+use hickory_server::server::Request;
 use tokio::net::UdpSocket;
 use tracing::debug;
 
 use crate::handler::FrontHandler;
-
-/// Sends one response datagram straight to the client.
-#[derive(Clone)]
-struct UdpResponder {
-    socket: Arc<UdpSocket>,
-    dst: SocketAddr,
-}
-
-#[async_trait::async_trait]
-impl ResponseHandler for UdpResponder {
-    async fn send_response<'a>(
-        &mut self,
-        response: MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, NetError> {
-        // RFC 1035 §4.2.1: 512 bytes without EDNS; else what both sides allow (set by the handler).
-        let max_size = response.edns().map_or(512, |edns| edns.max_payload().max(512));
-        let id = response.metadata().id;
-        let mut bytes = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut bytes);
-        encoder.set_max_size(max_size);
-        let info = match response.destructive_emit(&mut encoder) {
-            Ok(info) => info,
-            Err(error) => {
-                debug!(%error, "cannot encode a response; answering SERVFAIL");
-                bytes.clear();
-                servfail(id, &mut bytes)?
-            }
-        };
-        self.socket.send_to(&bytes, self.dst).await.map_err(NetError::from)?;
-        Ok(info)
-    }
-}
-
-fn servfail(id: u16, bytes: &mut Vec<u8>) -> Result<ResponseInfo, NetError> {
-    let mut metadata = Metadata::new(id, MessageType::Response, hickory_proto::op::OpCode::Query);
-    metadata.response_code = ResponseCode::ServFail;
-    let header = Header { metadata, counts: Default::default() };
-    let mut encoder = BinEncoder::new(bytes);
-    hickory_proto::serialize::binary::BinEncodable::emit(&header, &mut encoder).map_err(NetError::from)?;
-    Ok(ResponseInfo::from(header))
-}
-
-/// A FORMERR for a datagram whose header parses but whose body does not (as hickory-server does).
-fn format_error(datagram: &[u8]) -> Option<Vec<u8>> {
-    let mut decoder = BinDecoder::new(datagram);
-    let header = Header::read(&mut decoder).ok()?;
-    if header.metadata.message_type == MessageType::Response {
-        return None;
-    }
-    let mut message = Message::new(header.metadata.id, MessageType::Response, header.metadata.op_code);
-    message.metadata.response_code = ResponseCode::FormErr;
-    message.to_vec().ok()
-}
+use crate::wire::format_error;
 
 /// Serves `socket` until it fails irrecoverably.
 pub async fn serve(socket: UdpSocket, handler: FrontHandler) -> Result<(), std::io::Error> {
@@ -93,12 +29,11 @@ pub async fn serve(socket: UdpSocket, handler: FrontHandler) -> Result<(), std::
         if src.port() == 0 {
             continue;
         }
-        let datagram = buffer[..len].to_vec();
-        let request = match Request::from_bytes(datagram, src, Protocol::Udp) {
+        let request = match Request::from_bytes(buffer[..len].to_vec(), src, Protocol::Udp) {
             Ok(request) => request,
             Err(_) => {
-                if let Some(reply) = format_error(&buffer[..len]) {
-                    let _ = socket.send_to(&reply, src).await;
+                if format_error(&buffer[..len], &mut response) {
+                    let _ = socket.send_to(&response, src).await;
                 }
                 continue;
             }
@@ -107,18 +42,25 @@ pub async fn serve(socket: UdpSocket, handler: FrontHandler) -> Result<(), std::
         if request.metadata.message_type == MessageType::Response {
             continue;
         }
-        let responder = UdpResponder { socket: socket.clone(), dst: src };
         if handler.answers_without_waiting(&request) {
-            handler.handle_udp(&request, &socket, responder, &mut response).await;
+            answer(&handler, &request, &socket, &mut response).await;
         } else {
             let handler = handler.clone();
             let socket = socket.clone();
             tokio::spawn(async move {
                 let mut response = Vec::with_capacity(512);
-                handler.handle_udp(&request, &socket, responder, &mut response).await;
+                answer(&handler, &request, &socket, &mut response).await;
             });
         }
     }
+}
+
+async fn answer(handler: &FrontHandler, request: &Request, socket: &UdpSocket, response: &mut Vec<u8>) {
+    let outcome = handler.respond(request, response).await;
+    if let Err(error) = socket.send_to(response, request.src()).await {
+        debug!(%error, "failed to send a response");
+    }
+    handler.observe(request, &outcome, response.len());
 }
 
 #[cfg(test)]
@@ -127,7 +69,9 @@ mod tests {
     use super::*;
     use crate::DnsConfig;
     use crate::store::ZoneStore;
+    use hickory_proto::op::Message;
     use roster_shared::{DomainName, Frame, PodMode, RData, ZoneData};
+    use std::net::SocketAddr;
 
     fn name(text: &str) -> DomainName {
         DomainName::parse(text).unwrap()

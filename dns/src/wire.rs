@@ -117,13 +117,15 @@ fn get_u16(bytes: &[u8], at: usize) -> u16 {
     }
 }
 
-/// Where a name sits in an rdata of type `rtype`, for compression: PTR, CNAME and NS are one name;
-/// SOA starts with two. SRV targets are deliberately absent: RFC 2782 forbids compressing them.
-fn compressible_names(rtype: u16) -> usize {
+/// Where names sit in an rdata of type `rtype`, for compression: (bytes before them, how many). Only
+/// RFC 1035 types may be compressed (RFC 3597 §4): PTR, CNAME and NS are one name, SOA starts with
+/// two, MX has one after its preference. SRV targets are deliberately absent (RFC 2782).
+fn compressible_names(rtype: u16) -> (usize, usize) {
     match RecordType::from(rtype) {
-        RecordType::PTR | RecordType::CNAME | RecordType::NS => 1,
-        RecordType::SOA => 2,
-        _ => 0,
+        RecordType::PTR | RecordType::CNAME | RecordType::NS => (0, 1),
+        RecordType::SOA => (0, 2),
+        RecordType::MX => (2, 1),
+        _ => (0, 0),
     }
 }
 
@@ -255,12 +257,6 @@ impl Set {
             Some(rdata)
         })
     }
-
-    /// Uncompressed wire size of the set's records with `owner`'s length (an upper bound of their size).
-    pub fn wire_len(&self) -> usize {
-        let per_record = self.owner().len() + 10;
-        self.rdatas().map(|r| per_record + r.len()).sum()
-    }
 }
 
 /// Sections of a message, in wire order.
@@ -320,8 +316,8 @@ impl<'b> MessageWriter<'b> {
         }
     }
 
-    /// True when the (lowercase) name `suffix` is written at `at` in the message, compared
-    /// case-insensitively and through pointers.
+    /// True when the name `suffix` is written at `at` in the message, compared case-insensitively
+    /// (forwarded names come in any case) and through pointers.
     fn matches_at(&self, mut at: usize, suffix: &[u8]) -> bool {
         let mut i = 0;
         let mut hops = 0;
@@ -345,7 +341,7 @@ impl<'b> MessageWriter<'b> {
             let (Some(written), Some(wanted)) = (self.buf.get(at + 1..at + 1 + n), suffix.get(i + 1..i + 1 + n)) else {
                 return false;
             };
-            if !written.iter().zip(wanted).all(|(w, x)| w.to_ascii_lowercase() == *x) {
+            if !written.eq_ignore_ascii_case(wanted) {
                 return false;
             }
             at += 1 + n;
@@ -385,8 +381,23 @@ impl<'b> MessageWriter<'b> {
         }
     }
 
-    /// Appends one record; false (and TC set) when it does not fit, after which nothing more is added.
+    /// Appends one record of class IN; false (and TC set) when it does not fit, after which nothing
+    /// more is added.
     pub fn record(&mut self, section: Section, owner: &[u8], rtype: RecordType, ttl: u32, rdata: &[u8]) -> bool {
+        self.record_in(section, owner, rtype, DNS_CLASS_IN, ttl, rdata)
+    }
+
+    /// Appends one record of any class. `owner` and the names in `rdata` are uncompressed wire names
+    /// in any case; names are compared case-insensitively, the first occurrence's case is kept.
+    pub fn record_in(
+        &mut self,
+        section: Section,
+        owner: &[u8],
+        rtype: RecordType,
+        class: u16,
+        ttl: u32,
+        rdata: &[u8],
+    ) -> bool {
         if self.truncated {
             return false;
         }
@@ -395,15 +406,20 @@ impl<'b> MessageWriter<'b> {
         self.write_name(owner, true);
         let rtype_code = u16::from(rtype);
         self.buf.extend_from_slice(&rtype_code.to_be_bytes());
-        self.buf.extend_from_slice(&1u16.to_be_bytes()); // class IN
+        self.buf.extend_from_slice(&class.to_be_bytes());
         self.buf.extend_from_slice(&ttl.to_be_bytes());
         let rdlength_at = self.buf.len();
         self.buf.extend_from_slice(&[0, 0]);
+        let (prefix, names) = compressible_names(rtype_code);
         let mut rest = rdata;
-        for _ in 0..compressible_names(rtype_code) {
-            let len = name_len(rest);
-            self.write_name(&rest[..len], true);
-            rest = &rest[len..];
+        if names > 0 && rest.len() > prefix {
+            self.buf.extend_from_slice(&rest[..prefix]);
+            rest = &rest[prefix..];
+            for _ in 0..names {
+                let len = name_len(rest);
+                self.write_name(&rest[..len], true);
+                rest = &rest[len..];
+            }
         }
         if rtype == RecordType::SRV && rest.len() > 6 {
             // Priority, weight, port, then the target uncompressed (RFC 2782); still a target for others.
@@ -460,6 +476,22 @@ impl<'b> MessageWriter<'b> {
 
 /// Wire size of an OPT record without options.
 pub const OPT_LEN: usize = 11;
+
+/// The class of every record in our zones.
+const DNS_CLASS_IN: u16 = 1;
+
+/// A FORMERR for a request whose header is readable but whose body is not: the header alone, with
+/// the request's ID and opcode (as hickory-server answers). `None` for fewer than 12 bytes or a
+/// response (answering responses is how reflection loops start).
+pub fn format_error(request: &[u8], out: &mut Vec<u8>) -> bool {
+    let Some(&[id_hi, id_lo, flags, _]) = request.get(..4) else { return false };
+    if request.len() < 12 || flags & 0x80 != 0 {
+        return false;
+    }
+    out.clear();
+    out.extend_from_slice(&[id_hi, id_lo, 0x80 | (flags & 0x78), 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+    true
+}
 
 /// Length of the uncompressed name at the start of `bytes`.
 fn name_len(bytes: &[u8]) -> usize {

@@ -2,6 +2,7 @@
 //! answers, health-checked upstreams, a bound on concurrent upstream queries, and loop detection.
 
 pub mod cache;
+pub mod records;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -17,8 +18,8 @@ use tracing::{debug, error, warn};
 
 use crate::lookup::Answer;
 use crate::metrics::{CacheLabels, CacheMissLabels, ForwardLabels, ForwardResponseLabels, Metrics, rcode_label};
-use crate::store::RrSet;
 use cache::{Cache, CacheKey, CachedAnswer, kind_of};
+use records::Forwarded;
 use upstream::Upstream;
 
 #[derive(Debug, Clone)]
@@ -266,16 +267,11 @@ fn from_message(message: Message) -> CachedAnswer {
 }
 
 fn to_answer(answer: CachedAnswer, plugin: &'static str) -> Answer {
-    let set = |records: Vec<Record>| if records.is_empty() { Vec::new() } else { vec![RrSet::new(records)] };
     Answer {
         rcode: answer.rcode,
-        answers: set(answer.answers),
-        local: Vec::new(),
-        soa: None,
-        ttl: 0,
-        authority: set(answer.authority),
-        additionals: set(answer.additionals),
+        forwarded: Forwarded::new(&answer.answers, &answer.authority, &answer.additionals),
         authoritative: false,
         plugin,
+        ..Answer::default()
     }
 }

@@ -1,0 +1,153 @@
+//! roster's own TCP loop (RFC 1035 §4.2.2, RFC 7766): length-prefixed messages, pipelined. Answers go
+//! through the same writer as UDP answers (hickory-server's TCP path encodes with hickory's encoder,
+//! with no way to hand it bytes).
+//!
+//! Per connection, a reader parses requests and answers those that need no waiting inline; the others
+//! get a task. Responses reach the writer through a bounded channel: a slot is reserved before a
+//! request is handled, which bounds the queries in flight per connection and stops reading while a
+//! client does not take its answers. Connections are bounded in number and closed after an idle
+//! period, a stalled write, or a malformed length prefix.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::MessageType;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::Request;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tracing::debug;
+
+use crate::handler::FrontHandler;
+use crate::wire::format_error;
+
+/// How long a connection may sit without a complete request (RFC 7766 §6.2.3 suggests seconds;
+/// CoreDNS reads with a 10 s deadline). Also bounds a request that stops halfway.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to accept its answers before the connection is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open connections at most; further clients wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 1024;
+/// Queries in flight (and answers waiting to be written) per connection.
+const MAX_IN_FLIGHT: usize = 32;
+
+/// Serves `listener` until it is dropped (the task aborted); connections end with it.
+pub async fn serve(listener: TcpListener, handler: FrontHandler) -> Result<(), std::io::Error> {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else { return Ok(()) };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of descriptors or a connection reset before accept: both pass.
+                debug!(%error, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let handler = handler.clone();
+        connections.spawn(async move {
+            connection(stream, peer, handler).await;
+            drop(permit);
+        });
+        while connections.try_join_next().is_some() {}
+    }
+}
+
+async fn connection(stream: TcpStream, peer: SocketAddr, handler: FrontHandler) {
+    // Answers are written as soon as they are ready (Nagle would hold the second of two for an ACK).
+    let _ = stream.set_nodelay(true);
+    let (reader, writer) = stream.into_split();
+    let (responses, queue) = mpsc::channel(MAX_IN_FLIGHT);
+    tokio::join!(read_requests(reader, peer, handler, responses), write_responses(writer, queue));
+}
+
+async fn read_requests(
+    reader: OwnedReadHalf,
+    peer: SocketAddr,
+    handler: FrontHandler,
+    responses: mpsc::Sender<Vec<u8>>,
+) {
+    let mut reader = BufReader::new(reader);
+    loop {
+        // Reserved before reading, so that a client not reading its answers is not read from either.
+        let Ok(slot) = responses.clone().reserve_owned().await else { return };
+        let Some(message) = read_message(&mut reader).await else { return };
+        let header: Option<[u8; 12]> = message.get(..12).and_then(|h| h.try_into().ok());
+        let request = match Request::from_bytes(message, peer, Protocol::Tcp) {
+            Ok(request) => request,
+            Err(_) => {
+                let mut reply = Vec::new();
+                if header.is_some_and(|header| format_error(&header, &mut reply)) {
+                    slot.send(reply);
+                }
+                continue;
+            }
+        };
+        if request.metadata.message_type == MessageType::Response {
+            continue;
+        }
+        if handler.answers_without_waiting(&request) {
+            answer(&handler, &request, slot).await;
+        } else {
+            let handler = handler.clone();
+            tokio::spawn(async move { answer(&handler, &request, slot).await });
+        }
+    }
+}
+
+async fn answer(handler: &FrontHandler, request: &Request, slot: mpsc::OwnedPermit<Vec<u8>>) {
+    let mut response = Vec::with_capacity(512);
+    let outcome = handler.respond(request, &mut response).await;
+    let len = response.len();
+    slot.send(response);
+    handler.observe(request, &outcome, len);
+}
+
+/// One length-prefixed message; `None` at the end of the stream, after the idle timeout, or for a
+/// zero length (no DNS message is empty; the stream cannot be trusted after it).
+async fn read_message(reader: &mut BufReader<OwnedReadHalf>) -> Option<Vec<u8>> {
+    let read = async {
+        let len = usize::from(reader.read_u16().await.ok()?);
+        if len == 0 {
+            return None;
+        }
+        let mut message = vec![0u8; len];
+        reader.read_exact(&mut message).await.ok()?;
+        Some(message)
+    };
+    tokio::time::timeout(IDLE_TIMEOUT, read).await.ok().flatten()
+}
+
+async fn write_responses(writer: OwnedWriteHalf, mut queue: mpsc::Receiver<Vec<u8>>) {
+    let mut writer = BufWriter::new(writer);
+    while let Some(first) = queue.recv().await {
+        // Everything already answered goes out in one write.
+        let batch = async {
+            let mut next = Some(first);
+            while let Some(response) = next {
+                let len = u16::try_from(response.len()).unwrap_or(u16::MAX);
+                writer.write_all(&len.to_be_bytes()).await?;
+                writer.write_all(&response[..usize::from(len)]).await?;
+                next = queue.try_recv().ok();
+            }
+            writer.flush().await
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, batch).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                debug!(%error, "TCP write failed; closing");
+                return;
+            }
+            Err(_) => {
+                debug!("TCP client not reading its answers; closing");
+                return;
+            }
+        }
+    }
+}
