@@ -555,3 +555,33 @@ async fn endpoint_slices_follow_each_change_promptly() {
     }
     sim.shutdown().await;
 }
+
+/// ClusterIPs are unique: allocated ones differ, a requested one in use is refused, and a deleted
+/// service's address can be requested again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_ips_are_allocated_once() {
+    let sim = start().await;
+    let c = client(&sim).await;
+    let post = |name: &'static str, ip: Option<String>| {
+        let c = c.clone();
+        async move {
+            let mut spec = json!({"ports": [{"port": 80}]});
+            if let Some(ip) = ip {
+                spec["clusterIP"] = json!(ip);
+            }
+            let body = json!({"metadata": {"name": name}, "spec": spec});
+            call(&c, "POST", "/api/v1/namespaces/default/services", Some(body), "application/json").await
+        }
+    };
+    let (_, a) = post("ip-a", None).await;
+    let (_, b) = post("ip-b", None).await;
+    let ip_a = a["spec"]["clusterIP"].as_str().expect("allocated").to_owned();
+    assert_ne!(Some(ip_a.as_str()), b["spec"]["clusterIP"].as_str());
+    let (code, v) = post("ip-c", Some(ip_a.clone())).await;
+    assert_eq!(code, 422, "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| m.contains("already allocated")), "{v}");
+    assert_eq!(call(&c, "DELETE", "/api/v1/namespaces/default/services/ip-a", None, "application/json").await.0, 200);
+    let (code, v) = post("ip-c", Some(ip_a.clone())).await;
+    assert_eq!((code, v["spec"]["clusterIP"].as_str()), (201, Some(ip_a.as_str())), "{v}");
+    sim.shutdown().await;
+}

@@ -41,7 +41,8 @@ pub fn spawn_all(store: Arc<Store>, config: &SimConfig, shutdown: watch::Receive
         spawn(store.clone(), shutdown.clone(), pods, ms(100), ms(10), move |s, _| kubelet.reconcile(s)),
         // a resync, as informers do: every change already arrives as an event
         spawn(store.clone(), shutdown.clone(), slices, ms(5000), ms(10), endpointslices::reconcile),
-        spawn(store.clone(), shutdown.clone(), gc, ms(1000), ms(50), gc::reconcile),
+        // a pass reads the whole store: batch the deletions of a burst
+        spawn(store.clone(), shutdown.clone(), gc, ms(1000), ms(200), gc::reconcile),
         spawn(store.clone(), shutdown.clone(), namespaces, ms(1000), ms(50), |s, _| namespaces::reconcile(s)),
         spawn(store.clone(), shutdown.clone(), claims, ms(1000), ms(50), |s, _| pvc::reconcile(s)),
         spawn(store.clone(), shutdown.clone(), replicasets, ms(1000), ms(10), |s, _| replicasets::reconcile(s)),

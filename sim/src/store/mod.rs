@@ -91,6 +91,8 @@ struct Inner {
     history: VecDeque<Arc<Change>>,
     wal: Option<Wal>,
     pod_ip_next: u32,
+    /// The ClusterIPs in use, so that allocating one does not read every service.
+    service_ips: HashSet<u32>,
 }
 
 impl Inner {
@@ -101,6 +103,17 @@ impl Inner {
             .and_then(|m| m.get(&(ns.to_owned(), name.to_owned())))
             .cloned()
             .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
+    }
+
+    /// Keep [`Inner::service_ips`] in step with a service being stored or removed.
+    fn track_service_ip(&mut self, prev: Option<&Value>, next: Option<&Value>) {
+        let ip = |svc: &Value| meta::path_str(svc, "spec.clusterIP").parse::<Ipv4Addr>().ok().map(u32::from);
+        if let Some(old) = prev.and_then(ip) {
+            self.service_ips.remove(&old);
+        }
+        if let Some(new) = next.and_then(ip) {
+            self.service_ips.insert(new);
+        }
     }
 }
 
@@ -146,6 +159,7 @@ impl Store {
             history: VecDeque::new(),
             wal: None,
             pod_ip_next: POD_IP_FIRST,
+            service_ips: HashSet::new(),
         };
         let mut durability = None;
         if let Some(dir) = data_dir {
@@ -164,6 +178,11 @@ impl Store {
                         objs.remove(&(rec.ns, rec.name));
                     }
                 }
+            }
+            let services: Vec<Arc<Value>> =
+                inner.objects.get("/services").map(|m| m.values().cloned().collect()).unwrap_or_default();
+            for svc in &services {
+                inner.track_service_ip(None, Some(svc));
             }
             inner.rv = replayed.rv;
             inner.compacted_rv = replayed.rv;
@@ -637,6 +656,9 @@ impl Store {
         let object = Arc::new(obj);
         let objs = inner.objects.entry(key.to_owned()).or_default();
         let prev = if removed { objs.remove(&id) } else { objs.insert(id, object.clone()) };
+        if key == "/services" {
+            inner.track_service_ip(prev.as_deref(), (!removed).then_some(&*object));
+        }
         let change = Arc::new(Change { rv, key: key.to_owned(), event, object: object.clone(), prev });
         inner.history.push_back(change.clone());
         while inner.history.len() > self.history_limit {
@@ -778,16 +800,7 @@ fn allocate_cluster_ip(inner: &Inner, svc: &mut Value) -> Result<(), ApiError> {
         meta::set_path(svc, "spec.clusterIPs", json!(["None"]));
         return Ok(());
     }
-    let used: HashSet<u32> = inner
-        .objects
-        .get("/services")
-        .map(|m| {
-            m.values()
-                .filter_map(|s| meta::path_str(s, "spec.clusterIP").parse::<Ipv4Addr>().ok())
-                .map(u32::from)
-                .collect()
-        })
-        .unwrap_or_default();
+    let used = &inner.service_ips;
     let name = meta::name(svc).to_owned();
     let invalid = |msg: String| {
         ApiError::invalid(
