@@ -1,5 +1,6 @@
 //! The cache of forwarded answers (never of our own zones): TTL-respecting, size-bounded, with negative
-//! caching per RFC 2308 and capped TTLs, as CoreDNS's cache plugin does by default.
+//! caching per RFC 2308 and capped TTLs, as CoreDNS's cache plugin does by default. Answers are kept
+//! in wire form ([`Forwarded`]): a hit is one copy with the TTLs patched, ready for the writer.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -7,6 +8,8 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{DNSClass, LowerName, Record, RecordType};
 use parking_lot::Mutex;
+
+use super::records::Forwarded;
 
 /// CoreDNS defaults: success capped at 3600 s, denial at 1800 s, at least 5 s.
 pub const MAX_SUCCESS_TTL: u32 = 3600;
@@ -21,7 +24,7 @@ pub struct CacheKey {
     pub dnssec_ok: bool,
 }
 
-/// A forwarded answer as stored: its sections and when it was stored.
+/// A forwarded answer as the upstream sent it, to be cached.
 #[derive(Debug, Clone)]
 pub struct CachedAnswer {
     pub rcode: ResponseCode,
@@ -30,9 +33,20 @@ pub struct CachedAnswer {
     pub additionals: Vec<Record>,
 }
 
+/// A cached answer, its TTLs reduced by the time it spent in the cache.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub rcode: ResponseCode,
+    pub records: Forwarded,
+    /// `success` or `denial`, for the metrics.
+    pub kind: &'static str,
+}
+
 #[derive(Debug)]
 struct Entry {
-    answer: CachedAnswer,
+    rcode: ResponseCode,
+    records: Forwarded,
+    kind: &'static str,
     stored: Instant,
     ttl: u32,
 }
@@ -46,14 +60,14 @@ struct Entries {
 }
 
 impl Entries {
-    fn count(&mut self, answer: &CachedAnswer, delta: isize) {
-        let slot = if kind_of(answer) == "success" { &mut self.success } else { &mut self.denial };
+    fn count(&mut self, kind: &'static str, delta: isize) {
+        let slot = if kind == "success" { &mut self.success } else { &mut self.denial };
         *slot = slot.saturating_add_signed(delta);
     }
 
     fn remove(&mut self, key: &CacheKey) {
         if let Some(entry) = self.map.remove(key) {
-            self.count(&entry.answer, -1);
+            self.count(entry.kind, -1);
         }
     }
 }
@@ -108,17 +122,18 @@ impl Cache {
         }
     }
 
-    /// Stores `answer` if it may be cached; returns whether it was.
-    pub fn insert(&self, key: CacheKey, answer: CachedAnswer) -> bool {
-        let Some(ttl) = Self::ttl_for(&answer) else { return false };
+    /// Stores `records`, the wire form of `answer`, if it may be cached; returns whether it was.
+    pub fn insert(&self, key: CacheKey, answer: &CachedAnswer, records: &Forwarded) -> bool {
+        let Some(ttl) = Self::ttl_for(answer) else { return false };
+        let kind = kind_of(answer);
         let now = Instant::now();
         let mut entries = self.entries.lock();
         if entries.map.len() >= self.capacity && !entries.map.contains_key(&key) {
             evict(&mut entries, now);
         }
         entries.remove(&key);
-        entries.count(&answer, 1);
-        entries.map.insert(key, Entry { answer, stored: now, ttl });
+        entries.count(kind, 1);
+        entries.map.insert(key, Entry { rcode: answer.rcode, records: records.clone(), kind, stored: now, ttl });
         true
     }
 
@@ -132,7 +147,7 @@ impl Cache {
     }
 
     /// The cached answer with every TTL reduced by the time it spent in the cache.
-    pub fn get(&self, key: &CacheKey) -> Option<CachedAnswer> {
+    pub fn get(&self, key: &CacheKey) -> Option<Hit> {
         let now = Instant::now();
         let mut entries = self.entries.lock();
         let entry = entries.map.get(key)?;
@@ -141,12 +156,8 @@ impl Cache {
             entries.remove(key);
             return None;
         }
-        let remaining = entry.ttl - age;
-        let mut answer = entry.answer.clone();
-        for record in answer.answers.iter_mut().chain(&mut answer.authority).chain(&mut answer.additionals) {
-            record.ttl = record.ttl.saturating_sub(age).min(remaining);
-        }
-        Some(answer)
+        let records = entry.records.aged(age, entry.ttl - age);
+        Some(Hit { rcode: entry.rcode, records, kind: entry.kind })
     }
 }
 
@@ -221,11 +232,14 @@ mod tests {
     fn entries_expire_and_capacity_is_bounded() {
         let cache = Cache::new(3);
         for i in 0..10 {
-            assert!(cache.insert(key(&format!("n{i}.example.com.")), positive(300)));
+            let answer = positive(300);
+            let records = Forwarded::new(&answer.answers, &[], &[]);
+            assert!(cache.insert(key(&format!("n{i}.example.com.")), &answer, &records));
             assert!(cache.len() <= 3);
         }
         assert_eq!(cache.counts(), (3, 0));
         let hit = cache.get(&key("n9.example.com.")).unwrap();
-        assert!(hit.answers[0].ttl <= 300);
+        assert!(hit.records.ttls()[0] <= 300);
+        assert_eq!(hit.kind, "success");
     }
 }

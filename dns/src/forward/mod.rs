@@ -18,7 +18,7 @@ use tracing::{debug, error, warn};
 
 use crate::lookup::Answer;
 use crate::metrics::{CacheLabels, CacheMissLabels, ForwardLabels, ForwardResponseLabels, Metrics, rcode_label};
-use cache::{Cache, CacheKey, CachedAnswer, kind_of};
+use cache::{Cache, CacheKey, CachedAnswer};
 use records::Forwarded;
 use upstream::Upstream;
 
@@ -186,10 +186,10 @@ impl Forwarder {
             class: query.query_class(),
             dnssec_ok,
         };
-        if let Some(cached) = self.cache.get(&key) {
-            let labels = CacheLabels { server, r#type: kind_of(&cached), zones: ".", view: "" };
+        if let Some(hit) = self.cache.get(&key) {
+            let labels = CacheLabels { server, r#type: hit.kind, zones: ".", view: "" };
             self.metrics.cache_hits.get_or_create(&labels).inc();
-            return to_answer(cached, "cache");
+            return to_answer(hit.rcode, hit.records, "cache");
         }
         self.metrics.cache_misses.get_or_create(&CacheMissLabels { server, zones: ".", view: "" }).inc();
         let Ok(_permit) = self.permits.try_acquire() else {
@@ -199,10 +199,11 @@ impl Forwarder {
         match self.query_upstreams(query, dnssec_ok).await {
             Some(message) => {
                 let answer = from_message(message);
-                if self.cache.insert(key, answer.clone()) {
+                let records = Forwarded::new(&answer.answers, &answer.authority, &answer.additionals);
+                if self.cache.insert(key, &answer, &records) {
                     self.update_entry_gauges();
                 }
-                to_answer(answer, "forward")
+                to_answer(answer.rcode, records, "forward")
             }
             None => Answer::error(ResponseCode::ServFail),
         }
@@ -266,12 +267,6 @@ fn from_message(message: Message) -> CachedAnswer {
     }
 }
 
-fn to_answer(answer: CachedAnswer, plugin: &'static str) -> Answer {
-    Answer {
-        rcode: answer.rcode,
-        forwarded: Forwarded::new(&answer.answers, &answer.authority, &answer.additionals),
-        authoritative: false,
-        plugin,
-        ..Answer::default()
-    }
+fn to_answer(rcode: ResponseCode, forwarded: Forwarded, plugin: &'static str) -> Answer {
+    Answer { rcode, forwarded, authoritative: false, plugin, ..Answer::default() }
 }

@@ -37,6 +37,8 @@ impl Forwarded {
                 push(&mut blob, &mut scratch, section, record);
             }
         }
+        // Cached for minutes: hold no spare capacity.
+        blob.shrink_to_fit();
         Self { blob }
     }
 
@@ -55,6 +57,30 @@ impl Forwarded {
             at = next;
         }
         Self { blob }
+    }
+
+    /// A copy with every TTL reduced by `age` seconds and at most `remaining` (a cache hit).
+    pub fn aged(&self, age: u32, remaining: u32) -> Self {
+        let mut blob = self.blob.clone();
+        let mut at = 0;
+        while let Some((entry, next)) = self.entry(at) {
+            let ttl_at = next - entry.rdata.len() - 6;
+            let ttl = entry.ttl.saturating_sub(age).min(remaining);
+            blob[ttl_at..ttl_at + 4].copy_from_slice(&ttl.to_be_bytes());
+            at = next;
+        }
+        Self { blob }
+    }
+
+    /// The TTL of every record, in order.
+    pub fn ttls(&self) -> Vec<u32> {
+        let mut ttls = Vec::new();
+        let mut at = 0;
+        while let Some((entry, next)) = self.entry(at) {
+            ttls.push(entry.ttl);
+            at = next;
+        }
+        ttls
     }
 
     /// Writes the records of `section`; false when one did not fit (the writer has set TC).
@@ -185,6 +211,15 @@ mod tests {
         assert_eq!(message.answers[1..], answers[1..]);
         assert_eq!(message.authorities, authority);
         assert_eq!(message.answers[0].data, answers[0].data);
+    }
+
+    #[test]
+    fn aging_lowers_every_ttl() {
+        let a = |ttl| Record::from_rdata(name("a.example.com."), ttl, RData::A(A::new(192, 0, 2, 1)));
+        let forwarded = Forwarded::new(&[a(300), a(20)], &[a(900)], &[]);
+        assert_eq!(forwarded.ttls(), [300, 20, 900]);
+        assert_eq!(forwarded.aged(15, 250).ttls(), [250, 5, 250]);
+        assert_eq!(forwarded.aged(30, 270).ttls(), [270, 0, 270]);
     }
 
     #[test]
