@@ -4,14 +4,17 @@
 //! one or more documents; a `v1 List` contributes its items. Namespaces, Services, EndpointSlices and
 //! Pods are kept; other kinds are skipped with a debug log.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use roster_shared::ClusterState;
-use serde_json::Value;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use tracing::debug;
 
 use crate::slim;
@@ -124,59 +127,174 @@ fn is_blank(document: &str) -> bool {
 
 fn load_text(file: &Path, text: &str, state: &mut ClusterState, errors: &mut Vec<LoadError>) {
     let is_json = file.extension().and_then(|e| e.to_str()) == Some("json");
-    let documents = if is_json { vec![(1, text.to_owned())] } else { split_documents(text) };
+    if is_json {
+        // The whole file is one document. It is read in place: the JSON text stays the only copy of
+        // the objects, each deserialized straight into its kube type (no `Value` tree of the file).
+        if !is_blank(text) {
+            let result = json_document(text).and_then(|object| load_object(object, state));
+            if let Err(reason) = result {
+                errors.push(LoadError { file: file.to_owned(), document: 1, reason });
+            }
+        }
+        return;
+    }
     // Blank documents (a leading `---`, comments) are skipped but still counted, as kubectl numbers them.
-    for (index, (first_line, document)) in documents.iter().enumerate().filter(|(_, (_, d))| !is_blank(d)) {
+    for (index, (first_line, document)) in
+        split_documents(text).into_iter().enumerate().filter(|(_, (_, d))| !is_blank(d))
+    {
         let number = index + 1;
-        let parsed: Result<Value, String> = if is_json {
-            serde_json::from_str(document).map_err(|e| format!("invalid JSON: {e}"))
-        } else {
-            serde_saphyr::from_str(document).map_err(|e| {
+        let result = serde_saphyr::from_str(&document)
+            .map_err(|e| {
                 format!("invalid YAML (document starts at line {first_line}; lines below count from there): {e}")
             })
-        };
-        let result = parsed.and_then(|value| load_object(value, state));
+            .and_then(yaml_object)
+            .and_then(|object| load_object(object, state));
         if let Err(reason) = result {
             errors.push(LoadError { file: file.to_owned(), document: number, reason });
         }
     }
 }
 
-fn load_object(value: Value, state: &mut ClusterState) -> Result<(), String> {
-    let Value::Object(map) = &value else {
-        return Err("a Kubernetes object must be a mapping".to_owned());
+/// One object (a document or a list item) whose `kind` and `apiVersion` are known and whose body is
+/// not yet typed.
+struct Object<'a> {
+    api_version: String,
+    kind: String,
+    body: Body<'a>,
+}
+
+enum Body<'a> {
+    /// `text` is the object's JSON, a slice of `file` (for error positions); `items` its `items` field.
+    Json { file: &'a str, text: &'a str, items: Option<&'a RawValue> },
+    /// YAML documents are small: one `Value` per document, consumed (never cloned) when typed.
+    Yaml(Map<String, Value>),
+}
+
+const NOT_A_MAPPING: &str = "a Kubernetes object must be a mapping";
+
+fn header(kind: Option<String>, api_version: Option<String>) -> Result<(String, String), String> {
+    let kind = kind.ok_or("`kind` is missing")?;
+    let api_version = api_version.ok_or("`apiVersion` is missing")?;
+    Ok((kind, api_version))
+}
+
+/// Checks the syntax of a whole JSON document, so that a broken file is "invalid JSON" whatever its
+/// shape, then reads its top-level fields.
+fn json_document(file: &str) -> Result<Object<'_>, String> {
+    let raw: &RawValue = serde_json::from_str(file).map_err(|e| format!("invalid JSON: {e}"))?;
+    json_object(file, raw.get())
+}
+
+/// Reads only the top-level fields of `text`, valid JSON and a slice of `file`; their values stay text.
+fn json_object<'a>(file: &'a str, text: &'a str) -> Result<Object<'a>, String> {
+    if !text.starts_with('{') {
+        return Err(NOT_A_MAPPING.to_owned());
+    }
+    // A map keeps the last of duplicated keys, as `serde_json::Value` does.
+    let mut fields: BTreeMap<String, &RawValue> =
+        serde_json::from_str(text).map_err(|e| format!("invalid JSON: {}", in_file(file, text, &e)))?;
+    let string = |key: &str| fields.get(key).and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+    let (kind, api_version) = header(string("kind"), string("apiVersion"))?;
+    let items = fields.remove("items");
+    Ok(Object { api_version, kind, body: Body::Json { file, text, items } })
+}
+
+fn yaml_object<'a>(value: Value) -> Result<Object<'a>, String> {
+    let Value::Object(map) = value else {
+        return Err(NOT_A_MAPPING.to_owned());
     };
-    let kind = map.get("kind").and_then(Value::as_str).ok_or("`kind` is missing")?.to_owned();
-    let api_version = map.get("apiVersion").and_then(Value::as_str).ok_or("`apiVersion` is missing")?.to_owned();
-    let label = |name: &Value| name.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?").to_owned();
+    let string = |key: &str| map.get(key).and_then(Value::as_str).map(str::to_owned);
+    let (kind, api_version) = header(string("kind"), string("apiVersion"))?;
+    Ok(Object { api_version, kind, body: Body::Yaml(map) })
+}
+
+impl<'a> Body<'a> {
+    /// The list's items one by one; a missing or non-array `items` is an empty list.
+    fn items(self) -> Box<dyn Iterator<Item = Result<Object<'a>, String>> + 'a> {
+        match self {
+            Body::Json { file, items, .. } => {
+                let items: Vec<&'a RawValue> =
+                    items.and_then(|raw| serde_json::from_str(raw.get()).ok()).unwrap_or_default();
+                Box::new(items.into_iter().map(move |item| json_object(file, item.get())))
+            }
+            Body::Yaml(mut map) => {
+                let items = match map.remove("items") {
+                    Some(Value::Array(items)) => items,
+                    _ => Vec::new(),
+                };
+                Box::new(items.into_iter().map(yaml_object))
+            }
+        }
+    }
+
+    fn typed<T: serde::de::DeserializeOwned>(self, kind: &str) -> Result<T, String> {
+        let mismatch = |path: &serde_path_to_error::Path, inner: String| {
+            format!("{kind} does not match the Kubernetes schema at `{path}`: {inner}")
+        };
+        match self {
+            Body::Json { file, text, .. } => {
+                serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text))
+                    .map_err(|e| mismatch(e.path(), in_file(file, text, e.inner())))
+            }
+            Body::Yaml(map) => serde_path_to_error::deserialize(Value::Object(map))
+                .map_err(|e| mismatch(e.path(), e.inner().to_string())),
+        }
+    }
+}
+
+/// A JSON error from parsing `text`, a slice of `file`, with its position counted in `file` (the
+/// error's own position counts from the start of the object).
+fn in_file(file: &str, text: &str, error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    let suffix = format!(" at line {} column {}", error.line(), error.column());
+    let (Some(message), Some(line)) = (message.strip_suffix(&suffix), error.line().checked_sub(1)) else {
+        return message;
+    };
+    // serde_json's position: `column` bytes after the start of line `line`.
+    let position = |bytes: &[u8], index: usize| {
+        let start = bytes[..index].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        (1 + bytes[..start].iter().filter(|b| **b == b'\n').count(), index - start)
+    };
+    let line_start = match line {
+        0 => 0,
+        _ => text.bytes().enumerate().filter(|(_, b)| *b == b'\n').nth(line - 1).map_or(text.len(), |(i, _)| i + 1),
+    };
+    let offset = (text.as_ptr() as usize).saturating_sub(file.as_ptr() as usize);
+    let index = (offset + line_start + error.column()).min(file.len());
+    let (line, column) = position(file.as_bytes(), index);
+    format!("{message} at line {line} column {column}")
+}
+
+fn load_object(object: Object<'_>, state: &mut ClusterState) -> Result<(), String> {
+    let Object { api_version, kind, body } = object;
+    // Each object is converted to its slim view at once, so only one typed object is alive at a time.
     match (api_version.as_str(), kind.as_str()) {
         (_, "List") | (_, "ServiceList" | "PodList" | "NamespaceList" | "EndpointSliceList") => {
-            let items = map.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
-            for (i, item) in items.into_iter().enumerate() {
-                load_object(item, state).map_err(|e| format!("items[{i}]: {e}"))?;
+            for (i, item) in body.items().enumerate() {
+                item.and_then(|item| load_object(item, state)).map_err(|e| format!("items[{i}]: {e}"))?;
             }
             Ok(())
         }
         ("v1", "Namespace") => {
-            let object: Namespace = typed(&value, &kind)?;
-            state.insert_namespace(slim::namespace_view(&object).map_err(|e| at(&kind, &label(&value), e))?);
+            let object: Namespace = body.typed(&kind)?;
+            state.insert_namespace(slim::namespace_view(&object).map_err(|e| at(&kind, &object.metadata, e))?);
             Ok(())
         }
         ("v1", "Service") => {
-            let object: Service = typed(&value, &kind)?;
-            state.insert_service(slim::service_view(&object).map_err(|e| at(&kind, &label(&value), e))?);
+            let object: Service = body.typed(&kind)?;
+            state.insert_service(slim::service_view(&object).map_err(|e| at(&kind, &object.metadata, e))?);
             Ok(())
         }
         ("discovery.k8s.io/v1", "EndpointSlice") => {
-            let object: EndpointSlice = typed(&value, &kind)?;
-            if let Some(view) = slim::endpoint_slice_view(&object).map_err(|e| at(&kind, &label(&value), e))? {
+            let object: EndpointSlice = body.typed(&kind)?;
+            if let Some(view) = slim::endpoint_slice_view(&object).map_err(|e| at(&kind, &object.metadata, e))? {
                 state.insert_endpoint_slice(view);
             }
             Ok(())
         }
         ("v1", "Pod") => {
-            let object: Pod = typed(&value, &kind)?;
-            state.insert_pod(slim::pod_view(&object).map_err(|e| at(&kind, &label(&value), e))?);
+            let object: Pod = body.typed(&kind)?;
+            state.insert_pod(slim::pod_view(&object).map_err(|e| at(&kind, &object.metadata, e))?);
             Ok(())
         }
         _ => {
@@ -186,13 +304,8 @@ fn load_object(value: Value, state: &mut ClusterState) -> Result<(), String> {
     }
 }
 
-fn typed<T: serde::de::DeserializeOwned>(value: &Value, kind: &str) -> Result<T, String> {
-    serde_path_to_error::deserialize(value.clone())
-        .map_err(|e| format!("{kind} does not match the Kubernetes schema at `{}`: {}", e.path(), e.inner()))
-}
-
-fn at(kind: &str, name: &str, error: slim::ConvertError) -> String {
-    format!("{kind} {name}: {error}")
+fn at(kind: &str, metadata: &ObjectMeta, error: slim::ConvertError) -> String {
+    format!("{kind} {}: {error}", metadata.name.as_deref().unwrap_or("?"))
 }
 
 /// Notices changes under a manifest path by polling modification times and sizes: robust across
@@ -305,6 +418,72 @@ mod tests {
         assert!(text[0].contains("does not match the Kubernetes schema at `spec.ports[0].port`"), "{}", text[0]);
         assert!(text[1].contains("UPPER") && text[1].contains("DNS-1123"), "{}", text[1]);
         assert!(text[2].contains("spec.externalName"), "{}", text[2]);
+    }
+
+    #[test]
+    fn json_lists_nest_keep_the_last_duplicate_key_and_read_escapes() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "a.json",
+            r#"
+            {"kind": "Deployment", "apiVersion": "v1", "kind": "List", "metadata": {}, "items": [
+              {"apiVersion": "v1", "kind": "List", "items": [
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "inner"}}
+              ]},
+              {"apiVersion": "v1", "kind": "Serv\u0069ce", "metadata": {"name": "web", "namespace": "inner"}},
+              {"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": "not checked"}},
+              {"apiVersion": "v1", "kind": "List", "items": {"not": "an array"}}
+            ]}
+            "#,
+        );
+        write(
+            dir.path(),
+            "b.yaml",
+            "apiVersion: v1\nkind: PodList\nitems:\n- apiVersion: v1\n  kind: Pod\n  metadata: {name: p, namespace: inner}\n  status: {podIP: 10.244.0.1}\n",
+        );
+        let state = load_path(dir.path()).unwrap();
+        assert!(state.namespaces.contains_key("inner"));
+        assert_eq!(state.services.len(), 1);
+        assert_eq!(state.pods.len(), 1);
+    }
+
+    #[test]
+    fn json_item_errors_name_the_item_and_the_position_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "{\"apiVersion\": \"v1\", \"kind\": \"List\", \"items\": [\n  {\"apiVersion\": \"v1\", \"kind\": \"Namespace\", \"metadata\": {\"name\": \"a\"}},\n  {\"apiVersion\": \"v1\", \"kind\": \"Service\", \"metadata\": {\"name\": \"web\"},\n   \"spec\": {\"ports\": [{\"port\": \"many\"}]}}\n]}\n";
+        write(dir.path(), "schema.json", text);
+        write(dir.path(), "item.json", r#"{"apiVersion": "v1", "kind": "List", "items": [{"kind": "Pod"}, 5]}"#);
+        write(
+            dir.path(),
+            "kind.json",
+            r#"{"apiVersion": "v1", "kind": "List", "items": [{"apiVersion": "v1", "kind": 3}]}"#,
+        );
+        write(dir.path(), "mapping.json", "[]");
+        write(
+            dir.path(),
+            "name.json",
+            r#"{"apiVersion": "v1", "kind": "List", "items": [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "UPPER"}}]}"#,
+        );
+        let errors = load_path(dir.path()).unwrap_err().0;
+        let text_of = |file: &str| {
+            let error = errors.iter().find(|e| e.file.ends_with(file)).unwrap();
+            assert_eq!(error.document, 1);
+            error.reason.clone()
+        };
+        assert_eq!(text_of("item.json"), "items[0]: `apiVersion` is missing", "the first bad item stops the list");
+        assert_eq!(text_of("kind.json"), "items[0]: `kind` is missing");
+        assert_eq!(text_of("mapping.json"), "a Kubernetes object must be a mapping");
+        assert!(text_of("name.json").starts_with("items[0]: Pod UPPER: metadata.name"), "{}", text_of("name.json"));
+        // Line 4 of the file, just past `"many"`: the position counts in the file, not in the item.
+        let column = text.lines().nth(3).unwrap().find("\"many\"").unwrap() + "\"many\"".len();
+        assert_eq!(
+            text_of("schema.json"),
+            format!(
+                "items[1]: Service does not match the Kubernetes schema at `spec.ports[0].port`: \
+                 invalid type: string \"many\", expected i32 at line 4 column {column}"
+            )
+        );
     }
 
     #[test]
