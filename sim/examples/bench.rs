@@ -128,7 +128,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         writer_tasks.push(tokio::spawn(async move {
             let mut next = tokio::time::Instant::now() + gap.mul_f64(f64::from(u32::try_from(w).unwrap_or(0)) / 4.0);
             let mut times = Vec::new();
-            for _ in 0..total / writers {
+            for i in 0..total / writers {
                 next += gap;
                 tokio::time::sleep_until(next).await;
                 let t = Instant::now();
@@ -136,7 +136,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .patch(
                         "tick",
                         &kube::api::PatchParams::default(),
-                        &kube::api::Patch::Merge(json!({"data": {"t": micros_now().to_string()}})),
+                        // `w` makes every write a change: two writers in the same microsecond would otherwise
+                        // send the same body, a no-op the API server answers without an event
+                        &kube::api::Patch::Merge(
+                            json!({"data": {"t": micros_now().to_string(), "w": format!("{w}-{i}")}}),
+                        ),
                     )
                     .await;
                 if r.is_ok() {
