@@ -247,21 +247,17 @@ impl<'a> Body<'a> {
 fn in_file(file: &str, text: &str, error: &serde_json::Error) -> String {
     let message = error.to_string();
     let suffix = format!(" at line {} column {}", error.line(), error.column());
-    let (Some(message), Some(line)) = (message.strip_suffix(&suffix), error.line().checked_sub(1)) else {
-        return message;
+    let Some(message) = message.strip_suffix(&suffix) else { return message };
+    let offset = (text.as_ptr() as usize).saturating_sub(file.as_ptr() as usize).min(file.len());
+    let before = &file.as_bytes()[..offset];
+    // Only an error on the object's first line shares that line with text before the object.
+    let column = if error.line() == 1 {
+        let line_start = before.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        offset - line_start + error.column()
+    } else {
+        error.column()
     };
-    // serde_json's position: `column` bytes after the start of line `line`.
-    let position = |bytes: &[u8], index: usize| {
-        let start = bytes[..index].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        (1 + bytes[..start].iter().filter(|b| **b == b'\n').count(), index - start)
-    };
-    let line_start = match line {
-        0 => 0,
-        _ => text.bytes().enumerate().filter(|(_, b)| *b == b'\n').nth(line - 1).map_or(text.len(), |(i, _)| i + 1),
-    };
-    let offset = (text.as_ptr() as usize).saturating_sub(file.as_ptr() as usize);
-    let index = (offset + line_start + error.column()).min(file.len());
-    let (line, column) = position(file.as_bytes(), index);
+    let line = before.iter().filter(|b| **b == b'\n').count() + error.line();
     format!("{message} at line {line} column {column}")
 }
 
@@ -484,6 +480,16 @@ mod tests {
                  invalid type: string \"many\", expected i32 at line 4 column {column}"
             )
         );
+    }
+
+    #[test]
+    fn an_error_on_a_line_shared_with_the_list_counts_columns_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = r#"{"apiVersion": "v1", "kind": "List", "items": [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"}, "spec": {"ports": [{"port": "many"}]}}]}"#;
+        write(dir.path(), "one-line.json", text);
+        let errors = load_path(dir.path()).unwrap_err().0;
+        let column = text.find("\"many\"").unwrap() + "\"many\"".len();
+        assert!(errors[0].reason.ends_with(&format!("at line 1 column {column}")), "{}", errors[0].reason);
     }
 
     #[test]

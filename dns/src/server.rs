@@ -68,12 +68,6 @@ impl DnsServer {
             result = tcp => stopped("TCP", result),
         }
     }
-
-    /// Stops serving: both listeners close, open TCP connections are dropped.
-    pub async fn shutdown(self) -> Result<(), ServeError> {
-        drop(self);
-        Ok(())
-    }
 }
 
 fn stopped(what: &str, result: Result<Result<(), std::io::Error>, tokio::task::JoinError>) -> Result<(), ServeError> {

@@ -27,7 +27,7 @@ use crate::wire::format_error;
 
 /// How long a connection may sit without a complete request (RFC 7766 §6.2.3 suggests seconds;
 /// CoreDNS reads with a 10 s deadline). Also bounds a request that stops halfway.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to accept its answers before the connection is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Open connections at most; further clients wait in the listen backlog.

@@ -13,7 +13,8 @@ use hickory_proto::rr::{Name, RecordType};
 /// Longest name on the wire (RFC 1035 §2.3.4).
 pub const MAX_NAME: usize = 255;
 
-/// A domain name in wire form, lowercased, on the stack: the key the store is searched with.
+/// A domain name in wire form on the stack, lowercased (the key the store is searched with) unless
+/// made by [`WireName::with_case`].
 #[derive(Clone)]
 pub struct WireName {
     bytes: [u8; MAX_NAME],
@@ -23,6 +24,15 @@ pub struct WireName {
 impl WireName {
     /// The lowercase wire form of `name` (always fully qualified); `None` if it does not fit.
     pub fn from_name(name: &Name) -> Option<Self> {
+        Self::encode(name, true)
+    }
+
+    /// The wire form of `name` in its own case (a forwarded record's owner).
+    pub fn with_case(name: &Name) -> Option<Self> {
+        Self::encode(name, false)
+    }
+
+    fn encode(name: &Name, lowercase: bool) -> Option<Self> {
         let mut out = Self { bytes: [0; MAX_NAME], len: 0 };
         for label in name.iter() {
             let end = out.len + 1 + label.len();
@@ -30,8 +40,9 @@ impl WireName {
                 return None;
             }
             out.bytes[out.len] = u8::try_from(label.len()).ok()?;
-            for (slot, byte) in out.bytes[out.len + 1..end].iter_mut().zip(label) {
-                *slot = byte.to_ascii_lowercase();
+            out.bytes[out.len + 1..end].copy_from_slice(label);
+            if lowercase {
+                out.bytes[out.len + 1..end].make_ascii_lowercase();
             }
             out.len = end;
         }
@@ -481,8 +492,8 @@ pub const OPT_LEN: usize = 11;
 const DNS_CLASS_IN: u16 = 1;
 
 /// A FORMERR for a request whose header is readable but whose body is not: the header alone, with
-/// the request's ID and opcode (as hickory-server answers). `None` for fewer than 12 bytes or a
-/// response (answering responses is how reflection loops start).
+/// the request's ID and opcode (as hickory-server answers), written to `out`. False (nothing written)
+/// for fewer than 12 bytes or a response (answering responses is how reflection loops start).
 pub fn format_error(request: &[u8], out: &mut Vec<u8>) -> bool {
     let Some(&[id_hi, id_lo, flags, _]) = request.get(..4) else { return false };
     if request.len() < 12 || flags & 0x80 != 0 {

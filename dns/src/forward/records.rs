@@ -8,7 +8,7 @@
 use hickory_proto::rr::{Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
-use crate::wire::{MAX_NAME, MessageWriter, Section};
+use crate::wire::{MessageWriter, Section, WireName};
 
 #[derive(Clone, Debug, Default)]
 pub struct Forwarded {
@@ -49,12 +49,10 @@ impl Forwarded {
     /// The same records without the additional section.
     pub fn without_additionals(&self) -> Self {
         let mut blob = Vec::with_capacity(self.blob.len());
-        let mut at = 0;
-        while let Some((entry, next)) = self.entry(at) {
+        for (range, entry) in self.entries() {
             if entry.section != Section::Additional as u8 {
-                blob.extend_from_slice(&self.blob[at..next]);
+                blob.extend_from_slice(&self.blob[range]);
             }
-            at = next;
         }
         Self { blob }
     }
@@ -62,46 +60,36 @@ impl Forwarded {
     /// A copy with every TTL reduced by `age` seconds and at most `remaining` (a cache hit).
     pub fn aged(&self, age: u32, remaining: u32) -> Self {
         let mut blob = self.blob.clone();
-        let mut at = 0;
-        while let Some((entry, next)) = self.entry(at) {
-            let ttl_at = next - entry.rdata.len() - 6;
+        for (range, entry) in self.entries() {
+            // the TTL sits before rdlength (2 bytes) and rdata
+            let ttl_at = range.end - entry.rdata.len() - 6;
             let ttl = entry.ttl.saturating_sub(age).min(remaining);
             blob[ttl_at..ttl_at + 4].copy_from_slice(&ttl.to_be_bytes());
-            at = next;
         }
         Self { blob }
     }
 
     /// The TTL of every record, in order.
     pub fn ttls(&self) -> Vec<u32> {
-        let mut ttls = Vec::new();
-        let mut at = 0;
-        while let Some((entry, next)) = self.entry(at) {
-            ttls.push(entry.ttl);
-            at = next;
-        }
-        ttls
+        self.entries().map(|(_, entry)| entry.ttl).collect()
     }
 
     /// Writes the records of `section`; false when one did not fit (the writer has set TC).
     pub fn write(&self, writer: &mut MessageWriter<'_>, section: Section) -> bool {
+        self.entries().filter(|(_, entry)| entry.section == section as u8).all(|(_, entry)| {
+            writer.record_in(section, entry.owner, RecordType::from(entry.rtype), entry.class, entry.ttl, entry.rdata)
+        })
+    }
+
+    /// Every record with its byte range in the blob.
+    fn entries(&self) -> impl Iterator<Item = (std::ops::Range<usize>, Entry<'_>)> {
         let mut at = 0;
-        while let Some((entry, next)) = self.entry(at) {
-            if entry.section == section as u8
-                && !writer.record_in(
-                    section,
-                    entry.owner,
-                    RecordType::from(entry.rtype),
-                    entry.class,
-                    entry.ttl,
-                    entry.rdata,
-                )
-            {
-                return false;
-            }
+        std::iter::from_fn(move || {
+            let (entry, next) = self.entry(at)?;
+            let range = at..next;
             at = next;
-        }
-        true
+            Some((range, entry))
+        })
     }
 
     fn entry(&self, at: usize) -> Option<(Entry<'_>, usize)> {
@@ -121,8 +109,8 @@ impl Forwarded {
 }
 
 fn push(blob: &mut Vec<u8>, scratch: &mut Vec<u8>, section: Section, record: &Record) {
-    let mut owner = [0u8; MAX_NAME];
-    let Some(owner_len) = owner_wire(record, &mut owner) else { return };
+    let Some(owner) = WireName::with_case(&record.name) else { return };
+    let owner = owner.as_bytes();
     // Names inside rdata uncompressed and in their own case: the writer compresses the types it may.
     scratch.clear();
     let mut encoder = BinEncoder::new(scratch);
@@ -132,29 +120,13 @@ fn push(blob: &mut Vec<u8>, scratch: &mut Vec<u8>, section: Section, record: &Re
     }
     let Ok(rdlength) = u16::try_from(scratch.len()) else { return };
     blob.push(section as u8);
-    blob.push(u8::try_from(owner_len).unwrap_or(0));
-    blob.extend_from_slice(&owner[..owner_len]);
+    blob.push(u8::try_from(owner.len()).unwrap_or(0));
+    blob.extend_from_slice(owner);
     blob.extend_from_slice(&u16::from(record.record_type()).to_be_bytes());
     blob.extend_from_slice(&u16::from(record.dns_class).to_be_bytes());
     blob.extend_from_slice(&record.ttl.to_be_bytes());
     blob.extend_from_slice(&rdlength.to_be_bytes());
     blob.extend_from_slice(scratch);
-}
-
-/// The owner's uncompressed wire form, case kept; `None` if it does not fit a name.
-fn owner_wire(record: &Record, out: &mut [u8; MAX_NAME]) -> Option<usize> {
-    let mut len = 0;
-    for label in record.name.iter() {
-        let end = len + 1 + label.len();
-        if label.is_empty() || label.len() > 63 || end >= MAX_NAME {
-            return None;
-        }
-        out[len] = u8::try_from(label.len()).ok()?;
-        out[len + 1..end].copy_from_slice(label);
-        len = end;
-    }
-    out[len] = 0;
-    Some(len + 1)
 }
 
 #[cfg(test)]

@@ -265,7 +265,7 @@ pub fn reconcile(store: &Store, pass: Pass<'_>) {
         Pass::Full => reconcile_all(store),
         Pass::Changes(changes) => {
             let mut pods = PodsByNamespace::default();
-            for (ns, name) in touched_services(store, changes, &mut pods) {
+            for (ns, name) in touched_services(store, changes) {
                 sync_service(store, &ns, &name, pods.get(store, &ns));
             }
         }
@@ -283,7 +283,7 @@ impl PodsByNamespace {
 }
 
 /// The services whose slices and Endpoints the changes may alter.
-fn touched_services(store: &Store, changes: &[Arc<Change>], pods: &mut PodsByNamespace) -> BTreeSet<(String, String)> {
+fn touched_services(store: &Store, changes: &[Arc<Change>]) -> BTreeSet<(String, String)> {
     let services_rt = builtin("", "services");
     let mut touched = BTreeSet::new();
     let mut services_by_ns: HashMap<String, Vec<Arc<Value>>> = HashMap::new();
@@ -308,7 +308,6 @@ fn touched_services(store: &Store, changes: &[Arc<Change>], pods: &mut PodsByNam
                         touched.insert((ns.clone(), meta::name(svc).to_owned()));
                     }
                 }
-                pods.get(store, &ns);
             }
             _ => {
                 let slices = std::iter::once(&change.object).chain(change.prev.as_ref());
