@@ -158,6 +158,16 @@ struct ControllerArgs {
 
 #[derive(Args)]
 struct LocalArgs {
+    /// Use this existing cluster instead of starting the stand-in (then the stand-in's flags do not apply).
+    #[arg(long, env = "ROSTER_KUBECONFIG", conflicts_with_all = ["data_dir", "api", "pod_ready_ms"])]
+    kubeconfig: Option<PathBuf>,
+    /// With --kubeconfig: also reconcile apps/v1 StatefulSets (only where kube-controller-manager's own
+    /// StatefulSet controller is off). The stand-in has none, so there roster always does.
+    #[arg(long, env = "ROSTER_MANAGE_STATEFULSETS", requires = "kubeconfig")]
+    manage_statefulsets: bool,
+    /// With --kubeconfig: create the IdentitySet CRD at start when it is missing (the stand-in always does).
+    #[arg(long, env = "ROSTER_INSTALL_CRD", requires = "kubeconfig")]
+    install_crd: bool,
     /// Keep the stand-in cluster's state here (survives restarts); default: in memory.
     #[arg(long, env = "ROSTER_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -414,21 +424,29 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
 async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     let synth = args.zone.synth_config()?;
     let config = DnsConfig::new(&args.zone.zone, args.ttl, args.zone.pod_mode()).context("--zone/--ttl")?;
-    let sim_config = roster_sim::SimConfig {
-        api_addr: args.api,
-        data_dir: args.data_dir.clone(),
-        ready_delay: Duration::from_millis(args.pod_ready_ms),
-        ..roster_sim::SimConfig::default()
+    // Either an existing cluster, or the stand-in (which has no StatefulSet controller of its own:
+    // roster's fills that role).
+    let (sim, kubeconfig, manage_statefulsets, install_crd) = match &args.kubeconfig {
+        Some(path) => (None, path.clone(), args.manage_statefulsets, args.install_crd),
+        None => {
+            let sim_config = roster_sim::SimConfig {
+                api_addr: args.api,
+                data_dir: args.data_dir.clone(),
+                ready_delay: Duration::from_millis(args.pod_ready_ms),
+                ..roster_sim::SimConfig::default()
+            };
+            let sim = roster_sim::start(sim_config).await.context("starting the stand-in cluster")?;
+            let kubeconfig = sim.kubeconfig_path().to_path_buf();
+            (Some(sim), kubeconfig, true, true)
+        }
     };
-    let sim = roster_sim::start(sim_config).await.context("starting the stand-in cluster")?;
 
     // The controller talks to the stand-in exactly as to a real cluster: kube-rs over HTTP.
-    let client = kube_client(Some(&sim.kubeconfig_path().to_path_buf())).await?;
+    let client = kube_client(Some(&kubeconfig)).await?;
     let hub = Hub::default();
     let (synced_tx, mut synced) = tokio::sync::watch::channel(false);
     let watch = tokio::spawn(roster_controller::kube_source::run(client.clone(), synth, hub.clone(), synced_tx));
-    // The stand-in has no StatefulSet controller of its own: roster's fills that role.
-    let identity = tokio::spawn(run_identity(client, hub.clone(), true, true));
+    let identity = tokio::spawn(run_identity(client, hub.clone(), manage_statefulsets, install_crd));
     let listener =
         tokio::net::TcpListener::bind(args.stream).await.with_context(|| format!("--stream {}", args.stream))?;
     let router = roster_controller::stream::router(hub.clone(), Duration::from_secs(5));
@@ -441,12 +459,12 @@ async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(30), synced.wait_for(|synced| *synced)).await;
     let dns_addr = args.dns;
 
-    let kubeconfig = sim.kubeconfig_path().display().to_string();
-    println!(
-        "roster local is up: Kubernetes API {}, DNS {dns_addr} (UDP+TCP), record stream http://{}",
-        sim.url(),
-        args.stream
-    );
+    let api = match &sim {
+        Some(sim) => sim.url(),
+        None => format!("{} (--kubeconfig)", kubeconfig.display()),
+    };
+    let kubeconfig = kubeconfig.display();
+    println!("roster local is up: Kubernetes API {api}, DNS {dns_addr} (UDP+TCP), record stream http://{}", args.stream);
     println!();
     println!("  export KUBECONFIG={kubeconfig}");
     println!("  kubectl apply -f deploy/examples/local/statefulset-web.yaml");
@@ -463,7 +481,9 @@ async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     watch.abort();
     identity.abort();
     follower.abort();
-    sim.shutdown().await;
+    if let Some(sim) = sim {
+        sim.shutdown().await;
+    }
     result
 }
 

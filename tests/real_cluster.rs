@@ -1,0 +1,214 @@
+//! roster against a real control plane (scripts/cluster.sh: etcd, kube-apiserver with RBAC and Node
+//! authorizers, kube-controller-manager with its own controllers, kube-scheduler, kwok nodes): deploy/
+//! applied with server-side apply and strict validation, roster with nothing but its ServiceAccount's
+//! token, EndpointSlices written by the real EndpointSlice controller, dig over UDP and TCP against two
+//! DNS replicas, an API server restart and an etcd compaction. These tests fail, not skip, when the
+//! cluster cannot start.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod real_support;
+mod support;
+
+use std::time::Duration;
+
+use real_support::RealCluster;
+use support::process::{Proc, dig, free_port, http_get, short};
+
+/// deploy/overlays/kind rendered by kubectl's kustomize.
+fn rendered_deploy(cluster: &RealCluster) -> String {
+    cluster.kubectl_ok(&["kustomize", &format!("{}/deploy/overlays/kind", real_support::ROOT)])
+}
+
+/// Applies deploy/ (server-side, strict field validation) and waits for the CRD to be served.
+fn apply_deploy(cluster: &RealCluster) {
+    let yaml = rendered_deploy(cluster);
+    let out = cluster.kubectl_as(
+        &cluster.kubeconfig,
+        &["apply", "--server-side", "--field-manager=roster-test", "--validate=strict", "-f", "-"],
+        Some(&yaml),
+    );
+    assert!(out.ok, "deploy/overlays/kind does not apply: {}{}", out.stdout, out.stderr);
+    cluster.kubectl_ok(&["wait", "--for=condition=Established", "crd/identitysets.roster.dev", "--timeout=60s"]);
+}
+
+/// Fails when roster's log shows the API server refusing it something (an RBAC denial).
+fn assert_no_denials(log: &str) {
+    let denied: Vec<&str> =
+        log.lines().filter(|l| l.contains("forbidden") || l.contains("Forbidden") || l.contains("403")).collect();
+    assert!(denied.is_empty(), "roster was refused by the API server:\n{}", denied.join("\n"));
+}
+
+const WORKLOAD: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: nginx, labels: {app: nginx}}
+spec:
+  clusterIP: None
+  selector: {app: nginx}
+  ports: [{name: web, port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: front}
+spec:
+  selector: {app: nginx}
+  ports: [{name: http, port: 8080, targetPort: 80}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web}
+spec:
+  serviceName: nginx
+  replicas: 3
+  selector: {matchLabels: {app: nginx}}
+  template:
+    metadata: {labels: {app: nginx}}
+    spec:
+      containers:
+      - name: nginx
+        image: registry.k8s.io/nginx-slim:0.8
+        ports: [{name: web, containerPort: 80}]
+"#;
+
+fn pod_ip(cluster: &RealCluster, name: &str) -> Option<String> {
+    let out = cluster.kubectl(&["get", "pod", name, "-o", "jsonpath={.status.podIP}"]);
+    (out.ok && !out.stdout.is_empty()).then(|| out.stdout.trim().to_owned())
+}
+
+fn cluster_ip(cluster: &RealCluster, service: &str) -> String {
+    cluster.kubectl_ok(&["get", "service", service, "-o", "jsonpath={.spec.clusterIP}"]).trim().to_owned()
+}
+
+/// Every replica answers `name A` with exactly `want`, over UDP and over TCP.
+fn all_answer(replicas: &[u16], name: &str, want: &[String]) -> bool {
+    replicas.iter().all(|&port| {
+        short(port, name, "A") == want && sorted(&dig(port, &[name, "A", "+short", "+tcp"])) == want
+    })
+}
+
+fn sorted(text: &str) -> Vec<String> {
+    support::process::sorted_lines(text)
+}
+
+fn rcode(port: u16, name: &str) -> String {
+    support::process::status(port, name)
+}
+
+#[test]
+fn deploy_applies_unchanged_to_a_real_api_server() {
+    let cluster = RealCluster::up(&[]);
+    apply_deploy(&cluster);
+    // Applying the same manifests again is a no-op, not a conflict.
+    apply_deploy(&cluster);
+    let explain = cluster.kubectl_ok(&["explain", "identitysets.spec"]);
+    assert!(explain.contains("volumeClaimTemplates") && explain.contains("replicas"), "{explain}");
+    let crd = roster_crd_yaml();
+    let out = cluster.kubectl_as(
+        &cluster.kubeconfig,
+        &["apply", "--server-side", "--field-manager=roster-crd", "--force-conflicts", "--validate=strict", "-f", "-"],
+        Some(&crd),
+    );
+    assert!(out.ok, "`roster crd` is refused: {}", out.stderr);
+}
+
+fn roster_crd_yaml() -> String {
+    let out = std::process::Command::new(support::process::ROSTER).arg("crd").output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// kwok pods → EndpointSlices of the real EndpointSlice controller → `roster controller` (only its
+/// ServiceAccount token) → two `roster dns` replicas; through a kube-apiserver restart and an etcd
+/// compaction that makes every watch resume with 410 Gone.
+#[test]
+fn the_pipeline_follows_a_real_cluster_with_least_privilege() {
+    let cluster = RealCluster::up(&[]);
+    apply_deploy(&cluster);
+    let token = cluster.token_kubeconfig("kube-system", "roster-controller");
+    let stream = free_port();
+    let controller = Proc::roster(&[
+        "controller",
+        "--kubeconfig",
+        token.to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{stream}"),
+    ]);
+    let replicas = [free_port(), free_port()];
+    let dns: Vec<Proc> = replicas
+        .iter()
+        .map(|port| {
+            Proc::roster(&[
+                "dns",
+                "--controller",
+                &format!("http://127.0.0.1:{stream}"),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+        })
+        .collect();
+    let logs = || format!("{}\n-----\n{}\n-----\n{}", controller.log(), dns[0].log(), cluster.logs());
+    let ready = cluster.eventually("the controller's watches to sync", Duration::from_secs(60), || {
+        http_get(stream, "/readyz").filter(|(status, _)| status.contains("200"))
+    });
+    drop(ready);
+
+    cluster.apply(WORKLOAD);
+    cluster.kubectl_ok(&["rollout", "status", "statefulset/web", "--timeout=120s"]);
+    let ips: Vec<String> = (0..3).map(|i| pod_ip(&cluster, &format!("web-{i}")).unwrap()).collect();
+    for ip in &ips {
+        assert!(ip.starts_with("10.244."), "kwok gives pod IPs from 10.244.0.0/16: {ip}");
+    }
+    let mut all = ips.clone();
+    all.sort();
+    for (i, ip) in ips.iter().enumerate() {
+        let name = format!("web-{i}.nginx.default.svc.cluster.local");
+        cluster.eventually(&format!("{name} on both replicas"), Duration::from_secs(30), || {
+            all_answer(&replicas, &name, std::slice::from_ref(ip)).then_some(())
+        });
+    }
+    cluster.eventually("the headless service", Duration::from_secs(30), || {
+        all_answer(&replicas, "nginx.default.svc.cluster.local", &all).then_some(())
+    });
+    let front = cluster_ip(&cluster, "front");
+    assert!(all_answer(&replicas, "front.default.svc.cluster.local", std::slice::from_ref(&front)), "{}", logs());
+    let srv = sorted(&dig(replicas[0], &["_web._tcp.nginx.default.svc.cluster.local", "SRV", "+short"]));
+    assert_eq!(srv.len(), 3, "{srv:?}");
+
+    // Scaled down: the removed pod's name is NXDOMAIN on every replica.
+    cluster.kubectl_ok(&["scale", "statefulset/web", "--replicas=2"]);
+    cluster.eventually("web-2 gone from DNS", Duration::from_secs(60), || {
+        replicas.iter().all(|&p| rcode(p, "web-2.nginx.default.svc.cluster.local") == "NXDOMAIN").then_some(())
+    });
+
+    // The API server goes away and comes back: the controller's watches resume, nothing is lost.
+    cluster.restart("kube-apiserver");
+    cluster.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: after-restart}\nspec:\n  ports: [{name: http, port: 80}]\n",
+    );
+    let after = cluster_ip(&cluster, "after-restart");
+    cluster.eventually("a service created after the restart", Duration::from_secs(60), || {
+        all_answer(&replicas, "after-restart.default.svc.cluster.local", std::slice::from_ref(&after)).then_some(())
+    });
+
+    // History compacted, then the API server restarted: every watch resumes from a compacted
+    // resourceVersion, gets 410 Gone and lists again.
+    for i in 0..20 {
+        cluster.kubectl_ok(&["annotate", "service", "front", &format!("churn={i}"), "--overwrite"]);
+    }
+    cluster.kubectl_ok(&["delete", "service", "after-restart"]);
+    cluster.compact();
+    cluster.restart("kube-apiserver");
+    cluster.kubectl_ok(&["scale", "statefulset/web", "--replicas=1"]);
+    cluster.eventually("after the compaction, web-1 NXDOMAIN and after-restart gone", Duration::from_secs(60), || {
+        replicas
+            .iter()
+            .all(|&p| {
+                rcode(p, "web-1.nginx.default.svc.cluster.local") == "NXDOMAIN"
+                    && rcode(p, "after-restart.default.svc.cluster.local") == "NXDOMAIN"
+            })
+            .then_some(())
+    });
+    assert!(all_answer(&replicas, "web-0.nginx.default.svc.cluster.local", &ips[..1]), "{}", logs());
+    assert!(all_answer(&replicas, "front.default.svc.cluster.local", std::slice::from_ref(&front)), "{}", logs());
+    assert_no_denials(&controller.log());
+}

@@ -1,0 +1,124 @@
+//! Differential identity: the same scenario scripts against the upstream StatefulSet controller in a
+//! real kube-controller-manager, and against roster's identity controller — for IdentitySets beside the
+//! upstream controller, and for apps/v1 StatefulSets on a cluster started without it. roster runs with
+//! nothing but deploy/'s ServiceAccount token. Every difference in the observable trace (pod and claim
+//! creations and deletions in order, revisions, status transitions, Event reasons and messages) fails,
+//! unless docs/identity-divergences.md lists it as deliberate.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod real_support;
+mod support;
+
+use std::path::PathBuf;
+
+use real_support::RealCluster;
+use real_support::scenarios::{self, Target, differences};
+use support::process::{Proc, free_port};
+
+/// MaxUnavailableStatefulSet is beta and off by default in 1.36; on, so that maxUnavailable is compared.
+const GATES: &str = "MaxUnavailableStatefulSet=true";
+
+fn apply_deploy(cluster: &RealCluster) {
+    let yaml = cluster.kubectl_ok(&["kustomize", &format!("{}/deploy/overlays/kind", real_support::ROOT)]);
+    let out = cluster.kubectl_as(&cluster.kubeconfig, &["apply", "--server-side", "-f", "-"], Some(&yaml));
+    assert!(out.ok, "{}", out.stderr);
+    cluster.kubectl_ok(&["wait", "--for=condition=Established", "crd/identitysets.roster.dev", "--timeout=60s"]);
+}
+
+/// `roster local --kubeconfig` with the controller's ServiceAccount token.
+fn start_roster(cluster: &RealCluster, manage_statefulsets: bool) -> Proc {
+    let token = cluster.token_kubeconfig("kube-system", "roster-controller");
+    let (dns, stream) = (free_port(), free_port());
+    let mut args = vec![
+        "local".to_owned(),
+        "--kubeconfig".to_owned(),
+        token.to_str().unwrap().to_owned(),
+        "--dns".to_owned(),
+        format!("127.0.0.1:{dns}"),
+        "--stream".to_owned(),
+        format!("127.0.0.1:{stream}"),
+    ];
+    if manage_statefulsets {
+        args.push("--manage-statefulsets".to_owned());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proc = Proc::roster(&args);
+    cluster.eventually("roster local to start", std::time::Duration::from_secs(60), || {
+        proc.log().contains("roster local is up").then_some(())
+    });
+    proc
+}
+
+fn target(cluster: &RealCluster, name: &str, namespace: String, kind: &'static str) -> Target {
+    Target {
+        name: name.to_owned(),
+        kubectl: cluster.bin.join("kubectl"),
+        kubeconfig: cluster.kubeconfig.clone(),
+        namespace,
+        kind,
+    }
+}
+
+/// Deliberate divergences, one scenario name per line in the table of docs/identity-divergences.md
+/// (`| scenario | stream | what | why |`).
+fn deliberate() -> Vec<(String, String)> {
+    let path = PathBuf::from(real_support::ROOT).join("docs/identity-divergences.md");
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            (cells.len() >= 5 && !cells[1].is_empty() && cells[1] != "scenario" && !cells[1].starts_with('-'))
+                .then(|| (cells[1].to_owned(), cells[2].to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn roster_matches_the_upstream_statefulset_controller() {
+    let filter = std::env::var("ROSTER_SCENARIOS").ok();
+    let upstream = RealCluster::up(&["--feature-gates", GATES]);
+    let without = RealCluster::up(&["--without-statefulset-controller", "--feature-gates", GATES]);
+    apply_deploy(&upstream);
+    apply_deploy(&without);
+    let roster_beside = start_roster(&upstream, false);
+    let roster_owner = start_roster(&without, true);
+
+    let mut failures = Vec::new();
+    let mut report = String::new();
+    let allowed = deliberate();
+    for scenario in scenarios::all() {
+        if filter.as_deref().is_some_and(|f| !f.split(',').any(|name| name == scenario.name)) {
+            continue;
+        }
+        let targets = [
+            target(&upstream, "upstream StatefulSet", format!("u-{}", scenario.name), "StatefulSet"),
+            target(&upstream, "roster IdentitySet", format!("i-{}", scenario.name), "IdentitySet"),
+            target(&without, "roster StatefulSet", format!("r-{}", scenario.name), "StatefulSet"),
+        ];
+        let traces: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = targets.iter().map(|t| scope.spawn(|| t.run(&scenario))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        report.push_str(&format!("# {}\n", scenario.name));
+        for step in &traces[0] {
+            report.push_str(&step.render());
+        }
+        for (t, trace) in targets.iter().zip(&traces).skip(1) {
+            let diffs = differences(&traces[0], trace);
+            let excused = allowed.iter().any(|(name, _)| name == scenario.name);
+            if !diffs.is_empty() && !excused {
+                failures.push(format!("=== {} — {} differs from upstream:\n{}", scenario.name, t.name, diffs.join("\n")));
+            }
+        }
+    }
+    let out = std::env::temp_dir().join("roster-identity-traces.md");
+    std::fs::write(&out, &report).unwrap();
+    eprintln!("upstream traces: {}", out.display());
+    let logs = format!("roster beside upstream:\n{}\nroster owning StatefulSets:\n{}", tail(&roster_beside.log()), tail(&roster_owner.log()));
+    assert!(failures.is_empty(), "{}\n\n{logs}", failures.join("\n\n"));
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
