@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A real Kubernetes control plane on loopback, built from the Go modules pinned in tools/k8s/:
-# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, and kwok for the kubelets.
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, and kwok for the kubelets
+# (with tools/k8s/kwok/pod-finalizer.py completing pod deletions as a kubelet does).
 #
 #   scripts/cluster.sh build                 build the binaries into the cache (skips what exists)
 #   scripts/cluster.sh bin                   print the directory holding them (builds first)
@@ -210,6 +211,8 @@ extendedKeyUsage=serverAuth"
     --config "$TOOLS/kwok/stages.yaml" \
     --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
     --cidr 10.244.0.0/16 --node-ip 127.0.0.1 --server-address "127.0.0.1:$kwok_port"
+
+  start "$DIR" pod-finalizer python3 "$TOOLS/kwok/pod-finalizer.py" "$server" "$pki/ca.crt" "$pki/kwok.crt" "$pki/kwok.key"
 
   local kubectl=("$bin/kubectl" --kubeconfig "$DIR/kubeconfig")
   {

@@ -10,6 +10,8 @@ command -v kubectl >/dev/null || need_apt+=(kubectl)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v setpriv >/dev/null || need_apt+=(util-linux)
 command -v knotd >/dev/null || need_apt+=(knot)
+command -v openssl >/dev/null || need_apt+=(openssl)
+command -v curl >/dev/null || need_apt+=(curl)
 if ((${#need_apt[@]})); then
   echo "installing: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -20,6 +22,13 @@ if ((${#need_apt[@]})); then
   }
 fi
 python3 -c 'import kubernetes' 2>/dev/null || pip install -q kubernetes
+
+# The real control plane the tests run against (tests/real_*.rs): Kubernetes' own programs, built from
+# the Go modules pinned in tools/k8s/ into a cache outside the repository (minutes cold, nothing warm).
+command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
+start=$SECONDS
+scripts/cluster.sh build
+echo "control plane binaries ready in $((SECONDS - start)) s"
 
 # Disk is the scarcest resource on CI machines; say how much there is so a failure is easy to read.
 df -h . | tail -1 | awk '{print "disk free for target/: " $4}'

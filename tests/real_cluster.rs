@@ -212,3 +212,150 @@ fn the_pipeline_follows_a_real_cluster_with_least_privilege() {
     assert!(all_answer(&replicas, "front.default.svc.cluster.local", std::slice::from_ref(&front)), "{}", logs());
     assert_no_denials(&controller.log());
 }
+
+/// What roster must do with its ServiceAccount alone, in namespace `ns`: run a StatefulSet and an
+/// IdentitySet with claims to Ready (pods, claims, revisions, status, Events) and publish them in DNS.
+/// `Err` says what did not happen.
+fn least_privilege_smoke(cluster: &RealCluster, ns: &str) -> Result<(), String> {
+    cluster.kubectl_ok(&["create", "namespace", ns]);
+    cluster.eventually("the default ServiceAccount", Duration::from_secs(30), || {
+        cluster.kubectl(&["get", "serviceaccount", "default", "-n", ns]).ok.then_some(())
+    });
+    // A fresh candidate must not wait out the previous one's Lease.
+    let _ = cluster.kubectl(&["delete", "lease", "-n", "kube-system", "roster-identity-controller", "--ignore-not-found"]);
+    let token = cluster.token_kubeconfig("kube-system", "roster-controller");
+    let dns = free_port();
+    let roster = Proc::roster(&[
+        "local",
+        "--kubeconfig",
+        token.to_str().unwrap(),
+        "--manage-statefulsets",
+        "--dns",
+        &format!("127.0.0.1:{dns}"),
+        "--stream",
+        &format!("127.0.0.1:{}", free_port()),
+    ]);
+    let statefulset = WORKLOAD_WITH_CLAIMS.split("---\n").nth(1).unwrap();
+    let identityset = statefulset
+        .replace("kind: StatefulSet", "kind: IdentitySet")
+        .replace("apps/v1", "roster.dev/v1")
+        .replace("metadata: {name: web}", "metadata: {name: idweb}")
+        .replace("{app: nginx}", "{app: idweb}");
+    let sets = format!("{WORKLOAD_WITH_CLAIMS}---\n{identityset}");
+    let out = cluster.kubectl_as(&cluster.kubeconfig, &["apply", "-n", ns, "-f", "-"], Some(&sets));
+    assert!(out.ok, "{}", out.stderr);
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    let mut missing = String::from("nothing checked");
+    while std::time::Instant::now() < deadline {
+        let log = roster.log();
+        if let Some(line) = log.lines().find(|l| l.contains("forbidden") || l.contains("Forbidden")) {
+            return Err(format!("refused: {line}"));
+        }
+        missing = smoke_missing(cluster, ns, dns);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Err(missing)
+}
+
+/// What the smoke workload still lacks; empty when everything is there.
+fn smoke_missing(cluster: &RealCluster, ns: &str, dns: u16) -> String {
+    let ready = |resource: &str| {
+        cluster
+            .kubectl(&["get", resource, "-n", ns, "-o", "jsonpath={.status.readyReplicas}"])
+            .stdout
+            .trim()
+            .to_owned()
+    };
+    if ready("statefulset/web") != "2" {
+        return "StatefulSet web not 2/2 ready".into();
+    }
+    if ready("identityset/idweb") != "2" {
+        return "IdentitySet idweb not 2/2 ready".into();
+    }
+    let claims = cluster.kubectl(&["get", "pvc", "-n", ns, "-o", "name"]).stdout;
+    for claim in ["www-web-0", "www-web-1", "www-idweb-0", "www-idweb-1"] {
+        if !claims.contains(claim) {
+            return format!("claim {claim} missing");
+        }
+    }
+    let events = cluster.kubectl(&["get", "events", "-n", ns, "-o", "jsonpath={.items[*].reason}"]).stdout;
+    if !events.contains("SuccessfulCreate") {
+        return "no SuccessfulCreate Event".into();
+    }
+    let ip = pod_ip_in(cluster, ns, "web-1").unwrap_or_default();
+    if ip.is_empty() || short(dns, &format!("web-1.nginx.{ns}.svc.cluster.local"), "A") != [ip] {
+        return "web-1 not in DNS".into();
+    }
+    String::new()
+}
+
+fn pod_ip_in(cluster: &RealCluster, ns: &str, name: &str) -> Option<String> {
+    let out = cluster.kubectl(&["get", "pod", name, "-n", ns, "-o", "jsonpath={.status.podIP}"]);
+    (out.ok && !out.stdout.is_empty()).then(|| out.stdout.trim().to_owned())
+}
+
+const WORKLOAD_WITH_CLAIMS: &str = r#"apiVersion: v1
+kind: Service
+metadata: {name: nginx}
+spec:
+  clusterIP: None
+  selector: {app: nginx}
+  ports: [{name: web, port: 80}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web}
+spec:
+  serviceName: nginx
+  replicas: 2
+  selector: {matchLabels: {app: nginx}}
+  template:
+    metadata: {labels: {app: nginx}}
+    spec:
+      containers: [{name: nginx, image: registry.k8s.io/nginx-slim:0.8}]
+  volumeClaimTemplates:
+  - metadata: {name: www}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {requests: {storage: 1Gi}}
+"#;
+
+/// Every rule of deploy/'s ClusterRole and leader-election Role is needed: with any one removed, roster
+/// (with only its ServiceAccount) can no longer do its job, and with all of them it can.
+#[test]
+fn every_rule_of_roster_controller_rbac_is_needed() {
+    let cluster = RealCluster::up(&["--without-statefulset-controller"]);
+    apply_deploy(&cluster);
+    least_privilege_smoke(&cluster, "full").unwrap_or_else(|e| panic!("with every rule: {e}\n{}", cluster.logs()));
+    let mut unneeded = Vec::new();
+    for (kind, name, namespace) in
+        [("clusterrole", "roster-controller", None), ("role", "roster-controller-leader-election", Some("kube-system"))]
+    {
+        let mut get = vec!["get", kind, name];
+        if let Some(ns) = namespace {
+            get.extend(["-n", ns]);
+        }
+        let original = cluster.get_json(&get);
+        let rules = original["rules"].as_array().unwrap().clone();
+        for (i, rule) in rules.iter().enumerate() {
+            let mut cut = original.clone();
+            cut["rules"].as_array_mut().unwrap().remove(i);
+            cut["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+            let out = cluster.kubectl_as(&cluster.kubeconfig, &["replace", "-f", "-"], Some(&cut.to_string()));
+            assert!(out.ok, "{}", out.stderr);
+            let ns = format!("{}-{i}", if namespace.is_some() { "role" } else { "clusterrole" });
+            match least_privilege_smoke(&cluster, &ns) {
+                Ok(()) => unneeded.push(format!("{kind} {name}: {rule}")),
+                Err(why) => eprintln!("without {rule}: {why}"),
+            }
+            let mut back = original.clone();
+            back["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+            let out = cluster.kubectl_as(&cluster.kubeconfig, &["replace", "-f", "-"], Some(&back.to_string()));
+            assert!(out.ok, "{}", out.stderr);
+        }
+    }
+    assert!(unneeded.is_empty(), "rules roster works without:\n{}", unneeded.join("\n"));
+}

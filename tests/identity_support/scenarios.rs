@@ -167,8 +167,8 @@ pub async fn create_in_order(kind: Kind, dns: bool) {
     let k = kind.kind();
     let mut expected = Vec::new();
     for i in 0..3 {
-        expected.push(format!("create Claim www-web-{i} Pod web-{i} in {k} web success"));
-        expected.push(format!("create Pod web-{i} in {k} web successful"));
+        expected.push(format!("Create Claim www-web-{i} Pod web-{i} in {k} web success"));
+        expected.push(format!("Create Pod web-{i} in {k} web successful"));
     }
     let positions: Vec<usize> = expected
         .iter()
@@ -260,7 +260,7 @@ pub async fn scale_up_and_down(kind: Kind) {
     assert!(pos(&e, "web-0", |s| *s == Step::Terminating).is_none());
     assert!(pos(&e, "web-1", |s| *s == Step::Terminating).is_none());
     let notes = c.event_notes().await;
-    assert!(notes.contains(&format!("delete Pod web-4 in {} web successful", kind.kind())), "{notes:#?}");
+    assert!(notes.contains(&format!("Delete Pod web-4 in {} web successful", kind.kind())), "{notes:#?}");
     // Retained by default.
     let claims = pvc_uids(&c).await;
     for i in 0..5 {
@@ -630,7 +630,7 @@ pub async fn failed_pod_replaced(kind: Kind) {
     })
     .await;
     let notes = c.event_notes().await;
-    assert!(notes.contains(&format!("delete Pod web-1 in {} web successful", kind.kind())), "{notes:#?}");
+    assert!(notes.contains(&format!("Delete Pod web-1 in {} web successful", kind.kind())), "{notes:#?}");
 }
 
 /// `ordinals.start` names pods from it; `minReadySeconds` holds the next ordinal until the previous pod

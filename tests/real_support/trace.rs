@@ -254,8 +254,10 @@ fn status_line(status: &serde_json::Value) -> String {
     )
 }
 
+/// roster's kind reads as the StatefulSet it imitates; client-go's event aggregation prefix (an
+/// artefact of the recorder library after ten similar Events, not of the controller) is dropped.
 fn normalise_kind(text: &str) -> String {
-    text.replace("IdentitySet", "StatefulSet")
+    text.replace("IdentitySet", "StatefulSet").replace("(combined from similar events): ", "")
 }
 
 /// Rewrites revision names (`<set>-<hash>`) to `rev1`, `rev2`… in order of first appearance across

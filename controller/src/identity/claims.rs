@@ -122,13 +122,13 @@ pub async fn ensure(ctx: &Context, set: &SetView, ordinal: i32, index: &ClaimInd
                 match api.create(&PostParams::default(), &claim).await {
                     Ok(created) => {
                         ctx.caches.claims.created(&created);
-                        let note = format!("create Claim {name} Pod {pod_name} in {} {} success", set.kind, set.name);
+                        let note = format!("Create Claim {name} Pod {pod_name} in {} {} success", set.kind, set.name);
                         ctx.event(set, false, "SuccessfulCreate", note, Some(claim_ref(&created))).await;
                     }
                     Err(e) if kube_conflict(&e) => {}
                     Err(e) => {
                         let note = format!(
-                            "create Claim {name} for Pod {pod_name} in {} {} failed error: {e}",
+                            "Create Claim {name} for Pod {pod_name} in {} {} failed error: {e}",
                             set.kind, set.name
                         );
                         ctx.event(set, true, "FailedCreate", note, None).await;

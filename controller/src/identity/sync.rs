@@ -61,14 +61,14 @@ async fn create_pod(ctx: &Context, set: &SetView, pod: &Pod) -> Result<bool, Err
     match api.create(&PostParams::default(), pod).await {
         Ok(created) => {
             ctx.caches.pods.created(&created);
-            let note = format!("create Pod {name} in {} {} successful", set.kind, set.name);
+            let note = format!("Create Pod {name} in {} {} successful", set.kind, set.name);
             ctx.event(set, false, "SuccessfulCreate", note, Some(pod_ref(&created))).await;
             Ok(true)
         }
         // A pod of that name is still there (the cache lags someone else's write): the next pass sees it.
         Err(e) if kube_conflict(&e) => Ok(false),
         Err(e) => {
-            let note = format!("create Pod {name} in {} {} failed error: {e}", set.kind, set.name);
+            let note = format!("Create Pod {name} in {} {} failed error: {e}", set.kind, set.name);
             ctx.event(set, true, "FailedCreate", note, None).await;
             Err(e.into())
         }
@@ -92,7 +92,7 @@ async fn delete_pod(ctx: &Context, set: &SetView, pod: &Pod) -> Result<(), Error
         Ok(res) => {
             // Until the watch shows it, passes see the pod terminating (or gone), never still available.
             ctx.caches.pods.deleted(pod, res.left());
-            let note = format!("delete Pod {name} in {} {} successful", set.kind, set.name);
+            let note = format!("Delete Pod {name} in {} {} successful", set.kind, set.name);
             ctx.event(set, false, "SuccessfulDelete", note, Some(pod_ref(pod))).await;
             Ok(())
         }
@@ -103,7 +103,7 @@ async fn delete_pod(ctx: &Context, set: &SetView, pod: &Pod) -> Result<(), Error
         // Another pod under the name (the UID precondition failed): nothing to delete.
         Err(e) if kube_conflict(&e) => Ok(()),
         Err(e) => {
-            let note = format!("delete Pod {name} in {} {} failed error: {e}", set.kind, set.name);
+            let note = format!("Delete Pod {name} in {} {} failed error: {e}", set.kind, set.name);
             ctx.event(set, true, "FailedDelete", note, None).await;
             Err(e.into())
         }
@@ -121,7 +121,7 @@ async fn fix_identity(ctx: &Context, set: &SetView, pod: &Pod, ordinal: i32) -> 
     match api.patch(pods::name(pod), &PatchParams::default(), &Patch::Merge(&patch)).await {
         Ok(patched) => {
             ctx.caches.pods.updated(&patched);
-            let note = format!("update Pod {} in {} {} successful", pods::name(pod), set.kind, set.name);
+            let note = format!("Update Pod {} in {} {} successful", pods::name(pod), set.kind, set.name);
             ctx.event(set, false, "SuccessfulUpdate", note, Some(pod_ref(pod))).await;
             Ok(true)
         }
