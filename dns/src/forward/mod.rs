@@ -236,6 +236,15 @@ impl Forwarder {
             return to_answer(hit.rcode, hit.records, "cache");
         }
         self.metrics.cache_misses.get_or_create(&CacheMissLabels { server, zones: ".", view: "" }).inc();
+        if key.name == self.loop_probe {
+            // Our probe coming back must go round again to be counted; joining its own flight would
+            // wait for itself.
+            let Ok(_permit) = self.permits.try_acquire() else { return Answer::error(ResponseCode::Refused) };
+            return match self.query_upstreams(query, dnssec_ok).await {
+                Some(message) => to_answer(message.metadata.response_code, Forwarded::default(), "forward"),
+                None => Answer::error(ResponseCode::ServFail),
+            };
+        }
         // Join the flight for this key, or start one (which needs a permit).
         let (flight, permit) = {
             let mut in_flight = self.in_flight.lock();
