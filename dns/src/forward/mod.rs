@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod records;
+pub mod rrl;
 pub mod upstream;
 
 use std::collections::HashMap;
