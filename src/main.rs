@@ -321,7 +321,9 @@ async fn serve_dns(
 ) -> anyhow::Result<()> {
     let mut handler = FrontHandler::new(store.clone()).with_metrics(metrics.clone());
     if serve.cache_size.is_some() {
-        tracing::warn!("--cache-size (ROSTER_CACHE_SIZE) is deprecated and ignored: the cache is bounded by --cache-bytes");
+        tracing::warn!(
+            "--cache-size (ROSTER_CACHE_SIZE) is deprecated and ignored: the cache is bounded by --cache-bytes"
+        );
     }
     roster_dns::tcp::set_max_connections_per_client(serve.max_tcp_connections_per_client as usize);
     let upstreams = if !serve.upstreams.is_empty() {

@@ -43,7 +43,11 @@ fn spoofs(request: &Message) -> Vec<Vec<u8>> {
     let forged = |edit: &dyn Fn(&mut Message)| {
         let mut message = Message::new(request.metadata.id, MessageType::Response, OpCode::Query);
         message.add_query(query.clone());
-        message.add_answer(Record::from_rdata(query.name().clone(), 300, RData::A(A::from(std::net::Ipv4Addr::from(SPOOFED)))));
+        message.add_answer(Record::from_rdata(
+            query.name().clone(),
+            300,
+            RData::A(A::from(std::net::Ipv4Addr::from(SPOOFED))),
+        ));
         edit(&mut message);
         message.to_vec().unwrap()
     };

@@ -136,7 +136,8 @@ impl Cache {
             .weight_capacity(max_bytes.max(1))
             .build()
             .unwrap_or_else(|_| unreachable!("both required options are set"));
-        let store = Store::with_options(options, Weigher, quick_cache::DefaultHashBuilder::default(), Lifecycle(tally.clone()));
+        let store =
+            Store::with_options(options, Weigher, quick_cache::DefaultHashBuilder::default(), Lifecycle(tally.clone()));
         Self { store, tally, inserting: Mutex::new(()) }
     }
 
@@ -188,7 +189,14 @@ impl Cache {
         let Some(ttl) = Self::ttl_for(answer) else { return false };
         let kind = kind_of(answer);
         let weight = (ENTRY_OVERHEAD + key.name.len() + records.byte_len()) as u64;
-        let entry = Arc::new(Entry { rcode: answer.rcode, records: records.clone(), kind, stored: Instant::now(), ttl, weight });
+        let entry = Arc::new(Entry {
+            rcode: answer.rcode,
+            records: records.clone(),
+            kind,
+            stored: Instant::now(),
+            ttl,
+            weight,
+        });
         let _inserting = self.inserting.lock();
         if let Some((_, old)) = self.store.remove(&key) {
             self.tally.slot(old.kind).fetch_sub(1, Ordering::Relaxed);
@@ -277,7 +285,12 @@ mod tests {
         let cache = Cache::new(1 << 20);
         assert!(store(&cache, "n.example.com.", &positive(300)));
         assert!(store(&cache, "n.example.com.", &positive(300)), "a replacement");
-        let nx = CachedAnswer { rcode: ResponseCode::NXDomain, answers: vec![], authority: vec![soa(900, 60)], additionals: vec![] };
+        let nx = CachedAnswer {
+            rcode: ResponseCode::NXDomain,
+            answers: vec![],
+            authority: vec![soa(900, 60)],
+            additionals: vec![],
+        };
         assert!(store(&cache, "nx.example.com.", &nx));
         assert_eq!(cache.counts(), (1, 1));
         assert_eq!(cache.len(), 2);

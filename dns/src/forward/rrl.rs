@@ -132,7 +132,7 @@ impl ResponseRateLimiter {
         }
         bucket.limited += 1;
         let slip = u64::from(self.config.slip);
-        if slip > 0 && bucket.limited % slip == 0 { Verdict::Slip } else { Verdict::Drop }
+        if slip > 0 && bucket.limited.is_multiple_of(slip) { Verdict::Slip } else { Verdict::Drop }
     }
 
     /// Drops accounts idle for a whole window (they would start afresh anyway); if none is, the
@@ -198,12 +198,16 @@ mod tests {
 
     #[test]
     fn over_the_rate_responses_are_dropped_and_every_slip_th_truncated() {
-        let rrl = ResponseRateLimiter::new(RrlConfig { responses_per_second: 5, window: 15, slip: 2, max_accounts: 100 });
+        let rrl =
+            ResponseRateLimiter::new(RrlConfig { responses_per_second: 5, window: 15, slip: 2, max_accounts: 100 });
         let now = Instant::now();
         let www = answer("www.example.com.");
         let verdicts = burst(&rrl, "192.0.2.1", &www, now, 11);
         assert_eq!(&verdicts[..5], [Verdict::Send; 5], "the per-second allowance");
-        assert_eq!(&verdicts[5..], [Verdict::Drop, Verdict::Slip, Verdict::Drop, Verdict::Slip, Verdict::Drop, Verdict::Slip]);
+        assert_eq!(
+            &verdicts[5..],
+            [Verdict::Drop, Verdict::Slip, Verdict::Drop, Verdict::Slip, Verdict::Drop, Verdict::Slip]
+        );
         // The same /24 shares the account; another /24, another response or TCP do not.
         assert_eq!(rrl.check(client("192.0.2.200"), false, www.clone(), now), Verdict::Drop);
         assert_eq!(rrl.check(client("192.0.3.1"), false, www.clone(), now), Verdict::Send);
@@ -216,7 +220,8 @@ mod tests {
         let now = Instant::now();
         let www = answer("www.example.com.");
         for (slip, expected) in [(0, Verdict::Drop), (1, Verdict::Slip)] {
-            let rrl = ResponseRateLimiter::new(RrlConfig { responses_per_second: 2, window: 15, slip, max_accounts: 100 });
+            let rrl =
+                ResponseRateLimiter::new(RrlConfig { responses_per_second: 2, window: 15, slip, max_accounts: 100 });
             assert_eq!(burst(&rrl, "192.0.2.1", &www, now, 6)[2..], [expected; 4], "slip {slip}");
         }
     }
@@ -225,7 +230,8 @@ mod tests {
     /// window, not sooner.
     #[test]
     fn a_client_that_stops_recovers_within_the_window() {
-        let rrl = ResponseRateLimiter::new(RrlConfig { responses_per_second: 10, window: 5, slip: 0, max_accounts: 100 });
+        let rrl =
+            ResponseRateLimiter::new(RrlConfig { responses_per_second: 10, window: 5, slip: 0, max_accounts: 100 });
         let start = Instant::now();
         let www = answer("www.example.com.");
         burst(&rrl, "192.0.2.1", &www, start, 1_000);
@@ -236,7 +242,8 @@ mod tests {
 
     #[test]
     fn ipv6_clients_share_a_56_and_nxdomain_and_errors_group() {
-        let rrl = ResponseRateLimiter::new(RrlConfig { responses_per_second: 1, window: 15, slip: 0, max_accounts: 100 });
+        let rrl =
+            ResponseRateLimiter::new(RrlConfig { responses_per_second: 1, window: 15, slip: 0, max_accounts: 100 });
         let now = Instant::now();
         let nx = ResponseKind::NxDomain(LowerName::new(&Name::from_ascii("example.com.").unwrap()));
         assert_eq!(rrl.check(client("2001:db8:0:ab::1"), false, nx.clone(), now), Verdict::Send);
@@ -249,7 +256,8 @@ mod tests {
 
     #[test]
     fn the_table_is_bounded() {
-        let rrl = ResponseRateLimiter::new(RrlConfig { responses_per_second: 5, window: 15, slip: 2, max_accounts: 64 });
+        let rrl =
+            ResponseRateLimiter::new(RrlConfig { responses_per_second: 5, window: 15, slip: 2, max_accounts: 64 });
         let now = Instant::now();
         for i in 0..10_000u32 {
             let ip = IpAddr::from((0x0A00_0000 | (i << 8)).to_be_bytes());
