@@ -22,8 +22,9 @@ pub const MAX_SUCCESS_TTL: u32 = 3600;
 pub const MAX_DENIAL_TTL: u32 = 1800;
 pub const MIN_TTL: u32 = 5;
 
-/// What an entry costs beyond its name and records: the key and entry structs, the `Arc`, and
-/// quick_cache's slot and hash-table share (measured: ~100 B of RSS per entry beyond the weights).
+/// What an entry costs beyond its name and records (264 B in all): the key and entry structs, and 96 B
+/// for the `Arc` and quick_cache's slot, table and ghost-list share (in the measurement in
+/// docs/design-notes.md, RSS matched weights that counted 64 B per entry for these).
 const ENTRY_OVERHEAD: usize = std::mem::size_of::<CacheKey>() + std::mem::size_of::<Entry>() + 96;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
