@@ -90,9 +90,15 @@ struct ServeArgs {
     /// Upstream queries in flight at most; beyond, queries are refused.
     #[arg(long, env = "ROSTER_MAX_CONCURRENT", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     max_concurrent: u32,
-    /// Forwarded answers kept in the cache at most.
-    #[arg(long, env = "ROSTER_CACHE_SIZE", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
-    cache_size: u32,
+    /// Bytes the forwarded-answer cache may hold (records, names and per-entry overhead), e.g. 64Mi.
+    #[arg(long, env = "ROSTER_CACHE_BYTES", default_value = "64Mi", value_parser = roster_dns::forward::parse_byte_size)]
+    cache_bytes: u64,
+    /// Deprecated and ignored: the cache is bounded in bytes (--cache-bytes).
+    #[arg(long, env = "ROSTER_CACHE_SIZE", value_parser = clap::value_parser!(u32).range(1..))]
+    cache_size: Option<u32>,
+    /// TCP connections one client address may hold open; beyond, its new connections are closed.
+    #[arg(long, env = "ROSTER_MAX_TCP_PER_CLIENT", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    max_tcp_connections_per_client: u32,
     /// Serve `/health` here (CoreDNS: :8080).
     #[arg(long, env = "ROSTER_HEALTH")]
     health: Option<SocketAddr>,
@@ -324,6 +330,12 @@ async fn serve_dns(
     zone: &str,
 ) -> anyhow::Result<()> {
     let mut handler = FrontHandler::new(store.clone()).with_metrics(metrics.clone());
+    if serve.cache_size.is_some() {
+        tracing::warn!(
+            "--cache-size (ROSTER_CACHE_SIZE) is deprecated and ignored: the cache is bounded by --cache-bytes"
+        );
+    }
+    roster_dns::tcp::set_max_connections_per_client(serve.max_tcp_connections_per_client as usize);
     let upstreams = if !serve.upstreams.is_empty() {
         serve.upstreams.iter().map(|u| parse_upstream(u)).collect::<Result<Vec<_>, _>>().context("--upstream")?
     } else if serve.forward {
@@ -334,7 +346,7 @@ async fn serve_dns(
     let forwarder = (!upstreams.is_empty()).then(|| {
         let mut config = ForwarderConfig::new(upstreams);
         config.max_concurrent = serve.max_concurrent as usize;
-        config.cache_capacity = serve.cache_size as usize;
+        config.cache_bytes = serve.cache_bytes;
         Forwarder::new(config, metrics.clone())
     });
     if let Some(forwarder) = &forwarder {

@@ -1,18 +1,27 @@
-//! Forwarding of names outside the cluster zones: cache, upstream faults, TCP fallback, fallthrough of
-//! reverse names, ExternalName chasing, the concurrency bound, loop detection, and the metrics.
+//! Forwarding of names outside the cluster zones: cache (bounded in bytes, also in a `roster dns`
+//! process's RSS), coalesced misses, answers checked against the query, upstream faults, TCP fallback,
+//! fallthrough of reverse names, ExternalName chasing, the concurrency bound, loop detection (and its
+//! probe's look-alikes), the per-client TCP connection limit, and the metrics.
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::RecordType;
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use roster_dns::forward::{Forwarder, ForwarderConfig};
+use roster_dns::metrics::Metrics;
+use roster_dns::{DnsServer, FrontHandler, ZoneStore};
+use support::process::{Proc, free_port};
 use support::upstream::{self, Behaviour};
 use support::{DnsClient, FIXTURE, Options, Transport, sorted};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
 
 fn options(upstreams: &[&upstream::FakeUpstream]) -> Options {
     Options { upstreams: upstreams.iter().map(|u| u.addr).collect(), ..Options::default() }
@@ -245,4 +254,255 @@ async fn metrics_count_a_known_query_mix() {
     );
     assert!(text.contains("coredns_build_info{version=\""), "{text}");
     assert!(text.contains("# TYPE coredns_kubernetes_dns_programming_duration_seconds histogram"), "{text}");
+}
+
+/// The value of the first metric line starting with `needle`.
+fn metric(text: &str, needle: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(needle))
+        .unwrap_or_else(|| panic!("no line starting with {needle} in:\n{text}"))
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn identical_concurrent_misses_go_upstream_once() {
+    let delayed = upstream::start(Behaviour::Delayed).await;
+    let options = Options { forward_timeout: Duration::from_secs(3), ..options(&[&delayed]) };
+    let server = support::start(None, options).await;
+    let addr = server.addr;
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        // Half over TCP, half over UDP; the name's case varies (one cache key).
+        let transport = if i % 2 == 0 { Transport::Udp } else { Transport::Tcp };
+        let name = if i % 3 == 0 { "SAME.example.com." } else { "same.example.com." };
+        clients.push(tokio::spawn(async move {
+            let mut client = DnsClient::connect(addr, transport).await;
+            client.query(name, RecordType::A).await
+        }));
+    }
+    for client in clients {
+        let answer = client.await.unwrap();
+        assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(answer.answers.len(), 1);
+    }
+    assert_eq!(delayed.queries.load(Ordering::SeqCst), 1, "20 concurrent identical misses, one upstream query");
+
+    // Different questions are not merged: two names, two upstream queries.
+    let (a, b) = tokio::join!(
+        async { DnsClient::connect(addr, Transport::Udp).await.query("one.example.com.", RecordType::A).await },
+        async { DnsClient::connect(addr, Transport::Udp).await.query("two.example.com.", RecordType::A).await },
+    );
+    assert_eq!((a.answers.len(), b.answers.len()), (1, 1));
+    assert_eq!(delayed.queries.load(Ordering::SeqCst), 3);
+}
+
+/// Datagrams that are not the answer (another ID, QR clear, another opcode, question name, type or
+/// class, two questions, garbage) arrive first and claim 192.0.2.66: all are dropped and counted, and
+/// the real answer, after them, is the one given.
+#[tokio::test]
+async fn udp_datagrams_that_do_not_answer_the_query_are_dropped() {
+    let spoofing = upstream::start(Behaviour::Spoofing).await;
+    let server = support::start(None, options(&[&spoofing])).await;
+    let mut client = DnsClient::connect(server.addr, Transport::Udp).await;
+    let answer = client.query("www.example.com.", RecordType::A).await;
+    assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(sorted(&answer.answers), ["www.example.com. 300 IN A 192.0.2.16"]);
+    let text = server.metrics.render();
+    let needle = format!("roster_forward_rejected_answers_total{{to=\"{}\",proto=\"udp\"}}", spoofing.addr);
+    assert_eq!(metric(&text, &needle), 8.0);
+}
+
+#[tokio::test]
+async fn a_tcp_answer_to_another_question_is_dropped() {
+    let wrong = upstream::start(Behaviour::TruncatingWrongQuestion).await;
+    let server = support::start(None, options(&[&wrong])).await;
+    let mut client = DnsClient::connect(server.addr, Transport::Tcp).await;
+    let answer = client.query("www.example.com.", RecordType::A).await;
+    assert_eq!(answer.metadata.response_code, ResponseCode::ServFail);
+    assert!(answer.answers.is_empty());
+    let text = server.metrics.render();
+    let needle = format!("roster_forward_rejected_answers_total{{to=\"{}\",proto=\"tcp\"}}", wrong.addr);
+    assert_eq!(metric(&text, &needle), 1.0);
+}
+
+/// Look-alikes of the loop probe (another 128-bit label, the bare suffix) are forwarded like any other
+/// name and never count as our probe coming back, however often they are sent.
+#[tokio::test]
+async fn look_alikes_of_the_loop_probe_do_not_trigger_loop_detection() {
+    let good = upstream::start(Behaviour::Good).await;
+    let server = support::start(None, options(&[&good])).await;
+    let forwarder = server.forwarder.clone().unwrap();
+    let mut client = DnsClient::connect(server.addr, Transport::Udp).await;
+    for name in ["0123456789abcdef0123456789abcdef.roster-loop-probe.", "roster-loop-probe."] {
+        for _ in 0..5 {
+            let answer = client.query(name, RecordType::HINFO).await;
+            assert_eq!(answer.metadata.response_code, ResponseCode::NXDomain, "{name}");
+        }
+    }
+    assert!(!forwarder.loop_seen());
+    assert_eq!(forwarder.loop_detected().borrow().clone(), None);
+}
+
+/// A forwarder with its cache bounded at `cache_bytes`, on 127.0.0.1.
+async fn server_with_cache(upstream: SocketAddr, cache_bytes: u64) -> (DnsServer, Arc<Forwarder>, Arc<Metrics>) {
+    let store = Arc::new(ZoneStore::new(roster_dns::DnsConfig::new("cluster.local", 30, Default::default()).unwrap()));
+    let metrics = Metrics::new("127.0.0.1:0");
+    let mut config = ForwarderConfig::new(vec![upstream]);
+    config.cache_bytes = cache_bytes;
+    let forwarder = Forwarder::new(config, metrics.clone());
+    let handler = FrontHandler::new(store).with_metrics(metrics.clone()).with_forwarder(forwarder.clone());
+    let server = DnsServer::bind_with("127.0.0.1:0".parse().unwrap(), handler).await.unwrap();
+    (server, forwarder, metrics)
+}
+
+/// 300 distinct names answered with ~30 KB each (9 MB in all) through a 1 MiB cache: the accounted
+/// bytes never pass the bound, and the gauges say so.
+#[tokio::test]
+async fn many_large_answers_keep_the_cache_within_its_bytes() {
+    let large = upstream::start(Behaviour::LargeTxt).await;
+    let bound = 1 << 20;
+    let (server, forwarder, metrics) = server_with_cache(large.addr, bound).await;
+    let mut client = DnsClient::connect(server.tcp_addr(), Transport::Tcp).await;
+    for i in 0..300 {
+        let answer = client.query(&format!("big{i}.example.net."), RecordType::TXT).await;
+        assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+        let RData::TXT(txt) = &answer.answers[0].data else { panic!("{answer:?}") };
+        assert_eq!(txt.txt_data.len(), 120);
+        let (bytes, max) = forwarder.cache_bytes();
+        assert_eq!(max, bound);
+        assert!(bytes <= bound, "{bytes} bytes accounted after {i} answers");
+    }
+    let entries = forwarder.cache_len();
+    assert!((10..=34).contains(&entries), "{entries} entries of ~30 KB in 1 MiB");
+    let text = metrics.render();
+    let bytes = metric(&text, "roster_cache_size_bytes{server=\"dns://127.0.0.1:0\",zones=\".\",view=\"\"}");
+    assert!(bytes > 0.0 && bytes <= bound as f64, "{bytes}");
+    let counted = metric(&text, "coredns_cache_entries{server=\"dns://127.0.0.1:0\",type=\"success\"");
+    assert_eq!(counted, entries as f64);
+    assert_eq!(large.queries.load(Ordering::SeqCst), 600, "each name: UDP (truncated), then TCP");
+}
+
+/// A raw DNS-over-TCP exchange on `stream`: the answer, or `None` when the server closed the stream.
+async fn tcp_exchange(stream: &mut TcpStream, name: &str, rtype: RecordType) -> Option<Message> {
+    static NEXT_ID: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
+    let mut query = Message::new(NEXT_ID.fetch_add(1, Ordering::Relaxed), MessageType::Query, OpCode::Query);
+    query.metadata.recursion_desired = true;
+    query.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+    let bytes = query.to_vec().unwrap();
+    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&bytes);
+    stream.write_all(&framed).await.ok()?;
+    let exchange = async {
+        let len = stream.read_u16().await.ok()?;
+        let mut body = vec![0u8; usize::from(len)];
+        stream.read_exact(&mut body).await.ok()?;
+        Message::from_vec(&body).ok()
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange).await.unwrap()
+}
+
+async fn connect_from(source: &str, server: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(server).await.unwrap()
+}
+
+/// `roster dns` on a free loopback port with `args`, once it answers over TCP.
+async fn roster_dns(args: &[&str]) -> (Proc, SocketAddr) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut all = vec!["dns", "--objects", FIXTURE, "--listen", &listen];
+    all.extend_from_slice(args);
+    let process = Proc::roster(&all);
+    let addr: SocketAddr = listen.parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut stream) = TcpStream::connect(addr).await
+            && tcp_exchange(&mut stream, "web-0.nginx.demo.svc.cluster.local.", RecordType::A)
+                .await
+                .is_some_and(|m| m.metadata.response_code == ResponseCode::NoError)
+        {
+            return (process, addr);
+        }
+        assert!(Instant::now() < deadline, "roster dns did not come up:\n{}", process.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Beyond its limit a client's new connections are closed at once; another client address is served
+/// meanwhile, and a closed connection frees its slot.
+#[tokio::test]
+async fn tcp_connections_are_limited_per_client() {
+    let (process, addr) = roster_dns(&["--max-tcp-connections-per-client", "3"]).await;
+    let name = "web-0.nginx.demo.svc.cluster.local.";
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut stream = connect_from("127.0.0.1", addr).await;
+        assert!(tcp_exchange(&mut stream, name, RecordType::A).await.is_some());
+        held.push(stream);
+    }
+    let mut fourth = connect_from("127.0.0.1", addr).await;
+    assert!(tcp_exchange(&mut fourth, name, RecordType::A).await.is_none(), "the 4th connection is closed");
+    let mut other = connect_from("127.0.0.2", addr).await;
+    let answer = tcp_exchange(&mut other, name, RecordType::A).await.expect("another client is served");
+    assert_eq!(answer.answers.len(), 1);
+    assert!(tcp_exchange(&mut held[0], name, RecordType::A).await.is_some(), "held connections still work");
+
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut again = connect_from("127.0.0.1", addr).await;
+        if tcp_exchange(&mut again, name, RecordType::A).await.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the closed connection's slot was never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    process.kill();
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// 4,000 distinct names answered with ~30 KB each (~120 MB through the cache) against a `roster dns`
+/// with `--cache-bytes 16Mi`: the process's RSS grows by far less than that (an entry-count bound let
+/// 20,000 such answers grow it by 327 MiB). Bounded: 4,000 queries, 8 connections, 120 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_large_answers_leaves_rss_bounded() {
+    let large = upstream::start(Behaviour::LargeTxt).await;
+    let upstream_addr = large.addr.to_string();
+    let (process, addr) = roster_dns(&["--upstream", &upstream_addr, "--cache-bytes", "16Mi"]).await;
+    let pid = process.child.id();
+    let before = vm_rss_kib(pid);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut workers = Vec::new();
+    for worker in 0..8 {
+        workers.push(tokio::spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            for i in 0..500 {
+                assert!(Instant::now() < deadline, "flood took too long");
+                let name = format!("flood{worker}-{i}.example.net.");
+                let answer = tcp_exchange(&mut stream, &name, RecordType::TXT).await.unwrap();
+                assert_eq!(answer.metadata.response_code, ResponseCode::NoError, "{name}");
+                assert_eq!(answer.answers.len(), 1, "{name}");
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let after = vm_rss_kib(pid);
+    let growth_mib = after.saturating_sub(before) / 1024;
+    eprintln!("roster dns VmRSS {} MiB -> {} MiB (+{growth_mib} MiB)", before / 1024, after / 1024);
+    assert!(large.queries.load(Ordering::SeqCst) >= 8000, "every name went upstream (UDP, then TCP)");
+    // 16 MiB of cache, allocator slack and buffers: far below the ~120 MB the answers add up to.
+    assert!(growth_mib < 64, "RSS grew by {growth_mib} MiB");
+    process.kill();
 }

@@ -79,6 +79,13 @@ pub struct ForwardResponseLabels {
     pub rcode: &'static str,
 }
 
+/// An upstream message dropped because it is not the answer to our query (ID, QR, opcode or question).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForwardRejectLabels {
+    pub to: &'static str,
+    pub proto: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProgrammingLabels {
     pub service_kind: &'static str,
@@ -130,10 +137,14 @@ pub struct Metrics {
     request_sizes: Family<SizeLabels, Histogram, fn() -> Histogram>,
     response_sizes: Family<SizeLabels, Histogram, fn() -> Histogram>,
     pub cache_entries: Family<CacheLabels, Gauge>,
+    /// roster's own: the cache's accounted bytes (it is bounded in bytes, `--cache-bytes`).
+    pub cache_bytes: Family<CacheMissLabels, Gauge>,
     pub cache_hits: Family<CacheLabels, Counter>,
     pub cache_misses: Family<CacheMissLabels, Counter>,
     pub forward_requests: Family<ForwardLabels, Counter>,
     pub forward_responses: Family<ForwardResponseLabels, Counter>,
+    /// roster's own: upstream messages dropped as not answering our query (spoofed or stray).
+    pub forward_rejected: Family<ForwardRejectLabels, Counter>,
     programming: Family<ProgrammingLabels, Histogram, fn() -> Histogram>,
 }
 
@@ -238,6 +249,12 @@ impl Metrics {
         );
         let cache_entries = Family::<CacheLabels, Gauge>::default();
         registry.register("coredns_cache_entries", "The number of elements in the cache.", cache_entries.clone());
+        let cache_bytes = Family::<CacheMissLabels, Gauge>::default();
+        registry.register(
+            "roster_cache_size_bytes",
+            "Bytes accounted to the forwarded-answer cache (records, names, per-entry overhead).",
+            cache_bytes.clone(),
+        );
         let cache_hits = Family::<CacheLabels, Counter>::default();
         registry.register("coredns_cache_hits", "The count of cache hits.", cache_hits.clone());
         let cache_misses = Family::<CacheMissLabels, Counter>::default();
@@ -257,6 +274,12 @@ impl Metrics {
             "coredns_forward_responses",
             "Counter of responses received per upstream.",
             forward_responses.clone(),
+        );
+        let forward_rejected = Family::<ForwardRejectLabels, Counter>::default();
+        registry.register(
+            "roster_forward_rejected_answers",
+            "Upstream messages dropped because their ID, QR bit, opcode or question do not match the query.",
+            forward_rejected.clone(),
         );
         let programming =
             Family::<ProgrammingLabels, Histogram, fn() -> Histogram>::new_with_constructor(programming_histogram);
@@ -279,10 +302,12 @@ impl Metrics {
             request_sizes,
             response_sizes,
             cache_entries,
+            cache_bytes,
             cache_hits,
             cache_misses,
             forward_requests,
             forward_responses,
+            forward_rejected,
             programming,
         })
     }

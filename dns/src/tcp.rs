@@ -5,11 +5,14 @@
 //! Per connection, a reader parses requests and answers those that need no waiting inline; the others
 //! get a task. Responses reach the writer through a bounded channel: a slot is reserved before a
 //! request is handled, which bounds the queries in flight per connection and stops reading while a
-//! client does not take its answers. Connections are bounded in number and closed after an idle
-//! period, a stalled write, or a malformed length prefix.
+//! client does not take its answers. Connections are bounded in number, in total and per client
+//! address (one client must not take every slot: beyond its limit its new connections are closed at
+//! once), and closed after an idle period, a stalled write, or a malformed length prefix.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hickory_proto::op::MessageType;
@@ -34,10 +37,57 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS: usize = 1024;
 /// Queries in flight (and answers waiting to be written) per connection.
 const MAX_IN_FLIGHT: usize = 32;
+/// Open connections per client address by default.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 16;
+
+/// The per-client limit, process-wide: set once at start-up (`--max-tcp-connections-per-client`)
+/// before any server is bound.
+static MAX_CONNECTIONS_PER_CLIENT: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_CONNECTIONS_PER_CLIENT);
+
+/// Sets how many connections one client address may hold open (at least 1).
+pub fn set_max_connections_per_client(limit: usize) {
+    MAX_CONNECTIONS_PER_CLIENT.store(limit.max(1), Ordering::Relaxed);
+}
+
+/// Open connections per client address; at most `MAX_CONNECTIONS` addresses are present.
+#[derive(Default)]
+struct PerClient(parking_lot::Mutex<HashMap<IpAddr, usize>>);
+
+impl PerClient {
+    /// Counts a new connection from `ip`, or refuses it when `ip` holds `limit` already.
+    fn admit(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<ClientSlot> {
+        let mut open = self.0.lock();
+        let count = open.entry(ip).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot { clients: self.clone(), ip })
+    }
+}
+
+/// One counted connection; uncounted when dropped.
+struct ClientSlot {
+    clients: Arc<PerClient>,
+    ip: IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.clients.0.lock();
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// Serves `listener` until it is dropped (the task aborted); connections end with it.
 pub async fn serve(listener: TcpListener, handler: FrontHandler) -> Result<(), std::io::Error> {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let clients = Arc::new(PerClient::default());
     let mut connections = JoinSet::new();
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else { return Ok(()) };
@@ -50,10 +100,15 @@ pub async fn serve(listener: TcpListener, handler: FrontHandler) -> Result<(), s
                 continue;
             }
         };
+        let Some(slot) = clients.admit(peer.ip(), MAX_CONNECTIONS_PER_CLIENT.load(Ordering::Relaxed)) else {
+            debug!(%peer, "too many TCP connections from this client; closing the new one");
+            drop(stream);
+            continue;
+        };
         let handler = handler.clone();
         connections.spawn(async move {
             connection(stream, peer, handler).await;
-            drop(permit);
+            drop((slot, permit));
         });
         while connections.try_join_next().is_some() {}
     }

@@ -46,6 +46,11 @@ impl Forwarded {
         self.blob.is_empty()
     }
 
+    /// Bytes held (for the cache's accounting).
+    pub fn byte_len(&self) -> usize {
+        self.blob.capacity()
+    }
+
     /// The same records without the additional section.
     pub fn without_additionals(&self) -> Self {
         let mut blob = Vec::with_capacity(self.blob.len());

@@ -1,12 +1,18 @@
-//! One upstream resolver: a query over UDP (TCP when the answer is truncated) and its health.
+//! One upstream resolver: a query over UDP (TCP when the answer is truncated) and its health. An
+//! answer counts only if it answers our query: same ID, QR set, opcode QUERY, the same single question
+//! (name case-insensitively, type, class). Over UDP anything else is dropped and the wait goes on
+//! until the timeout (a spoofed or stray datagram must not end it); over TCP it fails the exchange.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::LowerName;
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+use tracing::debug;
 
 /// Consecutive failures after which an upstream is considered down until a health check succeeds.
 const MAX_FAILS: u32 = 2;
@@ -21,6 +27,8 @@ pub enum ExchangeError {
     Io { addr: SocketAddr, source: std::io::Error },
     #[error("{0}: undecodable answer")]
     Malformed(SocketAddr),
+    #[error("{addr}: answer does not match the query ({reason})")]
+    Mismatch { addr: SocketAddr, reason: &'static str },
 }
 
 #[derive(Debug)]
@@ -30,12 +38,25 @@ pub struct Upstream {
     pub label: &'static str,
     fails: AtomicU32,
     down: AtomicBool,
+    /// `roster_forward_rejected_answers_total` for this upstream, per protocol.
+    rejected_udp: Counter,
+    rejected_tcp: Counter,
 }
 
 impl Upstream {
-    pub fn new(addr: SocketAddr) -> Self {
+    pub fn new(addr: SocketAddr, metrics: &crate::metrics::Metrics) -> Self {
         let label = crate::metrics::static_label(addr.to_string());
-        Self { addr, label, fails: AtomicU32::new(0), down: AtomicBool::new(false) }
+        let rejected = |proto| {
+            metrics.forward_rejected.get_or_create(&crate::metrics::ForwardRejectLabels { to: label, proto }).clone()
+        };
+        Self {
+            addr,
+            label,
+            fails: AtomicU32::new(0),
+            down: AtomicBool::new(false),
+            rejected_udp: rejected("udp"),
+            rejected_tcp: rejected("tcp"),
+        }
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -63,7 +84,7 @@ impl Upstream {
         if !answer.metadata.truncation {
             return Ok(answer);
         }
-        tokio::time::timeout(timeout, self.over_tcp(&bytes, request.metadata.id))
+        tokio::time::timeout(timeout, self.over_tcp(&bytes, request.metadata.id, query))
             .await
             .map_err(|_| ExchangeError::Timeout(self.addr))?
     }
@@ -75,21 +96,23 @@ impl Upstream {
         socket.connect(self.addr).await.map_err(io)?;
         socket.send(bytes).await.map_err(io)?;
         let mut buffer = vec![0u8; 65535];
+        // The socket is connected: the kernel already drops datagrams from other addresses.
         loop {
             let len = socket.recv(&mut buffer).await.map_err(io)?;
-            // Ignore stray datagrams (wrong id or question): only the answer to this query counts.
-            let Ok(message) = Message::from_vec(&buffer[..len]) else { continue };
-            let same_question = message
-                .queries
-                .first()
-                .is_some_and(|q| q.name() == query.name() && q.query_type() == query.query_type());
-            if message.metadata.id == id && same_question {
-                return Ok(message);
+            let checked = Message::from_vec(&buffer[..len])
+                .map_err(|_| "undecodable")
+                .and_then(|message| check_answer(&message, id, query).map(|()| message));
+            match checked {
+                Ok(message) => return Ok(message),
+                Err(reason) => {
+                    debug!(upstream = %self.addr, reason, "dropped a UDP message that does not answer our query");
+                    self.rejected_udp.inc();
+                }
             }
         }
     }
 
-    async fn over_tcp(&self, bytes: &[u8], id: u16) -> Result<Message, ExchangeError> {
+    async fn over_tcp(&self, bytes: &[u8], id: u16, query: &Query) -> Result<Message, ExchangeError> {
         let io = |source| ExchangeError::Io { addr: self.addr, source };
         let mut stream = TcpStream::connect(self.addr).await.map_err(io)?;
         let len = u16::try_from(bytes.len()).map_err(|_| ExchangeError::Malformed(self.addr))?;
@@ -102,11 +125,35 @@ impl Upstream {
         let mut body = vec![0u8; usize::from(u16::from_be_bytes(length))];
         stream.read_exact(&mut body).await.map_err(io)?;
         let message = Message::from_vec(&body).map_err(|_| ExchangeError::Malformed(self.addr))?;
-        if message.metadata.id != id {
-            return Err(ExchangeError::Malformed(self.addr));
+        if let Err(reason) = check_answer(&message, id, query) {
+            self.rejected_tcp.inc();
+            return Err(ExchangeError::Mismatch { addr: self.addr, reason });
         }
         Ok(message)
     }
+}
+
+/// Whether `message` answers the query we sent (RFC 5452 §9.1: ID and question must match); the
+/// reason when it does not.
+fn check_answer(message: &Message, id: u16, query: &Query) -> Result<(), &'static str> {
+    let metadata = &message.metadata;
+    if metadata.id != id {
+        return Err("ID");
+    }
+    if metadata.message_type != MessageType::Response {
+        return Err("QR bit not set");
+    }
+    if metadata.op_code != OpCode::Query {
+        return Err("opcode");
+    }
+    let [question] = message.queries.as_slice() else { return Err("question count") };
+    if LowerName::new(question.name()) != LowerName::new(query.name()) {
+        return Err("question name");
+    }
+    if question.query_type() != query.query_type() || question.query_class() != query.query_class() {
+        return Err("question type or class");
+    }
+    Ok(())
 }
 
 fn build_request(query: &Query, dnssec_ok: bool) -> Message {
