@@ -82,6 +82,25 @@ fn roster_matches_the_upstream_statefulset_controller() {
     apply_deploy(&without);
     let roster_beside = start_roster(&upstream, false);
     let roster_owner = start_roster(&without, true);
+    // The stand-in (`roster local` without --kubeconfig) runs the same scenarios: its fidelity, measured.
+    let stand_in_dir = tempfile::tempdir().unwrap();
+    let stand_in = Proc::roster(&[
+        "local",
+        "--data-dir",
+        stand_in_dir.path().to_str().unwrap(),
+        "--api",
+        &format!("127.0.0.1:{}", free_port()),
+        "--dns",
+        &format!("127.0.0.1:{}", free_port()),
+        "--stream",
+        &format!("127.0.0.1:{}", free_port()),
+        "--pod-ready-ms",
+        "100",
+    ]);
+    upstream.eventually("the stand-in to start", std::time::Duration::from_secs(60), || {
+        stand_in.log().contains("roster local is up").then_some(())
+    });
+    let stand_in_kubeconfig = stand_in_dir.path().join("kubeconfig");
 
     let mut failures = Vec::new();
     let mut report = String::new();
@@ -94,6 +113,13 @@ fn roster_matches_the_upstream_statefulset_controller() {
             target(&upstream, "upstream StatefulSet", format!("u-{}", scenario.name), "StatefulSet"),
             target(&upstream, "roster IdentitySet", format!("i-{}", scenario.name), "IdentitySet"),
             target(&without, "roster StatefulSet", format!("r-{}", scenario.name), "StatefulSet"),
+            Target {
+                name: "stand-in (roster local)".to_owned(),
+                kubectl: upstream.bin.join("kubectl"),
+                kubeconfig: stand_in_kubeconfig.clone(),
+                namespace: format!("s-{}", scenario.name),
+                kind: "StatefulSet",
+            },
         ];
         let traces: Vec<_> = std::thread::scope(|scope| {
             let handles: Vec<_> = targets.iter().map(|t| scope.spawn(|| t.run(&scenario))).collect();

@@ -22,6 +22,9 @@ pub struct Kubelet {
     running: HashMap<String, Instant>,
     terminating: HashMap<String, Instant>,
     killing: std::collections::HashSet<String>,
+    /// The readiness this kubelet last reported per pod: it speaks again only when its own view changes,
+    /// so a status patch from outside (a pod marked unready or failed by a test) stands, as with kwok.
+    reported: HashMap<String, bool>,
     pods: ResourceType,
     nodes: ResourceType,
     events: Option<ResourceType>,
@@ -34,6 +37,13 @@ fn annotation<'a>(pod: &'a Value, key: &str) -> &'a str {
         .and_then(Value::as_str)
         .unwrap_or("")
 }
+
+fn label<'a>(pod: &'a Value, key: &str) -> &'a str {
+    pod.get("metadata").and_then(|m| m.get("labels")).and_then(|l| l.get(key)).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The label that keeps a pod Running but never Ready, as in the real test cluster's kwok stages.
+const NEVER_READY_LABEL: &str = "roster.dev/test-never-ready";
 
 fn condition(kind: &str, ok: bool, now: &str) -> Value {
     json!({"type": kind, "status": if ok { "True" } else { "False" }, "lastProbeTime": null, "lastTransitionTime": now})
@@ -120,6 +130,7 @@ impl Kubelet {
             running: HashMap::new(),
             terminating: HashMap::new(),
             killing: std::collections::HashSet::new(),
+            reported: HashMap::new(),
             pods: builtin("", "pods"),
             nodes: builtin("", "nodes"),
             events: config.kubelet_events.then(|| builtin("", "events")),
@@ -146,6 +157,7 @@ impl Kubelet {
         self.running.retain(|k, _| live.contains(k));
         self.terminating.retain(|k, _| live.contains(k));
         self.killing.retain(|k| live.contains(k));
+        self.reported.retain(|k, _| live.contains(k));
         for pod in pods {
             if let Err(e) = self.step(store, &pod, &node_names, &mut per_node) {
                 tracing::debug!(pod = meta::name(&pod), error = %e, "kubelet step");
@@ -246,7 +258,8 @@ impl Kubelet {
         if phase == "Pending" {
             let since = *self.created.entry(uid.clone()).or_insert_with(Instant::now);
             if since.elapsed() >= self.start_delay {
-                self.running.insert(uid, Instant::now());
+                self.running.insert(uid.clone(), Instant::now());
+                self.reported.insert(uid, false);
                 let status = status_for(pod, State::Running { ready: false }, &now_s);
                 self.write_status(store, pod, status)?;
                 for (c, _) in containers(pod) {
@@ -257,23 +270,23 @@ impl Kubelet {
             return Ok(());
         }
         if phase == "Running" {
-            let since = *self.running.entry(uid).or_insert_with(Instant::now);
-            let want_ready = annotation(pod, READY_ANNOTATION) != "false" && since.elapsed() >= self.ready_delay;
+            let since = *self.running.entry(uid.clone()).or_insert_with(Instant::now);
+            let want_ready = annotation(pod, READY_ANNOTATION) != "false"
+                && label(pod, NEVER_READY_LABEL) != "true"
+                && since.elapsed() >= self.ready_delay;
+            // Images are compared too: a changed container image is reported as running at once.
             let statuses = path(pod, "status.containerStatuses").and_then(Value::as_array);
             let specs = path(pod, "spec.containers").and_then(Value::as_array);
-            let settled = match (statuses, specs) {
+            let images_match = match (statuses, specs) {
                 (Some(cs), Some(specs)) => {
-                    cs.len() == specs.len()
-                        && cs.iter().zip(specs).all(|(c, spec)| {
-                            c.get("ready").and_then(Value::as_bool) == Some(want_ready)
-                                && c.get("image") == spec.get("image")
-                        })
+                    cs.len() == specs.len() && cs.iter().zip(specs).all(|(c, spec)| c.get("image") == spec.get("image"))
                 }
                 _ => false,
             };
-            if settled {
+            if images_match && self.reported.get(&uid) == Some(&want_ready) {
                 return Ok(());
             }
+            self.reported.insert(uid, want_ready);
             let status = status_for(pod, State::Running { ready: want_ready }, &now_s);
             return self.write_status(store, pod, status);
         }
