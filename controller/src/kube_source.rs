@@ -4,12 +4,13 @@
 //! Re-lists (after a `410 Gone` or a dropped watch) arrive as `Init … InitApply … InitDone`; the kind's
 //! whole view set is replaced at `InitDone`, so objects deleted while the watch was down disappear.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::pin::Pin;
 
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
@@ -86,24 +87,76 @@ where
     K::DynamicType: Default,
 {
     let config = watcher::Config::default().any_semantic();
+    let mut warned = WarnOnce::new(WARN_MEMORY);
     let stream = watcher::watcher(api, config).default_backoff().map(move |event| match event {
         Ok(Event::Init) => Update::Restart(kind),
         Ok(Event::InitDone) => Update::Synced(kind),
         Ok(Event::Apply(object) | Event::InitApply(object)) => {
             let key = key_of(&object);
             let trigger = trigger_time(object.meta());
-            match convert(&object) {
-                Ok(view) => Update::Upsert(kind, key, view, trigger),
-                Err(error) => {
-                    warn!(?kind, object = %key, %error, "object ignored: not convertible");
-                    Update::Upsert(kind, key, None, trigger)
+            let (view, problems) = match convert(&object) {
+                Ok(view) => {
+                    let notes = view.as_ref().map(notes).unwrap_or_default();
+                    (view, notes)
+                }
+                Err(error) => (None, vec![format!("object ignored: {error}")]),
+            };
+            // Re-lists and status updates repeat an object many times: say it once per version.
+            if !problems.is_empty() && warned.first_time(object.meta()) {
+                for problem in problems {
+                    warn!(?kind, object = %key, %problem, "object not fully published in DNS");
                 }
             }
+            Update::Upsert(kind, key, view, trigger)
         }
         Ok(Event::Delete(object)) => Update::Delete(kind, key_of(&object)),
         Err(error) => Update::Failed(kind, error.to_string()),
     });
     Box::pin(stream)
+}
+
+/// What a converted object loses in DNS (names that cannot be labels).
+fn notes(view: &SlimObject) -> Vec<String> {
+    match view {
+        SlimObject::Service(service) => slim::service_notes(service),
+        SlimObject::EndpointSlice(slice) => slim::endpoint_slice_notes(slice),
+        SlimObject::Namespace(_) | SlimObject::Pod(_) => Vec::new(),
+    }
+}
+
+/// Object versions remembered per kind so that each is warned about once.
+const WARN_MEMORY: usize = 4096;
+
+/// Remembers the last `capacity` object versions (uid and resourceVersion) warned about, oldest
+/// forgotten first: bounded memory, and a version seen again (a re-list, a no-op update) stays quiet.
+struct WarnOnce {
+    seen: HashSet<(String, String)>,
+    order: VecDeque<(String, String)>,
+    capacity: usize,
+}
+
+impl WarnOnce {
+    fn new(capacity: usize) -> Self {
+        Self { seen: HashSet::new(), order: VecDeque::new(), capacity }
+    }
+
+    /// True the first time this version of the object is seen (and always for objects without uid
+    /// and resourceVersion, which only tests build).
+    fn first_time(&mut self, meta: &ObjectMeta) -> bool {
+        let (Some(uid), Some(version)) = (&meta.uid, &meta.resource_version) else { return true };
+        let key = (uid.clone(), version.clone());
+        if self.seen.contains(&key) {
+            return false;
+        }
+        if self.order.len() >= self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.seen.remove(&oldest);
+        }
+        self.seen.insert(key.clone());
+        self.order.push_back(key);
+        true
+    }
 }
 
 /// The annotation the EndpointSlice controller sets to when the change that updated a slice happened.
@@ -118,7 +171,7 @@ fn now_ms() -> u64 {
 
 /// The trigger time of an object's change in Unix milliseconds: the annotation when present and
 /// parseable (RFC 3339), else now — when the change arrived.
-fn trigger_time(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<u64> {
+fn trigger_time(meta: &ObjectMeta) -> Option<u64> {
     let annotated = meta
         .annotations
         .as_ref()

@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use roster_shared::ClusterState;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::slim;
 
@@ -278,12 +278,15 @@ fn load_object(object: Object<'_>, state: &mut ClusterState) -> Result<(), Strin
         }
         ("v1", "Service") => {
             let object: Service = body.typed(&kind)?;
-            state.insert_service(slim::service_view(&object).map_err(|e| at(&kind, &object.metadata, e))?);
+            let view = slim::service_view(&object).map_err(|e| at(&kind, &object.metadata, e))?;
+            warn_notes(&kind, &object.metadata, slim::service_notes(&view));
+            state.insert_service(view);
             Ok(())
         }
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             let object: EndpointSlice = body.typed(&kind)?;
             if let Some(view) = slim::endpoint_slice_view(&object).map_err(|e| at(&kind, &object.metadata, e))? {
+                warn_notes(&kind, &object.metadata, slim::endpoint_slice_notes(&view));
                 state.insert_endpoint_slice(view);
             }
             Ok(())
@@ -297,6 +300,14 @@ fn load_object(object: Object<'_>, state: &mut ClusterState) -> Result<(), Strin
             debug!(%api_version, %kind, "ignoring a kind DNS does not need");
             Ok(())
         }
+    }
+}
+
+/// A valid object whose names cannot all be DNS labels is loaded; what it loses is reported (once per
+/// load: loads happen only when the files change).
+fn warn_notes(kind: &str, metadata: &ObjectMeta, notes: Vec<String>) {
+    for note in notes {
+        warn!(%kind, object = metadata.name.as_deref().unwrap_or("?"), %note, "published with fewer names");
     }
 }
 

@@ -69,7 +69,8 @@ impl FrontHandler {
     }
 
     /// Decides the answer to a request that parsed; also returns the zone label for metrics.
-    async fn decide(&self, request: &Request) -> (Answer, &'static str) {
+    /// `size_limit` is the most the response may hold.
+    async fn decide(&self, request: &Request, size_limit: usize) -> (Answer, &'static str) {
         if request.metadata.op_code != OpCode::Query {
             return (Answer::error(ResponseCode::NotImp), ".");
         }
@@ -96,7 +97,7 @@ impl FrontHandler {
         let Some(wire) = WireName::from_name(query.original().name()) else {
             return (Answer::error(ResponseCode::FormErr), zone_label);
         };
-        let mut found = answer(&self.store, zone, &wire, qtype);
+        let mut found = answer(&self.store, zone, &wire, qtype, size_limit);
         let Some(forwarder) = &self.forwarder else { return (found, zone_label) };
 
         // Reverse names we hold nothing for fall through to the upstreams (kubeadm's `fallthrough`).
@@ -147,7 +148,7 @@ pub(crate) struct Outcome {
 
 impl FrontHandler {
     /// Everything up to encoding: EDNS, the answer, the response header.
-    async fn prepare(&self, request: &Request) -> Decided {
+    async fn prepare(&self, request: &Request, size_limit: usize) -> Decided {
         let started = Instant::now();
         let mut edns = None;
         if let Some(request_edns) = &request.edns {
@@ -162,7 +163,7 @@ impl FrontHandler {
         }
 
         let (answer, zone_label) =
-            if bad_version { (Answer::error(ResponseCode::BADVERS), ".") } else { self.decide(request).await };
+            if bad_version { (Answer::error(ResponseCode::BADVERS), ".") } else { self.decide(request, size_limit).await };
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.message_type = MessageType::Response;
         metadata.response_code = answer.rcode;
@@ -176,13 +177,13 @@ impl FrontHandler {
     /// 65535 over TCP, TC set when records had to be left out. The caller sends the bytes, then
     /// calls [`Self::observe`].
     pub(crate) async fn respond(&self, request: &Request, bytes: &mut Vec<u8>) -> Outcome {
-        let decided = self.prepare(request).await;
-        let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
         let max_size = if request.protocol() == Protocol::Udp {
-            decided.edns.as_ref().map_or(512, |edns| usize::from(edns.max_payload().max(512)))
+            request.edns.as_ref().map_or(512, |edns| usize::from(edns.max_payload().clamp(512, MAX_UDP_PAYLOAD)))
         } else {
             usize::from(u16::MAX)
         };
+        let decided = self.prepare(request, max_size).await;
+        let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
         let header = header_bytes(&decided.metadata, request.queries.len());
         let opt = decided.edns.as_ref().map(|edns| {
             let ttl = (u32::from(edns.rcode_high()) << 24) | (u32::from(edns.version()) << 16);
