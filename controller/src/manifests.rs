@@ -503,6 +503,55 @@ mod tests {
         assert!(errors[0].reason.ends_with(&format!("at line 1 column {column}")), "{}", errors[0].reason);
     }
 
+    /// Every name the API server accepts loads: a 72-character pod name and EndpointSlice name (DNS-1123
+    /// subdomains, up to 253), an endpoint hostname with dots, an ExternalName with a 64-character
+    /// label. Their neighbours and services load with them.
+    #[test]
+    fn every_name_the_api_accepts_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = "p".repeat(72);
+        let text = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {long}, namespace: demo}}\nstatus: {{podIP: 10.244.0.7}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {{name: {max}, namespace: demo}}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {{name: db, namespace: demo}}\nspec: {{clusterIP: None}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: {long}.x, namespace: demo, labels: {{kubernetes.io/service-name: db}}}}\n\
+             addressType: IPv4\nendpoints:\n\
+             - addresses: [10.244.0.7]\n  hostname: db.primary\n  targetRef: {{kind: Pod, name: {long}}}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {{name: ext, namespace: demo}}\n\
+             spec: {{type: ExternalName, externalName: {label64}.example.com}}\n",
+            max = "p".repeat(253),
+            label64 = "x".repeat(64),
+        );
+        write(dir.path(), "long.yaml", &text);
+        let state = load_path(dir.path()).unwrap();
+        assert_eq!(state.pods.len(), 2);
+        assert_eq!(state.pods[&format!("demo/{long}")].ips, vec!["10.244.0.7".parse::<std::net::IpAddr>().unwrap()]);
+        let slice = &state.endpoint_slices[&format!("demo/{long}.x")];
+        assert_eq!(slice.endpoints[0].hostname.as_deref(), Some("db.primary"));
+        assert_eq!(slice.endpoints[0].pod_name.as_deref(), Some(long.as_str()));
+        assert_eq!(state.services.len(), 2);
+    }
+
+    /// Names the API server rejects still fail the load, with the rule they break.
+    #[test]
+    fn names_the_api_rejects_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.yaml", &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {}}}\n", "p".repeat(254)));
+        write(dir.path(), "b.yaml", &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {}}}\n", "s".repeat(64)));
+        write(
+            dir.path(),
+            "c.yaml",
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s, labels: {kubernetes.io/service-name: x}}\naddressType: IPv4\nendpoints: [{addresses: [10.0.0.1], hostname: 'Bad_Host'}]\n",
+        );
+        let errors = load_path(dir.path()).unwrap_err().0;
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 3, "{text:#?}");
+        assert!(text[0].contains("metadata.name") && text[0].contains("DNS-1123 subdomain"), "{}", text[0]);
+        assert!(text[1].contains("metadata.name") && text[1].contains("DNS-1123 label"), "{}", text[1]);
+        assert!(text[2].contains("endpoints.hostname") && text[2].contains("Bad_Host"), "{}", text[2]);
+    }
+
     #[test]
     fn a_missing_path_is_an_error() {
         let errors = load_path(Path::new("/no/such/manifests")).unwrap_err();
