@@ -616,6 +616,47 @@ mod tests {
         assert!(Node::build(&name, &[]).is_empty());
     }
 
+    /// A set past 65,535 bytes or records (a headless service's SRV set at ~1,100 endpoints) keeps its
+    /// length and count, and the set after it is still found (16-bit lengths saturated and the next
+    /// header was read from inside a record).
+    #[test]
+    fn sets_past_16_bits_keep_their_size() {
+        let name = wire("_web._tcp.big.default.svc.cluster.local.");
+        let target = wire("big-00000.big.default.svc.cluster.local.");
+        let srv: Vec<Vec<u8>> = (0..70_000u32)
+            .map(|i| {
+                let mut rdata = vec![0, 0, 0, 1];
+                rdata.extend_from_slice(&u16::try_from(i % 65_536).unwrap().to_be_bytes());
+                rdata.extend_from_slice(&target);
+                rdata
+            })
+            .collect();
+        let node = Node::build(&name, &[(RecordType::SRV, srv.clone()), (RecordType::TXT, vec![b"\x02hi".to_vec()])]);
+        let set = node.set(RecordType::SRV).unwrap();
+        assert_eq!(set.len(), 70_000);
+        assert_eq!(set.rdatas().count(), 70_000);
+        assert_eq!(set.rdatas().last().unwrap(), srv.last().unwrap().as_slice());
+        assert_eq!(node.types().collect::<Vec<_>>(), vec![RecordType::SRV, RecordType::TXT]);
+        assert_eq!(node.set(RecordType::TXT).unwrap().rdatas().next().unwrap(), b"\x02hi");
+        assert!(node.set(RecordType::A).is_none(), "no stray set read from inside the records");
+    }
+
+    /// Optional records (additional data) that do not fit are left out without TC.
+    #[test]
+    fn optional_records_never_set_tc() {
+        let q = question("big.default.svc.cluster.local.");
+        let owner = wire("big.default.svc.cluster.local.");
+        let mut buf = Vec::new();
+        let mut writer = MessageWriter::new(&mut buf, &HEADER, &q, 12 + q.len() + 16);
+        assert!(writer.record(Section::Answer, &owner, RecordType::A, 5, &[1, 2, 3, 4]));
+        assert!(!writer.optional_record(&owner, RecordType::A, 5, &[1, 2, 3, 5]));
+        assert!(!writer.truncated());
+        writer.finish(None);
+        let message = hickory_proto::op::Message::from_vec(&buf).unwrap();
+        assert!(!message.metadata.truncation);
+        assert_eq!((message.answers.len(), message.additionals.len()), (1, 0));
+    }
+
     /// The owner of an answer about the question's name is a pointer to offset 12 (the question).
     #[test]
     fn owners_point_at_the_question_even_in_another_case() {
