@@ -398,7 +398,10 @@ mod tests {
         let (update, problems) = convert_object(Kind::Pod, &pod, convert_pod, &mut warned);
         assert!(problems.is_empty(), "{problems:?}");
         assert!(matches!(&update, Update::Upsert(Kind::Pod, _, Some(SlimObject::Pod(_)), _)));
-        let config = SynthConfig { pod_mode: roster_shared::PodMode::Verified, ..SynthConfig::new(roster_shared::DomainName::parse("cluster.local").unwrap()) };
+        let config = SynthConfig {
+            pod_mode: roster_shared::PodMode::Verified,
+            ..SynthConfig::new(roster_shared::DomainName::parse("cluster.local").unwrap())
+        };
         let mut views = Views::new(config.clone());
         let metrics = ControllerMetrics::new();
         assert!(views.apply(update, &metrics));

@@ -538,7 +538,11 @@ mod tests {
     fn names_the_api_rejects_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "a.yaml", &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {}}}\n", "p".repeat(254)));
-        write(dir.path(), "b.yaml", &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {}}}\n", "s".repeat(64)));
+        write(
+            dir.path(),
+            "b.yaml",
+            &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {}}}\n", "s".repeat(64)),
+        );
         write(
             dir.path(),
             "c.yaml",

@@ -176,7 +176,8 @@ pub fn endpoint_slice_view(slice: &EndpointSlice) -> Result<Option<EndpointSlice
             }
             let conditions = e.conditions.clone().unwrap_or_default();
             // Any pod name; synthesis uses it only where it is a DNS label.
-            let pod_name = e.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod")).and_then(|r| r.name.clone());
+            let pod_name =
+                e.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod")).and_then(|r| r.name.clone());
             Ok(EndpointView {
                 addresses,
                 ready: conditions.ready.unwrap_or(true),

@@ -162,8 +162,11 @@ impl FrontHandler {
             edns.set_rcode_high(ResponseCode::BADVERS.high());
         }
 
-        let (answer, zone_label) =
-            if bad_version { (Answer::error(ResponseCode::BADVERS), ".") } else { self.decide(request, size_limit).await };
+        let (answer, zone_label) = if bad_version {
+            (Answer::error(ResponseCode::BADVERS), ".")
+        } else {
+            self.decide(request, size_limit).await
+        };
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.message_type = MessageType::Response;
         metadata.response_code = answer.rcode;

@@ -507,7 +507,10 @@ impl<'b> MessageWriter<'b> {
         let rtype = set.rtype();
         let owner = set.owner();
         // Stops at the first record that does not fit: nothing after it would be written anyway.
-        set.rdatas().skip(start).chain(set.rdatas().take(start)).all(|rdata| self.record(section, owner, rtype, ttl, rdata))
+        set.rdatas()
+            .skip(start)
+            .chain(set.rdatas().take(start))
+            .all(|rdata| self.record(section, owner, rtype, ttl, rdata))
     }
 
     /// Ends the message: an OPT record when `opt` is `Some((payload, extended rcode and flags))` (it was

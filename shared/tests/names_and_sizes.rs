@@ -218,7 +218,10 @@ fn long_pod_names_keep_their_pod_records() {
     state.insert_pod(PodView { namespace: "demo".to_owned(), name: "p".repeat(253), ips: vec![ip("10.244.3.3")] });
     let config = SynthConfig { pod_mode: PodMode::Verified, ..config("cluster.local", false) };
     let zone = synthesize(&state, &config);
-    assert_eq!(records(&zone, "10-244-3-3.demo.pod.cluster.local"), vec![RData::A { ip: "10.244.3.3".parse().unwrap() }]);
+    assert_eq!(
+        records(&zone, "10-244-3-3.demo.pod.cluster.local"),
+        vec![RData::A { ip: "10.244.3.3".parse().unwrap() }]
+    );
 }
 
 /// CoreDNS answers `<svc>.<ns>.svc.<zone> SRV` with every port: a ClusterIP service's target is the
@@ -239,7 +242,8 @@ fn srv_at_the_service_name() {
         publish_not_ready: false,
     });
     let zone = synthesize(&state, &config("cluster.local", false));
-    let srv: Vec<RData> = records(&zone, "api.demo.svc.cluster.local").into_iter().filter(|r| r.type_name() == "SRV").collect();
+    let srv: Vec<RData> =
+        records(&zone, "api.demo.svc.cluster.local").into_iter().filter(|r| r.type_name() == "SRV").collect();
     let target = name("api.demo.svc.cluster.local");
     let expected: Vec<RData> = [53, 80, 8080]
         .into_iter()
