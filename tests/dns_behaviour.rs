@@ -1,5 +1,11 @@
-//! Behaviour tables: question → complete expected answer (rcode, AA, answer, authority), run against
-//! the real server over UDP and over TCP with the hickory-net client.
+//! Behaviour tables: question → complete expected answer (rcode, AA, answer, authority, additional),
+//! run against the real server over UDP and over TCP with the hickory-net client.
+//!
+//! SRV answers carry the A/AAAA of their targets in the additional section, as CoreDNS's
+//! `plugin.SRV` adds them. An SRV question at a service's own name gets every port, as CoreDNS matches
+//! an absent `_port._proto` as "any": a ClusterIP service answers one record per distinct port, target
+//! the service; a headless service one per endpoint × port, target the endpoint's name; named or not,
+//! any protocol. Weights share 100 (`floor(100 / n)`, at least 1).
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -23,7 +29,16 @@ struct Row {
 
 fn row(name: &'static str, rtype: RecordType, rcode: ResponseCode, answer: &[&str], soa: Option<&'static str>) -> Row {
     let aa = matches!(rcode, NoError | NXDomain);
-    Row { name, rtype, expect: Expect { rcode, aa, answer: answer.iter().map(|s| (*s).to_owned()).collect(), soa } }
+    let answer = answer.iter().map(|s| (*s).to_owned()).collect();
+    Row { name, rtype, expect: Expect { rcode, aa, answer, soa, additional: Vec::new() } }
+}
+
+impl Row {
+    /// The additional section this answer must carry.
+    fn with_additional(mut self, additional: &[&str]) -> Self {
+        self.expect.additional = additional.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
 }
 
 /// Answer present: NOERROR, AA, no authority.
@@ -66,7 +81,8 @@ fn default_table() -> Vec<Row> {
                 "_web._tcp.nginx.demo.svc.cluster.local. 30 IN SRV 0 50 8080 web-0.nginx.demo.svc.cluster.local.",
                 "_web._tcp.nginx.demo.svc.cluster.local. 30 IN SRV 0 50 8080 web-1.nginx.demo.svc.cluster.local.",
             ],
-        ),
+        )
+        .with_additional(&["web-0.nginx.demo.svc.cluster.local. 30 IN A 10.244.1.10", "web-1.nginx.demo.svc.cluster.local. 30 IN A 10.244.1.11"]),
         nodata("_web._tcp.nginx.demo.svc.cluster.local.", A, ZONE),
         nodata("_tcp.nginx.demo.svc.cluster.local.", SRV, ZONE),
         nxdomain("_web._udp.nginx.demo.svc.cluster.local.", SRV, ZONE),
@@ -90,7 +106,8 @@ fn default_table() -> Vec<Row> {
                 "_http._tcp.anon.demo.svc.cluster.local. 30 IN SRV 0 50 8080 10-244-2-5.anon.demo.svc.cluster.local.",
                 "_http._tcp.anon.demo.svc.cluster.local. 30 IN SRV 0 50 8080 10-244-2-6.anon.demo.svc.cluster.local.",
             ],
-        ),
+        )
+        .with_additional(&["10-244-2-5.anon.demo.svc.cluster.local. 30 IN A 10.244.2.5", "10-244-2-6.anon.demo.svc.cluster.local. 30 IN A 10.244.2.6"]),
         // publishNotReadyAddresses.
         yes("notready.demo.svc.cluster.local.", A, &["notready.demo.svc.cluster.local. 30 IN A 10.244.3.1"]),
         yes("nr-0.notready.demo.svc.cluster.local.", A, &["nr-0.notready.demo.svc.cluster.local. 30 IN A 10.244.3.1"]),
@@ -103,7 +120,8 @@ fn default_table() -> Vec<Row> {
             "_dns._udp.dual.demo.svc.cluster.local.",
             SRV,
             &["_dns._udp.dual.demo.svc.cluster.local. 30 IN SRV 0 100 53 dual.demo.svc.cluster.local."],
-        ),
+        )
+        .with_additional(&["dual.demo.svc.cluster.local. 30 IN A 10.96.5.5", "dual.demo.svc.cluster.local. 30 IN AAAA fd00:10:96::5"]),
         nxdomain("_dns._tcp.dual.demo.svc.cluster.local.", SRV, ZONE),
         yes(
             "10-244-4-1.dual.demo.svc.cluster.local.",
@@ -124,6 +142,102 @@ fn default_table() -> Vec<Row> {
             &[
                 "_https._tcp.kubernetes.default.svc.cluster.local. 30 IN SRV 0 100 443 kubernetes.default.svc.cluster.local.",
             ],
+        )
+        .with_additional(&["kubernetes.default.svc.cluster.local. 30 IN A 10.96.0.1"]),
+        // SRV at the service's own name (CoreDNS): every port; headless: every endpoint × port.
+        yes(
+            "nginx.demo.svc.cluster.local.",
+            SRV,
+            &[
+                "nginx.demo.svc.cluster.local. 30 IN SRV 0 50 8080 web-0.nginx.demo.svc.cluster.local.",
+                "nginx.demo.svc.cluster.local. 30 IN SRV 0 50 8080 web-1.nginx.demo.svc.cluster.local.",
+            ],
+        )
+        .with_additional(&[
+            "web-0.nginx.demo.svc.cluster.local. 30 IN A 10.244.1.10",
+            "web-1.nginx.demo.svc.cluster.local. 30 IN A 10.244.1.11",
+        ]),
+        yes(
+            "anon.demo.svc.cluster.local.",
+            SRV,
+            &[
+                "anon.demo.svc.cluster.local. 30 IN SRV 0 50 8080 10-244-2-5.anon.demo.svc.cluster.local.",
+                "anon.demo.svc.cluster.local. 30 IN SRV 0 50 8080 10-244-2-6.anon.demo.svc.cluster.local.",
+            ],
+        )
+        .with_additional(&[
+            "10-244-2-5.anon.demo.svc.cluster.local. 30 IN A 10.244.2.5",
+            "10-244-2-6.anon.demo.svc.cluster.local. 30 IN A 10.244.2.6",
+        ]),
+        yes(
+            "notready.demo.svc.cluster.local.",
+            SRV,
+            &["notready.demo.svc.cluster.local. 30 IN SRV 0 100 80 nr-0.notready.demo.svc.cluster.local."],
+        )
+        .with_additional(&["nr-0.notready.demo.svc.cluster.local. 30 IN A 10.244.3.1"]),
+        // ClusterIP: the service is the target; a named UDP port and an unnamed TCP port; both families.
+        yes(
+            "dual.demo.svc.cluster.local.",
+            SRV,
+            &[
+                "dual.demo.svc.cluster.local. 30 IN SRV 0 50 53 dual.demo.svc.cluster.local.",
+                "dual.demo.svc.cluster.local. 30 IN SRV 0 50 8080 dual.demo.svc.cluster.local.",
+            ],
+        )
+        .with_additional(&[
+            "dual.demo.svc.cluster.local. 30 IN A 10.96.5.5",
+            "dual.demo.svc.cluster.local. 30 IN AAAA fd00:10:96::5",
+        ]),
+        // Port 53 over UDP and TCP is one (target, port): one record.
+        yes(
+            "kube-dns.kube-system.svc.cluster.local.",
+            SRV,
+            &[
+                "kube-dns.kube-system.svc.cluster.local. 30 IN SRV 0 50 53 kube-dns.kube-system.svc.cluster.local.",
+                "kube-dns.kube-system.svc.cluster.local. 30 IN SRV 0 50 9153 kube-dns.kube-system.svc.cluster.local.",
+            ],
+        )
+        .with_additional(&["kube-dns.kube-system.svc.cluster.local. 30 IN A 10.96.0.10"]),
+        yes(
+            "v6only.demo.svc.cluster.local.",
+            SRV,
+            &["v6only.demo.svc.cluster.local. 30 IN SRV 0 100 80 v6only.demo.svc.cluster.local."],
+        )
+        .with_additional(&["v6only.demo.svc.cluster.local. 30 IN AAAA fd00:10:96::6"]),
+        nxdomain("empty-headless.demo.svc.cluster.local.", SRV, ZONE),
+        nodata("10-244-4-1.dual.demo.svc.cluster.local.", SRV, ZONE),
+        yes("ext.demo.svc.cluster.local.", SRV, &["ext.demo.svc.cluster.local. 30 IN CNAME www.example.com."]),
+        // Names the API accepts that are no DNS label: only that endpoint's name changes.
+        yes(
+            "longnames.demo.svc.cluster.local.",
+            A,
+            &[
+                "longnames.demo.svc.cluster.local. 30 IN A 10.244.5.7",
+                "longnames.demo.svc.cluster.local. 30 IN A 10.244.5.8",
+            ],
+        ),
+        yes(
+            "10-244-5-7.longnames.demo.svc.cluster.local.",
+            A,
+            &["10-244-5-7.longnames.demo.svc.cluster.local. 30 IN A 10.244.5.7"],
+        ),
+        yes("db-1.longnames.demo.svc.cluster.local.", A, &["db-1.longnames.demo.svc.cluster.local. 30 IN A 10.244.5.8"]),
+        yes(
+            "_db._tcp.longnames.demo.svc.cluster.local.",
+            SRV,
+            &[
+                "_db._tcp.longnames.demo.svc.cluster.local. 30 IN SRV 0 50 5432 10-244-5-7.longnames.demo.svc.cluster.local.",
+                "_db._tcp.longnames.demo.svc.cluster.local. 30 IN SRV 0 50 5432 db-1.longnames.demo.svc.cluster.local.",
+            ],
+        )
+        .with_additional(&[
+            "10-244-5-7.longnames.demo.svc.cluster.local. 30 IN A 10.244.5.7",
+            "db-1.longnames.demo.svc.cluster.local. 30 IN A 10.244.5.8",
+        ]),
+        yes(
+            "7.5.244.10.in-addr.arpa.",
+            PTR,
+            &["7.5.244.10.in-addr.arpa. 30 IN PTR 10-244-5-7.longnames.demo.svc.cluster.local."],
         ),
         // ExternalName.
         yes("ext.demo.svc.cluster.local.", CNAME, &["ext.demo.svc.cluster.local. 30 IN CNAME www.example.com."]),
@@ -244,6 +358,8 @@ async fn verified_pod_mode() {
         ),
         nxdomain("10-1-2-3.demo.pod.cluster.local.", A, ZONE),
         nxdomain("10-244-1-10.default.pod.cluster.local.", A, ZONE),
+        // The pod with a 72-character name.
+        yes("10-244-5-7.demo.pod.cluster.local.", A, &["10-244-5-7.demo.pod.cluster.local. 30 IN A 10.244.5.7"]),
     ];
     run_table(Options { pod_mode: PodMode::Verified, ..Options::default() }, table).await;
 }
@@ -263,6 +379,12 @@ async fn endpoint_pod_names_mode() {
     let table = vec![
         yes("anon-abc.anon.demo.svc.cluster.local.", A, &["anon-abc.anon.demo.svc.cluster.local. 30 IN A 10.244.2.5"]),
         nxdomain("10-244-2-5.anon.demo.svc.cluster.local.", A, ZONE),
+        // A pod name that is no DNS label: the dashed address, as without the mode.
+        yes(
+            "10-244-5-7.longnames.demo.svc.cluster.local.",
+            A,
+            &["10-244-5-7.longnames.demo.svc.cluster.local. 30 IN A 10.244.5.7"],
+        ),
         // A hostname still wins over the pod name.
         yes("web-0.nginx.demo.svc.cluster.local.", A, &["web-0.nginx.demo.svc.cluster.local. 30 IN A 10.244.1.10"]),
         yes(

@@ -100,6 +100,101 @@ async fn udp_answers_over_the_limit_are_truncated_and_tcp_carries_them_whole() {
     .unwrap();
 }
 
+/// Parses a whole response: the records the header counts and nothing after them (dig's "Got bad
+/// packet: extra input data" is bytes past the counted records).
+fn parse_exactly(bytes: &[u8]) -> Message {
+    use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+    let mut decoder = BinDecoder::new(bytes);
+    let message = Message::read(&mut decoder).unwrap();
+    assert!(decoder.is_empty(), "{} bytes after the last counted record", decoder.len());
+    message
+}
+
+fn tcp_exchange(addr: SocketAddr, message: &Message) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let bytes = message.to_vec().unwrap();
+    stream.write_all(&(bytes.len() as u16).to_be_bytes()).unwrap();
+    stream.write_all(&bytes).unwrap();
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
+    stream.read_exact(&mut body).unwrap();
+    body
+}
+
+/// dig's whole output (stdout and stderr) for one question.
+fn dig(addr: SocketAddr, args: &[&str]) -> String {
+    let output = std::process::Command::new("dig")
+        .args(["@127.0.0.1", "-p", &addr.port().to_string(), "+time=3", "+tries=1"])
+        .args(args)
+        .output()
+        .expect("dig is installed (scripts/test.sh installs dnsutils)");
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+/// Headless services of 1,500 and 20,000 endpoints with a named port: their SRV sets (48 bytes a
+/// record here) pass 65,535 bytes, where 16-bit set lengths saturated: `_web._tcp.<svc> A` came back
+/// malformed, and a set stored after a big one (the SRV after the service's A set) was not found. Every answer is
+/// well-formed; UDP keeps as many records as fit with TC (as CoreDNS does); TCP as many as fit in
+/// 65,535 bytes, with TC; other types at those names are NODATA.
+#[tokio::test]
+async fn huge_record_sets_answer_well_formed_over_udp_and_tcp() {
+    for count in [1_500, 20_000] {
+        let dir = big_service(count);
+        let server = support::start(Some(dir.path()), Options::default()).await;
+        let addr = server.addr;
+        tokio::task::spawn_blocking(move || {
+            let srv_name = "_web._tcp.big.default.svc.cluster.local.";
+            for (name, rtype) in [
+                (srv_name, RecordType::A),
+                (srv_name, RecordType::AAAA),
+                ("big.default.svc.cluster.local.", RecordType::TXT),
+            ] {
+                for bytes in [
+                    udp_exchange(addr, &query(name, rtype, Some(4096)).to_vec().unwrap()).unwrap(),
+                    tcp_exchange(addr, &query(name, rtype, None)),
+                ] {
+                    let message = parse_exactly(&bytes);
+                    let what = format!("{count}: {name} {rtype}");
+                    assert_eq!(message.metadata.response_code, ResponseCode::NoError, "{what}");
+                    assert!(message.answers.is_empty() && !message.metadata.truncation, "{what}: NODATA");
+                    assert_eq!(message.authorities.len(), 1, "{what}: the SOA");
+                }
+            }
+            for (name, rtype) in [(srv_name, RecordType::SRV), ("big.default.svc.cluster.local.", RecordType::SRV)] {
+                for size in [None, Some(1232), Some(4096)] {
+                    let bytes = udp_exchange(addr, &query(name, rtype, size).to_vec().unwrap()).unwrap();
+                    let message = parse_exactly(&bytes);
+                    assert!(message.metadata.truncation, "{count} {name} over UDP {size:?}: TC");
+                    assert!(bytes.len() <= usize::from(size.unwrap_or(512)));
+                    assert!(!message.answers.is_empty(), "as many records as fit, as CoreDNS");
+                }
+                let bytes = tcp_exchange(addr, &query(name, rtype, None));
+                let message = parse_exactly(&bytes);
+                assert!(message.metadata.truncation, "{count} {name} over TCP: TC");
+                // Each SRV record here is at most 2 + 10 + 6 + 45 bytes: the message is nearly full.
+                assert!(bytes.len() > 65_535 - 70, "{} bytes", bytes.len());
+                assert!(message.answers.len() > 900 && message.answers.len() < count);
+                assert!(message.additionals.is_empty(), "no additional data beside a truncated answer");
+            }
+            // The service's A set: 20,000 × 16 bytes over TCP, truncated at 65,535.
+            let bytes = tcp_exchange(addr, &query("big.default.svc.cluster.local.", RecordType::A, None));
+            let message = parse_exactly(&bytes);
+            assert_eq!(message.metadata.truncation, count * 16 > 65_535 - 60);
+            // dig, over UDP and TCP, reads every answer.
+            for transport in ["+notcp", "+tcp"] {
+                let text = dig(addr, &[srv_name, "A", transport]);
+                assert!(text.contains("status: NOERROR") && !text.contains("bad packet"), "{text}");
+                let text = dig(addr, &[srv_name, "SRV", transport, "+ignore"]);
+                assert!(text.contains("status: NOERROR") && !text.contains("bad packet"), "{text}");
+            }
+        })
+        .await
+        .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn edns_and_odd_questions() {
     let server = support::start(Some(Path::new(FIXTURE)), Options::default()).await;

@@ -4,12 +4,13 @@
 //! Re-lists (after a `410 Gone` or a dropped watch) arrive as `Init … InitApply … InitDone`; the kind's
 //! whole view set is replaced at `InitDone`, so objects deleted while the watch was down disappear.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::pin::Pin;
 
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
@@ -86,24 +87,88 @@ where
     K::DynamicType: Default,
 {
     let config = watcher::Config::default().any_semantic();
+    let mut warned = WarnOnce::new(WARN_MEMORY);
     let stream = watcher::watcher(api, config).default_backoff().map(move |event| match event {
         Ok(Event::Init) => Update::Restart(kind),
         Ok(Event::InitDone) => Update::Synced(kind),
         Ok(Event::Apply(object) | Event::InitApply(object)) => {
-            let key = key_of(&object);
-            let trigger = trigger_time(object.meta());
-            match convert(&object) {
-                Ok(view) => Update::Upsert(kind, key, view, trigger),
-                Err(error) => {
-                    warn!(?kind, object = %key, %error, "object ignored: not convertible");
-                    Update::Upsert(kind, key, None, trigger)
-                }
+            let (update, problems) = convert_object(kind, &object, convert, &mut warned);
+            for problem in problems {
+                warn!(?kind, object = %key_of(&object), %problem, "object not fully published in DNS");
             }
+            update
         }
         Ok(Event::Delete(object)) => Update::Delete(kind, key_of(&object)),
         Err(error) => Update::Failed(kind, error.to_string()),
     });
     Box::pin(stream)
+}
+
+/// One applied object as an update, with what to warn about: nothing for a version already warned
+/// about (re-lists and status updates repeat an object many times).
+fn convert_object<K: Resource>(
+    kind: Kind,
+    object: &K,
+    convert: fn(&K) -> Result<Option<SlimObject>, slim::ConvertError>,
+    warned: &mut WarnOnce,
+) -> (Update, Vec<String>) {
+    let key = key_of(object);
+    let trigger = trigger_time(object.meta());
+    let (view, mut problems) = match convert(object) {
+        Ok(view) => {
+            let notes = view.as_ref().map(notes).unwrap_or_default();
+            (view, notes)
+        }
+        Err(error) => (None, vec![format!("object ignored: {error}")]),
+    };
+    if !problems.is_empty() && !warned.first_time(object.meta()) {
+        problems.clear();
+    }
+    (Update::Upsert(kind, key, view, trigger), problems)
+}
+
+/// What a converted object loses in DNS (names that cannot be labels).
+fn notes(view: &SlimObject) -> Vec<String> {
+    match view {
+        SlimObject::Service(service) => slim::service_notes(service),
+        SlimObject::EndpointSlice(slice) => slim::endpoint_slice_notes(slice),
+        SlimObject::Namespace(_) | SlimObject::Pod(_) => Vec::new(),
+    }
+}
+
+/// Object versions remembered per kind so that each is warned about once.
+const WARN_MEMORY: usize = 4096;
+
+/// Remembers the last `capacity` object versions (uid and resourceVersion) warned about, oldest
+/// forgotten first: bounded memory, and a version seen again (a re-list, a no-op update) stays quiet.
+struct WarnOnce {
+    seen: HashSet<(String, String)>,
+    order: VecDeque<(String, String)>,
+    capacity: usize,
+}
+
+impl WarnOnce {
+    fn new(capacity: usize) -> Self {
+        Self { seen: HashSet::new(), order: VecDeque::new(), capacity }
+    }
+
+    /// True the first time this version of the object is seen (and always for objects without uid
+    /// and resourceVersion, which only tests build).
+    fn first_time(&mut self, meta: &ObjectMeta) -> bool {
+        let (Some(uid), Some(version)) = (&meta.uid, &meta.resource_version) else { return true };
+        let key = (uid.clone(), version.clone());
+        if self.seen.contains(&key) {
+            return false;
+        }
+        if self.order.len() >= self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.seen.remove(&oldest);
+        }
+        self.seen.insert(key.clone());
+        self.order.push_back(key);
+        true
+    }
 }
 
 /// The annotation the EndpointSlice controller sets to when the change that updated a slice happened.
@@ -118,7 +183,7 @@ fn now_ms() -> u64 {
 
 /// The trigger time of an object's change in Unix milliseconds: the annotation when present and
 /// parseable (RFC 3339), else now — when the change arrived.
-fn trigger_time(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<u64> {
+fn trigger_time(meta: &ObjectMeta) -> Option<u64> {
     let annotated = meta
         .annotations
         .as_ref()
@@ -256,20 +321,30 @@ fn service_kind_of(view: &Option<SlimObject>) -> &'static str {
     }
 }
 
+fn convert_namespace(o: &Namespace) -> Result<Option<SlimObject>, slim::ConvertError> {
+    slim::namespace_view(o).map(|v| Some(SlimObject::Namespace(v)))
+}
+
+fn convert_service(o: &Service) -> Result<Option<SlimObject>, slim::ConvertError> {
+    slim::service_view(o).map(|v| Some(SlimObject::Service(v)))
+}
+
+fn convert_endpoint_slice(o: &EndpointSlice) -> Result<Option<SlimObject>, slim::ConvertError> {
+    slim::endpoint_slice_view(o).map(|v| v.map(SlimObject::EndpointSlice))
+}
+
+fn convert_pod(o: &Pod) -> Result<Option<SlimObject>, slim::ConvertError> {
+    slim::pod_view(o).map(|v| Some(SlimObject::Pod(v)))
+}
+
 /// Watches the cluster through `client` and publishes into `hub` until the process ends. `synced`
 /// turns true once every kind has been listed.
 pub async fn run(client: Client, config: SynthConfig, hub: Hub, synced: watch::Sender<bool>) {
     let streams: Vec<UpdateStream> = vec![
-        watch_kind(Api::<Namespace>::all(client.clone()), Kind::Namespace, |o| {
-            slim::namespace_view(o).map(|v| Some(SlimObject::Namespace(v)))
-        }),
-        watch_kind(Api::<Service>::all(client.clone()), Kind::Service, |o| {
-            slim::service_view(o).map(|v| Some(SlimObject::Service(v)))
-        }),
-        watch_kind(Api::<EndpointSlice>::all(client.clone()), Kind::EndpointSlice, |o| {
-            slim::endpoint_slice_view(o).map(|v| v.map(SlimObject::EndpointSlice))
-        }),
-        watch_kind(Api::<Pod>::all(client), Kind::Pod, |o| slim::pod_view(o).map(|v| Some(SlimObject::Pod(v)))),
+        watch_kind(Api::<Namespace>::all(client.clone()), Kind::Namespace, convert_namespace),
+        watch_kind(Api::<Service>::all(client.clone()), Kind::Service, convert_service),
+        watch_kind(Api::<EndpointSlice>::all(client.clone()), Kind::EndpointSlice, convert_endpoint_slice),
+        watch_kind(Api::<Pod>::all(client), Kind::Pod, convert_pod),
     ];
     let mut updates = futures::stream::select_all(streams);
     let mut views = Views::new(config);
@@ -291,5 +366,87 @@ pub async fn run(client: Client, config: SynthConfig, hub: Hub, synced: watch::S
             info!("every watch has synced; records published");
             synced.send_replace(true);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn meta(name: &str, uid: &str, version: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some("demo".to_owned()),
+            uid: Some(uid.to_owned()),
+            resource_version: Some(version.to_owned()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    /// A valid pod with a 72-character name (a DNS-1123 subdomain) is taken in, silently, and its
+    /// pod record is published.
+    #[test]
+    fn a_pod_with_a_long_valid_name_is_published() {
+        let long = "p".repeat(72);
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": long, "namespace": "demo", "uid": "u1", "resourceVersion": "1"},
+            "status": {"podIP": "10.244.0.7"}
+        }))
+        .unwrap();
+        let mut warned = WarnOnce::new(8);
+        let (update, problems) = convert_object(Kind::Pod, &pod, convert_pod, &mut warned);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(matches!(&update, Update::Upsert(Kind::Pod, _, Some(SlimObject::Pod(_)), _)));
+        let config = SynthConfig {
+            pod_mode: roster_shared::PodMode::Verified,
+            ..SynthConfig::new(roster_shared::DomainName::parse("cluster.local").unwrap())
+        };
+        let mut views = Views::new(config.clone());
+        let metrics = ControllerMetrics::new();
+        assert!(views.apply(update, &metrics));
+        assert_eq!(views.synthesis.state().pods.len(), 1);
+        let zone = roster_shared::synthesize(views.synthesis.state(), &config);
+        let pod_name = roster_shared::DomainName::parse("10-244-0-7.demo.pod.cluster.local").unwrap();
+        assert_eq!(zone.names[&pod_name], vec![roster_shared::RData::A { ip: [10, 244, 0, 7].into() }]);
+    }
+
+    /// A slice whose endpoint hostname is not a label is published (that endpoint by its dashed
+    /// address) and warned about once per version, however often the watch repeats it.
+    #[test]
+    fn problems_are_warned_once_per_object_version() {
+        let slice = |version: &str| -> EndpointSlice {
+            let mut slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": ["10.244.0.7"], "hostname": "db.primary"}]
+            }))
+            .unwrap();
+            slice.metadata = meta("db-abcde", "u2", version);
+            slice.metadata.labels = Some([(slim::SERVICE_NAME_LABEL.to_owned(), "db".to_owned())].into());
+            slice
+        };
+        let mut warned = WarnOnce::new(8);
+        let (update, problems) = convert_object(Kind::EndpointSlice, &slice("5"), convert_endpoint_slice, &mut warned);
+        assert!(matches!(update, Update::Upsert(_, _, Some(SlimObject::EndpointSlice(_)), _)));
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("db.primary") && problems[0].contains("10-244-0-7"), "{}", problems[0]);
+        for _ in 0..3 {
+            let (_, again) = convert_object(Kind::EndpointSlice, &slice("5"), convert_endpoint_slice, &mut warned);
+            assert!(again.is_empty(), "the same version again: no warning");
+        }
+        let (_, next) = convert_object(Kind::EndpointSlice, &slice("6"), convert_endpoint_slice, &mut warned);
+        assert_eq!(next.len(), 1, "a new version is warned about");
+    }
+
+    #[test]
+    fn warn_once_memory_is_bounded() {
+        let mut warned = WarnOnce::new(3);
+        for i in 0..10 {
+            assert!(warned.first_time(&meta("x", &format!("u{i}"), "1")));
+        }
+        assert_eq!(warned.seen.len(), 3);
+        assert_eq!(warned.order.len(), 3);
+        assert!(!warned.first_time(&meta("x", "u9", "1")), "recent versions are remembered");
+        assert!(warned.first_time(&meta("x", "u0", "1")), "the oldest are forgotten");
     }
 }

@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use roster_shared::ClusterState;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::slim;
 
@@ -278,12 +278,15 @@ fn load_object(object: Object<'_>, state: &mut ClusterState) -> Result<(), Strin
         }
         ("v1", "Service") => {
             let object: Service = body.typed(&kind)?;
-            state.insert_service(slim::service_view(&object).map_err(|e| at(&kind, &object.metadata, e))?);
+            let view = slim::service_view(&object).map_err(|e| at(&kind, &object.metadata, e))?;
+            warn_notes(&kind, &object.metadata, slim::service_notes(&view));
+            state.insert_service(view);
             Ok(())
         }
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             let object: EndpointSlice = body.typed(&kind)?;
             if let Some(view) = slim::endpoint_slice_view(&object).map_err(|e| at(&kind, &object.metadata, e))? {
+                warn_notes(&kind, &object.metadata, slim::endpoint_slice_notes(&view));
                 state.insert_endpoint_slice(view);
             }
             Ok(())
@@ -297,6 +300,14 @@ fn load_object(object: Object<'_>, state: &mut ClusterState) -> Result<(), Strin
             debug!(%api_version, %kind, "ignoring a kind DNS does not need");
             Ok(())
         }
+    }
+}
+
+/// A valid object whose names cannot all be DNS labels is loaded; what it loses is reported (once per
+/// load: loads happen only when the files change).
+fn warn_notes(kind: &str, metadata: &ObjectMeta, notes: Vec<String>) {
+    for note in notes {
+        warn!(%kind, object = metadata.name.as_deref().unwrap_or("?"), %note, "published with fewer names");
     }
 }
 
@@ -490,6 +501,59 @@ mod tests {
         let errors = load_path(dir.path()).unwrap_err().0;
         let column = text.find("\"many\"").unwrap() + "\"many\"".len();
         assert!(errors[0].reason.ends_with(&format!("at line 1 column {column}")), "{}", errors[0].reason);
+    }
+
+    /// Every name the API server accepts loads: a 72-character pod name and EndpointSlice name (DNS-1123
+    /// subdomains, up to 253), an endpoint hostname with dots, an ExternalName with a 64-character
+    /// label. Their neighbours and services load with them.
+    #[test]
+    fn every_name_the_api_accepts_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = "p".repeat(72);
+        let text = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {long}, namespace: demo}}\nstatus: {{podIP: 10.244.0.7}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {{name: {max}, namespace: demo}}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {{name: db, namespace: demo}}\nspec: {{clusterIP: None}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: {long}.x, namespace: demo, labels: {{kubernetes.io/service-name: db}}}}\n\
+             addressType: IPv4\nendpoints:\n\
+             - addresses: [10.244.0.7]\n  hostname: db.primary\n  targetRef: {{kind: Pod, name: {long}}}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {{name: ext, namespace: demo}}\n\
+             spec: {{type: ExternalName, externalName: {label64}.example.com}}\n",
+            max = "p".repeat(253),
+            label64 = "x".repeat(64),
+        );
+        write(dir.path(), "long.yaml", &text);
+        let state = load_path(dir.path()).unwrap();
+        assert_eq!(state.pods.len(), 2);
+        assert_eq!(state.pods[&format!("demo/{long}")].ips, vec!["10.244.0.7".parse::<std::net::IpAddr>().unwrap()]);
+        let slice = &state.endpoint_slices[&format!("demo/{long}.x")];
+        assert_eq!(slice.endpoints[0].hostname.as_deref(), Some("db.primary"));
+        assert_eq!(slice.endpoints[0].pod_name.as_deref(), Some(long.as_str()));
+        assert_eq!(state.services.len(), 2);
+    }
+
+    /// Names the API server rejects still fail the load, with the rule they break.
+    #[test]
+    fn names_the_api_rejects_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.yaml", &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {}}}\n", "p".repeat(254)));
+        write(
+            dir.path(),
+            "b.yaml",
+            &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {}}}\n", "s".repeat(64)),
+        );
+        write(
+            dir.path(),
+            "c.yaml",
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s, labels: {kubernetes.io/service-name: x}}\naddressType: IPv4\nendpoints: [{addresses: [10.0.0.1], hostname: 'Bad_Host'}]\n",
+        );
+        let errors = load_path(dir.path()).unwrap_err().0;
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 3, "{text:#?}");
+        assert!(text[0].contains("metadata.name") && text[0].contains("DNS-1123 subdomain"), "{}", text[0]);
+        assert!(text[1].contains("metadata.name") && text[1].contains("DNS-1123 label"), "{}", text[1]);
+        assert!(text[2].contains("endpoints.hostname") && text[2].contains("Bad_Host"), "{}", text[2]);
     }
 
     #[test]

@@ -1,11 +1,16 @@
 //! Kubernetes objects → slim views. Every field DNS needs is checked here, once, with an error that
 //! names the field, so that synthesis can trust its input.
+//!
+//! The checks are the API server's own (`ValidateObjectMeta` and friends), so every object a cluster
+//! can hold converts: namespace and service names are DNS-1123 labels, pod and EndpointSlice names and
+//! endpoint hostnames DNS-1123 subdomains (up to 253 characters, dots allowed). Whether a name can be a
+//! DNS label is synthesis's business: it affects only the records that need it (see `notes`).
 
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use roster_shared::name::is_dns1123_label;
+use roster_shared::name::{is_dns1123_label, is_dns1123_subdomain};
 use roster_shared::{
     DomainName, EndpointPort, EndpointSliceView, EndpointView, NamespaceView, PodView, PortProtocol, ServiceKind,
     ServicePort, ServiceView,
@@ -20,6 +25,8 @@ pub enum ConvertError {
     MissingName,
     #[error("{field}: `{value}` is not a valid DNS-1123 label")]
     BadLabel { field: &'static str, value: String },
+    #[error("{field}: `{value}` is not a valid DNS-1123 subdomain (at most 253 characters)")]
+    BadSubdomain { field: &'static str, value: String },
     #[error("{field}: `{value}` is not an IP address")]
     BadIp { field: &'static str, value: String },
     #[error("{field}: {value} is not a port number (1-65535)")]
@@ -30,10 +37,20 @@ pub enum ConvertError {
     BadExternalName { value: String, reason: String },
 }
 
+/// The name of a namespace or service: a DNS-1123 label in the API.
 fn name_of(name: Option<&String>) -> Result<String, ConvertError> {
     let name = name.ok_or(ConvertError::MissingName)?;
     if !is_dns1123_label(name) {
         return Err(ConvertError::BadLabel { field: "metadata.name", value: name.clone() });
+    }
+    Ok(name.clone())
+}
+
+/// The name of a pod or EndpointSlice: a DNS-1123 subdomain in the API.
+fn subdomain_name_of(name: Option<&String>) -> Result<String, ConvertError> {
+    let name = name.ok_or(ConvertError::MissingName)?;
+    if !is_dns1123_subdomain(name) {
+        return Err(ConvertError::BadSubdomain { field: "metadata.name", value: name.clone() });
     }
     Ok(name.clone())
 }
@@ -77,8 +94,13 @@ pub fn service_view(service: &Service) -> Result<ServiceView, ConvertError> {
     let spec = service.spec.clone().unwrap_or_default();
     let kind = if spec.type_.as_deref() == Some("ExternalName") {
         let value = spec.external_name.clone().unwrap_or_default();
-        DomainName::parse(&value)
-            .map_err(|e| ConvertError::BadExternalName { value: value.clone(), reason: e.to_string() })?;
+        // The API checks a DNS-1123 subdomain (no limit per label); a name that passes but is no DNS
+        // name (a label over 63) only loses the CNAME, in synthesis.
+        if let Err(e) = DomainName::parse(&value)
+            && !is_dns1123_subdomain(value.strip_suffix('.').unwrap_or(&value))
+        {
+            return Err(ConvertError::BadExternalName { value, reason: e.to_string() });
+        }
         ServiceKind::ExternalName(value)
     } else if spec.cluster_ip.as_deref() == Some("None") {
         ServiceKind::Headless
@@ -119,7 +141,7 @@ pub fn service_view(service: &Service) -> Result<ServiceView, ConvertError> {
 
 /// `Ok(None)` for a slice that belongs to no service or carries FQDN addresses: DNS ignores those.
 pub fn endpoint_slice_view(slice: &EndpointSlice) -> Result<Option<EndpointSliceView>, ConvertError> {
-    let name = name_of(slice.metadata.name.as_ref())?;
+    let name = subdomain_name_of(slice.metadata.name.as_ref())?;
     let namespace = namespace_of(slice.metadata.namespace.as_ref())?;
     let Some(service) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).cloned() else {
         return Ok(None);
@@ -148,17 +170,14 @@ pub fn endpoint_slice_view(slice: &EndpointSlice) -> Result<Option<EndpointSlice
                 e.addresses.iter().map(|a| parse_ip("endpoints.addresses", a)).collect::<Result<Vec<_>, _>>()?;
             let hostname = e.hostname.clone().filter(|h| !h.is_empty());
             if let Some(h) = &hostname
-                && !is_dns1123_label(h)
+                && !is_dns1123_subdomain(h)
             {
-                return Err(ConvertError::BadLabel { field: "endpoints.hostname", value: h.clone() });
+                return Err(ConvertError::BadSubdomain { field: "endpoints.hostname", value: h.clone() });
             }
             let conditions = e.conditions.clone().unwrap_or_default();
-            let pod_name = e
-                .target_ref
-                .as_ref()
-                .filter(|r| r.kind.as_deref() == Some("Pod"))
-                .and_then(|r| r.name.clone())
-                .filter(|n| is_dns1123_label(n));
+            // Any pod name; synthesis uses it only where it is a DNS label.
+            let pod_name =
+                e.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod")).and_then(|r| r.name.clone());
             Ok(EndpointView {
                 addresses,
                 ready: conditions.ready.unwrap_or(true),
@@ -172,7 +191,8 @@ pub fn endpoint_slice_view(slice: &EndpointSlice) -> Result<Option<EndpointSlice
 }
 
 pub fn pod_view(pod: &Pod) -> Result<PodView, ConvertError> {
-    let name = name_of(pod.metadata.name.as_ref())?;
+    // Pod records are keyed by address: the name is only the object's key, whatever its length.
+    let name = subdomain_name_of(pod.metadata.name.as_ref())?;
     let namespace = namespace_of(pod.metadata.namespace.as_ref())?;
     let status = pod.status.clone().unwrap_or_default();
     let mut texts: Vec<String> = status.pod_ips.iter().flatten().map(|p| p.ip.clone()).collect();
@@ -183,4 +203,34 @@ pub fn pod_view(pod: &Pod) -> Result<PodView, ConvertError> {
     }
     let ips = texts.iter().map(|t| parse_ip("status.podIPs", t)).collect::<Result<Vec<_>, _>>()?;
     Ok(PodView { namespace, name, ips })
+}
+
+/// What a valid EndpointSlice loses in DNS because a name cannot be a DNS label: one line per endpoint
+/// hostname that is not a label (that endpoint is named by its dashed address instead). Empty for
+/// nearly every slice.
+pub fn endpoint_slice_notes(view: &EndpointSliceView) -> Vec<String> {
+    view.endpoints
+        .iter()
+        .filter_map(|e| {
+            let hostname = e.hostname.as_ref().filter(|h| !is_dns1123_label(h))?;
+            let ip = e.addresses.first()?;
+            Some(format!(
+                "endpoints.hostname `{hostname}` is not a DNS label (at most 63 characters, no dots): the endpoint \
+                 is named {} instead",
+                roster_shared::name::dashed_ip(*ip)
+            ))
+        })
+        .collect()
+}
+
+/// What a valid Service loses in DNS: an ExternalName that is a DNS-1123 subdomain but not a DNS name
+/// gets no CNAME.
+pub fn service_notes(view: &ServiceView) -> Vec<String> {
+    match &view.kind {
+        ServiceKind::ExternalName(target) => match DomainName::parse(target) {
+            Ok(_) => Vec::new(),
+            Err(e) => vec![format!("spec.externalName `{target}` is not a DNS name ({e}): no CNAME is published")],
+        },
+        _ => Vec::new(),
+    }
 }

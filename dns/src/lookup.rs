@@ -17,6 +17,9 @@ pub struct Answer {
     pub local: Vec<Set>,
     /// The zone's SOA, present in every authoritative NXDOMAIN and NODATA answer.
     pub soa: Option<Set>,
+    /// Address sets of SRV targets (additional section, as CoreDNS adds them); optional data, left
+    /// out without TC when it does not fit (RFC 2181 §9).
+    pub additional: Vec<Set>,
     /// TTL of the local records and the SOA.
     pub ttl: u32,
     /// Records of a forwarded answer; its answer records follow the local ones (a chased CNAME's
@@ -51,6 +54,11 @@ impl Answer {
         {
             return;
         }
+        for set in &self.additional {
+            if !writer.optional_set(set, self.ttl) {
+                break;
+            }
+        }
         self.forwarded.write(writer, Section::Additional);
     }
 
@@ -67,8 +75,13 @@ impl Answer {
 /// CNAME chains inside our zones are followed at most this far (they are one step in practice).
 const MAX_CHAIN: usize = 8;
 
-/// Answers `qtype` for `name` (lowercase wire form) in authoritative zone `zone`.
-pub fn answer(store: &ZoneStore, zone: usize, name: &WireName, qtype: RecordType) -> Answer {
+/// The smallest an SRV record can be on the wire: owner pointer, type/class/TTL/rdlength, priority,
+/// weight, port and a root target.
+const MIN_SRV_WIRE: usize = 2 + 10 + 6 + 1;
+
+/// Answers `qtype` for `name` (lowercase wire form) in authoritative zone `zone`. `size_limit` is the
+/// most the response may hold: additional data is looked up only for SRV sets that could fit whole.
+pub fn answer(store: &ZoneStore, zone: usize, name: &WireName, qtype: RecordType, size_limit: usize) -> Answer {
     let mut answer = Answer { authoritative: true, plugin: "kubernetes", ttl: store.config().ttl, ..Answer::default() };
     let view = store.view();
     let soa = || view.soa(zone);
@@ -87,6 +100,9 @@ pub fn answer(store: &ZoneStore, zone: usize, name: &WireName, qtype: RecordType
         };
         let wanted = if qtype == RecordType::ANY { node.first() } else { node.set(qtype) };
         if let Some(set) = wanted {
+            if set.rtype() == RecordType::SRV && set.len().saturating_mul(MIN_SRV_WIRE) <= size_limit {
+                answer.additional = srv_target_addresses(&view, &set);
+            }
             answer.local.push(set);
             return answer;
         }
@@ -128,4 +144,22 @@ fn insecure_pod_record(store: &ZoneStore, view: &View<'_>, name: &[u8], qtype: R
         _ => return Some(None),
     };
     Node::build(name, &[(rtype, vec![rdata])]).set(rtype).map(Some)
+}
+
+/// The A and AAAA sets of the distinct targets of an SRV set that are in the store, in record order.
+fn srv_target_addresses(view: &View<'_>, srv: &Set) -> Vec<Set> {
+    let mut seen: Vec<&[u8]> = Vec::new();
+    let mut sets = Vec::new();
+    for target in srv.rdatas().filter_map(|rdata| rdata.get(6..)) {
+        // Targets repeat once per port; sets are small (the caller bounds them), so a scan is enough.
+        if seen.contains(&target) {
+            continue;
+        }
+        seen.push(target);
+        if let Some(node) = view.node(target) {
+            sets.extend(node.set(RecordType::A));
+            sets.extend(node.set(RecordType::AAAA));
+        }
+    }
+    sets
 }

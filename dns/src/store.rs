@@ -375,8 +375,8 @@ mod tests {
         store.apply(&Frame::Snapshot { epoch: 1, generation: 1, zone: Arc::new(zone) }).unwrap();
         let view = store.view();
         let node = view.node(&to_wire(&name("web-0.nginx.default.svc.cluster.local"))).unwrap();
-        // 1 (name length) + 39 (name) + 6 (set header) + 2 (rdlength) + 4 (address).
-        assert_eq!(node.heap_len(), 52);
+        // 1 (name length) + 39 (name) + 10 (set header) + 2 (rdlength) + 4 (address).
+        assert_eq!(node.heap_len(), 56);
         assert_eq!(node.set(RecordType::A).unwrap().rdatas().next().unwrap(), &[10, 244, 0, 2]);
     }
 

@@ -186,10 +186,15 @@ async fn write_responses(writer: OwnedWriteHalf, mut queue: mpsc::Receiver<Vec<u
         let batch = async {
             let mut next = Some(first);
             while let Some(response) = next {
-                let len = u16::try_from(response.len()).unwrap_or(u16::MAX);
-                writer.write_all(&len.to_be_bytes()).await?;
-                writer.write_all(&response[..usize::from(len)]).await?;
                 next = queue.try_recv().ok();
+                // The writer keeps every answer within 65,535 bytes; a longer one cannot be framed and is
+                // dropped whole rather than cut into a malformed message.
+                let Ok(len) = u16::try_from(response.len()) else {
+                    debug!(len = response.len(), "TCP answer too long to frame; dropped");
+                    continue;
+                };
+                writer.write_all(&len.to_be_bytes()).await?;
+                writer.write_all(&response).await?;
             }
             writer.flush().await
         };

@@ -142,15 +142,20 @@ mod tests {
         assert!(message.metadata.authoritative && message.edns.is_some());
     }
 
-    /// SRV targets stay whole (RFC 2782); NXDOMAIN's SOA names point into the question.
+    /// SRV targets stay whole (RFC 2782) and the target's address follows as additional data, its owner
+    /// a pointer to the target; NXDOMAIN's SOA names point into the question.
     #[tokio::test]
     async fn srv_targets_are_not_compressed_and_soa_names_are() {
         let addr = server().await;
         let request = query("_web._tcp.nginx.default.svc.cluster.local", 33, None);
         let response = exchange(addr, &request).await;
         let target: &[u8] = b"\x05web-0\x05nginx\x07default\x03svc\x07cluster\x05local\x00";
-        assert!(response.ends_with(target), "SRV target written in full");
-        assert_eq!(response.len(), request.len() + 2 + 10 + 6 + target.len());
+        let srv_end = request.len() + 2 + 10 + 6 + target.len();
+        assert_eq!(&response[srv_end - target.len()..srv_end], target, "SRV target written in full");
+        assert_eq!(response.len(), srv_end + 2 + 10 + 4, "one additional A");
+        let target_at = u8::try_from(srv_end - target.len()).unwrap();
+        assert_eq!(&response[srv_end..srv_end + 2], &[0xC0, target_at], "its owner points at the target");
+        assert!(response.ends_with(&[10, 244, 0, 2]));
 
         let request = query("missing.default.svc.cluster.local", 1, None);
         let response = exchange(addr, &request).await;

@@ -128,6 +128,20 @@ fn get_u16(bytes: &[u8], at: usize) -> u16 {
     }
 }
 
+/// A stored u32 as usize (a node is one allocation, far below 4 GiB, so every length fits).
+fn get_u32(bytes: &[u8], at: usize) -> usize {
+    match bytes.get(at..at + 4) {
+        Some(&[a, b, c, d]) => usize::try_from(u32::from_be_bytes([a, b, c, d])).unwrap_or(usize::MAX),
+        _ => 0,
+    }
+}
+
+/// `value` as a stored u32. Sets come from the record stream; one beyond 4 GiB cannot be built in the
+/// first place, so the fallback is unreachable in practice and never silently wraps.
+fn put_u32(blob: &mut Vec<u8>, value: usize) {
+    blob.extend_from_slice(&u32::try_from(value).unwrap_or(u32::MAX).to_be_bytes());
+}
+
 /// Where names sit in an rdata of type `rtype`, for compression: (bytes before them, how many). Only
 /// RFC 1035 types may be compressed (RFC 3597 §4): PTR, CNAME and NS are one name, SOA starts with
 /// two, MX has one after its preference. SRV targets are deliberately absent (RFC 2782).
@@ -142,8 +156,10 @@ fn compressible_names(rtype: u16) -> (usize, usize) {
 
 /// One name's record sets, precompiled to wire rdata in a single shared allocation (no hickory `Record`s:
 /// those cost ~250 bytes each plus a heap name). Layout:
-/// `[name len][name]` then per set `[type u16][count u16][bytes u16]` followed by `bytes` of records,
-/// each `[rdlength u16][rdata]`. An empty non-terminal has no sets.
+/// `[name len][name]` then per set `[type u16][count u32][bytes u32]` followed by `bytes` of records,
+/// each `[rdlength u16][rdata]`. An empty non-terminal has no sets. Count and length are 32 bits: a
+/// headless service's SRV set passes 65,535 bytes at ~1,100 endpoints (16-bit lengths saturated
+/// there, and the next set's header was read from inside a record).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Node(Arc<[u8]>);
 
@@ -154,7 +170,7 @@ impl std::fmt::Debug for Node {
 }
 
 /// Sets are this many bytes of header before their records.
-const SET_HEADER: usize = 6;
+const SET_HEADER: usize = 10;
 
 impl Node {
     /// Builds a node from sets of wire rdata, kept in the order given.
@@ -168,9 +184,12 @@ impl Node {
         for (rtype, list) in sets {
             let bytes: usize = list.iter().map(|r| 2 + r.len()).sum();
             blob.extend_from_slice(&u16::from(*rtype).to_be_bytes());
-            blob.extend_from_slice(&u16::try_from(list.len()).unwrap_or(u16::MAX).to_be_bytes());
-            blob.extend_from_slice(&u16::try_from(bytes).unwrap_or(u16::MAX).to_be_bytes());
+            put_u32(&mut blob, list.len());
+            put_u32(&mut blob, bytes);
             for rdata in list {
+                // Rdata is at most 65,535 bytes on the wire; ours (addresses, one name, short TXT) is
+                // far below.
+                debug_assert!(rdata.len() <= usize::from(u16::MAX));
                 blob.extend_from_slice(&u16::try_from(rdata.len()).unwrap_or(u16::MAX).to_be_bytes());
                 blob.extend_from_slice(rdata);
             }
@@ -192,7 +211,7 @@ impl Node {
                 return None;
             }
             let here = at;
-            at += SET_HEADER + usize::from(get_u16(&self.0, at + 4));
+            at += SET_HEADER + get_u32(&self.0, at + 6);
             Some((get_u16(&self.0, here), here))
         })
     }
@@ -245,7 +264,7 @@ impl Set {
     }
 
     pub fn len(&self) -> usize {
-        usize::from(get_u16(&self.node.0, self.at + 2))
+        get_u32(&self.node.0, self.at + 2)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -256,7 +275,7 @@ impl Set {
     pub fn rdatas(&self) -> impl Iterator<Item = &[u8]> + '_ {
         let blob = &self.node.0;
         let start = self.at + SET_HEADER;
-        let end = start + usize::from(get_u16(blob, self.at + 4));
+        let end = start + get_u32(blob, self.at + 6);
         let mut at = start;
         std::iter::from_fn(move || {
             if at + 2 > end {
@@ -409,7 +428,37 @@ impl<'b> MessageWriter<'b> {
         ttl: u32,
         rdata: &[u8],
     ) -> bool {
-        if self.truncated {
+        let fits = self.try_record(section, owner, rtype, class, ttl, rdata);
+        if !fits {
+            self.truncated = true;
+        }
+        fits
+    }
+
+    /// Appends one optional record (additional data, RFC 2181 §9): one that does not fit is left out
+    /// without TC, as Knot and BIND do; later ones may still be tried.
+    pub fn optional_record(&mut self, owner: &[u8], rtype: RecordType, ttl: u32, rdata: &[u8]) -> bool {
+        self.try_record(Section::Additional, owner, rtype, DNS_CLASS_IN, ttl, rdata)
+    }
+
+    /// Appends every record of `set` as optional additional data; false at the first that does not fit.
+    pub fn optional_set(&mut self, set: &Set, ttl: u32) -> bool {
+        let (owner, rtype) = (set.owner(), set.rtype());
+        set.rdatas().all(|rdata| self.optional_record(owner, rtype, ttl, rdata))
+    }
+
+    /// Appends one record if it fits (and the message is not already truncated); the message is left
+    /// as it was when it does not.
+    fn try_record(
+        &mut self,
+        section: Section,
+        owner: &[u8],
+        rtype: RecordType,
+        class: u16,
+        ttl: u32,
+        rdata: &[u8],
+    ) -> bool {
+        if self.truncated || self.counts[section as usize] == u16::MAX {
             return false;
         }
         let mark = self.buf.len();
@@ -443,10 +492,10 @@ impl<'b> MessageWriter<'b> {
         if self.buf.len() > self.limit || rdlength > usize::from(u16::MAX) {
             self.buf.truncate(mark);
             self.target_count = targets;
-            self.truncated = true;
             return false;
         }
         self.buf[rdlength_at..rdlength_at + 2].copy_from_slice(&u16::try_from(rdlength).unwrap_or(0).to_be_bytes());
+        // Cannot overflow: checked against u16::MAX above, and 65,535 bytes hold far fewer records.
         self.counts[section as usize] += 1;
         true
     }
@@ -457,11 +506,11 @@ impl<'b> MessageWriter<'b> {
         let start = if count == 0 { 0 } else { start % count };
         let rtype = set.rtype();
         let owner = set.owner();
-        let mut ok = true;
-        for rdata in set.rdatas().skip(start).chain(set.rdatas().take(start)) {
-            ok &= self.record(section, owner, rtype, ttl, rdata);
-        }
-        ok
+        // Stops at the first record that does not fit: nothing after it would be written anyway.
+        set.rdatas()
+            .skip(start)
+            .chain(set.rdatas().take(start))
+            .all(|rdata| self.record(section, owner, rtype, ttl, rdata))
     }
 
     /// Ends the message: an OPT record when `opt` is `Some((payload, extended rcode and flags))` (it was
@@ -568,6 +617,47 @@ mod tests {
         assert_eq!(node.set(RecordType::TXT).unwrap().rdatas().next().unwrap(), b"\x02hi");
         assert!(node.set(RecordType::AAAA).is_none());
         assert!(Node::build(&name, &[]).is_empty());
+    }
+
+    /// A set past 65,535 bytes or records (a headless service's SRV set at ~1,100 endpoints) keeps its
+    /// length and count, and the set after it is still found (16-bit lengths saturated and the next
+    /// header was read from inside a record).
+    #[test]
+    fn sets_past_16_bits_keep_their_size() {
+        let name = wire("_web._tcp.big.default.svc.cluster.local.");
+        let target = wire("big-00000.big.default.svc.cluster.local.");
+        let srv: Vec<Vec<u8>> = (0..70_000u32)
+            .map(|i| {
+                let mut rdata = vec![0, 0, 0, 1];
+                rdata.extend_from_slice(&u16::try_from(i % 65_536).unwrap().to_be_bytes());
+                rdata.extend_from_slice(&target);
+                rdata
+            })
+            .collect();
+        let node = Node::build(&name, &[(RecordType::SRV, srv.clone()), (RecordType::TXT, vec![b"\x02hi".to_vec()])]);
+        let set = node.set(RecordType::SRV).unwrap();
+        assert_eq!(set.len(), 70_000);
+        assert_eq!(set.rdatas().count(), 70_000);
+        assert_eq!(set.rdatas().last().unwrap(), srv.last().unwrap().as_slice());
+        assert_eq!(node.types().collect::<Vec<_>>(), vec![RecordType::SRV, RecordType::TXT]);
+        assert_eq!(node.set(RecordType::TXT).unwrap().rdatas().next().unwrap(), b"\x02hi");
+        assert!(node.set(RecordType::A).is_none(), "no stray set read from inside the records");
+    }
+
+    /// Optional records (additional data) that do not fit are left out without TC.
+    #[test]
+    fn optional_records_never_set_tc() {
+        let q = question("big.default.svc.cluster.local.");
+        let owner = wire("big.default.svc.cluster.local.");
+        let mut buf = Vec::new();
+        let mut writer = MessageWriter::new(&mut buf, &HEADER, &q, 12 + q.len() + 16);
+        assert!(writer.record(Section::Answer, &owner, RecordType::A, 5, &[1, 2, 3, 4]));
+        assert!(!writer.optional_record(&owner, RecordType::A, 5, &[1, 2, 3, 5]));
+        assert!(!writer.truncated());
+        writer.finish(None);
+        let message = hickory_proto::op::Message::from_vec(&buf).unwrap();
+        assert!(!message.metadata.truncation);
+        assert_eq!((message.answers.len(), message.additionals.len()), (1, 0));
     }
 
     /// The owner of an answer about the question's name is a pointer to offset 12 (the question).

@@ -37,6 +37,38 @@ pub fn is_dns1123_label(label: &str) -> bool {
         && bytes[bytes.len() - 1] != b'-'
 }
 
+/// Longest DNS-1123 subdomain the Kubernetes API accepts (pod, EndpointSlice and most object names).
+pub const MAX_SUBDOMAIN_LEN: usize = 253;
+
+/// True when `text` is a DNS-1123 subdomain as the Kubernetes API checks it: at most 253 characters,
+/// labels of lower-case alphanumerics and '-' that start and end with an alphanumeric, joined by '.'.
+/// The API puts no limit on each label's length (its regular expression has none), so a valid pod
+/// name such as 72 letters without a dot is not a DNS label.
+pub fn is_dns1123_subdomain(text: &str) -> bool {
+    text.len() <= MAX_SUBDOMAIN_LEN
+        && text.split('.').all(|label| {
+            let bytes = label.as_bytes();
+            !bytes.is_empty()
+                && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+                && bytes[0] != b'-'
+                && bytes[bytes.len() - 1] != b'-'
+        })
+}
+
+/// True when `text` is an IANA service name as the Kubernetes API checks container port names
+/// (IANA_SVC_NAME, RFC 6335 §5.1): 1-15 lower-case alphanumerics and '-', at least one letter, no
+/// '-' at either end and no "--".
+pub fn is_iana_svc_name(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 15
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.iter().any(u8::is_ascii_lowercase)
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+        && !text.contains("--")
+}
+
 /// Checks one label of a host name in any case; `_` is allowed as the first character of service
 /// labels such as `_http` and `_tcp` (RFC 2782).
 fn check_label(label: &str, name: &str) -> Result<(), NameError> {

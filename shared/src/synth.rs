@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::name::{DomainName, dashed_ip};
+use crate::name::{DomainName, dashed_ip, is_dns1123_label};
 use crate::records::{RData, ZoneData};
-use crate::views::{ClusterState, EndpointSliceView, PodView, PortProtocol, ServiceKind, ServiceView};
+use crate::views::{ClusterState, EndpointSliceView, EndpointView, PodView, PortProtocol, ServiceKind, ServiceView};
 
 /// The version of the specification roster implements, published as `dns-version.<zone>` TXT.
 pub const SCHEMA_VERSION: &str = "1.1.0";
@@ -172,10 +172,11 @@ fn group_slices(state: &ClusterState) -> BTreeMap<(&str, &str), Vec<&EndpointSli
     grouped
 }
 
-/// A named port of an endpoint, which is what SRV records publish.
+/// A port of an endpoint: named ones get `_<port>._<proto>` SRV names; every one is in the SRV set at
+/// the service's own name (CoreDNS matches an absent port and protocol as "any").
 #[derive(Clone)]
-struct NamedPort {
-    name: String,
+struct EndpointPortInfo {
+    name: Option<String>,
     protocol: PortProtocol,
     port: u16,
 }
@@ -184,7 +185,21 @@ struct NamedPort {
 struct PublishedEndpoint {
     ip: IpAddr,
     label: String,
-    ports: Vec<NamedPort>,
+    ports: Vec<EndpointPortInfo>,
+}
+
+/// The first label of an endpoint's own name: its hostname, else (in `endpoint_pod_names` mode) its
+/// pod's name, else its dashed address. Hostnames and pod names are DNS-1123 subdomains in the API (up
+/// to 253 characters, dots allowed); one that is not a DNS label is passed over, as if absent.
+fn endpoint_label(endpoint: &EndpointView, ip: IpAddr, config: &SynthConfig) -> String {
+    let usable = |text: &&String| is_dns1123_label(text);
+    endpoint
+        .hostname
+        .as_ref()
+        .filter(usable)
+        .or_else(|| endpoint.pod_name.as_ref().filter(|_| config.endpoint_pod_names).filter(usable))
+        .cloned()
+        .unwrap_or_else(|| dashed_ip(ip))
 }
 
 fn published_endpoints(
@@ -195,12 +210,13 @@ fn published_endpoints(
     let mut seen = BTreeSet::new();
     let mut published = Vec::new();
     for slice in slices {
-        let ports: Vec<NamedPort> = slice
+        let ports: Vec<EndpointPortInfo> = slice
             .ports
             .iter()
-            .filter_map(|p| {
-                let name = p.name.clone().filter(|n| !n.is_empty())?;
-                Some(NamedPort { name, protocol: p.protocol, port: p.port })
+            .map(|p| EndpointPortInfo {
+                name: p.name.clone().filter(|n| !n.is_empty()),
+                protocol: p.protocol,
+                port: p.port,
             })
             .collect();
         for endpoint in &slice.endpoints {
@@ -209,12 +225,7 @@ fn published_endpoints(
                 continue;
             }
             for ip in &endpoint.addresses {
-                let label = endpoint
-                    .hostname
-                    .clone()
-                    .filter(|h| !h.is_empty())
-                    .or_else(|| endpoint.pod_name.clone().filter(|_| config.endpoint_pod_names))
-                    .unwrap_or_else(|| dashed_ip(*ip));
+                let label = endpoint_label(endpoint, *ip, config);
                 // The same address in two slices (e.g. during a slice migration) is one endpoint.
                 if seen.insert((*ip, label.clone())) {
                     published.push(PublishedEndpoint { ip: *ip, label, ports: ports.clone() });
@@ -261,12 +272,19 @@ fn add_service(
                     out.add(srv, rdata, zone);
                 }
             }
+            let targets = service.ports.iter().map(|p| (name.clone(), p.port));
+            add_srv_set(out, zone, &name, targets);
         }
         ServiceKind::Headless => {
             for endpoint in &endpoints {
                 out.add(name.clone(), address_record(endpoint.ip), zone);
             }
             add_headless_srv(out, zone, &name, &endpoints);
+            let targets = endpoints.iter().flat_map(|endpoint| {
+                let target = name.child(&endpoint.label).ok();
+                endpoint.ports.iter().filter_map(move |p| Some((target.clone()?, p.port)))
+            });
+            add_srv_set(out, zone, &name, targets);
         }
         ServiceKind::ExternalName(target) => {
             if let Ok(target) = DomainName::parse(target) {
@@ -293,7 +311,8 @@ fn add_headless_srv(out: &mut ZoneData, zone: &DomainName, name: &DomainName, en
     for endpoint in endpoints {
         let Ok(target) = name.child(&endpoint.label) else { continue };
         for port in &endpoint.ports {
-            let targets = by_port.entry((port.name.to_ascii_lowercase(), port.protocol)).or_default();
+            let Some(port_name) = &port.name else { continue };
+            let targets = by_port.entry((port_name.to_ascii_lowercase(), port.protocol)).or_default();
             if !targets.contains(&(target.clone(), port.port)) {
                 targets.push((target.clone(), port.port));
             }
@@ -305,6 +324,27 @@ fn add_headless_srv(out: &mut ZoneData, zone: &DomainName, name: &DomainName, en
         for (target, port) in targets {
             out.add(srv.clone(), RData::Srv { priority: 0, weight, port, target }, zone);
         }
+    }
+}
+
+/// The SRV set at the service's own name, as CoreDNS answers `<svc>.<ns>.svc.<zone> SRV`: every
+/// (target, port) once, whatever the port's name and protocol; weights share 100 (at least 1).
+fn add_srv_set(
+    out: &mut ZoneData,
+    zone: &DomainName,
+    name: &DomainName,
+    targets: impl Iterator<Item = (DomainName, u16)>,
+) {
+    let mut distinct: Vec<(DomainName, u16)> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for target in targets {
+        if seen.insert(target.clone()) {
+            distinct.push(target);
+        }
+    }
+    let weight = u16::try_from(100 / distinct.len().max(1)).unwrap_or(1).max(1);
+    for (target, port) in distinct {
+        out.add(name.clone(), RData::Srv { priority: 0, weight, port, target }, zone);
     }
 }
 

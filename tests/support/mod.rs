@@ -160,6 +160,8 @@ pub struct Expect {
     pub answer: Vec<String>,
     /// True when the zone's SOA must be (the only record) in the authority section.
     pub soa: Option<&'static str>,
+    /// The additional section (OPT aside), in any order.
+    pub additional: Vec<String>,
 }
 
 /// Checks `response` against `expect`, returning a readable difference.
@@ -189,6 +191,12 @@ pub fn check(question: &str, response: &Message, expect: &Expect) -> Result<(), 
             }
         }
         None => {}
+    }
+    let mut want = expect.additional.clone();
+    want.sort();
+    let got = sorted(&response.additionals);
+    if got != want {
+        problems.push(format!("additional {got:#?}, want {want:#?}"));
     }
     if problems.is_empty() { Ok(()) } else { Err(format!("{question}: {}", problems.join("; "))) }
 }
