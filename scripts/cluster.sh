@@ -24,7 +24,7 @@ die() { echo "cluster.sh: $*" >&2; exit 1; }
 release_dir() {
   local k8s kwok sum
   k8s=$(awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v/ {print $2; exit}' "$TOOLS/kubernetes/go.mod")
-  kwok=$(awk '$1 == "sigs.k8s.io/kwok" {print $2; exit}' "$TOOLS/kwok/go.mod")
+  kwok=$(grep -oE "sigs.k8s.io/kwok v[0-9.]+" "$TOOLS/kwok/go.mod" | head -1 | cut -d" " -f2)
   sum=$(cat "$TOOLS"/*/go.mod "$TOOLS"/*/go.sum "$TOOLS"/kubernetes/etcd/main.go | sha256sum | cut -c1-12)
   echo "$CACHE/kubernetes-$k8s-kwok-$kwok-$sum"
 }

@@ -59,16 +59,16 @@ fn target(cluster: &RealCluster, name: &str, namespace: String, kind: &'static s
     }
 }
 
-/// Deliberate divergences, one scenario name per line in the table of docs/identity-divergences.md
-/// (`| scenario | stream | what | why |`).
+/// Deliberate divergences: the (scenario, run) rows of the table in docs/identity-divergences.md
+/// (`| scenario | run | stream | why |`). Rows with `*` state rules the comparison itself applies.
 fn deliberate() -> Vec<(String, String)> {
     let path = PathBuf::from(real_support::ROOT).join("docs/identity-divergences.md");
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines()
         .filter_map(|line| {
             let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-            (cells.len() >= 5 && !cells[1].is_empty() && cells[1] != "scenario" && !cells[1].starts_with('-'))
-                .then(|| (cells[1].to_owned(), cells[2].to_owned()))
+            let row = cells.len() == 6 && !["scenario", "*", ""].contains(&cells[1]) && !cells[1].starts_with('-');
+            (row && cells[2] != "*").then(|| (cells[1].to_owned(), cells[2].to_owned()))
         })
         .collect()
 }
@@ -131,8 +131,10 @@ fn roster_matches_the_upstream_statefulset_controller() {
         }
         for (t, trace) in targets.iter().zip(&traces).skip(1) {
             let diffs = differences(&traces[0], trace);
-            let excused = allowed.iter().any(|(name, _)| name == scenario.name);
+            let excused = allowed.iter().any(|(name, run)| name == scenario.name && *run == t.name);
+            eprintln!("{}: {} {}", scenario.name, t.name, if diffs.is_empty() { "same as upstream" } else if excused { "differs (deliberate)" } else { "DIFFERS" });
             if !diffs.is_empty() && !excused {
+                eprintln!("{}", diffs.join("\n"));
                 failures.push(format!("=== {} — {} differs from upstream:\n{}", scenario.name, t.name, diffs.join("\n")));
             }
         }

@@ -25,12 +25,17 @@ pub enum Stream {
     Revisions,
     Status,
     Events,
+    /// The claims' owners when the step settled (upstream sets them after creating a claim, roster
+    /// when creating it: the state compares, the writes do not).
+    ClaimOwners,
 }
 
 #[derive(Default)]
 struct Shared {
     lines: Vec<(Stream, String)>,
     last_change: Option<Instant>,
+    /// Live claims' owners, by claim name.
+    claim_owners: BTreeMap<String, Vec<String>>,
 }
 
 /// A running recorder for one namespace.
@@ -114,6 +119,12 @@ impl Trace {
         out
     }
 
+    /// The live claims' owners, one line per claim.
+    pub fn claim_owners(&self) -> Vec<String> {
+        let shared = self.shared.lock().unwrap();
+        shared.claim_owners.iter().map(|(name, owners)| format!("{name} owners={owners:?}")).collect()
+    }
+
     pub fn stop(self) {
         self.runtime.shutdown_background();
     }
@@ -154,16 +165,24 @@ async fn watch_claims(api: Api<PersistentVolumeClaim>, shared: Arc<Mutex<Shared>
         };
         let name = claim.metadata.name.clone().unwrap_or_default();
         let uid = claim.metadata.uid.clone().unwrap_or_default();
+        let owners: Vec<String> = claim
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .map(|o| format!("{}/{}", normalise_kind(&o.kind), o.name))
+            .collect();
+        {
+            let mut shared = shared.lock().unwrap();
+            if deleted {
+                shared.claim_owners.remove(&name);
+            } else {
+                shared.claim_owners.insert(name.clone(), owners);
+            }
+        }
         if !seen.contains_key(&uid) {
             seen.insert(uid.clone(), false);
-            let owners: Vec<String> = claim
-                .metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .map(|o| format!("{}/{}", normalise_kind(&o.kind), o.name))
-                .collect();
-            push(&shared, Stream::Claims, format!("create {name} owners={owners:?}"));
+            push(&shared, Stream::Claims, format!("create {name}"));
         }
         let terminating = seen.get_mut(&uid).unwrap();
         if (deleted || claim.metadata.deletion_timestamp.is_some()) && !*terminating {
