@@ -81,9 +81,9 @@ fn cluster_ip(cluster: &RealCluster, service: &str) -> String {
 
 /// Every replica answers `name A` with exactly `want`, over UDP and over TCP.
 fn all_answer(replicas: &[u16], name: &str, want: &[String]) -> bool {
-    replicas.iter().all(|&port| {
-        short(port, name, "A") == want && sorted(&dig(port, &[name, "A", "+short", "+tcp"])) == want
-    })
+    replicas
+        .iter()
+        .all(|&port| short(port, name, "A") == want && sorted(&dig(port, &[name, "A", "+short", "+tcp"])) == want)
 }
 
 fn sorted(text: &str) -> Vec<String> {
@@ -222,7 +222,8 @@ fn least_privilege_smoke(cluster: &RealCluster, ns: &str) -> Result<(), String> 
         cluster.kubectl(&["get", "serviceaccount", "default", "-n", ns]).ok.then_some(())
     });
     // A fresh candidate must not wait out the previous one's Lease.
-    let _ = cluster.kubectl(&["delete", "lease", "-n", "kube-system", "roster-identity-controller", "--ignore-not-found"]);
+    let _ =
+        cluster.kubectl(&["delete", "lease", "-n", "kube-system", "roster-identity-controller", "--ignore-not-found"]);
     let token = cluster.token_kubeconfig("kube-system", "roster-controller");
     let dns = free_port();
     let roster = Proc::roster(&[
@@ -263,11 +264,7 @@ fn least_privilege_smoke(cluster: &RealCluster, ns: &str) -> Result<(), String> 
 /// What the smoke workload still lacks; empty when everything is there.
 fn smoke_missing(cluster: &RealCluster, ns: &str, dns: u16) -> String {
     let ready = |resource: &str| {
-        cluster
-            .kubectl(&["get", resource, "-n", ns, "-o", "jsonpath={.status.readyReplicas}"])
-            .stdout
-            .trim()
-            .to_owned()
+        cluster.kubectl(&["get", resource, "-n", ns, "-o", "jsonpath={.status.readyReplicas}"]).stdout.trim().to_owned()
     };
     if ready("statefulset/web") != "2" {
         return "StatefulSet web not 2/2 ready".into();

@@ -18,3 +18,4 @@ pub mod tls;
 pub use hub::Hub;
 pub use manifests::{LoadError, LoadErrors, ManifestWatcher, load_path};
 pub use publisher::Publisher;
+pub use rustls;

@@ -30,8 +30,7 @@ impl Default for Publisher {
 /// microseconds since the Unix epoch, so that a restart's epoch comes after the last run's (replicas
 /// refuse to go back to an older epoch). Elected controllers take theirs from the stream Lease.
 fn new_epoch() -> u64 {
-    let micros =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0);
+    let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0);
     u64::try_from(micros).unwrap_or(u64::MAX)
 }
 

@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Extension;
 use bytes::Bytes;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use roster_shared::Frame;
@@ -219,7 +219,8 @@ async fn records(
     let queued = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = mpsc::channel::<Bytes>(1024);
     let outbox = Outbox { tx, queued: queued.clone(), budget };
-    let feed = Feed { outbox, last, live, serving, hub: state.hub.clone(), bookmark_every: state.config.bookmark_every };
+    let feed =
+        Feed { outbox, last, live, serving, hub: state.hub.clone(), bookmark_every: state.config.bookmark_every };
     tokio::spawn(feed.run(lines, peer.close));
     let body = Body::from_stream(futures::stream::unfold((rx, queued), |(mut rx, queued)| async move {
         let line = rx.recv().await?;
