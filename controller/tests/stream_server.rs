@@ -129,7 +129,11 @@ async fn only_a_client_certificate_from_the_stream_ca_gets_records() {
     assert!(!refused.contains("snapshot"), "{refused}");
     assert!(refused.contains("alert") || refused.contains("certificate"), "refused how? {refused}");
     // The server's own certificate is not a client certificate (serverAuth only).
-    let as_client = Pem { ca: client.ca.clone(), cert: server.material.server.cert.clone(), key: server.material.server.key.clone() };
+    let as_client = Pem {
+        ca: client.ca.clone(),
+        cert: server.material.server.cert.clone(),
+        key: server.material.server.key.clone(),
+    };
     let answer = match connect(&server, Some(&as_client)).await {
         Err(error) => error.to_string(),
         Ok(mut stream) => get(&mut stream, "/v1/records", Duration::from_secs(2)).await.unwrap_or_else(|e| e),
@@ -249,7 +253,13 @@ async fn only_the_term_holder_serves_and_each_term_is_a_later_epoch() {
     let addr = listener.local_addr().unwrap();
     let config = StreamConfig::default();
     let router = stream::router(hub.clone(), config.clone());
-    let task = tokio::spawn(stream::serve(listener, router, tls::server_config(&material.server).unwrap(), config, hub.clone()));
+    let task = tokio::spawn(stream::serve(
+        listener,
+        router,
+        tls::server_config(&material.server).unwrap(),
+        config,
+        hub.clone(),
+    ));
     let server = Server { addr, hub: hub.clone(), material, task };
     let mut standby = connect(&server, Some(&server.material.client)).await.unwrap();
     let answer = get(&mut standby, "/v1/records", Duration::from_millis(500)).await.unwrap();

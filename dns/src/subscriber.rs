@@ -362,3 +362,154 @@ impl FrameSource for HttpSource {
         Ok(Box::pin(lines))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::DnsConfig;
+    use parking_lot::Mutex;
+    use roster_shared::{DomainName, PodMode, RData, ZoneData};
+
+    /// Each connection plays the next script of frames, then ends; records where each resumed from.
+    struct Scripted {
+        scripts: Vec<Vec<Frame>>,
+        froms: Arc<Mutex<Vec<Option<(u64, u64)>>>>,
+        refusals: Arc<Mutex<usize>>,
+    }
+
+    #[async_trait::async_trait]
+    impl FrameSource for Scripted {
+        async fn connect(&mut self, from: Option<(u64, u64)>) -> Result<FrameStream, String> {
+            self.froms.lock().push(from);
+            if self.scripts.is_empty() {
+                return Ok(Box::pin(futures_util::stream::pending()));
+            }
+            let frames = self.scripts.remove(0);
+            Ok(Box::pin(futures_util::stream::iter(frames.into_iter().map(Ok))))
+        }
+
+        fn refused(&mut self) {
+            *self.refusals.lock() += 1;
+        }
+    }
+
+    fn snapshot(epoch: u64, generation: u64, ip: &str) -> Frame {
+        let apex = DomainName::parse("cluster.local").unwrap();
+        let mut zone = ZoneData::default();
+        zone.add(
+            DomainName::parse("a.default.svc.cluster.local").unwrap(),
+            RData::A { ip: ip.parse().unwrap() },
+            &apex,
+        );
+        Frame::Snapshot { epoch, generation, zone: Arc::new(zone) }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_older_than_the_records_held_is_refused() {
+        let store = Arc::new(ZoneStore::new(DnsConfig::new("cluster.local", 5, PodMode::Insecure).unwrap()));
+        let froms = Arc::new(Mutex::new(Vec::new()));
+        let refusals = Arc::new(Mutex::new(0));
+        let source = Scripted {
+            scripts: vec![
+                vec![snapshot(10, 5, "10.0.0.1")],
+                // A deposed controller: an older epoch, however high its generation.
+                vec![snapshot(9, 100, "10.0.0.9")],
+                // The same epoch, an older generation.
+                vec![snapshot(10, 4, "10.0.0.8")],
+                vec![snapshot(11, 1, "10.0.0.2")],
+            ],
+            froms: froms.clone(),
+            refusals: refusals.clone(),
+        };
+        let freshness = Freshness::new();
+        assert!(freshness.age().is_none());
+        let task = tokio::spawn(follow_with(source, store.clone(), Duration::from_secs(60), None, freshness.clone()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.position() != Some((11, 1)) {
+            assert!(Instant::now() < deadline, "never reached the newer epoch: {:?}", store.position());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        task.abort();
+        // Every reconnection resumed from (10, 5): neither older snapshot was applied.
+        assert_eq!(froms.lock()[..4], [None, Some((10, 5)), Some((10, 5)), Some((10, 5))]);
+        assert_eq!(*refusals.lock(), 2);
+        assert!(freshness.age().unwrap() < Duration::from_secs(10));
+    }
+
+    fn client_tls(ca: &str) -> ClientTls {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let own_ca = params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let issuer = rcgen::Issuer::new(params, ca_key);
+        let cert = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap().signed_by(&key, &issuer).unwrap();
+        let ca = if ca.is_empty() { own_ca.pem() } else { ca.to_owned() };
+        ClientTls::from_pem(&ca, &cert.pem(), &key.serialize_pem(), None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_silent_controller_times_out_instead_of_hanging() {
+        // Accepts TCP and says nothing: the TLS handshake never completes.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                held.push(tcp);
+            }
+        });
+        let mut source = HttpSource::new(&[format!("https://127.0.0.1:{port}")], client_tls("")).unwrap();
+        source.connect_timeout = Duration::from_millis(300);
+        let started = Instant::now();
+        let error = source.connect(None).await.err().unwrap();
+        assert!(error.contains("no connection within"), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        held.abort();
+
+        // Completes the handshake, then never answers: the header timeout ends the wait.
+        let server_key = rcgen::KeyPair::generate().unwrap();
+        let server_cert =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().self_signed(&server_key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![server_cert.der().clone()],
+                PrivateKeyDer::from_pem_slice(server_key.serialize_pem().as_bytes()).unwrap(),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mute = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    held.push(tls);
+                }
+            }
+        });
+        let mut source =
+            HttpSource::new(&[format!("https://127.0.0.1:{port}")], client_tls(&server_cert.pem())).unwrap();
+        source.header_timeout = Duration::from_millis(300);
+        let started = Instant::now();
+        let error = source.connect(None).await.err().unwrap();
+        assert!(error.contains("no response headers within"), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        mute.abort();
+    }
+
+    #[test]
+    fn plain_http_and_bad_material_are_refused_with_the_reason() {
+        let tls = client_tls("");
+        let error = HttpSource::new(&["http://127.0.0.1:8053".to_owned()], tls).unwrap_err();
+        assert!(error.contains("https://"), "{error}");
+        let error = ClientTls::from_pem("not a certificate", "", "", None).unwrap_err();
+        assert!(error.contains("--tls-ca"), "{error}");
+    }
+}
