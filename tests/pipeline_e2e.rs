@@ -229,8 +229,9 @@ fn a_controller_feeds_two_replicas_through_faults() {
         roster(args)
     };
     let replica_args = |port: u16, tls: Vec<String>| {
-        let mut args: Vec<String> =
-            ["dns", "--controller", &controller_url, "--listen", &format!("127.0.0.1:{port}")].map(str::to_owned).to_vec();
+        let mut args: Vec<String> = ["dns", "--controller", &controller_url, "--listen", &format!("127.0.0.1:{port}")]
+            .map(str::to_owned)
+            .to_vec();
         args.extend(tls);
         args
     };
