@@ -16,6 +16,9 @@ use crate::publisher::Publisher;
 /// Live frames buffered per subscriber before it is cut off as too slow (it then resumes from history).
 const LIVE_BUFFER: usize = 4096;
 
+/// A snapshot's (epoch, generation) and its stream line.
+type EncodedSnapshot = ((u64, u64), Bytes);
+
 #[derive(Clone)]
 pub struct Hub {
     publisher: Arc<Mutex<Publisher>>,
@@ -26,7 +29,7 @@ pub struct Hub {
     serving: watch::Sender<bool>,
     /// The last snapshot as a stream line, keyed by (epoch, generation): encoded once for every subscriber.
     /// An async lock, so that subscribers arriving together wait for one encoding instead of each doing it.
-    snapshot_line: Arc<tokio::sync::Mutex<Option<((u64, u64), Bytes)>>>,
+    snapshot_line: Arc<tokio::sync::Mutex<Option<EncodedSnapshot>>>,
 }
 
 impl Default for Hub {

@@ -372,10 +372,12 @@ mod tests {
     use parking_lot::Mutex;
     use roster_shared::{DomainName, PodMode, RData, ZoneData};
 
+    type Position = Option<(u64, u64)>;
+
     /// Each connection plays the next script of frames, then ends; records where each resumed from.
     struct Scripted {
         scripts: Vec<Vec<Frame>>,
-        froms: Arc<Mutex<Vec<Option<(u64, u64)>>>>,
+        froms: Arc<Mutex<Vec<Position>>>,
         refusals: Arc<Mutex<usize>>,
     }
 
