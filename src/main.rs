@@ -10,13 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use roster_controller::Hub;
+use roster_controller::health::Health;
+use roster_controller::stream::StreamConfig;
+use roster_controller::{Hub, Publisher};
 use roster_dns::forward::{Forwarder, ForwarderConfig, parse_upstream, upstreams_from_resolv_conf};
 use roster_dns::metrics::Metrics;
-use roster_dns::probes::{ProbeAddrs, ProbeState};
-use roster_dns::subscriber::{HttpSource, follow};
+use roster_dns::probes::{AliveCheck, ProbeAddrs, ProbeState};
+use roster_dns::subscriber::{ClientTls, Freshness, HttpSource, follow_with};
 use roster_dns::{DnsConfig, DnsServer, FrontHandler, ZoneStore};
 use roster_shared::{PodMode, SynthConfig};
 use tracing::info;
@@ -46,6 +47,68 @@ enum Command {
     Local(LocalArgs),
     /// Print the IdentitySet CustomResourceDefinition (YAML) for `kubectl apply -f -`.
     Crd,
+    /// Print Secrets with new record-stream TLS material (a CA, the controller's server certificate,
+    /// the replicas' client certificate) for `kubectl apply -f -`.
+    Certs(CertsArgs),
+}
+
+#[derive(Args)]
+struct CertsArgs {
+    /// Namespace of the Secrets and of the controller's Service.
+    #[arg(long, default_value = "kube-system")]
+    namespace: String,
+    /// The controller's Service: its DNS names go into the server certificate.
+    #[arg(long, default_value = "roster-controller")]
+    service: String,
+    /// More names or IP addresses for the server certificate (repeatable).
+    #[arg(long = "server-name")]
+    server_names: Vec<String>,
+    /// The Secret the controller mounts (server certificate and key, the CA).
+    #[arg(long, default_value = "roster-stream-server")]
+    server_secret: String,
+    /// The Secret the DNS replicas mount (client certificate and key, the CA).
+    #[arg(long, default_value = "roster-stream-client")]
+    client_secret: String,
+    /// Validity in days.
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    days: u32,
+}
+
+/// The record stream's mutual TLS: this end's certificate and key, and the CA the other end's must chain to.
+#[derive(Args, Clone, Default)]
+struct TlsArgs {
+    /// PEM certificate presented on the record stream (`tls.crt` of the Secret `roster certs` prints).
+    #[arg(long, env = "ROSTER_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (`tls.key`).
+    #[arg(long, env = "ROSTER_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA the other end's certificate must chain to (`ca.crt`).
+    #[arg(long, env = "ROSTER_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn files(&self, role: &str) -> anyhow::Result<(&PathBuf, &PathBuf, &PathBuf)> {
+        match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
+            (Some(ca), Some(cert), Some(key)) => Ok((ca, cert, key)),
+            _ => anyhow::bail!(
+                "{role} needs --tls-ca, --tls-cert and --tls-key: the record stream is mutual TLS \
+                 (`roster certs` makes the material)"
+            ),
+        }
+    }
+
+    fn server(&self) -> anyhow::Result<Arc<roster_controller::rustls::ServerConfig>> {
+        let (ca, cert, key) = self.files("roster controller")?;
+        let pem = roster_controller::tls::Pem::read(ca, cert, key)?;
+        Ok(roster_controller::tls::server_config(&pem)?)
+    }
+
+    fn client(&self, server_name: Option<&str>) -> anyhow::Result<ClientTls> {
+        let (ca, cert, key) = self.files("--controller")?;
+        ClientTls::from_files(ca, cert, key, server_name).map_err(anyhow::Error::msg)
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -119,9 +182,17 @@ struct DnsArgs {
     /// Kubernetes manifests to serve: a YAML/JSON file or a directory of them; reloaded on change.
     #[arg(long, env = "ROSTER_OBJECTS")]
     objects: Option<PathBuf>,
-    /// A controller's record stream to follow, e.g. http://127.0.0.1:8053.
-    #[arg(long, env = "ROSTER_CONTROLLER")]
-    controller: Option<String>,
+    /// A controller's record stream to follow, e.g. https://127.0.0.1:8053 (repeatable: tried in turn).
+    #[arg(long, env = "ROSTER_CONTROLLER", value_delimiter = ',')]
+    controller: Vec<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// The name the controller's certificate must carry, when the URL's host is not it (an address).
+    #[arg(long, env = "ROSTER_TLS_SERVER_NAME")]
+    tls_server_name: Option<String>,
+    /// With --controller: not ready when the last frame or bookmark is older than this (0: never).
+    #[arg(long, env = "ROSTER_MAX_STALENESS_SECONDS", default_value_t = 120)]
+    max_staleness_seconds: u64,
     /// Address for both UDP and TCP.
     #[arg(long, env = "ROSTER_LISTEN", default_value = "127.0.0.1:5353")]
     listen: SocketAddr,
@@ -148,6 +219,20 @@ struct ControllerArgs {
     /// Address of the record stream (`/v1/records`), `/healthz` and `/readyz`.
     #[arg(long, env = "ROSTER_CONTROLLER_LISTEN", default_value = "127.0.0.1:8053")]
     listen: SocketAddr,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Stream connections held at once (probes included); beyond, new ones are closed.
+    #[arg(long, env = "ROSTER_MAX_STREAM_CONNECTIONS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    max_stream_connections: u32,
+    /// The Lease whose holder serves the record stream (its terms number the epochs).
+    #[arg(long, env = "ROSTER_STREAM_LEASE", default_value = "roster-record-stream")]
+    stream_lease: String,
+    /// Namespace of --stream-lease.
+    #[arg(long, env = "ROSTER_LEASE_NAMESPACE", default_value = "kube-system")]
+    lease_namespace: String,
+    /// Seconds a stream Lease term lasts without renewal (a standby takes over after it).
+    #[arg(long, env = "ROSTER_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
+    lease_seconds: u64,
     #[command(flatten)]
     zone: ZoneArgs,
     /// Seconds between bookmarks on idle streams (replicas reconnect after three missed ones).
@@ -229,6 +314,7 @@ fn main() -> ExitCode {
                 print!("{}", roster_controller::identity::crd_yaml());
                 Ok(())
             }
+            Command::Certs(args) => print_certs(&args),
         }
     });
     match result {
@@ -254,13 +340,17 @@ fn check_args(command: &Command) -> anyhow::Result<()> {
             if !args.reverse_zones.is_empty() {
                 config.with_reverse_zones(&args.reverse_zones).context("--reverse-zone")?;
             }
-            if let Some(url) = &args.controller {
-                HttpSource::new(url).map_err(anyhow::Error::msg).context("--controller")?;
+            if !args.controller.is_empty() {
+                let tls = args.tls.client(args.tls_server_name.as_deref())?;
+                HttpSource::new(&args.controller, tls).map_err(anyhow::Error::msg).context("--controller")?;
             }
             check_serve(&args.serve)
         }
-        Command::Controller(args) => args.zone.synth_config().map(drop),
-        Command::Crd => Ok(()),
+        Command::Controller(args) => {
+            args.tls.server()?;
+            args.zone.synth_config().map(drop)
+        }
+        Command::Crd | Command::Certs(_) => Ok(()),
         Command::Local(args) => {
             DnsConfig::new(&args.zone.zone, args.ttl, args.zone.pod_mode()).context("--zone/--ttl")?;
             check_serve(&args.serve)
@@ -303,22 +393,47 @@ async fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
     let store = Arc::new(ZoneStore::new(config));
     let metrics = Metrics::new(&args.listen.to_string());
 
+    let health = Health::new();
+    let mut stream = StreamProbes::default();
     let follower = if let Some(objects) = &args.objects {
         std::fs::metadata(objects).with_context(|| format!("--objects {}", objects.display()))?;
         let hub = Hub::default();
         let interval = Duration::from_millis(args.reload_ms);
-        tokio::spawn(roster_controller::manifest_source::run(objects.clone(), synth.clone(), interval, hub.clone()));
+        let watch = roster_controller::manifest_source::run(objects.clone(), synth.clone(), interval, hub.clone());
+        health.spawn_core("manifest watch", watch);
         // In process nothing can go silent; the timeout only guards against bugs.
-        tokio::spawn(follow(HubSource(hub), store.clone(), Duration::from_secs(365 * 86400), Some(metrics.clone())))
+        let follow = follow_with(
+            HubSource(hub),
+            store.clone(),
+            Duration::from_secs(365 * 86400),
+            Some(metrics.clone()),
+            Freshness::new(),
+        );
+        health.spawn_core("follower", follow)
     } else {
-        let url = args.controller.clone().unwrap_or_default();
-        let source = HttpSource::new(&url).map_err(anyhow::Error::msg).context("--controller")?;
+        let tls = args.tls.client(args.tls_server_name.as_deref())?;
+        let source = HttpSource::new(&args.controller, tls).map_err(anyhow::Error::msg).context("--controller")?;
+        let freshness = Freshness::new();
+        stream.freshness = Some(freshness.clone());
+        stream.max_staleness =
+            (args.max_staleness_seconds > 0).then(|| Duration::from_secs(args.max_staleness_seconds));
         // Idle streams carry a bookmark every few seconds; silence this long means a dead connection.
-        tokio::spawn(follow(source, store.clone(), Duration::from_secs(20), Some(metrics.clone())))
+        let follow = follow_with(source, store.clone(), Duration::from_secs(20), Some(metrics.clone()), freshness);
+        health.spawn_core("follower", follow)
     };
-    let result = serve_dns(store, args.listen, &args.serve, metrics, &synth.zone.to_string()).await;
+    let alive = health.clone();
+    stream.alive = Some(Arc::new(move || alive.check()));
+    let result = serve_dns(store, args.listen, &args.serve, metrics, &synth.zone.to_string(), stream).await;
     follower.abort();
     result
+}
+
+/// What the probes report about where the records come from.
+#[derive(Default)]
+struct StreamProbes {
+    freshness: Option<Arc<Freshness>>,
+    max_staleness: Option<Duration>,
+    alive: Option<AliveCheck>,
 }
 
 /// Runs a DNS server over `store` until a signal (then lameduck, then stop) or a forwarding loop.
@@ -328,6 +443,7 @@ async fn serve_dns(
     serve: &ServeArgs,
     metrics: Arc<Metrics>,
     zone: &str,
+    stream: StreamProbes,
 ) -> anyhow::Result<()> {
     let mut handler = FrontHandler::new(store.clone()).with_metrics(metrics.clone());
     if serve.cache_size.is_some() {
@@ -354,7 +470,14 @@ async fn serve_dns(
     }
     let lameduck = Arc::new(AtomicBool::new(false));
     let probe_addrs = ProbeAddrs { health: serve.health, ready: serve.ready, metrics: serve.metrics };
-    let probe_state = ProbeState { store, metrics, lameduck: lameduck.clone() };
+    let probe_state = ProbeState {
+        store,
+        metrics,
+        lameduck: lameduck.clone(),
+        freshness: stream.freshness,
+        max_staleness: stream.max_staleness,
+        alive: stream.alive,
+    };
     for (addr, _) in roster_dns::probes::spawn(&probe_addrs, probe_state).await? {
         info!(%addr, "serving probes/metrics");
     }
@@ -415,21 +538,56 @@ async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Clien
 
 async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let synth = args.zone.synth_config()?;
+    let tls = args.tls.server()?;
     let client = kube_client(args.kubeconfig.as_ref()).await?;
-    let hub = Hub::default();
+    // Serves the stream only while holding the stream Lease: one history across controllers.
+    let hub = Hub::elected(Publisher::new());
+    let health = hub.health().clone();
     let (synced_tx, _synced) = tokio::sync::watch::channel(false);
-    let watch = tokio::spawn(roster_controller::kube_source::run(client.clone(), synth, hub.clone(), synced_tx));
+    let watch = roster_controller::kube_source::run(client.clone(), synth, hub.clone(), synced_tx);
+    let watch = health.spawn_core("watch", watch);
+    let lease = roster_controller::stream_lease::StreamLease {
+        namespace: args.lease_namespace.clone(),
+        name: args.stream_lease.clone(),
+        identity: roster_controller::identity::default_identity(),
+        duration: Duration::from_secs(args.lease_seconds),
+    };
+    let elector =
+        health.spawn_core("stream lease", roster_controller::stream_lease::run(client.clone(), lease, hub.clone()));
     let identity = tokio::spawn(run_identity(client, hub.clone(), args.manage_statefulsets, args.install_crd));
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("--listen {}", args.listen))?;
-    info!(addr = %listener.local_addr()?, "serving the record stream");
-    let router = roster_controller::stream::router(hub, Duration::from_secs(args.bookmark_seconds));
+    info!(addr = %listener.local_addr()?, "serving the record stream (mutual TLS)");
+    let config = StreamConfig {
+        bookmark_every: Duration::from_secs(args.bookmark_seconds),
+        max_connections: args.max_stream_connections as usize,
+        ..StreamConfig::default()
+    };
+    let router = roster_controller::stream::router(hub.clone(), config.clone());
+    let server =
+        health.spawn_core("stream server", roster_controller::stream::serve(listener, router, tls, config, hub));
     tokio::select! {
-        result = axum::serve(listener.tap_io(no_delay), router) => result.context("record stream server")?,
+        result = server => result.context("record stream server")?.context("record stream server")?,
         _ = shutdown_signal() => info!("shutting down"),
     }
     watch.abort();
+    elector.abort();
     identity.abort();
+    Ok(())
+}
+
+/// `roster certs`: new material, as the two Secrets the Deployments mount.
+fn print_certs(args: &CertsArgs) -> anyhow::Result<()> {
+    let (service, namespace) = (&args.service, &args.namespace);
+    let mut names = vec![
+        service.clone(),
+        format!("{service}.{namespace}"),
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.cluster.local"),
+    ];
+    names.extend(args.server_names.iter().cloned());
+    let material = roster_controller::tls::generate(&names, args.days)?;
+    print!("{}", roster_controller::tls::secrets_yaml(&material, namespace, &args.server_secret, &args.client_secret));
     Ok(())
 }
 
@@ -456,18 +614,38 @@ async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     // The controller talks to the stand-in exactly as to a real cluster: kube-rs over HTTP.
     let client = kube_client(Some(&kubeconfig)).await?;
     let hub = Hub::default();
+    let health = hub.health().clone();
     let (synced_tx, mut synced) = tokio::sync::watch::channel(false);
-    let watch = tokio::spawn(roster_controller::kube_source::run(client.clone(), synth, hub.clone(), synced_tx));
+    let watch =
+        health.spawn_core("watch", roster_controller::kube_source::run(client.clone(), synth, hub.clone(), synced_tx));
     let identity = tokio::spawn(run_identity(client, hub.clone(), manage_statefulsets, install_crd));
+    // The stream's TLS material, made for this run: the server's in memory, the client's in a
+    // temporary directory (removed at exit) for extra `roster dns --controller` replicas.
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), args.stream.ip().to_string()];
+    let material = roster_controller::tls::generate(&names, 30)?;
+    let tls = roster_controller::tls::server_config(&material.server)?;
+    let client_dir =
+        tempfile::Builder::new().prefix("roster-local-stream-").tempdir().context("a temporary directory")?;
+    material.client.write_to(client_dir.path()).context("writing the stream's client certificate")?;
     let listener =
         tokio::net::TcpListener::bind(args.stream).await.with_context(|| format!("--stream {}", args.stream))?;
-    let router = roster_controller::stream::router(hub.clone(), Duration::from_secs(5));
-    let stream_server = tokio::spawn(async move { axum::serve(listener.tap_io(no_delay), router).await });
+    let stream_config = StreamConfig::default();
+    let router = roster_controller::stream::router(hub.clone(), stream_config.clone());
+    let stream_server = health.spawn_core(
+        "stream server",
+        roster_controller::stream::serve(listener, router, tls, stream_config, hub.clone()),
+    );
 
     let store = Arc::new(ZoneStore::new(config));
     let metrics = Metrics::new(&args.dns.to_string());
-    let follower =
-        tokio::spawn(follow(HubSource(hub), store.clone(), Duration::from_secs(365 * 86400), Some(metrics.clone())));
+    let follow = follow_with(
+        HubSource(hub),
+        store.clone(),
+        Duration::from_secs(365 * 86400),
+        Some(metrics.clone()),
+        Freshness::new(),
+    );
+    let follower = health.spawn_core("follower", follow);
     let _ = tokio::time::timeout(Duration::from_secs(30), synced.wait_for(|synced| *synced)).await;
     let dns_addr = args.dns;
 
@@ -476,7 +654,10 @@ async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
         None => format!("{} (--kubeconfig)", kubeconfig.display()),
     };
     let kubeconfig = kubeconfig.display();
-    println!("roster local is up: Kubernetes API {api}, DNS {dns_addr} (UDP+TCP), record stream http://{}", args.stream);
+    println!(
+        "roster local is up: Kubernetes API {api}, DNS {dns_addr} (UDP+TCP), record stream https://{}",
+        args.stream
+    );
     println!();
     println!("  export KUBECONFIG={kubeconfig}");
     println!("  kubectl apply -f deploy/examples/local/statefulset-web.yaml");
@@ -484,10 +665,19 @@ async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     println!("  kubectl get pods -o wide");
     println!("  dig @{} -p {} kubernetes.default.svc.{} +short", dns_addr.ip(), dns_addr.port(), args.zone.zone);
     println!();
+    let dir = client_dir.path().display();
+    println!("An extra DNS replica follows the record stream with this run's client certificate:");
+    println!(
+        "  roster dns --controller https://{} --tls-ca {dir}/ca.crt --tls-cert {dir}/tls.crt --tls-key {dir}/tls.key --listen 127.0.0.1:5354",
+        args.stream
+    );
+    println!();
     println!("Ctrl-C stops everything.");
 
+    let alive = health.clone();
+    let probes = StreamProbes { alive: Some(Arc::new(move || alive.check())), ..StreamProbes::default() };
     let result = tokio::select! {
-        result = serve_dns(store, args.dns, &args.serve, metrics, &args.zone.zone) => result,
+        result = serve_dns(store, args.dns, &args.serve, metrics, &args.zone.zone, probes) => result,
         result = stream_server => result.context("record stream server")?.context("record stream server"),
     };
     watch.abort();
@@ -497,11 +687,6 @@ async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
         sim.shutdown().await;
     }
     result
-}
-
-/// Frames are small and latency matters: no Nagle delay on stream connections.
-fn no_delay(stream: &mut tokio::net::TcpStream) {
-    let _ = stream.set_nodelay(true);
 }
 
 /// The identity controller, logging (not propagating) its end: DNS keeps working without it.

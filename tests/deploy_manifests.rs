@@ -3,11 +3,14 @@
 //! CoreDNS drop-in checklist holds.
 #![allow(clippy::unwrap_used)]
 
+mod stream_support;
+
 use std::collections::BTreeMap;
 use std::process::Command;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -62,6 +65,7 @@ fn every_overlay_renders_into_valid_api_objects() {
                 "Role" => drop(typed::<Role>(object)),
                 "RoleBinding" => drop(typed::<RoleBinding>(object)),
                 "CustomResourceDefinition" => drop(typed::<CustomResourceDefinition>(object)),
+                "NetworkPolicy" => drop(typed::<NetworkPolicy>(object)),
                 other => panic!("{dir}: unexpected kind {other}"),
             }
         }
@@ -156,15 +160,19 @@ fn the_kind_overlay_is_a_coredns_drop_in() {
 #[test]
 fn deployment_arguments_parse() {
     let objects = render("deploy/overlays/kind");
+    // The mounted Secrets, as `roster certs` makes them (--check-args reads and parses them).
+    let creds = stream_support::Creds::new();
     for object in objects.iter().filter(|o| o["kind"] == "Deployment") {
         let deployment: Deployment = typed(object);
         let args = deployment.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+        let secret = if args[0] == "controller" { &creds.server } else { &creds.client };
         // Service-link variables are expanded by the kubelet; stand in plausible values.
         let args: Vec<String> = args
             .iter()
             .map(|a| {
                 a.replace("$(ROSTER_CONTROLLER_SERVICE_HOST)", "10.96.0.20")
                     .replace("$(ROSTER_CONTROLLER_SERVICE_PORT)", "8053")
+                    .replace("/etc/roster/stream", secret.to_str().unwrap())
             })
             .collect();
         let output = Command::new(env!("CARGO_BIN_EXE_roster")).args(&args).arg("--check-args").output().unwrap();
@@ -189,4 +197,57 @@ fn kind_config_skips_coredns_and_the_dockerfile_is_multi_stage_non_root() {
     assert!(last_from.contains("distroless") || last_from.contains("scratch"), "{last_from}");
     assert!(dockerfile.contains("USER 65532"), "non-root");
     assert!(dockerfile.contains("cap_net_bind_service"), "binds :53 without root");
+}
+
+/// The record stream is private and authentic: both Deployments mount their own Secret of `roster certs`
+/// and pass it; the replicas verify the Service's name; NetworkPolicies fence both.
+#[test]
+fn the_stream_is_mutual_tls_and_fenced() {
+    let objects = by_kind(&render("deploy/overlays/kind"));
+    let get = |kind: &str, name: &str| objects.get(&(kind.to_owned(), name.to_owned())).unwrap().clone();
+    for (name, secret) in [("roster-controller", "roster-stream-server"), ("roster-dns", "roster-stream-client")] {
+        let deployment: Deployment = typed(&get("Deployment", name));
+        let pod = deployment.spec.unwrap().template.spec.unwrap();
+        let volume = &pod.volumes.unwrap()[0];
+        assert_eq!(volume.secret.as_ref().unwrap().secret_name.as_deref(), Some(secret), "{name}");
+        let container = &pod.containers[0];
+        let mount = &container.volume_mounts.as_ref().unwrap()[0];
+        assert_eq!((mount.mount_path.as_str(), mount.read_only), ("/etc/roster/stream", Some(true)));
+        let args = container.args.clone().unwrap();
+        for flag in [
+            "--tls-cert=/etc/roster/stream/tls.crt",
+            "--tls-key=/etc/roster/stream/tls.key",
+            "--tls-ca=/etc/roster/stream/ca.crt",
+        ] {
+            assert!(args.iter().any(|a| a == flag), "{name}: {flag} missing from {args:?}");
+        }
+        if name == "roster-dns" {
+            assert!(args.iter().any(|a| a.starts_with("--controller=https://")), "{args:?}");
+            assert!(args.iter().any(|a| a == "--tls-server-name=roster-controller.kube-system.svc"), "{args:?}");
+        } else {
+            let probe = container.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+            assert_eq!(probe.scheme.as_deref(), Some("HTTPS"));
+        }
+    }
+
+    let controller: NetworkPolicy = typed(&get("NetworkPolicy", "roster-controller"));
+    let spec = controller.spec.unwrap();
+    assert_eq!(spec.policy_types.unwrap(), ["Ingress", "Egress"]);
+    let ingress = spec.ingress.unwrap();
+    assert_eq!(ingress.len(), 1);
+    let from = serde_json::to_value(&ingress[0].from).unwrap();
+    assert_eq!(from, serde_json::json!([{"podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]));
+    let ports = serde_json::to_value(&ingress[0].ports).unwrap();
+    assert_eq!(ports, serde_json::json!([{"protocol": "TCP", "port": 8053}]));
+
+    let dns: NetworkPolicy = typed(&get("NetworkPolicy", "roster-dns"));
+    let spec = dns.spec.unwrap();
+    assert_eq!(spec.policy_types.unwrap(), ["Ingress", "Egress"]);
+    let ingress = serde_json::to_value(spec.ingress.unwrap()).unwrap();
+    for port in [53, 8080, 8181, 9153] {
+        assert!(ingress.to_string().contains(&format!("\"port\":{port}")), "{ingress}");
+    }
+    let egress = serde_json::to_value(spec.egress.unwrap()).unwrap();
+    assert!(egress[0]["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "controller");
+    assert_eq!(egress[0]["ports"], serde_json::json!([{"protocol": "TCP", "port": 8053}]));
 }

@@ -2,12 +2,14 @@
 //! `roster controller` with two `roster dns --controller` replicas, driven with kubectl and dig.
 #![allow(clippy::unwrap_used)]
 
+mod stream_support;
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::process::{Proc, free_port, http_get, kubectl, short, status, wait_for};
+use stream_support::{Creds, curl, tls_args};
+use support::process::{Proc, free_port, kubectl, short, status, wait_for};
 
 struct Local {
     proc: Proc,
@@ -165,14 +167,16 @@ fn exercise_workload(kubeconfig: &Path, ports: &[u16], logs: &[&Proc]) {
 fn roster_local_follows_the_cluster() {
     let local = start_local();
     // An extra replica following `roster local`'s own record stream sees the same changes.
+    // With the client certificate `roster local` made for this run, as its instructions say.
+    let log = local.proc.log();
+    let ca = log.split("--tls-ca ").nth(1).and_then(|rest| rest.split_whitespace().next()).unwrap();
+    let client_dir = PathBuf::from(ca.strip_suffix("/ca.crt").unwrap());
     let extra = free_port();
-    let replica = Proc::roster(&[
-        "dns",
-        "--controller",
-        &format!("http://127.0.0.1:{}", local.stream),
-        "--listen",
-        &format!("127.0.0.1:{extra}"),
-    ]);
+    let url = format!("https://127.0.0.1:{}", local.stream);
+    let mut args = vec!["dns".to_owned(), "--controller".to_owned(), url, "--listen".to_owned()];
+    args.push(format!("127.0.0.1:{extra}"));
+    args.extend(tls_args(&client_dir));
+    let replica = Proc::roster(&args.iter().map(String::as_str).collect::<Vec<_>>());
     wait_for("extra replica synced", &[&local.proc, &replica], || {
         short(extra, "kubernetes.default.svc.cluster.local", "A") == ["10.96.0.1"]
     });
@@ -191,7 +195,7 @@ fn roster_local_follows_the_cluster() {
     let claims =
         kubectl(&local.kubeconfig, &["-n", "sts", "get", "pvc", "-o", "jsonpath={.items[*].metadata.name}"], None);
     assert_eq!(claims, "www-web-0 www-web-1 www-web-2");
-    let (_, metrics) = http_get(local.stream, "/metrics").unwrap();
+    let (_, metrics) = curl(local.stream, "/metrics", &client_dir, false, 5);
     assert!(
         metrics.contains("roster_controller_reconciles_total{kind=\"statefulsets\",result=\"success\"}"),
         "{metrics}"
@@ -202,10 +206,12 @@ fn roster_local_follows_the_cluster() {
 #[test]
 fn a_controller_feeds_two_replicas_through_faults() {
     let local = start_local();
+    let creds = Creds::new();
     let controller_port = free_port();
-    let controller_url = format!("http://127.0.0.1:{controller_port}");
+    let controller_url = format!("https://127.0.0.1:{controller_port}");
+    let roster = |args: Vec<String>| Proc::roster(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let start_controller = || {
-        Proc::roster(&[
+        let mut args: Vec<String> = [
             "controller",
             "--kubeconfig",
             local.kubeconfig.to_str().unwrap(),
@@ -213,22 +219,29 @@ fn a_controller_feeds_two_replicas_through_faults() {
             &format!("127.0.0.1:{controller_port}"),
             "--bookmark-seconds",
             "1",
-        ])
+            // A killed controller's stream Lease expires soon: its successor serves after that.
+            "--lease-seconds",
+            "2",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.extend(creds.server_args());
+        roster(args)
     };
-    let start_replica =
-        |port: u16| Proc::roster(&["dns", "--controller", &controller_url, "--listen", &format!("127.0.0.1:{port}")]);
+    let replica_args = |port: u16, tls: Vec<String>| {
+        let mut args: Vec<String> = ["dns", "--controller", &controller_url, "--listen", &format!("127.0.0.1:{port}")]
+            .map(str::to_owned)
+            .to_vec();
+        args.extend(tls);
+        args
+    };
+    let start_replica = |port: u16| roster(replica_args(port, creds.client_args()));
     let (dns_a, dns_b, metrics_a) = (free_port(), free_port(), free_port());
 
     // A replica with no controller yet: SERVFAIL for cluster names until its first snapshot.
-    let replica_a = Proc::roster(&[
-        "dns",
-        "--controller",
-        &controller_url,
-        "--listen",
-        &format!("127.0.0.1:{dns_a}"),
-        "--metrics",
-        &format!("127.0.0.1:{metrics_a}"),
-    ]);
+    let mut args = replica_args(dns_a, creds.client_args());
+    args.extend(["--metrics".to_owned(), format!("127.0.0.1:{metrics_a}")]);
+    let replica_a = roster(args);
     wait_for("replica a to listen", &[&replica_a], || replica_a.log().contains("serving DNS"));
     assert_eq!(status(dns_a, "kubernetes.default.svc.cluster.local"), "SERVFAIL");
     let controller = start_controller();
@@ -240,16 +253,16 @@ fn a_controller_feeds_two_replicas_through_faults() {
 
     exercise_workload(&local.kubeconfig, &[dns_a, dns_b], &logs);
 
-    // The controller's own health, readiness and metrics.
-    assert!(http_get(controller_port, "/healthz").unwrap().0.contains("200"));
-    assert!(http_get(controller_port, "/readyz").unwrap().0.contains("200"));
-    let (_, metrics) = http_get(controller_port, "/metrics").unwrap();
+    // The controller's own health, readiness and metrics (HTTPS; probes need no client certificate).
+    assert_eq!(curl(controller_port, "/healthz", &creds.client, false, 5).0, 200);
+    assert_eq!(curl(controller_port, "/readyz", &creds.client, false, 5).0, 200);
+    let (_, metrics) = curl(controller_port, "/metrics", &creds.client, false, 5);
     assert!(metrics.contains("roster_controller_stream_subscribers 2"), "{metrics}");
     assert!(metrics.contains("roster_controller_watch_restarts_total{kind=\"pods\"}"), "{metrics}");
     assert!(metrics.contains("roster_controller_watch_events_total{kind=\"services\"}"), "{metrics}");
     assert!(metrics.contains("roster_controller_publishes_total"), "{metrics}");
     // The replica measured how long changes took from their trigger to being answerable.
-    let (_, replica_metrics) = http_get(metrics_a, "/metrics").unwrap();
+    let replica_metrics = support::process::http_get(metrics_a, "/metrics").unwrap().1;
     let programmed: f64 = replica_metrics
         .lines()
         .find(|l| {
@@ -261,6 +274,22 @@ fn a_controller_feeds_two_replicas_through_faults() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
     assert!(programmed > 0.0, "{replica_metrics}");
+
+    // Without a client certificate: refused, and not one record.
+    let (code, body) = curl(controller_port, "/v1/records", &creds.client, false, 5);
+    assert_eq!(code, 403, "{body}");
+    assert!(!body.contains("snapshot"), "{body}");
+    // A replica that trusts another CA refuses the controller: it applies nothing.
+    let other = Creds::new();
+    let mut wrong_ca = creds.client_args();
+    wrong_ca[1] = other.client.join("ca.crt").display().to_string();
+    let dns_wrong = free_port();
+    let wrong = roster(replica_args(dns_wrong, wrong_ca));
+    wait_for("the wrong-CA replica to reject the controller", &[&wrong], || {
+        wrong.log().contains("invalid peer certificate")
+    });
+    assert_eq!(status(dns_wrong, "kubernetes.default.svc.cluster.local"), "SERVFAIL");
+    wrong.kill();
 
     // The controller dies: replicas keep answering with what they have.
     kubectl(&local.kubeconfig, &["apply", "-f", "-"], Some(WORKLOAD));

@@ -7,12 +7,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod real_support;
+mod stream_support;
 mod support;
 
 use std::time::Duration;
 
 use real_support::RealCluster;
-use support::process::{Proc, dig, free_port, http_get, short};
+use support::process::{Proc, dig, free_port, short};
 
 /// deploy/overlays/kind rendered by kubectl's kustomize.
 fn rendered_deploy(cluster: &RealCluster) -> String {
@@ -81,9 +82,9 @@ fn cluster_ip(cluster: &RealCluster, service: &str) -> String {
 
 /// Every replica answers `name A` with exactly `want`, over UDP and over TCP.
 fn all_answer(replicas: &[u16], name: &str, want: &[String]) -> bool {
-    replicas.iter().all(|&port| {
-        short(port, name, "A") == want && sorted(&dig(port, &[name, "A", "+short", "+tcp"])) == want
-    })
+    replicas
+        .iter()
+        .all(|&port| short(port, name, "A") == want && sorted(&dig(port, &[name, "A", "+short", "+tcp"])) == want)
 }
 
 fn sorted(text: &str) -> Vec<String> {
@@ -126,29 +127,27 @@ fn the_pipeline_follows_a_real_cluster_with_least_privilege() {
     apply_deploy(&cluster);
     let token = cluster.token_kubeconfig("kube-system", "roster-controller");
     let stream = free_port();
-    let controller = Proc::roster(&[
-        "controller",
-        "--kubeconfig",
-        token.to_str().unwrap(),
-        "--listen",
-        &format!("127.0.0.1:{stream}"),
-    ]);
+    // The record stream is mutual TLS: material from `roster certs`.
+    let creds = stream_support::Creds::new();
+    let server_tls = creds.server_args();
+    let client_tls = creds.client_args();
+    let listen = format!("127.0.0.1:{stream}");
+    let controller = Proc::roster(
+        &[&["controller", "--kubeconfig", token.to_str().unwrap(), "--listen", &listen][..], &as_strs(&server_tls)]
+            .concat(),
+    );
     let replicas = [free_port(), free_port()];
+    let url = format!("https://127.0.0.1:{stream}");
     let dns: Vec<Proc> = replicas
         .iter()
         .map(|port| {
-            Proc::roster(&[
-                "dns",
-                "--controller",
-                &format!("http://127.0.0.1:{stream}"),
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
+            let listen = format!("127.0.0.1:{port}");
+            Proc::roster(&[&["dns", "--controller", &url, "--listen", &listen][..], &as_strs(&client_tls)].concat())
         })
         .collect();
     let logs = || format!("{}\n-----\n{}\n-----\n{}", controller.log(), dns[0].log(), cluster.logs());
     let ready = cluster.eventually("the controller's watches to sync", Duration::from_secs(60), || {
-        http_get(stream, "/readyz").filter(|(status, _)| status.contains("200"))
+        Some(stream_support::curl(stream, "/readyz", &creds.client, false, 5)).filter(|(code, _)| *code == 200)
     });
     drop(ready);
 
@@ -222,7 +221,8 @@ fn least_privilege_smoke(cluster: &RealCluster, ns: &str) -> Result<(), String> 
         cluster.kubectl(&["get", "serviceaccount", "default", "-n", ns]).ok.then_some(())
     });
     // A fresh candidate must not wait out the previous one's Lease.
-    let _ = cluster.kubectl(&["delete", "lease", "-n", "kube-system", "roster-identity-controller", "--ignore-not-found"]);
+    let _ =
+        cluster.kubectl(&["delete", "lease", "-n", "kube-system", "roster-identity-controller", "--ignore-not-found"]);
     let token = cluster.token_kubeconfig("kube-system", "roster-controller");
     let dns = free_port();
     let roster = Proc::roster(&[
@@ -263,11 +263,7 @@ fn least_privilege_smoke(cluster: &RealCluster, ns: &str) -> Result<(), String> 
 /// What the smoke workload still lacks; empty when everything is there.
 fn smoke_missing(cluster: &RealCluster, ns: &str, dns: u16) -> String {
     let ready = |resource: &str| {
-        cluster
-            .kubectl(&["get", resource, "-n", ns, "-o", "jsonpath={.status.readyReplicas}"])
-            .stdout
-            .trim()
-            .to_owned()
+        cluster.kubectl(&["get", resource, "-n", ns, "-o", "jsonpath={.status.readyReplicas}"]).stdout.trim().to_owned()
     };
     if ready("statefulset/web") != "2" {
         return "StatefulSet web not 2/2 ready".into();
@@ -358,4 +354,8 @@ fn every_rule_of_roster_controller_rbac_is_needed() {
         }
     }
     assert!(unneeded.is_empty(), "rules roster works without:\n{}", unneeded.join("\n"));
+}
+
+fn as_strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }

@@ -4,21 +4,32 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use roster_shared::{Frame, IncrementalSynthesis, Trigger, ZoneData};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
+use crate::health::Health;
 use crate::metrics::ControllerMetrics;
 use crate::publisher::Publisher;
 
 /// Live frames buffered per subscriber before it is cut off as too slow (it then resumes from history).
 const LIVE_BUFFER: usize = 4096;
 
+/// A snapshot's (epoch, generation) and its stream line.
+type EncodedSnapshot = ((u64, u64), Bytes);
+
 #[derive(Clone)]
 pub struct Hub {
     publisher: Arc<Mutex<Publisher>>,
     live: broadcast::Sender<Frame>,
     metrics: Arc<ControllerMetrics>,
+    health: Arc<Health>,
+    /// Whether this instance serves the record stream now (the stream Lease's holder; always in process).
+    serving: watch::Sender<bool>,
+    /// The last snapshot as a stream line, keyed by (epoch, generation): encoded once for every subscriber.
+    /// An async lock, so that subscribers arriving together wait for one encoding instead of each doing it.
+    snapshot_line: Arc<tokio::sync::Mutex<Option<EncodedSnapshot>>>,
 }
 
 impl Default for Hub {
@@ -33,7 +44,55 @@ impl Hub {
             publisher: Arc::new(Mutex::new(publisher)),
             live: broadcast::channel(LIVE_BUFFER).0,
             metrics: ControllerMetrics::new(),
+            health: Health::new(),
+            serving: watch::channel(true).0,
+            snapshot_line: Arc::default(),
         }
+    }
+
+    /// A hub that serves the stream only between [`Hub::begin_term`] and [`Hub::end_term`].
+    pub fn elected(publisher: Publisher) -> Self {
+        let hub = Self::new(publisher);
+        hub.serving.send_replace(false);
+        hub
+    }
+
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// Starts serving under `epoch`: subscribers from any earlier term get a snapshot of the new epoch.
+    pub fn begin_term(&self, epoch: u64) {
+        self.publisher.lock().set_epoch(epoch);
+        self.metrics.epoch.set(i64::try_from(epoch).unwrap_or(i64::MAX));
+        self.serving.send_replace(true);
+    }
+
+    /// Stops serving: every stream ends, new ones are refused.
+    pub fn end_term(&self) {
+        self.serving.send_replace(false);
+    }
+
+    /// Follows whether this instance serves the stream.
+    pub fn serving(&self) -> watch::Receiver<bool> {
+        self.serving.subscribe()
+    }
+
+    /// `frame` as one NDJSON line; a snapshot is encoded once per (epoch, generation) for all subscribers.
+    pub async fn line(&self, frame: &Frame) -> Bytes {
+        let Frame::Snapshot { epoch, generation, .. } = frame else { return encode(frame) };
+        let key = (*epoch, *generation);
+        let mut cached = self.snapshot_line.lock().await;
+        if let Some((at, line)) = cached.as_ref()
+            && *at == key
+        {
+            return line.clone();
+        }
+        let line = encode(frame);
+        self.metrics.snapshot_encodings.inc();
+        self.metrics.snapshot_bytes.set(i64::try_from(line.len()).unwrap_or(i64::MAX));
+        *cached = Some((key, line.clone()));
+        line
     }
 
     pub fn metrics(&self) -> &Arc<ControllerMetrics> {
@@ -88,4 +147,10 @@ impl Hub {
     pub fn current(&self) -> Option<Arc<ZoneData>> {
         self.publisher.lock().current().cloned()
     }
+}
+
+fn encode(frame: &Frame) -> Bytes {
+    let mut text = serde_json::to_vec(frame).unwrap_or_default();
+    text.push(b'\n');
+    Bytes::from(text)
 }

@@ -2,6 +2,7 @@
 //!
 //! Kubernetes types (k8s-openapi) stop here: [`slim`] turns them into `roster_shared` views.
 
+pub mod health;
 pub mod hub;
 pub mod identity;
 pub mod kube_source;
@@ -11,7 +12,10 @@ pub mod metrics;
 pub mod publisher;
 pub mod slim;
 pub mod stream;
+pub mod stream_lease;
+pub mod tls;
 
 pub use hub::Hub;
 pub use manifests::{LoadError, LoadErrors, ManifestWatcher, load_path};
 pub use publisher::Publisher;
+pub use rustls;

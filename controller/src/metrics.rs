@@ -35,6 +35,19 @@ pub struct ControllerMetrics {
     pub generation: Gauge,
     pub records: Gauge,
     pub subscribers: Gauge,
+    /// The epoch (stream Lease term) this instance publishes under.
+    pub epoch: Gauge,
+    pub snapshot_encodings: Counter,
+    pub snapshot_bytes: Gauge,
+    /// Stream connections refused: over the cap, a failed or slow handshake, no client certificate.
+    pub stream_refused: Family<ReasonLabel, Counter>,
+    /// Subscribers cut off for not reading (more than a snapshot's worth buffered).
+    pub stream_cutoffs: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
 }
 
 impl ControllerMetrics {
@@ -82,6 +95,36 @@ impl ControllerMetrics {
             "DNS replicas following the stream.",
             subscribers.clone(),
         );
+        let epoch = Gauge::default();
+        registry.register(
+            "roster_controller_stream_epoch",
+            "The epoch (stream Lease term) this instance publishes under.",
+            epoch.clone(),
+        );
+        let snapshot_encodings = Counter::default();
+        registry.register(
+            "roster_controller_snapshot_encodings",
+            "Snapshots encoded for the stream (once per generation, shared by every subscriber).",
+            snapshot_encodings.clone(),
+        );
+        let snapshot_bytes = Gauge::default();
+        registry.register(
+            "roster_controller_snapshot_bytes",
+            "Size of the last encoded snapshot.",
+            snapshot_bytes.clone(),
+        );
+        let stream_refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "roster_controller_stream_refused",
+            "Stream connections refused, per reason (capacity, handshake, unauthenticated, not_leader).",
+            stream_refused.clone(),
+        );
+        let stream_cutoffs = Counter::default();
+        registry.register(
+            "roster_controller_stream_cutoffs",
+            "Subscribers cut off for not reading their frames.",
+            stream_cutoffs.clone(),
+        );
         Arc::new(Self {
             registry,
             reconciles,
@@ -93,6 +136,11 @@ impl ControllerMetrics {
             generation,
             records,
             subscribers,
+            epoch,
+            snapshot_encodings,
+            snapshot_bytes,
+            stream_refused,
+            stream_cutoffs,
         })
     }
 
@@ -100,6 +148,11 @@ impl ControllerMetrics {
     pub fn reconciled(&self, kind: &'static str, ok: bool) {
         let result = if ok { "success" } else { "error" };
         self.reconciles.get_or_create(&ReconcileLabels { kind, result }).inc();
+    }
+
+    /// Counts one refused stream connection.
+    pub fn refused(&self, reason: &'static str) {
+        self.stream_refused.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     pub fn render(&self) -> String {

@@ -26,10 +26,12 @@ impl Default for Publisher {
     }
 }
 
-/// An epoch that differs between runs: the wall clock in nanoseconds mixed with the process id.
+/// The epoch of a publisher that is not elected (`roster local`, `roster dns --objects`): its start in
+/// microseconds since the Unix epoch, so that a restart's epoch comes after the last run's (replicas
+/// refuse to go back to an older epoch). Elected controllers take theirs from the stream Lease.
 fn new_epoch() -> u64 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    (nanos as u64) ^ (u64::from(std::process::id()) << 48) | 1
+    let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0);
+    u64::try_from(micros).unwrap_or(u64::MAX)
 }
 
 impl Publisher {
@@ -43,6 +45,11 @@ impl Publisher {
 
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// Publishes from now on under `epoch` (a new term): resumptions from any other epoch get a snapshot.
+    pub fn set_epoch(&mut self, epoch: u64) {
+        self.epoch = epoch;
     }
 
     /// The current generation; `None` before the first publication.

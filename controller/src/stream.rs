@@ -1,28 +1,74 @@
-//! The record stream over HTTP: `GET /v1/records?epoch=E&since=G` answers newline-delimited JSON
-//! frames — a snapshot (or the missed deltas), then live deltas and periodic bookmarks — for as long as
-//! the replica stays connected. Also `/healthz` and `/readyz`.
+//! The record stream over HTTPS with client certificates: `GET /v1/records?epoch=E&since=G` answers
+//! newline-delimited JSON frames — a snapshot (or the missed deltas), then live deltas and periodic
+//! bookmarks — for as long as the replica stays connected and keeps reading. Also `/healthz`, `/readyz`
+//! and `/metrics`, which carry no records and need no client certificate (kubelet probes have none).
+//!
+//! The server is bounded: a connection cap, TLS handshake and request-header timeouts (slowloris), and
+//! per subscriber at most one snapshot's worth of unread frames before it is cut off.
 
-use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use roster_shared::Frame;
 use serde::Deserialize;
-use tokio::sync::{broadcast, mpsc};
-use tracing::debug;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore, broadcast, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tower::Service;
+use tracing::{debug, warn};
 
 use crate::hub::Hub;
+
+/// Limits and timings of the stream server.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    /// Bookmarks on idle streams this often (replicas treat a long silence as a dead connection).
+    pub bookmark_every: Duration,
+    /// Connections held at once, probes included; beyond, new ones are closed at once.
+    pub max_connections: usize,
+    /// A connection must finish its TLS handshake within this.
+    pub handshake_timeout: Duration,
+    /// A request's headers must arrive within this.
+    pub header_timeout: Duration,
+    /// Unread bytes a subscriber may have queued when no snapshot is larger: the floor of its budget.
+    pub min_buffer_bytes: usize,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            bookmark_every: Duration::from_secs(5),
+            max_connections: 256,
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            min_buffer_bytes: 1 << 20,
+        }
+    }
+}
+
+/// What the connection knows about its client, handed to the handlers.
+#[derive(Clone)]
+struct Peer {
+    /// A client certificate signed by the stream CA was presented (the handshake verified it).
+    authenticated: bool,
+    /// Ends the connection (a subscriber that stopped reading).
+    close: Arc<Notify>,
+}
 
 #[derive(Clone)]
 struct StreamState {
     hub: Hub,
-    bookmark_every: Duration,
+    config: StreamConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -31,24 +77,99 @@ struct RecordsQuery {
     since: Option<u64>,
 }
 
-pub fn router(hub: Hub, bookmark_every: Duration) -> Router {
+pub fn router(hub: Hub, config: StreamConfig) -> Router {
     Router::new()
         .route("/v1/records", get(records))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .with_state(StreamState { hub, bookmark_every })
+        .with_state(StreamState { hub, config })
+}
+
+async fn healthz(State(state): State<StreamState>) -> Response {
+    match state.hub.health().check() {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(dead) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{dead}\n")).into_response(),
+    }
 }
 
 async fn ready(State(state): State<StreamState>) -> Response {
+    if let Err(dead) = state.hub.health().check() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{dead}\n")).into_response();
+    }
+    // A standby is ready too: it holds the records and takes over the moment it wins the Lease (a
+    // readiness that waited for the Lease would stall every rolling update).
+    let role = if *state.hub.serving().borrow() { "serving" } else { "standby" };
     match state.hub.position() {
-        Some((_, generation)) => (StatusCode::OK, format!("ready, generation {generation}\n")).into_response(),
+        Some((_, generation)) => (StatusCode::OK, format!("ready, generation {generation}, {role}\n")).into_response(),
         None => (StatusCode::SERVICE_UNAVAILABLE, "not synced yet\n").into_response(),
     }
 }
 
 async fn metrics(State(state): State<StreamState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.hub.metrics().render()).into_response()
+}
+
+/// Serves `router` on `listener` over TLS until the listener fails.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Arc<rustls::ServerConfig>,
+    config: StreamConfig,
+    hub: Hub,
+) -> std::io::Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            // Out of file descriptors and the like: wait instead of spinning.
+            Err(error) => {
+                warn!(%error, "accepting a stream connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            hub.metrics().refused("capacity");
+            debug!(%remote, "stream connection cap reached; closing");
+            continue;
+        };
+        // Frames are small and latency matters: no Nagle delay.
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, router, config, hub) = (acceptor.clone(), router.clone(), config.clone(), hub.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let tls = match tokio::time::timeout(config.handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => {
+                    hub.metrics().refused("handshake");
+                    debug!(%remote, %error, "stream TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    hub.metrics().refused("handshake");
+                    debug!(%remote, "stream TLS handshake timed out");
+                    return;
+                }
+            };
+            let peer = Peer { authenticated: tls.get_ref().1.peer_certificates().is_some(), close: Arc::default() };
+            let close = peer.close.clone();
+            let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(peer.clone());
+                let mut router = router.clone();
+                async move { router.call(request).await }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(config.header_timeout)
+                .serve_connection(TokioIo::new(tls), service);
+            tokio::select! {
+                result = connection => if let Err(error) = result { debug!(%remote, %error, "stream connection ended") },
+                () = close.notified() => debug!(%remote, "stream connection closed"),
+            }
+        });
+    }
 }
 
 /// Counts a subscriber while its feed runs.
@@ -67,63 +188,143 @@ impl Drop for Subscribed {
     }
 }
 
-fn line(frame: &Frame) -> Bytes {
-    let mut text = serde_json::to_vec(frame).unwrap_or_default();
-    text.push(b'\n');
-    Bytes::from(text)
-}
-
-async fn records(State(state): State<StreamState>, Query(query): Query<RecordsQuery>) -> Response {
+async fn records(
+    State(state): State<StreamState>,
+    peer: Option<Extension<Peer>>,
+    Query(query): Query<RecordsQuery>,
+) -> Response {
+    let Some(Extension(peer)) = peer.filter(|peer| peer.authenticated) else {
+        state.hub.metrics().refused("unauthenticated");
+        return (StatusCode::FORBIDDEN, "the record stream needs a client certificate from the stream CA\n")
+            .into_response();
+    };
+    let serving = state.hub.serving();
+    if !*serving.borrow() {
+        state.hub.metrics().refused("not_leader");
+        return (StatusCode::SERVICE_UNAVAILABLE, "standby: another controller holds the stream lease\n")
+            .into_response();
+    }
     let from = query.epoch.zip(query.since);
     let (catch_up, live) = state.hub.subscribe(from);
-    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
-    tokio::spawn(feed(catch_up, live, tx, state.bookmark_every, state.hub.clone()));
-    let body =
-        Body::from_stream(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }));
+    let mut lines = Vec::with_capacity(catch_up.len());
+    let mut last = None;
+    for frame in &catch_up {
+        last = Some(frame.generation());
+        lines.push(state.hub.line(frame).await);
+    }
+    // A subscriber may leave at most a snapshot's worth of frames unread: enough for a catch-up
+    // snapshot plus what follows while a healthy reader takes it in.
+    let snapshot = usize::try_from(state.hub.metrics().snapshot_bytes.get()).unwrap_or(0);
+    let budget = snapshot.max(state.config.min_buffer_bytes);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = mpsc::channel::<Bytes>(1024);
+    let outbox = Outbox { tx, queued: queued.clone(), budget };
+    let feed =
+        Feed { outbox, last, live, serving, hub: state.hub.clone(), bookmark_every: state.config.bookmark_every };
+    tokio::spawn(feed.run(lines, peer.close));
+    let body = Body::from_stream(futures::stream::unfold((rx, queued), |(mut rx, queued)| async move {
+        let line = rx.recv().await?;
+        queued.fetch_sub(line.len(), Ordering::SeqCst);
+        Some((Ok::<_, std::convert::Infallible>(line), (rx, queued)))
+    }));
     ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
 }
 
-/// Writes one subscriber's frames until it disconnects or falls too far behind.
-async fn feed(
-    catch_up: Vec<Frame>,
-    mut live: broadcast::Receiver<Frame>,
-    tx: mpsc::Sender<Result<Bytes, Infallible>>,
-    bookmark_every: Duration,
+/// Frames queued for one subscriber, bounded in count and bytes.
+struct Outbox {
+    tx: mpsc::Sender<Bytes>,
+    queued: Arc<AtomicUsize>,
+    budget: usize,
+}
+
+impl Outbox {
+    /// Queues `line`; `false` when the subscriber is gone or has left its whole budget unread.
+    fn push(&self, line: Bytes) -> bool {
+        let len = line.len();
+        let before = self.queued.fetch_add(len, Ordering::SeqCst);
+        // One frame larger than the budget still goes to a reader that has read everything.
+        if before > 0 && before + len > self.budget {
+            self.queued.fetch_sub(len, Ordering::SeqCst);
+            return false;
+        }
+        if self.tx.try_send(line).is_err() {
+            self.queued.fetch_sub(len, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+}
+
+struct Feed {
+    outbox: Outbox,
+    last: Option<u64>,
+    live: broadcast::Receiver<Frame>,
+    serving: tokio::sync::watch::Receiver<bool>,
     hub: Hub,
-) {
-    let _subscribed = Subscribed::new(hub.clone());
-    let mut last = None;
-    for frame in catch_up {
-        last = Some(frame.generation());
-        if tx.send(Ok(line(&frame))).await.is_err() {
-            return;
+    bookmark_every: Duration,
+}
+
+impl Feed {
+    /// Writes one subscriber's frames until it disconnects, stops reading, falls too far behind, or
+    /// this instance stops serving; then closes its connection.
+    async fn run(mut self, catch_up: Vec<Bytes>, close: Arc<Notify>) {
+        let _subscribed = Subscribed::new(self.hub.clone());
+        if !self.feed(catch_up).await {
+            close.notify_one();
         }
     }
-    let mut bookmarks = tokio::time::interval(bookmark_every);
-    bookmarks.tick().await;
-    loop {
-        tokio::select! {
-            frame = live.recv() => match frame {
-                // Frames published between catch-up and subscription are in both; skip the repeats.
-                Ok(frame) if last.is_some_and(|last| frame.generation() <= last) => {}
-                Ok(frame) => {
-                    last = Some(frame.generation());
-                    if tx.send(Ok(line(&frame))).await.is_err() { return; }
-                }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    debug!(missed, "subscriber too slow; closing its stream so that it resumes");
-                    return;
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-            _ = bookmarks.tick() => {
-                if let Some((_, generation)) = hub.position()
-                    && tx.send(Ok(line(&Frame::Bookmark { generation }))).await.is_err()
-                {
-                    return;
-                }
+
+    /// `false` when the connection must be closed.
+    async fn feed(&mut self, catch_up: Vec<Bytes>) -> bool {
+        for line in catch_up {
+            if !self.send(line) {
+                return false;
             }
-            _ = tx.closed() => return,
         }
+        let mut bookmarks = tokio::time::interval(self.bookmark_every);
+        bookmarks.tick().await;
+        loop {
+            tokio::select! {
+                frame = self.live.recv() => match frame {
+                    // Frames published between catch-up and subscription are in both; skip the repeats.
+                    Ok(frame) if self.last.is_some_and(|last| frame.generation() <= last) => {}
+                    Ok(frame) => {
+                        self.last = Some(frame.generation());
+                        let line = self.hub.line(&frame).await;
+                        if !self.send(line) { return false; }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        debug!(missed, "subscriber too slow; closing its stream so that it resumes");
+                        return false;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return false,
+                },
+                _ = bookmarks.tick() => {
+                    if let Some((_, generation)) = self.hub.position()
+                        && !self.send(self.hub.line(&Frame::Bookmark { generation }).await)
+                    {
+                        return false;
+                    }
+                }
+                changed = self.serving.changed() => {
+                    if changed.is_err() || !*self.serving.borrow() {
+                        debug!("no longer serving the stream; closing");
+                        return false;
+                    }
+                }
+                _ = self.outbox.tx.closed() => return true,
+            }
+        }
+    }
+
+    fn send(&self, line: Bytes) -> bool {
+        if self.outbox.push(line) {
+            return true;
+        }
+        if !self.outbox.tx.is_closed() {
+            self.hub.metrics().stream_cutoffs.inc();
+            warn!(budget = self.outbox.budget, "subscriber stopped reading: cut off (it resumes when it reads again)");
+        }
+        false
     }
 }

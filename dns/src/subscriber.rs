@@ -1,20 +1,22 @@
 //! The subscriber: follows a stream of frames into the store, resuming after every interruption.
 //!
 //! A [`FrameSource`] connects to a publisher from a position (epoch, generation) and yields frames:
-//! [`HttpSource`] dials a controller's `/v1/records`; `roster local` plugs in an in-process source.
-//! The store keeps answering with what it has while the source is away.
+//! [`HttpSource`] dials a controller's `/v1/records` over mutual TLS; `roster local` plugs in an
+//! in-process source. The store keeps answering with what it has while the source is away, and never
+//! goes back: a snapshot older than what it holds, by (epoch, generation), is refused.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::{Stream, StreamExt};
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
 use roster_shared::{Frame, Trigger};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
@@ -22,23 +24,71 @@ use crate::store::{ApplyError, ZoneStore};
 
 pub type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, String>> + Send>>;
 
+/// The longest frame accepted (a snapshot is one line): beyond, the stream is treated as broken.
+pub const MAX_FRAME_BYTES: usize = 256 << 20;
+
 /// Something frames come from.
 #[async_trait::async_trait]
 pub trait FrameSource: Send {
     /// Opens a stream that starts after `from` (or with a snapshot when `None` or unknown there).
     async fn connect(&mut self, from: Option<(u64, u64)>) -> Result<FrameStream, String>;
+
+    /// The last stream offered records older than ours: look elsewhere next time, if there is elsewhere.
+    fn refused(&mut self) {}
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// When the last frame (bookmarks included) arrived: how stale the records may be.
+#[derive(Debug)]
+pub struct Freshness {
+    start: Instant,
+    /// Milliseconds after `start` of the last frame, plus one; 0 before the first.
+    last: AtomicU64,
+}
+
+impl Default for Freshness {
+    fn default() -> Self {
+        Self { start: Instant::now(), last: AtomicU64::new(0) }
+    }
+}
+
+impl Freshness {
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.last.store(ms + 1, Ordering::Relaxed);
+    }
+
+    /// Time since the last frame or bookmark; `None` before the first.
+    pub fn age(&self) -> Option<Duration> {
+        let last = self.last.load(Ordering::Relaxed).checked_sub(1)?;
+        Some(self.start.elapsed().saturating_sub(Duration::from_millis(last)))
+    }
+}
+
 /// Applies frames from `source` to `store` forever, reconnecting with exponential backoff and resuming
 /// from the store's position; a gap in generations forces a fresh snapshot.
 pub async fn follow(
+    source: impl FrameSource,
+    store: Arc<ZoneStore>,
+    idle_timeout: Duration,
+    metrics: Option<Arc<Metrics>>,
+) {
+    follow_with(source, store, idle_timeout, metrics, Freshness::new()).await;
+}
+
+/// As [`follow`], reporting every frame's arrival to `freshness`.
+pub async fn follow_with(
     mut source: impl FrameSource,
     store: Arc<ZoneStore>,
     idle_timeout: Duration,
     metrics: Option<Arc<Metrics>>,
+    freshness: Arc<Freshness>,
 ) {
     let mut backoff = MIN_BACKOFF;
     let mut need_snapshot = false;
@@ -66,15 +116,33 @@ pub async fn follow(
                             break;
                         }
                     };
+                    if let (Frame::Snapshot { epoch, generation, .. }, Some(have)) = (&frame, store.position())
+                        && (*epoch, *generation) < have
+                    {
+                        // Another controller with an older history (a deposed leader, a lagging
+                        // standby): applying it would take the answers back in time.
+                        warn!(
+                            offered_epoch = epoch,
+                            offered_generation = generation,
+                            epoch = have.0,
+                            generation = have.1,
+                            "refusing a snapshot older than the records held"
+                        );
+                        source.refused();
+                        break;
+                    }
                     backoff = MIN_BACKOFF;
                     match store.apply(&frame) {
-                        Ok(()) if !matches!(frame, Frame::Bookmark { .. }) => {
-                            if let (Some(metrics), Frame::Delta { trigger: Some(trigger), .. }) = (&metrics, &frame) {
-                                observe_programming(metrics, trigger);
+                        Ok(()) => {
+                            freshness.touch();
+                            if !matches!(frame, Frame::Bookmark { .. }) {
+                                if let (Some(metrics), Frame::Delta { trigger: Some(trigger), .. }) = (&metrics, &frame)
+                                {
+                                    observe_programming(metrics, trigger);
+                                }
+                                info!(generation = frame.generation(), names = store.name_count(), "applied records");
                             }
-                            info!(generation = frame.generation(), names = store.name_count(), "applied records");
                         }
-                        Ok(()) => {}
                         Err(error @ ApplyError::OutOfOrder { .. }) => {
                             warn!(%error, "gap in the record stream; asking for a snapshot");
                             need_snapshot = true;
@@ -104,36 +172,169 @@ fn observe_programming(metrics: &Metrics, trigger: &Trigger) {
     metrics.observe_programming(kind, Duration::from_millis(now_ms.saturating_sub(trigger.unix_ms)));
 }
 
-/// A controller's HTTP record stream, `GET <base>/v1/records?epoch=E&since=G` (newline-delimited JSON).
-pub struct HttpSource {
+/// The client side of the stream's mutual TLS: our certificate, and the CA the controller's must chain to.
+#[derive(Clone)]
+pub struct ClientTls {
+    config: Arc<rustls::ClientConfig>,
+    /// The name the controller's certificate must carry; default the URL's host.
+    server_name: Option<ServerName<'static>>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls").field("server_name", &self.server_name).finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    /// From PEM text: the CA, our certificate (chain) and its key. `server_name` overrides the name
+    /// checked in the controller's certificate (the URL may be an address the certificate cannot know).
+    pub fn from_pem(ca: &str, cert: &str, key: &str, server_name: Option<&str>) -> Result<Self, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        for der in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+            let der = der.map_err(|e| format!("--tls-ca: {e}"))?;
+            roots.add(der).map_err(|e| format!("--tls-ca: {e}"))?;
+        }
+        if roots.is_empty() {
+            return Err("--tls-ca: no CERTIFICATE block".into());
+        }
+        let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("--tls-cert: {e}"))?;
+        if chain.is_empty() {
+            return Err("--tls-cert: no CERTIFICATE block".into());
+        }
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| format!("--tls-key: {e}"))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let server_name = server_name
+            .map(|name| ServerName::try_from(name.to_owned()).map_err(|e| format!("--tls-server-name {name}: {e}")))
+            .transpose()?;
+        Ok(Self { config: Arc::new(config), server_name })
+    }
+
+    /// From the files of `--tls-ca`, `--tls-cert`, `--tls-key`.
+    pub fn from_files(
+        ca: &std::path::Path,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        server_name: Option<&str>,
+    ) -> Result<Self, String> {
+        let read =
+            |path: &std::path::Path| std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()));
+        Self::from_pem(&read(ca)?, &read(cert)?, &read(key)?, server_name)
+    }
+}
+
+/// One controller to dial.
+#[derive(Debug, Clone)]
+struct Endpoint {
     base: String,
-    client: Client<HttpConnector, http_body_util::Empty<bytes::Bytes>>,
+    host: String,
+    port: u16,
+}
+
+/// Controllers' HTTPS record streams, `GET <base>/v1/records?epoch=E&since=G` (newline-delimited JSON),
+/// tried in turn: a connection that fails moves on to the next.
+#[derive(Debug)]
+pub struct HttpSource {
+    endpoints: Vec<Endpoint>,
+    next: usize,
+    tls: ClientTls,
+    /// TCP connect plus TLS handshake must finish within this.
+    pub connect_timeout: Duration,
+    /// The response headers must arrive within this after the request.
+    pub header_timeout: Duration,
 }
 
 impl HttpSource {
-    /// `base` is `http://host:port`; only plain HTTP (the stream stays inside the cluster network).
-    pub fn new(base: &str) -> Result<Self, String> {
-        let base = base.trim_end_matches('/').to_owned();
-        let uri: hyper::Uri = base.parse().map_err(|e| format!("`{base}` is not a URL: {e}"))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
-            return Err(format!("`{base}` must be an http://host:port URL"));
+    /// `bases` are `https://host:port` URLs (plain HTTP is refused: records must be authentic).
+    pub fn new(bases: &[String], tls: ClientTls) -> Result<Self, String> {
+        if bases.is_empty() {
+            return Err("no controller URL".into());
         }
-        Ok(Self { base, client: Client::builder(TokioExecutor::new()).build_http() })
+        let endpoints = bases.iter().map(|base| parse_base(base)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            endpoints,
+            next: 0,
+            tls,
+            connect_timeout: Duration::from_secs(5),
+            header_timeout: Duration::from_secs(10),
+        })
     }
+
+    async fn open(&self, endpoint: &Endpoint, path: &str) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+        let url = format!("{}{path}", endpoint.base);
+        let name = match &self.tls.server_name {
+            Some(name) => name.clone(),
+            None => ServerName::try_from(endpoint.host.clone()).map_err(|e| format!("{url}: {e}"))?,
+        };
+        let connector = tokio_rustls::TlsConnector::from(self.tls.config.clone());
+        let dial = async {
+            let tcp = tokio::net::TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+                .await
+                .map_err(|e| format!("{url}: connect: {e}"))?;
+            // Small frames must not wait for a delayed ACK.
+            let _ = tcp.set_nodelay(true);
+            connector.connect(name, tcp).await.map_err(|e| format!("{url}: TLS: {e}"))
+        };
+        let tls = tokio::time::timeout(self.connect_timeout, dial)
+            .await
+            .map_err(|_| format!("{url}: no connection within {:?}", self.connect_timeout))??;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| format!("{url}: {e}"))?;
+        tokio::spawn(connection);
+        let request = hyper::Request::get(path)
+            .header(hyper::header::HOST, format!("{}:{}", endpoint.host, endpoint.port))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .map_err(|e| format!("{url}: {e}"))?;
+        let response = tokio::time::timeout(self.header_timeout, sender.send_request(request))
+            .await
+            .map_err(|_| format!("{url}: no response headers within {:?}", self.header_timeout))?
+            .map_err(|e| format!("{url}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("{url}: HTTP {}", response.status()));
+        }
+        Ok(response)
+    }
+}
+
+fn parse_base(base: &str) -> Result<Endpoint, String> {
+    let base = base.trim_end_matches('/').to_owned();
+    let uri: hyper::Uri = base.parse().map_err(|e| format!("`{base}` is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(format!("`{base}` must be an https://host:port URL (the stream is mutual TLS only)"));
+    }
+    let host = uri.host().ok_or_else(|| format!("`{base}` has no host"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    Ok(Endpoint { host, port: uri.port_u16().unwrap_or(443), base })
 }
 
 #[async_trait::async_trait]
 impl FrameSource for HttpSource {
+    fn refused(&mut self) {
+        self.next = self.next.wrapping_add(1);
+    }
+
     async fn connect(&mut self, from: Option<(u64, u64)>) -> Result<FrameStream, String> {
-        let url = match from {
-            Some((epoch, since)) => format!("{}/v1/records?epoch={epoch}&since={since}", self.base),
-            None => format!("{}/v1/records", self.base),
+        let path = match from {
+            Some((epoch, since)) => format!("/v1/records?epoch={epoch}&since={since}"),
+            None => "/v1/records".to_owned(),
         };
-        let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-        let response = self.client.get(uri).await.map_err(|e| format!("{url}: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("{url}: HTTP {}", response.status()));
-        }
+        let endpoint = self.endpoints[self.next % self.endpoints.len()].clone();
+        let response = match self.open(&endpoint, &path).await {
+            Ok(response) => response,
+            Err(error) => {
+                self.next = self.next.wrapping_add(1);
+                return Err(error);
+            }
+        };
         let body = response.into_body();
         let lines = futures_util::stream::unfold((body, BytesMut::new()), |(mut body, mut buffer)| async move {
             loop {
@@ -146,6 +347,10 @@ impl FrameSource for HttpSource {
                 match body.frame().await {
                     Some(Ok(chunk)) => {
                         if let Ok(data) = chunk.into_data() {
+                            if buffer.len() + data.len() > MAX_FRAME_BYTES {
+                                let error = format!("a frame longer than {MAX_FRAME_BYTES} bytes");
+                                return Some((Err(error), (body, BytesMut::new())));
+                            }
                             buffer.extend_from_slice(&data);
                         }
                     }
@@ -155,5 +360,158 @@ impl FrameSource for HttpSource {
             }
         });
         Ok(Box::pin(lines))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::DnsConfig;
+    use parking_lot::Mutex;
+    use roster_shared::{DomainName, PodMode, RData, ZoneData};
+
+    type Position = Option<(u64, u64)>;
+
+    /// Each connection plays the next script of frames, then ends; records where each resumed from.
+    struct Scripted {
+        scripts: Vec<Vec<Frame>>,
+        froms: Arc<Mutex<Vec<Position>>>,
+        refusals: Arc<Mutex<usize>>,
+    }
+
+    #[async_trait::async_trait]
+    impl FrameSource for Scripted {
+        async fn connect(&mut self, from: Option<(u64, u64)>) -> Result<FrameStream, String> {
+            self.froms.lock().push(from);
+            if self.scripts.is_empty() {
+                return Ok(Box::pin(futures_util::stream::pending()));
+            }
+            let frames = self.scripts.remove(0);
+            Ok(Box::pin(futures_util::stream::iter(frames.into_iter().map(Ok))))
+        }
+
+        fn refused(&mut self) {
+            *self.refusals.lock() += 1;
+        }
+    }
+
+    fn snapshot(epoch: u64, generation: u64, ip: &str) -> Frame {
+        let apex = DomainName::parse("cluster.local").unwrap();
+        let mut zone = ZoneData::default();
+        zone.add(
+            DomainName::parse("a.default.svc.cluster.local").unwrap(),
+            RData::A { ip: ip.parse().unwrap() },
+            &apex,
+        );
+        Frame::Snapshot { epoch, generation, zone: Arc::new(zone) }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_older_than_the_records_held_is_refused() {
+        let store = Arc::new(ZoneStore::new(DnsConfig::new("cluster.local", 5, PodMode::Insecure).unwrap()));
+        let froms = Arc::new(Mutex::new(Vec::new()));
+        let refusals = Arc::new(Mutex::new(0));
+        let source = Scripted {
+            scripts: vec![
+                vec![snapshot(10, 5, "10.0.0.1")],
+                // A deposed controller: an older epoch, however high its generation.
+                vec![snapshot(9, 100, "10.0.0.9")],
+                // The same epoch, an older generation.
+                vec![snapshot(10, 4, "10.0.0.8")],
+                vec![snapshot(11, 1, "10.0.0.2")],
+            ],
+            froms: froms.clone(),
+            refusals: refusals.clone(),
+        };
+        let freshness = Freshness::new();
+        assert!(freshness.age().is_none());
+        let task = tokio::spawn(follow_with(source, store.clone(), Duration::from_secs(60), None, freshness.clone()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.position() != Some((11, 1)) {
+            assert!(Instant::now() < deadline, "never reached the newer epoch: {:?}", store.position());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        task.abort();
+        // Every reconnection resumed from (10, 5): neither older snapshot was applied.
+        assert_eq!(froms.lock()[..4], [None, Some((10, 5)), Some((10, 5)), Some((10, 5))]);
+        assert_eq!(*refusals.lock(), 2);
+        assert!(freshness.age().unwrap() < Duration::from_secs(10));
+    }
+
+    fn client_tls(ca: &str) -> ClientTls {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let own_ca = params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let issuer = rcgen::Issuer::new(params, ca_key);
+        let cert = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap().signed_by(&key, &issuer).unwrap();
+        let ca = if ca.is_empty() { own_ca.pem() } else { ca.to_owned() };
+        ClientTls::from_pem(&ca, &cert.pem(), &key.serialize_pem(), None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_silent_controller_times_out_instead_of_hanging() {
+        // Accepts TCP and says nothing: the TLS handshake never completes.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                held.push(tcp);
+            }
+        });
+        let mut source = HttpSource::new(&[format!("https://127.0.0.1:{port}")], client_tls("")).unwrap();
+        source.connect_timeout = Duration::from_millis(300);
+        let started = Instant::now();
+        let error = source.connect(None).await.err().unwrap();
+        assert!(error.contains("no connection within"), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        held.abort();
+
+        // Completes the handshake, then never answers: the header timeout ends the wait.
+        let server_key = rcgen::KeyPair::generate().unwrap();
+        let server_cert =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().self_signed(&server_key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![server_cert.der().clone()],
+                PrivateKeyDer::from_pem_slice(server_key.serialize_pem().as_bytes()).unwrap(),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mute = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    held.push(tls);
+                }
+            }
+        });
+        let mut source =
+            HttpSource::new(&[format!("https://127.0.0.1:{port}")], client_tls(&server_cert.pem())).unwrap();
+        source.header_timeout = Duration::from_millis(300);
+        let started = Instant::now();
+        let error = source.connect(None).await.err().unwrap();
+        assert!(error.contains("no response headers within"), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        mute.abort();
+    }
+
+    #[test]
+    fn plain_http_and_bad_material_are_refused_with_the_reason() {
+        let tls = client_tls("");
+        let error = HttpSource::new(&["http://127.0.0.1:8053".to_owned()], tls).unwrap_err();
+        assert!(error.contains("https://"), "{error}");
+        let error = ClientTls::from_pem("not a certificate", "", "", None).unwrap_err();
+        assert!(error.contains("--tls-ca"), "{error}");
     }
 }

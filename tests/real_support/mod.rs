@@ -145,7 +145,12 @@ impl RealCluster {
     /// Stops one component (`kube-apiserver`, `etcd`, …) and starts it again with the same command line.
     pub fn restart(&self, component: &str) {
         let out = cluster_sh(&["restart", self.dir.path().to_str().unwrap(), component]);
-        assert!(out.status.success(), "cluster.sh restart {component}: {}\n{}", String::from_utf8_lossy(&out.stderr), self.logs());
+        assert!(
+            out.status.success(),
+            "cluster.sh restart {component}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
     }
 
     /// Compacts etcd's history up to its current revision (watches resuming from before it get 410 Gone).

@@ -293,7 +293,9 @@ pub fn normalise(steps: &mut [StepTrace], set: &str) {
                 };
                 let bare = tail.trim_matches(|c| c == '"' || c == ',' || c == '[' || c == ']');
                 let is_revision = bare.strip_prefix(&prefix).is_some_and(|hash| {
-                    hash.len() >= 6 && hash.chars().all(|c| c.is_ascii_alphanumeric()) && !hash.chars().all(|c| c.is_ascii_digit())
+                    hash.len() >= 6
+                        && hash.chars().all(|c| c.is_ascii_alphanumeric())
+                        && !hash.chars().all(|c| c.is_ascii_digit())
                 });
                 if is_revision {
                     let next = names.len() + 1;
