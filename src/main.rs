@@ -162,6 +162,17 @@ struct ServeArgs {
     /// TCP connections one client address may hold open; beyond, its new connections are closed.
     #[arg(long, env = "ROSTER_MAX_TCP_PER_CLIENT", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     max_tcp_connections_per_client: u32,
+    /// Response rate limiting over UDP (BIND's `responses-per-second`): identical responses per second
+    /// to one client netblock (/24, /56) before limiting; 0 (default) turns it off. TCP is never limited.
+    #[arg(long, env = "ROSTER_RRL_RESPONSES_PER_SECOND", default_value_t = 0)]
+    rrl_responses_per_second: u32,
+    /// Seconds over which response rates are tracked (BIND's `window`, 1..=3600).
+    #[arg(long, env = "ROSTER_RRL_WINDOW", default_value_t = 15)]
+    rrl_window: u32,
+    /// Every N-th limited response is sent truncated so real clients retry over TCP (BIND's `slip`,
+    /// 0..=10; 0 never).
+    #[arg(long, env = "ROSTER_RRL_SLIP", default_value_t = 2)]
+    rrl_slip: u32,
     /// Serve `/health` here (CoreDNS: :8080).
     #[arg(long, env = "ROSTER_HEALTH")]
     health: Option<SocketAddr>,
@@ -326,13 +337,29 @@ fn main() -> ExitCode {
     }
 }
 
+impl ServeArgs {
+    /// The response rate limiter's settings, when on; an error names the flag out of range.
+    fn rate_limit(&self) -> anyhow::Result<Option<roster_dns::rrl::RrlConfig>> {
+        if self.rrl_responses_per_second == 0 {
+            return Ok(None);
+        }
+        let config = roster_dns::rrl::RrlConfig {
+            window: self.rrl_window,
+            slip: self.rrl_slip,
+            ..roster_dns::rrl::RrlConfig::new(self.rrl_responses_per_second)
+        };
+        config.validate().map_err(anyhow::Error::msg).context("--rrl-window/--rrl-slip")?;
+        Ok(Some(config))
+    }
+}
+
 /// What `--check-args` verifies: everything that can be checked without binding or connecting.
 fn check_args(command: &Command) -> anyhow::Result<()> {
     let check_serve = |serve: &ServeArgs| -> anyhow::Result<()> {
         for upstream in &serve.upstreams {
             parse_upstream(upstream).context("--upstream")?;
         }
-        Ok(())
+        serve.rate_limit().map(drop)
     };
     match command {
         Command::Dns(args) => {
@@ -452,6 +479,9 @@ async fn serve_dns(
         );
     }
     roster_dns::tcp::set_max_connections_per_client(serve.max_tcp_connections_per_client as usize);
+    if let Some(rrl) = serve.rate_limit()? {
+        handler = handler.with_rate_limit(Arc::new(roster_dns::rrl::ResponseRateLimiter::new(rrl)));
+    }
     let upstreams = if !serve.upstreams.is_empty() {
         serve.upstreams.iter().map(|u| parse_upstream(u)).collect::<Result<Vec<_>, _>>().context("--upstream")?
     } else if serve.forward {

@@ -8,13 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{DNSClass, LowerName, RecordType};
+use hickory_proto::rr::{DNSClass, LowerName, Name, RecordType};
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::Request;
 
 use crate::forward::Forwarder;
 use crate::lookup::{Answer, answer};
 use crate::metrics::{Metrics, Observation, static_label};
+use crate::rrl::{ResponseKind, ResponseRateLimiter, Verdict};
 use crate::store::ZoneStore;
 use crate::wire::{MessageWriter, OPT_LEN, WireName};
 
@@ -30,13 +31,47 @@ pub struct FrontHandler {
     /// The `zone` metric label of each authoritative zone (`cluster.local.`), by zone index.
     zone_labels: Arc<[&'static str]>,
     rotation: Arc<AtomicUsize>,
+    /// Response rate limiting for UDP, when on.
+    rrl: Option<Arc<ResponseRateLimiter>>,
 }
 
 impl FrontHandler {
     pub fn new(store: Arc<ZoneStore>) -> Self {
         let zone_labels: Vec<&'static str> =
             store.zones().iter().map(|z| static_label(format!("{}.", z.name))).collect();
-        Self { store, forwarder: None, metrics: None, zone_labels: zone_labels.into(), rotation: Arc::default() }
+        Self {
+            store,
+            forwarder: None,
+            metrics: None,
+            zone_labels: zone_labels.into(),
+            rotation: Arc::default(),
+            rrl: None,
+        }
+    }
+
+    /// Limits UDP responses per client netblock with BIND's semantics (`crate::rrl`).
+    pub fn with_rate_limit(mut self, rrl: Arc<ResponseRateLimiter>) -> Self {
+        self.rrl = Some(rrl);
+        self
+    }
+
+    /// Whether to send the response just written for `request`, drop it, or send a truncated reply.
+    pub(crate) fn rate_limit(&self, request: &Request, outcome: &Outcome) -> Verdict {
+        let Some(rrl) = &self.rrl else { return Verdict::Send };
+        let tcp = request.protocol() != Protocol::Udp;
+        let query = request.queries.queries().first();
+        let kind = match (outcome.rcode, query) {
+            (ResponseCode::NoError, Some(q)) => ResponseKind::Answer(q.name().clone(), u16::from(q.query_type())),
+            // NXDOMAIN is counted per zone, so random names under one zone share an account.
+            (ResponseCode::NXDomain, Some(q)) => match Name::from_ascii(outcome.zone_label) {
+                Ok(zone) if outcome.zone_label.ends_with('.') && outcome.zone_label.len() > 1 => {
+                    ResponseKind::NxDomain(LowerName::new(&zone))
+                }
+                _ => ResponseKind::NxDomain(q.name().clone()),
+            },
+            _ => ResponseKind::Error,
+        };
+        rrl.check(request.src().ip(), tcp, kind, Instant::now())
     }
 
     pub fn with_forwarder(mut self, forwarder: Arc<Forwarder>) -> Self {

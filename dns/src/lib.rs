@@ -13,6 +13,7 @@ pub mod handler;
 pub mod lookup;
 pub mod metrics;
 pub mod probes;
+pub mod rrl;
 pub mod server;
 pub mod store;
 pub mod subscriber;

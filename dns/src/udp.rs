@@ -11,6 +11,7 @@ use tokio::net::UdpSocket;
 use tracing::debug;
 
 use crate::handler::FrontHandler;
+use crate::rrl::{Verdict, truncated_reply};
 use crate::wire::format_error;
 
 /// Serves `socket` until it fails irrecoverably.
@@ -57,7 +58,16 @@ pub async fn serve(socket: UdpSocket, handler: FrontHandler) -> Result<(), std::
 
 async fn answer(handler: &FrontHandler, request: &Request, socket: &UdpSocket, response: &mut Vec<u8>) {
     let outcome = handler.respond(request, response).await;
-    if let Err(error) = socket.send_to(response, request.src()).await {
+    let sent = match handler.rate_limit(request, &outcome) {
+        Verdict::Send => Some(&response[..]),
+        Verdict::Drop => None,
+        Verdict::Slip => {
+            *response = truncated_reply(request.as_slice()).unwrap_or_default();
+            (!response.is_empty()).then_some(&response[..])
+        }
+    };
+    let Some(bytes) = sent else { return };
+    if let Err(error) = socket.send_to(bytes, request.src()).await {
         debug!(%error, "failed to send a response");
     }
     handler.observe(request, &outcome, response.len());

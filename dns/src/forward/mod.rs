@@ -4,7 +4,6 @@
 
 pub mod cache;
 pub mod records;
-pub mod rrl;
 pub mod upstream;
 
 use std::collections::HashMap;

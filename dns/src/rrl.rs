@@ -8,8 +8,8 @@
 //! within `window` seconds. TCP is never limited (its source cannot be spoofed). The table of
 //! accounts is bounded: when full, accounts idle for a whole window go, then the stalest of a sample.
 //!
-//! Kept beside the forwarder because that is where this change could live; the UDP loop decides per
-//! response with [`ResponseRateLimiter::check`] and sends [`truncated_reply`] for a slip.
+//! The UDP loop decides per response with [`ResponseRateLimiter::check`] (through
+//! `FrontHandler::rate_limit`) and sends [`truncated_reply`] for a slip.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
