@@ -185,6 +185,14 @@ fn the_seed_walkthrough_prints_the_same_on_the_stand_in_and_a_real_cluster() {
         let b = scope.spawn(|| run(&kubectl_bin, &dir.path().join("kubeconfig")));
         (a.join().unwrap(), b.join().unwrap())
     });
+    std::fs::write(std::env::temp_dir().join("roster-fidelity-real.txt"), upstream.join("\n\n")).unwrap();
+    std::fs::write(std::env::temp_dir().join("roster-fidelity-stand-in.txt"), sim.join("\n\n")).unwrap();
+    // The walkthrough did what the seeds show on the real cluster (so equal outputs mean something).
+    let all = upstream.join("\n");
+    assert!(!all.contains("[failed]"), "a step failed on the real cluster:\n{all}");
+    for expected in ["web-4 1/1 Running", "www-web-4 Bound", "web-2\tregistry.k8s.io/nginx-slim:0.7", "web-0\tregistry.k8s.io/nginx-slim:0.8"] {
+        assert!(all.contains(expected), "the real cluster's walkthrough lacks {expected:?}:\n{all}");
+    }
     let mut differences = Vec::new();
     for (a, b) in upstream.iter().zip(&sim) {
         let command = a.lines().next().unwrap_or_default();
