@@ -190,7 +190,7 @@ fn the_seed_walkthrough_prints_the_same_on_the_stand_in_and_a_real_cluster() {
     // The walkthrough did what the seeds show on the real cluster (so equal outputs mean something).
     let all = upstream.join("\n");
     assert!(!all.contains("[failed]"), "a step failed on the real cluster:\n{all}");
-    for expected in ["web-4 1/1 Running", "www-web-4 Bound", "web-2\tregistry.k8s.io/nginx-slim:0.7", "web-0\tregistry.k8s.io/nginx-slim:0.8"] {
+    for expected in ["web-4 1/1 Running", "www-web-4 Bound", "web-2 registry.k8s.io/nginx-slim:0.7", "web-0 registry.k8s.io/nginx-slim:0.8"] {
         assert!(all.contains(expected), "the real cluster's walkthrough lacks {expected:?}:\n{all}");
     }
     let mut differences = Vec::new();
