@@ -74,7 +74,16 @@ fn without_the_flag_nothing_is_limited() {
 #[test]
 fn out_of_range_settings_are_refused_naming_the_flag() {
     let output = std::process::Command::new(support::process::ROSTER)
-        .args(["dns", "--objects", support::FIXTURE, "--rrl-responses-per-second", "5", "--rrl-slip", "11", "--check-args"])
+        .args([
+            "dns",
+            "--objects",
+            support::FIXTURE,
+            "--rrl-responses-per-second",
+            "5",
+            "--rrl-slip",
+            "11",
+            "--check-args",
+        ])
         .output()
         .unwrap();
     assert!(!output.status.success());
