@@ -208,7 +208,7 @@ fn roster_answers_as_coredns_on_a_real_cluster() {
     cluster.kubectl_ok(&["wait", "--for=condition=Ready", "pod/alpha", "pod/loner", "-n", "dns-b", "--timeout=120s"]);
     // Every selector's EndpointSlice lists its ready pods before the servers start.
     cluster.eventually("EndpointSlices with every pod", Duration::from_secs(60), || {
-        let slices = cluster.get_json(&["endpointslices", "-A"]);
+        let slices = cluster.get_json(&["get", "endpointslices", "-A"]);
         let ready = |service: &str| {
             slices["items"].as_array().unwrap().iter().any(|s| {
                 s["metadata"]["labels"]["kubernetes.io/service-name"] == service
@@ -241,7 +241,8 @@ fn roster_answers_as_coredns_on_a_real_cluster() {
     let coredns_port = free_port();
     let corefile_path = cluster.dir.path().join("Corefile");
     std::fs::write(&corefile_path, corefile(coredns_port, &kubeconfig, fake.addr)).unwrap();
-    let coredns = Proc::spawn(cluster.bin.join("coredns").to_str().unwrap(), &["-conf", corefile_path.to_str().unwrap()]);
+    let coredns =
+        Proc::spawn(cluster.bin.join("coredns").to_str().unwrap(), &["-conf", corefile_path.to_str().unwrap()]);
 
     cluster.apply(SENTINEL);
     let roster_addr: SocketAddr = format!("127.0.0.1:{roster_port}").parse().unwrap();
@@ -257,9 +258,9 @@ fn roster_answers_as_coredns_on_a_real_cluster() {
         std::thread::sleep(Duration::from_millis(300));
     }
 
-    let services = cluster.get_json(&["services", "-A"]);
-    let slices = cluster.get_json(&["endpointslices", "-A"]);
-    let pods = cluster.get_json(&["pods", "-A"]);
+    let services = cluster.get_json(&["get", "services", "-A"]);
+    let slices = cluster.get_json(&["get", "endpointslices", "-A"]);
+    let pods = cluster.get_json(&["get", "pods", "-A"]);
     let questions = queries::generate(&services, &slices, &pods, &NAMESPACES, MISSING_NS);
     let kinds: std::collections::BTreeSet<RecordType> = questions.iter().map(|q| q.rtype).collect();
     for kind in [RecordType::A, RecordType::AAAA, RecordType::SRV, RecordType::PTR, RecordType::CNAME] {
@@ -285,10 +286,8 @@ fn roster_answers_as_coredns_on_a_real_cluster() {
             continue;
         }
         differing_cases.insert(question.case.clone());
-        let line = format!(
-            "[{}] {} {}\n    roster:  {r}\n    coredns: {c}",
-            question.case, question.name, question.rtype
-        );
+        let line =
+            format!("[{}] {} {}\n    roster:  {r}\n    coredns: {c}", question.case, question.name, question.rtype);
         if known.contains_key(&question.case) {
             report.push(line);
         } else {
