@@ -43,6 +43,7 @@ build() {
     "kubernetes kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler"
     "kubernetes kubectl k8s.io/kubernetes/cmd/kubectl"
     "kwok kwok sigs.k8s.io/kwok/cmd/kwok"
+    "coredns coredns github.com/coredns/coredns"
   )
   local line module name package start
   for line in "${wanted[@]}"; do
