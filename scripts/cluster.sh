@@ -20,21 +20,25 @@ CACHE="${ROSTER_K8S_CACHE:-$HOME/.cache/roster/k8s}"
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
-# The cache key: the pinned versions and a hash of the modules, so a changed pin builds anew.
+# Each Go module's programs are cached under a key of their own (the module's files hashed), so a new
+# pin rebuilds only what it changes; `bin` is a folder of links to the current builds.
+module_dir() {
+  local module=$1 sum
+  sum=$(cat "$TOOLS/$module"/go.mod "$TOOLS/$module"/go.sum $(find "$TOOLS/$module" -name '*.go' | sort) | sha256sum | cut -c1-12)
+  echo "$CACHE/$module-$sum"
+}
+
 release_dir() {
-  local k8s kwok sum
-  k8s=$(awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v/ {print $2; exit}' "$TOOLS/kubernetes/go.mod")
-  kwok=$(grep -oE "sigs.k8s.io/kwok v[0-9.]+" "$TOOLS/kwok/go.mod" | head -1 | cut -d" " -f2)
-  sum=$(cat "$TOOLS"/*/go.mod "$TOOLS"/*/go.sum "$TOOLS"/kubernetes/etcd/main.go | sha256sum | cut -c1-12)
-  echo "$CACHE/kubernetes-$k8s-kwok-$kwok-$sum"
+  local sum
+  sum=$(for module in kubernetes kwok coredns; do module_dir "$module"; done | sha256sum | cut -c1-12)
+  echo "$CACHE/current-$sum"
 }
 
 build() {
   command -v go >/dev/null || die "Go is needed to build the control plane (go.dev toolchain 1.26 or newer)"
   command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl >/dev/null; }
-  local out; out="$(release_dir)/bin"
-  mkdir -p "$out"
-  # Keep Go's own caches outside the repository too; CI starts from a clean clone.
+  local links; links="$(release_dir)/bin"
+  mkdir -p "$links"
   export GOFLAGS="${GOFLAGS:--buildvcs=false}"
   local -a wanted=(
     "kubernetes etcd roster.local/tools/k8s/kubernetes/etcd"
@@ -45,15 +49,19 @@ build() {
     "kwok kwok sigs.k8s.io/kwok/cmd/kwok"
     "coredns coredns github.com/coredns/coredns"
   )
-  local line module name package start
+  local line module name package start out
   for line in "${wanted[@]}"; do
     read -r module name package <<<"$line"
-    if [[ -x "$out/$name" ]]; then continue; fi
-    start=$SECONDS
-    echo "cluster.sh: building $name ($package)" >&2
-    (cd "$TOOLS/$module" && go build -trimpath -ldflags='-s -w' -o "$out/$name.tmp" "$package")
-    mv "$out/$name.tmp" "$out/$name"
-    echo "cluster.sh: built $name in $((SECONDS - start)) s" >&2
+    out="$(module_dir "$module")"
+    mkdir -p "$out"
+    if [[ ! -x "$out/$name" ]]; then
+      start=$SECONDS
+      echo "cluster.sh: building $name ($package)" >&2
+      (cd "$TOOLS/$module" && go build -trimpath -ldflags='-s -w' -o "$out/$name.tmp.$$" "$package")
+      mv "$out/$name.tmp.$$" "$out/$name"
+      echo "cluster.sh: built $name in $((SECONDS - start)) s" >&2
+    fi
+    ln -sfn "$out/$name" "$links/$name"
   done
 }
 
