@@ -63,8 +63,10 @@ impl Answer {
     }
 
     /// The external name a CNAME chain ended on, if the answer is a CNAME leading out of our zones.
+    /// A chain that ended inside them (NODATA or NXDOMAIN, with our SOA) is complete: its target is
+    /// ours, never the upstream's, to answer.
     pub fn dangling_cname(&self) -> Option<Name> {
-        if !self.forwarded.is_empty() {
+        if !self.forwarded.is_empty() || self.soa.is_some() || self.rcode != ResponseCode::NoError {
             return None;
         }
         let last = self.local.last().filter(|set| set.rtype() == RecordType::CNAME)?;
@@ -88,6 +90,12 @@ pub fn answer(store: &ZoneStore, zone: usize, name: &WireName, qtype: RecordType
     let mut current = name.clone();
     for _ in 0..MAX_CHAIN {
         let Some(node) = view.node(current.as_bytes()) else {
+            // The name server our NS and SOA records name exists (RFC 2181 §10.3); its addresses are
+            // the Service's, which clients already have, so it holds none here: NODATA.
+            if current.as_bytes() == store.name_server() {
+                answer.soa = soa();
+                return answer;
+            }
             match insecure_pod_record(store, &view, current.as_bytes(), qtype) {
                 Some(Some(set)) => answer.local.push(set),
                 Some(None) => answer.soa = soa(),

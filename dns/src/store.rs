@@ -96,6 +96,8 @@ pub struct ZoneStore {
     zones: Vec<Zone>,
     /// `pod.<cluster zone>`, for answering insecure pod records without storing them.
     pod_apex: Vec<u8>,
+    /// `ns.dns.<cluster zone>`, the name server every NS and SOA record names.
+    name_server: Vec<u8>,
     serial_base: u32,
     table: RwLock<Table>,
 }
@@ -129,7 +131,8 @@ impl ZoneStore {
             .duration_since(UNIX_EPOCH)
             .map(|d| u32::try_from(d.as_secs() % u64::from(u32::MAX / 2)).unwrap_or(0))
             .unwrap_or(0);
-        Self { config, zones, pod_apex, serial_base, table: RwLock::new(Table::default()) }
+        let name_server = crate::convert::ns_rdata(&config.cluster_zone);
+        Self { config, zones, pod_apex, name_server, serial_base, table: RwLock::new(Table::default()) }
     }
 
     pub fn config(&self) -> &DnsConfig {
@@ -143,6 +146,11 @@ impl ZoneStore {
     /// `pod.<cluster zone>` in lowercase wire form.
     pub fn pod_apex(&self) -> &[u8] {
         &self.pod_apex
+    }
+
+    /// `ns.dns.<cluster zone>` in wire form.
+    pub fn name_server(&self) -> &[u8] {
+        &self.name_server
     }
 
     /// The index of the most specific authoritative zone containing `name`.
