@@ -118,6 +118,23 @@ async fn reverse_names_fall_through_and_external_names_are_chased() {
         sorted(&chased.answers),
         ["ext.demo.svc.cluster.local. 30 IN CNAME www.example.com.", "www.example.com. 300 IN A 192.0.2.16"]
     );
+    // ExternalName → a name of our zone without AAAA: the chain ends here, NODATA with our SOA; the
+    // upstream is never asked about a name we are authoritative for.
+    let asked = good.queries.load(Ordering::SeqCst);
+    let in_zone = client.query("alias-v4.demo.svc.cluster.local.", RecordType::AAAA).await;
+    assert_eq!(in_zone.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        sorted(&in_zone.answers),
+        ["alias-v4.demo.svc.cluster.local. 30 IN CNAME kubernetes.default.svc.cluster.local."]
+    );
+    assert_eq!(in_zone.authorities.len(), 1, "{:?}", in_zone.authorities);
+    assert_eq!(in_zone.authorities[0].name.to_string(), "cluster.local.");
+    assert_eq!(good.queries.load(Ordering::SeqCst), asked, "an in-zone target went upstream");
+    // The name server our NS and SOA records name: the kube-dns Service's address (without that
+    // Service it still exists, as NODATA: tests/real_coredns.rs).
+    let ns = client.query("ns.dns.cluster.local.", RecordType::A).await;
+    assert_eq!(ns.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(sorted(&ns.answers), ["ns.dns.cluster.local. 30 IN A 10.96.0.10"]);
 }
 
 #[tokio::test]
