@@ -714,7 +714,8 @@ fn check_local_listeners(args: &LocalArgs) -> anyhow::Result<()> {
         Udp,
         Tcp,
     }
-    let mut wanted = vec![(args.dns, Proto::Udp, "--dns"), (args.dns, Proto::Tcp, "--dns"), (args.stream, Proto::Tcp, "--stream")];
+    let mut wanted =
+        vec![(args.dns, Proto::Udp, "--dns"), (args.dns, Proto::Tcp, "--dns"), (args.stream, Proto::Tcp, "--stream")];
     if args.kubeconfig.is_none() {
         wanted.push((args.api, Proto::Tcp, "--api"));
     }

@@ -21,10 +21,7 @@ fn run_local(args: &[String], limit: Duration) -> (String, String, Option<i32>) 
         if Instant::now() > deadline {
             let _ = child.kill();
             let output = child.wait_with_output().unwrap();
-            panic!(
-                "roster local still running after {limit:?}; stderr:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+            panic!("roster local still running after {limit:?}; stderr:\n{}", String::from_utf8_lossy(&output.stderr));
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -69,17 +69,25 @@ fn walkthrough() -> Vec<Step> {
         step("get pvc -l app=nginx"),
         step("patch sts web -p '{\"spec\":{\"replicas\":3}}'"),
         after(READY3.0, READY3.1, "get pods -l app=nginx"),
-        step("patch statefulset web -p '{\"spec\":{\"updateStrategy\":{\"type\":\"RollingUpdate\",\"rollingUpdate\":{\"partition\":3}}}}'"),
-        step("patch statefulset web --type=json -p '[{\"op\":\"replace\",\"path\":\"/spec/template/spec/containers/0/image\",\"value\":\"registry.k8s.io/nginx-slim:0.7\"}]'"),
+        step(
+            "patch statefulset web -p '{\"spec\":{\"updateStrategy\":{\"type\":\"RollingUpdate\",\"rollingUpdate\":{\"partition\":3}}}}'",
+        ),
+        step(
+            "patch statefulset web --type=json -p '[{\"op\":\"replace\",\"path\":\"/spec/template/spec/containers/0/image\",\"value\":\"registry.k8s.io/nginx-slim:0.7\"}]'",
+        ),
         after(READY3.0, "3/0/3", "get po web-2 --template '{{range $i, $c := .spec.containers}}{{$c.image}}{{end}}'"),
         step("delete pod web-2"),
         after("{.status.readyReplicas}/{.status.updatedReplicas}", "3/1", images),
-        step("patch statefulset web -p '{\"spec\":{\"updateStrategy\":{\"type\":\"RollingUpdate\",\"rollingUpdate\":{\"partition\":0}}}}'"),
+        step(
+            "patch statefulset web -p '{\"spec\":{\"updateStrategy\":{\"type\":\"RollingUpdate\",\"rollingUpdate\":{\"partition\":0}}}}'",
+        ),
         after(READY3.0, READY3.1, images),
         step("rollout history statefulset/web"),
         step("rollout undo statefulset/web"),
         after(READY3.0, READY3.1, images),
-        step("get statefulset web -o jsonpath={.status.currentReplicas}/{.status.updatedReplicas}/{.status.availableReplicas}"),
+        step(
+            "get statefulset web -o jsonpath={.status.currentReplicas}/{.status.updatedReplicas}/{.status.availableReplicas}",
+        ),
         step("delete statefulset web"),
         step("get pvc -l app=nginx"),
     ]
@@ -98,8 +106,11 @@ fn run(kubectl_bin: &Path, kubeconfig: &Path) -> Vec<String> {
     for s in walkthrough() {
         if let Some((query, value)) = s.wait {
             let deadline = std::time::Instant::now() + Duration::from_secs(90);
-            let args: Vec<String> =
-                ["get", "statefulset", "web", "-o"].iter().map(|a| a.to_string()).chain([format!("jsonpath={query}")]).collect();
+            let args: Vec<String> = ["get", "statefulset", "web", "-o"]
+                .iter()
+                .map(|a| a.to_string())
+                .chain([format!("jsonpath={query}")])
+                .collect();
             while kubectl(kubectl_bin, kubeconfig, &args).1.trim() != value && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(250));
             }
@@ -107,7 +118,12 @@ fn run(kubectl_bin: &Path, kubeconfig: &Path) -> Vec<String> {
             std::thread::sleep(Duration::from_millis(1500));
         }
         let (ok, text) = kubectl(kubectl_bin, kubeconfig, &s.args);
-        outputs.push(format!("$ kubectl {}\n[{}]\n{}", s.args.join(" "), if ok { "ok" } else { "failed" }, normalise(&text)));
+        outputs.push(format!(
+            "$ kubectl {}\n[{}]\n{}",
+            s.args.join(" "),
+            if ok { "ok" } else { "failed" },
+            normalise(&text)
+        ));
     }
     outputs
 }
@@ -128,7 +144,10 @@ fn normalise(text: &str) -> String {
                         "IP".to_owned()
                     } else if bare.starts_with("kwok-node-") || bare.starts_with("sim-node-") {
                         "NODE".to_owned()
-                    } else if bare.starts_with("web-") && bare.len() > 8 && !bare[4..].chars().all(|c| c.is_ascii_digit()) {
+                    } else if bare.starts_with("web-")
+                        && bare.len() > 8
+                        && !bare[4..].chars().all(|c| c.is_ascii_digit())
+                    {
                         // a revision name (web-<hash>) as printed by kubectl
                         "REVISION".to_owned()
                     } else {
@@ -179,7 +198,9 @@ fn the_seed_walkthrough_prints_the_same_on_the_stand_in_and_a_real_cluster() {
         "--pod-ready-ms",
         "200",
     ]);
-    real.eventually("the stand-in", Duration::from_secs(60), || stand_in.log().contains("roster local is up").then_some(()));
+    real.eventually("the stand-in", Duration::from_secs(60), || {
+        stand_in.log().contains("roster local is up").then_some(())
+    });
     let (upstream, sim) = std::thread::scope(|scope| {
         let a = scope.spawn(|| run(&kubectl_bin, &real.kubeconfig));
         let b = scope.spawn(|| run(&kubectl_bin, &dir.path().join("kubeconfig")));
@@ -192,5 +213,11 @@ fn the_seed_walkthrough_prints_the_same_on_the_stand_in_and_a_real_cluster() {
             differences.push(format!("--- real cluster\n{a}\n--- stand-in\n{b}"));
         }
     }
-    assert!(differences.is_empty(), "{} of {} steps differ:\n{}", differences.len(), upstream.len(), differences.join("\n\n"));
+    assert!(
+        differences.is_empty(),
+        "{} of {} steps differ:\n{}",
+        differences.len(),
+        upstream.len(),
+        differences.join("\n\n")
+    );
 }

@@ -132,17 +132,37 @@ fn roster_matches_the_upstream_statefulset_controller() {
         for (t, trace) in targets.iter().zip(&traces).skip(1) {
             let diffs = differences(&traces[0], trace);
             let excused = allowed.iter().any(|(name, run)| name == scenario.name && *run == t.name);
-            eprintln!("{}: {} {}", scenario.name, t.name, if diffs.is_empty() { "same as upstream" } else if excused { "differs (deliberate)" } else { "DIFFERS" });
+            eprintln!(
+                "{}: {} {}",
+                scenario.name,
+                t.name,
+                if diffs.is_empty() {
+                    "same as upstream"
+                } else if excused {
+                    "differs (deliberate)"
+                } else {
+                    "DIFFERS"
+                }
+            );
             if !diffs.is_empty() && !excused {
                 eprintln!("{}", diffs.join("\n"));
-                failures.push(format!("=== {} — {} differs from upstream:\n{}", scenario.name, t.name, diffs.join("\n")));
+                failures.push(format!(
+                    "=== {} — {} differs from upstream:\n{}",
+                    scenario.name,
+                    t.name,
+                    diffs.join("\n")
+                ));
             }
         }
     }
     let out = std::env::temp_dir().join("roster-identity-traces.md");
     std::fs::write(&out, &report).unwrap();
     eprintln!("upstream traces: {}", out.display());
-    let logs = format!("roster beside upstream:\n{}\nroster owning StatefulSets:\n{}", tail(&roster_beside.log()), tail(&roster_owner.log()));
+    let logs = format!(
+        "roster beside upstream:\n{}\nroster owning StatefulSets:\n{}",
+        tail(&roster_beside.log()),
+        tail(&roster_owner.log())
+    );
     assert!(failures.is_empty(), "{}\n\n{logs}", failures.join("\n\n"));
 }
 

@@ -467,7 +467,8 @@ async fn required_fields_and_names_are_validated() {
     }
     // kubectl shows the message: it must name the rule as kube-apiserver does
     let empty = json!({"metadata": {"name": "s"}, "spec": {"selector": {}, "template": {"metadata": {"labels": {"a": "c"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}});
-    let (_, v) = call(&c, "POST", "/apis/apps/v1/namespaces/default/statefulsets", Some(empty), "application/json").await;
+    let (_, v) =
+        call(&c, "POST", "/apis/apps/v1/namespaces/default/statefulsets", Some(empty), "application/json").await;
     let message = v["message"].as_str().unwrap_or_default();
     assert!(message.contains("spec.selector: Invalid value: {}: empty selector is invalid for statefulset"), "{v}");
     sim.shutdown().await;

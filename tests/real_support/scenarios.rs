@@ -30,7 +30,10 @@ pub struct Target {
 pub enum Act {
     /// The headless service `nginx` and the set `web` with `replicas`, image V1, a `www` claim template,
     /// and `extra` (YAML at the spec's indentation, two spaces).
-    Create { replicas: i32, extra: &'static str },
+    Create {
+        replicas: i32,
+        extra: &'static str,
+    },
     Scale(i32),
     /// Change the template's image.
     Image(&'static str),
@@ -46,7 +49,9 @@ pub enum Act {
     /// Mark a pod Failed.
     Fail(&'static str),
     /// Delete the set, orphaning its pods or not.
-    DeleteSet { orphan: bool },
+    DeleteSet {
+        orphan: bool,
+    },
     /// Back to the previous revision: `kubectl rollout undo` for StatefulSets; for IdentitySets (which
     /// kubectl's rollout does not know) the previous image, which selects the same revision.
     UndoTo(&'static str),
@@ -69,12 +74,18 @@ pub fn all() -> Vec<Scenario> {
     let parallel = |name, acts| Scenario { name, acts, quiet, unordered: true };
     use Act::*;
     vec![
-        s("ordered-create-scale-delete", vec![Create { replicas: 3, extra: "" }, Scale(5), Scale(2), DeletePod("web-0")]),
+        s(
+            "ordered-create-scale-delete",
+            vec![Create { replicas: 3, extra: "" }, Scale(5), Scale(2), DeletePod("web-0")],
+        ),
         s("rolling-update", vec![Create { replicas: 3, extra: "" }, Image(V2)]),
         s(
             "partition-staging",
             vec![
-                Create { replicas: 3, extra: "  updateStrategy: {type: RollingUpdate, rollingUpdate: {partition: 2}}\n" },
+                Create {
+                    replicas: 3,
+                    extra: "  updateStrategy: {type: RollingUpdate, rollingUpdate: {partition: 2}}\n",
+                },
                 Image(V2),
                 Patch(r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":1}}}}"#),
                 Patch(r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":0}}}}"#),
@@ -92,22 +103,19 @@ pub fn all() -> Vec<Scenario> {
         ),
         parallel(
             "parallel",
-            vec![
-                Create { replicas: 3, extra: "  podManagementPolicy: Parallel\n" },
-                Scale(5),
-                Image(V2),
-                Scale(1),
-            ],
+            vec![Create { replicas: 3, extra: "  podManagementPolicy: Parallel\n" }, Scale(5), Image(V2), Scale(1)],
         ),
-        s("scale-up-held-by-unready", vec![Create { replicas: 3, extra: "" }, Unready("web-1"), Scale(5), Ready("web-1")]),
-        s("rollout-frozen-by-unready", vec![Create { replicas: 3, extra: "" }, Unready("web-1"), Image(V2), Ready("web-1")]),
+        s(
+            "scale-up-held-by-unready",
+            vec![Create { replicas: 3, extra: "" }, Unready("web-1"), Scale(5), Ready("web-1")],
+        ),
+        s(
+            "rollout-frozen-by-unready",
+            vec![Create { replicas: 3, extra: "" }, Unready("web-1"), Image(V2), Ready("web-1")],
+        ),
         s(
             "broken-rollout-reverted",
-            vec![
-                Create { replicas: 3, extra: "" },
-                JsonPatch(BREAK_TEMPLATE),
-                JsonPatch(FIX_TEMPLATE),
-            ],
+            vec![Create { replicas: 3, extra: "" }, JsonPatch(BREAK_TEMPLATE), JsonPatch(FIX_TEMPLATE)],
         ),
         parallel(
             "max-unavailable",
@@ -213,13 +221,17 @@ impl Target {
             }
             Act::Scale(n) => self.must(&["scale", &set, &format!("--replicas={n}")], None),
             Act::Image(image) => {
-                let patch = format!(r#"[{{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"{image}"}}]"#);
+                let patch = format!(
+                    r#"[{{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"{image}"}}]"#
+                );
                 self.must(&["patch", &set, "--type=json", "-p", &patch], None);
             }
             Act::Patch(patch) => self.must(&["patch", &set, "--type=merge", "-p", patch], None),
             Act::JsonPatch(patch) => self.must(&["patch", &set, "--type=json", "-p", patch], None),
             Act::DeletePod(pod) => self.must(&["delete", "pod", pod, "--wait=false"], None),
-            Act::Unready(pod) => self.pod_status(pod, r#"{"status":{"conditions":[{"type":"Ready","status":"False"}]}}"#),
+            Act::Unready(pod) => {
+                self.pod_status(pod, r#"{"status":{"conditions":[{"type":"Ready","status":"False"}]}}"#)
+            }
             Act::Ready(pod) => self.pod_status(pod, r#"{"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#),
             Act::Fail(pod) => self.pod_status(pod, r#"{"status":{"phase":"Failed"}}"#),
             Act::DeleteSet { orphan } => {
@@ -315,7 +327,8 @@ pub fn differences(a: &[StepTrace], b: &[StepTrace]) -> Vec<String> {
             differ |= x.streams.get(&stream) != y.streams.get(&stream);
         }
         let empty = Vec::new();
-        let (xs, ys) = (x.streams.get(&Stream::Status).unwrap_or(&empty), y.streams.get(&Stream::Status).unwrap_or(&empty));
+        let (xs, ys) =
+            (x.streams.get(&Stream::Status).unwrap_or(&empty), y.streams.get(&Stream::Status).unwrap_or(&empty));
         differ |= xs.last() != ys.last() || revisions(xs) != revisions(ys);
         if differ {
             out.push(format!("step {i}:\n{}--- vs ---\n{}", x.render(), y.render()));
