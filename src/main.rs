@@ -624,10 +624,21 @@ fn print_certs(args: &CertsArgs) -> anyhow::Result<()> {
 async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     let synth = args.zone.synth_config()?;
     let config = DnsConfig::new(&args.zone.zone, args.ttl, args.zone.pod_mode()).context("--zone/--ttl")?;
+    #[cfg(not(feature = "sim"))]
+    if args.kubeconfig.is_none() {
+        anyhow::bail!(
+            "this build of roster has no stand-in cluster (built without the `sim` feature): \
+             run `roster local --kubeconfig PATH` against a cluster, or build with the default features"
+        );
+    }
+    check_local_listeners(&args)?;
     // Either an existing cluster, or the stand-in (which has no StatefulSet controller of its own:
     // roster's fills that role).
-    let (sim, kubeconfig, manage_statefulsets, install_crd) = match &args.kubeconfig {
-        Some(path) => (None, path.clone(), args.manage_statefulsets, args.install_crd),
+    #[cfg(feature = "sim")]
+    let mut stand_in = None;
+    let (kubeconfig, manage_statefulsets, install_crd) = match &args.kubeconfig {
+        Some(path) => (path.clone(), args.manage_statefulsets, args.install_crd),
+        #[cfg(feature = "sim")]
         None => {
             let sim_config = roster_sim::SimConfig {
                 api_addr: args.api,
@@ -637,8 +648,11 @@ async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
             };
             let sim = roster_sim::start(sim_config).await.context("starting the stand-in cluster")?;
             let kubeconfig = sim.kubeconfig_path().to_path_buf();
-            (Some(sim), kubeconfig, true, true)
+            stand_in = Some(sim);
+            (kubeconfig, true, true)
         }
+        #[cfg(not(feature = "sim"))]
+        None => unreachable!("refused above"),
     };
 
     // The controller talks to the stand-in exactly as to a real cluster: kube-rs over HTTP.
@@ -679,10 +693,11 @@ async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(30), synced.wait_for(|synced| *synced)).await;
     let dns_addr = args.dns;
 
-    let api = match &sim {
-        Some(sim) => sim.url(),
-        None => format!("{} (--kubeconfig)", kubeconfig.display()),
-    };
+    #[cfg(feature = "sim")]
+    let stand_in_url = stand_in.as_ref().map(|sim| sim.url());
+    #[cfg(not(feature = "sim"))]
+    let stand_in_url: Option<String> = None;
+    let api = stand_in_url.unwrap_or_else(|| format!("{} (--kubeconfig)", kubeconfig.display()));
     let kubeconfig = kubeconfig.display();
     println!(
         "roster local is up: Kubernetes API {api}, DNS {dns_addr} (UDP+TCP), record stream https://{}",
@@ -713,10 +728,52 @@ async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     watch.abort();
     identity.abort();
     follower.abort();
-    if let Some(sim) = sim {
+    #[cfg(feature = "sim")]
+    if let Some(sim) = stand_in {
         sim.shutdown().await;
     }
     result
+}
+
+/// `roster local`'s listeners, bound and released before anything starts: a taken port is then one
+/// clear line naming the flag to change, instead of watches and connection errors first and the bind
+/// failure last. Held together, so two flags given the same address are caught too.
+fn check_local_listeners(args: &LocalArgs) -> anyhow::Result<()> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Proto {
+        Udp,
+        Tcp,
+    }
+    let mut wanted =
+        vec![(args.dns, Proto::Udp, "--dns"), (args.dns, Proto::Tcp, "--dns"), (args.stream, Proto::Tcp, "--stream")];
+    if args.kubeconfig.is_none() {
+        wanted.push((args.api, Proto::Tcp, "--api"));
+    }
+    let probes = [(args.serve.health, "--health"), (args.serve.ready, "--ready"), (args.serve.metrics, "--metrics")];
+    wanted.extend(probes.into_iter().filter_map(|(addr, flag)| Some((addr?, Proto::Tcp, flag))));
+
+    // Dropped (released) on return, once every listener is known to be free.
+    let (mut udp_held, mut tcp_held) = (Vec::new(), Vec::new());
+    for (i, &(addr, proto, flag)) in wanted.iter().enumerate() {
+        let name = if proto == Proto::Udp { "UDP" } else { "TCP" };
+        // Port 0 asks for any free port, so it cannot clash.
+        let earlier = wanted[..i].iter().find(|(a, p, f)| *a == addr && *p == proto && *f != flag && addr.port() != 0);
+        if let Some((_, _, other)) = earlier {
+            anyhow::bail!("{addr} ({name}) is given to both {other} and {flag}: choose another with {flag}");
+        }
+        let bound = match proto {
+            Proto::Udp => std::net::UdpSocket::bind(addr).map(|socket| udp_held.push(socket)),
+            Proto::Tcp => std::net::TcpListener::bind(addr).map(|listener| tcp_held.push(listener)),
+        };
+        match bound {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                anyhow::bail!("{addr} is in use ({name}): choose another with {flag}")
+            }
+            Err(e) => anyhow::bail!("cannot listen on {addr} ({name}): {e}: choose another with {flag}"),
+        }
+    }
+    Ok(())
 }
 
 /// The identity controller, logging (not propagating) its end: DNS keeps working without it.

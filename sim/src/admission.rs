@@ -281,30 +281,34 @@ fn default_replicaset_spec(spec: &mut Map<String, Value>) {
     default_template(spec);
 }
 
-/// A workload's selector is required and must select its pod template.
-fn validate_selector(obj: &Value, causes: &mut Vec<Cause>) {
-    let selector = meta::path(obj, "spec.selector");
-    if selector.is_none_or(Value::is_null) {
+/// A workload's selector is required, must not be empty and must select its pod template, as
+/// kube-apiserver's apps validation. `kind` names the workload in the empty-selector message; upstream
+/// says "deployment" for ReplicaSets too.
+fn validate_selector(obj: &Value, kind: &str, causes: &mut Vec<Cause>) {
+    let selector = meta::path(obj, "spec.selector").filter(|s| !s.is_null());
+    let Some(selector) = selector else {
         causes.push(cause("spec.selector", "Required value", "FieldValueRequired"));
+        return;
+    };
+    let parsed = crate::selector::LabelSelector::from_json(selector);
+    if parsed.as_ref().is_ok_and(|s| s.is_empty()) {
+        // An empty selector would select every pod in the namespace. Upstream skips the template
+        // check then (an empty selector matches any labels), so this is the only complaint.
+        causes.push(cause(
+            "spec.selector",
+            format!("Invalid value: {selector}: empty selector is invalid for {kind}"),
+            "FieldValueInvalid",
+        ));
+        return;
     }
     let labels = meta::path(obj, "spec.template.metadata.labels").cloned();
-    if let Some(sel) = selector
-        && !sel.is_null()
-    {
-        let empty = json!({});
-        let matches = crate::selector::LabelSelector::from_json(sel)
-            .map(|s| !s.is_empty() && s.matches(labels.as_ref().unwrap_or(&empty)))
-            .unwrap_or(false);
-        if !matches {
-            causes.push(cause(
-                "spec.template.metadata.labels",
-                format!(
-                    "Invalid value: {}: `selector` does not match template `labels`",
-                    labels.unwrap_or(Value::Null)
-                ),
-                "FieldValueInvalid",
-            ));
-        }
+    let empty = json!({});
+    if !parsed.is_ok_and(|s| s.matches(labels.as_ref().unwrap_or(&empty))) {
+        causes.push(cause(
+            "spec.template.metadata.labels",
+            format!("Invalid value: {}: `selector` does not match template `labels`", labels.unwrap_or(Value::Null)),
+            "FieldValueInvalid",
+        ));
     }
 }
 
@@ -410,7 +414,7 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
             }
         }
         ("apps", "deployments" | "replicasets") => {
-            validate_selector(obj, &mut causes);
+            validate_selector(obj, "deployment", &mut causes);
             if meta::path(obj, "spec.replicas").and_then(Value::as_i64).is_some_and(|r| r < 0) {
                 causes.push(cause(
                     "spec.replicas",
@@ -455,29 +459,7 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
             validate_pod_spec(meta::path(obj, "spec.template.spec"), "spec.template.spec", &mut causes);
         }
         ("apps", "statefulsets") => {
-            let selector = meta::path(obj, "spec.selector");
-            if selector.is_none_or(Value::is_null) {
-                causes.push(cause("spec.selector", "Required value", "FieldValueRequired"));
-            }
-            let labels = meta::path(obj, "spec.template.metadata.labels").cloned();
-            if let Some(sel) = selector
-                && !sel.is_null()
-            {
-                let empty = json!({});
-                let matches = crate::selector::LabelSelector::from_json(sel)
-                    .map(|s| s.matches(labels.as_ref().unwrap_or(&empty)))
-                    .unwrap_or(false);
-                if !matches {
-                    causes.push(cause(
-                        "spec.template.metadata.labels",
-                        format!(
-                            "Invalid value: {}: `selector` does not match template `labels`",
-                            labels.unwrap_or(Value::Null)
-                        ),
-                        "FieldValueInvalid",
-                    ));
-                }
-            }
+            validate_selector(obj, "statefulset", &mut causes);
             validate_pod_spec(meta::path(obj, "spec.template.spec"), "spec.template.spec", &mut causes);
         }
         _ => {}

@@ -444,6 +444,17 @@ async fn required_fields_and_names_are_validated() {
             json!({"metadata": {"name": "s"}, "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "c"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}}),
             &["spec.template.metadata.labels"],
         ),
+        // an empty selector would select every pod of the namespace: the real API rejects it
+        (
+            "/apis/apps/v1/namespaces/default/statefulsets",
+            json!({"metadata": {"name": "s"}, "spec": {"selector": {}, "template": {"metadata": {"labels": {"a": "c"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}}),
+            &["spec.selector"],
+        ),
+        (
+            "/apis/apps/v1/namespaces/default/deployments",
+            json!({"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {}}, "template": {"metadata": {"labels": {"a": "c"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}}),
+            &["spec.selector"],
+        ),
         ("/api/v1/namespaces", json!({"metadata": {"name": "a.b"}}), &["metadata.name"]),
         ("/api/v1/namespaces/default/configmaps", json!({"metadata": {}}), &["metadata.name"]),
     ];
@@ -454,6 +465,12 @@ async fn required_fields_and_names_are_validated() {
             v["details"]["causes"].as_array().into_iter().flatten().filter_map(|c| c["field"].as_str()).collect();
         assert_eq!(got, *fields, "{uri}: {v}");
     }
+    // kubectl shows the message: it must name the rule as kube-apiserver does
+    let empty = json!({"metadata": {"name": "s"}, "spec": {"selector": {}, "template": {"metadata": {"labels": {"a": "c"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}});
+    let (_, v) =
+        call(&c, "POST", "/apis/apps/v1/namespaces/default/statefulsets", Some(empty), "application/json").await;
+    let message = v["message"].as_str().unwrap_or_default();
+    assert!(message.contains("spec.selector: Invalid value: {}: empty selector is invalid for statefulset"), "{v}");
     sim.shutdown().await;
 }
 

@@ -24,7 +24,7 @@ pub const MIN_TTL: u32 = 5;
 
 /// What an entry costs beyond its name and records (264 B in all): the key and entry structs, and 96 B
 /// for the `Arc` and quick_cache's slot, table and ghost-list share (in the measurement in
-/// docs/design-notes.md, RSS matched weights that counted 64 B per entry for these).
+/// docs/design.md, RSS matched weights that counted 64 B per entry for these).
 const ENTRY_OVERHEAD: usize = std::mem::size_of::<CacheKey>() + std::mem::size_of::<Entry>() + 96;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -1,127 +1,32 @@
-//! RFC 6902 JSON patch.
+//! RFC 6902 JSON patch, applied by the `json-patch` crate, with kube-apiserver's status codes.
 
+use json_patch::PatchOperation;
 use serde_json::Value;
 
 use crate::status::ApiError;
 
-fn unescape(token: &str) -> String {
-    token.replace("~1", "/").replace("~0", "~")
-}
-
-fn tokens(pointer: &str) -> Result<Vec<String>, ApiError> {
-    if pointer.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rest =
-        pointer.strip_prefix('/').ok_or_else(|| ApiError::bad_request(format!("invalid JSON pointer {pointer:?}")))?;
-    Ok(rest.split('/').map(unescape).collect())
-}
-
-fn parent_mut<'a>(doc: &'a mut Value, toks: &[String]) -> Result<&'a mut Value, ApiError> {
-    let mut cur = doc;
-    for t in toks {
-        cur = match cur {
-            Value::Object(m) => {
-                m.get_mut(t).ok_or_else(|| ApiError::invalid_patch(format!("missing path element {t:?}")))?
-            }
-            Value::Array(a) => {
-                let i: usize = t.parse().map_err(|_| ApiError::invalid_patch(format!("invalid array index {t:?}")))?;
-                a.get_mut(i).ok_or_else(|| ApiError::invalid_patch(format!("array index {i} out of range")))?
-            }
-            _ => return Err(ApiError::invalid_patch(format!("cannot descend into {t:?}"))),
-        };
-    }
-    Ok(cur)
-}
-
-fn get(doc: &Value, pointer: &str) -> Result<Value, ApiError> {
-    doc.pointer(pointer).cloned().ok_or_else(|| ApiError::invalid_patch(format!("path {pointer:?} does not exist")))
-}
-
-fn add(doc: &mut Value, pointer: &str, value: Value) -> Result<(), ApiError> {
-    let toks = tokens(pointer)?;
-    let Some((last, parents)) = toks.split_last() else {
-        *doc = value;
-        return Ok(());
-    };
-    match parent_mut(doc, parents)? {
-        Value::Object(m) => {
-            m.insert(last.clone(), value);
-        }
-        Value::Array(a) => {
-            if last == "-" {
-                a.push(value);
-            } else {
-                let i: usize =
-                    last.parse().map_err(|_| ApiError::invalid_patch(format!("invalid array index {last:?}")))?;
-                if i > a.len() {
-                    return Err(ApiError::invalid_patch(format!("array index {i} out of range")));
-                }
-                a.insert(i, value);
-            }
-        }
-        _ => return Err(ApiError::invalid_patch(format!("cannot add at {pointer:?}"))),
-    }
-    Ok(())
-}
-
-fn remove(doc: &mut Value, pointer: &str) -> Result<Value, ApiError> {
-    let toks = tokens(pointer)?;
-    let Some((last, parents)) = toks.split_last() else {
-        return Err(ApiError::invalid_patch("cannot remove the whole document"));
-    };
-    match parent_mut(doc, parents)? {
-        Value::Object(m) => {
-            m.remove(last).ok_or_else(|| ApiError::invalid_patch(format!("path {pointer:?} does not exist")))
-        }
-        Value::Array(a) => {
-            let i: usize =
-                last.parse().map_err(|_| ApiError::invalid_patch(format!("invalid array index {last:?}")))?;
-            if i >= a.len() {
-                return Err(ApiError::invalid_patch(format!("array index {i} out of range")));
-            }
-            Ok(a.remove(i))
-        }
-        _ => Err(ApiError::invalid_patch(format!("cannot remove {pointer:?}"))),
-    }
-}
-
 /// Apply an RFC 6902 patch (an array of operations).
+///
+/// kube-apiserver (evanphx/json-patch) decodes the body as a list of objects and answers 400 when
+/// that fails; everything about a single operation — an unknown `op`, a missing `value`, a path
+/// that is not a pointer or does not exist, a failing `test` — surfaces only when the patch is
+/// applied, as 422. So the operations are decoded one by one here and their errors are 422 too.
 pub fn apply(doc: &Value, patch: &Value) -> Result<Value, ApiError> {
     let ops = patch.as_array().ok_or_else(|| ApiError::bad_request("a JSON patch must be an array of operations"))?;
-    let mut out = doc.clone();
-    for op in ops {
-        let s = |k: &str| op.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-        let path = s("path");
-        let value =
-            || op.get("value").cloned().ok_or_else(|| ApiError::invalid_patch(format!("operation {op} needs a value")));
-        match s("op").as_str() {
-            "add" => add(&mut out, &path, value()?)?,
-            "remove" => {
-                remove(&mut out, &path)?;
-            }
-            "replace" => {
-                remove(&mut out, &path)?;
-                add(&mut out, &path, value()?)?;
-            }
-            "move" => {
-                let v = remove(&mut out, &s("from"))?;
-                add(&mut out, &path, v)?;
-            }
-            "copy" => {
-                let v = get(&out, &s("from"))?;
-                add(&mut out, &path, v)?;
-            }
-            "test" => {
-                if get(&out, &path)? != value()? {
-                    return Err(ApiError::invalid_patch(format!("test failed at {path:?}")));
-                }
-            }
-            other => {
-                return Err(ApiError::bad_request(format!("unknown JSON patch operation {other:?}")));
-            }
-        }
+    if let Some(op) = ops.iter().find(|op| !op.is_object()) {
+        return Err(ApiError::bad_request(format!("a JSON patch operation must be an object, not {op}")));
     }
+    let ops = ops
+        .iter()
+        .enumerate()
+        .map(|(i, op)| {
+            serde_json::from_value::<PatchOperation>(op.clone())
+                .map_err(|e| ApiError::invalid_patch(format!("operation {i} ({op}): {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = doc.clone();
+    // `patch_unsafe` skips the crate's undo log: on error `out`, a copy, is dropped anyway.
+    json_patch::patch_unsafe(&mut out, &ops).map_err(|e| ApiError::invalid_patch(e.to_string()))?;
     Ok(out)
 }
 
@@ -138,12 +43,37 @@ mod tests {
             {"op": "add", "path": "/spec/containers/-", "value": {"name": "b"}},
             {"op": "remove", "path": "/metadata/labels/a~1b"},
             {"op": "test", "path": "/spec/containers/1/name", "value": "b"},
+            {"op": "copy", "from": "/spec/containers/1", "path": "/spec/first"},
+            {"op": "move", "from": "/spec/first/name", "path": "/spec/moved"},
         ]);
         let out = apply(&doc, &patch).expect("patch applies");
         assert_eq!(
             out,
-            json!({"spec": {"containers": [{"name": "a", "image": "y"}, {"name": "b"}]}, "metadata": {"labels": {}}})
+            json!({
+                "spec": {"containers": [{"name": "a", "image": "y"}, {"name": "b"}], "first": {}, "moved": "b"},
+                "metadata": {"labels": {}}
+            })
         );
-        assert!(apply(&doc, &json!([{"op": "remove", "path": "/nope"}])).is_err());
+    }
+
+    /// The status codes kube-apiserver gives: 400 when the body is not a list of operations, 422 for
+    /// an operation that cannot be applied (kubectl prints the latter as "Invalid").
+    #[test]
+    fn errors_have_kube_apiserver_status_codes() {
+        let doc = json!({"spec": {"replicas": 1}});
+        let cases = [
+            (json!({"op": "add", "path": "/a", "value": 1}), 400),
+            (json!(["add"]), 400),
+            (json!([{"op": "test", "path": "/spec/replicas", "value": 2}]), 422),
+            (json!([{"op": "remove", "path": "/nope"}]), 422),
+            (json!([{"op": "replace", "path": "/spec/nope", "value": 1}]), 422),
+            (json!([{"op": "add", "path": "spec", "value": 1}]), 422),
+            (json!([{"op": "add", "path": "/spec/x"}]), 422),
+            (json!([{"op": "frobnicate", "path": "/spec"}]), 422),
+        ];
+        for (patch, code) in cases {
+            let error = apply(&doc, &patch).expect_err(&patch.to_string());
+            assert_eq!(error.code, code, "{patch}: {error:?}");
+        }
     }
 }
