@@ -34,7 +34,11 @@ fn render(dir: &str) -> Vec<Value> {
 fn typed<T: DeserializeOwned + Serialize>(value: &Value) -> T {
     let object: T = serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("{e}: {value:#}"));
     let back = serde_json::to_value(&object).unwrap();
-    assert_eq!(numbers_as_f64(&back), numbers_as_f64(value), "a field did not survive the round trip through the API types");
+    assert_eq!(
+        numbers_as_f64(&back),
+        numbers_as_f64(value),
+        "a field did not survive the round trip through the API types"
+    );
     object
 }
 

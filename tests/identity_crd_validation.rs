@@ -33,7 +33,10 @@ fn the_api_server_refuses_malformed_identityset_specs() {
         ("  podManagementPolicy: Sometimes\n", "spec.podManagementPolicy"),
         ("  updateStrategy: {type: Whenever}\n", "spec.updateStrategy.type"),
         ("  updateStrategy: {rollingUpdate: {partition: -1}}\n", "spec.updateStrategy.rollingUpdate.partition"),
-        ("  updateStrategy: {rollingUpdate: {maxUnavailable: 0}}\n", "spec.updateStrategy.rollingUpdate.maxUnavailable"),
+        (
+            "  updateStrategy: {rollingUpdate: {maxUnavailable: 0}}\n",
+            "spec.updateStrategy.rollingUpdate.maxUnavailable",
+        ),
         ("  updateStrategy: {rollingUpdate: {maxUnavailable: '150%'}}\n", "maxUnavailable"),
         ("  updateStrategy: {rollingUpdate: {maxUnavailable: 'half'}}\n", "maxUnavailable"),
         ("  updateStrategy: {rollingUpdate: {maxUnavailable: '5'}}\n", "maxUnavailable"),
@@ -41,7 +44,8 @@ fn the_api_server_refuses_malformed_identityset_specs() {
         ("  persistentVolumeClaimRetentionPolicy: {whenDeleted: Keep}\n", "whenDeleted"),
     ];
     for (extra, field) in refused {
-        let out = cluster.kubectl_as(&cluster.kubeconfig, &["apply", "--dry-run=server", "-f", "-"], Some(&set_with(extra)));
+        let out =
+            cluster.kubectl_as(&cluster.kubeconfig, &["apply", "--dry-run=server", "-f", "-"], Some(&set_with(extra)));
         assert!(!out.ok, "accepted:\n{extra}");
         assert!(out.stderr.contains(field), "for\n{extra}kubectl does not name {field}: {}", out.stderr);
     }
@@ -54,7 +58,8 @@ fn the_api_server_refuses_malformed_identityset_specs() {
         "  updateStrategy: {type: OnDelete}\n  persistentVolumeClaimRetentionPolicy: {whenDeleted: Delete, whenScaled: Retain}\n",
     ];
     for extra in accepted {
-        let out = cluster.kubectl_as(&cluster.kubeconfig, &["apply", "--dry-run=server", "-f", "-"], Some(&set_with(extra)));
+        let out =
+            cluster.kubectl_as(&cluster.kubeconfig, &["apply", "--dry-run=server", "-f", "-"], Some(&set_with(extra)));
         assert!(out.ok, "refused:\n{extra}{}", out.stderr);
     }
 }

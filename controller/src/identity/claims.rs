@@ -282,8 +282,7 @@ pub fn is_claim_owner_up_to_date(set: &SetView, pod: &Pod, ordinal: i32, refs: &
         // Our references must go; none are added on top of another controller.
         return !(has_set || has_pod);
     }
-    let non_controller =
-        refs.iter().any(|r| (r.uid == set.uid || r.uid == pod_uid(pod)) && r.controller != Some(true));
+    let non_controller = refs.iter().any(|r| (r.uid == set.uid || r.uid == pod_uid(pod)) && r.controller != Some(true));
     if non_controller {
         return false;
     }

@@ -254,7 +254,6 @@ impl From<&IdentitySetStatus> for StatefulSetStatus {
             update_revision: s.update_revision.clone(),
             collision_count: s.collision_count,
             conditions: s.conditions.clone(),
-            ..StatefulSetStatus::default()
         }
     }
 }

@@ -76,7 +76,10 @@ async fn pods_of<K: SetKind>(ctx: &Context, set: &SetView, conflicts: &mut Vec<S
                 // Ours, but no longer selected: release it, as upstream's ReleasePod.
                 let rest: Vec<OwnerReference> = refs.iter().filter(|r| r.uid != set.uid).cloned().collect();
                 ctx.guard_write()?;
-                match api.patch(pods::name(&pod), &PatchParams::default(), &Patch::Merge(&owner_patch(&pod, &rest))).await {
+                match api
+                    .patch(pods::name(&pod), &PatchParams::default(), &Patch::Merge(&owner_patch(&pod, &rest)))
+                    .await
+                {
                     Ok(released) => ctx.caches.pods.updated(&released),
                     Err(e) if kube_not_found(&e) || kube_conflict(&e) || kube_invalid(&e) => {}
                     Err(e) => return Err(e.into()),
@@ -84,7 +87,13 @@ async fn pods_of<K: SetKind>(ctx: &Context, set: &SetView, conflicts: &mut Vec<S
             }
             Some(r) => {
                 if set.kind != "StatefulSet" && set.ordinal_of(pods::name(&pod)).is_some_and(|o| set.in_range(o)) {
-                    conflicts.push(format!("pod {} belongs to {} {} (uid {})", pods::name(&pod), r.kind, r.name, r.uid));
+                    conflicts.push(format!(
+                        "pod {} belongs to {} {} (uid {})",
+                        pods::name(&pod),
+                        r.kind,
+                        r.name,
+                        r.uid
+                    ));
                 }
             }
             None => {
@@ -95,12 +104,18 @@ async fn pods_of<K: SetKind>(ctx: &Context, set: &SetView, conflicts: &mut Vec<S
                     adopt_checked = Some(can_adopt::<K>(ctx, set).await);
                 }
                 if let Some(Err(why)) = &adopt_checked {
-                    return Err(Error::InvalidSet { name: set.name.clone(), reason: format!("cannot adopt pods: {why}") });
+                    return Err(Error::InvalidSet {
+                        name: set.name.clone(),
+                        reason: format!("cannot adopt pods: {why}"),
+                    });
                 }
                 let mut with_ours = refs.clone();
                 with_ours.push(set.controller_ref());
                 ctx.guard_write()?;
-                match api.patch(pods::name(&pod), &PatchParams::default(), &Patch::Merge(&owner_patch(&pod, &with_ours))).await {
+                match api
+                    .patch(pods::name(&pod), &PatchParams::default(), &Patch::Merge(&owner_patch(&pod, &with_ours)))
+                    .await
+                {
                     Ok(adopted) => {
                         ctx.caches.pods.updated(&adopted);
                         out.push(adopted);
@@ -119,9 +134,12 @@ async fn pods_of<K: SetKind>(ctx: &Context, set: &SetView, conflicts: &mut Vec<S
 /// Warning Event when a condition appears or its message changes.
 async fn report(ctx: &Context, set: &SetView, problems: &[status::Problem]) {
     for p in problems {
-        let known = set.status.conditions.iter().flatten().any(|c| {
-            c.type_ == p.type_ && c.status == "True" && c.message.as_deref() == Some(p.message.as_str())
-        });
+        let known = set
+            .status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == p.type_ && c.status == "True" && c.message.as_deref() == Some(p.message.as_str()));
         if !known {
             ctx.event(set, true, p.reason, p.message.clone(), None).await;
         }

@@ -133,21 +133,28 @@ impl SetView {
     /// `maxUnavailable` resolved against the replica count, as upstream's getStatefulSetMaxUnavailable:
     /// default 1; a percentage rounds down; at least 1. `Err` names what is malformed (never read as 100 %).
     pub fn max_unavailable(&self) -> Result<i32, String> {
-        let v = self.spec.update_strategy.as_ref().and_then(|u| u.rolling_update.as_ref()).and_then(|r| r.max_unavailable.as_ref());
+        let v = self
+            .spec
+            .update_strategy
+            .as_ref()
+            .and_then(|u| u.rolling_update.as_ref())
+            .and_then(|r| r.max_unavailable.as_ref());
         let n = match v {
             None => 1,
             Some(IntOrString::Int(i)) => *i,
             Some(IntOrString::String(s)) => {
-                let pct: i64 = s
-                    .strip_suffix('%')
-                    .and_then(|p| p.parse().ok())
-                    .ok_or_else(|| format!("updateStrategy.rollingUpdate.maxUnavailable {s:?} is neither an integer nor a percentage"))?;
-                let scaled = pct
-                    .checked_mul(i64::from(self.replicas()))
+                let pct: i64 = s.strip_suffix('%').and_then(|p| p.parse().ok()).ok_or_else(|| {
+                    format!("updateStrategy.rollingUpdate.maxUnavailable {s:?} is neither an integer nor a percentage")
+                })?;
+                pct.checked_mul(i64::from(self.replicas()))
                     .map(|x| x / 100)
                     .and_then(|x| i32::try_from(x).ok())
-                    .ok_or_else(|| format!("updateStrategy.rollingUpdate.maxUnavailable {s:?} of {} replicas is out of range", self.replicas()))?;
-                scaled
+                    .ok_or_else(|| {
+                        format!(
+                            "updateStrategy.rollingUpdate.maxUnavailable {s:?} of {} replicas is out of range",
+                            self.replicas()
+                        )
+                    })?
             }
         };
         Ok(n.max(1))

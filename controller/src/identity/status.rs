@@ -2,8 +2,8 @@
 //! through the status subresource only when it changed.
 
 use k8s_openapi::api::apps::v1::{StatefulSetCondition, StatefulSetStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 

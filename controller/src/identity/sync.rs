@@ -320,7 +320,8 @@ pub async fn run(
     }
 
     // Rolling update: highest ordinal first, at most maxUnavailable pods unavailable at once.
-    let max_unavailable = set.max_unavailable().map_err(|reason| Error::InvalidSet { name: set.name.clone(), reason })?;
+    let max_unavailable =
+        set.max_unavailable().map_err(|reason| Error::InvalidSet { name: set.name.clone(), reason })?;
     let unavailable = i32::try_from(
         replicas.iter().filter(|(_, p)| p.as_ref().is_none_or(|p| pods::is_unavailable(p, min_ready, now))).count(),
     )
