@@ -14,12 +14,22 @@ use tokio::net::{TcpListener, TcpStream};
 /// or `delete`; resource the plural (`pods`, `persistentvolumeclaims`, …, with `/status` for the
 /// subresource).
 #[derive(Clone, Default)]
-pub struct ApiCounts(Arc<Mutex<BTreeMap<(String, String), u64>>>);
+pub struct ApiCounts(Arc<Mutex<BTreeMap<(String, String), u64>>>, Arc<Mutex<Vec<(String, String)>>>);
 
 impl ApiCounts {
     /// How many `verb` requests on `resource` were made.
     pub fn get(&self, verb: &str, resource: &str) -> u64 {
         self.0.lock().unwrap().get(&(verb.to_owned(), resource.to_owned())).copied().unwrap_or(0)
+    }
+
+    /// The bodies of PATCH requests (with a Content-Length) to paths ending in `suffix`, in order.
+    pub fn patches(&self, suffix: &str) -> Vec<serde_json::Value> {
+        let bodies = self.1.lock().unwrap();
+        bodies
+            .iter()
+            .filter(|(target, _)| target.split('?').next().unwrap_or("").ends_with(suffix))
+            .filter_map(|(_, body)| serde_json::from_str(body).ok())
+            .collect()
     }
 
     /// A copy of every count.
@@ -140,6 +150,8 @@ enum Body {
 struct Parser {
     buf: Vec<u8>,
     state: Body,
+    /// The target of a PATCH whose body is being read, and the body so far.
+    patch: Option<(String, Vec<u8>)>,
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -163,6 +175,7 @@ impl Parser {
                     let mut first = lines.next().unwrap_or("").split(' ');
                     let (method, target) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
                     counts.count(method, target);
+                    self.patch = (method == "PATCH").then(|| (target.to_owned(), Vec::new()));
                     let mut state = Body::Head;
                     for l in lines {
                         let Some((k, v)) = l.split_once(':') else { continue };
@@ -177,10 +190,16 @@ impl Parser {
                 }
                 Body::Fixed(n) => {
                     let take = n.min(self.buf.len());
-                    self.buf.drain(..take);
+                    let taken: Vec<u8> = self.buf.drain(..take).collect();
+                    if let Some((_, body)) = self.patch.as_mut() {
+                        body.extend_from_slice(&taken);
+                    }
                     if take < n {
                         self.state = Body::Fixed(n - take);
                         return;
+                    }
+                    if let Some((target, body)) = self.patch.take() {
+                        counts.1.lock().unwrap().push((target, String::from_utf8_lossy(&body).into_owned()));
                     }
                     self.state = Body::Head;
                 }

@@ -7,11 +7,16 @@
 //! guards against this with "expectations". Here every write the controller makes is recorded as an
 //! [`Expect`]ation on the object's name until the watch delivers it; until then a read sees the
 //! controller's own result in place of the cache's older copy (an overlay), or, for revisions, a caller
-//! asks [`Cache::pending`] and reads the API instead. Expectations also end when the watch relists
-//! (a list issued after a write reflects it) and after [`EXPECTATION_TTL`], so a lost event cannot hide
-//! the real object for long.
+//! asks [`Cache::pending`] and reads the API instead.
+//!
+//! As upstream's, an expectation ends only when the API says so, never by time alone: when the watch
+//! delivers the write (or anything newer), or when the watch relists (a list issued after a write
+//! reflects it). A write whose event never comes (which a watch that resumes by resourceVersion should
+//! not allow, but a bug could) must not leave a pass blind for ever: [`Pump::run`] checks every
+//! [`WATCHDOG`] and restarts the watch of a cache holding an expectation older than [`RELIST_AFTER`]:
+//! a full relist, whose list then decides. Time only triggers the relist; the list ends the wait.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,9 +32,14 @@ use kube::runtime::{WatchStreamExt, watcher};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 
-/// How long a write may stay unobserved before the cache is trusted again (upstream waits 5 minutes;
-/// a watch delivers in milliseconds, so a longer wait would only prolong a lost event's damage).
-pub const EXPECTATION_TTL: Duration = Duration::from_secs(30);
+/// How long a write may stay unobserved before its cache relists (a watch delivers in milliseconds).
+pub const RELIST_AFTER: Duration = Duration::from_secs(120);
+
+/// How often the caches are checked for overdue expectations.
+pub const WATCHDOG: Duration = Duration::from_secs(30);
+
+/// How many deleted UIDs are remembered (a delete's response can arrive after its watch event).
+const DELETED_MEMORY: usize = 4096;
 
 /// What the watch must deliver before the cache reflects a write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +59,7 @@ struct Expect<K> {
     want: Want,
     /// What the write returned: shown in place of the cache's copy until observed (`None`: absent).
     object: Option<Arc<K>>,
+    /// When it was recorded (only to tell the watchdog that a relist is due; never ends it).
     at: Instant,
     /// When it was recorded, in [`Inner::clock`] ticks.
     tick: u64,
@@ -57,9 +68,10 @@ struct Expect<K> {
 #[derive(Debug)]
 struct Inner<K> {
     by_key: HashMap<(String, String), Expect<K>>,
-    /// UIDs the watch reported deleted within the TTL: a write's response can arrive after the watch
-    /// already delivered (and the store dropped) the object.
-    deleted: HashMap<String, Instant>,
+    /// The last [`DELETED_MEMORY`] UIDs the watch reported deleted: a write's response can arrive after
+    /// the watch already delivered (and the store dropped) the object.
+    deleted: HashSet<String>,
+    deleted_order: VecDeque<String>,
     clock: u64,
     /// The tick at which the running relist started.
     relist_from: Option<u64>,
@@ -100,6 +112,8 @@ fn at_least(seen: &str, want: &str) -> bool {
 pub struct Cache<K: Resource<DynamicType = ()> + Clone + 'static> {
     store: Store<K>,
     expect: Mutex<Inner<K>>,
+    /// Ends the running watch so that a new one relists.
+    relist: tokio::sync::Notify,
 }
 
 impl<K> Cache<K>
@@ -108,8 +122,14 @@ where
 {
     fn new() -> (Arc<Self>, Writer<K>) {
         let (store, writer) = reflector::store();
-        let inner = Inner { by_key: HashMap::new(), deleted: HashMap::new(), clock: 0, relist_from: None };
-        (Arc::new(Cache { store, expect: Mutex::new(inner) }), writer)
+        let inner = Inner {
+            by_key: HashMap::new(),
+            deleted: HashSet::new(),
+            deleted_order: VecDeque::new(),
+            clock: 0,
+            relist_from: None,
+        };
+        (Arc::new(Cache { store, expect: Mutex::new(inner), relist: tokio::sync::Notify::new() }), writer)
     }
 
     /// Wait until the first list has been loaded.
@@ -131,7 +151,7 @@ where
         // The watch may have delivered the write before the API answered: then there is nothing to wait
         // for (and no later event would end the wait).
         let seen = self.store.get(&ObjectRef::new(&k.1).within(&k.0));
-        let met = inner.deleted.contains_key(&e.uid) || seen.is_some_and(|s| e.met_by(&s, false));
+        let met = inner.deleted.contains(&e.uid) || seen.is_some_and(|s| e.met_by(&s, false));
         if met {
             inner.by_key.remove(&k);
         } else {
@@ -163,8 +183,7 @@ where
     pub fn view(&self, namespace: &str, keep: impl Fn(&K) -> bool) -> Vec<Arc<K>> {
         // The lock is held across the store read so that an expectation cannot be met (and dropped)
         // between the two reads: whatever the store shows is at least as new as the expectations.
-        let mut inner = self.expect.lock();
-        inner.by_key.retain(|_, e| e.at.elapsed() < EXPECTATION_TTL);
+        let inner = self.expect.lock();
         let listed = self.store.state_filter(|o| o.meta().namespace.as_deref() == Some(namespace) && keep(o));
         if !inner.by_key.keys().any(|(ns, _)| ns == namespace) {
             return listed;
@@ -185,9 +204,18 @@ where
 
     /// Whether a write to an object of `namespace` whose name satisfies `name` is still unobserved.
     pub fn pending(&self, namespace: &str, name: impl Fn(&str) -> bool) -> bool {
-        let mut inner = self.expect.lock();
-        inner.by_key.retain(|_, e| e.at.elapsed() < EXPECTATION_TTL);
-        inner.by_key.keys().any(|(ns, n)| ns == namespace && name(n))
+        self.expect.lock().by_key.keys().any(|(ns, n)| ns == namespace && name(n))
+    }
+
+    /// Whether a write has waited for its watch event longer than `after` (then a relist is due).
+    pub fn overdue(&self, after: Duration) -> bool {
+        self.expect.lock().by_key.values().any(|e| e.at.elapsed() > after)
+    }
+
+    /// Restart the watch: the new one lists everything again, which ends every expectation recorded
+    /// before it began.
+    pub fn relist(&self) {
+        self.relist.notify_one();
     }
 
     /// Writes not yet observed (for tests and metrics).
@@ -201,9 +229,13 @@ where
         match ev {
             watcher::Event::Apply(o) | watcher::Event::Delete(o) => {
                 let deleted = matches!(ev, watcher::Event::Delete(_));
-                if deleted {
-                    inner.deleted.retain(|_, at| at.elapsed() < EXPECTATION_TTL);
-                    inner.deleted.insert(uid(o).to_owned(), Instant::now());
+                if deleted && inner.deleted.insert(uid(o).to_owned()) {
+                    inner.deleted_order.push_back(uid(o).to_owned());
+                    if inner.deleted_order.len() > DELETED_MEMORY
+                        && let Some(old) = inner.deleted_order.pop_front()
+                    {
+                        inner.deleted.remove(&old);
+                    }
                 }
                 let k = key(o);
                 if inner.by_key.get(&k).is_some_and(|e| e.met_by(o, deleted)) {
@@ -241,7 +273,15 @@ fn reflect<K>(api: Api<K>, writer: Writer<K>, cache: Arc<Cache<K>>) -> impl Stre
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + Default + 'static,
 {
-    reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff()).filter_map(move |ev| {
+    // Each watch runs until the cache asks for a relist; the next one starts with a full list.
+    let relists = cache.clone();
+    let watches = futures::stream::repeat(()).flat_map(move |()| {
+        let cache = relists.clone();
+        watcher(api.clone(), watcher::Config::default())
+            .default_backoff()
+            .take_until(async move { cache.relist.notified().await })
+    });
+    reflector::reflector(writer, watches).filter_map(move |ev| {
         let out = match ev {
             Ok(ev) => {
                 cache.observe(&ev);
@@ -278,6 +318,22 @@ impl Caches {
     /// Whether every cache has loaded its first list (`false`: the watches stopped).
     pub async fn ready(&self) -> bool {
         self.pods.ready().await && self.claims.ready().await && self.revisions.ready().await
+    }
+
+    /// Relist every cache holding a write unobserved for longer than `after`.
+    pub fn relist_overdue(&self, after: Duration) {
+        if self.pods.overdue(after) {
+            tracing::warn!("a pod write was never observed: relisting pods");
+            self.pods.relist();
+        }
+        if self.claims.overdue(after) {
+            tracing::warn!("a claim write was never observed: relisting claims");
+            self.claims.relist();
+        }
+        if self.revisions.overdue(after) {
+            tracing::warn!("a revision write was never observed: relisting revisions");
+            self.revisions.relist();
+        }
     }
 }
 
@@ -318,7 +374,16 @@ impl Pump {
         // Claims and revisions trigger nothing (as upstream): a pass waiting on one requeues itself.
         let claims = reflect(Api::all(client.clone()), cw, caches.claims.clone()).for_each(|_| std::future::ready(()));
         let revisions = reflect(Api::all(client), rw, caches.revisions.clone()).for_each(|_| std::future::ready(()));
-        futures::future::join3(pods, claims, revisions).await;
+        let watchdog = async {
+            loop {
+                tokio::time::sleep(WATCHDOG).await;
+                caches.relist_overdue(RELIST_AFTER);
+            }
+        };
+        tokio::select! {
+            _ = futures::future::join3(pods, claims, revisions) => {}
+            () = watchdog => {}
+        }
     }
 }
 
@@ -442,6 +507,25 @@ mod tests {
         cache.deleted(&pod("web-1", "b", "2", false), Some(pod("web-1", "b", "5", true)));
         assert_eq!(cache.unobserved(), 0);
         assert_eq!(names(&cache.view("ns", |_| true)), ["web-0@a"]);
+    }
+
+    /// The old cache dropped expectations after 30 s by the clock alone: a pass then trusted a cache
+    /// that still lacked the write (and, say, created the pod again). Only the watch may end them.
+    #[test]
+    fn an_unobserved_write_is_not_forgotten_by_time_alone() {
+        let (cache, mut w) = Cache::<Pod>::new();
+        listed(&cache, &mut w, vec![pod("web-0", "a", "1", false)]);
+        cache.created(&pod("web-1", "b", "2", false));
+        cache.deleted(&pod("web-0", "a", "1", false), Some(pod("web-0", "a", "3", true)));
+        std::thread::sleep(Duration::from_secs(31));
+        assert_eq!(names(&cache.view("ns", |_| true)), ["web-0!@a", "web-1@b"]);
+        assert!(cache.pending("ns", |n| n == "web-1"));
+        // Overdue: the watchdog asks for a relist, and the list (not the clock) ends the wait.
+        assert!(cache.overdue(Duration::from_secs(30)));
+        listed(&cache, &mut w, vec![pod("web-0", "a", "1", false)]);
+        assert_eq!(cache.unobserved(), 0);
+        assert!(!cache.overdue(Duration::ZERO));
+        assert_eq!(names(&cache.view("ns", |_| true)), ["web-0@a"], "the list is the truth");
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! identity controller can run beside a cluster's built-in StatefulSet controller.
 
 use k8s_openapi::api::apps::v1::{
-    StatefulSetOrdinals, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec, StatefulSetStatus,
-    StatefulSetUpdateStrategy,
+    StatefulSetCondition, StatefulSetOrdinals, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetStatus, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PodTemplateSpec};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -36,15 +36,23 @@ use super::error::{Error, kube_conflict};
     printcolumn = r#"{"name":"REVISION", "type":"string", "jsonPath":".status.updateRevision", "priority":1}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "(has(self.replicas) ? self.replicas : 1) + (has(self.ordinals) && has(self.ordinals.start) ? self.ordinals.start : 0) <= 2147483647",
+        "message": "replicas + ordinals.start must not exceed 2147483647"
+    }
+]))]
 pub struct IdentitySetSpec {
     /// Desired number of pods (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "non_negative")]
     pub replicas: Option<i32>,
     /// A label query over pods; must match the template's labels.
     #[schemars(schema_with = "object_schema")]
     pub selector: LabelSelector,
     /// The governing (headless) service: every pod gets `subdomain` = this name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "string_schema")]
     pub service_name: Option<String>,
     /// The pod template.
     #[schemars(schema_with = "object_schema")]
@@ -55,24 +63,27 @@ pub struct IdentitySetSpec {
     pub volume_claim_templates: Option<Vec<PersistentVolumeClaim>>,
     /// `OrderedReady` (default) or `Parallel`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "pod_management_policy_schema")]
     pub pod_management_policy: Option<String>,
     /// `RollingUpdate` (default, with `partition` and `maxUnavailable`) or `OnDelete`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "object_schema")]
+    #[schemars(schema_with = "update_strategy_schema")]
     pub update_strategy: Option<StatefulSetUpdateStrategy>,
     /// How many old ControllerRevisions to keep (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "non_negative")]
     pub revision_history_limit: Option<i32>,
     /// Seconds a pod must be ready to count as available.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "non_negative")]
     pub min_ready_seconds: Option<i32>,
     /// `whenDeleted` / `whenScaled`: `Retain` (default) or `Delete`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "object_schema")]
+    #[schemars(schema_with = "retention_policy_schema")]
     pub persistent_volume_claim_retention_policy: Option<StatefulSetPersistentVolumeClaimRetentionPolicy>,
     /// `start`: the first ordinal (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "object_schema")]
+    #[schemars(schema_with = "ordinals_schema")]
     pub ordinals: Option<StatefulSetOrdinals>,
 }
 
@@ -114,6 +125,88 @@ pub struct IdentitySetStatus {
     /// `ready/desired`, as `kubectl get sts` prints READY.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<String>,
+    /// Why the controller cannot do what the spec asks (a child owned by something else, a spec it
+    /// cannot act on): `type`, `status`, `reason`, `message`, `lastTransitionTime`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Option<Vec<StatefulSetCondition>>,
+}
+
+/// An int32 that may not be negative (as the API server validates the StatefulSet field).
+fn non_negative(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "integer", "format": "int32", "minimum": 0 })
+}
+
+fn string_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "string" })
+}
+
+fn pod_management_policy_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "string", "enum": ["OrderedReady", "Parallel"] })
+}
+
+/// `maxUnavailable`: an integer of at least 1 or a percentage from 1% to 100% (the API server's rules for
+/// StatefulSets); `pattern` applies to strings only, `minimum` to integers only.
+pub const MAX_UNAVAILABLE_PATTERN: &str = "^(100|[1-9][0-9]?)%$";
+
+fn update_strategy_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "properties": {
+            "type": { "type": "string", "enum": ["RollingUpdate", "OnDelete"] },
+            "rollingUpdate": {
+                "type": "object",
+                "properties": {
+                    "partition": { "type": "integer", "format": "int32", "minimum": 0 },
+                    "maxUnavailable": {
+                        "x-kubernetes-int-or-string": true,
+                        "minimum": 1,
+                        "pattern": MAX_UNAVAILABLE_PATTERN
+                    }
+                }
+            }
+        },
+        "x-kubernetes-validations": [{
+            "rule": "!has(self.rollingUpdate) || !has(self.type) || self.type == 'RollingUpdate'",
+            "message": "rollingUpdate is only allowed with type RollingUpdate"
+        }]
+    })
+}
+
+fn retention_policy_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "properties": {
+            "whenDeleted": { "type": "string", "enum": ["Retain", "Delete"] },
+            "whenScaled": { "type": "string", "enum": ["Retain", "Delete"] }
+        }
+    })
+}
+
+fn ordinals_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "properties": { "start": { "type": "integer", "format": "int32", "minimum": 0 } }
+    })
+}
+
+fn conditions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["type", "status"],
+            "properties": {
+                "type": { "type": "string" },
+                "status": { "type": "string" },
+                "reason": { "type": "string" },
+                "message": { "type": "string" },
+                "lastTransitionTime": { "type": "string", "format": "date-time" }
+            }
+        },
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"]
+    })
 }
 
 fn object_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -160,7 +253,7 @@ impl From<&IdentitySetStatus> for StatefulSetStatus {
             current_revision: s.current_revision.clone(),
             update_revision: s.update_revision.clone(),
             collision_count: s.collision_count,
-            ..StatefulSetStatus::default()
+            conditions: s.conditions.clone(),
         }
     }
 }

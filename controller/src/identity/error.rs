@@ -63,3 +63,8 @@ pub fn kube_not_found(e: &kube::Error) -> bool {
 pub fn kube_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
 }
+
+/// Whether a kube error is `422 Invalid` (a patch the object refuses, e.g. a changed UID).
+pub fn kube_invalid(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 422)
+}

@@ -18,13 +18,14 @@
 //!   is its output (a test keeps them equal).
 //!
 //! # Permissions
-//! On a real cluster the controller's ServiceAccount needs: `pods` get/list/watch/create/patch/delete;
-//! `persistentvolumeclaims` list/watch/create/patch; `apps` `controllerrevisions`
+//! On a real cluster the controller's ServiceAccount needs: `pods` list/watch/create/patch/delete;
+//! `persistentvolumeclaims` list/watch/create/update (and delete, with the
+//! OwnerReferencesPermissionEnforcement plugin); `apps` `controllerrevisions`
 //! list/watch/create/patch/delete (children are read from watch-backed caches, see `cache`);
 //! `apps` `statefulsets` (with `manage_statefulsets`) and `roster.dev` `identitysets` get/list/watch,
-//! and their `/status` patch; `coordination.k8s.io` `leases` get/create/update; `events.k8s.io`
-//! `events` create/patch; `apiextensions.k8s.io` `customresourcedefinitions` create (with
-//! `install_crd`).
+//! and their `/status` patch (and `/finalizers` update with that plugin); `coordination.k8s.io` `leases`
+//! get/create/update; `events.k8s.io` `events` create/patch; `apiextensions.k8s.io`
+//! `customresourcedefinitions` create (with `install_crd`).
 //!
 //! # Layout
 //! `set` (the two kinds seen as one), `crd` (the IdentitySet kind), `cache` (watch-backed stores of

@@ -158,11 +158,6 @@ pub fn controlled_by(pod: &Pod, uid: &str) -> bool {
     pod.metadata.owner_references.iter().flatten().any(|r| r.controller == Some(true) && r.uid == uid)
 }
 
-/// Whether the pod has any controller.
-pub fn has_controller(pod: &Pod) -> bool {
-    pod.metadata.owner_references.iter().flatten().any(|r| r.controller == Some(true))
-}
-
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::apps::v1::{StatefulSetSpec, StatefulSetStatus};

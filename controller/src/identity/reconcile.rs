@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use serde_json::json;
 
 use super::context::Context;
-use super::error::{Error, kube_conflict, kube_not_found};
+use super::error::{Error, kube_conflict, kube_invalid, kube_not_found};
 use super::pods;
 use super::revision;
 use super::set::{SetKind, SetView, selector_matches};
@@ -22,35 +23,127 @@ use super::sync::{self, Targets};
 /// How often a quiet set is looked at again.
 const RESYNC: Duration = Duration::from_secs(60);
 
-/// The set's pods: those it controls, plus orphans named like its ordinals that match its selector,
-/// which it adopts (upstream's ClaimPods). Read from the pod cache, with this controller's unobserved
-/// writes laid over it.
-async fn pods_of(ctx: &Context, set: &SetView) -> Result<Vec<Pod>, Error> {
+/// Upstream's "recheck with an uncached quorum read" before adopting: the set read from the API after
+/// the pods were read from the cache is still this set (same UID) and not being deleted.
+async fn can_adopt<K: SetKind>(ctx: &Context, set: &SetView) -> Result<(), String> {
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &set.namespace);
+    match api.get_opt(&set.name).await {
+        Ok(Some(fresh)) if fresh.meta().uid.as_deref() != Some(set.uid.as_str()) => {
+            Err(format!("{} {} was replaced (uid {:?}, wanted {})", set.kind, set.name, fresh.meta().uid, set.uid))
+        }
+        Ok(Some(fresh)) if fresh.meta().deletion_timestamp.is_some() => {
+            Err(format!("{} {} is being deleted", set.kind, set.name))
+        }
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(format!("{} {} is gone", set.kind, set.name)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A merge patch that replaces the pod's owner references, conditional on its UID (a pod recreated
+/// under the name is not touched) and its resourceVersion (the references are those it has now).
+fn owner_patch(pod: &Pod, refs: &[OwnerReference]) -> serde_json::Value {
+    json!({ "metadata": {
+        "ownerReferences": refs,
+        "uid": pod.metadata.uid,
+        "resourceVersion": pod.metadata.resource_version,
+    } })
+}
+
+/// The set's pods, as upstream's ControllerRefManager claims them: pods it controls that still match
+/// (its selector, and named like its ordinals) are its; those that no longer match are released
+/// (orphaned); orphans that match are adopted — after an uncached read shows the set alive, with a patch
+/// conditional on the pod's UID and resourceVersion. Pods another controller owns are never taken; for
+/// IdentitySets, one holding an ordinal's name is reported in `conflicts`. Read from the pod cache, with
+/// this controller's unobserved writes laid over it.
+async fn pods_of<K: SetKind>(ctx: &Context, set: &SetView, conflicts: &mut Vec<String>) -> Result<Vec<Pod>, Error> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &set.namespace);
-    let candidates = ctx.caches.pods.view(&set.namespace, |p| {
-        set.ordinal_of(pods::name(p)).is_some()
-            && selector_matches(&set.spec.selector, p.metadata.labels.as_ref().unwrap_or(&Default::default()))
-    });
+    let member = |p: &Pod| set.ordinal_of(pods::name(p)).is_some();
+    let matches = |p: &Pod| {
+        member(p) && selector_matches(&set.spec.selector, p.metadata.labels.as_ref().unwrap_or(&Default::default()))
+    };
+    let candidates = ctx.caches.pods.view(&set.namespace, |p| member(p) || pods::controlled_by(p, &set.uid));
+    let mut adopt_checked: Option<Result<(), String>> = None;
     let mut out = Vec::with_capacity(candidates.len());
     for pod in candidates {
-        if pods::controlled_by(&pod, &set.uid) {
-            out.push(Arc::unwrap_or_clone(pod));
-        } else if !pods::has_controller(&pod) && !pods::is_terminating(&pod) {
-            let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
-            refs.push(set.controller_ref());
-            ctx.guard_write()?;
-            let patch = json!({ "metadata": { "ownerReferences": refs } });
-            match api.patch(pods::name(&pod), &PatchParams::default(), &Patch::Merge(&patch)).await {
-                Ok(adopted) => {
-                    ctx.caches.pods.updated(&adopted);
-                    out.push(adopted);
+        let refs = pod.metadata.owner_references.clone().unwrap_or_default();
+        match refs.iter().find(|r| r.controller == Some(true)) {
+            Some(r) if r.uid == set.uid => {
+                if matches(&pod) {
+                    out.push(Arc::unwrap_or_clone(pod));
+                    continue;
                 }
-                Err(e) if kube_not_found(&e) || kube_conflict(&e) => {}
-                Err(e) => return Err(e.into()),
+                // Ours, but no longer selected: release it, as upstream's ReleasePod.
+                let rest: Vec<OwnerReference> = refs.iter().filter(|r| r.uid != set.uid).cloned().collect();
+                ctx.guard_write()?;
+                match api
+                    .patch(pods::name(&pod), &PatchParams::default(), &Patch::Merge(&owner_patch(&pod, &rest)))
+                    .await
+                {
+                    Ok(released) => ctx.caches.pods.updated(&released),
+                    Err(e) if kube_not_found(&e) || kube_conflict(&e) || kube_invalid(&e) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Some(r) => {
+                if set.kind != "StatefulSet" && set.ordinal_of(pods::name(&pod)).is_some_and(|o| set.in_range(o)) {
+                    conflicts.push(format!(
+                        "pod {} belongs to {} {} (uid {})",
+                        pods::name(&pod),
+                        r.kind,
+                        r.name,
+                        r.uid
+                    ));
+                }
+            }
+            None => {
+                if !matches(&pod) || pods::is_terminating(&pod) {
+                    continue;
+                }
+                if adopt_checked.is_none() {
+                    adopt_checked = Some(can_adopt::<K>(ctx, set).await);
+                }
+                if let Some(Err(why)) = &adopt_checked {
+                    return Err(Error::InvalidSet {
+                        name: set.name.clone(),
+                        reason: format!("cannot adopt pods: {why}"),
+                    });
+                }
+                let mut with_ours = refs.clone();
+                with_ours.push(set.controller_ref());
+                ctx.guard_write()?;
+                match api
+                    .patch(pods::name(&pod), &PatchParams::default(), &Patch::Merge(&owner_patch(&pod, &with_ours)))
+                    .await
+                {
+                    Ok(adopted) => {
+                        ctx.caches.pods.updated(&adopted);
+                        out.push(adopted);
+                    }
+                    // Gone, recreated, or changed since the cache saw it: the next pass decides again.
+                    Err(e) if kube_not_found(&e) || kube_conflict(&e) || kube_invalid(&e) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
     }
     Ok(out)
+}
+
+/// Report what keeps the pass from doing its job: the set's conditions (written with the status), and a
+/// Warning Event when a condition appears or its message changes.
+async fn report(ctx: &Context, set: &SetView, problems: &[status::Problem]) {
+    for p in problems {
+        let known = set
+            .status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == p.type_ && c.status == "True" && c.message.as_deref() == Some(p.message.as_str()));
+        if !known {
+            ctx.event(set, true, p.reason, p.message.clone(), None).await;
+        }
+    }
 }
 
 /// Reconcile one set of kind `K`.
@@ -73,6 +166,13 @@ pub async fn reconcile<K: SetKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
         // The garbage collector takes the pods (and the claims the retention policy gave the set).
         return Ok(Action::await_change());
     }
+    if let Some(reason) = set.spec_problem() {
+        // Never guessed at (a malformed maxUnavailable is not 100 %): said, and nothing else done.
+        let problems = [status::Problem::invalid_spec(reason.clone())];
+        report(&ctx, &set, &problems).await;
+        status::write_conditions::<K>(&ctx, &set, &problems).await?;
+        return Err(Error::InvalidSet { name: set.name.clone(), reason });
+    }
     let template_labels = set.spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
     if !selector_matches(&set.spec.selector, &template_labels) {
         let reason = "selector does not match template labels".to_owned();
@@ -81,7 +181,8 @@ pub async fn reconcile<K: SetKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
     }
 
     let now = Timestamp::now();
-    let owned = pods_of(&ctx, &set).await?;
+    let mut conflicts = Vec::new();
+    let owned = pods_of::<K>(&ctx, &set, &mut conflicts).await?;
     let revs = revision::list(&ctx, &set).await?;
     let revs = revision::resolve(&ctx, &set, revs).await?;
     let current_template = revision::template_of(&revs.current)?;
@@ -94,9 +195,16 @@ pub async fn reconcile<K: SetKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
         update_template: &set.spec.template,
     };
     let outcome = sync::run(&ctx, &set, owned.clone(), &targets, now).await?;
+    conflicts.extend(outcome.conflicts.iter().cloned());
 
-    let pods_now = if outcome.wrote { pods_of(&ctx, &set).await? } else { owned };
-    let st = status::compute(&set, &pods_now, &current_name, &update_name, revs.collision_count, Timestamp::now());
+    let pods_now = if outcome.wrote { pods_of::<K>(&ctx, &set, &mut Vec::new()).await? } else { owned };
+    let mut st = status::compute(&set, &pods_now, &current_name, &update_name, revs.collision_count, Timestamp::now());
+    conflicts.sort();
+    conflicts.dedup();
+    let problems: Vec<status::Problem> =
+        if conflicts.is_empty() { Vec::new() } else { vec![status::Problem::ownership(conflicts.join("; "))] };
+    report(&ctx, &set, &problems).await;
+    status::set_conditions(&mut st, &problems, Timestamp::now());
     status::write::<K>(&ctx, &set, &st).await?;
 
     let mut live: BTreeSet<String> = pods_now.iter().map(|p| pods::revision(p).to_owned()).collect();

@@ -6,6 +6,7 @@ use std::fmt::Debug;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetStatus};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use kube::core::NamespaceResourceScope;
 use serde::Serialize;
@@ -117,9 +118,60 @@ impl SetView {
         self.spec.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0).max(0)
     }
 
-    /// Whether `ordinal` is in `[start, start + replicas)`.
+    /// Whether `ordinal` is in `[start, start + replicas)` (in 64 bits: the sum may pass `i32::MAX`).
     pub fn in_range(&self, ordinal: i32) -> bool {
-        ordinal >= self.start_ordinal() && ordinal < self.start_ordinal() + self.replicas()
+        ordinal >= self.start_ordinal()
+            && i64::from(ordinal) < i64::from(self.start_ordinal()) + i64::from(self.replicas())
+    }
+
+    /// `start + replicas`, the first ordinal past the range; `None` when it passes `i32::MAX` (pod names
+    /// could not hold it: the spec cannot be acted on).
+    pub fn end_ordinal(&self) -> Option<i32> {
+        self.start_ordinal().checked_add(self.replicas())
+    }
+
+    /// `maxUnavailable` resolved against the replica count, as upstream's getStatefulSetMaxUnavailable:
+    /// default 1; a percentage rounds down; at least 1. `Err` names what is malformed (never read as 100 %).
+    pub fn max_unavailable(&self) -> Result<i32, String> {
+        let v = self
+            .spec
+            .update_strategy
+            .as_ref()
+            .and_then(|u| u.rolling_update.as_ref())
+            .and_then(|r| r.max_unavailable.as_ref());
+        let n = match v {
+            None => 1,
+            Some(IntOrString::Int(i)) => *i,
+            Some(IntOrString::String(s)) => {
+                let pct: i64 = s.strip_suffix('%').and_then(|p| p.parse().ok()).ok_or_else(|| {
+                    format!("updateStrategy.rollingUpdate.maxUnavailable {s:?} is neither an integer nor a percentage")
+                })?;
+                pct.checked_mul(i64::from(self.replicas()))
+                    .map(|x| x / 100)
+                    .and_then(|x| i32::try_from(x).ok())
+                    .ok_or_else(|| {
+                        format!(
+                            "updateStrategy.rollingUpdate.maxUnavailable {s:?} of {} replicas is out of range",
+                            self.replicas()
+                        )
+                    })?
+            }
+        };
+        Ok(n.max(1))
+    }
+
+    /// Why the spec cannot be acted on, if it cannot (the API server refuses such StatefulSets, and the
+    /// CRD such IdentitySets, but a pass must not guess at what it was given).
+    pub fn spec_problem(&self) -> Option<String> {
+        if self.end_ordinal().is_none() {
+            return Some(format!(
+                "ordinals.start ({}) + replicas ({}) passes {}",
+                self.start_ordinal(),
+                self.replicas(),
+                i32::MAX
+            ));
+        }
+        self.max_unavailable().err()
     }
 
     /// `OrderedReady` (the default): one at a time, in order.
@@ -162,18 +214,6 @@ impl SetView {
             uid: self.uid.clone(),
             controller: Some(true),
             block_owner_deletion: Some(true),
-        }
-    }
-
-    /// A plain (non-controller) owner reference, as retention-policy PVCs carry.
-    pub fn owner_ref(&self) -> OwnerReference {
-        OwnerReference {
-            api_version: self.api_version.clone(),
-            kind: self.kind.clone(),
-            name: self.name.clone(),
-            uid: self.uid.clone(),
-            controller: None,
-            block_owner_deletion: None,
         }
     }
 
@@ -293,6 +333,47 @@ mod tests {
         assert!(v.in_range(6));
         assert!(!v.in_range(7));
         assert_eq!(v.pod_name(5), "web-5");
+    }
+
+    #[test]
+    fn the_range_end_never_overflows() {
+        let v = view(i32::MAX - 1, 5);
+        assert_eq!(v.end_ordinal(), None);
+        assert!(v.spec_problem().is_some_and(|p| p.contains("passes")), "{:?}", v.spec_problem());
+        assert!(v.in_range(i32::MAX), "the range is computed in 64 bits");
+        assert!(!v.in_range(i32::MAX - 2));
+        let v = view(i32::MAX - 5, 5);
+        assert_eq!(v.end_ordinal(), Some(i32::MAX));
+        assert_eq!(v.spec_problem(), None);
+    }
+
+    #[test]
+    fn max_unavailable_is_upstreams_or_an_error() {
+        let with = |replicas: i32, v: Option<IntOrString>| {
+            let mut s = view(0, replicas);
+            s.spec.update_strategy = Some(k8s_openapi::api::apps::v1::StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(k8s_openapi::api::apps::v1::RollingUpdateStatefulSetStrategy {
+                    max_unavailable: v,
+                    partition: None,
+                }),
+            });
+            s.max_unavailable()
+        };
+        let pct = |p: &str| Some(IntOrString::String(p.into()));
+        // As upstream's getStatefulSetMaxUnavailable: percentages round down, and never below 1.
+        assert_eq!(with(4, None), Ok(1));
+        assert_eq!(with(4, Some(IntOrString::Int(2))), Ok(2));
+        assert_eq!(with(4, Some(IntOrString::Int(0))), Ok(1));
+        assert_eq!(with(10, pct("25%")), Ok(2));
+        assert_eq!(with(1000, pct("10%")), Ok(100));
+        assert_eq!(with(3, pct("1%")), Ok(1));
+        assert_eq!(with(3, pct("100%")), Ok(3));
+        // Malformed: an error, where the old code read every one of these as 100 %.
+        for bad in ["abc", "50", "%", "x%", "50%%", ""] {
+            assert!(with(4, pct(bad)).is_err(), "{bad:?} accepted");
+        }
+        assert!(with(i32::MAX, pct("1000000000000%")).is_err(), "overflow is an error");
     }
 
     #[test]

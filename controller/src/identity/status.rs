@@ -1,8 +1,9 @@
 //! The set's status, computed from its pods as upstream's computeReplicaStatus does, and written
 //! through the status subresource only when it changed.
 
-use k8s_openapi::api::apps::v1::StatefulSetStatus;
+use k8s_openapi::api::apps::v1::{StatefulSetCondition, StatefulSetStatus};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 
@@ -10,6 +11,75 @@ use super::context::Context;
 use super::error::{Error, kube_not_found};
 use super::pods;
 use super::set::{SetKind, SetView};
+
+/// Condition: the spec cannot be acted on.
+pub const INVALID_SPEC: &str = "InvalidSpec";
+/// Condition: a child the set would use belongs to something else (IdentitySets).
+pub const OWNERSHIP_CONFLICT: &str = "OwnershipConflict";
+/// The condition types this controller writes (others in the status are left alone).
+const MANAGED: [&str; 2] = [INVALID_SPEC, OWNERSHIP_CONFLICT];
+
+/// Something a pass reports on the set: a condition (status True) and a Warning Event's reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The condition type.
+    pub type_: &'static str,
+    /// The condition's and the Event's reason.
+    pub reason: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Problem {
+    /// The spec cannot be acted on.
+    pub fn invalid_spec(message: String) -> Self {
+        Problem { type_: INVALID_SPEC, reason: "InvalidSpec", message }
+    }
+    /// Children of the set's names belong to something else.
+    pub fn ownership(message: String) -> Self {
+        Problem { type_: OWNERSHIP_CONFLICT, reason: "OwnershipConflict", message }
+    }
+}
+
+/// Set the managed conditions of `status` to `problems`: each present as True (its transition time kept
+/// while it stays True), the others removed.
+pub fn set_conditions(status: &mut StatefulSetStatus, problems: &[Problem], now: Timestamp) {
+    let old = status.conditions.take().unwrap_or_default();
+    let mut next: Vec<StatefulSetCondition> =
+        old.iter().filter(|c| !MANAGED.contains(&c.type_.as_str())).cloned().collect();
+    for p in problems {
+        let since = old
+            .iter()
+            .find(|c| c.type_ == p.type_ && c.status == "True")
+            .and_then(|c| c.last_transition_time.clone())
+            .unwrap_or(Time(now));
+        next.push(StatefulSetCondition {
+            type_: p.type_.to_owned(),
+            status: "True".into(),
+            reason: Some(p.reason.to_owned()),
+            message: Some(p.message.clone()),
+            last_transition_time: Some(since),
+        });
+    }
+    status.conditions = (!next.is_empty()).then_some(next);
+}
+
+/// Write only the conditions (the pass did nothing else): a merge patch of `status.conditions`.
+pub async fn write_conditions<K: SetKind>(ctx: &Context, set: &SetView, problems: &[Problem]) -> Result<(), Error> {
+    let mut status = set.status.clone();
+    set_conditions(&mut status, problems, Timestamp::now());
+    if status.conditions == set.status.conditions {
+        return Ok(());
+    }
+    ctx.guard_write()?;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &set.namespace);
+    let patch = serde_json::json!({ "status": { "conditions": status.conditions } });
+    match api.patch_status(&set.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        Err(e) if kube_not_found(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
 
 /// Count the set's pods into a status.
 pub fn compute(

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -29,6 +28,8 @@ pub struct Outcome {
     pub requeue_after: Option<i64>,
     /// Whether anything was written.
     pub wrote: bool,
+    /// Children that belong to something else (IdentitySets), for the set's condition.
+    pub conflicts: Vec<String>,
 }
 
 /// The templates and revision names a pass works with.
@@ -54,7 +55,7 @@ fn pod_ref(pod: &Pod) -> ObjectReference {
     }
 }
 
-async fn create_pod(ctx: &Context, set: &SetView, pod: &Pod) -> Result<bool, Error> {
+async fn create_pod(ctx: &Context, set: &SetView, pod: &Pod) -> Result<Option<Pod>, Error> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &set.namespace);
     let name = pods::name(pod).to_owned();
     ctx.guard_write()?;
@@ -63,10 +64,10 @@ async fn create_pod(ctx: &Context, set: &SetView, pod: &Pod) -> Result<bool, Err
             ctx.caches.pods.created(&created);
             let note = format!("Create Pod {name} in {} {} successful", set.kind, set.name);
             ctx.event(set, false, "SuccessfulCreate", note, Some(pod_ref(&created))).await;
-            Ok(true)
+            Ok(Some(created))
         }
         // A pod of that name is still there (the cache lags someone else's write): the next pass sees it.
-        Err(e) if kube_conflict(&e) => Ok(false),
+        Err(e) if kube_conflict(&e) => Ok(None),
         Err(e) => {
             let note = format!("Create Pod {name} in {} {} failed error: {e}", set.kind, set.name);
             ctx.event(set, true, "FailedCreate", note, None).await;
@@ -140,41 +141,32 @@ async fn create_ordinal(
     index: &ClaimIndex,
     out: &mut Outcome,
 ) -> Result<bool, Error> {
-    match claims::ensure(ctx, set, ordinal, index).await? {
+    match claims::ensure(ctx, set, ordinal, index, true).await? {
         Claims::Ready => {}
         Claims::Stale(why) => {
             tracing::debug!(set = %set.name, ordinal, %why, "waiting for a claim");
             out.requeue_after = Some(1);
             return Ok(false);
         }
+        Claims::Conflict(why) => {
+            out.conflicts.push(why);
+            return Ok(false);
+        }
     }
-    let below_partition = !set.on_delete() && ordinal - set.start_ordinal() < set.partition();
+    let below_partition = !set.on_delete() && ordinal.saturating_sub(set.start_ordinal()) < set.partition();
     let pod = if below_partition {
         pods::new_pod(set, t.current_template, ordinal, t.current_revision)
     } else {
         pods::new_pod(set, t.update_template, ordinal, t.update_revision)
     };
-    create_pod(ctx, set, &pod).await
+    let Some(created) = create_pod(ctx, set, &pod).await? else { return Ok(false) };
+    // As upstream after CreateStatefulPod: the claims' owners as the policy says, now the pod has a UID.
+    out.conflicts.extend(claims::enforce_retention(ctx, set, &created, ordinal, index, true).await?);
+    Ok(true)
 }
 
-/// `maxUnavailable` resolved against the replica count (percentages round up; at least 1).
-pub fn max_unavailable(set: &SetView) -> i32 {
-    let v = set
-        .spec
-        .update_strategy
-        .as_ref()
-        .and_then(|u| u.rolling_update.as_ref())
-        .and_then(|r| r.max_unavailable.clone());
-    let n = match v {
-        None => 1,
-        Some(IntOrString::Int(i)) => i,
-        Some(IntOrString::String(s)) => {
-            let pct: i64 = s.trim_end_matches('%').parse().unwrap_or(100);
-            let replicas = i64::from(set.replicas());
-            i32::try_from((pct * replicas + 99) / 100).unwrap_or(1)
-        }
-    };
-    n.max(1)
+fn invalid(set: &SetView) -> Error {
+    Error::InvalidSet { name: set.name.clone(), reason: set.spec_problem().unwrap_or_default() }
 }
 
 /// Run one pass. `owned` are the set's pods (any ordinal).
@@ -189,7 +181,7 @@ pub async fn run(
     let monotonic = set.monotonic();
     let min_ready = set.min_ready_seconds();
     let start = set.start_ordinal();
-    let end = start + set.replicas();
+    let end = set.end_ordinal().ok_or_else(|| invalid(set))?;
     let partition = set.partition();
 
     let mut by_ordinal: BTreeMap<i32, Pod> = BTreeMap::new();
@@ -238,7 +230,10 @@ pub async fn run(
             Some(pod) => {
                 if pods::is_pending(pod) {
                     // Recreate claims deleted under a pending pod (upstream's createMissingPersistentVolumeClaims).
-                    claims::ensure(ctx, set, ordinal, &index).await?;
+                    if let Claims::Conflict(why) = claims::ensure(ctx, set, ordinal, &index, false).await? {
+                        out.conflicts.push(why);
+                    }
+                    out.conflicts.extend(claims::enforce_retention(ctx, set, pod, ordinal, &index, true).await?);
                 }
                 if monotonic {
                     if pods::is_terminating(pod) || !pods::is_running_and_ready(pod) {
@@ -253,7 +248,7 @@ pub async fn run(
                 }
                 if !pods::is_terminating(pod) {
                     out.wrote |= fix_identity(ctx, set, pod, ordinal).await?;
-                    claims::enforce_retention(ctx, set, pod, ordinal, &index).await?;
+                    out.conflicts.extend(claims::enforce_retention(ctx, set, pod, ordinal, &index, false).await?);
                 }
             }
         }
@@ -272,22 +267,23 @@ pub async fn run(
                 async move {
                     let mut o_out = Outcome::default();
                     let r = create_ordinal(ctx, set, t, o, index, &mut o_out).await;
-                    (r, o_out.requeue_after)
+                    (r, o_out)
                 }
             })
             .buffer_unordered(BURST);
-        for (r, requeue) in creates.collect::<Vec<_>>().await {
+        for (r, o_out) in creates.collect::<Vec<_>>().await {
             r?;
-            if requeue.is_some() {
-                out.requeue_after = requeue;
+            if o_out.requeue_after.is_some() {
+                out.requeue_after = o_out.requeue_after;
             }
+            out.conflicts.extend(o_out.conflicts);
         }
     }
 
     // Claims of condemned pods get their retention owners before the pods go.
     for (ordinal, pod) in &condemned {
         if !pods::is_terminating(pod) {
-            claims::enforce_retention(ctx, set, pod, *ordinal, &index).await?;
+            out.conflicts.extend(claims::enforce_retention(ctx, set, pod, *ordinal, &index, false).await?);
         }
     }
     let mut condemned_deletes: Vec<Pod> = Vec::new();
@@ -324,7 +320,8 @@ pub async fn run(
     }
 
     // Rolling update: highest ordinal first, at most maxUnavailable pods unavailable at once.
-    let max_unavailable = max_unavailable(set);
+    let max_unavailable =
+        set.max_unavailable().map_err(|reason| Error::InvalidSet { name: set.name.clone(), reason })?;
     let unavailable = i32::try_from(
         replicas.iter().filter(|(_, p)| p.as_ref().is_none_or(|p| pods::is_unavailable(p, min_ready, now))).count(),
     )
@@ -334,7 +331,7 @@ pub async fn run(
     }
     let mut budget = max_unavailable - unavailable;
     for (ordinal, slot) in replicas.iter().rev() {
-        if budget == 0 || ordinal - start < partition {
+        if budget == 0 || ordinal.saturating_sub(start) < partition {
             break;
         }
         let Some(pod) = slot else { continue };
@@ -345,50 +342,4 @@ pub async fn run(
         }
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use k8s_openapi::api::apps::v1::{
-        RollingUpdateStatefulSetStrategy, StatefulSetSpec, StatefulSetStatus, StatefulSetUpdateStrategy,
-    };
-
-    use super::*;
-
-    fn with_max_unavailable(replicas: i32, v: Option<IntOrString>) -> SetView {
-        SetView {
-            kind: "StatefulSet".into(),
-            api_version: "apps/v1".into(),
-            name: "web".into(),
-            namespace: "default".into(),
-            uid: "u".into(),
-            generation: 1,
-            deleting: false,
-            annotations: Default::default(),
-            spec: StatefulSetSpec {
-                replicas: Some(replicas),
-                update_strategy: Some(StatefulSetUpdateStrategy {
-                    type_: Some("RollingUpdate".into()),
-                    rolling_update: Some(RollingUpdateStatefulSetStrategy { max_unavailable: v, partition: None }),
-                }),
-                ..StatefulSetSpec::default()
-            },
-            status: StatefulSetStatus::default(),
-        }
-    }
-
-    #[test]
-    fn max_unavailable_table() {
-        let table = [
-            (4, None, 1),
-            (4, Some(IntOrString::Int(2)), 2),
-            (4, Some(IntOrString::Int(0)), 1),
-            (10, Some(IntOrString::String("25%".into())), 3),
-            (1000, Some(IntOrString::String("10%".into())), 100),
-            (3, Some(IntOrString::String("1%".into())), 1),
-        ];
-        for (replicas, v, want) in table {
-            assert_eq!(max_unavailable(&with_max_unavailable(replicas, v.clone())), want, "{replicas} {v:?}");
-        }
-    }
 }
