@@ -167,12 +167,26 @@ fn seed_commands_resolve_from_pod_namespaces() {
             &format!("127.0.0.1:{knot_port}"),
         ],
     );
+    wait_for("roster local", &[&local, &knot], || local.log().contains("roster local is up"));
+    // The record stream is mutual TLS: the replica uses the client certificate `roster local` made
+    // for this run, as its instructions say.
+    let log = local.log();
+    let tls = |flag: &str| {
+        log.split(&format!("{flag} ")).nth(1).and_then(|rest| rest.split_whitespace().next()).unwrap().to_owned()
+    };
+    let (ca, cert, key) = (tls("--tls-ca"), tls("--tls-cert"), tls("--tls-key"));
     let replica = Proc::spawn(
         ROSTER,
         &[
             "dns",
             "--controller",
-            &format!("http://127.0.0.1:{stream}"),
+            &format!("https://127.0.0.1:{stream}"),
+            "--tls-ca",
+            &ca,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
             "--listen",
             &format!("{}:53", default_pod.host_ip),
             "--upstream",
@@ -180,7 +194,6 @@ fn seed_commands_resolve_from_pod_namespaces() {
         ],
     );
     let procs = [&local, &replica, &knot];
-    wait_for("roster local", &procs, || local.log().contains("roster local is up"));
     let kubeconfig = data.join("kubeconfig");
     kubectl(&kubeconfig, &["apply", "-f", "-"], Some(SEED_WORKLOADS));
     let pod_ip = |ns: &str, pod: &str| {
