@@ -150,3 +150,32 @@ async fn statefulset_adopts_with_preconditions_and_releases() {
 async fn identityset_adopts_with_preconditions_and_releases() {
     adopt_and_release(Kind::IdentitySet).await;
 }
+
+/// A set deleted with `--cascade=orphan` and created again adopts its old ControllerRevisions (its
+/// pods keep their revision), with a patch conditional on the revision's UID and resourceVersion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphaned_revisions_are_adopted_with_preconditions() {
+    let c = Cluster::start(Kind::StatefulSet).await;
+    c.apply(SERVICE).await;
+    c.apply(&set_manifest(Kind::StatefulSet, "web", 1, "nginx:1.24", "")).await;
+    c.wait_settled("web", 1).await;
+    let revisions = c.get_json(&["controllerrevisions"]).await;
+    let revision = revisions["items"][0]["metadata"].clone();
+    let (name, uid) = (revision["name"].as_str().unwrap().to_owned(), revision["uid"].as_str().unwrap().to_owned());
+    c.kubectl_ok(&["delete", "statefulset", "web", "--cascade=orphan"]).await;
+    c.eventually("the revision orphaned", Duration::from_secs(20), async |c| {
+        let r = c.get_json(&["controllerrevision", &name]).await;
+        r["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty).then_some(())
+    })
+    .await;
+    c.apply(&set_manifest(Kind::StatefulSet, "web", 1, "nginx:1.24", "")).await;
+    c.wait_settled("web", 1).await;
+    let set_uid = c.set_json("web").await["metadata"]["uid"].as_str().unwrap().to_owned();
+    let patches = c.api.patches(&format!("/controllerrevisions/{name}"));
+    let adoption = patches
+        .iter()
+        .find(|p| p["metadata"]["ownerReferences"].to_string().contains(&set_uid))
+        .unwrap_or_else(|| panic!("no adoption patch of {name}: {patches:?}"));
+    assert_eq!(adoption["metadata"]["uid"], uid.as_str(), "{adoption}");
+    assert!(adoption["metadata"]["resourceVersion"].is_string(), "{adoption}");
+}

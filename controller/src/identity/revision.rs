@@ -127,7 +127,13 @@ pub async fn list(ctx: &Context, set: &SetView) -> Result<Vec<ControllerRevision
             next.push(set.controller_ref());
             let name = r.metadata.name.clone().unwrap_or_default();
             ctx.guard_write()?;
-            let patch = json!({ "metadata": { "ownerReferences": next } });
+            // Conditional on the UID (a revision recreated under the name is not touched) and the
+            // resourceVersion (the references replaced are those it has now), as pod adoption.
+            let patch = json!({ "metadata": {
+                "ownerReferences": next,
+                "uid": r.metadata.uid,
+                "resourceVersion": r.metadata.resource_version,
+            } });
             match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
                 Ok(adopted) => {
                     ctx.caches.revisions.updated(&adopted);
