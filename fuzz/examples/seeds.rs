@@ -121,6 +121,10 @@ fn frames() {
 {"kind":"bookmark","generation":2}
 "#;
     write("frames", "small-stream", small.as_bytes());
+    // Regression: nothing follows the last generation (a delta after it overflowed `generation + 1`).
+    let last = "{\"kind\":\"snapshot\",\"generation\":18446744073709551615,\"zone\":{\"names\":{}}}\n\
+                {\"kind\":\"delta\",\"generation\":0,\"changes\":[]}\n";
+    write("frames", "regression-last-generation", last.as_bytes());
 }
 
 fn manifests() {
