@@ -39,3 +39,14 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+
+# A short run of each fuzz target from its committed seeds (the long runs: bench/fuzz.sh 600). A debug
+# build without sanitizer: its cold build is the bulk of this step, and the targets' own assertions do
+# the checking. cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP=1 (set by bench/fuzz.sh) allows them.
+# FUZZ_SECONDS=0 skips it.
+if [[ ${FUZZ_SECONDS:-20} != 0 ]]; then
+  command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+  start=$SECONDS
+  FUZZ_BUILD_FLAGS="--dev -s none" bench/fuzz.sh "${FUZZ_SECONDS:-20}"
+  echo "fuzz smoke run done in $((SECONDS - start)) s"
+fi

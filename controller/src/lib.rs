@@ -19,3 +19,22 @@ pub use hub::Hub;
 pub use manifests::{LoadError, LoadErrors, ManifestWatcher, load_path};
 pub use publisher::Publisher;
 pub use rustls;
+
+/// Entry points for the fuzz targets in `fuzz/`; not an API (hidden, changes with them).
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::path::Path;
+
+    use roster_shared::ClusterState;
+
+    use crate::manifests::{LoadErrors, load_text};
+
+    /// Loads the text of one manifest file as [`crate::load_path`] loads each file it reads; `file`'s
+    /// extension picks JSON (`.json`) or YAML.
+    pub fn load_manifest(file: &Path, text: &str) -> Result<ClusterState, LoadErrors> {
+        let mut state = ClusterState::default();
+        let mut errors = Vec::new();
+        load_text(file, text, &mut state, &mut errors);
+        if errors.is_empty() { Ok(state) } else { Err(LoadErrors(errors)) }
+    }
+}

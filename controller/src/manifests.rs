@@ -125,7 +125,7 @@ fn is_blank(document: &str) -> bool {
     })
 }
 
-fn load_text(file: &Path, text: &str, state: &mut ClusterState, errors: &mut Vec<LoadError>) {
+pub(crate) fn load_text(file: &Path, text: &str, state: &mut ClusterState, errors: &mut Vec<LoadError>) {
     let is_json = file.extension().and_then(|e| e.to_str()) == Some("json");
     if is_json {
         // The whole file is one document. It is read in place: the JSON text stays the only copy of

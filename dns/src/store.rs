@@ -217,7 +217,9 @@ impl ZoneStore {
                 Ok(())
             }
             Frame::Delta { generation, changes, .. } => {
-                let Some((epoch, have)) = self.position().filter(|(_, have)| have + 1 == *generation) else {
+                // Checked: a snapshot at u64::MAX (the stream is input) has no next generation.
+                let follows = |(_, have): &(u64, u64)| have.checked_add(1) == Some(*generation);
+                let Some((epoch, have)) = self.position().filter(follows) else {
                     return Err(ApplyError::OutOfOrder { have: self.generation(), got: *generation });
                 };
                 debug_assert!(have < *generation);
@@ -433,6 +435,17 @@ mod tests {
             (after - before) as f64 / 1048576.0,
             (after - before) / records
         );
+    }
+
+    /// Found by fuzzing (fuzz target `frames`): a snapshot at the last generation, then a delta,
+    /// overflowed `generation + 1` (a panic in debug builds, a wrapped delta applied in release).
+    #[test]
+    fn nothing_follows_the_last_generation() {
+        let store = store();
+        store.apply(&Frame::Snapshot { epoch: 1, generation: u64::MAX, zone: Arc::default() }).unwrap();
+        let delta = Frame::Delta { generation: 0, changes: vec![], trigger: None };
+        assert_eq!(store.apply(&delta), Err(ApplyError::OutOfOrder { have: Some(u64::MAX), got: 0 }));
+        assert_eq!(store.generation(), Some(u64::MAX));
     }
 
     #[test]
