@@ -21,6 +21,28 @@ pub struct Out {
     pub stderr: String,
 }
 
+/// Runs `kubectl` (the binary at `bin`) with `kubeconfig`, optionally fed `stdin`.
+pub fn kubectl(bin: &Path, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Out {
+    let mut child = Command::new(bin)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(text) = stdin {
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let output = child.wait_with_output().unwrap();
+    Out {
+        ok: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
 /// A running control plane; stopped (exactly what `up` started) on drop.
 pub struct RealCluster {
     pub dir: tempfile::TempDir,
@@ -73,26 +95,9 @@ impl RealCluster {
         text
     }
 
-    /// kubectl of the cluster's release, as the admin, optionally fed `stdin`.
+    /// kubectl of the cluster's release with `kubeconfig`, optionally fed `stdin`.
     pub fn kubectl_as(&self, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Out {
-        let mut child = Command::new(self.bin.join("kubectl"))
-            .args(args)
-            .env("KUBECONFIG", kubeconfig)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(text) = stdin {
-            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-        }
-        drop(child.stdin.take());
-        let output = child.wait_with_output().unwrap();
-        Out {
-            ok: output.status.success(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        kubectl(&self.bin.join("kubectl"), kubeconfig, args, stdin)
     }
 
     pub fn kubectl(&self, args: &[&str]) -> Out {

@@ -3,11 +3,10 @@
 //! the controller did per step. Comparing two runs' traces is the differential test.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::Out;
 use super::trace::{StepTrace, Stream, Trace, normalise};
 
 pub const V1: &str = "registry.k8s.io/nginx-slim:0.8";
@@ -174,37 +173,16 @@ fn set_manifest(kind: &str, replicas: i32, extra: &str) -> String {
     )
 }
 
-pub struct Out {
-    pub ok: bool,
-    pub stdout: String,
-    pub stderr: String,
-}
-
 impl Target {
     fn resource(&self) -> &'static str {
         if self.kind == "StatefulSet" { "statefulset" } else { "identityset" }
     }
 
+    /// kubectl in the target's namespace.
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Out {
-        let mut child = Command::new(&self.kubectl)
-            .args(["-n", &self.namespace])
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(text) = stdin {
-            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-        }
-        drop(child.stdin.take());
-        let output = child.wait_with_output().unwrap();
-        Out {
-            ok: output.status.success(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        let mut all = vec!["-n", self.namespace.as_str()];
+        all.extend_from_slice(args);
+        super::kubectl(&self.kubectl, &self.kubeconfig, &all, stdin)
     }
 
     fn must(&self, args: &[&str], stdin: Option<&str>) {
