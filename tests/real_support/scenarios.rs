@@ -301,10 +301,13 @@ pub fn differences(a: &[StepTrace], b: &[StepTrace]) -> Vec<String> {
     let mut out = Vec::new();
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
         let mut differ = x.label != y.label;
-        for stream in [Stream::Pods, Stream::Claims, Stream::Revisions, Stream::Events, Stream::ClaimOwners] {
+        for stream in [Stream::Pods, Stream::Claims, Stream::Revisions, Stream::ClaimOwners] {
             differ |= x.streams.get(&stream) != y.streams.get(&stream);
         }
         let empty = Vec::new();
+        let (xe, ye) =
+            (x.streams.get(&Stream::Events).unwrap_or(&empty), y.streams.get(&Stream::Events).unwrap_or(&empty));
+        differ |= without_retention_recheck(xe, ye) != *ye;
         let (xs, ys) =
             (x.streams.get(&Stream::Status).unwrap_or(&empty), y.streams.get(&Stream::Status).unwrap_or(&empty));
         differ |= xs.last() != ys.last() || revisions(xs) != revisions(ys);
@@ -316,6 +319,19 @@ pub fn differences(a: &[StepTrace], b: &[StepTrace]) -> Vec<String> {
         out.push(format!("{} steps vs {}", a.len(), b.len()));
     }
     out
+}
+
+/// Upstream re-checks a pod's claims against the retention policy from its claim informer; when that
+/// informer has not yet seen upstream's own owner write it writes the owners again and updates the pod,
+/// reporting `SuccessfulUpdate: Update Pod …` although nothing changed. Whether it happens depends on
+/// informer timing (docs/identity-divergences.md), so upstream's such Events are dropped unless the
+/// other run reported the same; an extra one from the other run still differs.
+fn without_retention_recheck(upstream: &[String], other: &[String]) -> Vec<String> {
+    upstream
+        .iter()
+        .filter(|line| !line.starts_with("Normal SuccessfulUpdate: Update Pod ") || other.contains(line))
+        .cloned()
+        .collect()
 }
 
 /// The distinct (currentRevision, updateRevision) pairs of status lines, in order.
