@@ -14,7 +14,7 @@ impl FrameSource for HubSource {
         let (catch_up, live) = self.0.subscribe(from);
         let live = futures_util::stream::unfold(live, |mut live| async move {
             match live.recv().await {
-                Ok(frame) => Some((Ok(frame), live)),
+                Ok(published) => Some((Ok(published.frame.clone()), live)),
                 Err(RecvError::Lagged(missed)) => Some((Err(format!("fell {missed} frames behind")), live)),
                 Err(RecvError::Closed) => None,
             }

@@ -2,7 +2,7 @@
 //! Publishing and subscribing take the same lock, so a subscriber's catch-up frames and its live frames
 //! join without a gap or an overlap.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -16,13 +16,56 @@ use crate::publisher::Publisher;
 /// Live frames buffered per subscriber before it is cut off as too slow (it then resumes from history).
 const LIVE_BUFFER: usize = 4096;
 
-/// A snapshot's (epoch, generation) and its stream line.
-type EncodedSnapshot = ((u64, u64), Bytes);
+/// A frame as it goes live, shared by every subscriber: each receiver gets the `Arc`, not a copy of the
+/// frame, and the stream line of a delta or bookmark is encoded once, by the first feed that needs it.
+#[derive(Debug)]
+pub struct Published {
+    pub frame: Frame,
+    line: Encoded,
+}
+
+impl Published {
+    fn new(frame: Frame) -> Arc<Self> {
+        Arc::new(Self { frame, line: Encoded::default() })
+    }
+}
+
+/// How a subscriber asked for its stream (`Accept-Encoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Newline-delimited JSON.
+    Plain,
+    /// Each line as its own zstd frame (`Content-Encoding: zstd`).
+    Zstd,
+}
+
+/// zstd's default level: a 100k-record snapshot compresses several times over in a fraction of a second, once.
+const ZSTD_LEVEL: i32 = 3;
+
+/// One frame's stream line in each encoding, each made at most once, when first needed.
+#[derive(Debug, Default)]
+struct Encoded {
+    plain: OnceLock<Bytes>,
+    zstd: OnceLock<Bytes>,
+}
+
+impl Encoded {
+    fn get(&self, frame: &Frame, encoding: Encoding) -> Bytes {
+        let plain = self.plain.get_or_init(|| encode(frame));
+        match encoding {
+            Encoding::Plain => plain.clone(),
+            Encoding::Zstd => self.zstd.get_or_init(|| compress(plain)).clone(),
+        }
+    }
+}
+
+/// A snapshot's (epoch, generation) and its stream lines.
+type EncodedSnapshot = ((u64, u64), Arc<Encoded>);
 
 #[derive(Clone)]
 pub struct Hub {
     publisher: Arc<Mutex<Publisher>>,
-    live: broadcast::Sender<Frame>,
+    live: broadcast::Sender<Arc<Published>>,
     metrics: Arc<ControllerMetrics>,
     health: Arc<Health>,
     /// Whether this instance serves the record stream now (the stream Lease's holder; always in process).
@@ -78,21 +121,33 @@ impl Hub {
         self.serving.subscribe()
     }
 
-    /// `frame` as one NDJSON line; a snapshot is encoded once per (epoch, generation) for all subscribers.
-    pub async fn line(&self, frame: &Frame) -> Bytes {
-        let Frame::Snapshot { epoch, generation, .. } = frame else { return encode(frame) };
+    /// `frame` as one stream line; a snapshot is encoded (and compressed) once per (epoch, generation) for
+    /// all subscribers.
+    pub async fn line(&self, frame: &Frame, encoding: Encoding) -> Bytes {
+        let Frame::Snapshot { epoch, generation, .. } = frame else { return Encoded::default().get(frame, encoding) };
         let key = (*epoch, *generation);
         let mut cached = self.snapshot_line.lock().await;
-        if let Some((at, line)) = cached.as_ref()
-            && *at == key
-        {
-            return line.clone();
+        let lines = match cached.as_ref() {
+            Some((at, lines)) if *at == key => lines.clone(),
+            _ => {
+                let lines = Arc::new(Encoded::default());
+                let plain = lines.get(frame, Encoding::Plain);
+                self.metrics.snapshot_encodings.inc();
+                self.metrics.snapshot_bytes.set(i64::try_from(plain.len()).unwrap_or(i64::MAX));
+                *cached = Some((key, lines.clone()));
+                lines
+            }
+        };
+        // Still under the lock: subscribers arriving together wait for one compression, not each do it.
+        lines.get(frame, encoding)
+    }
+
+    /// The stream line of a live frame: snapshots through [`Hub::line`]'s cache, others encoded once.
+    pub async fn live_line(&self, published: &Published, encoding: Encoding) -> Bytes {
+        if matches!(published.frame, Frame::Snapshot { .. }) {
+            return self.line(&published.frame, encoding).await;
         }
-        let line = encode(frame);
-        self.metrics.snapshot_encodings.inc();
-        self.metrics.snapshot_bytes.set(i64::try_from(line.len()).unwrap_or(i64::MAX));
-        *cached = Some((key, line.clone()));
-        line
+        published.line.get(&published.frame, encoding)
     }
 
     pub fn metrics(&self) -> &Arc<ControllerMetrics> {
@@ -128,12 +183,12 @@ impl Hub {
         self.metrics.generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
         self.metrics.records.set(i64::try_from(records).unwrap_or(i64::MAX));
         // No subscriber is fine: they catch up from the publisher when they come.
-        let _ = self.live.send(frame);
+        let _ = self.live.send(Published::new(frame));
         generation
     }
 
     /// The frames that bring a subscriber at `from` up to date, and a receiver for everything after.
-    pub fn subscribe(&self, from: Option<(u64, u64)>) -> (Vec<Frame>, broadcast::Receiver<Frame>) {
+    pub fn subscribe(&self, from: Option<(u64, u64)>) -> (Vec<Frame>, broadcast::Receiver<Arc<Published>>) {
         let publisher = self.publisher.lock();
         (publisher.catch_up(from), self.live.subscribe())
     }
@@ -153,4 +208,10 @@ fn encode(frame: &Frame) -> Bytes {
     let mut text = serde_json::to_vec(frame).unwrap_or_default();
     text.push(b'\n');
     Bytes::from(text)
+}
+
+/// One complete zstd frame holding `line`.
+fn compress(line: &[u8]) -> Bytes {
+    // Compressing into memory fails only when allocation does, which aborts first.
+    Bytes::from(zstd::bulk::compress(line, ZSTD_LEVEL).unwrap_or_default())
 }

@@ -27,7 +27,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::Service;
 use tracing::{debug, warn};
 
-use crate::hub::Hub;
+use crate::hub::{Encoding, Hub, Published};
 
 /// Limits and timings of the stream server.
 #[derive(Debug, Clone)]
@@ -188,9 +188,23 @@ impl Drop for Subscribed {
     }
 }
 
+/// zstd when the replica lists it in `Accept-Encoding` (with a non-zero q-value), else plain NDJSON.
+fn negotiate(headers: &axum::http::HeaderMap) -> Encoding {
+    let accepts_zstd = headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).any(|value| {
+        value.split(',').any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or("");
+            let refused = parts.any(|p| p.strip_prefix("q=").and_then(|q| q.parse::<f32>().ok()) == Some(0.0));
+            coding.eq_ignore_ascii_case(roster_shared::STREAM_ENCODING_ZSTD) && !refused
+        })
+    });
+    if accepts_zstd { Encoding::Zstd } else { Encoding::Plain }
+}
+
 async fn records(
     State(state): State<StreamState>,
     peer: Option<Extension<Peer>>,
+    headers: axum::http::HeaderMap,
     Query(query): Query<RecordsQuery>,
 ) -> Response {
     let Some(Extension(peer)) = peer.filter(|peer| peer.authenticated) else {
@@ -205,12 +219,13 @@ async fn records(
             .into_response();
     }
     let from = query.epoch.zip(query.since);
+    let encoding = negotiate(&headers);
     let (catch_up, live) = state.hub.subscribe(from);
     let mut lines = Vec::with_capacity(catch_up.len());
     let mut last = None;
     for frame in &catch_up {
         last = Some(frame.generation());
-        lines.push(state.hub.line(frame).await);
+        lines.push(state.hub.line(frame, encoding).await);
     }
     // A subscriber may leave at most a snapshot's worth of frames unread: enough for a catch-up
     // snapshot plus what follows while a healthy reader takes it in.
@@ -219,15 +234,32 @@ async fn records(
     let queued = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = mpsc::channel::<Bytes>(1024);
     let outbox = Outbox { tx, queued: queued.clone(), budget };
-    let feed =
-        Feed { outbox, last, live, serving, hub: state.hub.clone(), bookmark_every: state.config.bookmark_every };
+    let feed = Feed {
+        outbox,
+        last,
+        live,
+        serving,
+        hub: state.hub.clone(),
+        bookmark_every: state.config.bookmark_every,
+        encoding,
+    };
     tokio::spawn(feed.run(lines, peer.close));
     let body = Body::from_stream(futures::stream::unfold((rx, queued), |(mut rx, queued)| async move {
         let line = rx.recv().await?;
         queued.fetch_sub(line.len(), Ordering::SeqCst);
         Some((Ok::<_, std::convert::Infallible>(line), (rx, queued)))
     }));
-    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+    match encoding {
+        Encoding::Plain => ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response(),
+        Encoding::Zstd => (
+            [
+                (header::CONTENT_TYPE, "application/x-ndjson"),
+                (header::CONTENT_ENCODING, roster_shared::STREAM_ENCODING_ZSTD),
+            ],
+            body,
+        )
+            .into_response(),
+    }
 }
 
 /// Frames queued for one subscriber, bounded in count and bytes.
@@ -258,10 +290,11 @@ impl Outbox {
 struct Feed {
     outbox: Outbox,
     last: Option<u64>,
-    live: broadcast::Receiver<Frame>,
+    live: broadcast::Receiver<Arc<Published>>,
     serving: tokio::sync::watch::Receiver<bool>,
     hub: Hub,
     bookmark_every: Duration,
+    encoding: Encoding,
 }
 
 impl Feed {
@@ -287,10 +320,10 @@ impl Feed {
             tokio::select! {
                 frame = self.live.recv() => match frame {
                     // Frames published between catch-up and subscription are in both; skip the repeats.
-                    Ok(frame) if self.last.is_some_and(|last| frame.generation() <= last) => {}
-                    Ok(frame) => {
-                        self.last = Some(frame.generation());
-                        let line = self.hub.line(&frame).await;
+                    Ok(published) if self.last.is_some_and(|last| published.frame.generation() <= last) => {}
+                    Ok(published) => {
+                        self.last = Some(published.frame.generation());
+                        let line = self.hub.live_line(&published, self.encoding).await;
                         if !self.send(line) { return false; }
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -300,8 +333,10 @@ impl Feed {
                     Err(broadcast::error::RecvError::Closed) => return false,
                 },
                 _ = bookmarks.tick() => {
-                    if let Some((_, generation)) = self.hub.position()
-                        && !self.send(self.hub.line(&Frame::Bookmark { generation }).await)
+                    // The generation this subscriber was sent, not the hub's: a delta published a moment
+                    // ago may still be on its way to this feed, and a bookmark must not claim it.
+                    if let Some(generation) = self.last
+                        && !self.send(self.hub.line(&Frame::Bookmark { generation }, self.encoding).await)
                     {
                         return false;
                     }

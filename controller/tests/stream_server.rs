@@ -280,3 +280,48 @@ async fn only_the_term_holder_serves_and_each_term_is_a_later_epoch() {
     let answer = get(&mut again, "/v1/records?epoch=1000&since=1", Duration::from_millis(300)).await.unwrap();
     assert!(answer.contains(r#"{"kind":"snapshot","epoch":2000"#), "{answer}");
 }
+
+#[tokio::test]
+async fn a_replica_that_accepts_zstd_gets_every_frame_compressed() {
+    use futures::StreamExt;
+    use roster_dns::subscriber::{ClientTls, FrameSource, HttpSource};
+    let server = start(StreamConfig::default()).await;
+    let client = &server.material.client;
+
+    // The header says so; a request without Accept-Encoding gets plain NDJSON (the tests above).
+    let mut raw = connect(&server, Some(client)).await.unwrap();
+    raw.write_all(b"GET /v1/records HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip, zstd\r\n\r\n").await.unwrap();
+    let mut head = vec![0; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(2), raw.read(&mut head)).await.unwrap().unwrap();
+    let head = String::from_utf8_lossy(&head[..n]).to_lowercase();
+    assert!(head.contains("content-encoding: zstd"), "{head}");
+    assert!(!head.contains(r#"{"kind":"snapshot""#), "{head}");
+
+    // The replica's own client decodes the same frames the hub published.
+    let tls = ClientTls::from_pem(&client.ca, &client.cert, &client.key, None).unwrap();
+    let mut source = HttpSource::new(&[format!("https://{}", server.addr)], tls).unwrap();
+    let mut frames = source.connect(None).await.unwrap();
+    let first = frames.next().await.unwrap().unwrap();
+    let roster_shared::Frame::Snapshot { zone, generation, .. } = first else { panic!("{first:?}") };
+    assert_eq!(generation, 1);
+    assert_eq!(*zone, zone_of(&server.hub));
+    let generation = server.hub.publish(zone_with_extra()).unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), frames.next()).await.unwrap().unwrap().unwrap();
+    assert!(matches!(next, roster_shared::Frame::Delta { generation: g, .. } if g == generation), "{next:?}");
+    assert_eq!(metric(&server.hub, "roster_controller_snapshot_encodings_total"), 1.0);
+}
+
+fn zone_of(hub: &Hub) -> ZoneData {
+    (*hub.current().unwrap()).clone()
+}
+
+fn zone_with_extra() -> ZoneData {
+    let mut zone = zone(200, 1);
+    let apex = DomainName::parse("cluster.local").unwrap();
+    zone.add(
+        DomainName::parse("extra.default.svc.cluster.local").unwrap(),
+        RData::A { ip: "10.9.9.9".parse().unwrap() },
+        &apex,
+    );
+    zone
+}

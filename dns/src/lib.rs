@@ -16,6 +16,7 @@ pub mod probes;
 pub mod rrl;
 pub mod server;
 pub mod store;
+pub mod stream_encoding;
 pub mod subscriber;
 pub mod tcp;
 pub mod udp;

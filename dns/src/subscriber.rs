@@ -21,6 +21,7 @@ use tracing::{info, warn};
 
 use crate::metrics::Metrics;
 use crate::store::{ApplyError, ZoneStore};
+use crate::stream_encoding::ZstdChunks;
 
 pub type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, String>> + Send>>;
 
@@ -292,6 +293,7 @@ impl HttpSource {
         tokio::spawn(connection);
         let request = hyper::Request::get(path)
             .header(hyper::header::HOST, format!("{}:{}", endpoint.host, endpoint.port))
+            .header(hyper::header::ACCEPT_ENCODING, roster_shared::STREAM_ENCODING_ZSTD)
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .map_err(|e| format!("{url}: {e}"))?;
         let response = tokio::time::timeout(self.header_timeout, sender.send_request(request))
@@ -335,30 +337,46 @@ impl FrameSource for HttpSource {
                 return Err(error);
             }
         };
+        let zstd = match response.headers().get(hyper::header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?")) {
+            None | Some("identity") => None,
+            Some(roster_shared::STREAM_ENCODING_ZSTD) => Some(ZstdChunks::new()?),
+            Some(other) => return Err(format!("{}: unknown Content-Encoding `{other}`", endpoint.base)),
+        };
         let body = response.into_body();
-        let lines = futures_util::stream::unfold((body, BytesMut::new()), |(mut body, mut buffer)| async move {
-            loop {
-                if let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-                    let line = buffer.split_to(end + 1);
-                    let frame =
-                        serde_json::from_slice::<Frame>(&line[..end]).map_err(|e| format!("undecodable frame: {e}"));
-                    return Some((frame, (body, buffer)));
-                }
-                match body.frame().await {
-                    Some(Ok(chunk)) => {
-                        if let Ok(data) = chunk.into_data() {
-                            if buffer.len() + data.len() > MAX_FRAME_BYTES {
-                                let error = format!("a frame longer than {MAX_FRAME_BYTES} bytes");
-                                return Some((Err(error), (body, BytesMut::new())));
-                            }
-                            buffer.extend_from_slice(&data);
-                        }
+        let lines = futures_util::stream::unfold(
+            (body, BytesMut::new(), zstd),
+            |(mut body, mut buffer, mut zstd)| async move {
+                loop {
+                    if let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                        let line = buffer.split_to(end + 1);
+                        let frame = serde_json::from_slice::<Frame>(&line[..end])
+                            .map_err(|e| format!("undecodable frame: {e}"));
+                        return Some((frame, (body, buffer, zstd)));
                     }
-                    Some(Err(e)) => return Some((Err(format!("stream broken: {e}")), (body, buffer))),
-                    None => return None,
+                    match body.frame().await {
+                        Some(Ok(chunk)) => {
+                            if let Ok(data) = chunk.into_data() {
+                                let added = match zstd.as_mut() {
+                                    Some(zstd) => zstd.feed(&data, &mut buffer, MAX_FRAME_BYTES),
+                                    None if buffer.len() + data.len() > MAX_FRAME_BYTES => {
+                                        Err(format!("a frame longer than {MAX_FRAME_BYTES} bytes"))
+                                    }
+                                    None => {
+                                        buffer.extend_from_slice(&data);
+                                        Ok(())
+                                    }
+                                };
+                                if let Err(error) = added {
+                                    return Some((Err(error), (body, BytesMut::new(), None)));
+                                }
+                            }
+                        }
+                        Some(Err(e)) => return Some((Err(format!("stream broken: {e}")), (body, buffer, zstd))),
+                        None => return None,
+                    }
                 }
-            }
-        });
+            },
+        );
         Ok(Box::pin(lines))
     }
 }

@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 use crate::name::DomainName;
 use crate::records::{RData, ZoneData};
 
+/// The stream's optional content encoding: a replica that sends `Accept-Encoding: zstd` receives every
+/// line as its own zstd frame (`Content-Encoding: zstd`), so the controller compresses each frame once for
+/// all subscribers and the body is still one standard zstd stream (concatenated frames).
+pub const STREAM_ENCODING_ZSTD: &str = "zstd";
+
 /// One change to one name: its complete new record list (empty for an empty non-terminal), or its removal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]

@@ -10,7 +10,7 @@ pub mod records;
 pub mod synth;
 pub mod views;
 
-pub use frame::{Change, Frame, Trigger};
+pub use frame::{Change, Frame, STREAM_ENCODING_ZSTD, Trigger};
 pub use incremental::IncrementalSynthesis;
 pub use name::{DomainName, NameError};
 pub use records::{RData, ZoneData};

@@ -534,7 +534,7 @@ impl roster_dns::subscriber::FrameSource for HubSource {
         let (catch_up, live) = self.0.subscribe(from);
         let live = futures_util::stream::unfold(live, |mut live| async move {
             match live.recv().await {
-                Ok(frame) => Some((Ok(frame), live)),
+                Ok(published) => Some((Ok(published.frame.clone()), live)),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => Some((Err(format!("lagged {n}")), live)),
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
             }

@@ -1,0 +1,417 @@
+//! The record stream at node scale: one controller serving N light subscribers.
+//!
+//! `cargo run --release -p roster-controller --example fanout -- [SUBSCRIBERS] [SERVICES] [ENDPOINTS] [DELTAS] [zstd|plain]`
+//! (default 1,000 subscribers; 10,000 headless services × 10 ready endpoints = 100,000 pod records; 50 deltas;
+//! subscribers ask for the zstd encoding as replicas do, `plain` for newline-delimited JSON).
+//!
+//! The controller side runs in this process: the cluster folded into an `IncrementalSynthesis`, published
+//! through a `Hub` and served by the real stream server (`stream::serve`, mutual TLS) on 127.0.0.1. The
+//! subscribers run in a child process (this binary with `--subscribe`), so that the CPU time measured here
+//! is the controller's own. Each subscriber opens its own TLS connection to `/v1/records`, reads every
+//! frame and checks it: every delta and bookmark decoded as a `Frame` and its generation contiguous; the
+//! snapshot's header decoded and its line read to the end without being held whole (a 30 MiB line in each
+//! of 1,000 subscribers would not fit this machine; replicas decode it, which `dns` benchmarks measure).
+//!
+//! Printed: the snapshot fan-out (first connection → the last subscriber has read the whole snapshot), the
+//! controller's CPU seconds and RSS during it, then delta propagation (publication → each subscriber has
+//! read the delta), p50/p99/max over every (subscriber, delta). Every wait is bounded.
+
+use std::error::Error;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use roster_controller::stream::{self, StreamConfig};
+use roster_controller::{Hub, Publisher, tls};
+use roster_dns::stream_encoding::ZstdChunks;
+use roster_shared::{DomainName, Frame, IncrementalSynthesis, SynthConfig};
+
+#[path = "support/dataset.rs"]
+mod dataset;
+
+type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
+
+/// Longest line a subscriber keeps whole (deltas and bookmarks); of longer ones (the snapshot) it keeps
+/// the head, which holds the kind, epoch and generation.
+const KEEP_WHOLE: usize = 1 << 20;
+const KEEP_HEAD: usize = 4096;
+const DEADLINE: Duration = Duration::from_secs(900);
+
+fn unix_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// `(VmRSS, VmHWM)` in MiB.
+fn memory() -> (f64, f64) {
+    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |key: &str| {
+        text.lines()
+            .find(|line| line.starts_with(key))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// This process's user + system CPU seconds (`/proc/self/stat`, clock ticks of 1/100 s on Linux).
+fn cpu_seconds() -> f64 {
+    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at the state, field 3.
+    let rest = text.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn arg(n: usize, default: usize) -> Result<usize> {
+    match std::env::args().nth(n) {
+        Some(text) => Ok(text.parse::<usize>().map_err(|e| format!("argument {n} `{text}`: {e}"))?),
+        None => Ok(default),
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--subscribe") {
+        return subscribe(&args[2..]);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(controller())
+}
+
+async fn controller() -> Result<()> {
+    let subscribers = arg(1, 1000)?;
+    let services = arg(2, 10_000)?;
+    let endpoints = arg(3, 10)?;
+    let deltas = arg(4, 50)?;
+    let encoding = std::env::args().nth(5).unwrap_or_else(|| "zstd".to_owned());
+    if encoding != "zstd" && encoding != "plain" {
+        return Err(format!("encoding `{encoding}`: zstd or plain").into());
+    }
+    let namespaces = 10;
+    println!(
+        "fanout: {subscribers} subscribers ({encoding}); {services} headless services × {endpoints} endpoints = {} pod records; {deltas} deltas",
+        services * endpoints
+    );
+
+    let state = dataset::build_state(services, endpoints, namespaces);
+    let mut synthesis = IncrementalSynthesis::new(SynthConfig::new(DomainName::parse("cluster.local")?));
+    for view in state.namespaces.values() {
+        synthesis.upsert_namespace(view.clone());
+    }
+    for view in state.services.values() {
+        synthesis.upsert_service(view.clone());
+    }
+    for view in state.endpoint_slices.values() {
+        synthesis.upsert_endpoint_slice(view.clone());
+    }
+    for view in state.pods.values() {
+        synthesis.upsert_pod(view.clone());
+    }
+    let hub = Hub::new(Publisher::new());
+    let first = hub.publish_incremental(&mut synthesis, None).ok_or("the first publication")?;
+    let records = synthesis.record_count();
+
+    let material = tls::generate(&["localhost".to_owned()], 1)?;
+    let dir = tempfile::tempdir()?;
+    material.client.write_to(dir.path())?;
+    let config = StreamConfig { max_connections: subscribers + 16, ..StreamConfig::default() };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("https://localhost:{}", listener.local_addr()?.port());
+    let server_tls = tls::server_config(&material.server)?;
+    tokio::spawn(stream::serve(listener, stream::router(hub.clone(), config.clone()), server_tls, config, hub.clone()));
+
+    let (rss_before, _) = memory();
+    let cpu_before = cpu_seconds();
+    let started = unix_ns();
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["--subscribe", &url, &dir.path().display().to_string(), &subscribers.to_string()])
+        .arg((first + deltas as u64).to_string())
+        .arg(&encoding)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("the child's stdout")?;
+    let (lines_tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(std::result::Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_line = async |rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>| -> Result<String> {
+        Ok(tokio::time::timeout(DEADLINE, rx.recv()).await?.ok_or("the subscribers ended early")?)
+    };
+
+    // The child reports when every subscriber holds the snapshot.
+    let snapshot_line = next_line(&mut lines_rx).await?;
+    let cpu_fanout = cpu_seconds() - cpu_before;
+    let (rss_fanout, hwm_fanout) = memory();
+    let fields: Vec<u64> = snapshot_line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let [last_done, snapshot_bytes] = fields[..] else { return Err(format!("bad report `{snapshot_line}`").into()) };
+    let fanout_s = last_done.saturating_sub(started) as f64 / 1e9;
+    println!();
+    println!(
+        "| records | subscribers | encoding | snapshot bytes (decoded) | fan-out s | controller CPU s | controller RSS MiB before / after / peak |"
+    );
+    println!("|---:|---:|---|---:|---:|---:|---|");
+    println!(
+        "| {records} | {subscribers} | {encoding} | {snapshot_bytes} | {fanout_s:.2} | {cpu_fanout:.2} | {rss_before:.1} / {rss_fanout:.1} / {hwm_fanout:.1} |"
+    );
+
+    // Deltas: one endpoint's readiness flips, published; the time of publication is kept per generation.
+    let cpu_before = cpu_seconds();
+    let mut published = std::collections::HashMap::new();
+    let keys: Vec<String> = state.endpoint_slices.keys().cloned().collect();
+    for round in 0..deltas {
+        let mut slice = state.endpoint_slices[&keys[round % keys.len()]].clone();
+        if let Some(endpoint) = slice.endpoints.first_mut() {
+            endpoint.ready = round % (2 * keys.len()) >= keys.len();
+        }
+        let at = unix_ns();
+        synthesis.upsert_endpoint_slice(slice);
+        let generation = hub.publish_incremental(&mut synthesis, None).ok_or("a readiness flip publishes")?;
+        published.insert(generation, at);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut latencies = Vec::new();
+    loop {
+        let line = next_line(&mut lines_rx).await?;
+        if line == "done" {
+            break;
+        }
+        let fields: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+        if let [generation, at] = fields[..]
+            && let Some(sent) = published.get(&generation)
+        {
+            latencies.push(at.saturating_sub(*sent) as f64 / 1e6);
+        }
+    }
+    let cpu_deltas = cpu_seconds() - cpu_before;
+    let status = child.wait()?;
+    if !status.success() {
+        return Err(format!("the subscribers failed: {status}").into());
+    }
+    latencies.sort_by(f64::total_cmp);
+    let expected = subscribers * deltas;
+    println!();
+    println!("| deltas × subscribers | received | p50 ms | p99 ms | max ms | controller CPU s (deltas) |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {expected} | {} | {:.2} | {:.2} | {:.2} | {cpu_deltas:.2} |",
+        latencies.len(),
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 99.0),
+        latencies.last().copied().unwrap_or(f64::NAN)
+    );
+    if latencies.len() != expected {
+        return Err(format!("{} of {expected} deltas arrived", latencies.len()).into());
+    }
+    Ok(())
+}
+
+/// The child: `--subscribe URL CERT_DIR N LAST_GENERATION zstd|plain`.
+fn subscribe(args: &[String]) -> Result<()> {
+    let [url, dir, count, last, encoding] = args else {
+        return Err("--subscribe URL CERT_DIR N LAST_GENERATION zstd|plain".into());
+    };
+    let zstd = encoding == "zstd";
+    let count: usize = count.parse()?;
+    let last: u64 = last.parse()?;
+    let dir = std::path::Path::new(dir);
+    let pem = tls::Pem::read(&dir.join("ca.crt"), &dir.join("tls.crt"), &dir.join("tls.key"))?;
+    let tls = Arc::new(client_config(&pem)?);
+    let port: u16 = url.rsplit_once(':').ok_or("URL without a port")?.1.parse()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        let (snapshots_tx, mut snapshots_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        for _ in 0..count {
+            let (tls, snapshots) = (tls.clone(), snapshots_tx.clone());
+            tasks.spawn(async move {
+                tokio::time::timeout(DEADLINE, one_subscriber(tls, port, last, zstd, snapshots)).await
+            });
+        }
+        drop(snapshots_tx);
+        let mut sizes = Vec::new();
+        while let Some(bytes) = snapshots_rx.recv().await {
+            sizes.push(bytes);
+            if sizes.len() == count {
+                break;
+            }
+        }
+        if sizes.len() != count || sizes.iter().any(|b| *b != sizes[0]) {
+            return Err(
+                format!("{} of {count} subscribers read a snapshot, sizes {:?}", sizes.len(), sizes.first()).into()
+            );
+        }
+        println!("snapshot {} {}", unix_ns(), sizes[0]);
+        let mut failures = Vec::new();
+        while let Some(result) = tasks.join_next().await {
+            match result {
+                Ok(Ok(Ok(receipts))) => {
+                    for (generation, at) in receipts {
+                        println!("delta {generation} {at}");
+                    }
+                }
+                Ok(Ok(Err(error))) => failures.push(error.to_string()),
+                Ok(Err(_)) => failures.push("timed out".to_owned()),
+                Err(error) => failures.push(error.to_string()),
+            }
+        }
+        println!("done");
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} subscribers failed: {:?}", failures.len(), failures.first()).into())
+        }
+    })
+}
+
+fn client_config(pem: &tls::Pem) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for der in CertificateDer::pem_slice_iter(pem.ca.as_bytes()) {
+        roots.add(der?)?;
+    }
+    let chain = CertificateDer::pem_slice_iter(pem.cert.as_bytes()).collect::<std::result::Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(pem.key.as_bytes())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Reads one stream until generation `last`; reports the snapshot's size once read, and returns when
+/// each delta arrived.
+async fn one_subscriber(
+    tls: Arc<rustls::ClientConfig>,
+    port: u16,
+    last: u64,
+    zstd: bool,
+    snapshots: tokio::sync::mpsc::UnboundedSender<u64>,
+) -> Result<Vec<(u64, u64)>> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    tcp.set_nodelay(true)?;
+    let name = rustls::pki_types::ServerName::try_from("localhost")?;
+    let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let mut request = hyper::Request::get("/v1/records").header(hyper::header::HOST, format!("localhost:{port}"));
+    if zstd {
+        request = request.header(hyper::header::ACCEPT_ENCODING, roster_shared::STREAM_ENCODING_ZSTD);
+    }
+    let request = request.body(http_body_util::Empty::<Bytes>::new())?;
+    let response = sender.send_request(request).await?;
+    if !response.status().is_success() {
+        return Err(format!("HTTP {}", response.status()).into());
+    }
+    let encoded = response.headers().get(hyper::header::CONTENT_ENCODING).is_some();
+    if encoded != zstd {
+        return Err(format!("asked for zstd: {zstd}, Content-Encoding present: {encoded}").into());
+    }
+    let mut decoder = if zstd { Some(ZstdChunks::new()?) } else { None };
+    let mut decoded = bytes::BytesMut::new();
+    let mut body = response.into_body();
+    let mut line = Line::default();
+    let mut generation: Option<u64> = None;
+    let mut receipts = Vec::new();
+    while let Some(chunk) = body.frame().await {
+        let Ok(data) = chunk?.into_data() else { continue };
+        let data = match decoder.as_mut() {
+            Some(decoder) => {
+                // Decoded a chunk at a time: the snapshot is never held whole here either.
+                decoded.clear();
+                decoder.feed(&data, &mut decoded, usize::MAX)?;
+                decoded.split().freeze()
+            }
+            None => data,
+        };
+        let mut rest = &data[..];
+        while let Some(end) = memchr::memchr(b'\n', rest) {
+            line.push(&rest[..end]);
+            rest = &rest[end + 1..];
+            let (kind, at) = line.check(generation)?;
+            generation = Some(at);
+            match kind {
+                Kind::Snapshot => {
+                    let _ = snapshots.send(line.len as u64);
+                }
+                Kind::Delta => receipts.push((at, unix_ns())),
+                Kind::Bookmark => {}
+            }
+            line = Line::default();
+            if generation == Some(last) {
+                return Ok(receipts);
+            }
+        }
+        line.push(rest);
+    }
+    Err(format!("the stream ended at generation {generation:?}, before {last}").into())
+}
+
+enum Kind {
+    Snapshot,
+    Delta,
+    Bookmark,
+}
+
+/// One stream line as it arrives: whole when short, its head and length when long.
+#[derive(Default)]
+struct Line {
+    kept: Vec<u8>,
+    len: usize,
+}
+
+impl Line {
+    fn push(&mut self, bytes: &[u8]) {
+        self.len += bytes.len();
+        let room = if self.len <= KEEP_WHOLE { usize::MAX } else { KEEP_HEAD.saturating_sub(self.kept.len()) };
+        self.kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        if self.len > KEEP_WHOLE {
+            self.kept.truncate(KEEP_HEAD);
+        }
+    }
+
+    /// Decodes (or, for a long line, checks the head of) the frame; its kind and generation, which must
+    /// follow `previous`.
+    fn check(&self, previous: Option<u64>) -> Result<(Kind, u64)> {
+        if self.len <= KEEP_WHOLE {
+            let frame: Frame = serde_json::from_slice(&self.kept)?;
+            let generation = frame.generation();
+            return match (frame, previous) {
+                (Frame::Snapshot { .. }, None) => Ok((Kind::Snapshot, generation)),
+                (Frame::Delta { .. }, Some(p)) if generation == p + 1 => Ok((Kind::Delta, generation)),
+                (Frame::Bookmark { .. }, Some(p)) if generation == p => Ok((Kind::Bookmark, generation)),
+                (_, previous) => Err(format!("generation {generation} after {previous:?}").into()),
+            };
+        }
+        let head = std::str::from_utf8(&self.kept).unwrap_or("");
+        if !head.starts_with(r#"{"kind":"snapshot""#) || previous.is_some() {
+            return Err(format!("a {} byte line that is not the first snapshot", self.len).into());
+        }
+        let generation = head
+            .split_once(r#""generation":"#)
+            .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|digits| digits.parse().ok())
+            .ok_or("a snapshot without a generation")?;
+        Ok((Kind::Snapshot, generation))
+    }
+}
