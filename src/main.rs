@@ -693,11 +693,11 @@ async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(30), synced.wait_for(|synced| *synced)).await;
     let dns_addr = args.dns;
 
+    let through_kubeconfig = || format!("{} (--kubeconfig)", kubeconfig.display());
     #[cfg(feature = "sim")]
-    let stand_in_url = stand_in.as_ref().map(|sim| sim.url());
+    let api = stand_in.as_ref().map_or_else(through_kubeconfig, |sim| sim.url());
     #[cfg(not(feature = "sim"))]
-    let stand_in_url: Option<String> = None;
-    let api = stand_in_url.unwrap_or_else(|| format!("{} (--kubeconfig)", kubeconfig.display()));
+    let api = through_kubeconfig();
     let kubeconfig = kubeconfig.display();
     println!(
         "roster local is up: Kubernetes API {api}, DNS {dns_addr} (UDP+TCP), record stream https://{}",
