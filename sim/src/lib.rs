@@ -66,8 +66,12 @@
 //! [`Store::refuse_watches`] (an outage), [`Store::compact_history`] (resumes get 410 Gone) and
 //! [`Store::gone_served`].
 //!
+//! # Exec and attach
+//! `pods/exec` and `pods/attach` over WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`) run the host's
+//! command in a network namespace made for the pod ([`podnet`]), as root; see `api/exec/`.
+//!
 //! # Not served
-//! `exec`, `attach`, `port-forward` (the containers are imaginary; `logs` answers empty; `eviction`
+//! `port-forward` (the containers are imaginary; `logs` answers empty; `eviction`
 //! deletes, as no PodDisruptionBudgets exist), DaemonSets, Jobs, RBAC and authentication, protobuf
 //! responses, and the StatefulSet controller (roster's identity controller fills that role).
 

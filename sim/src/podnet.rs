@@ -316,10 +316,10 @@ fn run_ip(args: &[&str]) -> Result<(), PodNetError> {
 
 /// Removes a namespace and its /etc/netns files (the veth pair goes with the namespace).
 fn remove_netns(name: &str) {
-    if std::path::Path::new(&format!("{NETNS_DIR}/{name}")).exists() {
-        if let Err(e) = run_ip(&["netns", "delete", name]) {
-            tracing::warn!(error = %e, "removing a pod network namespace");
-        }
+    if std::path::Path::new(&format!("{NETNS_DIR}/{name}")).exists()
+        && let Err(e) = run_ip(&["netns", "delete", name])
+    {
+        tracing::warn!(error = %e, "removing a pod network namespace");
     }
     let _ = std::fs::remove_dir_all(format!("{NETNS_ETC}/{name}"));
 }

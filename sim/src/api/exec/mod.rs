@@ -287,6 +287,18 @@ impl Session {
         .await
         .map_err(|e| format!("making the pod's network namespace: {e}"))?
         .map_err(|e| e.to_string())?;
+        // deleted meanwhile: its DELETED event may have passed before the namespace existed
+        let uid = meta::meta_str(&self.pod, "uid");
+        let current = self.app.store.get(
+            &crate::bootstrap::builtin("", "pods"),
+            meta::namespace(&self.pod),
+            meta::name(&self.pod),
+        );
+        if current.map_or(true, |pod| meta::meta_str(&pod, "uid") != uid) {
+            let (network, uid) = (self.app.exec.network.clone(), uid.to_owned());
+            let _ = tokio::task::spawn_blocking(move || network.remove_pod(&uid)).await;
+            return Err(format!("pod {} was deleted", meta::name(&self.pod)));
+        }
         let launch = Launch {
             netns: pod_ns.netns.clone(),
             argv: self.argv(),
@@ -457,12 +469,7 @@ async fn read_client(mut stream: SplitStream<WebSocket>, mut input: Input, v5: b
         };
         let Some((&channel, payload)) = data.split_first() else { continue };
         match channel {
-            STDIN => {
-                if input.write(payload).await.is_err() {
-                    // the process stopped reading: later stdin goes nowhere, as on a closed pipe
-                    input.close().await;
-                }
-            }
+            STDIN => input.write_or_close(payload).await,
             RESIZE => input.resize(payload),
             CLOSE if v5 && payload.first() == Some(&STDIN) => input.close().await,
             _ => {}

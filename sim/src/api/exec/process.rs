@@ -38,11 +38,19 @@ pub enum Input {
 
 impl Input {
     /// Passes the client's bytes on; an error means the process no longer reads.
-    pub async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+    async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
         match self {
             Input::Pipe(Some(pipe)) => pipe.write_all(data).await,
             Input::Pipe(None) => Ok(()),
             Input::Pty(pty) => pty.write_all(data).await,
+        }
+    }
+
+    /// Passes the client's bytes on; when the process no longer reads, its stdin is closed (later
+    /// bytes go nowhere, as on a closed pipe).
+    pub async fn write_or_close(&mut self, data: &[u8]) {
+        if self.write(data).await.is_err() {
+            self.close().await;
         }
     }
 
