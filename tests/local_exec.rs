@@ -148,6 +148,19 @@ impl Local {
         names
     }
 
+    /// This run's UTS namespace files (the pods' hostnames).
+    fn uts_files(&self) -> Vec<String> {
+        let prefix = format!("roster-{}-", self.pid);
+        std::fs::read_dir("/run/roster-uts")
+            .map(|dir| {
+                dir.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                    .map(|e| e.path().display().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Stops roster local as Ctrl-C would (SIGTERM to its PID) and waits for it to exit.
     fn stop(&mut self) {
         let mut proc = self.proc.take().unwrap();
@@ -169,6 +182,10 @@ impl Drop for Local {
         for name in self.namespaces() {
             let _ = Command::new("ip").args(["netns", "delete", &name]).status();
             let _ = std::fs::remove_dir_all(format!("/etc/netns/{name}"));
+        }
+        for name in self.uts_files() {
+            let _ = Command::new("umount").arg(&name).status();
+            let _ = std::fs::remove_file(&name);
         }
     }
 }
@@ -215,6 +232,11 @@ fn seed_dns_checks_run_inside_pods() {
     assert!(hosts.starts_with(&web2), "{hosts}");
     let dig = local.ok(&["exec", "web-0", "--", "dig", "+search", "+short", "web-1.nginx"]);
     assert_eq!(dig.trim(), web1);
+
+    // The seed's hostname loop: each pod answers with its own name.
+    for pod in ["web-0", "web-1"] {
+        assert_eq!(local.ok(&["exec", pod, "--", "sh", "-c", "hostname"]), format!("{pod}\n"));
+    }
 
     // The command's exit code is kubectl's.
     let out = local.kubectl(&["exec", "web-0", "--", "sh", "-c", "exit 3"]);
@@ -273,11 +295,11 @@ fn seed_dns_checks_run_inside_pods() {
     );
     assert_eq!(out.code, Some(4), "{}{}\n{}", out.stdout, out.stderr, local.log());
 
-    // A deleted pod's namespace goes; web-0's (the first made) stays while web-0 does.
+    // A deleted pod's namespace goes; those of web-0 and web-1 (the first made) stay while they do.
     let pid = local.pid;
-    wait_for("the run pods' namespaces removed", &[local.proc()], || {
-        local.namespaces() == [format!("roster-{pid}-node"), format!("roster-{pid}-pod1")]
-    });
+    let expected = ["node", "pod1", "pod2"].map(|name| format!("roster-{pid}-{name}"));
+    wait_for("the run pods' namespaces removed", &[local.proc()], || local.namespaces() == expected);
+    assert_eq!(local.uts_files().len(), 2, "{:?}", local.uts_files());
     // A container the pod does not have is refused before any process starts.
     let out = local.kubectl(&["exec", "web-0", "-c", "sidecar", "--", "true"]);
     assert_ne!(out.code, Some(0));
@@ -286,6 +308,7 @@ fn seed_dns_checks_run_inside_pods() {
     // Stopping roster local removes every namespace it made.
     local.stop();
     assert_eq!(local.namespaces(), Vec::<String>::new());
+    assert_eq!(local.uts_files(), Vec::<String>::new());
     assert!(!Path::new(&format!("/etc/netns/roster-{pid}-pod1")).exists());
 }
 

@@ -6,9 +6,10 @@
 //! are bound inside that namespace and handed to the server through [`PodNetworkConfig::dns`]) — and
 //! one per pod, made on the pod's first exec or attach: a veth whose pod end `eth0` carries the pod IP,
 //! a default route via the gateway, and `/etc/netns/<name>/{resolv.conf,hosts}` as the kubelet writes
-//! them (`ip netns exec` bind-mounts those over `/etc`). A pod's namespace goes when the pod is
+//! them (`ip netns exec` bind-mounts those over `/etc`), and a UTS namespace with the pod's hostname
+//! (`unshare --uts=FILE`, entered with `nsenter --uts=FILE`). A pod's namespace goes when the pod is
 //! deleted, all of them when the stand-in stops, and those of a run that was killed at the next start.
-//! Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) and iproute2's `ip`.
+//! Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN), iproute2's `ip` and util-linux's `unshare` and `nsenter`.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
@@ -31,6 +32,8 @@ pub const CLUSTER_DNS: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const MAX_PODS: usize = 512;
 const NETNS_DIR: &str = "/var/run/netns";
 const NETNS_ETC: &str = "/etc/netns";
+/// Each pod's UTS namespace (its hostname), kept by a bind mount on a file named as its network's.
+const UTS_DIR: &str = "/run/roster-uts";
 
 /// The DNS server's sockets inside the node namespace: UDP and TCP on 10.96.0.10:53.
 pub type DnsSockets = (UdpSocket, TcpListener);
@@ -72,11 +75,13 @@ pub struct PodInfo<'a> {
     pub ip: &'a str,
 }
 
-/// A pod's namespace, for a session: its name, and a flag that turns true when the pod is gone.
+/// A pod's namespaces, for a session: their names, and a flag that turns true when the pod is gone.
 #[derive(Clone)]
 pub struct PodNamespace {
     /// The `ip netns` name.
     pub netns: String,
+    /// The file holding its UTS namespace (for `nsenter --uts=`).
+    pub uts: String,
     /// True once the pod was deleted (its sessions end).
     pub gone: watch::Receiver<bool>,
 }
@@ -129,7 +134,11 @@ impl PodNetwork {
         // One pod at a time: namespaces are made rarely, and the node must exist exactly once.
         let mut inner = self.inner.lock();
         if let Some(entry) = inner.pods.get(uid) {
-            return Ok(PodNamespace { netns: entry.netns.clone(), gone: entry.gone.subscribe() });
+            return Ok(PodNamespace {
+                uts: uts_file(&entry.netns),
+                netns: entry.netns.clone(),
+                gone: entry.gone.subscribe(),
+            });
         }
         if inner.pods.len() >= MAX_PODS {
             return Err(PodNetError(format!(
@@ -150,7 +159,7 @@ impl PodNetwork {
         let (gone, gone_rx) = watch::channel(false);
         inner.pods.insert(uid.to_owned(), PodEntry { netns: netns.clone(), gone });
         tracing::info!(pod = %format!("{ns}/{}", pod.name), %netns, %ip, "pod network namespace made");
-        Ok(PodNamespace { netns, gone: gone_rx })
+        Ok(PodNamespace { uts: uts_file(&netns), netns, gone: gone_rx })
     }
 
     fn node(&self) -> String {
@@ -208,7 +217,13 @@ impl PodNetwork {
         let domain = &self.config.cluster_domain;
         write("resolv.conf", resolv_conf(pod.namespace, domain))?;
         write("hosts", hosts(ip, pod, domain))?;
-        Ok(())
+        // the kubelet's hostname: spec.hostname, else the pod's name (at most 63 characters)
+        let hostname = if pod.hostname.is_empty() { pod.name } else { pod.hostname };
+        let hostname: String = hostname.chars().take(63).collect::<String>().trim_end_matches(['-', '.']).to_owned();
+        let uts = uts_file(netns);
+        std::fs::create_dir_all(UTS_DIR).map_err(|e| PodNetError(format!("creating {UTS_DIR}: {e}")))?;
+        std::fs::write(&uts, "").map_err(|e| PodNetError(format!("creating {uts}: {e}")))?;
+        run("unshare", &[&format!("--uts={uts}"), "hostname", &hostname])
     }
 
     /// Removes the namespace of a pod that is gone (blocking), and tells its sessions.
@@ -239,16 +254,22 @@ impl PodNetwork {
 
     /// Removes namespaces left by runs that are no longer alive (killed before they could clean up).
     pub fn sweep_stale() {
-        let Ok(entries) = std::fs::read_dir(NETNS_DIR) else { return };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name.strip_prefix("roster-").and_then(|rest| rest.split('-').next()) else { continue };
-            let Ok(pid) = pid.parse::<u32>() else { continue };
+        let names = [NETNS_DIR, UTS_DIR]
+            .into_iter()
+            .filter_map(|dir| std::fs::read_dir(dir).ok())
+            .flat_map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+        for name in names {
+            let Some(pid) = Self::owner(&name) else { continue };
             if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
                 tracing::info!(netns = %name, "removing a pod network namespace left by an earlier run");
                 remove_netns(&name);
             }
         }
+    }
+
+    /// The pid in a name of ours (`roster-<pid>-…`).
+    fn owner(name: &str) -> Option<u32> {
+        name.strip_prefix("roster-").and_then(|rest| rest.split('-').next()).and_then(|pid| pid.parse().ok())
     }
 
     /// Follows pod deletions: a deleted pod's namespace goes (and its sessions end).
@@ -301,17 +322,25 @@ fn hosts(ip: Ipv4Addr, pod: &PodInfo<'_>, domain: &str) -> String {
     )
 }
 
-/// `ip ARGS`, its stderr in the error.
+fn uts_file(netns: &str) -> String {
+    format!("{UTS_DIR}/{netns}")
+}
+
+/// `ip ARGS`.
 fn run_ip(args: &[&str]) -> Result<(), PodNetError> {
+    run("ip", args)
+}
+
+/// `PROGRAM ARGS`, its stderr in the error.
+fn run(program: &str, args: &[&str]) -> Result<(), PodNetError> {
     let shown = args.join(" ");
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| PodNetError(format!("running `ip {shown}`: {e} (the pod network needs iproute2)")))?;
+    let output = Command::new(program).args(args).output().map_err(|e| {
+        PodNetError(format!("running `{program} {shown}`: {e} (the pod network needs iproute2 and util-linux)"))
+    })?;
     if output.status.success() {
         return Ok(());
     }
-    Err(PodNetError(format!("`ip {shown}` failed: {}", String::from_utf8_lossy(&output.stderr).trim())))
+    Err(PodNetError(format!("`{program} {shown}` failed: {}", String::from_utf8_lossy(&output.stderr).trim())))
 }
 
 /// Removes a namespace and its /etc/netns files (the veth pair goes with the namespace).
@@ -322,6 +351,12 @@ fn remove_netns(name: &str) {
         tracing::warn!(error = %e, "removing a pod network namespace");
     }
     let _ = std::fs::remove_dir_all(format!("{NETNS_ETC}/{name}"));
+    let uts = uts_file(name);
+    if std::path::Path::new(&uts).exists() {
+        // the bind mount holds the UTS namespace; then the file goes
+        let _ = run("umount", &[&uts]);
+        let _ = std::fs::remove_file(&uts);
+    }
 }
 
 /// UDP and TCP sockets bound to `addr` inside the named namespace: a thread of its own enters the

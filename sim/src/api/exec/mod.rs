@@ -301,6 +301,7 @@ impl Session {
         }
         let launch = Launch {
             netns: pod_ns.netns.clone(),
+            uts: pod_ns.uts.clone(),
             argv: self.argv(),
             env: self.environment(),
             workdir: self.workdir(),

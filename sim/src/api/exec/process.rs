@@ -1,5 +1,6 @@
-//! The "container runtime" of exec and attach: the host's command, run by `ip netns exec` in the pod's
-//! network namespace (so it sees the pod's IP, resolv.conf and hosts), on pipes or on a pty.
+//! The "container runtime" of exec and attach: the host's command, run by `nsenter --uts=… ip netns
+//! exec …` in the pod's namespaces (so it sees the pod's hostname, IP, resolv.conf and hosts), on pipes
+//! or on a pty.
 
 use std::process::{ExitStatus, Stdio};
 
@@ -16,6 +17,8 @@ pub const STDERR: u8 = 2;
 pub struct Launch {
     /// The pod's `ip netns` name.
     pub netns: String,
+    /// The file holding the pod's UTS namespace (its hostname).
+    pub uts: String,
     /// The command and its arguments (the host's program).
     pub argv: Vec<String>,
     /// The environment (the process gets only this).
@@ -101,7 +104,9 @@ const READ_SIZE: usize = 32 * 1024;
 
 /// Starts `launch` (blocking only briefly: fork and exec).
 pub fn spawn(launch: &Launch) -> std::io::Result<Running> {
-    let mut args = vec!["netns".to_owned(), "exec".to_owned(), launch.netns.clone()];
+    // nsenter and ip both exec what follows: the process is the command itself
+    let mut args =
+        vec![format!("--uts={}", launch.uts), "ip".into(), "netns".into(), "exec".into(), launch.netns.clone()];
     args.extend(launch.argv.iter().cloned());
     let (sender, output) = mpsc::channel(OUTPUT_QUEUE);
     if launch.tty {
@@ -109,7 +114,7 @@ pub fn spawn(launch: &Launch) -> std::io::Result<Running> {
         pty.resize(pty_process::Size::new(24, 80)).map_err(std::io::Error::other)?;
         // The child leads a new session with the pty as its controlling terminal (so its process
         // group is its PID, and closing the master hangs it up).
-        let child = pty_process::Command::new("ip")
+        let child = pty_process::Command::new("nsenter")
             .args(&args)
             .env_clear()
             .envs(launch.env.iter().cloned())
@@ -122,7 +127,7 @@ pub fn spawn(launch: &Launch) -> std::io::Result<Running> {
         return Ok(Running { child, input: Input::Pty(writer), output });
     }
     let piped = |wanted: bool| if wanted { Stdio::piped() } else { Stdio::null() };
-    let mut child = tokio::process::Command::new("ip")
+    let mut child = tokio::process::Command::new("nsenter")
         .args(&args)
         .env_clear()
         .envs(launch.env.iter().cloned())
