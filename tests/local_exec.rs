@@ -104,10 +104,15 @@ impl Local {
             "--pod-ready-ms",
             "200",
         ];
+        let own_binary = dir.path().join("roster");
         let proc = if as_nobody {
-            // nobody must be able to write the data directory
+            // nobody must be able to write the data directory, and to reach the binary (the checkout
+            // may sit under a directory only root enters): a link to it (a copy across filesystems)
             std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-            let mut full = vec!["--reuid=65534", "--regid=65534", "--clear-groups", ROSTER];
+            if std::fs::hard_link(ROSTER, &own_binary).is_err() {
+                std::fs::copy(ROSTER, &own_binary).unwrap();
+            }
+            let mut full = vec!["--reuid=65534", "--regid=65534", "--clear-groups", own_binary.to_str().unwrap()];
             full.append(&mut args);
             Proc::spawn("setpriv", &full)
         } else {
