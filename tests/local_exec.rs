@@ -290,6 +290,15 @@ fn seed_dns_checks_run_inside_pods() {
     assert_eq!(out.code, Some(0), "{}{}\n{}", out.stdout, out.stderr, local.log());
     assert!(out.stdout.contains("web-1.nginx.default.svc.cluster.local"), "{}", out.stdout);
     assert!(out.stdout.contains(&format!("Address: {web1}")), "{}", out.stdout);
+    // A terminal starts at the client's size (kubectl's first resize message).
+    let out = run(
+        "script",
+        &["-qec", "stty rows 30 cols 100; kubectl exec -it web-0 -- stty size", "/dev/null"],
+        &local.kubeconfig,
+        HELD_OPEN,
+        Duration::from_secs(60),
+    );
+    assert_eq!((out.code, out.stdout.trim()), (Some(0), "30 100"), "{}", out.stderr);
     // A terminal's shell that fails: `kubectl run` exits with its code (read from the pod's status).
     let out = run(
         "script",

@@ -231,10 +231,11 @@ enum End {
 
 impl Session {
     async fn run(self, socket: WebSocket) {
-        let (mut sink, stream) = socket.split();
-        match self.start().await {
+        let (mut sink, mut stream) = socket.split();
+        let early = if self.options.tty { initial_size(&mut stream).await } else { Early::default() };
+        match self.start(early.size).await {
             Ok((running, pod_ns)) => {
-                let end = self.follow(running, pod_ns, &mut sink, stream).await;
+                let end = self.follow(running, pod_ns, &mut sink, stream, early.messages).await;
                 if let End::Exited(code) = end {
                     if self.attach.is_some() {
                         // attach reports the end of the stream, not the exit code (as the kubelet's):
@@ -270,7 +271,7 @@ impl Session {
     }
 
     /// The pod's namespace (made now if needed) and the process in it; the error is for the client.
-    async fn start(&self) -> Result<(Running, PodNamespace), String> {
+    async fn start(&self, size: Option<pty_process::Size>) -> Result<(Running, PodNamespace), String> {
         PodNetwork::check_privileges().map_err(|e| e.to_string())?;
         let network = self.app.exec.network.clone();
         let pod = self.pod.clone();
@@ -306,6 +307,7 @@ impl Session {
             env: self.environment(),
             workdir: self.workdir(),
             tty: self.options.tty,
+            size,
             stdin: self.options.stdin,
             stdout: self.options.stdout,
             stderr: self.options.stderr,
@@ -352,9 +354,10 @@ impl Session {
         mut pod_ns: PodNamespace,
         sink: &mut Sink,
         stream: SplitStream<WebSocket>,
+        early: Vec<Bytes>,
     ) -> End {
         let input = std::mem::replace(&mut running.input, Input::Pipe(None));
-        let mut client = tokio::spawn(read_client(stream, input, self.v5));
+        let mut client = tokio::spawn(read_client(stream, early, input, self.v5));
         let mut shutdown = self.app.shutdown.clone();
         let mut exit: Option<i32> = None;
         let mut output_open = true;
@@ -454,27 +457,62 @@ fn record_exit(store: &Store, ns: &str, name: &str, uid: &str, container: &str, 
     Ok(())
 }
 
-/// Reads the client's messages: stdin to the process, resizes to its terminal, v5's close of stdin.
-/// Returns when the client closes, fails or falls silent.
-async fn read_client(mut stream: SplitStream<WebSocket>, mut input: Input, v5: bool) {
+/// What a terminal session's client sent before its process started.
+#[derive(Default)]
+struct Early {
+    /// The first window size.
+    size: Option<pty_process::Size>,
+    /// Messages that came before it (kubectl sends the size first; anything else is replayed).
+    messages: Vec<Bytes>,
+}
+
+/// With a terminal, kubectl's first message is the window size: the process starts with it, rather
+/// than at 80×24 and resized after it may already have asked (`stty size`). Reads until that message,
+/// at most 16 others, for at most 1 s, or until the client goes (then the session ends as usual).
+async fn initial_size(stream: &mut SplitStream<WebSocket>) -> Early {
+    let mut early = Early::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while early.messages.len() < 16 {
+        let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, stream.next()).await else { break };
+        match message {
+            Message::Binary(data) if data.first() == Some(&RESIZE) => {
+                early.size = process::terminal_size(&data[1..]);
+                break;
+            }
+            Message::Binary(data) => early.messages.push(data),
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    early
+}
+
+/// Reads the client's messages (after replaying `early` ones): stdin to the process, resizes to its
+/// terminal, v5's close of stdin. Returns when the client closes, fails or falls silent.
+async fn read_client(mut stream: SplitStream<WebSocket>, early: Vec<Bytes>, mut input: Input, v5: bool) {
+    for data in early {
+        handle_client_message(&data, &mut input, v5).await;
+    }
     loop {
         let message = match tokio::time::timeout(CLIENT_SILENCE, stream.next()).await {
             Ok(Some(Ok(message))) => message,
             _ => return,
         };
-        let Message::Binary(data) = message else {
-            if matches!(message, Message::Close(_)) {
-                return;
-            }
-            continue;
-        };
-        let Some((&channel, payload)) = data.split_first() else { continue };
-        match channel {
-            STDIN => input.write_or_close(payload).await,
-            RESIZE => input.resize(payload),
-            CLOSE if v5 && payload.first() == Some(&STDIN) => input.close().await,
+        match message {
+            Message::Binary(data) => handle_client_message(&data, &mut input, v5).await,
+            Message::Close(_) => return,
             _ => {}
         }
+    }
+}
+
+async fn handle_client_message(data: &[u8], input: &mut Input, v5: bool) {
+    let Some((&channel, payload)) = data.split_first() else { return };
+    match channel {
+        STDIN => input.write_or_close(payload).await,
+        RESIZE => input.resize(payload),
+        CLOSE if v5 && payload.first() == Some(&STDIN) => input.close().await,
+        _ => {}
     }
 }
 

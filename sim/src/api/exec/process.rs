@@ -26,6 +26,8 @@ pub struct Launch {
     /// The working directory.
     pub workdir: String,
     pub tty: bool,
+    /// The terminal's size at start (rows × columns 24 × 80 when the client sent none).
+    pub size: Option<pty_process::Size>,
     pub stdin: bool,
     pub stdout: bool,
     pub stderr: bool,
@@ -67,15 +69,19 @@ impl Input {
         }
     }
 
-    /// A resize message (`{"Width":W,"Height":H}`, client-go's TerminalSize) for a pty.
+    /// A resize message for a pty.
     pub fn resize(&self, message: &[u8]) {
-        let Input::Pty(pty) = self else { return };
-        let Ok(size) = serde_json::from_slice::<serde_json::Value>(message) else { return };
-        let dim = |key: &str| size.get(key).and_then(serde_json::Value::as_u64).and_then(|v| u16::try_from(v).ok());
-        if let (Some(width), Some(height)) = (dim("Width"), dim("Height")) {
-            let _ = pty.resize(pty_process::Size::new(height, width));
+        if let (Input::Pty(pty), Some(size)) = (self, terminal_size(message)) {
+            let _ = pty.resize(size);
         }
     }
+}
+
+/// A resize message: `{"Width":W,"Height":H}`, client-go's TerminalSize.
+pub fn terminal_size(message: &[u8]) -> Option<pty_process::Size> {
+    let size = serde_json::from_slice::<serde_json::Value>(message).ok()?;
+    let dim = |key: &str| size.get(key).and_then(serde_json::Value::as_u64).and_then(|v| u16::try_from(v).ok());
+    Some(pty_process::Size::new(dim("Height")?, dim("Width")?))
 }
 
 /// A started process: its stdin, and its output as (channel, bytes), which ends when every output
@@ -111,7 +117,7 @@ pub fn spawn(launch: &Launch) -> std::io::Result<Running> {
     let (sender, output) = mpsc::channel(OUTPUT_QUEUE);
     if launch.tty {
         let (pty, pts) = pty_process::open().map_err(std::io::Error::other)?;
-        pty.resize(pty_process::Size::new(24, 80)).map_err(std::io::Error::other)?;
+        pty.resize(launch.size.unwrap_or(pty_process::Size::new(24, 80))).map_err(std::io::Error::other)?;
         // The child leads a new session with the pty as its controlling terminal (so its process
         // group is its PID, and closing the master hangs it up).
         let child = pty_process::Command::new("nsenter")
