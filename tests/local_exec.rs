@@ -311,9 +311,10 @@ fn seed_dns_checks_run_inside_pods() {
 
     // A deleted pod's namespace goes; those of web-0 and web-1 (the first made) stay while they do.
     let pid = local.pid;
-    let expected = ["node", "pod1", "pod2"].map(|name| format!("roster-{pid}-{name}"));
-    wait_for("the run pods' namespaces removed", &[local.proc()], || local.namespaces() == expected);
-    assert_eq!(local.uts_files().len(), 2, "{:?}", local.uts_files());
+    let expected = ["node", "pod1", "pod2"].map(|name| format!("roster-{pid}-0-{name}"));
+    wait_for("the run pods' namespaces removed", &[local.proc()], || {
+        local.namespaces() == expected && local.uts_files().len() == 2
+    });
     // A container the pod does not have is refused before any process starts.
     let out = local.kubectl(&["exec", "web-0", "-c", "sidecar", "--", "true"]);
     assert_ne!(out.code, Some(0));
@@ -323,7 +324,7 @@ fn seed_dns_checks_run_inside_pods() {
     local.stop();
     assert_eq!(local.namespaces(), Vec::<String>::new());
     assert_eq!(local.uts_files(), Vec::<String>::new());
-    assert!(!Path::new(&format!("/etc/netns/roster-{pid}-pod1")).exists());
+    assert!(!Path::new(&format!("/etc/netns/roster-{pid}-0-pod1")).exists());
 }
 
 #[test]

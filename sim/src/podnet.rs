@@ -1,7 +1,7 @@
 //! The stand-in's pod network: what `kubectl exec` and `kubectl attach` run the host's commands in.
 //!
 //! Everything lives in network namespaces this process makes, never on the host's own network: one
-//! per run plays the node — a bridge `cni0` carrying the pods' gateway 10.244.0.1/16, and the cluster
+//! per stand-in plays the node — a bridge `cni0` carrying the pods' gateway 10.244.0.1/16, and the cluster
 //! DNS address 10.96.0.10 on its loopback, where roster's DNS server answers on port 53 (the sockets
 //! are bound inside that namespace and handed to the server through [`PodNetworkConfig::dns`]) — and
 //! one per pod, made on the pod's first exec or attach: a veth whose pod end `eth0` carries the pod IP,
@@ -101,7 +101,8 @@ struct Inner {
 /// The pod network of one stand-in run.
 pub struct PodNetwork {
     config: PodNetworkConfig,
-    /// `roster-<pid>-`: names this run's namespaces (a later run removes them if this pid is gone).
+    /// `roster-<pid>-<n>-`: names this network's namespaces (a later run removes them if this pid is
+    /// gone; `n` tells apart the stand-ins of one process, as tests start several).
     prefix: String,
     inner: Mutex<Inner>,
 }
@@ -109,7 +110,9 @@ pub struct PodNetwork {
 impl PodNetwork {
     /// A pod network with nothing made yet.
     pub fn new(config: PodNetworkConfig) -> Arc<Self> {
-        Arc::new(Self { config, prefix: format!("roster-{}-", std::process::id()), inner: Mutex::default() })
+        static NETWORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NETWORKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Arc::new(Self { config, prefix: format!("roster-{}-{n}-", std::process::id()), inner: Mutex::default() })
     }
 
     /// Refuses unless this process can make network namespaces (it runs as root).
@@ -343,19 +346,20 @@ fn run(program: &str, args: &[&str]) -> Result<(), PodNetError> {
     Err(PodNetError(format!("`{program} {shown}` failed: {}", String::from_utf8_lossy(&output.stderr).trim())))
 }
 
-/// Removes a namespace and its /etc/netns files (the veth pair goes with the namespace).
+/// Removes a pod's namespaces and its /etc/netns files (the veth pair goes with the namespace).
 fn remove_netns(name: &str) {
-    if std::path::Path::new(&format!("{NETNS_DIR}/{name}")).exists()
-        && let Err(e) = run_ip(&["netns", "delete", name])
-    {
-        tracing::warn!(error = %e, "removing a pod network namespace");
-    }
-    let _ = std::fs::remove_dir_all(format!("{NETNS_ETC}/{name}"));
     let uts = uts_file(name);
     if std::path::Path::new(&uts).exists() {
         // the bind mount holds the UTS namespace; then the file goes
         let _ = run("umount", &[&uts]);
         let _ = std::fs::remove_file(&uts);
+    }
+    let _ = std::fs::remove_dir_all(format!("{NETNS_ETC}/{name}"));
+    // last: a namespace file gone means everything of the pod is gone
+    if std::path::Path::new(&format!("{NETNS_DIR}/{name}")).exists()
+        && let Err(e) = run_ip(&["netns", "delete", name])
+    {
+        tracing::warn!(error = %e, "removing a pod network namespace");
     }
 }
 
