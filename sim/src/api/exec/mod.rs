@@ -168,21 +168,20 @@ pub(super) async fn serve(app: &Arc<App>, target: Target, req: Request) -> Resul
     let permit = app.exec.sessions.clone().try_acquire_owned().map_err(|_| {
         ApiError::unavailable(format!("the stand-in runs at most {MAX_SESSIONS} exec and attach sessions at once"))
     })?;
-    let attach_key = format!("{}/{}", meta::meta_str(&pod, "uid"), path_str(&spec, "name"));
-    if attach && !app.exec.attached.lock().insert(attach_key.clone()) {
-        return Err(ApiError::bad_request(format!(
-            "container {} of pod {name} already has an attached session: the stand-in runs one at a time",
-            path_str(&spec, "name")
-        )));
-    }
-    let session = Session {
-        app: app.clone(),
-        pod,
-        container: spec,
-        options,
-        attach: attach.then_some(attach_key),
-        v5: protocol == PROTOCOL_V5,
+    let claim = if attach {
+        let key = format!("{}/{}", meta::meta_str(&pod, "uid"), path_str(&spec, "name"));
+        let claim = AttachClaim::take(app, key).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "container {} of pod {name} already has an attached session: the stand-in runs one at a time",
+                path_str(&spec, "name")
+            ))
+        })?;
+        Some(claim)
+    } else {
+        None
     };
+    let session =
+        Session { app: app.clone(), pod, container: spec, options, attach: claim, v5: protocol == PROTOCOL_V5 };
     Ok(upgrade.on_upgrade(move |socket| async move {
         session.run(socket).await;
         drop(permit);
@@ -211,14 +210,32 @@ async fn websocket(req: Request) -> Result<WebSocketUpgrade, ApiError> {
 
 type Sink = SplitSink<WebSocket, Message>;
 
+/// A container's one attach, released when dropped (also when the upgrade never completes).
+struct AttachClaim {
+    app: Arc<App>,
+    key: String,
+}
+
+impl AttachClaim {
+    fn take(app: &Arc<App>, key: String) -> Option<Self> {
+        app.exec.attached.lock().insert(key.clone()).then(|| Self { app: app.clone(), key })
+    }
+}
+
+impl Drop for AttachClaim {
+    fn drop(&mut self) {
+        self.app.exec.attached.lock().remove(&self.key);
+    }
+}
+
 /// One exec or attach, from the upgrade to the close.
 struct Session {
     app: Arc<App>,
     pod: Arc<Value>,
     container: Value,
     options: Options,
-    /// For attach: the key held in [`ExecRuntime::attached`] until the session ends.
-    attach: Option<String>,
+    /// For attach: the container's claim, held until the session ends.
+    attach: Option<AttachClaim>,
     v5: bool,
 }
 
@@ -248,9 +265,6 @@ impl Session {
                 }
             }
             Err(message) => finish(&mut sink, &failure_status(&message)).await,
-        }
-        if let Some(key) = &self.attach {
-            self.app.exec.attached.lock().remove(key);
         }
     }
 
