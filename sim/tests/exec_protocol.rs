@@ -1,7 +1,7 @@
 //! The remotecommand WebSocket protocol of pods/exec and pods/attach, frame by frame, with a raw client
 //! (kubectl's end-to-end use is tests/local_exec.rs at the workspace root): channel bytes, the exit
 //! code in the error channel's Status, the v5 close of stdin, v4 (no close signal), protocol
-//! negotiation and the request checks. Needs root (the process runs in the pod's network namespace).
+//! negotiation, the request checks, and a session ended by the pod's deletion. Needs root (the process runs in the pod's network namespace).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -127,6 +127,15 @@ async fn frames_exit_codes_and_stdin() {
     let (code, body) = refused(format!("{}&stdout=true", command(&["ls"])), "channel.k8s.io").await;
     assert_eq!(code, 400);
     assert!(body.contains("speaks v5.channel.k8s.io and v4.channel.k8s.io"), "{body}");
+
+    // deleting the pod kills what runs in it: the client hears SIGKILL's exit code
+    let query = format!("{}&stdout=true", command(&["sh", "-c", "echo started; exec sleep 60"]));
+    let (mut socket, _) = open(&sim, &query, "v5.channel.k8s.io").await.unwrap();
+    let Some(Ok(Message::Binary(first))) = socket.next().await else { panic!("no output") };
+    assert_eq!(&first[..], b"\x01started\n");
+    common::kubectl_ok(&sim, &["delete", "pod", "web", "--grace-period=0", "--force"]).await;
+    let (_, _, status) = collect(&mut socket).await;
+    assert_eq!(status["details"]["causes"][0]["message"], "137", "{status}");
     sim.shutdown().await;
 }
 

@@ -242,7 +242,7 @@ struct Session {
 /// How a process's run ended.
 enum End {
     Exited(i32),
-    /// The client went away, the pod was deleted or the stand-in stops: the process was killed.
+    /// The client went away: the process was killed.
     Abandoned,
 }
 
@@ -375,6 +375,9 @@ impl Session {
         let mut shutdown = self.app.shutdown.clone();
         let mut exit: Option<i32> = None;
         let mut output_open = true;
+        // the pod was deleted or the stand-in stops: the container's processes are killed, and the
+        // client hears the exit code that gives (137), as from a real container
+        let mut killed = false;
         // armed when the process exits
         let drain = tokio::time::sleep(Duration::from_secs(86_400));
         tokio::pin!(drain);
@@ -384,8 +387,14 @@ impl Session {
             }
             tokio::select! {
                 _ = &mut client => break End::Abandoned,
-                () = turns_true(&mut shutdown) => break End::Abandoned,
-                () = turns_true(&mut pod_ns.gone) => break End::Abandoned,
+                () = turns_true(&mut shutdown), if !killed => {
+                    running.kill();
+                    killed = true;
+                }
+                () = turns_true(&mut pod_ns.gone), if !killed => {
+                    running.kill();
+                    killed = true;
+                }
                 chunk = running.output.recv(), if output_open => match chunk {
                     Some((channel, data)) => {
                         if sink.send(frame(channel, &data)).await.is_err() {
