@@ -9,6 +9,7 @@ command -v dig >/dev/null || need_apt+=(dnsutils)
 command -v kubectl >/dev/null || need_apt+=(kubectl)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v setpriv >/dev/null || need_apt+=(util-linux)
+command -v script >/dev/null || need_apt+=(bsdutils)   # tests/local_exec.rs: kubectl on a terminal
 command -v knotd >/dev/null || need_apt+=(knot)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v curl >/dev/null || need_apt+=(curl)

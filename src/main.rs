@@ -450,7 +450,7 @@ async fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
     };
     let alive = health.clone();
     stream.alive = Some(Arc::new(move || alive.check()));
-    let result = serve_dns(store, args.listen, &args.serve, metrics, &synth.zone.to_string(), stream).await;
+    let result = serve_dns(store, args.listen, &args.serve, metrics, &synth.zone.to_string(), stream, None).await;
     follower.abort();
     result
 }
@@ -471,6 +471,7 @@ async fn serve_dns(
     metrics: Arc<Metrics>,
     zone: &str,
     stream: StreamProbes,
+    extra_sockets: Option<PodDnsSockets>,
 ) -> anyhow::Result<()> {
     let mut handler = FrontHandler::new(store.clone()).with_metrics(metrics.clone());
     if serve.cache_size.is_some() {
@@ -512,6 +513,7 @@ async fn serve_dns(
         info!(%addr, "serving probes/metrics");
     }
 
+    let handler_for_extra = handler.clone();
     let server = DnsServer::bind_with(listen, handler).await?;
     info!(udp = %server.udp_addr(), tcp = %server.tcp_addr(), %zone, "serving DNS");
     let loop_detected = match &forwarder {
@@ -533,6 +535,8 @@ async fn serve_dns(
             None => std::future::pending().await,
         }
     };
+    // Sockets bound elsewhere (the stand-in's pod network) get the same handler; aborted on return.
+    let _extra = extra_sockets.map(|sockets| AbortOnDrop(tokio::spawn(serve_extra(sockets, handler_for_extra))));
     let running = tokio::spawn(server.run());
     tokio::select! {
         result = running => {
@@ -549,6 +553,45 @@ async fn serve_dns(
             info!("shutting down");
             Ok(())
         }
+    }
+}
+
+/// UDP and TCP sockets bound outside `--dns` (the stand-in's pod network), arriving while serving.
+type PodDnsSockets = tokio::sync::mpsc::Receiver<(std::net::UdpSocket, std::net::TcpListener)>;
+
+#[cfg(feature = "sim")]
+fn pod_dns_sockets(receiver: PodDnsSockets) -> Option<PodDnsSockets> {
+    Some(receiver)
+}
+
+#[cfg(not(feature = "sim"))]
+fn pod_dns_sockets(receiver: Option<PodDnsSockets>) -> Option<PodDnsSockets> {
+    receiver
+}
+
+/// Serves each pair of sockets that arrives with roster's own UDP and TCP loops.
+async fn serve_extra(mut sockets: PodDnsSockets, handler: FrontHandler) {
+    let mut loops = tokio::task::JoinSet::new();
+    while let Some((udp, tcp)) = sockets.recv().await {
+        match (tokio::net::UdpSocket::from_std(udp), tokio::net::TcpListener::from_std(tcp)) {
+            (Ok(udp), Ok(tcp)) => {
+                info!(udp = ?udp.local_addr(), "serving DNS to the stand-in's pods");
+                loops.spawn(roster_dns::udp::serve(udp, handler.clone()));
+                loops.spawn(roster_dns::tcp::serve(tcp, handler.clone()));
+            }
+            (Err(e), _) | (_, Err(e)) => tracing::error!(error = %e, "cannot serve DNS to the stand-in's pods"),
+        }
+    }
+    // the stand-in is gone: keep serving what it handed over until the process ends
+    while loops.join_next().await.is_some() {}
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -636,6 +679,12 @@ async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     // roster's fills that role).
     #[cfg(feature = "sim")]
     let mut stand_in = None;
+    // The stand-in's pods reach this DNS server at 10.96.0.10:53 inside their network: it binds those
+    // sockets there (on the first exec) and hands them over here.
+    #[cfg(feature = "sim")]
+    let (pod_dns_tx, pod_dns) = tokio::sync::mpsc::channel(1);
+    #[cfg(not(feature = "sim"))]
+    let pod_dns: Option<PodDnsSockets> = None;
     let (kubeconfig, manage_statefulsets, install_crd) = match &args.kubeconfig {
         Some(path) => (path.clone(), args.manage_statefulsets, args.install_crd),
         #[cfg(feature = "sim")]
@@ -644,6 +693,10 @@ async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
                 api_addr: args.api,
                 data_dir: args.data_dir.clone(),
                 ready_delay: Duration::from_millis(args.pod_ready_ms),
+                pod_network: roster_sim::podnet::PodNetworkConfig {
+                    cluster_domain: args.zone.zone.clone(),
+                    dns: Some(pod_dns_tx.clone()),
+                },
                 ..roster_sim::SimConfig::default()
             };
             let sim = roster_sim::start(sim_config).await.context("starting the stand-in cluster")?;
@@ -722,7 +775,7 @@ async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     let alive = health.clone();
     let probes = StreamProbes { alive: Some(Arc::new(move || alive.check())), ..StreamProbes::default() };
     let result = tokio::select! {
-        result = serve_dns(store, args.dns, &args.serve, metrics, &args.zone.zone, probes) => result,
+        result = serve_dns(store, args.dns, &args.serve, metrics, &args.zone.zone, probes, pod_dns_sockets(pod_dns)) => result,
         result = stream_server => result.context("record stream server")?.context("record stream server"),
     };
     watch.abort();

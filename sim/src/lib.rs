@@ -66,8 +66,12 @@
 //! [`Store::refuse_watches`] (an outage), [`Store::compact_history`] (resumes get 410 Gone) and
 //! [`Store::gone_served`].
 //!
+//! # Exec and attach
+//! `pods/exec` and `pods/attach` over WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`) run the host's
+//! command in a network namespace made for the pod ([`podnet`]), as root; see `api/exec/`.
+//!
 //! # Not served
-//! `exec`, `attach`, `port-forward` (the containers are imaginary; `logs` answers empty; `eviction`
+//! `port-forward` (the containers are imaginary; `logs` answers empty; `eviction`
 //! deletes, as no PodDisruptionBudgets exist), DaemonSets, Jobs, RBAC and authentication, protobuf
 //! responses, and the StatefulSet controller (roster's identity controller fills that role).
 
@@ -78,6 +82,7 @@ mod controllers;
 mod kubeconfig;
 pub mod meta;
 mod patch;
+pub mod podnet;
 mod proto;
 pub mod resources;
 pub mod selector;
@@ -122,6 +127,8 @@ pub struct SimConfig {
     pub bookmark_interval: Duration,
     /// Whether the kubelet stand-in records Events (Scheduled, Pulled, Created, Started, Killing).
     pub kubelet_events: bool,
+    /// The pod network exec and attach run commands in (see [`podnet`]).
+    pub pod_network: podnet::PodNetworkConfig,
 }
 
 impl Default for SimConfig {
@@ -136,6 +143,7 @@ impl Default for SimConfig {
             watch_history: 10_000,
             bookmark_interval: Duration::from_secs(10),
             kubelet_events: true,
+            pod_network: podnet::PodNetworkConfig::default(),
         }
     }
 }
@@ -179,6 +187,7 @@ pub struct SimHandle {
     store: Arc<Store>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    pod_network: Arc<podnet::PodNetwork>,
     _tmp: Option<TempDir>,
 }
 
@@ -217,6 +226,8 @@ impl SimHandle {
         for t in self.tasks.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
+        let network = self.pod_network.clone();
+        let _ = tokio::task::spawn_blocking(move || network.remove_all()).await;
     }
 }
 
@@ -226,6 +237,8 @@ impl Drop for SimHandle {
         for t in &self.tasks {
             t.abort();
         }
+        // the pods' network namespaces outlive the process unless removed
+        self.pod_network.remove_all();
     }
 }
 
@@ -252,11 +265,17 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
     let kubeconfig = dir.join("kubeconfig");
     kubeconfig::write(&kubeconfig, addr).map_err(|source| SimError::Kubeconfig { path: kubeconfig.clone(), source })?;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let pod_network = podnet::PodNetwork::new(config.pod_network.clone());
+    if podnet::PodNetwork::check_privileges().is_ok() {
+        // namespaces of earlier runs that were killed before removing theirs
+        tokio::task::spawn_blocking(podnet::PodNetwork::sweep_stale);
+    }
     let app = Arc::new(api::App {
         store: store.clone(),
         addr,
         bookmark_interval: config.bookmark_interval,
         shutdown: shutdown_rx.clone(),
+        exec: api::ExecRuntime::new(pod_network.clone()),
     });
     let router = api::router(app);
     let mut server_shutdown = shutdown_rx.clone();
@@ -273,7 +292,8 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
             tracing::error!(error = %e, "the stand-in API server failed");
         }
     });
-    let mut tasks = vec![server];
+    let deletions = tokio::spawn(pod_network.clone().follow_deletions(store.clone(), shutdown_rx.clone()));
+    let mut tasks = vec![server, deletions];
     tasks.extend(controllers::spawn_all(store.clone(), &config, shutdown_rx));
-    Ok(SimHandle { addr, kubeconfig, store, shutdown, tasks, _tmp: tmp })
+    Ok(SimHandle { addr, kubeconfig, store, shutdown, tasks, pod_network, _tmp: tmp })
 }

@@ -1,6 +1,7 @@
 //! The HTTP API: path routing, request decoding, and the verbs over [`crate::store::Store`].
 
 mod discovery;
+mod exec;
 mod openapi;
 mod table;
 mod validation;
@@ -36,7 +37,11 @@ pub struct App {
     pub bookmark_interval: Duration,
     /// Flips to true at shutdown; open watches end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// pods/exec and pods/attach: the pod network and the sessions.
+    pub exec: exec::ExecRuntime,
 }
+
+pub use exec::ExecRuntime;
 
 /// The router: every path goes through one dispatcher, since Kubernetes paths are regular enough.
 pub fn router(app: Arc<App>) -> axum::Router {
@@ -103,6 +108,10 @@ async fn route(app: &Arc<App>, req: Request) -> Result<Response, ApiError> {
         _ => return Err(ApiError::no_route(&path)),
     };
     let target = resolve(app, group, version, rest).ok_or_else(|| ApiError::no_route(&path))?;
+    if exec::handles(&target) {
+        // a WebSocket session, not a verb over the store
+        return exec::serve(app, target, req).await;
+    }
     let headers = req.headers().clone();
     let body = axum::body::to_bytes(req.into_body(), 64 << 20)
         .await
@@ -261,10 +270,10 @@ fn serve_verb(
             }
             Ok(out(&obj))
         }
-        (_, Some(name), Some("exec" | "attach" | "portforward")) if rt.plural == "pods" && rt.group.is_empty() => {
+        (_, Some(name), Some("portforward")) if rt.plural == "pods" && rt.group.is_empty() => {
             store.get(rt, ns, name)?;
             Err(ApiError::bad_request(format!(
-                "pod {name}: the stand-in cluster's containers are imaginary, so exec, attach and port-forward are not available"
+                "pod {name}: the stand-in cluster's containers are imaginary, so port-forward is not available"
             )))
         }
         ("POST", None, None) if rt.group == "authorization.k8s.io" => {
