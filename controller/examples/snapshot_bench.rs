@@ -135,7 +135,12 @@ fn build_state(services: usize, endpoints: usize, namespaces: usize) -> ClusterS
             let pod = format!("{name}-{ordinal}");
             let ip = endpoint_ip(index);
             index += 1;
-            state.insert_pod(PodView { namespace: namespace.clone(), name: pod.clone(), ips: vec![ip] });
+            state.insert_pod(PodView {
+                namespace: namespace.clone(),
+                name: pod.clone(),
+                ips: vec![ip],
+                autopath: true,
+            });
             views.push(EndpointView {
                 addresses: vec![ip],
                 ready: true,

@@ -4,6 +4,7 @@
 //! the reference: both build every part with the same functions.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 
 use crate::frame::Change;
 use crate::name::DomainName;
@@ -30,8 +31,12 @@ pub struct IncrementalSynthesis {
     parts: HashMap<Source, ZoneData>,
     merged: HashMap<DomainName, MergedName>,
     record_count: usize,
+    /// Autopath claims of every pod part: address → namespace → how many pods claim it.
+    claims: HashMap<IpAddr, BTreeMap<String, u32>>,
     /// Names whose records may have changed since [`IncrementalSynthesis::take_changes`].
     touched: BTreeSet<DomainName>,
+    /// Addresses whose client may have changed since then.
+    touched_clients: BTreeSet<IpAddr>,
 }
 
 impl IncrementalSynthesis {
@@ -44,7 +49,9 @@ impl IncrementalSynthesis {
             parts: HashMap::new(),
             merged: HashMap::new(),
             record_count: 0,
+            claims: HashMap::new(),
             touched: BTreeSet::new(),
+            touched_clients: BTreeSet::new(),
         };
         synthesis.refresh(Source::Apex);
         synthesis
@@ -146,20 +153,33 @@ impl IncrementalSynthesis {
     /// The changes since the last call, one per name that may have changed (a `Set` may repeat the
     /// records a name already had; the publisher drops those).
     pub fn take_changes(&mut self) -> Vec<Change> {
-        std::mem::take(&mut self.touched)
-            .into_iter()
-            .map(|name| match self.merged.get(&name) {
-                Some(merged) => Change::Set { name, records: merged.records.keys().cloned().collect() },
-                None => Change::Remove { name },
-            })
-            .collect()
+        let names = std::mem::take(&mut self.touched).into_iter().map(|name| match self.merged.get(&name) {
+            Some(merged) => Change::Set { name, records: merged.records.keys().cloned().collect() },
+            None => Change::Remove { name },
+        });
+        let mut changes: Vec<Change> = names.collect();
+        for ip in std::mem::take(&mut self.touched_clients) {
+            changes.push(Change::Client { ip, namespace: self.client(ip) });
+        }
+        changes
     }
 
     /// The whole zone as it is now, equal to `synthesize(self.state(), config)`.
     pub fn zone(&self) -> ZoneData {
         let names =
             self.merged.iter().map(|(name, merged)| (name.clone(), merged.records.keys().cloned().collect())).collect();
-        ZoneData { names }
+        let clients = self.claims.keys().filter_map(|ip| Some((*ip, self.client(*ip)?))).collect();
+        ZoneData { names, clients }
+    }
+
+    /// The namespace `ip` maps to: the only one claiming it (see `synth::unambiguous_clients`).
+    fn client(&self, ip: IpAddr) -> Option<String> {
+        let claims = self.claims.get(&ip)?;
+        let mut namespaces = claims.keys();
+        match (namespaces.next(), namespaces.next()) {
+            (Some(only), None) => Some(only.clone()),
+            _ => None,
+        }
     }
 
     fn service_changed(&mut self, key: String, namespace: String) {
@@ -200,7 +220,7 @@ impl IncrementalSynthesis {
             }
             self.add(&next);
         }
-        if !next.names.is_empty() {
+        if !next.is_empty() {
             self.parts.insert(source, next);
         }
     }
@@ -217,6 +237,10 @@ impl IncrementalSynthesis {
                 *count += 1;
             }
             self.touched.insert(name.clone());
+        }
+        for (ip, namespace) in &part.clients {
+            *self.claims.entry(*ip).or_default().entry(namespace.clone()).or_default() += 1;
+            self.touched_clients.insert(*ip);
         }
     }
 
@@ -237,6 +261,19 @@ impl IncrementalSynthesis {
                 self.merged.remove(name);
             }
             self.touched.insert(name.clone());
+        }
+        for (ip, namespace) in &part.clients {
+            let Some(claims) = self.claims.get_mut(ip) else { continue };
+            if let Some(count) = claims.get_mut(namespace) {
+                *count -= 1;
+                if *count == 0 {
+                    claims.remove(namespace);
+                }
+            }
+            if claims.is_empty() {
+                self.claims.remove(ip);
+            }
+            self.touched_clients.insert(*ip);
         }
     }
 }
