@@ -279,11 +279,13 @@ impl ZoneStore {
     }
 
     fn build_clients(&self, zone: &ZoneData) -> Clients {
-        let mut clients = Clients::default();
-        if self.config.autopath.is_some() {
-            for (ip, namespace) in &zone.clients {
-                clients.set(*ip, Some(namespace));
-            }
+        if self.config.autopath.is_none() {
+            return Clients::default();
+        }
+        let v4 = zone.clients.keys().filter(|ip| ip.to_canonical().is_ipv4()).count();
+        let mut clients = Clients::with_capacity(v4, zone.clients.len() - v4);
+        for (ip, namespace) in &zone.clients {
+            clients.set(*ip, Some(namespace));
         }
         clients
     }

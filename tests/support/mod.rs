@@ -20,6 +20,7 @@ use roster_shared::{PodMode, SynthConfig, synthesize};
 
 pub const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/spec-cluster.yaml");
 
+pub mod netns;
 pub mod process;
 pub mod upstream;
 
