@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use crate::frame::Change;
 use crate::name::DomainName;
 use crate::records::{RData, ZoneData};
-use crate::synth::{Source, SynthConfig, synthesize_part};
+use crate::synth::{Source, SynthConfig, pod_clients, synthesize_part};
 use crate::views::{ClusterState, EndpointSliceView, NamespaceView, PodView, ServiceView, object_key};
 
 /// A name of the merged zone: how many parts hold it (an empty non-terminal counts too) and how many
@@ -31,7 +31,7 @@ pub struct IncrementalSynthesis {
     parts: HashMap<Source, ZoneData>,
     merged: HashMap<DomainName, MergedName>,
     record_count: usize,
-    /// Autopath claims of every pod part: address → namespace → how many pods claim it.
+    /// Autopath claims of every pod: address → namespace → how many pods claim it.
     claims: HashMap<IpAddr, BTreeMap<String, u32>>,
     /// Names whose records may have changed since [`IncrementalSynthesis::take_changes`].
     touched: BTreeSet<DomainName>,
@@ -136,7 +136,10 @@ impl IncrementalSynthesis {
             return false;
         }
         let namespace = view.namespace.clone();
-        self.state.pods.insert(key.clone(), view);
+        self.claim(&view, 1);
+        if let Some(old) = self.state.pods.insert(key.clone(), view) {
+            self.claim(&old, -1);
+        }
         self.refresh(Source::Pod(key));
         self.refresh(Source::Namespace(namespace));
         true
@@ -145,6 +148,7 @@ impl IncrementalSynthesis {
     /// Removes the pod `ns/name`.
     pub fn remove_pod(&mut self, key: &str) -> bool {
         let Some(old) = self.state.pods.remove(key) else { return false };
+        self.claim(&old, -1);
         self.refresh(Source::Pod(key.to_owned()));
         self.refresh(Source::Namespace(old.namespace));
         true
@@ -238,10 +242,6 @@ impl IncrementalSynthesis {
             }
             self.touched.insert(name.clone());
         }
-        for (ip, namespace) in &part.clients {
-            *self.claims.entry(*ip).or_default().entry(namespace.clone()).or_default() += 1;
-            self.touched_clients.insert(*ip);
-        }
     }
 
     fn subtract(&mut self, part: &ZoneData) {
@@ -262,18 +262,23 @@ impl IncrementalSynthesis {
             }
             self.touched.insert(name.clone());
         }
-        for (ip, namespace) in &part.clients {
-            let Some(claims) = self.claims.get_mut(ip) else { continue };
-            if let Some(count) = claims.get_mut(namespace) {
-                *count -= 1;
-                if *count == 0 {
-                    claims.remove(namespace);
-                }
+    }
+
+    /// Adds (`delta` 1) or withdraws (-1) a pod's autopath claims (`synth::pod_clients`). Kept beside
+    /// the parts, not in them: most pods have no records of their own, and a part per pod would cost
+    /// far more than a count per address.
+    fn claim(&mut self, pod: &PodView, delta: i32) {
+        for (ip, namespace) in pod_clients(pod) {
+            let claims = self.claims.entry(ip).or_default();
+            let count = claims.entry(namespace.to_owned()).or_default();
+            *count = count.saturating_add_signed(delta);
+            if *count == 0 {
+                claims.remove(namespace);
             }
             if claims.is_empty() {
-                self.claims.remove(ip);
+                self.claims.remove(&ip);
             }
-            self.touched_clients.insert(*ip);
+            self.touched_clients.insert(ip);
         }
     }
 }
@@ -310,6 +315,41 @@ mod tests {
         assert!(synthesis.remove_service("kube-system/kube-dns"));
         let changes = synthesis.take_changes();
         assert!(changes.contains(&Change::Remove { name: ns_dns }), "{changes:?}");
+        assert_eq!(synthesis.zone(), crate::synthesize(synthesis.state(), &config()));
+    }
+
+    fn client_pod(namespace: &str, name: &str, ip: &str, autopath: bool) -> PodView {
+        PodView { namespace: namespace.to_owned(), name: name.to_owned(), ips: vec![ip.parse().unwrap()], autopath }
+    }
+
+    fn clients(changes: &[Change]) -> Vec<(IpAddr, Option<String>)> {
+        changes
+            .iter()
+            .filter_map(|change| match change {
+                Change::Client { ip, namespace } => Some((*ip, namespace.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_reused_address_maps_to_its_new_pod_in_the_batch_that_brings_it() {
+        let mut synthesis = IncrementalSynthesis::new(config());
+        let ip: IpAddr = "10.244.0.7".parse().unwrap();
+        synthesis.upsert_pod(client_pod("demo", "a", "10.244.0.7", true));
+        assert_eq!(clients(&synthesis.take_changes()), [(ip, Some("demo".to_owned()))]);
+        // The old pod goes and a pod of another namespace gets its address: one change, to the new one.
+        synthesis.remove_pod("demo/a");
+        synthesis.upsert_pod(client_pod("other", "b", "10.244.0.7", true));
+        assert_eq!(clients(&synthesis.take_changes()), [(ip, Some("other".to_owned()))]);
+        // Claimed from two namespaces at once: nobody's.
+        synthesis.upsert_pod(client_pod("demo", "c", "10.244.0.7", true));
+        assert_eq!(clients(&synthesis.take_changes()), [(ip, None)]);
+        synthesis.remove_pod("demo/c");
+        assert_eq!(clients(&synthesis.take_changes()), [(ip, Some("other".to_owned()))]);
+        // Failed: no longer a client.
+        synthesis.upsert_pod(client_pod("other", "b", "10.244.0.7", false));
+        assert_eq!(clients(&synthesis.take_changes()), [(ip, None)]);
         assert_eq!(synthesis.zone(), crate::synthesize(synthesis.state(), &config()));
     }
 

@@ -55,7 +55,8 @@ pub enum Source {
     Namespace(String),
     /// A service's names, SRV and PTR records, from the service and its EndpointSlices (`ns/name`).
     Service(String),
-    /// A pod's `a-b-c-d.<ns>.pod.<zone>` records in verified mode, and its autopath clients (`ns/name`).
+    /// A pod's `a-b-c-d.<ns>.pod.<zone>` records in verified mode (`ns/name`). Its autopath claims are
+    /// counted beside the parts (`IncrementalSynthesis`).
     Pod(String),
 }
 
@@ -137,8 +138,6 @@ pub fn synthesize_part(
         Source::Pod(key) => {
             if let Some(pod) = state.pods.get(key) {
                 add_pod(&mut out, pod, config);
-                // The part holds this pod's claims; merging parts applies `unambiguous_clients`.
-                out.clients.extend(pod_clients(pod).map(|(ip, namespace)| (ip, namespace.to_owned())));
             }
         }
     }
