@@ -147,9 +147,14 @@ struct ServeArgs {
     /// Forward names outside the cluster zones to the nameservers of --resolv-conf.
     #[arg(long, env = "ROSTER_FORWARD")]
     forward: bool,
-    /// Where --forward finds its upstreams.
+    /// Where --forward finds its upstreams (and --autopath the node's search domains).
     #[arg(long, env = "ROSTER_RESOLV_CONF", default_value = "/etc/resolv.conf")]
     resolv_conf: PathBuf,
+    /// Complete pods' search lists in the server (CoreDNS's `autopath @kubernetes`): a query for the
+    /// first search name of a Running ClusterFirst pod that does not exist is answered with the first
+    /// of its other search names that does, behind a CNAME. Off by default, as in CoreDNS.
+    #[arg(long, env = "ROSTER_AUTOPATH")]
+    autopath: bool,
     /// Upstream queries in flight at most; beyond, queries are refused.
     #[arg(long, env = "ROSTER_MAX_CONCURRENT", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     max_concurrent: u32,
@@ -338,6 +343,17 @@ fn main() -> ExitCode {
 }
 
 impl ServeArgs {
+    /// `config` with autopath on when asked for, the node's search domains read from --resolv-conf.
+    fn autopath(&self, config: DnsConfig) -> anyhow::Result<DnsConfig> {
+        if !self.autopath {
+            return Ok(config);
+        }
+        let search = roster_dns::autopath::node_search(&self.resolv_conf)
+            .map_err(anyhow::Error::msg)
+            .context("--autopath (the node's search domains, from --resolv-conf)")?;
+        config.with_autopath(&search).context("--autopath: a search domain of --resolv-conf")
+    }
+
     /// The response rate limiter's settings, when on; an error names the flag out of range.
     fn rate_limit(&self) -> anyhow::Result<Option<roster_dns::rrl::RrlConfig>> {
         if self.rrl_responses_per_second == 0 {
@@ -365,8 +381,9 @@ fn check_args(command: &Command) -> anyhow::Result<()> {
         Command::Dns(args) => {
             let config = DnsConfig::new(&args.zone.zone, args.ttl, args.zone.pod_mode()).context("--zone/--ttl")?;
             if !args.reverse_zones.is_empty() {
-                config.with_reverse_zones(&args.reverse_zones).context("--reverse-zone")?;
+                config.clone().with_reverse_zones(&args.reverse_zones).context("--reverse-zone")?;
             }
+            args.serve.autopath(config)?;
             if !args.controller.is_empty() {
                 let tls = args.tls.client(args.tls_server_name.as_deref())?;
                 HttpSource::new(&args.controller, tls).map_err(anyhow::Error::msg).context("--controller")?;
@@ -379,7 +396,8 @@ fn check_args(command: &Command) -> anyhow::Result<()> {
         }
         Command::Crd | Command::Certs(_) => Ok(()),
         Command::Local(args) => {
-            DnsConfig::new(&args.zone.zone, args.ttl, args.zone.pod_mode()).context("--zone/--ttl")?;
+            let config = DnsConfig::new(&args.zone.zone, args.ttl, args.zone.pod_mode()).context("--zone/--ttl")?;
+            args.serve.autopath(config)?;
             check_serve(&args.serve)
         }
     }
@@ -416,6 +434,7 @@ async fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
     if !args.reverse_zones.is_empty() {
         config = config.with_reverse_zones(&args.reverse_zones).context("--reverse-zone")?;
     }
+    let config = args.serve.autopath(config)?;
     let synth = args.zone.synth_config()?;
     let store = Arc::new(ZoneStore::new(config));
     let metrics = Metrics::new(&args.listen.to_string());
@@ -667,6 +686,7 @@ fn print_certs(args: &CertsArgs) -> anyhow::Result<()> {
 async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     let synth = args.zone.synth_config()?;
     let config = DnsConfig::new(&args.zone.zone, args.ttl, args.zone.pod_mode()).context("--zone/--ttl")?;
+    let config = args.serve.autopath(config)?;
     #[cfg(not(feature = "sim"))]
     if args.kubeconfig.is_none() {
         anyhow::bail!(

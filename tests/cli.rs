@@ -123,6 +123,8 @@ fn bad_flags_are_rejected_with_a_clear_message() {
     assert!(run(&["dns", "--objects", EXAMPLES, "--ttl", "abc"]).contains("--ttl"));
     assert!(run(&["dns", "--objects", EXAMPLES, "--zone", "bad..zone"]).contains("bad..zone"));
     assert!(run(&["dns", "--objects", "/no/such/path"]).contains("/no/such/path"));
+    let autopath = run(&["dns", "--objects", EXAMPLES, "--autopath", "--resolv-conf", "/no/such/resolv.conf"]);
+    assert!(autopath.contains("--autopath") && autopath.contains("/no/such/resolv.conf"), "{autopath}");
     let env = Command::new(env!("CARGO_BIN_EXE_roster"))
         .args(["dns", "--objects", EXAMPLES])
         .env("ROSTER_LISTEN", "not-an-address")

@@ -99,13 +99,7 @@ impl Publisher {
         let Some(current) = &mut self.current else {
             return self.publish_with(full(), trigger);
         };
-        let changes: Vec<Change> = candidates
-            .into_iter()
-            .filter(|change| match change {
-                Change::Set { name, records } => current.names.get(name) != Some(records),
-                Change::Remove { name } => current.names.contains_key(name),
-            })
-            .collect();
+        let changes: Vec<Change> = candidates.into_iter().filter(|change| !current.already_has(change)).collect();
         if changes.is_empty() {
             return None;
         }

@@ -202,7 +202,22 @@ pub fn pod_view(pod: &Pod) -> Result<PodView, ConvertError> {
         texts.push(ip);
     }
     let ips = texts.iter().map(|t| parse_ip("status.podIPs", t)).collect::<Result<Vec<_>, _>>()?;
-    Ok(PodView { namespace, name, ips })
+    Ok(PodView { namespace, name, ips, autopath: autopath_client(pod) })
+}
+
+/// Whether the DNS server may complete this pod's search list (autopath): the kubelet gives it
+/// `<ns>.svc.<zone> svc.<zone> <zone>` and the node's search domains only when it runs with dnsPolicy
+/// ClusterFirst (the default; ClusterFirstWithHostNet is the same without hostNetwork) off the host
+/// network, and it asks from its own address only while Running. Search domains of its own in
+/// `dnsConfig` come after those the server knows, so such pods are left to search themselves.
+/// The API server always sets a phase; a manifest file may leave it out, and a pod it lists with an
+/// address is taken as running.
+fn autopath_client(pod: &Pod) -> bool {
+    let Some(spec) = &pod.spec else { return false };
+    let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_none_or(|phase| phase == "Running");
+    let cluster_first = matches!(spec.dns_policy.as_deref(), None | Some("ClusterFirst" | "ClusterFirstWithHostNet"));
+    let own_searches = spec.dns_config.as_ref().and_then(|c| c.searches.as_ref()).is_some_and(|s| !s.is_empty());
+    running && cluster_first && !spec.host_network.unwrap_or(false) && !own_searches
 }
 
 /// What a valid EndpointSlice loses in DNS because a name cannot be a DNS label: one line per endpoint

@@ -19,6 +19,9 @@ pub struct DnsConfig {
     /// TTL of every record, and the SOA minimum (negative TTL).
     pub ttl: u32,
     pub pod_mode: PodMode,
+    /// Autopath (server-side search completion) when set: the search domains the kubelet appends
+    /// after the cluster's (the node's, from `--resolv-conf`), in order. `None`: off.
+    pub autopath: Option<Vec<DomainName>>,
 }
 
 impl DnsConfig {
@@ -28,12 +31,18 @@ impl DnsConfig {
         }
         let cluster_zone = parse_zone(cluster_zone)?;
         let reverse_zones = vec![parse_zone("in-addr.arpa")?, parse_zone("ip6.arpa")?];
-        Ok(Self { cluster_zone, reverse_zones, ttl, pod_mode })
+        Ok(Self { cluster_zone, reverse_zones, ttl, pod_mode, autopath: None })
     }
 
     /// Replaces the reverse zones, e.g. with the zones of configured CIDRs.
     pub fn with_reverse_zones(mut self, zones: &[String]) -> Result<Self, ConfigError> {
         self.reverse_zones = zones.iter().map(|z| parse_zone(z)).collect::<Result<_, _>>()?;
+        Ok(self)
+    }
+
+    /// Turns autopath on, with the node's search domains after the cluster's.
+    pub fn with_autopath(mut self, node_search: &[String]) -> Result<Self, ConfigError> {
+        self.autopath = Some(node_search.iter().map(|z| parse_zone(z)).collect::<Result<_, _>>()?);
         Ok(self)
     }
 

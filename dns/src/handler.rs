@@ -12,12 +12,13 @@ use hickory_proto::rr::{DNSClass, LowerName, Name, RecordType};
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::Request;
 
+use crate::autopath::SearchPath;
 use crate::forward::Forwarder;
 use crate::lookup::{Answer, answer};
 use crate::metrics::{Metrics, Observation, static_label};
 use crate::rrl::{ResponseKind, ResponseRateLimiter, Verdict};
 use crate::store::ZoneStore;
-use crate::wire::{MessageWriter, OPT_LEN, WireName};
+use crate::wire::{MessageWriter, Node, OPT_LEN, WireName};
 
 /// The UDP payload size roster accepts and caps its own answers at (RFC 6891 §6.2.5 leaves it to us;
 /// 4096 is what BIND and CoreDNS advertise).
@@ -33,6 +34,8 @@ pub struct FrontHandler {
     rotation: Arc<AtomicUsize>,
     /// Response rate limiting for UDP, when on.
     rrl: Option<Arc<ResponseRateLimiter>>,
+    /// The search domains autopath walks, when it is on.
+    search: Option<Arc<SearchPath>>,
 }
 
 impl FrontHandler {
@@ -40,12 +43,13 @@ impl FrontHandler {
         let zone_labels: Vec<&'static str> =
             store.zones().iter().map(|z| static_label(format!("{}.", z.name))).collect();
         Self {
-            store,
             forwarder: None,
             metrics: None,
             zone_labels: zone_labels.into(),
             rotation: Arc::default(),
             rrl: None,
+            search: SearchPath::new(store.config()).map(Arc::new),
+            store,
         }
     }
 
@@ -100,7 +104,11 @@ impl FrontHandler {
         }
         let Some(wire) = WireName::from_name(query.original().name()) else { return true };
         let view = self.store.view();
-        view.node(wire.as_bytes()).is_none_or(|node| !node.has(RecordType::CNAME))
+        match view.node(wire.as_bytes()) {
+            Some(node) => !node.has(RecordType::CNAME),
+            // A missing name asked by an autopath client may be walked out of the zone.
+            None => self.search.is_none() || view.client_namespace(request.src().ip()).is_none(),
+        }
     }
 
     /// Decides the answer to a request that parsed; also returns the zone label for metrics.
@@ -132,12 +140,33 @@ impl FrontHandler {
         let Some(wire) = WireName::from_name(query.original().name()) else {
             return (Answer::error(ResponseCode::FormErr), zone_label);
         };
-        let mut found = answer(&self.store, zone, &wire, qtype, size_limit);
-        let Some(forwarder) = &self.forwarder else { return (found, zone_label) };
+        let found = self.authoritative(zone, &wire, query.original(), size_limit, dnssec_ok).await;
+        if found.rcode == ResponseCode::NXDomain
+            && zone == 0
+            && let Some(walked) = self.autopath(request, query.original(), size_limit, dnssec_ok).await
+        {
+            return (walked, zone_label);
+        }
+        (found, zone_label)
+    }
+
+    /// The answer for a name in our zone `zone`: from the store, with reverse names we hold nothing for
+    /// and ExternalName targets sent on to the forwarder when there is one.
+    async fn authoritative(
+        &self,
+        zone: usize,
+        wire: &WireName,
+        query: &Query,
+        size_limit: usize,
+        dnssec_ok: bool,
+    ) -> Answer {
+        let qtype = query.query_type();
+        let mut found = answer(&self.store, zone, wire, qtype, size_limit);
+        let Some(forwarder) = &self.forwarder else { return found };
 
         // Reverse names we hold nothing for fall through to the upstreams (kubeadm's `fallthrough`).
         if found.rcode == ResponseCode::NXDomain && zone > 0 {
-            return (forwarder.resolve(query.original(), dnssec_ok).await, zone_label);
+            return forwarder.resolve(query, dnssec_ok).await;
         }
         // ExternalName: chase the CNAME's target through the forwarder; the CNAME alone if that fails.
         if matches!(qtype, RecordType::A | RecordType::AAAA)
@@ -149,7 +178,39 @@ impl FrontHandler {
                 found.forwarded = chased.forwarded.without_additionals();
             }
         }
-        (found, zone_label)
+        found
+    }
+
+    /// Autopath (`crate::autopath`): when `asked` is the first search candidate of the pod asking,
+    /// the first of its other candidates that does not answer NXDOMAIN (or an error), behind a CNAME
+    /// from the asked name when it has records; `None` when autopath does not apply or every
+    /// candidate is missing (the asked name's own NXDOMAIN stands, as CoreDNS answers).
+    async fn autopath(&self, request: &Request, asked: &Query, size_limit: usize, dnssec_ok: bool) -> Option<Answer> {
+        let search = self.search.as_ref()?;
+        let candidates = {
+            let view = self.store.view();
+            let namespace = view.client_namespace(request.src().ip())?;
+            search.candidates(namespace, asked.name())?
+        };
+        for candidate in candidates {
+            let query = Query::query(candidate.clone(), asked.query_type());
+            let lower = LowerName::new(&candidate);
+            let found = match self.store.zone_of(&lower) {
+                Some(zone) => {
+                    let Some(wire) = WireName::from_name(&candidate) else { continue };
+                    self.authoritative(zone, &wire, &query, size_limit, dnssec_ok).await
+                }
+                None if self.forwarder.is_some() => self.forward(&lower, &query, dnssec_ok).await,
+                None => continue,
+            };
+            if found.rcode == ResponseCode::NoError {
+                if let Some(metrics) = &self.metrics {
+                    metrics.autopath_succeeded();
+                }
+                return Some(with_cname(asked.name(), &candidate, found, self.store.config().ttl));
+            }
+        }
+        None
     }
 
     async fn forward(&self, name: &LowerName, query: &Query, dnssec_ok: bool) -> Answer {
@@ -162,6 +223,25 @@ impl FrontHandler {
         }
         forwarder.resolve(query, dnssec_ok).await
     }
+}
+
+/// CoreDNS's `cnamer`: an answer for `candidate` given for `asked`, led by a CNAME from `asked` to
+/// `candidate` when it has answer records (NODATA stays as it is). The CNAME's TTL is the answer's
+/// (the smallest forwarded TTL, at most the zone's).
+fn with_cname(asked: &Name, candidate: &Name, mut found: Answer, zone_ttl: u32) -> Answer {
+    if found.local.is_empty() && !found.forwarded.has_answers() {
+        return found;
+    }
+    let (Some(owner), Some(target)) = (WireName::from_name(asked), WireName::from_name(candidate)) else {
+        return found;
+    };
+    if found.local.is_empty() {
+        // Only forwarded records: the local TTL applies to the CNAME alone.
+        found.ttl = found.forwarded.ttls().into_iter().min().unwrap_or(zone_ttl).min(zone_ttl);
+    }
+    let cname = Node::build(owner.as_bytes(), &[(RecordType::CNAME, vec![target.as_bytes().to_vec()])]);
+    found.local.splice(0..0, cname.set(RecordType::CNAME));
+    found
 }
 
 /// A decided answer with what is needed to put it on the wire and to observe it.

@@ -6,6 +6,8 @@
 //! roster's writer ([`wire::MessageWriter`]); `udp` and `tcp` are the server loops. hickory types stay
 //! inside this crate.
 
+pub mod autopath;
+pub mod clients;
 pub mod config;
 pub mod convert;
 pub mod forward;

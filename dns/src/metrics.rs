@@ -146,6 +146,12 @@ pub struct Metrics {
     /// roster's own: upstream messages dropped as not answering our query (spoofed or stray).
     pub forward_rejected: Family<ForwardRejectLabels, Counter>,
     programming: Family<ProgrammingLabels, Histogram, fn() -> Histogram>,
+    autopath: Family<ServerLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabels {
+    pub server: &'static str,
 }
 
 /// One answered query, as the front handler saw it.
@@ -292,6 +298,8 @@ impl Metrics {
         for service_kind in ["cluster_ip", "headless_with_selector"] {
             let _ = programming.get_or_create(&ProgrammingLabels { service_kind });
         }
+        let autopath = Family::<ServerLabels, Counter>::default();
+        registry.register("coredns_autopath_success", "Counter of requests that did autopath.", autopath.clone());
         Arc::new(Self {
             handles: parking_lot::RwLock::default(),
             registry,
@@ -309,7 +317,13 @@ impl Metrics {
             forward_responses,
             forward_rejected,
             programming,
+            autopath,
         })
+    }
+
+    /// One query answered by autopath (`coredns_autopath_success_total`).
+    pub fn autopath_succeeded(&self) {
+        self.autopath.get_or_create(&ServerLabels { server: self.server }).inc();
     }
 
     pub fn server(&self) -> &'static str {

@@ -19,6 +19,9 @@ use hickory_proto::rr::{LowerName, Name, RecordType};
 use parking_lot::RwLock;
 use roster_shared::{Change, DomainName, Frame, RData, ZoneData};
 
+use std::net::IpAddr;
+
+use crate::clients::Clients;
 use crate::config::DnsConfig;
 use crate::convert::{ns_rdata, record_type, soa_rdata, to_lower, to_rdata, to_wire};
 use crate::wire::{Node, Set, WireName, is_within};
@@ -88,6 +91,8 @@ struct Table {
     soas: Vec<Node>,
     /// The stream position of the last applied frame: (epoch, generation).
     position: Option<(u64, u64)>,
+    /// Autopath clients (kept only when autopath is on), swapped with the names they came with.
+    clients: Clients,
 }
 
 #[derive(Debug)]
@@ -116,6 +121,11 @@ impl View<'_> {
 
     pub fn soa(&self, zone: usize) -> Option<Set> {
         self.table.soas.get(zone).and_then(|node| node.set(RecordType::SOA))
+    }
+
+    /// The namespace of the autopath client at `ip` (always `None` with autopath off).
+    pub fn client_namespace(&self, ip: IpAddr) -> Option<&str> {
+        self.table.clients.namespace(ip)
     }
 }
 
@@ -209,8 +219,10 @@ impl ZoneStore {
                 let mut names = self.build_names(zone);
                 let soas = self.build_soas(*generation);
                 self.restore_apexes(&mut names, &soas);
+                let clients = self.build_clients(zone);
                 let mut table = self.table.write();
-                let old = std::mem::replace(&mut *table, Table { names, soas, position: Some((*epoch, *generation)) });
+                let position = Some((*epoch, *generation));
+                let old = std::mem::replace(&mut *table, Table { names, soas, position, clients });
                 drop(table);
                 // Freed outside the lock: dropping a large table takes long enough to stall readers.
                 drop(old);
@@ -237,6 +249,13 @@ impl ZoneStore {
                     }
                 }
                 self.restore_apexes(&mut table.names, &soas);
+                if self.config.autopath.is_some() {
+                    for change in changes {
+                        if let Change::Client { ip, namespace } = change {
+                            table.clients.set(*ip, namespace.as_deref());
+                        }
+                    }
+                }
                 table.soas = soas;
                 table.position = Some((epoch, *generation));
                 Ok(())
@@ -259,6 +278,23 @@ impl ZoneStore {
         names
     }
 
+    fn build_clients(&self, zone: &ZoneData) -> Clients {
+        if self.config.autopath.is_none() {
+            return Clients::default();
+        }
+        let v4 = zone.clients.keys().filter(|ip| ip.to_canonical().is_ipv4()).count();
+        let mut clients = Clients::with_capacity(v4, zone.clients.len() - v4);
+        for (ip, namespace) in &zone.clients {
+            clients.set(*ip, Some(namespace));
+        }
+        clients
+    }
+
+    /// How many autopath clients are held.
+    pub fn client_count(&self) -> usize {
+        self.table.read().clients.len()
+    }
+
     fn prepare_changes(&self, changes: &[Change]) -> Vec<(Vec<u8>, Option<Node>)> {
         changes
             .iter()
@@ -269,6 +305,8 @@ impl ZoneStore {
                     (wire, Some(node))
                 }),
                 Change::Remove { name } => self.in_zones(name).then(|| (to_wire(name), None)),
+                // Applied under the write lock, with the names (`apply`).
+                Change::Client { .. } => None,
             })
             .collect()
     }

@@ -18,8 +18,9 @@ use roster_shared::{Change, DomainName, Frame};
 fn names(frame: &Frame) -> Vec<&DomainName> {
     let names: Box<dyn Iterator<Item = &DomainName>> = match frame {
         Frame::Snapshot { zone, .. } => Box::new(zone.names.keys()),
-        Frame::Delta { changes, .. } => Box::new(changes.iter().map(|change| match change {
-            Change::Set { name, .. } | Change::Remove { name } => name,
+        Frame::Delta { changes, .. } => Box::new(changes.iter().filter_map(|change| match change {
+            Change::Set { name, .. } | Change::Remove { name } => Some(name),
+            Change::Client { .. } => None,
         })),
         Frame::Bookmark { .. } => Box::new(std::iter::empty()),
     };

@@ -290,7 +290,8 @@ impl Model {
                         Change::Remove { name } => {
                             self.names.remove(name);
                         }
-                        Change::Set { .. } => {}
+                        // Autopath clients: the model answers no autopath (the store keeps none by default).
+                        Change::Set { .. } | Change::Client { .. } => {}
                     }
                 }
                 self.generation = Some(*generation);

@@ -1,5 +1,6 @@
 //! Frames of the record stream from the controller to DNS replicas: a snapshot, then deltas.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -16,8 +17,20 @@ pub const STREAM_ENCODING_ZSTD: &str = "zstd";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Change {
-    Set { name: DomainName, records: Vec<RData> },
-    Remove { name: DomainName },
+    Set {
+        name: DomainName,
+        records: Vec<RData>,
+    },
+    Remove {
+        name: DomainName,
+    },
+    /// The autopath client at `ip`: the namespace of the one pod there that may be autopathed, or
+    /// `None` when there is none (see [`ZoneData::clients`]).
+    Client {
+        ip: IpAddr,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
+    },
 }
 
 /// The earliest cause of a delta: an EndpointSlice's `endpoints.kubernetes.io/last-change-trigger-time`

@@ -4,11 +4,12 @@
 //! the reference: both build every part with the same functions.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 
 use crate::frame::Change;
 use crate::name::DomainName;
 use crate::records::{RData, ZoneData};
-use crate::synth::{Source, SynthConfig, synthesize_part};
+use crate::synth::{Source, SynthConfig, pod_clients, synthesize_part};
 use crate::views::{ClusterState, EndpointSliceView, NamespaceView, PodView, ServiceView, object_key};
 
 /// A name of the merged zone: how many parts hold it (an empty non-terminal counts too) and how many
@@ -30,8 +31,12 @@ pub struct IncrementalSynthesis {
     parts: HashMap<Source, ZoneData>,
     merged: HashMap<DomainName, MergedName>,
     record_count: usize,
+    /// Autopath claims of every pod: address → namespace → how many pods claim it.
+    claims: HashMap<IpAddr, BTreeMap<String, u32>>,
     /// Names whose records may have changed since [`IncrementalSynthesis::take_changes`].
     touched: BTreeSet<DomainName>,
+    /// Addresses whose client may have changed since then.
+    touched_clients: BTreeSet<IpAddr>,
 }
 
 impl IncrementalSynthesis {
@@ -44,7 +49,9 @@ impl IncrementalSynthesis {
             parts: HashMap::new(),
             merged: HashMap::new(),
             record_count: 0,
+            claims: HashMap::new(),
             touched: BTreeSet::new(),
+            touched_clients: BTreeSet::new(),
         };
         synthesis.refresh(Source::Apex);
         synthesis
@@ -129,7 +136,10 @@ impl IncrementalSynthesis {
             return false;
         }
         let namespace = view.namespace.clone();
-        self.state.pods.insert(key.clone(), view);
+        self.claim(&view, 1);
+        if let Some(old) = self.state.pods.insert(key.clone(), view) {
+            self.claim(&old, -1);
+        }
         self.refresh(Source::Pod(key));
         self.refresh(Source::Namespace(namespace));
         true
@@ -138,6 +148,7 @@ impl IncrementalSynthesis {
     /// Removes the pod `ns/name`.
     pub fn remove_pod(&mut self, key: &str) -> bool {
         let Some(old) = self.state.pods.remove(key) else { return false };
+        self.claim(&old, -1);
         self.refresh(Source::Pod(key.to_owned()));
         self.refresh(Source::Namespace(old.namespace));
         true
@@ -146,20 +157,33 @@ impl IncrementalSynthesis {
     /// The changes since the last call, one per name that may have changed (a `Set` may repeat the
     /// records a name already had; the publisher drops those).
     pub fn take_changes(&mut self) -> Vec<Change> {
-        std::mem::take(&mut self.touched)
-            .into_iter()
-            .map(|name| match self.merged.get(&name) {
-                Some(merged) => Change::Set { name, records: merged.records.keys().cloned().collect() },
-                None => Change::Remove { name },
-            })
-            .collect()
+        let names = std::mem::take(&mut self.touched).into_iter().map(|name| match self.merged.get(&name) {
+            Some(merged) => Change::Set { name, records: merged.records.keys().cloned().collect() },
+            None => Change::Remove { name },
+        });
+        let mut changes: Vec<Change> = names.collect();
+        for ip in std::mem::take(&mut self.touched_clients) {
+            changes.push(Change::Client { ip, namespace: self.client(ip) });
+        }
+        changes
     }
 
     /// The whole zone as it is now, equal to `synthesize(self.state(), config)`.
     pub fn zone(&self) -> ZoneData {
         let names =
             self.merged.iter().map(|(name, merged)| (name.clone(), merged.records.keys().cloned().collect())).collect();
-        ZoneData { names }
+        let clients = self.claims.keys().filter_map(|ip| Some((*ip, self.client(*ip)?))).collect();
+        ZoneData { names, clients }
+    }
+
+    /// The namespace `ip` maps to: the only one claiming it (see `synth::unambiguous_clients`).
+    fn client(&self, ip: IpAddr) -> Option<String> {
+        let claims = self.claims.get(&ip)?;
+        let mut namespaces = claims.keys();
+        match (namespaces.next(), namespaces.next()) {
+            (Some(only), None) => Some(only.clone()),
+            _ => None,
+        }
     }
 
     fn service_changed(&mut self, key: String, namespace: String) {
@@ -200,7 +224,7 @@ impl IncrementalSynthesis {
             }
             self.add(&next);
         }
-        if !next.names.is_empty() {
+        if !next.is_empty() {
             self.parts.insert(source, next);
         }
     }
@@ -239,6 +263,24 @@ impl IncrementalSynthesis {
             self.touched.insert(name.clone());
         }
     }
+
+    /// Adds (`delta` 1) or withdraws (-1) a pod's autopath claims (`synth::pod_clients`). Kept beside
+    /// the parts, not in them: most pods have no records of their own, and a part per pod would cost
+    /// far more than a count per address.
+    fn claim(&mut self, pod: &PodView, delta: i32) {
+        for (ip, namespace) in pod_clients(pod) {
+            let claims = self.claims.entry(ip).or_default();
+            let count = claims.entry(namespace.to_owned()).or_default();
+            *count = count.saturating_add_signed(delta);
+            if *count == 0 {
+                claims.remove(namespace);
+            }
+            if claims.is_empty() {
+                self.claims.remove(&ip);
+            }
+            self.touched_clients.insert(ip);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -273,6 +315,41 @@ mod tests {
         assert!(synthesis.remove_service("kube-system/kube-dns"));
         let changes = synthesis.take_changes();
         assert!(changes.contains(&Change::Remove { name: ns_dns }), "{changes:?}");
+        assert_eq!(synthesis.zone(), crate::synthesize(synthesis.state(), &config()));
+    }
+
+    fn client_pod(namespace: &str, name: &str, ip: &str, autopath: bool) -> PodView {
+        PodView { namespace: namespace.to_owned(), name: name.to_owned(), ips: vec![ip.parse().unwrap()], autopath }
+    }
+
+    fn clients(changes: &[Change]) -> Vec<(IpAddr, Option<String>)> {
+        changes
+            .iter()
+            .filter_map(|change| match change {
+                Change::Client { ip, namespace } => Some((*ip, namespace.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_reused_address_maps_to_its_new_pod_in_the_batch_that_brings_it() {
+        let mut synthesis = IncrementalSynthesis::new(config());
+        let ip: IpAddr = "10.244.0.7".parse().unwrap();
+        synthesis.upsert_pod(client_pod("demo", "a", "10.244.0.7", true));
+        assert_eq!(clients(&synthesis.take_changes()), [(ip, Some("demo".to_owned()))]);
+        // The old pod goes and a pod of another namespace gets its address: one change, to the new one.
+        synthesis.remove_pod("demo/a");
+        synthesis.upsert_pod(client_pod("other", "b", "10.244.0.7", true));
+        assert_eq!(clients(&synthesis.take_changes()), [(ip, Some("other".to_owned()))]);
+        // Claimed from two namespaces at once: nobody's.
+        synthesis.upsert_pod(client_pod("demo", "c", "10.244.0.7", true));
+        assert_eq!(clients(&synthesis.take_changes()), [(ip, None)]);
+        synthesis.remove_pod("demo/c");
+        assert_eq!(clients(&synthesis.take_changes()), [(ip, Some("other".to_owned()))]);
+        // Failed: no longer a client.
+        synthesis.upsert_pod(client_pod("other", "b", "10.244.0.7", false));
+        assert_eq!(clients(&synthesis.take_changes()), [(ip, None)]);
         assert_eq!(synthesis.zone(), crate::synthesize(synthesis.state(), &config()));
     }
 

@@ -1,7 +1,7 @@
 //! The record model: what the cluster zone holds, independent of any DNS library.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +41,11 @@ impl RData {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ZoneData {
     pub names: BTreeMap<DomainName, Vec<RData>>,
+    /// Autopath: pod address → the namespace of the pod there whose search list the DNS server may
+    /// complete (see `PodView::autopath`). Only addresses with exactly one such namespace are here,
+    /// so a reused address never maps to an old pod. Carried in the same generation as the records.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub clients: BTreeMap<IpAddr, String>,
 }
 
 impl ZoneData {
@@ -75,6 +80,11 @@ impl ZoneData {
         }
     }
 
+    /// True when the zone holds no name and no client.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty() && self.clients.is_empty()
+    }
+
     pub fn record_count(&self) -> usize {
         self.names.values().map(Vec::len).sum()
     }
@@ -93,7 +103,26 @@ impl ZoneData {
                 changes.push(Change::Remove { name: name.clone() });
             }
         }
+        for (ip, namespace) in &next.clients {
+            if self.clients.get(ip) != Some(namespace) {
+                changes.push(Change::Client { ip: *ip, namespace: Some(namespace.clone()) });
+            }
+        }
+        for ip in self.clients.keys() {
+            if !next.clients.contains_key(ip) {
+                changes.push(Change::Client { ip: *ip, namespace: None });
+            }
+        }
         changes
+    }
+
+    /// True when `change` would change nothing here.
+    pub fn already_has(&self, change: &Change) -> bool {
+        match change {
+            Change::Set { name, records } => self.names.get(name) == Some(records),
+            Change::Remove { name } => !self.names.contains_key(name),
+            Change::Client { ip, namespace } => self.clients.get(ip) == namespace.as_ref(),
+        }
     }
 
     /// Applies changes produced by [`ZoneData::diff`].
@@ -105,6 +134,12 @@ impl ZoneData {
                 }
                 Change::Remove { name } => {
                     self.names.remove(name);
+                }
+                Change::Client { ip, namespace: Some(namespace) } => {
+                    self.clients.insert(*ip, namespace.clone());
+                }
+                Change::Client { ip, namespace: None } => {
+                    self.clients.remove(ip);
                 }
             }
         }

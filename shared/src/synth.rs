@@ -55,7 +55,8 @@ pub enum Source {
     Namespace(String),
     /// A service's names, SRV and PTR records, from the service and its EndpointSlices (`ns/name`).
     Service(String),
-    /// A pod's `a-b-c-d.<ns>.pod.<zone>` records in verified mode (`ns/name`).
+    /// A pod's `a-b-c-d.<ns>.pod.<zone>` records in verified mode (`ns/name`). Its autopath claims are
+    /// counted beside the parts (`IncrementalSynthesis`).
     Pod(String),
 }
 
@@ -85,8 +86,32 @@ pub fn synthesize(state: &ClusterState, config: &SynthConfig) -> ZoneData {
     for pod in state.pods.values() {
         add_pod(&mut out, pod, config);
     }
+    out.clients = unambiguous_clients(state.pods.values().flat_map(pod_clients));
     out.normalise();
     out
+}
+
+/// The autopath clients a pod claims: each of its addresses with its namespace, when it may be
+/// autopathed. Several pods may claim one address (a reused address whose old pod is still listed).
+pub fn pod_clients(pod: &PodView) -> impl Iterator<Item = (IpAddr, &str)> {
+    pod.ips.iter().filter(|_| pod.autopath).map(|ip| (*ip, pod.namespace.as_str()))
+}
+
+/// Claims → the client map: an address claimed from exactly one namespace maps to it; an address
+/// claimed from two (which pod is asking cannot be told) maps to none, so the server never completes
+/// the wrong search list.
+pub fn unambiguous_clients<'a>(claims: impl Iterator<Item = (IpAddr, &'a str)>) -> BTreeMap<IpAddr, String> {
+    let mut namespaces: BTreeMap<IpAddr, BTreeSet<&str>> = BTreeMap::new();
+    for (ip, namespace) in claims {
+        namespaces.entry(ip).or_default().insert(namespace);
+    }
+    namespaces
+        .into_iter()
+        .filter_map(|(ip, set)| match set.into_iter().collect::<Vec<_>>().as_slice() {
+            [only] => Some((ip, (*only).to_owned())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The records of one part of the zone. `slices` are the EndpointSlices of the service when `source`

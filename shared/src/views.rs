@@ -88,6 +88,11 @@ pub struct PodView {
     pub namespace: String,
     pub name: String,
     pub ips: Vec<IpAddr>,
+    /// True when this pod resolves through the cluster DNS with the kubelet's ClusterFirst search list
+    /// (`<ns>.svc.<zone> svc.<zone> <zone>`, then the node's), so that the server may complete that
+    /// list for it (autopath): phase Running, dnsPolicy ClusterFirst (or ClusterFirstWithHostNet)
+    /// without hostNetwork, and no search domains of its own in `dnsConfig`.
+    pub autopath: bool,
 }
 
 /// Everything synthesis reads, keyed by `namespace/name` so that replacing an object is one insert.

@@ -215,7 +215,12 @@ fn port_names_too_long_for_a_label_lose_only_their_srv_name() {
 #[test]
 fn long_pod_names_keep_their_pod_records() {
     let mut state = ClusterState::default();
-    state.insert_pod(PodView { namespace: "demo".to_owned(), name: "p".repeat(253), ips: vec![ip("10.244.3.3")] });
+    state.insert_pod(PodView {
+        namespace: "demo".to_owned(),
+        name: "p".repeat(253),
+        ips: vec![ip("10.244.3.3")],
+        autopath: true,
+    });
     let config = SynthConfig { pod_mode: PodMode::Verified, ..config("cluster.local", false) };
     let zone = synthesize(&state, &config);
     assert_eq!(

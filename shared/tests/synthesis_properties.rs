@@ -1,7 +1,7 @@
 //! Property tests for synthesis: structural invariants that must hold for any cluster.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
@@ -91,7 +91,12 @@ fn cluster() -> impl Strategy<Value = ClusterState> {
     (
         prop::collection::vec(service(), 0..6),
         (0usize..6).prop_flat_map(|n| (0..n).map(slice).collect::<Vec<_>>()),
-        prop::collection::vec((label(), prop::collection::vec(ip(), 0..2)), 0..4),
+        // Pods in two namespaces over a small address pool: addresses are shared (reused, hostNetwork),
+        // some pods may be autopathed and some not.
+        prop::collection::vec(
+            (label(), prop::collection::vec(ip(), 0..2), any::<bool>(), prop::sample::select(vec!["demo", "other"])),
+            0..4,
+        ),
     )
         .prop_map(|(services, slices, pods)| {
             let mut state = ClusterState::default();
@@ -102,8 +107,8 @@ fn cluster() -> impl Strategy<Value = ClusterState> {
             for slice in slices {
                 state.insert_endpoint_slice(slice);
             }
-            for (name, ips) in pods {
-                state.insert_pod(PodView { namespace: "demo".to_owned(), name, ips });
+            for (name, ips, autopath, namespace) in pods {
+                state.insert_pod(PodView { namespace: namespace.to_owned(), name, ips, autopath });
             }
             state
         })
@@ -260,6 +265,27 @@ proptest! {
                 prop_assert!(addresses_at(&verified, &name).contains(ip));
             }
         }
+    }
+}
+
+proptest! {
+    /// Autopath: an address maps to a namespace exactly when autopathed pods claim it from that
+    /// namespace alone; a pod that may not be autopathed claims nothing.
+    #[test]
+    fn clients_map_only_unambiguous_addresses(state in cluster()) {
+        let zone = synthesize(&state, &config(PodMode::Insecure, false));
+        let mut claims: BTreeMap<IpAddr, BTreeSet<&str>> = BTreeMap::new();
+        for pod in state.pods.values().filter(|pod| pod.autopath) {
+            for ip in &pod.ips {
+                claims.entry(*ip).or_default().insert(pod.namespace.as_str());
+            }
+        }
+        let expected: BTreeMap<IpAddr, String> = claims
+            .into_iter()
+            .filter(|(_, namespaces)| namespaces.len() == 1)
+            .map(|(ip, namespaces)| (ip, namespaces.into_iter().next().unwrap().to_owned()))
+            .collect();
+        prop_assert_eq!(&zone.clients, &expected);
     }
 }
 

@@ -20,6 +20,7 @@ use roster_shared::{PodMode, SynthConfig, synthesize};
 
 pub const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/spec-cluster.yaml");
 
+pub mod netns;
 pub mod process;
 pub mod upstream;
 
@@ -31,6 +32,8 @@ pub struct Options {
     pub upstreams: Vec<SocketAddr>,
     pub forward_timeout: Duration,
     pub max_concurrent: usize,
+    /// Autopath on (no node search domains).
+    pub autopath: bool,
 }
 
 impl Default for Options {
@@ -42,6 +45,7 @@ impl Default for Options {
             upstreams: Vec::new(),
             forward_timeout: Duration::from_millis(400),
             max_concurrent: 100,
+            autopath: false,
         }
     }
 }
@@ -63,7 +67,10 @@ impl Drop for TestServer {
 /// Starts a server on 127.0.0.1 (UDP and TCP on one port) serving the manifests at `path`; with
 /// `path = None` it starts with no data (not yet synced).
 pub async fn start(path: Option<&Path>, options: Options) -> TestServer {
-    let config = DnsConfig::new("cluster.local", options.ttl, options.pod_mode).unwrap();
+    let mut config = DnsConfig::new("cluster.local", options.ttl, options.pod_mode).unwrap();
+    if options.autopath {
+        config = config.with_autopath(&[]).unwrap();
+    }
     let synth = SynthConfig {
         zone: config.cluster_zone.clone(),
         pod_mode: options.pod_mode,

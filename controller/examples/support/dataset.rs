@@ -37,7 +37,12 @@ pub fn build_state(services: usize, endpoints: usize, namespaces: usize) -> Clus
             let pod = format!("{name}-{ordinal}");
             let ip = endpoint_ip(index);
             index += 1;
-            state.insert_pod(PodView { namespace: namespace.clone(), name: pod.clone(), ips: vec![ip] });
+            state.insert_pod(PodView {
+                namespace: namespace.clone(),
+                name: pod.clone(),
+                ips: vec![ip],
+                autopath: true,
+            });
             views.push(EndpointView {
                 addresses: vec![ip],
                 ready: true,

@@ -46,6 +46,11 @@ impl Forwarded {
         self.blob.is_empty()
     }
 
+    /// True when the answer section holds a record.
+    pub fn has_answers(&self) -> bool {
+        self.entries().any(|(_, entry)| entry.section == Section::Answer as u8)
+    }
+
     /// Bytes held (for the cache's accounting).
     pub fn byte_len(&self) -> usize {
         self.blob.capacity()
