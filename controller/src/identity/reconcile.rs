@@ -24,6 +24,9 @@ use super::sync::{self, Targets};
 /// How often a quiet set is looked at again.
 const RESYNC: Duration = Duration::from_secs(60);
 
+/// How often a set whose claim is growing looks again (claim events do not trigger passes).
+const CLAIM_POLL: Duration = Duration::from_secs(2);
+
 /// Upstream's "recheck with an uncached quorum read" before adopting: the set read from the API after
 /// the pods were read from the cache is still this set (same UID) and not being deleted.
 async fn can_adopt<K: SetKind>(ctx: &Context, set: &SetView) -> Result<(), String> {
@@ -257,6 +260,9 @@ pub async fn reconcile<K: SetKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
     }
     revision::truncate(&ctx, &set, &revs, &live).await?;
 
+    if claims.waiting {
+        return Ok(Action::requeue(CLAIM_POLL));
+    }
     Ok(match outcome.requeue_after {
         Some(s) => Action::requeue(Duration::from_secs(u64::try_from(s.max(1)).unwrap_or(1))),
         None => Action::requeue(RESYNC),

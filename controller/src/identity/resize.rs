@@ -27,6 +27,8 @@ pub struct Report {
     pub problems: Vec<Problem>,
     /// `status.volumeClaims` (with `InPlace` only).
     pub volume_claims: Option<Value>,
+    /// A claim is growing or waits to be bound: look again soon (claim changes do not trigger passes).
+    pub waiting: bool,
 }
 
 fn storage_request(claim: &PersistentVolumeClaim) -> Option<String> {
@@ -169,6 +171,7 @@ pub async fn run(ctx: &Context, set: &SetView, ordinals: &[i32]) -> Result<Repor
             }));
         }
     }
+    report.waiting = !resizing.is_empty();
     if !resizing.is_empty() {
         report.problems.push(Problem::resizing(resizing.join("; ")));
     }

@@ -190,6 +190,10 @@ pub async fn write<K: SetKind>(
     ctx.guard_write()?;
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &set.namespace);
     let mut patch = K::status_patch(status, &set.spec);
+    if status.conditions.is_none() && set.status.conditions.is_some() {
+        // The last condition went: a merge patch removes the list only when told so.
+        patch["status"]["conditions"] = serde_json::Value::Null;
+    }
     if volume_claims.is_some() || set.extensions.volume_claims_status.is_some() {
         patch["status"]["volumeClaims"] = volume_claims.unwrap_or(serde_json::Value::Null);
     }
