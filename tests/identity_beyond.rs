@@ -188,7 +188,8 @@ async fn claims(c: &Cluster) -> Vec<(String, String, String)> {
     out
 }
 
-const GROW: &str = r#"[{"op":"replace","path":"/spec/volumeClaimTemplates/0/spec/resources/requests/storage","value":"2Gi"}]"#;
+const GROW: &str =
+    r#"[{"op":"replace","path":"/spec/volumeClaimTemplates/0/spec/resources/requests/storage","value":"2Gi"}]"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_grow_to_their_template_ordinal_by_ordinal() {
@@ -215,8 +216,7 @@ async fn claims_grow_to_their_template_ordinal_by_ordinal() {
         .await;
     assert_eq!(set["status"]["volumeClaims"][0]["storage"], "2Gi");
     assert_eq!(set["status"]["volumeClaims"][0]["claims"], 3);
-    let notes: Vec<String> =
-        c.event_notes().await.into_iter().filter(|n| n.starts_with("Resize Claim")).collect();
+    let notes: Vec<String> = c.event_notes().await.into_iter().filter(|n| n.starts_with("Resize Claim")).collect();
     assert_eq!(
         notes,
         [0, 1, 2].map(|i| format!("Resize Claim www-web-{i} from 1Gi to 2Gi in IdentitySet web")),
@@ -238,15 +238,24 @@ async fn claims_that_cannot_grow_and_other_template_changes_are_reported() {
     create(&c, 2, "  volumeClaimUpdatePolicy: InPlace\n").await;
     c.wait_settled("web", 2).await;
     // The stand-in's admission, as kube-apiserver's: no growth without allowVolumeExpansion, no shrinking.
-    let grow = c.kubectl(&["patch", "pvc", "www-web-0", "-p", r#"{"spec":{"resources":{"requests":{"storage":"2Gi"}}}}"#]).await;
-    assert!(!grow.ok && grow.stderr.contains("storageclass that provisions the pvc must support resize"), "{}", grow.stderr);
-    let shrink = c.kubectl(&["patch", "pvc", "www-web-0", "-p", r#"{"spec":{"resources":{"requests":{"storage":"500Mi"}}}}"#]).await;
+    let grow = c
+        .kubectl(&["patch", "pvc", "www-web-0", "-p", r#"{"spec":{"resources":{"requests":{"storage":"2Gi"}}}}"#])
+        .await;
+    assert!(
+        !grow.ok && grow.stderr.contains("storageclass that provisions the pvc must support resize"),
+        "{}",
+        grow.stderr
+    );
+    let shrink = c
+        .kubectl(&["patch", "pvc", "www-web-0", "-p", r#"{"spec":{"resources":{"requests":{"storage":"500Mi"}}}}"#])
+        .await;
     assert!(!shrink.ok && shrink.stderr.contains("can not be less than status.capacity"), "{}", shrink.stderr);
 
     json_patch(&c, GROW).await;
     let failed = c
         .eventually("VolumeClaimResizeFailed", Duration::from_secs(30), async |c| {
-            condition(&c.set_json("web").await, "VolumeClaimResizeFailed").map(|x| x["message"].as_str().unwrap().to_owned())
+            condition(&c.set_json("web").await, "VolumeClaimResizeFailed")
+                .map(|x| x["message"].as_str().unwrap().to_owned())
         })
         .await;
     assert!(failed.contains("www-web-0") && failed.contains("must support resize"), "{failed}");
@@ -256,7 +265,11 @@ async fn claims_that_cannot_grow_and_other_template_changes_are_reported() {
 
     // OnClaimDelete: nothing grows, and every difference is said, not ignored.
     s::patch(&c, r#"{"spec":{"volumeClaimUpdatePolicy":"OnClaimDelete"}}"#).await;
-    json_patch(&c, r#"[{"op":"replace","path":"/spec/volumeClaimTemplates/0/spec/accessModes","value":["ReadWriteMany"]}]"#).await;
+    json_patch(
+        &c,
+        r#"[{"op":"replace","path":"/spec/volumeClaimTemplates/0/spec/accessModes","value":["ReadWriteMany"]}]"#,
+    )
+    .await;
     let changed = c
         .eventually("VolumeClaimTemplateChanged", Duration::from_secs(30), async |c| {
             let set = c.set_json("web").await;

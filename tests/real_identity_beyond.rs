@@ -19,7 +19,8 @@ use support::process::{Proc, free_port};
 const V1: &str = "registry.k8s.io/nginx-slim:0.8";
 const BREAK: &str = r#"[{"op":"add","path":"/spec/template/metadata/labels/roster.dev~1test-never-ready","value":"true"},{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"registry.k8s.io/nginx-slim:0.9"}]"#;
 const REVERT: &str = r#"[{"op":"remove","path":"/spec/template/metadata/labels/roster.dev~1test-never-ready"},{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"registry.k8s.io/nginx-slim:0.8"}]"#;
-const GROW: &str = r#"[{"op":"replace","path":"/spec/volumeClaimTemplates/0/spec/resources/requests/storage","value":"2Gi"}]"#;
+const GROW: &str =
+    r#"[{"op":"replace","path":"/spec/volumeClaimTemplates/0/spec/resources/requests/storage","value":"2Gi"}]"#;
 const EXPANDABLE: &str = "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: expandable}\nprovisioner: kubernetes.io/host-path\nallowVolumeExpansion: true\nvolumeBindingMode: Immediate\n";
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -60,7 +61,9 @@ impl Ns<'_> {
     /// The namespace, the headless service and the set `web` (`class`: its claims' StorageClass).
     fn create(&self, replicas: i32, extra: &str, class: Option<&str>) {
         self.cluster.kubectl_ok(&["create", "namespace", self.name]);
-        self.eventually("the default ServiceAccount", || self.kubectl(&["get", "serviceaccount", "default"]).ok.then_some(()));
+        self.eventually("the default ServiceAccount", || {
+            self.kubectl(&["get", "serviceaccount", "default"]).ok.then_some(())
+        });
         let class = class.map(|c| format!("      storageClassName: {c}\n")).unwrap_or_default();
         let doc = format!(
             "apiVersion: v1\nkind: Service\nmetadata: {{name: nginx}}\nspec:\n  clusterIP: None\n  selector: {{app: nginx}}\n  \
@@ -149,7 +152,15 @@ fn recovers_with_replace(ns: &Ns) {
     assert_ne!(revision(&ns.pod("web-2").unwrap()), broken);
     let message = ns.condition("RolloutRecovery").expect("RolloutRecovery condition");
     assert!(message.contains("web-2"), "{message}");
-    let events = ns.ok(&["get", "events", "--field-selector", "reason=RecoverRollout", "-o", "custom-columns=M:.message", "--no-headers"]);
+    let events = ns.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=RecoverRollout",
+        "-o",
+        "custom-columns=M:.message",
+        "--no-headers",
+    ]);
     assert!(events.contains("Replace Pod web-2 (revision ") && events.contains("not Ready"), "{events}");
 }
 
@@ -169,7 +180,14 @@ fn reserved_and_paused(ns: &Ns) {
     ns.settled(3);
     assert_eq!(ns.pod_names(), ["web-0", "web-2", "web-3"]);
     let old = ns.set()["status"]["updateRevision"].as_str().unwrap().to_owned();
-    ns.ok(&["patch", "identityset", "web", "--type=merge", "-p", r#"{"spec":{"updateStrategy":{"rollingUpdate":{"paused":true}}}}"#]);
+    ns.ok(&[
+        "patch",
+        "identityset",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"updateStrategy":{"rollingUpdate":{"paused":true}}}}"#,
+    ]);
     let image = r#"[{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"registry.k8s.io/nginx-slim:0.9"}]"#;
     ns.ok(&["patch", "identityset", "web", "--type=json", "-p", image]);
     let paused = ns.eventually("RolloutPaused", || ns.condition("RolloutPaused"));
@@ -180,7 +198,14 @@ fn reserved_and_paused(ns: &Ns) {
     }
     let wide = ns.ok(&["get", "identityset", "web", "-o", "wide"]);
     assert!(wide.contains("PAUSED") && wide.contains("true") && wide.contains("[1]"), "{wide}");
-    ns.ok(&["patch", "identityset", "web", "--type=merge", "-p", r#"{"spec":{"updateStrategy":{"rollingUpdate":{"paused":false}}}}"#]);
+    ns.ok(&[
+        "patch",
+        "identityset",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"updateStrategy":{"rollingUpdate":{"paused":false}}}}"#,
+    ]);
     ns.settled(3);
     assert_eq!(ns.pod_names(), ["web-0", "web-2", "web-3"]);
     ns.eventually("RolloutPaused gone", || ns.condition("RolloutPaused").is_none().then_some(()));
@@ -201,7 +226,15 @@ fn claims_grow_ordinal_by_ordinal(ns: &Ns) {
         let resizing = ns.condition("VolumeClaimsResizing").unwrap_or_default();
         assert!(resizing.contains(&name), "{resizing}");
         // The host-path volume has no resizer: the test plays the external one.
-        ns.ok(&["patch", "pvc", &name, "--subresource=status", "--type=merge", "-p", r#"{"status":{"capacity":{"storage":"2Gi"}}}"#]);
+        ns.ok(&[
+            "patch",
+            "pvc",
+            &name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"capacity":{"storage":"2Gi"}}}"#,
+        ]);
     }
     ns.eventually("status.volumeClaims complete", || {
         let s = ns.set();
@@ -219,8 +252,22 @@ fn growth_refused_and_changes_reported(ns: &Ns) {
     assert!(failed.contains("www-web-0") && failed.contains("must support resize"), "{failed}");
     assert!(!failed.contains("www-web-1"), "{failed}");
     assert_eq!(ns.claim("www-web-0").0, "1Gi");
-    ns.ok(&["patch", "identityset", "web", "--type=merge", "-p", r#"{"spec":{"volumeClaimUpdatePolicy":"OnClaimDelete"}}"#]);
-    ns.ok(&["patch", "identityset", "web", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/volumeClaimTemplates/0/spec/accessModes","value":["ReadWriteMany"]}]"#]);
+    ns.ok(&[
+        "patch",
+        "identityset",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"volumeClaimUpdatePolicy":"OnClaimDelete"}}"#,
+    ]);
+    ns.ok(&[
+        "patch",
+        "identityset",
+        "web",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/volumeClaimTemplates/0/spec/accessModes","value":["ReadWriteMany"]}]"#,
+    ]);
     let changed = ns.eventually("VolumeClaimTemplateChanged", || {
         let m = ns.condition("VolumeClaimTemplateChanged")?;
         (m.contains("accessModes") && ns.condition("VolumeClaimResizeFailed").is_none()).then_some(m)
@@ -277,7 +324,8 @@ fn identitysets_beyond_statefulsets_on_a_real_control_plane() {
         handles.into_iter().filter_map(|(n, h)| h.join().is_err().then(|| n.to_owned())).collect()
     });
     let log = roster.log();
-    let denied: Vec<&str> = log.lines().filter(|l| l.contains("forbidden") && !l.contains("must support resize")).collect();
+    let denied: Vec<&str> =
+        log.lines().filter(|l| l.contains("forbidden") && !l.contains("must support resize")).collect();
     assert!(failed.is_empty(), "cases failed: {failed:?}\nroster's log:\n{}", tail(&log));
     assert!(denied.is_empty(), "roster was refused by the API server:\n{}", denied.join("\n"));
     eprintln!("real_identity_beyond: {:?}", started.elapsed());

@@ -494,8 +494,13 @@ fn validate_pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
 /// kube-apiserver's PersistentVolumeClaimResize admission plugin (on by default): a claim's storage
 /// request may grow only when the claim is bound and its StorageClass (`classes`) has
 /// `allowVolumeExpansion: true`. Run on updates of claims, before they are stored.
-pub fn claim_resize(old: &Value, new: &Value, classes: &[std::sync::Arc<Value>]) -> Result<(), crate::status::ApiError> {
-    let bytes = |v: &Value| crate::controllers::pvc::quantity_bytes(meta::path_str(v, "spec.resources.requests.storage"));
+pub fn claim_resize(
+    old: &Value,
+    new: &Value,
+    classes: &[std::sync::Arc<Value>],
+) -> Result<(), crate::status::ApiError> {
+    let bytes =
+        |v: &Value| crate::controllers::pvc::quantity_bytes(meta::path_str(v, "spec.resources.requests.storage"));
     if bytes(new).unwrap_or(0) <= bytes(old).unwrap_or(0) {
         return Ok(());
     }
@@ -508,7 +513,8 @@ pub fn claim_resize(old: &Value, new: &Value, classes: &[std::sync::Arc<Value>])
     if meta::path_str(old, "status.phase") != "Bound" {
         return refuse("Only bound persistent volume claims can be expanded");
     }
-    let (class, old_class) = (meta::path_str(new, "spec.storageClassName"), meta::path_str(old, "spec.storageClassName"));
+    let (class, old_class) =
+        (meta::path_str(new, "spec.storageClassName"), meta::path_str(old, "spec.storageClassName"));
     let allows = !class.is_empty()
         && class == old_class
         && classes
@@ -520,7 +526,9 @@ pub fn claim_resize(old: &Value, new: &Value, classes: &[std::sync::Arc<Value>])
     if allows {
         Ok(())
     } else {
-        refuse("only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize")
+        refuse(
+            "only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize",
+        )
     }
 }
 
@@ -617,7 +625,10 @@ pub fn validate_update(rt: &ResourceType, old: &Value, new: &Value) -> Vec<Cause
             for v in [&mut o, &mut n] {
                 if let Some(m) = v.as_object_mut() {
                     m.retain(|_, x| !x.is_null());
-                    if bound && let Some(Value::Object(requests)) = m.get_mut("resources").and_then(|r| r.get_mut("requests")) {
+                    if bound
+                        && let Some(Value::Object(requests)) =
+                            m.get_mut("resources").and_then(|r| r.get_mut("requests"))
+                    {
                         requests.remove("storage");
                     }
                     m.remove("volumeAttributesClassName");
@@ -640,7 +651,8 @@ pub fn validate_update(rt: &ResourceType, old: &Value, new: &Value) -> Vec<Cause
                 && wants < was
                 && wants <= bytes(old, "status.capacity.storage").unwrap_or(0)
             {
-                causes.extend(forbidden("spec.resources.requests.storage", "field can not be less than status.capacity"));
+                causes
+                    .extend(forbidden("spec.resources.requests.storage", "field can not be less than status.capacity"));
             }
             causes
         }

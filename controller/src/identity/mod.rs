@@ -68,8 +68,8 @@ use kube::runtime::{WatchStreamExt, applier, reflector, watcher};
 pub use claims::claim_name;
 pub use context::Context;
 pub use crd::{
-    IdentitySet, IdentitySetRollingUpdate, IdentitySetSpec, IdentitySetStatus, IdentitySetUpdateStrategy, crd, crd_yaml,
-    install as install_crd,
+    IdentitySet, IdentitySetRollingUpdate, IdentitySetSpec, IdentitySetStatus, IdentitySetUpdateStrategy, crd,
+    crd_yaml, install as install_crd,
 };
 pub use error::Error;
 pub use leader::{LeaseSettings, default_identity};

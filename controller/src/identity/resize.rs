@@ -187,18 +187,17 @@ pub async fn run(ctx: &Context, set: &SetView, ordinals: &[i32]) -> Result<Repor
 
 /// Update `claim`'s storage request to `want` (a whole-object update, conditional on the cached
 /// resourceVersion, as the retention owners are written). `Some(reason)` when the API server refuses it.
-async fn grow(ctx: &Context, set: &SetView, claim: &PersistentVolumeClaim, want: &str) -> Result<Option<String>, Error> {
+async fn grow(
+    ctx: &Context,
+    set: &SetView,
+    claim: &PersistentVolumeClaim,
+    want: &str,
+) -> Result<Option<String>, Error> {
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &set.namespace);
     let name = claim.metadata.name.clone().unwrap_or_default();
     let have = storage_request(claim).unwrap_or_default();
     let mut next = claim.clone();
-    let requests = next
-        .spec
-        .get_or_insert_default()
-        .resources
-        .get_or_insert_default()
-        .requests
-        .get_or_insert_default();
+    let requests = next.spec.get_or_insert_default().resources.get_or_insert_default().requests.get_or_insert_default();
     requests.insert("storage".into(), k8s_openapi::apimachinery::pkg::api::resource::Quantity(want.to_owned()));
     ctx.guard_write()?;
     match api.replace(&name, &PostParams::default(), &next).await {
@@ -236,9 +235,6 @@ mod tests {
             "accessModes": ["ReadWriteMany"], "storageClassName": "fast",
             "resources": {"requests": {"storage": "2Gi"}, "limits": {"storage": "4Gi"}}
         }));
-        assert_eq!(
-            differing_fields(&changed, &stored),
-            ["accessModes", "storageClassName", "resources.limits"]
-        );
+        assert_eq!(differing_fields(&changed, &stored), ["accessModes", "storageClassName", "resources.limits"]);
     }
 }

@@ -228,17 +228,29 @@ impl SetView {
             return ordinal >= self.start_ordinal()
                 && i64::from(ordinal) < i64::from(self.start_ordinal()) + i64::from(self.replicas());
         }
-        self.wanted_ordinals().is_some_and(|w| w.binary_search(&ordinal).is_ok())
+        ordinal >= self.start_ordinal()
+            && self.end_ordinal().is_some_and(|end| ordinal < end)
+            && !self.is_reserved(ordinal)
     }
 
     /// One past the highest wanted ordinal (`start + replicas` without reserved ordinals); `None` when it
-    /// passes `i32::MAX` (pod names could not hold it: the spec cannot be acted on).
+    /// passes `i32::MAX` (pod names could not hold it: the spec cannot be acted on) or `reserveOrdinals`
+    /// is malformed.
     pub fn end_ordinal(&self) -> Option<i32> {
-        if self.extensions.reserve_ordinals.is_empty() {
-            return self.start_ordinal().checked_add(self.replicas());
+        let start = i64::from(self.start_ordinal());
+        let mut end = start + i64::from(self.replicas());
+        // Each reserved range that starts before the end so far pushes the end past itself.
+        for (a, b) in self.reserved().ok()? {
+            let (a, b) = (i64::from(a), i64::from(b));
+            if b < start {
+                continue;
+            }
+            if a >= end {
+                break;
+            }
+            end += b - a.max(start) + 1;
         }
-        let wanted = self.wanted_ordinals()?;
-        Some(wanted.last().map_or(self.start_ordinal(), |o| o.saturating_add(1)))
+        i32::try_from(end).ok()
     }
 
     /// `maxUnavailable` resolved against the replica count, as upstream's getStatefulSetMaxUnavailable:

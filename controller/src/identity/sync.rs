@@ -192,7 +192,10 @@ async fn replace_stuck(
         .filter_map(|(_, p)| p.as_ref())
         .filter(|p| {
             let rev = pods::revision(p);
-            !pods::is_terminating(p) && !pods::is_running_and_ready(p) && rev != t.current_revision && rev != t.update_revision
+            !pods::is_terminating(p)
+                && !pods::is_running_and_ready(p)
+                && rev != t.current_revision
+                && rev != t.update_revision
         })
         .collect();
     if stuck.is_empty() {

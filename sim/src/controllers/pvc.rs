@@ -63,12 +63,18 @@ fn expand(store: &Store, claim: &Value) {
             Ok(o)
         });
     }
-    let _ = store.mutate(&builtin("", "persistentvolumeclaims"), meta::namespace(claim), meta::name(claim), Subresource::Status, |old| {
-        let mut o = old.clone();
-        o["status"]["capacity"]["storage"] = request.clone();
-        meta::metadata_mut(&mut o).remove("resourceVersion");
-        Ok(o)
-    });
+    let _ = store.mutate(
+        &builtin("", "persistentvolumeclaims"),
+        meta::namespace(claim),
+        meta::name(claim),
+        Subresource::Status,
+        |old| {
+            let mut o = old.clone();
+            o["status"]["capacity"]["storage"] = request.clone();
+            meta::metadata_mut(&mut o).remove("resourceVersion");
+            Ok(o)
+        },
+    );
 }
 
 /// One pass over claims and volumes.
