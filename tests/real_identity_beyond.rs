@@ -306,7 +306,7 @@ fn identitysets_beyond_statefulsets_on_a_real_control_plane() {
     ]);
     cluster.eventually("roster local to start", WAIT, || roster.log().contains("roster local is up").then_some(()));
 
-    let cases: [(&'static str, fn(&Ns)); 5] = [
+    let cases: [(&'static str, Case); 5] = [
         ("recover", recovers_with_replace),
         ("freeze", stays_frozen_by_default),
         ("reserved-paused", reserved_and_paused),
@@ -330,6 +330,9 @@ fn identitysets_beyond_statefulsets_on_a_real_control_plane() {
     assert!(denied.is_empty(), "roster was refused by the API server:\n{}", denied.join("\n"));
     eprintln!("real_identity_beyond: {:?}", started.elapsed());
 }
+
+/// One case: runs in its own namespace of the shared cluster.
+type Case = fn(&Ns);
 
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();

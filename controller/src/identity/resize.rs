@@ -181,7 +181,7 @@ pub async fn run(ctx: &Context, set: &SetView, ordinals: &[i32]) -> Result<Repor
     if !changed.is_empty() {
         report.problems.push(Problem::template_changed(changed.join("; ")));
     }
-    report.volume_claims = in_place.then(|| Value::Array(statuses));
+    report.volume_claims = in_place.then_some(Value::Array(statuses));
     Ok(report)
 }
 
