@@ -67,6 +67,8 @@ async fn reserved_ordinals_are_never_created_and_replicas_counts_the_others() {
     c.wait_settled("web", 3).await;
     let wide = c.kubectl_ok(&["get", "identityset", "web", "-o", "wide"]).await;
     assert!(wide.contains("RESERVED") && wide.contains(r#"[1,"2-3"]"#), "{wide}");
+    let explain = c.kubectl_ok(&["explain", "identitysets.spec.reserveOrdinals"]).await;
+    assert!(explain.contains("OpenKruise"), "{explain}");
     // A malformed entry the schema cannot catch (a > b) is a condition, and nothing moves.
     s::patch(&c, r#"{"spec":{"reserveOrdinals":["3-2"]}}"#).await;
     c.eventually("InvalidSpec names reserveOrdinals", Duration::from_secs(30), async |c| {
@@ -151,6 +153,43 @@ async fn a_broken_rollout_recovers_when_reverted_with_rollout_recovery_replace()
     // Only the stuck pod was replaced (web-0 and web-1 never left the good revision).
     let e = c.timeline.entries();
     assert!(identity_support::pos(&e, "web-1", |s| *s == identity_support::Step::Terminating).is_none());
+}
+
+/// A fix instead of a revert (a third revision), Parallel with maxUnavailable 2: both stuck pods are
+/// replaced at once (the budget allows two), then the rollout goes on to web-0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_parallel_rollout_recovers_when_fixed_within_max_unavailable() {
+    let c = Cluster::start(K).await;
+    let extra = "  rolloutRecovery: Replace\n  podManagementPolicy: Parallel\n  updateStrategy: {rollingUpdate: {maxUnavailable: 2}}\n";
+    create(&c, 3, extra).await;
+    c.wait_settled("web", 3).await;
+    let original = s::update_revision(&c).await;
+    json_patch(&c, BREAK).await;
+    let broken = c
+        .eventually("web-1 and web-2 stuck at the broken revision", Duration::from_secs(60), async |c| {
+            let mut revs = Vec::new();
+            for n in ["web-1", "web-2"] {
+                let p = pod(c, n).await?;
+                let stuck = p["metadata"]["labels"]["roster.dev/test-never-ready"] == "true"
+                    && p["status"]["phase"] == "Running";
+                stuck.then_some(())?;
+                revs.push(revision(&p).to_owned());
+            }
+            (revs[0] == revs[1]).then(|| revs[0].clone())
+        })
+        .await;
+    let fix = r#"[{"op":"remove","path":"/spec/template/metadata/labels/roster.dev~1test-never-ready"},{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"nginx:1.26"}]"#;
+    json_patch(&c, fix).await;
+    c.wait_settled("web", 3).await;
+    let fixed = s::update_revision(&c).await;
+    assert!(fixed != original && fixed != broken);
+    for p in c.pods().await {
+        assert_eq!(revision(&p), fixed);
+    }
+    let notes = c.event_notes().await;
+    for n in ["web-1", "web-2"] {
+        assert!(notes.iter().any(|x| x.starts_with(&format!("Replace Pod {n} (revision {broken}"))), "{notes:#?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
