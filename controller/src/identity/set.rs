@@ -214,7 +214,8 @@ impl SetView {
                 next = b + 1;
             }
         }
-        if next + left - 1 > i64::from(i32::MAX) {
+        // As `end_ordinal`: one past the last ordinal must fit too.
+        if next + left > i64::from(i32::MAX) {
             return None;
         }
         out.extend((next..next + left).filter_map(|o| i32::try_from(o).ok()));
@@ -501,6 +502,9 @@ mod tests {
         let v = view(i32::MAX - 5, 5);
         assert_eq!(v.end_ordinal(), Some(i32::MAX));
         assert_eq!(v.spec_problem(), None);
+        // The ordinal list agrees with the end.
+        assert_eq!(view(i32::MAX - 2, 2).wanted_ordinals(), Some(vec![i32::MAX - 2, i32::MAX - 1]));
+        assert_eq!(view(i32::MAX - 1, 2).wanted_ordinals(), None);
     }
 
     #[test]
