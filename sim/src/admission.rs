@@ -511,7 +511,9 @@ pub fn claim_resize(
         )))
     };
     if meta::path_str(old, "status.phase") != "Bound" {
-        return refuse("Only bound persistent volume claims can be expanded");
+        // Validation, which runs first upstream, already refuses any change of an unbound claim's
+        // request (422, "spec is immutable"); the plugin's own "Only bound …" is never reached.
+        return Ok(());
     }
     let (class, old_class) =
         (meta::path_str(new, "spec.storageClassName"), meta::path_str(old, "spec.storageClassName"));
