@@ -42,6 +42,13 @@ fn the_api_server_refuses_malformed_identityset_specs() {
         ("  updateStrategy: {rollingUpdate: {maxUnavailable: '5'}}\n", "maxUnavailable"),
         ("  updateStrategy: {type: OnDelete, rollingUpdate: {partition: 1}}\n", "only allowed with type RollingUpdate"),
         ("  persistentVolumeClaimRetentionPolicy: {whenDeleted: Keep}\n", "whenDeleted"),
+        // IdentitySet-only fields.
+        ("  reserveOrdinals: [-1]\n", "spec.reserveOrdinals[0]"),
+        ("  reserveOrdinals: ['a-b']\n", "spec.reserveOrdinals[0]"),
+        ("  reserveOrdinals: ['1-']\n", "spec.reserveOrdinals[0]"),
+        ("  rolloutRecovery: Sometimes\n", "spec.rolloutRecovery"),
+        ("  volumeClaimUpdatePolicy: Always\n", "spec.volumeClaimUpdatePolicy"),
+        ("  updateStrategy: {rollingUpdate: {paused: maybe}}\n", "spec.updateStrategy.rollingUpdate.paused"),
     ];
     for (extra, field) in refused {
         let out =
@@ -56,6 +63,8 @@ fn the_api_server_refuses_malformed_identityset_specs() {
         "  podManagementPolicy: Parallel\n  updateStrategy: {type: RollingUpdate, rollingUpdate: {partition: 2, maxUnavailable: 3}}\n",
         "  updateStrategy: {rollingUpdate: {maxUnavailable: '100%'}}\n",
         "  updateStrategy: {type: OnDelete}\n  persistentVolumeClaimRetentionPolicy: {whenDeleted: Delete, whenScaled: Retain}\n",
+        "  reserveOrdinals: [1, '3', '5-9']\n  rolloutRecovery: Replace\n  volumeClaimUpdatePolicy: InPlace\n  updateStrategy: {rollingUpdate: {paused: true, partition: 1}}\n",
+        "  rolloutRecovery: Freeze\n  volumeClaimUpdatePolicy: OnClaimDelete\n",
     ];
     for extra in accepted {
         let out =

@@ -491,6 +491,49 @@ fn validate_pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
 }
 
 /// What an update may not change (the real strategies' immutability rules for the kinds roster writes).
+/// kube-apiserver's PersistentVolumeClaimResize admission plugin (on by default): a claim's storage
+/// request may grow only when the claim is bound and its StorageClass (`classes`) has
+/// `allowVolumeExpansion: true`. Run on updates of claims, before they are stored.
+pub fn claim_resize(
+    old: &Value,
+    new: &Value,
+    classes: &[std::sync::Arc<Value>],
+) -> Result<(), crate::status::ApiError> {
+    let bytes =
+        |v: &Value| crate::controllers::pvc::quantity_bytes(meta::path_str(v, "spec.resources.requests.storage"));
+    if bytes(new).unwrap_or(0) <= bytes(old).unwrap_or(0) {
+        return Ok(());
+    }
+    let refuse = |why: &str| {
+        Err(crate::status::ApiError::forbidden(format!(
+            "persistentvolumeclaims \"{}\" is forbidden: {why}",
+            meta::name(old)
+        )))
+    };
+    if meta::path_str(old, "status.phase") != "Bound" {
+        // Validation, which runs first upstream, already refuses any change of an unbound claim's
+        // request (422, "spec is immutable"); the plugin's own "Only bound …" is never reached.
+        return Ok(());
+    }
+    let (class, old_class) =
+        (meta::path_str(new, "spec.storageClassName"), meta::path_str(old, "spec.storageClassName"));
+    let allows = !class.is_empty()
+        && class == old_class
+        && classes
+            .iter()
+            .find(|c| meta::name(c) == class)
+            .and_then(|c| c.get("allowVolumeExpansion"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+    if allows {
+        Ok(())
+    } else {
+        refuse(
+            "only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize",
+        )
+    }
+}
+
 pub fn validate_update(rt: &ResourceType, old: &Value, new: &Value) -> Vec<Cause> {
     let spec = |v: &Value| v.get("spec").cloned().unwrap_or(json!({}));
     let forbidden =
@@ -579,22 +622,41 @@ pub fn validate_update(rt: &ResourceType, old: &Value, new: &Value) -> Vec<Cause
                     o[field] = n.get(field).cloned().unwrap_or(Value::Null);
                 }
             }
+            // Only a bound claim's storage request may change (ValidatePersistentVolumeClaimUpdate).
+            let bound = meta::path_str(new, "status.phase") == "Bound";
             for v in [&mut o, &mut n] {
                 if let Some(m) = v.as_object_mut() {
                     m.retain(|_, x| !x.is_null());
-                    if let Some(Value::Object(res)) = m.get_mut("resources") {
-                        res.remove("requests");
+                    if bound
+                        && let Some(Value::Object(requests)) =
+                            m.get_mut("resources").and_then(|r| r.get_mut("requests"))
+                    {
+                        requests.remove("storage");
                     }
                     m.remove("volumeAttributesClassName");
                 }
             }
-            if o == n {
-                return Vec::new();
+            let mut causes = if o == n {
+                Vec::new()
+            } else {
+                forbidden(
+                    "spec",
+                    "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
+                )
+            };
+            // A smaller request only down to (not to) status.capacity: RecoverVolumeExpansionFailure, GA
+            // and locked on since 1.34, lets users back out of a failed expansion.
+            let bytes = |v: &Value, p: &str| crate::controllers::pvc::quantity_bytes(meta::path_str(v, p));
+            let (was, wants) =
+                (bytes(old, "spec.resources.requests.storage"), bytes(new, "spec.resources.requests.storage"));
+            if let (Some(was), Some(wants)) = (was, wants)
+                && wants < was
+                && wants <= bytes(old, "status.capacity.storage").unwrap_or(0)
+            {
+                causes
+                    .extend(forbidden("spec.resources.requests.storage", "field can not be less than status.capacity"));
             }
-            forbidden(
-                "spec",
-                "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
-            )
+            causes
         }
         ("", "services") => {
             let (o, n) = (meta::path_str(old, "spec.clusterIP"), meta::path_str(new, "spec.clusterIP"));

@@ -391,11 +391,6 @@ async fn updates_respect_immutable_fields() {
         ("/apis/apps/v1/namespaces/default/statefulsets/s", json!({"spec": {"serviceName": "t"}}), 422),
         (
             "/api/v1/namespaces/default/persistentvolumeclaims/d",
-            json!({"spec": {"resources": {"requests": {"storage": "2Gi"}}}}),
-            200,
-        ),
-        (
-            "/api/v1/namespaces/default/persistentvolumeclaims/d",
             json!({"spec": {"accessModes": ["ReadWriteMany"]}}),
             422,
         ),
@@ -406,7 +401,51 @@ async fn updates_respect_immutable_fields() {
         let (code, v) = call(&c, "PATCH", uri, Some(patch.clone()), merge).await;
         assert_eq!(code, *want, "{uri} {patch}: {v}");
     }
+    claims_grow_only_as_the_api_server_allows(&c, merge).await;
     sim.shutdown().await;
+}
+
+/// A bound claim's request grows only when its StorageClass allows expansion (kube-apiserver's
+/// PersistentVolumeClaimResize admission: 403), never below its capacity (validation: 422); the binder
+/// then expands the volume, as a CSI driver with online expansion would.
+async fn claims_grow_only_as_the_api_server_allows(c: &Client, merge: &str) {
+    let class = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "grows"},
+                       "provisioner": "roster.dev/sim-hostpath", "allowVolumeExpansion": true});
+    assert_eq!(call(c, "POST", "/apis/storage.k8s.io/v1/storageclasses", Some(class), "application/json").await.0, 201);
+    let e = json!({"metadata": {"name": "e"}, "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "grows",
+                   "resources": {"requests": {"storage": "1Gi"}}}});
+    assert_eq!(
+        call(c, "POST", "/api/v1/namespaces/default/persistentvolumeclaims", Some(e), "application/json").await.0,
+        201
+    );
+    for name in ["d", "e"] {
+        let uri = format!("/api/v1/namespaces/default/persistentvolumeclaims/{name}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while call(c, "GET", &uri, None, "application/json").await.1["status"]["phase"] != "Bound" {
+            assert!(std::time::Instant::now() < deadline, "{name} never bound");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    let grow = json!({"spec": {"resources": {"requests": {"storage": "2Gi"}}}});
+    let (code, v) =
+        call(c, "PATCH", "/api/v1/namespaces/default/persistentvolumeclaims/d", Some(grow.clone()), merge).await;
+    assert_eq!(code, 403, "{v}");
+    assert!(
+        v["message"].as_str().unwrap_or("").contains("the storageclass that provisions the pvc must support resize"),
+        "{v}"
+    );
+    let shrink = json!({"spec": {"resources": {"requests": {"storage": "500Mi"}}}});
+    let (code, v) = call(c, "PATCH", "/api/v1/namespaces/default/persistentvolumeclaims/d", Some(shrink), merge).await;
+    assert_eq!(code, 422, "{v}");
+    assert!(v["message"].as_str().unwrap_or("").contains("can not be less than status.capacity"), "{v}");
+    let (code, v) = call(c, "PATCH", "/api/v1/namespaces/default/persistentvolumeclaims/e", Some(grow), merge).await;
+    assert_eq!(code, 200, "{v}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let uri = "/api/v1/namespaces/default/persistentvolumeclaims/e";
+    while call(c, "GET", uri, None, "application/json").await.1["status"]["capacity"]["storage"] != "2Gi" {
+        assert!(std::time::Instant::now() < deadline, "e never grew");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

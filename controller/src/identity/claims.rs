@@ -48,7 +48,8 @@ fn is_identity_set(set: &SetView) -> bool {
     set.kind != "StatefulSet"
 }
 
-fn desired_claims(set: &SetView, ordinal: i32) -> Vec<(String, PersistentVolumeClaim)> {
+/// The claims of `ordinal` as its templates make them: `(template name, claim)`.
+pub fn desired_claims(set: &SetView, ordinal: i32) -> Vec<(String, PersistentVolumeClaim)> {
     let selector_labels = set.spec.selector.match_labels.clone().unwrap_or_default();
     set.spec
         .volume_claim_templates
@@ -86,7 +87,7 @@ fn retention(set: &SetView) -> (bool, bool) {
     (when_deleted, when_scaled)
 }
 
-fn claim_ref(claim: &PersistentVolumeClaim) -> ObjectReference {
+pub(super) fn claim_ref(claim: &PersistentVolumeClaim) -> ObjectReference {
     ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("PersistentVolumeClaim".into()),
@@ -118,7 +119,8 @@ impl ClaimIndex {
         ClaimIndex(items.into_iter().map(|c| (c.metadata.name.clone().unwrap_or_default(), c)).collect())
     }
 
-    fn get(&self, name: &str) -> Option<&PersistentVolumeClaim> {
+    /// The claim of that name, if the set has it.
+    pub fn get(&self, name: &str) -> Option<&PersistentVolumeClaim> {
         self.0.get(name).map(AsRef::as_ref)
     }
 }
@@ -412,6 +414,7 @@ mod tests {
             annotations: Default::default(),
             spec,
             status: Default::default(),
+            extensions: Default::default(),
         }
     }
 

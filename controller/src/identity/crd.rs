@@ -2,18 +2,20 @@
 //! identity controller can run beside a cluster's built-in StatefulSet controller.
 
 use k8s_openapi::api::apps::v1::{
-    StatefulSetCondition, StatefulSetOrdinals, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
-    StatefulSetStatus, StatefulSetUpdateStrategy,
+    RollingUpdateStatefulSetStrategy, StatefulSetCondition, StatefulSetOrdinals,
+    StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec, StatefulSetStatus, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PodTemplateSpec};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, PostParams};
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::error::{Error, kube_conflict};
+use super::set::{Extensions, MAX_RESERVED_ENTRIES};
 
 /// The spec of an [`IdentitySet`]: field for field the apps/v1 StatefulSet spec.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, JsonSchema)]
@@ -33,7 +35,12 @@ use super::error::{Error, kube_conflict};
     ),
     printcolumn = r#"{"name":"READY", "type":"string", "jsonPath":".status.ready"}"#,
     printcolumn = r#"{"name":"AGE", "type":"date", "jsonPath":".metadata.creationTimestamp"}"#,
-    printcolumn = r#"{"name":"REVISION", "type":"string", "jsonPath":".status.updateRevision", "priority":1}"#
+    printcolumn = r#"{"name":"REVISION", "type":"string", "jsonPath":".status.updateRevision", "priority":1}"#,
+    printcolumn = r#"{"name":"UPDATED", "type":"integer", "jsonPath":".status.updatedReplicas", "priority":1}"#,
+    printcolumn = r#"{"name":"PAUSED", "type":"boolean", "jsonPath":".spec.updateStrategy.rollingUpdate.paused", "priority":1}"#,
+    printcolumn = r#"{"name":"RESERVED", "type":"string", "jsonPath":".spec.reserveOrdinals", "priority":1}"#,
+    printcolumn = r#"{"name":"RECOVERY", "type":"string", "jsonPath":".spec.rolloutRecovery", "priority":1}"#,
+    printcolumn = r#"{"name":"CLAIMS", "type":"string", "jsonPath":".spec.volumeClaimUpdatePolicy", "priority":1}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
@@ -65,10 +72,11 @@ pub struct IdentitySetSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "pod_management_policy_schema")]
     pub pod_management_policy: Option<String>,
-    /// `RollingUpdate` (default, with `partition` and `maxUnavailable`) or `OnDelete`.
+    /// How pods are replaced when the template changes: `RollingUpdate` (default, with `partition`,
+    /// `maxUnavailable` and, beyond StatefulSets, `paused`) or `OnDelete`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "update_strategy_schema")]
-    pub update_strategy: Option<StatefulSetUpdateStrategy>,
+    pub update_strategy: Option<IdentitySetUpdateStrategy>,
     /// How many old ControllerRevisions to keep (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "non_negative")]
@@ -85,7 +93,83 @@ pub struct IdentitySetSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "ordinals_schema")]
     pub ordinals: Option<StatefulSetOrdinals>,
+    /// Beyond StatefulSets (OpenKruise's field): ordinals never created, each an integer or a string "a-b" (an
+    /// inclusive range). replicas counts the other ordinals: replicas 3 with reserveOrdinals [1] gives pods 0, 2
+    /// and 3. A pod already at a newly reserved ordinal is deleted as in a scale-down, highest ordinal first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "reserve_ordinals_schema")]
+    pub reserve_ordinals: Option<Vec<IntOrString>>,
+    /// Beyond StatefulSets: Freeze (default, upstream's behaviour) leaves a rollout frozen behind a pod that never
+    /// becomes Ready until someone deletes it, even after the template is reverted (kubernetes/kubernetes#67250).
+    /// Replace: when the update revision changes again (a revert or a fix) while a pod of a superseded revision
+    /// (neither the current nor the update revision) is not Ready, that pod is replaced at the update revision
+    /// without waiting for it - one at a time (at most maxUnavailable pods being replaced), only at ordinals at or
+    /// above the partition, never while paused. Condition RolloutRecovery and a RecoverRollout Event say what was
+    /// replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "rollout_recovery_schema")]
+    pub rollout_recovery: Option<String>,
+    /// Beyond StatefulSets: OnClaimDelete (default) - a changed claim template applies to claims created afterwards
+    /// only. InPlace - a larger storage request is applied to every existing claim of the set, ordinal by ordinal
+    /// (the next claim once the previous one's capacity has grown), through the PVC resize path; the StorageClass
+    /// must allow volume expansion, else condition VolumeClaimResizeFailed names the claim and the API server's
+    /// reason. With either policy, other template changes (and smaller requests: claims never shrink) reach new
+    /// claims only and condition VolumeClaimTemplateChanged reports them. status.volumeClaims shows the progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "volume_claim_update_policy_schema")]
+    pub volume_claim_update_policy: Option<String>,
 }
+
+/// The update strategy of an [`IdentitySet`]: the StatefulSet's, plus `rollingUpdate.paused` (its schema
+/// is `update_strategy_schema`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentitySetUpdateStrategy {
+    /// `RollingUpdate` or `OnDelete`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// Parameters of `RollingUpdate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_update: Option<IdentitySetRollingUpdate>,
+}
+
+/// `updateStrategy.rollingUpdate` of an [`IdentitySet`].
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentitySetRollingUpdate {
+    /// Pods with an ordinal below `start + partition` keep the current revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i32>,
+    /// Pods that may be unavailable during the update: an integer or a percentage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrString>,
+    /// Hold the rollout where it is (no existing pod is replaced) while true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+}
+
+impl IdentitySetSpec {
+    /// The opt-in features, for the controller (`status`: the stored status, for what it reported).
+    pub fn extensions(&self, status: Option<&IdentitySetStatus>) -> Extensions {
+        let rolling = self.update_strategy.as_ref().and_then(|u| u.rolling_update.as_ref());
+        Extensions {
+            reserve_ordinals: self.reserve_ordinals.clone().unwrap_or_default(),
+            paused: rolling.and_then(|r| r.paused).unwrap_or(false),
+            replace_stuck_pods: self.rollout_recovery.as_deref() == Some(RECOVERY_REPLACE),
+            claims_in_place: self.volume_claim_update_policy.as_deref() == Some(CLAIMS_IN_PLACE),
+            volume_claims_status: status.and_then(|s| s.volume_claims.clone()),
+        }
+    }
+}
+
+/// `rolloutRecovery`: replace a superseded revision's unready pods without waiting.
+pub const RECOVERY_REPLACE: &str = "Replace";
+/// `rolloutRecovery`: upstream's behaviour (the default).
+pub const RECOVERY_FREEZE: &str = "Freeze";
+/// `volumeClaimUpdatePolicy`: grow existing claims to a larger template request.
+pub const CLAIMS_IN_PLACE: &str = "InPlace";
+/// `volumeClaimUpdatePolicy`: template changes reach claims created afterwards only (the default).
+pub const CLAIMS_ON_CLAIM_DELETE: &str = "OnClaimDelete";
 
 /// The status of an [`IdentitySet`]: the StatefulSet status, plus `selector` (for `/scale`) and `ready`
 /// (`"2/3"`, the READY column).
@@ -130,6 +214,11 @@ pub struct IdentitySetStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Option<Vec<StatefulSetCondition>>,
+    /// With `volumeClaimUpdatePolicy: InPlace`: per claim template, its storage request and how many of
+    /// the set's claims have reached it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "volume_claims_status_schema")]
+    pub volume_claims: Option<serde_json::Value>,
 }
 
 /// An int32 that may not be negative (as the API server validates the StatefulSet field).
@@ -157,11 +246,19 @@ fn update_strategy_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema
             "rollingUpdate": {
                 "type": "object",
                 "properties": {
-                    "partition": { "type": "integer", "format": "int32", "minimum": 0 },
+                    "partition": {
+                        "type": "integer", "format": "int32", "minimum": 0,
+                        "description": "Pods with an ordinal below start + partition keep (and are restored at) the current revision."
+                    },
                     "maxUnavailable": {
                         "x-kubernetes-int-or-string": true,
                         "minimum": 1,
-                        "pattern": MAX_UNAVAILABLE_PATTERN
+                        "pattern": MAX_UNAVAILABLE_PATTERN,
+                        "description": "Pods that may be unavailable at once during the update: an integer >= 1 or a percentage (default 1)."
+                    },
+                    "paused": {
+                        "type": "boolean",
+                        "description": "Beyond StatefulSets (OpenKruise's field): while true the rollout holds where it is - no existing pod is replaced, not even by rolloutRecovery; pods created meanwhile (scale-up, a deleted or failed pod) get the revision their ordinal calls for, as without the pause. Condition RolloutPaused says so. Default false."
                     }
                 }
             }
@@ -187,6 +284,50 @@ fn ordinals_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",
         "properties": { "start": { "type": "integer", "format": "int32", "minimum": 0 } }
+    })
+}
+
+fn reserve_ordinals_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": MAX_RESERVED_ENTRIES,
+        "items": {
+            "x-kubernetes-int-or-string": true,
+            "minimum": 0,
+            "pattern": "^[0-9]{1,10}(-[0-9]{1,10})?$"
+        }
+    })
+}
+
+fn rollout_recovery_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": [RECOVERY_FREEZE, RECOVERY_REPLACE]
+    })
+}
+
+fn volume_claim_update_policy_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": [CLAIMS_ON_CLAIM_DELETE, CLAIMS_IN_PLACE]
+    })
+}
+
+fn volume_claims_status_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": { "type": "string", "description": "The claim template." },
+                "storage": { "type": "string", "description": "The template's storage request." },
+                "claims": { "type": "integer", "description": "The set's claims of this template." },
+                "resized": { "type": "integer", "description": "Claims whose capacity has reached the request." }
+            }
+        },
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["name"]
     })
 }
 
@@ -235,7 +376,13 @@ impl From<&IdentitySetSpec> for StatefulSetSpec {
             selector: s.selector.clone(),
             service_name: s.service_name.clone(),
             template: s.template.clone(),
-            update_strategy: s.update_strategy.clone(),
+            update_strategy: s.update_strategy.as_ref().map(|u| StatefulSetUpdateStrategy {
+                type_: u.type_.clone(),
+                rolling_update: u.rolling_update.as_ref().map(|r| RollingUpdateStatefulSetStrategy {
+                    partition: r.partition,
+                    max_unavailable: r.max_unavailable.clone(),
+                }),
+            }),
             volume_claim_templates: s.volume_claim_templates.clone(),
         }
     }

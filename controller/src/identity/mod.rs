@@ -32,7 +32,9 @@
 //! pods, claims and revisions, with expectations for the controller's own writes), `context` (client,
 //! recorder, caches, the leadership flag every write checks), `reconcile` (reconcile/error_policy), `sync` (one pass of the
 //! algorithm: failed pods, creation, scale-down, rolling update), `pods`, `claims`, `revision`, `status`,
-//! `leader`.
+//! `leader`; IdentitySets' opt-in features beyond StatefulSets: `resize` (claims that follow their
+//! template), `quantity` (comparing storage requests), reserved ordinals (`set`), paused rollouts and
+//! rollout recovery (`sync`).
 
 mod cache;
 mod claims;
@@ -41,7 +43,9 @@ mod crd;
 mod error;
 mod leader;
 mod pods;
+mod quantity;
 mod reconcile;
+mod resize;
 mod revision;
 mod set;
 mod status;
@@ -63,13 +67,16 @@ use kube::runtime::{WatchStreamExt, applier, reflector, watcher};
 
 pub use claims::claim_name;
 pub use context::Context;
-pub use crd::{IdentitySet, IdentitySetSpec, IdentitySetStatus, crd, crd_yaml, install as install_crd};
+pub use crd::{
+    IdentitySet, IdentitySetRollingUpdate, IdentitySetSpec, IdentitySetStatus, IdentitySetUpdateStrategy, crd,
+    crd_yaml, install as install_crd,
+};
 pub use error::Error;
 pub use leader::{LeaseSettings, default_identity};
 pub use pods::{POD_INDEX_LABEL, POD_NAME_LABEL, REVISION_LABEL};
 pub use reconcile::{error_policy, reconcile};
 pub use revision::HASH_LABEL;
-pub use set::{SetKind, SetView};
+pub use set::{Extensions, SetKind, SetView};
 
 /// How to run the identity controller.
 #[derive(Debug, Clone)]

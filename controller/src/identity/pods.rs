@@ -191,6 +191,7 @@ mod tests {
             annotations: Default::default(),
             spec,
             status: StatefulSetStatus::default(),
+            extensions: Default::default(),
         }
     }
 

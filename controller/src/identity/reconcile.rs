@@ -15,6 +15,7 @@ use serde_json::json;
 use super::context::Context;
 use super::error::{Error, kube_conflict, kube_invalid, kube_not_found};
 use super::pods;
+use super::resize;
 use super::revision;
 use super::set::{SetKind, SetView, selector_matches};
 use super::status;
@@ -22,6 +23,9 @@ use super::sync::{self, Targets};
 
 /// How often a quiet set is looked at again.
 const RESYNC: Duration = Duration::from_secs(60);
+
+/// How often a set whose claim is growing looks again (claim events do not trigger passes).
+const CLAIM_POLL: Duration = Duration::from_secs(2);
 
 /// Upstream's "recheck with an uncached quorum read" before adopting: the set read from the API after
 /// the pods were read from the cache is still this set (same UID) and not being deleted.
@@ -141,9 +145,49 @@ async fn report(ctx: &Context, set: &SetView, problems: &[status::Problem]) {
             .flatten()
             .any(|c| c.type_ == p.type_ && c.status == "True" && c.message.as_deref() == Some(p.message.as_str()));
         if !known {
-            ctx.event(set, true, p.reason, p.message.clone(), None).await;
+            ctx.event(set, p.warning, p.reason, p.message.clone(), None).await;
         }
     }
+}
+
+/// The conditions of IdentitySets' opt-in rollout features: `RolloutPaused` while paused, and
+/// `RolloutRecovery` from the pass that replaced stuck pods until the update revision changes again.
+fn beyond_statefulsets(
+    set: &SetView,
+    st: &k8s_openapi::api::apps::v1::StatefulSetStatus,
+    recovered: &[String],
+    update_revision: &str,
+) -> Vec<status::Problem> {
+    let mut out = Vec::new();
+    if set.extensions.paused {
+        out.push(status::Problem::paused(format!(
+            "rollout paused: {} of {} pods at update revision {update_revision}",
+            st.updated_replicas.unwrap_or(0),
+            st.replicas
+        )));
+    }
+    let kept = set.status.update_revision.as_deref() == Some(update_revision);
+    let earlier = set
+        .status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == status::ROLLOUT_RECOVERY && c.status == "True")
+        .and_then(|c| c.message.clone())
+        .filter(|_| kept);
+    if !recovered.is_empty() {
+        let now = format!(
+            "replaced {} (not Ready) at update revision {update_revision} without waiting",
+            recovered.join(", ")
+        );
+        out.push(status::Problem::recovered(match earlier {
+            Some(e) => format!("{e}; {now}"),
+            None => now,
+        }));
+    } else if let Some(e) = earlier {
+        out.push(status::Problem::recovered(e));
+    }
+    out
 }
 
 /// Reconcile one set of kind `K`.
@@ -201,11 +245,14 @@ pub async fn reconcile<K: SetKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
     let mut st = status::compute(&set, &pods_now, &current_name, &update_name, revs.collision_count, Timestamp::now());
     conflicts.sort();
     conflicts.dedup();
-    let problems: Vec<status::Problem> =
+    let mut problems: Vec<status::Problem> =
         if conflicts.is_empty() { Vec::new() } else { vec![status::Problem::ownership(conflicts.join("; "))] };
+    problems.extend(beyond_statefulsets(&set, &st, &outcome.recovered, &update_name));
+    let claims = resize::run(&ctx, &set, &set.wanted_ordinals().unwrap_or_default()).await?;
+    problems.extend(claims.problems);
     report(&ctx, &set, &problems).await;
     status::set_conditions(&mut st, &problems, Timestamp::now());
-    status::write::<K>(&ctx, &set, &st).await?;
+    status::write::<K>(&ctx, &set, &st, claims.volume_claims).await?;
 
     let mut live: BTreeSet<String> = pods_now.iter().map(|p| pods::revision(p).to_owned()).collect();
     if let Some(c) = st.current_revision.clone() {
@@ -213,6 +260,9 @@ pub async fn reconcile<K: SetKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
     }
     revision::truncate(&ctx, &set, &revs, &live).await?;
 
+    if claims.waiting {
+        return Ok(Action::requeue(CLAIM_POLL));
+    }
     Ok(match outcome.requeue_after {
         Some(s) => Action::requeue(Duration::from_secs(u64::try_from(s.max(1)).unwrap_or(1))),
         None => Action::requeue(RESYNC),

@@ -31,10 +31,55 @@ pub trait SetKind:
     fn set_spec(&self) -> StatefulSetSpec;
     /// The status in StatefulSet form (default when absent).
     fn set_status(&self) -> StatefulSetStatus;
+    /// What the kind adds to the StatefulSet spec (IdentitySets' opt-in features; none for StatefulSets).
+    fn extensions(&self) -> Extensions {
+        Extensions::default()
+    }
     /// The merge patch of `status` that writes `status` (kinds may add fields).
     fn status_patch(status: &StatefulSetStatus, spec: &StatefulSetSpec) -> Value {
         let _ = spec;
         json!({ "status": status })
+    }
+}
+
+/// IdentitySets' opt-in features beyond the StatefulSet spec (docs/design.md, "Beyond the StatefulSet
+/// controller"). A StatefulSet has none of them, so its behaviour stays upstream's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extensions {
+    /// `reserveOrdinals`: ordinals never created (ints, and `"a-b"` ranges), as OpenKruise's.
+    pub reserve_ordinals: Vec<IntOrString>,
+    /// `updateStrategy.rollingUpdate.paused`: existing pods are not replaced while true.
+    pub paused: bool,
+    /// `rolloutRecovery: Replace`: a not-Ready pod of a superseded revision is replaced without waiting.
+    pub replace_stuck_pods: bool,
+    /// `volumeClaimUpdatePolicy: InPlace`: a larger storage request is applied to existing claims.
+    pub claims_in_place: bool,
+    /// `status.volumeClaims` as stored (written only with `InPlace`).
+    pub volume_claims_status: Option<Value>,
+}
+
+/// The largest number of entries `reserveOrdinals` may hold (the CRD's `maxItems`).
+pub const MAX_RESERVED_ENTRIES: usize = 1024;
+
+/// One `reserveOrdinals` entry as an inclusive range: an integer, or a string `"n"` or `"a-b"` (a ≤ b).
+pub fn parse_reserved(entry: &IntOrString) -> Result<(i32, i32), String> {
+    let bad = || format!("reserveOrdinals entry {entry:?} is neither an ordinal nor a range \"a-b\" with a <= b");
+    match entry {
+        IntOrString::Int(n) if *n >= 0 => Ok((*n, *n)),
+        IntOrString::Int(_) => Err(bad()),
+        IntOrString::String(s) => {
+            let num = |t: &str| {
+                (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit())).then(|| t.parse::<i32>().ok()).flatten()
+            };
+            let (a, b) = match s.split_once('-') {
+                Some((a, b)) => (num(a).ok_or_else(bad)?, num(b).ok_or_else(bad)?),
+                None => {
+                    let n = num(s).ok_or_else(bad)?;
+                    (n, n)
+                }
+            };
+            if a > b { Err(bad()) } else { Ok((a, b)) }
+        }
     }
 }
 
@@ -53,6 +98,9 @@ impl SetKind for IdentitySet {
     }
     fn set_status(&self) -> StatefulSetStatus {
         self.status.as_ref().map(StatefulSetStatus::from).unwrap_or_default()
+    }
+    fn extensions(&self) -> Extensions {
+        self.spec.extensions(self.status.as_ref())
     }
     fn status_patch(status: &StatefulSetStatus, spec: &StatefulSetSpec) -> Value {
         let mut v = json!({ "status": status });
@@ -88,6 +136,8 @@ pub struct SetView {
     pub spec: StatefulSetSpec,
     /// The status as stored.
     pub status: StatefulSetStatus,
+    /// IdentitySets' opt-in features (all off for StatefulSets).
+    pub extensions: Extensions,
 }
 
 impl SetView {
@@ -105,6 +155,7 @@ impl SetView {
             annotations: meta.annotations.clone().unwrap_or_default(),
             spec: obj.set_spec(),
             status: obj.set_status(),
+            extensions: obj.extensions(),
         })
     }
 
@@ -118,16 +169,89 @@ impl SetView {
         self.spec.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0).max(0)
     }
 
-    /// Whether `ordinal` is in `[start, start + replicas)` (in 64 bits: the sum may pass `i32::MAX`).
-    pub fn in_range(&self, ordinal: i32) -> bool {
-        ordinal >= self.start_ordinal()
-            && i64::from(ordinal) < i64::from(self.start_ordinal()) + i64::from(self.replicas())
+    /// The reserved ordinals as sorted, merged inclusive ranges (empty for StatefulSets).
+    pub fn reserved(&self) -> Result<Vec<(i32, i32)>, String> {
+        let entries = &self.extensions.reserve_ordinals;
+        if entries.len() > MAX_RESERVED_ENTRIES {
+            return Err(format!("reserveOrdinals has {} entries, more than {MAX_RESERVED_ENTRIES}", entries.len()));
+        }
+        let mut ranges = entries.iter().map(parse_reserved).collect::<Result<Vec<_>, _>>()?;
+        ranges.sort_unstable();
+        let mut merged: Vec<(i32, i32)> = Vec::with_capacity(ranges.len());
+        for (a, b) in ranges {
+            match merged.last_mut() {
+                Some(last) if i64::from(a) <= i64::from(last.1) + 1 => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        Ok(merged)
     }
 
-    /// `start + replicas`, the first ordinal past the range; `None` when it passes `i32::MAX` (pod names
-    /// could not hold it: the spec cannot be acted on).
+    /// Whether `ordinal` is reserved (never created).
+    pub fn is_reserved(&self, ordinal: i32) -> bool {
+        self.reserved().is_ok_and(|r| r.iter().any(|(a, b)| (*a..=*b).contains(&ordinal)))
+    }
+
+    /// The ordinals the set wants, ascending: the first `replicas` ordinals from `start` that are not
+    /// reserved; `None` when they pass `i32::MAX` or `reserveOrdinals` is malformed.
+    pub fn wanted_ordinals(&self) -> Option<Vec<i32>> {
+        let reserved = self.reserved().ok()?;
+        let mut out = Vec::with_capacity(usize::try_from(self.replicas()).unwrap_or(0).min(1 << 16));
+        let mut next = i64::from(self.start_ordinal());
+        let mut left = i64::from(self.replicas());
+        // Walk the gaps between reserved ranges: never one step per reserved ordinal.
+        for (a, b) in reserved.iter().map(|(a, b)| (i64::from(*a), i64::from(*b))) {
+            if left == 0 {
+                break;
+            }
+            if b < next {
+                continue;
+            }
+            let take = (a - next).max(0).min(left);
+            out.extend((next..next + take).filter_map(|o| i32::try_from(o).ok()));
+            left -= take;
+            if left > 0 {
+                next = b + 1;
+            }
+        }
+        // As `end_ordinal`: one past the last ordinal must fit too.
+        if next + left > i64::from(i32::MAX) {
+            return None;
+        }
+        out.extend((next..next + left).filter_map(|o| i32::try_from(o).ok()));
+        Some(out)
+    }
+
+    /// Whether `ordinal` is one the set wants (`[start, start + replicas)` without reserved ordinals;
+    /// the range is computed in 64 bits: the sum may pass `i32::MAX`).
+    pub fn in_range(&self, ordinal: i32) -> bool {
+        if self.extensions.reserve_ordinals.is_empty() {
+            return ordinal >= self.start_ordinal()
+                && i64::from(ordinal) < i64::from(self.start_ordinal()) + i64::from(self.replicas());
+        }
+        ordinal >= self.start_ordinal()
+            && self.end_ordinal().is_some_and(|end| ordinal < end)
+            && !self.is_reserved(ordinal)
+    }
+
+    /// One past the highest wanted ordinal (`start + replicas` without reserved ordinals); `None` when it
+    /// passes `i32::MAX` (pod names could not hold it: the spec cannot be acted on) or `reserveOrdinals`
+    /// is malformed.
     pub fn end_ordinal(&self) -> Option<i32> {
-        self.start_ordinal().checked_add(self.replicas())
+        let start = i64::from(self.start_ordinal());
+        let mut end = start + i64::from(self.replicas());
+        // Each reserved range that starts before the end so far pushes the end past itself.
+        for (a, b) in self.reserved().ok()? {
+            let (a, b) = (i64::from(a), i64::from(b));
+            if b < start {
+                continue;
+            }
+            if a >= end {
+                break;
+            }
+            end += b - a.max(start) + 1;
+        }
+        i32::try_from(end).ok()
     }
 
     /// `maxUnavailable` resolved against the replica count, as upstream's getStatefulSetMaxUnavailable:
@@ -163,6 +287,9 @@ impl SetView {
     /// Why the spec cannot be acted on, if it cannot (the API server refuses such StatefulSets, and the
     /// CRD such IdentitySets, but a pass must not guess at what it was given).
     pub fn spec_problem(&self) -> Option<String> {
+        if let Err(why) = self.reserved() {
+            return Some(why);
+        }
         if self.end_ordinal().is_none() {
             return Some(format!(
                 "ordinals.start ({}) + replicas ({}) passes {}",
@@ -303,7 +430,37 @@ mod tests {
                 ..StatefulSetSpec::default()
             },
             status: StatefulSetStatus::default(),
+            extensions: Extensions::default(),
         }
+    }
+
+    #[test]
+    fn reserved_ordinals_are_skipped() {
+        let mut v = view(0, 4);
+        let reserve = |items: &[IntOrString]| items.to_vec();
+        v.extensions.reserve_ordinals = reserve(&[IntOrString::Int(1)]);
+        assert_eq!(v.wanted_ordinals(), Some(vec![0, 2, 3, 4]), "OpenKruise's example: replicas count the others");
+        assert!(!v.in_range(1) && v.in_range(4) && !v.in_range(5));
+        assert_eq!(v.end_ordinal(), Some(5));
+        v.extensions.reserve_ordinals = reserve(&[IntOrString::String("1-2".into()), IntOrString::Int(5)]);
+        assert_eq!(v.wanted_ordinals(), Some(vec![0, 3, 4, 6]));
+        // A huge range is walked as one gap, not ordinal by ordinal.
+        v.extensions.reserve_ordinals = reserve(&[IntOrString::String("1-2000000000".into())]);
+        assert_eq!(v.wanted_ordinals(), Some(vec![0, 2_000_000_001, 2_000_000_002, 2_000_000_003]));
+        v.extensions.reserve_ordinals = reserve(&[IntOrString::String("1-2147483646".into())]);
+        assert_eq!(v.wanted_ordinals(), None, "past i32::MAX");
+        assert!(v.spec_problem().is_some());
+        // Ordinals below start and overlapping ranges.
+        let mut v = view(5, 2);
+        v.extensions.reserve_ordinals =
+            reserve(&[IntOrString::Int(1), IntOrString::String("5-6".into()), IntOrString::String("6-7".into())]);
+        assert_eq!(v.wanted_ordinals(), Some(vec![8, 9]));
+        for bad in ["a", "3-1", "-1", "1-", "", "1-2-3", "99999999999"] {
+            assert!(parse_reserved(&IntOrString::String(bad.into())).is_err(), "{bad:?} accepted");
+        }
+        assert!(parse_reserved(&IntOrString::Int(-1)).is_err());
+        v.extensions.reserve_ordinals = reserve(&[IntOrString::String("x".into())]);
+        assert!(v.spec_problem().is_some_and(|p| p.contains("reserveOrdinals")));
     }
 
     #[test]
@@ -345,6 +502,9 @@ mod tests {
         let v = view(i32::MAX - 5, 5);
         assert_eq!(v.end_ordinal(), Some(i32::MAX));
         assert_eq!(v.spec_problem(), None);
+        // The ordinal list agrees with the end.
+        assert_eq!(view(i32::MAX - 2, 2).wanted_ordinals(), Some(vec![i32::MAX - 2, i32::MAX - 1]));
+        assert_eq!(view(i32::MAX - 1, 2).wanted_ordinals(), None);
     }
 
     #[test]

@@ -16,28 +16,69 @@ use super::set::{SetKind, SetView};
 pub const INVALID_SPEC: &str = "InvalidSpec";
 /// Condition: a child the set would use belongs to something else (IdentitySets).
 pub const OWNERSHIP_CONFLICT: &str = "OwnershipConflict";
+/// Condition (IdentitySets): `updateStrategy.rollingUpdate.paused` holds the rollout.
+pub const ROLLOUT_PAUSED: &str = "RolloutPaused";
+/// Condition (IdentitySets): `rolloutRecovery: Replace` replaced stuck pods for this update revision.
+pub const ROLLOUT_RECOVERY: &str = "RolloutRecovery";
+/// Condition (IdentitySets): claims are being grown to the template's storage request.
+pub const CLAIMS_RESIZING: &str = "VolumeClaimsResizing";
+/// Condition (IdentitySets): a claim cannot be grown (the API server's reason).
+pub const CLAIM_RESIZE_FAILED: &str = "VolumeClaimResizeFailed";
+/// Condition (IdentitySets): claim template changes that reach new claims only.
+pub const CLAIM_TEMPLATE_CHANGED: &str = "VolumeClaimTemplateChanged";
 /// The condition types this controller writes (others in the status are left alone).
-const MANAGED: [&str; 2] = [INVALID_SPEC, OWNERSHIP_CONFLICT];
+const MANAGED: [&str; 7] = [
+    INVALID_SPEC,
+    OWNERSHIP_CONFLICT,
+    ROLLOUT_PAUSED,
+    ROLLOUT_RECOVERY,
+    CLAIMS_RESIZING,
+    CLAIM_RESIZE_FAILED,
+    CLAIM_TEMPLATE_CHANGED,
+];
 
-/// Something a pass reports on the set: a condition (status True) and a Warning Event's reason.
+/// Something a pass reports on the set: a condition (status True) and, when it appears or its message
+/// changes, an Event (Warning for problems, Normal for progress).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     /// The condition type.
     pub type_: &'static str,
     /// The condition's and the Event's reason.
     pub reason: &'static str,
-    /// What is wrong.
+    /// What is wrong, or what is going on.
     pub message: String,
+    /// Whether the Event is a Warning.
+    pub warning: bool,
 }
 
 impl Problem {
     /// The spec cannot be acted on.
     pub fn invalid_spec(message: String) -> Self {
-        Problem { type_: INVALID_SPEC, reason: "InvalidSpec", message }
+        Problem { type_: INVALID_SPEC, reason: "InvalidSpec", message, warning: true }
     }
     /// Children of the set's names belong to something else.
     pub fn ownership(message: String) -> Self {
-        Problem { type_: OWNERSHIP_CONFLICT, reason: "OwnershipConflict", message }
+        Problem { type_: OWNERSHIP_CONFLICT, reason: "OwnershipConflict", message, warning: true }
+    }
+    /// The rollout is paused.
+    pub fn paused(message: String) -> Self {
+        Problem { type_: ROLLOUT_PAUSED, reason: "Paused", message, warning: false }
+    }
+    /// Stuck pods of a superseded revision were replaced.
+    pub fn recovered(message: String) -> Self {
+        Problem { type_: ROLLOUT_RECOVERY, reason: "RecoverRollout", message, warning: false }
+    }
+    /// Claims are being grown.
+    pub fn resizing(message: String) -> Self {
+        Problem { type_: CLAIMS_RESIZING, reason: "ResizeClaims", message, warning: false }
+    }
+    /// A claim cannot be grown.
+    pub fn resize_failed(message: String) -> Self {
+        Problem { type_: CLAIM_RESIZE_FAILED, reason: "ClaimResizeFailed", message, warning: true }
+    }
+    /// Claim template changes reach new claims only.
+    pub fn template_changed(message: String) -> Self {
+        Problem { type_: CLAIM_TEMPLATE_CHANGED, reason: "NewClaimsOnly", message, warning: false }
     }
 }
 
@@ -135,14 +176,27 @@ fn complete_rolling_update(set: &SetView, status: &mut StatefulSetStatus) {
     }
 }
 
-/// Write `status` when it differs from the stored one.
-pub async fn write<K: SetKind>(ctx: &Context, set: &SetView, status: &StatefulSetStatus) -> Result<(), Error> {
-    if &set.status == status {
+/// Write `status` (and, for IdentitySets, `volumeClaims`: `None` removes it) when it differs from the
+/// stored one.
+pub async fn write<K: SetKind>(
+    ctx: &Context,
+    set: &SetView,
+    status: &StatefulSetStatus,
+    volume_claims: Option<serde_json::Value>,
+) -> Result<(), Error> {
+    if &set.status == status && set.extensions.volume_claims_status == volume_claims {
         return Ok(());
     }
     ctx.guard_write()?;
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &set.namespace);
-    let patch = K::status_patch(status, &set.spec);
+    let mut patch = K::status_patch(status, &set.spec);
+    if status.conditions.is_none() && set.status.conditions.is_some() {
+        // The last condition went: a merge patch removes the list only when told so.
+        patch["status"]["conditions"] = serde_json::Value::Null;
+    }
+    if volume_claims.is_some() || set.extensions.volume_claims_status.is_some() {
+        patch["status"]["volumeClaims"] = volume_claims.unwrap_or(serde_json::Value::Null);
+    }
     match api.patch_status(&set.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
         Ok(_) => Ok(()),
         Err(e) if kube_not_found(&e) => Ok(()),
@@ -175,6 +229,7 @@ mod tests {
                 ..StatefulSetSpec::default()
             },
             status: StatefulSetStatus::default(),
+            extensions: Default::default(),
         }
     }
 

@@ -2,6 +2,11 @@
 //! pods, create missing ordinals (claims first), scale down from the highest ordinal, then roll pods to
 //! the update revision in reverse ordinal order — one at a time under `OrderedReady`, in bursts under
 //! `Parallel`, honouring `partition` and `maxUnavailable`, never under `OnDelete`.
+//!
+//! IdentitySets' opt-in features (all off for StatefulSets, so theirs is upstream's pass): reserved
+//! ordinals are never created (their pods are condemned like scaled-away ones), `paused` stops the
+//! replacement of existing pods, and `rolloutRecovery: Replace` replaces a superseded revision's unready
+//! pods before the ordered walk would stop at them.
 
 use std::collections::BTreeMap;
 
@@ -30,6 +35,8 @@ pub struct Outcome {
     pub wrote: bool,
     /// Children that belong to something else (IdentitySets), for the set's condition.
     pub conflicts: Vec<String>,
+    /// Pods `rolloutRecovery: Replace` replaced in this pass (`web-2 (revision web-abc)`).
+    pub recovered: Vec<String>,
 }
 
 /// The templates and revision names a pass works with.
@@ -165,6 +172,55 @@ async fn create_ordinal(
     Ok(true)
 }
 
+/// `rolloutRecovery: Replace` (IdentitySets): the pods of a superseded revision — neither the current
+/// nor the update revision, so the template changed again while they were rolling out — that are not
+/// Ready, at or above the partition, are deleted, highest ordinal first, while fewer than
+/// `maxUnavailable` pods are missing or terminating; the next pass creates them at the update revision.
+/// Upstream waits for them for ever (kubernetes/kubernetes#67250). `true` when one was deleted.
+async fn replace_stuck(
+    ctx: &Context,
+    set: &SetView,
+    replicas: &[(i32, Option<Pod>)],
+    t: &Targets<'_>,
+    out: &mut Outcome,
+) -> Result<bool, Error> {
+    let (start, partition) = (set.start_ordinal(), set.partition());
+    let stuck: Vec<&Pod> = replicas
+        .iter()
+        .rev()
+        .filter(|(o, _)| o.saturating_sub(start) >= partition)
+        .filter_map(|(_, p)| p.as_ref())
+        .filter(|p| {
+            let rev = pods::revision(p);
+            !pods::is_terminating(p)
+                && !pods::is_running_and_ready(p)
+                && rev != t.current_revision
+                && rev != t.update_revision
+        })
+        .collect();
+    if stuck.is_empty() {
+        return Ok(false);
+    }
+    let max_unavailable =
+        set.max_unavailable().map_err(|reason| Error::InvalidSet { name: set.name.clone(), reason })?;
+    let in_flight = replicas.iter().filter(|(_, p)| p.as_ref().is_none_or(pods::is_terminating)).count();
+    let budget = usize::try_from(max_unavailable).unwrap_or(1).saturating_sub(in_flight);
+    let mut replaced = false;
+    for pod in stuck.into_iter().take(budget) {
+        let (name, rev) = (pods::name(pod).to_owned(), pods::revision(pod).to_owned());
+        delete_pod(ctx, set, pod).await?;
+        let note = format!(
+            "Replace Pod {name} (revision {rev}, not Ready) at update revision {} without waiting for it",
+            t.update_revision
+        );
+        ctx.event(set, false, "RecoverRollout", note, Some(pod_ref(pod))).await;
+        out.recovered.push(format!("{name} (revision {rev})"));
+        out.wrote = true;
+        replaced = true;
+    }
+    Ok(replaced)
+}
+
 fn invalid(set: &SetView) -> Error {
     Error::InvalidSet { name: set.name.clone(), reason: set.spec_problem().unwrap_or_default() }
 }
@@ -181,7 +237,7 @@ pub async fn run(
     let monotonic = set.monotonic();
     let min_ready = set.min_ready_seconds();
     let start = set.start_ordinal();
-    let end = set.end_ordinal().ok_or_else(|| invalid(set))?;
+    let wanted = set.wanted_ordinals().ok_or_else(|| invalid(set))?;
     let partition = set.partition();
 
     let mut by_ordinal: BTreeMap<i32, Pod> = BTreeMap::new();
@@ -190,8 +246,8 @@ pub async fn run(
             by_ordinal.insert(o, p);
         }
     }
-    let replicas: Vec<(i32, Option<Pod>)> = (start..end).map(|o| (o, by_ordinal.remove(&o))).collect();
-    // Condemned: outside the range, highest ordinal first.
+    let replicas: Vec<(i32, Option<Pod>)> = wanted.into_iter().map(|o| (o, by_ordinal.remove(&o))).collect();
+    // Condemned: outside the range (or reserved), highest ordinal first.
     let condemned: Vec<(i32, Pod)> = by_ordinal.into_iter().rev().collect();
 
     let first_unhealthy: Option<String> = replicas
@@ -201,6 +257,14 @@ pub async fn run(
         .or_else(|| condemned.iter().find(|(_, p)| !pods::is_healthy(p)).map(|(_, p)| pods::name(p).to_owned()));
 
     let index = ClaimIndex::load(ctx, set);
+    if set.extensions.replace_stuck_pods
+        && !set.on_delete()
+        && !set.extensions.paused
+        && replace_stuck(ctx, set, &replicas, t, &mut out).await?
+    {
+        // The next pass (our own deletes trigger it) recreates them at the update revision.
+        return Ok(out);
+    }
     // Parallel: the pods to create and delete are gathered and written concurrently (upstream's
     // slowStartBatch); OrderedReady returns at the first write or the first pod not yet ready.
     let mut to_create: Vec<i32> = Vec::new();
@@ -315,7 +379,8 @@ pub async fn run(
         }
     }
 
-    if set.on_delete() {
+    if set.on_delete() || set.extensions.paused {
+        // Paused (IdentitySets): the rollout holds; the status says so.
         return Ok(out);
     }
 

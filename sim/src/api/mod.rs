@@ -131,6 +131,13 @@ async fn route(app: &Arc<App>, req: Request) -> Result<Response, ApiError> {
 }
 
 /// The CRD objects (their schemas feed the OpenAPI documents of their groups).
+/// For an update of a claim: the StorageClasses, read before the store's lock is taken, for the
+/// PersistentVolumeClaimResize admission check (which reads them from an informer upstream).
+fn resize_classes(store: &Store, rt: &ResourceType, which: Subresource) -> Option<Vec<Arc<Value>>> {
+    (rt.group.is_empty() && rt.plural == "persistentvolumeclaims" && which == Subresource::Main)
+        .then(|| store.list(&crate::bootstrap::builtin("storage.k8s.io", "storageclasses"), None).0)
+}
+
 fn crds(app: &App) -> Vec<Arc<Value>> {
     match app.store.registry.find("apiextensions.k8s.io", "v1", "customresourcedefinitions") {
         Some(rt) => app.store.list(&rt, None).0,
@@ -320,7 +327,13 @@ fn serve_verb(
             if is_dry_run(params) {
                 return Ok(out(&obj));
             }
-            let updated = store.update(srt, ns, name, obj, which)?;
+            let classes = resize_classes(store, rt, which);
+            let updated = store.mutate(srt, ns, name, which, |old| {
+                if let Some(classes) = &classes {
+                    crate::admission::claim_resize(old, &obj, classes)?;
+                }
+                Ok(obj)
+            })?;
             Ok(out(&updated))
         }
         ("PUT", Some(name), Some("finalize")) if rt.plural == "namespaces" && rt.group.is_empty() => {
@@ -398,7 +411,14 @@ fn serve_verb(
                     .insert("resourceVersion".into(), json!(meta::meta_str(&current, "resourceVersion")));
                 return Ok(out(&preview));
             }
-            let updated = store.mutate(srt, ns, name, which, compute)?;
+            let classes = resize_classes(store, rt, which);
+            let updated = store.mutate(srt, ns, name, which, |old| {
+                let new = compute(old)?;
+                if let Some(classes) = &classes {
+                    crate::admission::claim_resize(old, &new, classes)?;
+                }
+                Ok(new)
+            })?;
             Ok(out(&updated))
         }
         ("DELETE", Some(name), None) => {

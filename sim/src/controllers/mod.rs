@@ -7,7 +7,7 @@ mod endpointslices;
 mod gc;
 mod kubelet;
 mod namespaces;
-mod pvc;
+pub(crate) mod pvc;
 mod replicasets;
 
 use std::sync::Arc;

@@ -1,6 +1,9 @@
 //! The PersistentVolume binder and provisioner: a pending claim binds to a matching available volume, or
 //! gets one provisioned through its StorageClass (the default `standard` when it names none); a volume
-//! whose claim is gone is deleted or released per its reclaim policy.
+//! whose claim is gone is deleted or released per its reclaim policy. A bound claim whose storage request
+//! has grown past its capacity (which the API server allows only when its StorageClass has
+//! `allowVolumeExpansion: true`) is expanded at once, as a CSI driver with online expansion would:
+//! the volume's and the claim's capacity become the request.
 
 use serde_json::{Value, json};
 
@@ -38,6 +41,42 @@ fn modes(v: &Value, p: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Grow a bound claim's volume and capacity to its storage request when the request is larger.
+fn expand(store: &Store, claim: &Value) {
+    let request = path_str(claim, "spec.resources.requests.storage");
+    let (Some(want), have) =
+        (quantity_bytes(request), quantity_bytes(path_str(claim, "status.capacity.storage")).unwrap_or(0))
+    else {
+        return;
+    };
+    if want <= have {
+        return;
+    }
+    let pv_rt = builtin("", "persistentvolumes");
+    let request = json!(request);
+    let volume = path_str(claim, "spec.volumeName");
+    if !volume.is_empty() {
+        let _ = store.mutate(&pv_rt, "", volume, Subresource::Main, |old| {
+            let mut o = old.clone();
+            o["spec"]["capacity"]["storage"] = request.clone();
+            meta::metadata_mut(&mut o).remove("resourceVersion");
+            Ok(o)
+        });
+    }
+    let _ = store.mutate(
+        &builtin("", "persistentvolumeclaims"),
+        meta::namespace(claim),
+        meta::name(claim),
+        Subresource::Status,
+        |old| {
+            let mut o = old.clone();
+            o["status"]["capacity"]["storage"] = request.clone();
+            meta::metadata_mut(&mut o).remove("resourceVersion");
+            Ok(o)
+        },
+    );
+}
+
 /// One pass over claims and volumes.
 pub fn reconcile(store: &Store) {
     let pvc_rt = builtin("", "persistentvolumeclaims");
@@ -48,6 +87,7 @@ pub fn reconcile(store: &Store) {
     let (classes, _) = store.list(&sc_rt, None);
     for claim in claims.iter().filter(|c| !meta::is_terminating(c)) {
         if path_str(claim, "status.phase") == "Bound" {
+            expand(store, claim);
             continue;
         }
         let ns = meta::namespace(claim);
