@@ -273,6 +273,8 @@ def main():
     ap.add_argument("--instr-scales", default=None,
                     help="datasets measured under valgrind (default: all; --quick: small)")
     ap.add_argument("--no-instr", action="store_true")
+    ap.add_argument("--instr-only", action="store_true",
+                    help="only instructions per query (e.g. a roster build before and after a change)")
     ap.add_argument("--server-core", type=int, default=1)
     ap.add_argument("--client-core", type=int, default=0)
     ap.add_argument("--workdir", default=os.environ.get("BENCH_WORKDIR", "/tmp/roster-bench"))
@@ -321,7 +323,7 @@ def main():
         ds = dataset(args.workdir, scale)
         rows = []
         for peer in chosen:
-            r = measure(peer, args, ds, empty_ds)
+            r = {"name": peer.name} if args.instr_only else measure(peer, args, ds, empty_ds)
             if scale in instr_scales and not args.no_instr and "error" not in r:
                 try:
                     r["instr"] = instructions(peer, args, ds)

@@ -336,25 +336,30 @@ impl FrameSource for HttpSource {
             }
         };
         let body = response.into_body();
-        let lines = futures_util::stream::unfold((body, BytesMut::new()), |(mut body, mut buffer)| async move {
+        // `scanned`: how much of the buffer is known to hold no newline, so each chunk is searched
+        // once (a 30 MB snapshot line arrives in thousands of chunks).
+        let state = (body, BytesMut::new(), 0usize);
+        let lines = futures_util::stream::unfold(state, |(mut body, mut buffer, mut scanned)| async move {
             loop {
-                if let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                if let Some(at) = buffer[scanned..].iter().position(|b| *b == b'\n') {
+                    let end = scanned + at;
                     let line = buffer.split_to(end + 1);
                     let frame =
                         serde_json::from_slice::<Frame>(&line[..end]).map_err(|e| format!("undecodable frame: {e}"));
-                    return Some((frame, (body, buffer)));
+                    return Some((frame, (body, buffer, 0)));
                 }
+                scanned = buffer.len();
                 match body.frame().await {
                     Some(Ok(chunk)) => {
                         if let Ok(data) = chunk.into_data() {
                             if buffer.len() + data.len() > MAX_FRAME_BYTES {
                                 let error = format!("a frame longer than {MAX_FRAME_BYTES} bytes");
-                                return Some((Err(error), (body, BytesMut::new())));
+                                return Some((Err(error), (body, BytesMut::new(), 0)));
                             }
                             buffer.extend_from_slice(&data);
                         }
                     }
-                    Some(Err(e)) => return Some((Err(format!("stream broken: {e}")), (body, buffer))),
+                    Some(Err(e)) => return Some((Err(format!("stream broken: {e}")), (body, buffer, scanned))),
                     None => return None,
                 }
             }

@@ -51,6 +51,30 @@ impl WireName {
         Some(out)
     }
 
+    /// The lowercase wire form of the name a raw question section starts with, when it is written
+    /// uncompressed (as every client writes it); `None` otherwise (then [`Self::from_name`] of the
+    /// parsed name). Cheaper than walking the parsed name's labels.
+    pub fn from_question(question: &[u8]) -> Option<Self> {
+        let mut out = Self { bytes: [0; MAX_NAME], len: 0 };
+        loop {
+            let len = usize::from(*question.get(out.len)?);
+            if len == 0 {
+                break;
+            }
+            // Pointers and extended label types (0x40, 0x80, 0xC0) are left to the parsed name.
+            let end = out.len + 1 + len;
+            if len > 63 || end >= MAX_NAME {
+                return None;
+            }
+            out.bytes[out.len..end].copy_from_slice(question.get(out.len..end)?);
+            out.bytes[out.len + 1..end].make_ascii_lowercase();
+            out.len = end;
+        }
+        out.bytes[out.len] = 0;
+        out.len += 1;
+        Some(out)
+    }
+
     /// Copies a wire name this crate produced (lowercase, uncompressed).
     pub fn from_wire(wire: &[u8]) -> Option<Self> {
         if wire.is_empty() || wire.len() > MAX_NAME {
@@ -321,6 +345,9 @@ pub struct MessageWriter<'b> {
     truncated: bool,
     targets: [u16; MAX_TARGETS],
     target_count: usize,
+    /// Where the last owner written can be pointed at whole: records of one set repeat their owner,
+    /// which then costs one comparison instead of a search of every target.
+    last_owner: Option<u16>,
 }
 
 impl<'b> MessageWriter<'b> {
@@ -331,8 +358,15 @@ impl<'b> MessageWriter<'b> {
         buf.extend_from_slice(header);
         buf[6..12].fill(0);
         buf.extend_from_slice(question);
-        let mut writer =
-            Self { buf, limit, counts: [0; 3], truncated: false, targets: [0; MAX_TARGETS], target_count: 0 };
+        let mut writer = Self {
+            buf,
+            limit,
+            counts: [0; 3],
+            truncated: false,
+            targets: [0; MAX_TARGETS],
+            target_count: 0,
+            last_owner: None,
+        };
         // The question's name is the usual compression target: answers are mostly about it.
         let mut at = 12;
         while let Some(&len) = writer.buf.get(at) {
@@ -394,7 +428,10 @@ impl<'b> MessageWriter<'b> {
     }
 
     /// Writes `name`: the longest suffix already in the message as a pointer, if any (`Compress`).
-    fn write_name(&mut self, name: &[u8], compress: Compress) {
+    /// Returns where the whole name can be pointed at, if anywhere: the first target that holds it,
+    /// which is what a later search for it finds.
+    fn write_name(&mut self, name: &[u8], compress: Compress) -> Option<u16> {
+        let start = self.buf.len();
         let mut at = 0;
         while let Some(&len) = name.get(at) {
             if len == 0 {
@@ -405,12 +442,19 @@ impl<'b> MessageWriter<'b> {
             {
                 self.write_labels(&name[..at]);
                 self.buf.extend_from_slice(&(0xC000 | u16::try_from(target).unwrap_or(0)).to_be_bytes());
-                return;
+                return if at == 0 { u16::try_from(target).ok() } else { self.target_at(start) };
             }
             at += 1 + usize::from(len);
         }
         self.write_labels(&name[..at]);
         self.buf.push(0);
+        if at == 0 { None } else { self.target_at(start) }
+    }
+
+    /// `at` when it is a remembered compression target.
+    fn target_at(&self, at: usize) -> Option<u16> {
+        let at = u16::try_from(at).ok()?;
+        self.targets[..self.target_count].contains(&at).then_some(at)
     }
 
     fn write_labels(&mut self, labels: &[u8]) {
@@ -474,9 +518,13 @@ impl<'b> MessageWriter<'b> {
             return false;
         }
         let mark = self.buf.len();
-        let targets = self.target_count;
+        let (targets, last_owner) = (self.target_count, self.last_owner);
         // An owner reads in the case already written (the question's, for answers about it).
-        self.write_name(owner, Compress::AnyCase);
+        match self.last_owner.filter(|&at| self.matches_at(usize::from(at), owner, false)) {
+            // The search would find the same target: nothing before it matched the last time.
+            Some(at) => self.buf.extend_from_slice(&(0xC000 | at).to_be_bytes()),
+            None => self.last_owner = self.write_name(owner, Compress::AnyCase),
+        }
         let rtype_code = u16::from(rtype);
         self.buf.extend_from_slice(&rtype_code.to_be_bytes());
         self.buf.extend_from_slice(&class.to_be_bytes());
@@ -507,6 +555,7 @@ impl<'b> MessageWriter<'b> {
         if self.buf.len() > self.limit || rdlength > usize::from(u16::MAX) {
             self.buf.truncate(mark);
             self.target_count = targets;
+            self.last_owner = last_owner;
             return false;
         }
         self.buf[rdlength_at..rdlength_at + 2].copy_from_slice(&u16::try_from(rdlength).unwrap_or(0).to_be_bytes());
@@ -615,6 +664,43 @@ mod tests {
         assert!(!is_within(&name, &wire("local.cluster.")));
         assert!(!is_within(&wire("xcluster.local."), &wire("cluster.local.")));
         assert_eq!(to_hickory(&name), Name::from_str("web-0.nginx.default.svc.cluster.local.").unwrap());
+    }
+
+    /// The raw question's name, lowercased, is what the parsed name gives; pointers are left to it.
+    #[test]
+    fn names_from_the_raw_question_match_the_parsed_ones() {
+        let q = b"\x05Web-0\x05NGINX\x07default\x03svc\x07cluster\x05local\x00\x00\x01\x00\x01";
+        let parsed = WireName::from_name(&Name::from_ascii("Web-0.NGINX.default.svc.cluster.local.").unwrap());
+        assert_eq!(WireName::from_question(q).unwrap().as_bytes(), parsed.unwrap().as_bytes());
+        assert_eq!(WireName::from_question(b"\x00\x00\x06\x00\x01").unwrap().as_bytes(), b"\x00");
+        assert!(WireName::from_question(b"\x03www\xC0\x0C\x00\x01\x00\x01").is_none());
+        assert!(WireName::from_question(b"\x03ww").is_none(), "cut short");
+        let long: Vec<u8> = (0..5).flat_map(|_| std::iter::once(60).chain([b'a'; 60])).chain([0]).collect();
+        assert!(WireName::from_question(&long).is_none(), "over 255 bytes");
+    }
+
+    /// Records of one set repeat their owner as the pointer a search would find.
+    #[test]
+    fn repeated_owners_are_the_same_pointer() {
+        let q = question("web.default.svc.cluster.local.");
+        let owner = wire("WEB.default.svc.cluster.local.");
+        let other = wire("db.default.svc.cluster.local.");
+        let mut buf = Vec::new();
+        let mut writer = MessageWriter::new(&mut buf, &HEADER, &q, 512);
+        for (owner, ip) in [(&owner, 1), (&owner, 2), (&other, 3), (&other, 4), (&owner, 5)] {
+            assert!(writer.record(Section::Answer, owner, RecordType::A, 5, &[10, 0, 0, ip]));
+        }
+        writer.finish(None);
+        let at = 12 + q.len();
+        let record = |i: usize| &buf[at + i * 16..at + i * 16 + 2];
+        assert_eq!([record(0), record(1)], [&[0xC0, 12][..], &[0xC0, 12][..]]);
+        // `db` written out, then a pointer to `default`; its repeat points at `db`.
+        let db_at = u8::try_from(at + 2 * 16).unwrap();
+        let message = hickory_proto::op::Message::from_vec(&buf).unwrap();
+        assert_eq!(message.answers[2].name, message.answers[3].name);
+        assert_eq!(&buf[at + 2 * 16 + 3 + 2 + 10 + 4..][..2], &[0xC0, db_at]);
+        let names: Vec<String> = message.answers.iter().map(|a| a.name.to_string()).collect();
+        assert_eq!(names[4], names[0]);
     }
 
     #[test]
