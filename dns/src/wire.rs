@@ -431,7 +431,7 @@ impl<'b> MessageWriter<'b> {
     /// Returns where the whole name can be pointed at, if anywhere: the first target that holds it,
     /// which is what a later search for it finds.
     fn write_name(&mut self, name: &[u8], compress: Compress) -> Option<u16> {
-        let start = self.buf.len();
+        let (start, targets) = (self.buf.len(), self.target_count);
         let mut at = 0;
         while let Some(&len) = name.get(at) {
             if len == 0 {
@@ -442,19 +442,19 @@ impl<'b> MessageWriter<'b> {
             {
                 self.write_labels(&name[..at]);
                 self.buf.extend_from_slice(&(0xC000 | u16::try_from(target).unwrap_or(0)).to_be_bytes());
-                return if at == 0 { u16::try_from(target).ok() } else { self.target_at(start) };
+                return if at == 0 { u16::try_from(target).ok() } else { self.target_at(start, targets) };
             }
             at += 1 + usize::from(len);
         }
         self.write_labels(&name[..at]);
         self.buf.push(0);
-        if at == 0 { None } else { self.target_at(start) }
+        if at == 0 { None } else { self.target_at(start, targets) }
     }
 
-    /// `at` when it is a remembered compression target.
-    fn target_at(&self, at: usize) -> Option<u16> {
-        let at = u16::try_from(at).ok()?;
-        self.targets[..self.target_count].contains(&at).then_some(at)
+    /// `start`, where labels were just written, when its first label became a compression target
+    /// (targets were `targets` before).
+    fn target_at(&self, start: usize, targets: usize) -> Option<u16> {
+        (self.target_count > targets).then(|| u16::try_from(start).ok()).flatten()
     }
 
     fn write_labels(&mut self, labels: &[u8]) {
