@@ -345,9 +345,6 @@ pub struct MessageWriter<'b> {
     truncated: bool,
     targets: [u16; MAX_TARGETS],
     target_count: usize,
-    /// Where the last owner written can be pointed at whole: records of one set repeat their owner,
-    /// which then costs one comparison instead of a search of every target.
-    last_owner: Option<u16>,
 }
 
 impl<'b> MessageWriter<'b> {
@@ -365,7 +362,6 @@ impl<'b> MessageWriter<'b> {
             truncated: false,
             targets: [0; MAX_TARGETS],
             target_count: 0,
-            last_owner: None,
         };
         // The question's name is the usual compression target: answers are mostly about it.
         let mut at = 12;
@@ -428,10 +424,7 @@ impl<'b> MessageWriter<'b> {
     }
 
     /// Writes `name`: the longest suffix already in the message as a pointer, if any (`Compress`).
-    /// Returns where the whole name can be pointed at, if anywhere: the first target that holds it,
-    /// which is what a later search for it finds.
-    fn write_name(&mut self, name: &[u8], compress: Compress) -> Option<u16> {
-        let (start, targets) = (self.buf.len(), self.target_count);
+    fn write_name(&mut self, name: &[u8], compress: Compress) {
         let mut at = 0;
         while let Some(&len) = name.get(at) {
             if len == 0 {
@@ -442,19 +435,12 @@ impl<'b> MessageWriter<'b> {
             {
                 self.write_labels(&name[..at]);
                 self.buf.extend_from_slice(&(0xC000 | u16::try_from(target).unwrap_or(0)).to_be_bytes());
-                return if at == 0 { u16::try_from(target).ok() } else { self.target_at(start, targets) };
+                return;
             }
             at += 1 + usize::from(len);
         }
         self.write_labels(&name[..at]);
         self.buf.push(0);
-        if at == 0 { None } else { self.target_at(start, targets) }
-    }
-
-    /// `start`, where labels were just written, when its first label became a compression target
-    /// (targets were `targets` before).
-    fn target_at(&self, start: usize, targets: usize) -> Option<u16> {
-        (self.target_count > targets).then(|| u16::try_from(start).ok()).flatten()
     }
 
     fn write_labels(&mut self, labels: &[u8]) {
@@ -518,13 +504,9 @@ impl<'b> MessageWriter<'b> {
             return false;
         }
         let mark = self.buf.len();
-        let (targets, last_owner) = (self.target_count, self.last_owner);
+        let targets = self.target_count;
         // An owner reads in the case already written (the question's, for answers about it).
-        match self.last_owner.filter(|&at| self.matches_at(usize::from(at), owner, false)) {
-            // The search would find the same target: nothing before it matched the last time.
-            Some(at) => self.buf.extend_from_slice(&(0xC000 | at).to_be_bytes()),
-            None => self.last_owner = self.write_name(owner, Compress::AnyCase),
-        }
+        self.write_name(owner, Compress::AnyCase);
         let rtype_code = u16::from(rtype);
         self.buf.extend_from_slice(&rtype_code.to_be_bytes());
         self.buf.extend_from_slice(&class.to_be_bytes());
@@ -555,7 +537,6 @@ impl<'b> MessageWriter<'b> {
         if self.buf.len() > self.limit || rdlength > usize::from(u16::MAX) {
             self.buf.truncate(mark);
             self.target_count = targets;
-            self.last_owner = last_owner;
             return false;
         }
         self.buf[rdlength_at..rdlength_at + 2].copy_from_slice(&u16::try_from(rdlength).unwrap_or(0).to_be_bytes());
@@ -679,7 +660,7 @@ mod tests {
         assert!(WireName::from_question(&long).is_none(), "over 255 bytes");
     }
 
-    /// Records of one set repeat their owner as the pointer a search would find.
+    /// A repeated owner points at its first writing (or at what that pointed at).
     #[test]
     fn repeated_owners_are_the_same_pointer() {
         let q = question("web.default.svc.cluster.local.");
