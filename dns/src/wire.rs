@@ -355,14 +355,8 @@ impl<'b> MessageWriter<'b> {
         buf.extend_from_slice(header);
         buf[6..12].fill(0);
         buf.extend_from_slice(question);
-        let mut writer = Self {
-            buf,
-            limit,
-            counts: [0; 3],
-            truncated: false,
-            targets: [0; MAX_TARGETS],
-            target_count: 0,
-        };
+        let mut writer =
+            Self { buf, limit, counts: [0; 3], truncated: false, targets: [0; MAX_TARGETS], target_count: 0 };
         // The question's name is the usual compression target: answers are mostly about it.
         let mut at = 12;
         while let Some(&len) = writer.buf.get(at) {
