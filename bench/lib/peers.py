@@ -230,6 +230,35 @@ hickory = Peer(
     "stock 0.26 binary, file store, tokio workers = available_parallelism (1 when pinned), -q")
 
 
+# ------------------------------------------------------------------ CoreDNS
+# The same zone files through CoreDNS's `file` plugin: the fair authoritative comparison (its
+# `kubernetes` plugin answers from API watches, which this dataset does not have; that one is
+# compared for answers in tests/real_coredns.rs). The binary is the one scripts/cluster.sh builds
+# (v1.15.0); COREDNS_BIN overrides it. GOMAXPROCS follows the one-core affinity the harness sets.
+def _coredns_prepare(p, wd, ds):
+    blocks = "".join(
+        f"""{zone}:{p.port} {{
+    bind 127.0.0.1
+    file {os.path.join(ds['dir'], fname)} {zone}
+}}
+""" for zone, fname in (("cluster.local", "cluster.local.zone"),
+                        ("10.in-addr.arpa", "10.in-addr.arpa.zone")))
+    with open(os.path.join(wd, "Corefile"), "w") as f:
+        f.write(blocks)
+
+
+def _coredns_bin():
+    return os.environ.get("COREDNS_BIN") or "coredns"
+
+
+coredns = Peer(
+    "coredns", BASE_PORT + 6, _coredns_bin(),
+    lambda p, wd, ds: [p.resolve_binary(), "-conf", os.path.join(wd, "Corefile"), "-quiet"],
+    _coredns_prepare, lambda b: [b, "-version"],
+    "scripts/cluster.sh build (COREDNS_BIN=$(scripts/cluster.sh bin)/coredns)",
+    "file plugin with the same zone files, one server block per zone, no cache/log plugins")
+
+
 # ------------------------------------------------------------- command peer
 def command_peer(name, cmd, port, version_cmd=None, notes=""):
     """A server started by an arbitrary command line (see module docstring)."""
@@ -270,7 +299,7 @@ roster = Peer(
     "available parallelism (1 when pinned); ROSTER_LOG=warn",
     env={"ROSTER_LOG": "warn"})
 
-BUILTIN = [knot, nsd, bind9, hickory]
+BUILTIN = [knot, nsd, bind9, hickory, coredns]
 # The project's own server (more can be added with run.sh --server NAME=CMD).
 EXTRA_PEERS = [roster]
 

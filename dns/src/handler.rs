@@ -127,7 +127,15 @@ impl FrontHandler {
             return (Answer::error(ResponseCode::FormErr), ".");
         }
         let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
-        let Some(zone) = self.store.zone_of(query.name()) else {
+        // The name's wire form from the raw question (cheaper than the parsed name's labels), and its
+        // zone found on it: the same as `zone_of` on the parsed name, for a fraction of the work.
+        let wire = WireName::from_question(request.queries.as_bytes())
+            .or_else(|| WireName::from_name(query.original().name()));
+        let zone = match &wire {
+            Some(wire) => self.store.zone_of_wire(wire.as_bytes()),
+            None => self.store.zone_of(query.name()),
+        };
+        let Some(zone) = zone else {
             return (self.forward(query.name(), query.original(), dnssec_ok).await, ".");
         };
         let zone_label = self.zone_labels.get(zone).copied().unwrap_or(".");
@@ -137,7 +145,7 @@ impl FrontHandler {
         if !self.store.is_synced() {
             return (Answer::error(ResponseCode::ServFail), zone_label);
         }
-        let Some(wire) = WireName::from_name(query.original().name()) else {
+        let Some(wire) = wire else {
             return (Answer::error(ResponseCode::FormErr), zone_label);
         };
         let found = self.authoritative(zone, &wire, query.original(), size_limit, dnssec_ok).await;

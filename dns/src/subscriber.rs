@@ -343,40 +343,42 @@ impl FrameSource for HttpSource {
             Some(other) => return Err(format!("{}: unknown Content-Encoding `{other}`", endpoint.base)),
         };
         let body = response.into_body();
-        let lines = futures_util::stream::unfold(
-            (body, BytesMut::new(), zstd),
-            |(mut body, mut buffer, mut zstd)| async move {
-                loop {
-                    if let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-                        let line = buffer.split_to(end + 1);
-                        let frame = serde_json::from_slice::<Frame>(&line[..end])
-                            .map_err(|e| format!("undecodable frame: {e}"));
-                        return Some((frame, (body, buffer, zstd)));
-                    }
-                    match body.frame().await {
-                        Some(Ok(chunk)) => {
-                            if let Ok(data) = chunk.into_data() {
-                                let added = match zstd.as_mut() {
-                                    Some(zstd) => zstd.feed(&data, &mut buffer, MAX_FRAME_BYTES),
-                                    None if buffer.len() + data.len() > MAX_FRAME_BYTES => {
-                                        Err(format!("a frame longer than {MAX_FRAME_BYTES} bytes"))
-                                    }
-                                    None => {
-                                        buffer.extend_from_slice(&data);
-                                        Ok(())
-                                    }
-                                };
-                                if let Err(error) = added {
-                                    return Some((Err(error), (body, BytesMut::new(), None)));
+        // `scanned`: how much of the buffer is known to hold no newline, so each chunk is searched
+        // once (a 30 MB snapshot line arrives in thousands of chunks).
+        let state = (body, BytesMut::new(), zstd, 0usize);
+        let lines = futures_util::stream::unfold(state, |(mut body, mut buffer, mut zstd, mut scanned)| async move {
+            loop {
+                if let Some(at) = buffer[scanned..].iter().position(|b| *b == b'\n') {
+                    let end = scanned + at;
+                    let line = buffer.split_to(end + 1);
+                    let frame =
+                        serde_json::from_slice::<Frame>(&line[..end]).map_err(|e| format!("undecodable frame: {e}"));
+                    return Some((frame, (body, buffer, zstd, 0)));
+                }
+                scanned = buffer.len();
+                match body.frame().await {
+                    Some(Ok(chunk)) => {
+                        if let Ok(data) = chunk.into_data() {
+                            let added = match zstd.as_mut() {
+                                Some(zstd) => zstd.feed(&data, &mut buffer, MAX_FRAME_BYTES),
+                                None if buffer.len() + data.len() > MAX_FRAME_BYTES => {
+                                    Err(format!("a frame longer than {MAX_FRAME_BYTES} bytes"))
                                 }
+                                None => {
+                                    buffer.extend_from_slice(&data);
+                                    Ok(())
+                                }
+                            };
+                            if let Err(error) = added {
+                                return Some((Err(error), (body, BytesMut::new(), None, 0)));
                             }
                         }
-                        Some(Err(e)) => return Some((Err(format!("stream broken: {e}")), (body, buffer, zstd))),
-                        None => return None,
                     }
+                    Some(Err(e)) => return Some((Err(format!("stream broken: {e}")), (body, buffer, zstd, scanned))),
+                    None => return None,
                 }
-            },
-        );
+            }
+        });
         Ok(Box::pin(lines))
     }
 }

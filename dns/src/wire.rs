@@ -51,6 +51,30 @@ impl WireName {
         Some(out)
     }
 
+    /// The lowercase wire form of the name a raw question section starts with, when it is written
+    /// uncompressed (as every client writes it); `None` otherwise (then [`Self::from_name`] of the
+    /// parsed name). Cheaper than walking the parsed name's labels.
+    pub fn from_question(question: &[u8]) -> Option<Self> {
+        let mut out = Self { bytes: [0; MAX_NAME], len: 0 };
+        loop {
+            let len = usize::from(*question.get(out.len)?);
+            if len == 0 {
+                break;
+            }
+            // Pointers and extended label types (0x40, 0x80, 0xC0) are left to the parsed name.
+            let end = out.len + 1 + len;
+            if len > 63 || end >= MAX_NAME {
+                return None;
+            }
+            out.bytes[out.len..end].copy_from_slice(question.get(out.len..end)?);
+            out.bytes[out.len + 1..end].make_ascii_lowercase();
+            out.len = end;
+        }
+        out.bytes[out.len] = 0;
+        out.len += 1;
+        Some(out)
+    }
+
     /// Copies a wire name this crate produced (lowercase, uncompressed).
     pub fn from_wire(wire: &[u8]) -> Option<Self> {
         if wire.is_empty() || wire.len() > MAX_NAME {
@@ -303,6 +327,16 @@ const MAX_TARGETS: usize = 64;
 /// Pointers can only reach the first 16 KiB of a message.
 const MAX_POINTER: usize = 0x3FFF;
 
+/// How a name is compressed against the names already in the message.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Compress {
+    Never,
+    /// Against a suffix in any case; the written case is the one read.
+    AnyCase,
+    /// Only against a suffix written with the same bytes.
+    Exact,
+}
+
 /// Writes one response message. Records that would take it past its size limit are dropped and TC set.
 pub struct MessageWriter<'b> {
     buf: &'b mut Vec<u8>,
@@ -346,9 +380,9 @@ impl<'b> MessageWriter<'b> {
         }
     }
 
-    /// True when the name `suffix` is written at `at` in the message, compared case-insensitively
-    /// (forwarded names come in any case) and through pointers.
-    fn matches_at(&self, mut at: usize, suffix: &[u8]) -> bool {
+    /// True when the name `suffix` is written at `at` in the message (through pointers), compared
+    /// case-insensitively for owners, byte for byte for rdata names (`exact`).
+    fn matches_at(&self, mut at: usize, suffix: &[u8], exact: bool) -> bool {
         let mut i = 0;
         let mut hops = 0;
         loop {
@@ -371,7 +405,7 @@ impl<'b> MessageWriter<'b> {
             let (Some(written), Some(wanted)) = (self.buf.get(at + 1..at + 1 + n), suffix.get(i + 1..i + 1 + n)) else {
                 return false;
             };
-            if !written.eq_ignore_ascii_case(wanted) {
+            if !(written == wanted || !exact && written.eq_ignore_ascii_case(wanted)) {
                 return false;
             }
             at += 1 + n;
@@ -379,18 +413,20 @@ impl<'b> MessageWriter<'b> {
         }
     }
 
-    fn find(&self, suffix: &[u8]) -> Option<usize> {
-        self.targets[..self.target_count].iter().map(|t| usize::from(*t)).find(|t| self.matches_at(*t, suffix))
+    fn find(&self, suffix: &[u8], exact: bool) -> Option<usize> {
+        self.targets[..self.target_count].iter().map(|t| usize::from(*t)).find(|t| self.matches_at(*t, suffix, exact))
     }
 
-    /// Writes `name`: the longest suffix already in the message as a pointer when `compress`.
-    fn write_name(&mut self, name: &[u8], compress: bool) {
+    /// Writes `name`: the longest suffix already in the message as a pointer, if any (`Compress`).
+    fn write_name(&mut self, name: &[u8], compress: Compress) {
         let mut at = 0;
         while let Some(&len) = name.get(at) {
             if len == 0 {
                 break;
             }
-            if compress && let Some(target) = self.find(&name[at..]) {
+            if compress != Compress::Never
+                && let Some(target) = self.find(&name[at..], compress == Compress::Exact)
+            {
                 self.write_labels(&name[..at]);
                 self.buf.extend_from_slice(&(0xC000 | u16::try_from(target).unwrap_or(0)).to_be_bytes());
                 return;
@@ -463,7 +499,8 @@ impl<'b> MessageWriter<'b> {
         }
         let mark = self.buf.len();
         let targets = self.target_count;
-        self.write_name(owner, true);
+        // An owner reads in the case already written (the question's, for answers about it).
+        self.write_name(owner, Compress::AnyCase);
         let rtype_code = u16::from(rtype);
         self.buf.extend_from_slice(&rtype_code.to_be_bytes());
         self.buf.extend_from_slice(&class.to_be_bytes());
@@ -477,14 +514,16 @@ impl<'b> MessageWriter<'b> {
             rest = &rest[prefix..];
             for _ in 0..names {
                 let len = name_len(rest);
-                self.write_name(&rest[..len], true);
+                // A name in rdata keeps its own case: a pointer to the question's suffix would give
+                // a CNAME target the client's 0x20 case (CoreDNS compresses case-sensitively too).
+                self.write_name(&rest[..len], Compress::Exact);
                 rest = &rest[len..];
             }
         }
         if rtype == RecordType::SRV && rest.len() > 6 {
             // Priority, weight, port, then the target uncompressed (RFC 2782); still a target for others.
             self.buf.extend_from_slice(&rest[..6]);
-            self.write_name(&rest[6..], false);
+            self.write_name(&rest[6..], Compress::Never);
         } else {
             self.buf.extend_from_slice(rest);
         }
@@ -602,6 +641,43 @@ mod tests {
         assert_eq!(to_hickory(&name), Name::from_str("web-0.nginx.default.svc.cluster.local.").unwrap());
     }
 
+    /// The raw question's name, lowercased, is what the parsed name gives; pointers are left to it.
+    #[test]
+    fn names_from_the_raw_question_match_the_parsed_ones() {
+        let q = b"\x05Web-0\x05NGINX\x07default\x03svc\x07cluster\x05local\x00\x00\x01\x00\x01";
+        let parsed = WireName::from_name(&Name::from_ascii("Web-0.NGINX.default.svc.cluster.local.").unwrap());
+        assert_eq!(WireName::from_question(q).unwrap().as_bytes(), parsed.unwrap().as_bytes());
+        assert_eq!(WireName::from_question(b"\x00\x00\x06\x00\x01").unwrap().as_bytes(), b"\x00");
+        assert!(WireName::from_question(b"\x03www\xC0\x0C\x00\x01\x00\x01").is_none());
+        assert!(WireName::from_question(b"\x03ww").is_none(), "cut short");
+        let long: Vec<u8> = (0..5).flat_map(|_| std::iter::once(60).chain([b'a'; 60])).chain([0]).collect();
+        assert!(WireName::from_question(&long).is_none(), "over 255 bytes");
+    }
+
+    /// A repeated owner points at its first writing (or at what that pointed at).
+    #[test]
+    fn repeated_owners_are_the_same_pointer() {
+        let q = question("web.default.svc.cluster.local.");
+        let owner = wire("WEB.default.svc.cluster.local.");
+        let other = wire("db.default.svc.cluster.local.");
+        let mut buf = Vec::new();
+        let mut writer = MessageWriter::new(&mut buf, &HEADER, &q, 512);
+        for (owner, ip) in [(&owner, 1), (&owner, 2), (&other, 3), (&other, 4), (&owner, 5)] {
+            assert!(writer.record(Section::Answer, owner, RecordType::A, 5, &[10, 0, 0, ip]));
+        }
+        writer.finish(None);
+        let at = 12 + q.len();
+        let record = |i: usize| &buf[at + i * 16..at + i * 16 + 2];
+        assert_eq!([record(0), record(1)], [&[0xC0, 12][..], &[0xC0, 12][..]]);
+        // `db` written out, then a pointer to `default`; its repeat points at `db`.
+        let db_at = u8::try_from(at + 2 * 16).unwrap();
+        let message = hickory_proto::op::Message::from_vec(&buf).unwrap();
+        assert_eq!(message.answers[2].name, message.answers[3].name);
+        assert_eq!(&buf[at + 2 * 16 + 3 + 2 + 10 + 4..][..2], &[0xC0, db_at]);
+        let names: Vec<String> = message.answers.iter().map(|a| a.name.to_string()).collect();
+        assert_eq!(names[4], names[0]);
+    }
+
     #[test]
     fn node_sets_round_trip() {
         let name = wire("a.svc.cluster.local.");
@@ -671,6 +747,35 @@ mod tests {
         let len = writer.finish(None);
         assert_eq!(len, 12 + q.len() + 2 + 10 + 4);
         assert_eq!(&buf[12 + q.len()..12 + q.len() + 2], &[0xC0, 12]);
+    }
+
+    /// A CNAME target keeps its own case whatever the question's (the owner echoes the question): its
+    /// suffix must not become a pointer into a question asked in another case.
+    #[test]
+    fn rdata_names_keep_their_case_under_a_mixed_case_question() {
+        // By hand: hickory's `Name::from_str` lowercases.
+        let q = b"\x05ALIAS\x04demo\x03svc\x07CLUSTER\x05local\x00\x00\x05\x00\x01".to_vec();
+        let mut buf = Vec::new();
+        let mut writer = MessageWriter::new(&mut buf, &HEADER, &q, 512);
+        let owner = wire("alias.demo.svc.cluster.local.");
+        let target = wire("dual.demo.svc.cluster.local.");
+        assert!(writer.record(Section::Answer, &owner, RecordType::CNAME, 5, &target));
+        assert!(writer.record(Section::Answer, &target, RecordType::A, 5, &[10, 0, 0, 9]));
+        writer.finish(None);
+        // Raw bytes: hickory's decoder does not keep the case of names read through pointers.
+        let cname_at = 12 + q.len();
+        assert_eq!(&buf[cname_at..cname_at + 2], &[0xC0, 12], "the owner echoes the question");
+        let rdata_at = cname_at + 2 + 10;
+        // `dual.demo.svc.cluster` written out, then a pointer to the question's `local` (same bytes).
+        let local_in_question = 12 + (1 + 5) + (1 + 4) + (1 + 3) + (1 + 7);
+        let mut expected = b"\x04dual\x04demo\x03svc\x07cluster".to_vec();
+        expected.extend_from_slice(&[0xC0, u8::try_from(local_in_question).unwrap()]);
+        assert_eq!(buf.get(rdata_at..rdata_at + expected.len()), Some(expected.as_slice()));
+        // The target's own record points at the target as written.
+        let a_at = rdata_at + expected.len();
+        assert_eq!(&buf[a_at..a_at + 2], &[0xC0, u8::try_from(rdata_at).unwrap()]);
+        let message = hickory_proto::op::Message::from_vec(&buf).unwrap();
+        assert_eq!(message.answers.len(), 2);
     }
 
     #[test]

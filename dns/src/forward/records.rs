@@ -165,7 +165,8 @@ mod tests {
     const HEADER: [u8; 12] = [0, 1, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0];
 
     /// A CNAME chain and an MX from an upstream that lowercases: the owner points at the question
-    /// (whatever its case), the CNAME target and the next owner share it, the MX exchange is compressed.
+    /// (whatever its case); the CNAME target keeps the upstream's case (only `com` is the question's
+    /// bytes), the next owner points at it, the MX exchange is compressed against it.
     #[test]
     fn forwarded_names_compress_against_the_question_and_each_other() {
         let answers = vec![
@@ -185,9 +186,10 @@ mod tests {
         let len = writer.finish(None);
         let question_end = 12 + q.len();
         assert_eq!(&buf[question_end..question_end + 2], &[0xC0, 12], "owner is the question");
-        // CNAME 2+10 + rdata (`web` + pointer = 6); A: owner pointer 2+10+4; MX: 2+10 + 2 + (`mail` + ptr 7);
-        // SOA: owner ptr 2+10 + (`ns`+ptr 5) + (`h`+ptr 4) + 20.
-        assert_eq!(len, question_end + 18 + 16 + 21 + 41);
+        // CNAME 2+10 + rdata (`web`, `example` + pointer = 14); A: owner pointer 2+10+4; MX: 2+10 + 2 +
+        // (`mail` + ptr 7); SOA: owner ptr 2+10 + (`ns`+ptr 5) + (`h`+ptr 4) + 20.
+        assert_eq!(len, question_end + 26 + 16 + 21 + 41);
+        assert_eq!(&buf[question_end + 12..question_end + 24], b"\x03web\x07example");
         let message = Message::from_vec(&buf).unwrap();
         assert_eq!(message.answers[0].name, name("WWW.Example.com."), "the question's case");
         assert_eq!(message.answers[1..], answers[1..]);
