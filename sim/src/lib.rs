@@ -254,7 +254,7 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
             config.data_dir.as_deref(),
             store::HistoryLimits { changes: config.watch_history, bytes: config.watch_history_bytes },
         )
-            .map_err(|source| SimError::DataDir { dir: dir.clone(), source })?,
+        .map_err(|source| SimError::DataDir { dir: dir.clone(), source })?,
     );
     bootstrap::ensure(&store, config.nodes.max(1))?;
     let listener = tokio::net::TcpListener::bind(config.api_addr)

@@ -54,8 +54,7 @@ impl WatchHistory {
         let size = change_bytes(&change);
         self.bytes += size;
         self.changes.push_back((change, size));
-        while self.changes.len() > self.limits.changes || (self.bytes > self.limits.bytes && self.changes.len() > 1)
-        {
+        while self.changes.len() > self.limits.changes || (self.bytes > self.limits.bytes && self.changes.len() > 1) {
             if let Some((old, size)) = self.changes.pop_front() {
                 self.bytes -= size;
                 self.compacted_rv = old.rv;
@@ -152,7 +151,10 @@ mod tests {
         }
         assert_eq!(h.len(), 5);
         assert!(h.since("/pods", 14).is_err());
-        assert_eq!(h.since("/pods", 15).map(|v| v.iter().map(|c| c.rv).collect::<Vec<_>>()), Ok(vec![16, 17, 18, 19, 20]));
+        assert_eq!(
+            h.since("/pods", 15).map(|v| v.iter().map(|c| c.rv).collect::<Vec<_>>()),
+            Ok(vec![16, 17, 18, 19, 20])
+        );
     }
 
     #[test]

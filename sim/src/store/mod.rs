@@ -765,6 +765,9 @@ mod tests {
         assert_eq!(store.gone_served(), 1);
         let recent = store.current_rv() - 5;
         let (replay, _, _) = store.watch(&maps.key(), Some(recent)).expect("recent history is kept");
-        assert_eq!(replay.iter().map(|c| c.rv).collect::<Vec<_>>(), ((recent + 1)..=store.current_rv()).collect::<Vec<_>>());
+        assert_eq!(
+            replay.iter().map(|c| c.rv).collect::<Vec<_>>(),
+            ((recent + 1)..=store.current_rv()).collect::<Vec<_>>()
+        );
     }
 }
