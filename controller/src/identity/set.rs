@@ -262,12 +262,9 @@ pub fn selector_matches(sel: &LabelSelector, labels: &std::collections::BTreeMap
 }
 
 #[cfg(test)]
-mod tests {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
-
-    use super::*;
-
-    fn view(start: i32, replicas: i32) -> SetView {
+impl SetView {
+    /// The unit tests' set: StatefulSet `default/web`, uid `u`, generation 1, with this spec.
+    pub(crate) fn fixture(spec: StatefulSetSpec) -> SetView {
         SetView {
             kind: "StatefulSet".into(),
             api_version: "apps/v1".into(),
@@ -277,13 +274,24 @@ mod tests {
             generation: 1,
             deleting: false,
             annotations: Default::default(),
-            spec: StatefulSetSpec {
-                replicas: Some(replicas),
-                ordinals: Some(k8s_openapi::api::apps::v1::StatefulSetOrdinals { start: Some(start) }),
-                ..StatefulSetSpec::default()
-            },
+            spec,
             status: StatefulSetStatus::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    use super::*;
+
+    fn view(start: i32, replicas: i32) -> SetView {
+        SetView::fixture(StatefulSetSpec {
+            replicas: Some(replicas),
+            ordinals: Some(k8s_openapi::api::apps::v1::StatefulSetOrdinals { start: Some(start) }),
+            ..StatefulSetSpec::default()
+        })
     }
 
     #[test]

@@ -158,13 +158,7 @@ impl Store {
             inner.history = WatchHistory::new(history, replayed.rv);
             let rv = inner.rv;
             let ip_next = inner.pod_ips.next_index();
-            wal.compact(
-                rv,
-                ip_next,
-                inner.objects.iter().flat_map(|(key, objs)| {
-                    objs.iter().map(move |((ns, name), obj)| (key.as_str(), ns.as_str(), name.as_str(), obj.as_ref()))
-                }),
-            )?;
+            wal.compact(rv, ip_next, every_object(&inner.objects))?;
             durability = Some(wal.durability());
             inner.wal = Some(wal);
         }
@@ -417,18 +411,8 @@ impl Store {
                 "the name of the object ({body_name}) does not match the name on the URL ({name})"
             )));
         }
-        let want_uid = meta::meta_str(&new, "uid");
-        if !want_uid.is_empty() && want_uid != meta::meta_str(&old, "uid") {
-            return Err(ApiError::conflict(
-                &rt.group,
-                &rt.plural,
-                name,
-                &format!(
-                    "Precondition failed: UID in precondition: {want_uid}, UID in object meta: {}",
-                    meta::meta_str(&old, "uid")
-                ),
-            ));
-        }
+        let want_uid = Some(meta::meta_str(&new, "uid")).filter(|u| !u.is_empty());
+        precondition(rt, name, "UID", want_uid, meta::meta_str(&old, "uid"))?;
         let mut merged = match sub {
             Subresource::Status => {
                 let mut m = (*old).clone();
@@ -507,32 +491,9 @@ impl Store {
         let key = rt.key();
         let mut inner = self.inner.lock();
         let old = inner.existing(rt, ns, name)?;
-        if let Some(uid) = &opts.precondition_uid
-            && uid != meta::meta_str(&old, "uid")
-        {
-            return Err(ApiError::conflict(
-                &rt.group,
-                &rt.plural,
-                name,
-                &format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    meta::meta_str(&old, "uid")
-                ),
-            ));
-        }
-        if let Some(rv) = &opts.precondition_rv
-            && rv != meta::meta_str(&old, "resourceVersion")
-        {
-            return Err(ApiError::conflict(
-                &rt.group,
-                &rt.plural,
-                name,
-                &format!(
-                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                    meta::meta_str(&old, "resourceVersion")
-                ),
-            ));
-        }
+        precondition(rt, name, "UID", opts.precondition_uid.as_deref(), meta::meta_str(&old, "uid"))?;
+        let rv = meta::meta_str(&old, "resourceVersion");
+        precondition(rt, name, "ResourceVersion", opts.precondition_rv.as_deref(), rv)?;
         let mut obj = (*old).clone();
         let mut finalizers = meta::finalizers(&obj);
         match opts.propagation.as_deref() {
@@ -640,13 +601,10 @@ impl Store {
         }
         let (rv, ip_next) = (inner.rv, inner.pod_ips.next_index());
         let Inner { wal, objects, .. } = inner;
-        if let Some(w) = wal.as_mut() {
-            let all = objects.iter().flat_map(|(key, objs)| {
-                objs.iter().map(move |((ns, name), obj)| (key.as_str(), ns.as_str(), name.as_str(), obj.as_ref()))
-            });
-            if let Err(e) = w.compact(rv, ip_next, all) {
-                tracing::warn!(error = %e, "compacting the log");
-            }
+        if let Some(w) = wal.as_mut()
+            && let Err(e) = w.compact(rv, ip_next, every_object(objects))
+        {
+            tracing::warn!(error = %e, "compacting the log");
         }
     }
 
@@ -693,6 +651,26 @@ impl Store {
         let mut inner = self.inner.lock();
         let rv = inner.rv;
         inner.history.clear(rv);
+    }
+}
+
+/// Every stored object as (storage key, namespace, name, object), as the log's snapshot takes them.
+fn every_object(objects: &HashMap<String, Objects>) -> impl Iterator<Item = (&str, &str, &str, &Value)> {
+    objects.iter().flat_map(|(key, objs)| {
+        objs.iter().map(move |((ns, name), obj)| (key.as_str(), ns.as_str(), name.as_str(), obj.as_ref()))
+    })
+}
+
+/// kube-apiserver's 409 when a precondition (`UID`, `ResourceVersion`) names another version.
+fn precondition(rt: &ResourceType, name: &str, field: &str, want: Option<&str>, have: &str) -> Result<(), ApiError> {
+    match want {
+        Some(want) if want != have => Err(ApiError::conflict(
+            &rt.group,
+            &rt.plural,
+            name,
+            &format!("Precondition failed: {field} in precondition: {want}, {field} in object meta: {have}"),
+        )),
+        _ => Ok(()),
     }
 }
 
