@@ -11,35 +11,17 @@ use tracing::{info, warn};
 use crate::hub::Hub;
 use crate::lease::{Elector, LeaseSettings};
 
-#[derive(Debug, Clone)]
-pub struct StreamLease {
-    pub namespace: String,
-    pub name: String,
-    /// This instance's holderIdentity.
-    pub identity: String,
-    /// How long a term lasts without renewal.
-    pub duration: Duration,
-}
-
-impl StreamLease {
-    fn settings(self) -> LeaseSettings {
-        // renewals (and attempts to acquire) five times a term
-        let retry = (self.duration / 5).max(Duration::from_millis(200));
-        LeaseSettings {
-            namespace: self.namespace,
-            name: self.name,
-            identity: self.identity,
-            duration: self.duration,
-            retry,
-        }
-    }
+/// The retry period of a stream Lease whose term is `duration`: renewals (and attempts to acquire)
+/// five times a term.
+pub fn retry(duration: Duration) -> Duration {
+    (duration / 5).max(Duration::from_millis(200))
 }
 
 /// Competes for the Lease forever: while holding it, the hub publishes under the term's epoch and
 /// serves the stream; on losing it (another holder, or no renewal for most of a term) it stops serving
 /// at once, so that two controllers never serve at the same time for longer than a renewal period.
-pub async fn run(client: kube::Client, lease: StreamLease, hub: Hub) {
-    let mut elector = Elector::new(client, lease.settings());
+pub async fn run(client: kube::Client, lease: LeaseSettings, hub: Hub) {
+    let mut elector = Elector::new(client, lease);
     loop {
         let epoch = elector.acquire().await;
         info!(identity = %elector.settings().identity, epoch, "serving the record stream");
