@@ -638,11 +638,13 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let (synced_tx, _synced) = tokio::sync::watch::channel(false);
     let watch = roster_controller::kube_source::run(client.clone(), synth, hub.clone(), synced_tx);
     let watch = health.spawn_core("watch", watch);
-    let lease = roster_controller::stream_lease::StreamLease {
+    let duration = Duration::from_secs(args.lease_seconds);
+    let lease = roster_controller::lease::LeaseSettings {
         namespace: args.lease_namespace.clone(),
         name: args.stream_lease.clone(),
         identity: roster_controller::identity::default_identity(),
-        duration: Duration::from_secs(args.lease_seconds),
+        duration,
+        retry: roster_controller::stream_lease::retry(duration),
     };
     let elector =
         health.spawn_core("stream lease", roster_controller::stream_lease::run(client.clone(), lease, hub.clone()));

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod real_support;
+mod support;
 
 use real_support::RealCluster;
 

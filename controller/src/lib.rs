@@ -6,6 +6,7 @@ pub mod health;
 pub mod hub;
 pub mod identity;
 pub mod kube_source;
+pub mod lease;
 pub mod manifest_source;
 pub mod manifests;
 pub mod metrics;

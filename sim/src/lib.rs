@@ -121,8 +121,14 @@ pub struct SimConfig {
     pub start_delay: Duration,
     /// The longest a deleted pod stays Terminating (its grace period, capped by this).
     pub termination_cap: Duration,
-    /// Events kept for watch resumption; older resourceVersions get `410 Gone`.
+    /// Changes kept for watch resumption; older resourceVersions get `410 Gone`.
     pub watch_history: usize,
+    /// The most the kept changes may weigh (an estimate of their heap bytes); the oldest go first.
+    pub watch_history_bytes: usize,
+    /// Events older than this (by their last occurrence) are deleted, as kube-apiserver's `--event-ttl`.
+    pub event_ttl: Duration,
+    /// The most Events kept (core/v1 and events.k8s.io/v1 each); beyond, the oldest are deleted.
+    pub max_events: usize,
     /// How often watches with `allowWatchBookmarks` get a BOOKMARK.
     pub bookmark_interval: Duration,
     /// Whether the kubelet stand-in records Events (Scheduled, Pulled, Created, Started, Killing).
@@ -140,7 +146,10 @@ impl Default for SimConfig {
             ready_delay: Duration::from_millis(500),
             start_delay: Duration::from_millis(200),
             termination_cap: Duration::from_secs(2),
-            watch_history: 10_000,
+            watch_history: store::HistoryLimits::default().changes,
+            watch_history_bytes: store::HistoryLimits::default().bytes,
+            event_ttl: controllers::EVENT_TTL,
+            max_events: controllers::MAX_EVENTS,
             bookmark_interval: Duration::from_secs(10),
             kubelet_events: true,
             pod_network: podnet::PodNetworkConfig::default(),
@@ -254,8 +263,11 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
     };
     std::fs::create_dir_all(&dir).map_err(|source| SimError::DataDir { dir: dir.clone(), source })?;
     let store = Arc::new(
-        Store::open(config.data_dir.as_deref(), config.watch_history)
-            .map_err(|source| SimError::DataDir { dir: dir.clone(), source })?,
+        Store::open(
+            config.data_dir.as_deref(),
+            store::HistoryLimits { changes: config.watch_history, bytes: config.watch_history_bytes },
+        )
+        .map_err(|source| SimError::DataDir { dir: dir.clone(), source })?,
     );
     bootstrap::ensure(&store, config.nodes.max(1))?;
     let listener = tokio::net::TcpListener::bind(config.api_addr)

@@ -50,6 +50,46 @@ impl Kind {
     }
 }
 
+/// The seed scenarios both kinds pass alike, one `#[tokio::test]` each: a test file writes
+/// `identity_support::seed_scenarios!(Kind::X);` and adds beside it only what is its kind's own.
+// Test files other than the two per-kind ones share this module without the macro.
+#[allow(unused_macros)]
+macro_rules! seed_scenarios {
+    ($kind:expr) => {
+        $crate::identity_support::seed_scenarios!(@tests $kind;
+            create_pods_in_order_with_claims_and_dns => create_in_order(true);
+            scale_up_in_order_and_down_highest_first => scale_up_and_down();
+            template_change_rolls_in_reverse_order_one_at_a_time => rolling_update();
+            partition_canary_restore_and_finish => partition_canary();
+            on_delete_moves_only_deleted_pods => on_delete();
+            parallel_creates_and_deletes_in_bursts => parallel_burst();
+            delete_set_keeps_claims_and_reapply_rebinds_them => delete_set_and_reapply();
+            retention_policy_delete_on_scale_down_and_deletion => retention_delete();
+            retention_policy_retain_on_scale_delete_on_deletion => retention_mixed();
+            unready_pod_blocks_scaling_and_rollout => unready_pod_blocks();
+            controller_killed_mid_rollout_resumes_in_order => controller_killed_mid_rollout();
+            failed_pod_is_replaced => failed_pod_replaced();
+            min_ready_seconds_and_ordinals_start => min_ready_seconds_and_start_ordinal();
+            max_unavailable_rolls_two_at_a_time => max_unavailable();
+            an_old_template_returns_to_its_revision => rollout_undo();
+            revision_history_limit_trims_old_revisions => history_limit();
+            deleting_every_pod_brings_them_back_in_order => delete_all_pods_returns_in_order();
+            only_the_lease_holder_writes_and_a_standby_takes_over => only_the_leader_writes();
+            orphaned_pods_are_adopted_by_the_set_applied_again => orphaned_pods_are_adopted();
+        );
+    };
+    (@tests $kind:expr; $($name:ident => $scenario:ident($($arg:expr),*);)+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::identity_support::scenarios::$scenario($kind $(, $arg)*).await;
+            }
+        )+
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use seed_scenarios;
+
 /// One observed pod transition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {

@@ -3,7 +3,6 @@
 //! `down` on drop; kubectl of the same release; roster run with nothing but a ServiceAccount token.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,34 +13,8 @@ pub mod trace;
 
 pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// The output of one command.
-pub struct Out {
-    pub ok: bool,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-/// Runs `kubectl` (the binary at `bin`) with `kubeconfig`, optionally fed `stdin`.
-pub fn kubectl(bin: &Path, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Out {
-    let mut child = Command::new(bin)
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(text) = stdin {
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    }
-    drop(child.stdin.take());
-    let output = child.wait_with_output().unwrap();
-    Out {
-        ok: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
+// One kubectl runner for every test (the test files that use this module also declare `support`).
+pub use crate::support::process::{Out, run_kubectl as kubectl};
 
 /// A running control plane; stopped (exactly what `up` started) on drop.
 pub struct RealCluster {

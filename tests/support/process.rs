@@ -129,20 +129,36 @@ pub fn status(port: u16, name: &str) -> String {
 
 /// kubectl with `kubeconfig`, optionally fed `stdin`; fails the test when kubectl fails.
 pub fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = Command::new("kubectl")
+    let out = run_kubectl(Path::new("kubectl"), kubeconfig, args, stdin);
+    assert!(out.ok, "kubectl {args:?} failed: {}{}", out.stdout, out.stderr);
+    out.stdout
+}
+
+/// The output of one command.
+pub struct Out {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `kubectl` (the binary at `bin`) with `kubeconfig`, optionally fed `stdin`.
+pub fn run_kubectl(bin: &Path, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Out {
+    let mut child = Command::new(bin)
         .args(args)
         .env("KUBECONFIG", kubeconfig)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("kubectl is installed (scripts/test.sh installs it)");
+        .unwrap_or_else(|e| panic!("{} runs (scripts/test.sh installs kubectl): {e}", bin.display()));
     if let Some(text) = stdin {
         child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     }
     drop(child.stdin.take());
     let output = child.wait_with_output().unwrap();
-    let out = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "kubectl {args:?} failed: {}{}", out, String::from_utf8_lossy(&output.stderr));
-    out
+    Out {
+        ok: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
 }

@@ -403,19 +403,7 @@ mod tests {
             }),
             ..spec
         };
-        SetView {
-            kind: "StatefulSet".into(),
-            api_version: "apps/v1".into(),
-            name: "web".into(),
-            namespace: "default".into(),
-            uid: "set-uid".into(),
-            generation: 1,
-            deleting: false,
-            annotations: Default::default(),
-            spec,
-            status: Default::default(),
-            extensions: Default::default(),
-        }
+        SetView { uid: "set-uid".into(), ..SetView::fixture(spec) }
     }
 
     fn pod(name: &str) -> Pod {

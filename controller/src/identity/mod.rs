@@ -212,7 +212,7 @@ pub async fn run(client: kube::Client, options: IdentityOptions) -> Result<(), E
         crd::install(&client).await?;
     }
     let flag = Arc::new(AtomicBool::new(false));
-    let elector = leader::Leader::new(client.clone(), options.lease.clone(), flag.clone());
+    let mut elector = leader::Leader::new(client.clone(), options.lease.clone(), flag.clone());
     loop {
         elector.acquire().await;
         let reporter =

@@ -160,7 +160,7 @@ pub fn controlled_by(pod: &Pod, uid: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::apps::v1::{StatefulSetSpec, StatefulSetStatus};
+    use k8s_openapi::api::apps::v1::StatefulSetSpec;
     use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -180,19 +180,7 @@ mod tests {
             "volumeClaimTemplates": [{"metadata": {"name": "www"}}],
         }))
         .unwrap();
-        SetView {
-            kind: "StatefulSet".into(),
-            api_version: "apps/v1".into(),
-            name: "web".into(),
-            namespace: "ns".into(),
-            uid: "u".into(),
-            generation: 1,
-            deleting: false,
-            annotations: Default::default(),
-            spec,
-            status: StatefulSetStatus::default(),
-            extensions: Default::default(),
-        }
+        SetView { namespace: "ns".into(), ..SetView::fixture(spec) }
     }
 
     #[test]

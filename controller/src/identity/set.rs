@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReferen
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use kube::core::NamespaceResourceScope;
+use kube::core::{Selector, SelectorExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -371,50 +372,26 @@ impl SetView {
     }
 }
 
-/// A label selector as a string (`a=b,c in (d)`), the form `/scale` and `kubectl -l` use.
+/// A label selector as a string (`a=b,c in (d)`), the form `/scale` and `kubectl -l` use; `<error>` for
+/// one that cannot be parsed (an unknown operator, `In` without values), as upstream's
+/// `FormatLabelSelector`.
 pub fn selector_string(sel: &LabelSelector) -> String {
-    let mut parts: Vec<String> = sel.match_labels.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
-    for e in sel.match_expressions.iter().flatten() {
-        let values = e.values.clone().unwrap_or_default().join(",");
-        parts.push(match e.operator.as_str() {
-            "In" => format!("{} in ({values})", e.key),
-            "NotIn" => format!("{} notin ({values})", e.key),
-            "Exists" => e.key.clone(),
-            _ => format!("!{}", e.key),
-        });
-    }
-    parts.join(",")
+    Selector::try_from(sel.clone()).map_or_else(|_| "<error>".to_owned(), |s| s.to_string())
 }
 
-/// Whether a label map satisfies a selector (an empty selector matches nothing, as upstream's controllers
-/// treat it).
+/// Whether a label map satisfies a selector. An empty selector matches nothing, as upstream's controllers
+/// treat it, and so does one that cannot be parsed (upstream's pass fails on it).
 pub fn selector_matches(sel: &LabelSelector, labels: &std::collections::BTreeMap<String, String>) -> bool {
-    let ml = sel.match_labels.as_ref().is_none_or(|m| m.is_empty());
-    let me = sel.match_expressions.as_ref().is_none_or(|m| m.is_empty());
-    if ml && me {
-        return false;
+    match Selector::try_from(sel.clone()) {
+        Ok(selector) if !selector.selects_all() => selector.matches(labels),
+        _ => false,
     }
-    let labels_ok = sel.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
-    let exprs_ok = sel.match_expressions.iter().flatten().all(|e| {
-        let values = e.values.clone().unwrap_or_default();
-        match e.operator.as_str() {
-            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
-            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
-            "Exists" => labels.contains_key(&e.key),
-            "DoesNotExist" => !labels.contains_key(&e.key),
-            _ => false,
-        }
-    });
-    labels_ok && exprs_ok
 }
 
 #[cfg(test)]
-mod tests {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
-
-    use super::*;
-
-    fn view(start: i32, replicas: i32) -> SetView {
+impl SetView {
+    /// The unit tests' set: StatefulSet `default/web`, uid `u`, generation 1, with this spec.
+    pub(crate) fn fixture(spec: StatefulSetSpec) -> SetView {
         SetView {
             kind: "StatefulSet".into(),
             api_version: "apps/v1".into(),
@@ -424,14 +401,25 @@ mod tests {
             generation: 1,
             deleting: false,
             annotations: Default::default(),
-            spec: StatefulSetSpec {
-                replicas: Some(replicas),
-                ordinals: Some(k8s_openapi::api::apps::v1::StatefulSetOrdinals { start: Some(start) }),
-                ..StatefulSetSpec::default()
-            },
+            spec,
             status: StatefulSetStatus::default(),
             extensions: Extensions::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    use super::*;
+
+    fn view(start: i32, replicas: i32) -> SetView {
+        SetView::fixture(StatefulSetSpec {
+            replicas: Some(replicas),
+            ordinals: Some(k8s_openapi::api::apps::v1::StatefulSetOrdinals { start: Some(start) }),
+            ..StatefulSetSpec::default()
+        })
     }
 
     #[test]
@@ -554,5 +542,15 @@ mod tests {
         sel.match_expressions = None;
         assert!(selector_matches(&sel, &labels(&[("app", "web")])));
         assert!(!selector_matches(&LabelSelector::default(), &labels(&[("app", "web")])), "empty selects nothing");
+        let bad = LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "tier".into(),
+                operator: "Near".into(),
+                values: None,
+            }]),
+        };
+        assert!(!selector_matches(&bad, &labels(&[("tier", "a")])), "an unknown operator selects nothing");
+        assert_eq!(selector_string(&bad), "<error>");
     }
 }

@@ -214,22 +214,13 @@ mod tests {
 
     fn set(on_delete: bool) -> SetView {
         SetView {
-            kind: "StatefulSet".into(),
-            api_version: "apps/v1".into(),
-            name: "web".into(),
-            namespace: "default".into(),
-            uid: "u".into(),
             generation: 7,
-            deleting: false,
-            annotations: Default::default(),
-            spec: StatefulSetSpec {
+            ..SetView::fixture(StatefulSetSpec {
                 replicas: Some(2),
                 update_strategy: on_delete
                     .then(|| StatefulSetUpdateStrategy { type_: Some("OnDelete".into()), rolling_update: None }),
                 ..StatefulSetSpec::default()
-            },
-            status: StatefulSetStatus::default(),
-            extensions: Default::default(),
+            })
         }
     }
 

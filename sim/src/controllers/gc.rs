@@ -43,22 +43,6 @@ fn remove_finalizer(store: &Store, e: &Entry, finalizer: &str) {
     });
 }
 
-/// How long Events are kept (the API server's default `--event-ttl`).
-const EVENT_TTL_SECS: i64 = 3600;
-
-fn expire_events(store: &Store, rt: &ResourceType, events: &[Arc<Value>]) {
-    let now = meta::now_secs();
-    for e in events {
-        let last = ["lastTimestamp", "eventTime"]
-            .iter()
-            .find_map(|k| meta::parse_rfc3339(meta::path_str(e, k)))
-            .or_else(|| meta::parse_rfc3339(meta::meta_str(e, "creationTimestamp")));
-        if last.is_some_and(|t| now - t > EVENT_TTL_SECS) {
-            let _ = store.delete(rt, meta::namespace(e), meta::name(e), &DeleteOptions::default());
-        }
-    }
-}
-
 /// Whether some owner of `obj` exists (kind, name and uid match); `None` when an owner's kind is unknown.
 fn has_live_owner(store: &Store, obj: &Value) -> Option<bool> {
     let refs = obj.pointer("/metadata/ownerReferences").and_then(Value::as_array)?;
@@ -94,9 +78,6 @@ fn reconcile_all(store: &Store) {
     let mut entries: Vec<Entry> = Vec::new();
     for rt in store.registry.all().iter() {
         let (items, _) = store.list(rt, None);
-        if rt.group.is_empty() && rt.plural == "events" {
-            expire_events(store, rt, &items);
-        }
         entries.extend(items.into_iter().map(|obj| Entry { rt: rt.clone(), obj }));
     }
     let by_uid: HashMap<&str, &Entry> = entries.iter().map(|e| (meta::meta_str(&e.obj, "uid"), e)).collect();

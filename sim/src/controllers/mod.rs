@@ -4,6 +4,7 @@
 
 mod deployments;
 mod endpointslices;
+mod events;
 mod gc;
 mod kubelet;
 mod namespaces;
@@ -18,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::SimConfig;
 use crate::store::{Change, EventType, Store};
+pub use events::{EVENT_TTL, MAX_EVENTS};
 
 /// Start every loop.
 pub fn spawn_all(store: Arc<Store>, config: &SimConfig, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
@@ -37,6 +39,8 @@ pub fn spawn_all(store: Arc<Store>, config: &SimConfig, shutdown: watch::Receive
     let replicasets = keys(&["apps/replicasets", "/pods"]);
     // Recreate waits for the old pods to be gone, so pods matter too
     let deployments = keys(&["apps/deployments", "apps/replicasets", "/pods"]);
+    let new_events = |c: &Change| c.event == EventType::Added && events::EVENT_KEYS.contains(&c.key.as_str());
+    let (event_ttl, max_events) = (config.event_ttl, config.max_events);
     vec![
         spawn(store.clone(), shutdown.clone(), pods, ms(100), ms(10), move |s, _| kubelet.reconcile(s)),
         // a resync, as informers do: every change already arrives as an event
@@ -46,7 +50,11 @@ pub fn spawn_all(store: Arc<Store>, config: &SimConfig, shutdown: watch::Receive
         spawn(store.clone(), shutdown.clone(), namespaces, ms(1000), ms(50), |s, _| namespaces::reconcile(s)),
         spawn(store.clone(), shutdown.clone(), claims, ms(1000), ms(50), |s, _| pvc::reconcile(s)),
         spawn(store.clone(), shutdown.clone(), replicasets, ms(1000), ms(10), |s, _| replicasets::reconcile(s)),
-        spawn(store, shutdown, deployments, ms(1000), ms(10), |s, _| deployments::reconcile(s)),
+        spawn(store.clone(), shutdown.clone(), deployments, ms(1000), ms(10), |s, _| deployments::reconcile(s)),
+        // the tick expires by time; new Events may pass the count bound
+        spawn(store, shutdown, new_events, ms(10_000), ms(1000), move |s, _| {
+            events::expire(s, event_ttl, max_events, crate::meta::now_secs());
+        }),
     ]
 }
 

@@ -1,11 +1,13 @@
 //! Generic object storage with the real server's semantics: a global monotonic resourceVersion, uid,
-//! creationTimestamp, generation, optimistic concurrency, graceful deletion and finalizers, a bounded
-//! watch history, and (optionally) a durable log.
+//! creationTimestamp, generation, optimistic concurrency, graceful deletion and finalizers, and
+//! (optionally) a durable log. Only live objects are stored (no tombstones, no per-object history);
+//! the watch history is [`history`], the address allocators [`alloc`].
 
+pub mod alloc;
+pub mod history;
 pub mod wal;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::net::Ipv4Addr;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -17,6 +19,9 @@ use crate::admission;
 use crate::meta;
 use crate::resources::{Registry, ResourceType};
 use crate::status::{ApiError, Cause};
+use alloc::{PodIps, ServiceIps};
+pub use history::HistoryLimits;
+use history::WatchHistory;
 use wal::Wal;
 
 /// A watch event type.
@@ -86,13 +91,11 @@ type Objects = BTreeMap<(String, String), Arc<Value>>;
 
 struct Inner {
     rv: u64,
-    compacted_rv: u64,
     objects: HashMap<String, Objects>,
-    history: VecDeque<Arc<Change>>,
+    history: WatchHistory,
     wal: Option<Wal>,
-    pod_ip_next: u32,
-    /// The ClusterIPs in use, so that allocating one does not read every service.
-    service_ips: HashSet<u32>,
+    pod_ips: PodIps,
+    service_ips: ServiceIps,
 }
 
 impl Inner {
@@ -103,17 +106,6 @@ impl Inner {
             .and_then(|m| m.get(&(ns.to_owned(), name.to_owned())))
             .cloned()
             .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
-    }
-
-    /// Keep [`Inner::service_ips`] in step with a service being stored or removed.
-    fn track_service_ip(&mut self, prev: Option<&Value>, next: Option<&Value>) {
-        let ip = |svc: &Value| meta::path_str(svc, "spec.clusterIP").parse::<Ipv4Addr>().ok().map(u32::from);
-        if let Some(old) = prev.and_then(ip) {
-            self.service_ips.remove(&old);
-        }
-        if let Some(new) = next.and_then(ip) {
-            self.service_ips.insert(new);
-        }
     }
 }
 
@@ -128,74 +120,45 @@ pub struct Store {
     gone_served: std::sync::atomic::AtomicU64,
     /// The servable resource types.
     pub registry: Registry,
-    history_limit: usize,
-}
-
-/// The first pod IP index (10.244.0.2).
-const POD_IP_FIRST: u32 = 2;
-
-fn pod_ip(index: u32) -> String {
-    let n = index % (1 << 16);
-    let base = u32::from(Ipv4Addr::new(10, 244, 0, 0));
-    Ipv4Addr::from(base + n).to_string()
-}
-
-fn pod_ip_index(ip: &str) -> Option<u32> {
-    let addr: Ipv4Addr = ip.parse().ok()?;
-    let o = addr.octets();
-    (o[0] == 10 && o[1] == 244).then(|| u32::from(o[2]) * 256 + u32::from(o[3]))
 }
 
 impl Store {
     /// An in-memory store, or one backed by `data_dir/state.log`.
-    pub fn open(data_dir: Option<&Path>, history_limit: usize) -> std::io::Result<Self> {
-        let (tx, _) = broadcast::channel(history_limit.clamp(1024, 65_536));
+    pub fn open(data_dir: Option<&Path>, history: HistoryLimits) -> std::io::Result<Self> {
+        let (tx, _) = broadcast::channel(history.changes.clamp(1024, 65_536));
         let (changed, _) = watch::channel(0);
         let (disconnect, _) = watch::channel(0);
         let mut inner = Inner {
             rv: 0,
-            compacted_rv: 0,
             objects: HashMap::new(),
-            history: VecDeque::new(),
+            history: WatchHistory::new(history, 0),
             wal: None,
-            pod_ip_next: POD_IP_FIRST,
-            service_ips: HashSet::new(),
+            pod_ips: PodIps::default(),
+            service_ips: ServiceIps::default(),
         };
         let mut durability = None;
         if let Some(dir) = data_dir {
             let (mut wal, replayed) = Wal::open(dir)?;
-            let mut ip_max = replayed.ip_next.unwrap_or(POD_IP_FIRST);
             for rec in replayed.records {
                 let objs = inner.objects.entry(rec.key).or_default();
                 match rec.object {
-                    Some(obj) => {
-                        if let Some(i) = pod_ip_index(meta::path_str(&obj, "status.podIP")) {
-                            ip_max = ip_max.max(i + 1);
-                        }
-                        objs.insert((rec.ns, rec.name), Arc::new(obj));
-                    }
-                    None => {
-                        objs.remove(&(rec.ns, rec.name));
-                    }
-                }
+                    Some(obj) => objs.insert((rec.ns, rec.name), Arc::new(obj)),
+                    None => objs.remove(&(rec.ns, rec.name)),
+                };
             }
-            let services: Vec<Arc<Value>> =
-                inner.objects.get("/services").map(|m| m.values().cloned().collect()).unwrap_or_default();
-            for svc in &services {
-                inner.track_service_ip(None, Some(svc));
+            inner.objects.retain(|_, objs| !objs.is_empty());
+            let of = |key: &str| inner.objects.get(key).into_iter().flat_map(|m| m.values().map(AsRef::as_ref));
+            inner.pod_ips = PodIps::resume(replayed.ip_next, of("/pods"));
+            let mut service_ips = ServiceIps::default();
+            for svc in of("/services") {
+                service_ips.track(None, Some(svc));
             }
+            inner.service_ips = service_ips;
             inner.rv = replayed.rv;
-            inner.compacted_rv = replayed.rv;
-            inner.pod_ip_next = ip_max;
+            inner.history = WatchHistory::new(history, replayed.rv);
             let rv = inner.rv;
-            let ip_next = inner.pod_ip_next;
-            wal.compact(
-                rv,
-                ip_next,
-                inner.objects.iter().flat_map(|(key, objs)| {
-                    objs.iter().map(move |((ns, name), obj)| (key.as_str(), ns.as_str(), name.as_str(), obj.as_ref()))
-                }),
-            )?;
+            let ip_next = inner.pod_ips.next_index();
+            wal.compact(rv, ip_next, every_object(&inner.objects))?;
             durability = Some(wal.durability());
             inner.wal = Some(wal);
         }
@@ -208,7 +171,6 @@ impl Store {
             durability,
             gone_served: std::sync::atomic::AtomicU64::new(0),
             registry: Registry::new(),
-            history_limit: history_limit.max(1),
         };
         store.refresh_crds();
         Ok(store)
@@ -319,27 +281,17 @@ impl Store {
                         .collect()
                 })
                 .unwrap_or_default(),
-            Some(rv) => {
-                if rv < inner.compacted_rv {
-                    self.gone_served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    return Err(ApiError::gone(format!("too old resource version: {rv} ({})", inner.compacted_rv)));
-                }
-                inner.history.iter().filter(|c| c.rv > rv && c.key == key).cloned().collect()
-            }
+            Some(rv) => inner.history.since(key, rv).map_err(|too_old| {
+                self.gone_served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ApiError::gone(format!("too old resource version: {rv} ({})", too_old.compacted_rv))
+            })?,
         };
         Ok((replay, rx, inner.rv))
     }
 
     /// Allocate a pod IP never handed out before (wrapping only after the whole /16).
     pub fn allocate_pod_ip(&self) -> String {
-        let mut inner = self.inner.lock();
-        let mut idx = inner.pod_ip_next;
-        // skip the network and broadcast-looking addresses of each /24
-        while matches!(idx % 256, 0 | 1 | 255) {
-            idx += 1;
-        }
-        inner.pod_ip_next = idx + 1;
-        pod_ip(idx)
+        self.inner.lock().pod_ips.allocate()
     }
 
     /// Create an object.
@@ -404,7 +356,8 @@ impl Store {
         meta_map.insert("generation".into(), json!(1));
         admission::prepare_create(rt, &mut obj);
         if key == "/services" {
-            allocate_cluster_ip(&inner, &mut obj)?;
+            let services = inner.objects.get("/services").into_iter().flat_map(|m| m.values().map(AsRef::as_ref));
+            inner.service_ips.allocate(&mut obj, services)?;
         }
         let causes = admission::validate(rt, &obj);
         if !causes.is_empty() {
@@ -458,18 +411,8 @@ impl Store {
                 "the name of the object ({body_name}) does not match the name on the URL ({name})"
             )));
         }
-        let want_uid = meta::meta_str(&new, "uid");
-        if !want_uid.is_empty() && want_uid != meta::meta_str(&old, "uid") {
-            return Err(ApiError::conflict(
-                &rt.group,
-                &rt.plural,
-                name,
-                &format!(
-                    "Precondition failed: UID in precondition: {want_uid}, UID in object meta: {}",
-                    meta::meta_str(&old, "uid")
-                ),
-            ));
-        }
+        let want_uid = Some(meta::meta_str(&new, "uid")).filter(|u| !u.is_empty());
+        precondition(rt, name, "UID", want_uid, meta::meta_str(&old, "uid"))?;
         let mut merged = match sub {
             Subresource::Status => {
                 let mut m = (*old).clone();
@@ -548,32 +491,9 @@ impl Store {
         let key = rt.key();
         let mut inner = self.inner.lock();
         let old = inner.existing(rt, ns, name)?;
-        if let Some(uid) = &opts.precondition_uid
-            && uid != meta::meta_str(&old, "uid")
-        {
-            return Err(ApiError::conflict(
-                &rt.group,
-                &rt.plural,
-                name,
-                &format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    meta::meta_str(&old, "uid")
-                ),
-            ));
-        }
-        if let Some(rv) = &opts.precondition_rv
-            && rv != meta::meta_str(&old, "resourceVersion")
-        {
-            return Err(ApiError::conflict(
-                &rt.group,
-                &rt.plural,
-                name,
-                &format!(
-                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                    meta::meta_str(&old, "resourceVersion")
-                ),
-            ));
-        }
+        precondition(rt, name, "UID", opts.precondition_uid.as_deref(), meta::meta_str(&old, "uid"))?;
+        let rv = meta::meta_str(&old, "resourceVersion");
+        precondition(rt, name, "ResourceVersion", opts.precondition_rv.as_deref(), rv)?;
         let mut obj = (*old).clone();
         let mut finalizers = meta::finalizers(&obj);
         match opts.propagation.as_deref() {
@@ -656,16 +576,14 @@ impl Store {
         let object = Arc::new(obj);
         let objs = inner.objects.entry(key.to_owned()).or_default();
         let prev = if removed { objs.remove(&id) } else { objs.insert(id, object.clone()) };
+        if objs.is_empty() {
+            inner.objects.remove(key);
+        }
         if key == "/services" {
-            inner.track_service_ip(prev.as_deref(), (!removed).then_some(&*object));
+            inner.service_ips.track(prev.as_deref(), (!removed).then_some(&*object));
         }
         let change = Arc::new(Change { rv, key: key.to_owned(), event, object: object.clone(), prev });
-        inner.history.push_back(change.clone());
-        while inner.history.len() > self.history_limit {
-            if let Some(old) = inner.history.pop_front() {
-                inner.compacted_rv = old.rv;
-            }
-        }
+        inner.history.push(change.clone());
         let _ = self.tx.send(change);
         Self::maybe_compact(inner);
         Ok(object)
@@ -681,15 +599,12 @@ impl Store {
         if appended < live * 4 {
             return;
         }
-        let (rv, ip_next) = (inner.rv, inner.pod_ip_next);
+        let (rv, ip_next) = (inner.rv, inner.pod_ips.next_index());
         let Inner { wal, objects, .. } = inner;
-        if let Some(w) = wal.as_mut() {
-            let all = objects.iter().flat_map(|(key, objs)| {
-                objs.iter().map(move |((ns, name), obj)| (key.as_str(), ns.as_str(), name.as_str(), obj.as_ref()))
-            });
-            if let Err(e) = w.compact(rv, ip_next, all) {
-                tracing::warn!(error = %e, "compacting the log");
-            }
+        if let Some(w) = wal.as_mut()
+            && let Err(e) = w.compact(rv, ip_next, every_object(objects))
+        {
+            tracing::warn!(error = %e, "compacting the log");
         }
     }
 
@@ -734,8 +649,28 @@ impl Store {
     /// Drop the watch history (tests use this to force `410 Gone` on resumed watches).
     pub fn compact_history(&self) {
         let mut inner = self.inner.lock();
-        inner.history.clear();
-        inner.compacted_rv = inner.rv;
+        let rv = inner.rv;
+        inner.history.clear(rv);
+    }
+}
+
+/// Every stored object as (storage key, namespace, name, object), as the log's snapshot takes them.
+fn every_object(objects: &HashMap<String, Objects>) -> impl Iterator<Item = (&str, &str, &str, &Value)> {
+    objects.iter().flat_map(|(key, objs)| {
+        objs.iter().map(move |((ns, name), obj)| (key.as_str(), ns.as_str(), name.as_str(), obj.as_ref()))
+    })
+}
+
+/// kube-apiserver's 409 when a precondition (`UID`, `ResourceVersion`) names another version.
+fn precondition(rt: &ResourceType, name: &str, field: &str, want: Option<&str>, have: &str) -> Result<(), ApiError> {
+    match want {
+        Some(want) if want != have => Err(ApiError::conflict(
+            &rt.group,
+            &rt.plural,
+            name,
+            &format!("Precondition failed: {field} in precondition: {want}, {field} in object meta: {have}"),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -788,110 +723,29 @@ fn spec_changed(old: &Value, new: &Value) -> bool {
     strip(old) != strip(new)
 }
 
-const SERVICE_CIDR_BASE: u32 = 0x0A60_0000; // 10.96.0.0/12
-const SERVICE_CIDR_SIZE: u32 = 1 << 20;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn allocate_cluster_ip(inner: &Inner, svc: &mut Value) -> Result<(), ApiError> {
-    if meta::path_str(svc, "spec.type") == "ExternalName" {
-        return Ok(());
-    }
-    let requested = meta::path_str(svc, "spec.clusterIP").to_owned();
-    if requested == "None" {
-        meta::set_path(svc, "spec.clusterIPs", json!(["None"]));
-        return Ok(());
-    }
-    let used = &inner.service_ips;
-    let name = meta::name(svc).to_owned();
-    let invalid = |msg: String| {
-        ApiError::invalid(
-            "",
-            "Service",
-            &name,
-            &[Cause { field: "spec.clusterIPs".into(), message: msg, reason: "FieldValueInvalid" }],
-        )
-    };
-    let ip = if requested.is_empty() {
-        // 10.96.0.1 is the `kubernetes` service, 10.96.0.10 is kept for cluster DNS
-        (2..SERVICE_CIDR_SIZE - 1)
-            .filter(|n| *n != 10)
-            .map(|n| SERVICE_CIDR_BASE + n)
-            .find(|ip| !used.contains(ip))
-            .map(|ip| Ipv4Addr::from(ip).to_string())
-            .ok_or_else(|| invalid("failed to allocate a serviceIP: range is full".into()))?
-    } else {
-        let addr: Ipv4Addr =
-            requested.parse().map_err(|_| invalid(format!("Invalid value: \"{requested}\": must be a valid IP")))?;
-        let n = u32::from(addr).wrapping_sub(SERVICE_CIDR_BASE);
-        if n >= SERVICE_CIDR_SIZE {
-            return Err(invalid(format!(
-                "Invalid value: []string{{\"{requested}\"}}: failed to allocate IP {requested}: provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/12"
-            )));
+    #[test]
+    fn a_watch_from_before_the_byte_bounded_history_is_gone() {
+        let limits = HistoryLimits { changes: 10_000, bytes: 64 << 10 };
+        let store = Store::open(None, limits).expect("in-memory store");
+        crate::bootstrap::ensure(&store, 1).expect("bootstrap");
+        let maps = crate::bootstrap::builtin("", "configmaps");
+        let start = store.current_rv();
+        for i in 0..100 {
+            let cm = json!({"metadata": {"name": format!("cm-{i}")}, "data": {"blob": "x".repeat(4096)}});
+            store.create(&maps, "default", cm).expect("create");
         }
-        if used.contains(&u32::from(addr)) {
-            return Err(invalid(format!(
-                "Invalid value: []string{{\"{requested}\"}}: failed to allocate IP {requested}: provided IP is already allocated"
-            )));
-        }
-        requested
-    };
-    meta::set_path(svc, "spec.clusterIP", json!(ip));
-    meta::set_path(svc, "spec.clusterIPs", json!([ip]));
-    allocate_node_ports(inner, svc)
-}
-
-const NODE_PORTS: std::ops::RangeInclusive<i64> = 30000..=32767;
-
-fn allocate_node_ports(inner: &Inner, svc: &mut Value) -> Result<(), ApiError> {
-    if !matches!(meta::path_str(svc, "spec.type"), "NodePort" | "LoadBalancer") {
-        return Ok(());
+        let err = store.watch(&maps.key(), Some(start)).map(|_| ()).expect_err("history holds ~16 of 100 changes");
+        assert_eq!(err.code, 410, "{err:?}");
+        assert_eq!(store.gone_served(), 1);
+        let recent = store.current_rv() - 5;
+        let (replay, _, _) = store.watch(&maps.key(), Some(recent)).expect("recent history is kept");
+        assert_eq!(
+            replay.iter().map(|c| c.rv).collect::<Vec<_>>(),
+            ((recent + 1)..=store.current_rv()).collect::<Vec<_>>()
+        );
     }
-    let mut used: HashSet<i64> = inner
-        .objects
-        .get("/services")
-        .map(|m| {
-            m.values()
-                .flat_map(|s| {
-                    meta::path(s, "spec.ports")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter_map(|p| p.get("nodePort").and_then(Value::as_i64))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let name = meta::name(svc).to_owned();
-    let Some(ports) = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut) else { return Ok(()) };
-    for (i, p) in ports.iter_mut().enumerate() {
-        match p.get("nodePort").and_then(Value::as_i64) {
-            Some(np) if !NODE_PORTS.contains(&np) || !used.insert(np) => {
-                let why = if NODE_PORTS.contains(&np) {
-                    "provided port is already allocated"
-                } else {
-                    "provided port is not in the valid range. The range of valid ports is 30000-32767"
-                };
-                return Err(ApiError::invalid(
-                    "",
-                    "Service",
-                    &name,
-                    &[Cause {
-                        field: format!("spec.ports[{i}].nodePort"),
-                        message: format!("Invalid value: {np}: {why}"),
-                        reason: "FieldValueInvalid",
-                    }],
-                ));
-            }
-            Some(_) => {}
-            None => {
-                let free = NODE_PORTS
-                    .clone()
-                    .find(|n| !used.contains(n))
-                    .ok_or_else(|| ApiError::internal("failed to allocate a nodePort: range is full"))?;
-                used.insert(free);
-                p["nodePort"] = json!(free);
-            }
-        }
-    }
-    Ok(())
 }
