@@ -27,7 +27,7 @@ use http_body_util::BodyExt;
 use roster_controller::stream::{self, StreamConfig};
 use roster_controller::{Hub, Publisher, tls};
 use roster_dns::stream_encoding::ZstdChunks;
-use roster_shared::{DomainName, Frame, IncrementalSynthesis, SynthConfig};
+use roster_shared::{DomainName, Frame, SynthConfig};
 
 #[path = "support/dataset.rs"]
 mod dataset;
@@ -108,19 +108,7 @@ async fn controller() -> Result<()> {
     );
 
     let state = dataset::build_state(services, endpoints, namespaces);
-    let mut synthesis = IncrementalSynthesis::new(SynthConfig::new(DomainName::parse("cluster.local")?));
-    for view in state.namespaces.values() {
-        synthesis.upsert_namespace(view.clone());
-    }
-    for view in state.services.values() {
-        synthesis.upsert_service(view.clone());
-    }
-    for view in state.endpoint_slices.values() {
-        synthesis.upsert_endpoint_slice(view.clone());
-    }
-    for view in state.pods.values() {
-        synthesis.upsert_pod(view.clone());
-    }
+    let mut synthesis = dataset::fold(&state, SynthConfig::new(DomainName::parse("cluster.local")?));
     let hub = Hub::new(Publisher::new());
     let first = hub.publish_incremental(&mut synthesis, None).ok_or("the first publication")?;
     let records = synthesis.record_count();

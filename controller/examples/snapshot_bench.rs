@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use roster_controller::Publisher;
 use roster_dns::{DnsConfig, ZoneStore};
-use roster_shared::{ClusterState, DomainName, Frame, IncrementalSynthesis, PodMode, SynthConfig, synthesize};
+use roster_shared::{ClusterState, DomainName, Frame, PodMode, SynthConfig, synthesize};
 
 #[path = "support/dataset.rs"]
 mod dataset;
@@ -234,19 +234,7 @@ fn incremental(state: ClusterState, config: SynthConfig, rounds: usize, namespac
     println!("|---|---:|---:|---:|---:|---:|---|");
     let mut meter = Meter::new();
     let t = meter.start();
-    let mut synthesis = IncrementalSynthesis::new(config);
-    for view in state.namespaces.values() {
-        synthesis.upsert_namespace(view.clone());
-    }
-    for view in state.services.values() {
-        synthesis.upsert_service(view.clone());
-    }
-    for view in state.endpoint_slices.values() {
-        synthesis.upsert_endpoint_slice(view.clone());
-    }
-    for view in state.pods.values() {
-        synthesis.upsert_pod(view.clone());
-    }
+    let mut synthesis = dataset::fold(&state, config);
     meter.step("fold every object in", t.elapsed(), &format!("{} records", synthesis.record_count()));
     let mut publisher = Publisher::new();
     let t = meter.start();

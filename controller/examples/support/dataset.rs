@@ -4,8 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use roster_shared::{
-    ClusterState, EndpointPort, EndpointSliceView, EndpointView, NamespaceView, PodView, PortProtocol, ServiceKind,
-    ServicePort, ServiceView,
+    ClusterState, EndpointPort, EndpointSliceView, EndpointView, IncrementalSynthesis, NamespaceView, PodView,
+    PortProtocol, ServiceKind, ServicePort, ServiceView, SynthConfig,
 };
 
 pub fn endpoint_ip(index: usize) -> IpAddr {
@@ -60,4 +60,22 @@ pub fn build_state(services: usize, endpoints: usize, namespaces: usize) -> Clus
         });
     }
     state
+}
+
+/// Every object of `state` folded into an incremental synthesis, as the controller's watches do.
+pub fn fold(state: &ClusterState, config: SynthConfig) -> IncrementalSynthesis {
+    let mut synthesis = IncrementalSynthesis::new(config);
+    for view in state.namespaces.values() {
+        synthesis.upsert_namespace(view.clone());
+    }
+    for view in state.services.values() {
+        synthesis.upsert_service(view.clone());
+    }
+    for view in state.endpoint_slices.values() {
+        synthesis.upsert_endpoint_slice(view.clone());
+    }
+    for view in state.pods.values() {
+        synthesis.upsert_pod(view.clone());
+    }
+    synthesis
 }
