@@ -176,6 +176,7 @@ async fn controller() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut latencies = Vec::new();
+    let mut slowest = Vec::new();
     loop {
         let line = next_line(&mut lines_rx).await?;
         if line == "done" {
@@ -186,8 +187,17 @@ async fn controller() -> Result<()> {
             && let Some(sent) = published.get(&generation)
         {
             latencies.push(at.saturating_sub(*sent) as f64 / 1e6);
+            slowest.push((at.saturating_sub(*sent), generation));
         }
     }
+    // Which deltas make the tail: the first after the snapshot, or spread out.
+    slowest.sort_unstable_by(|a, b| b.cmp(a));
+    let tail: Vec<String> = slowest
+        .iter()
+        .take(5)
+        .map(|(ns, generation)| format!("gen {generation}: {:.1} ms", *ns as f64 / 1e6))
+        .collect();
+    println!("slowest deliveries: {}", tail.join(", "));
     let cpu_deltas = cpu_seconds() - cpu_before;
     let status = child.wait()?;
     if !status.success() {
