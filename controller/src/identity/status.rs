@@ -167,10 +167,17 @@ pub fn compute(
     status
 }
 
-/// When every pod is updated and ready, the update revision becomes the current one (RollingUpdate only).
+/// When all `spec.replicas` pods exist, updated and ready, the update revision becomes the current one
+/// (RollingUpdate only). Counted against the spec, as upstream's `completeRollingUpdate`: while a pod is
+/// being replaced, the pods that remain may all be updated, and the rollout is not complete yet.
 fn complete_rolling_update(set: &SetView, status: &mut StatefulSetStatus) {
     let updated = status.updated_replicas.unwrap_or(0);
-    if !set.on_delete() && updated == status.replicas && status.ready_replicas.unwrap_or(0) == status.replicas {
+    let wanted = set.replicas();
+    if !set.on_delete()
+        && status.replicas == wanted
+        && updated == wanted
+        && status.ready_replicas.unwrap_or(0) == wanted
+    {
         status.current_replicas = Some(updated);
         status.current_revision = status.update_revision.clone();
     }
@@ -260,6 +267,10 @@ mod tests {
         // Not ready yet: not complete.
         let st = compute(&set(false), &[pod("b", true), pod("b", false)], "a", "b", 0, now);
         assert_eq!(st.current_revision.as_deref(), Some("a"));
+        // The last old pod deleted and not yet recreated: the one left is updated and ready, but the set
+        // wants two (seen against upstream in the partition-staging scenario).
+        let st = compute(&set(false), &[pod("b", true)], "a", "b", 0, now);
+        assert_eq!((st.current_replicas, st.current_revision.as_deref()), (Some(0), Some("a")));
         // OnDelete never completes a rollout, as upstream.
         let st = compute(&set(true), &[pod("b", true), pod("b", true)], "a", "b", 0, now);
         assert_eq!(st.current_revision.as_deref(), Some("a"));
