@@ -231,13 +231,16 @@ impl Target {
     }
 
     /// The set's generation and observedGeneration, when it exists.
-    fn generations(&self) -> Option<(i64, i64)> {
+    /// (generation, observedGeneration, every pod counted is ready).
+    fn generations(&self) -> Option<(i64, i64, bool)> {
         let out = self.kubectl(&["get", self.resource(), "web", "-o", "json"], None);
         if !out.ok {
             return None;
         }
         let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
-        Some((v["metadata"]["generation"].as_i64()?, v["status"]["observedGeneration"].as_i64().unwrap_or(0)))
+        let status = &v["status"];
+        let all_ready = status["replicas"].as_i64().unwrap_or(0) == status["readyReplicas"].as_i64().unwrap_or(0);
+        Some((v["metadata"]["generation"].as_i64()?, status["observedGeneration"].as_i64().unwrap_or(0), all_ready))
     }
 
     /// Runs `scenario`, returning one normalised trace per step (and `Err` with the steps that never
@@ -282,8 +285,13 @@ impl Target {
         let deadline = Instant::now() + Duration::from_secs(90);
         std::thread::sleep(Duration::from_millis(300));
         while Instant::now() < deadline {
-            let caught_up = self.generations().is_none_or(|(generation, observed)| observed >= generation);
-            if caught_up && trace.quiet_for() >= quiet {
+            let state = self.generations();
+            let caught_up = state.is_none_or(|(generation, observed, _)| observed >= generation);
+            // A pod on its way to Ready (kwok's stage, slower on a loaded host) is not a settled step;
+            // unready pods that stay so (the scenarios' never-ready pods) cost a longer quiet, not a hang.
+            let all_ready = state.is_none_or(|(_, _, all_ready)| all_ready);
+            let needed = if all_ready { quiet } else { quiet.max(Duration::from_secs(8)) };
+            if caught_up && trace.quiet_for() >= needed {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(250));
