@@ -109,51 +109,26 @@ fn roster_matches_the_upstream_statefulset_controller() {
         if filter.as_deref().is_some_and(|f| !f.split(',').any(|name| name == scenario.name)) {
             continue;
         }
-        let targets = [
-            target(&upstream, "upstream StatefulSet", format!("u-{}", scenario.name), "StatefulSet"),
-            target(&upstream, "roster IdentitySet", format!("i-{}", scenario.name), "IdentitySet"),
-            target(&without, "roster StatefulSet", format!("r-{}", scenario.name), "StatefulSet"),
-            Target {
-                name: "stand-in (roster local)".to_owned(),
-                kubectl: upstream.bin.join("kubectl"),
-                kubeconfig: stand_in_kubeconfig.clone(),
-                namespace: format!("s-{}", scenario.name),
-                kind: "StatefulSet",
-            },
-        ];
-        let traces: Vec<_> = std::thread::scope(|scope| {
-            let handles: Vec<_> = targets.iter().map(|t| scope.spawn(|| t.run(&scenario))).collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        report.push_str(&format!("# {}\n", scenario.name));
-        for step in &traces[0] {
-            report.push_str(&step.render());
-        }
-        for (t, trace) in targets.iter().zip(&traces).skip(1) {
-            let diffs = differences(&traces[0], trace);
-            let excused = allowed.iter().any(|(name, run)| name == scenario.name && *run == t.name);
-            eprintln!(
-                "{}: {} {}",
-                scenario.name,
-                t.name,
-                if diffs.is_empty() {
-                    "same as upstream"
-                } else if excused {
-                    "differs (deliberate)"
-                } else {
-                    "DIFFERS"
-                }
-            );
-            if !diffs.is_empty() && !excused {
-                eprintln!("{}", diffs.join("\n"));
-                failures.push(format!(
-                    "=== {} — {} differs from upstream:\n{}",
-                    scenario.name,
-                    t.name,
-                    diffs.join("\n")
-                ));
+        // Upstream's own trace depends on informer timing in ways the comparison cannot all foresee
+        // (docs/identity-divergences.md): a scenario that differs is run once more on every target, in
+        // fresh namespaces, and fails only when it differs again. A misreading of Kubernetes differs twice.
+        let mut verdicts = Vec::new();
+        for attempt in ["", "-again"] {
+            let (trace_report, differing) =
+                run_scenario(&scenario, attempt, &upstream, &without, &stand_in_kubeconfig, &allowed);
+            if attempt.is_empty() {
+                report.push_str(&trace_report);
             }
+            if differing.is_empty() {
+                if !attempt.is_empty() {
+                    eprintln!("{}: equal on the second run; the first run's differences were timing", scenario.name);
+                }
+                verdicts.clear();
+                break;
+            }
+            verdicts = differing;
         }
+        failures.extend(verdicts);
     }
     let out = std::env::temp_dir().join("roster-identity-traces.md");
     std::fs::write(&out, &report).unwrap();
@@ -164,6 +139,61 @@ fn roster_matches_the_upstream_statefulset_controller() {
         tail(&roster_owner.log())
     );
     assert!(failures.is_empty(), "{}\n\n{logs}", failures.join("\n\n"));
+}
+
+/// Runs one scenario on the four targets at once; returns upstream's rendered trace and one failure
+/// message per target that differs from upstream without being excused.
+fn run_scenario(
+    scenario: &scenarios::Scenario,
+    attempt: &str,
+    upstream: &RealCluster,
+    without: &RealCluster,
+    stand_in_kubeconfig: &std::path::Path,
+    allowed: &[(String, String)],
+) -> (String, Vec<String>) {
+    let mut failures = Vec::new();
+    let mut report = String::new();
+    let targets = [
+        target(upstream, "upstream StatefulSet", format!("u-{}{attempt}", scenario.name), "StatefulSet"),
+        target(upstream, "roster IdentitySet", format!("i-{}{attempt}", scenario.name), "IdentitySet"),
+        target(without, "roster StatefulSet", format!("r-{}{attempt}", scenario.name), "StatefulSet"),
+        Target {
+            name: "stand-in (roster local)".to_owned(),
+            kubectl: upstream.bin.join("kubectl"),
+            kubeconfig: stand_in_kubeconfig.to_path_buf(),
+            namespace: format!("s-{}{attempt}", scenario.name),
+            kind: "StatefulSet",
+        },
+    ];
+    let traces: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = targets.iter().map(|t| scope.spawn(|| t.run(scenario))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    report.push_str(&format!("# {}\n", scenario.name));
+    for step in &traces[0] {
+        report.push_str(&step.render());
+    }
+    for (t, trace) in targets.iter().zip(&traces).skip(1) {
+        let diffs = differences(&traces[0], trace);
+        let excused = allowed.iter().any(|(name, run)| name == scenario.name && *run == t.name);
+        eprintln!(
+            "{}: {} {}",
+            scenario.name,
+            t.name,
+            if diffs.is_empty() {
+                "same as upstream"
+            } else if excused {
+                "differs (deliberate)"
+            } else {
+                "DIFFERS"
+            }
+        );
+        if !diffs.is_empty() && !excused {
+            eprintln!("{}", diffs.join("\n"));
+            failures.push(format!("=== {} — {} differs from upstream:\n{}", scenario.name, t.name, diffs.join("\n")));
+        }
+    }
+    (report, failures)
 }
 
 fn tail(log: &str) -> String {

@@ -307,6 +307,9 @@ impl Target {
 /// informers saw which pod, and vary between two runs of upstream itself (docs/identity-divergences.md).
 pub fn differences(a: &[StepTrace], b: &[StepTrace]) -> Vec<String> {
     let mut out = Vec::new();
+    // Each side's revision pair as the previous step left it: a status rewritten with the same pair
+    // (a replica count changing as pods are orphaned, say) is not a revision change.
+    let (mut x_pair, mut y_pair) = (String::new(), String::new());
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
         let mut differ = x.label != y.label;
         for stream in [Stream::Pods, Stream::Claims, Stream::Revisions, Stream::ClaimOwners] {
@@ -318,7 +321,10 @@ pub fn differences(a: &[StepTrace], b: &[StepTrace]) -> Vec<String> {
         differ |= without_retention_recheck(xe, ye) != *ye;
         let (xs, ys) =
             (x.streams.get(&Stream::Status).unwrap_or(&empty), y.streams.get(&Stream::Status).unwrap_or(&empty));
-        differ |= xs.last() != ys.last() || revisions(xs) != revisions(ys);
+        let (x_changes, y_changes) = (revisions(&x_pair, xs), revisions(&y_pair, ys));
+        differ |= xs.last() != ys.last() || x_changes != y_changes;
+        x_pair = x_changes.last().cloned().unwrap_or(x_pair);
+        y_pair = y_changes.last().cloned().unwrap_or(y_pair);
         if differ {
             out.push(format!("step {i}:\n{}--- vs ---\n{}", x.render(), y.render()));
         }
@@ -342,14 +348,16 @@ fn without_retention_recheck(upstream: &[String], other: &[String]) -> Vec<Strin
         .collect()
 }
 
-/// The distinct (currentRevision, updateRevision) pairs of status lines, in order.
-fn revisions(lines: &[String]) -> Vec<String> {
+/// The (currentRevision, updateRevision) pairs that `lines` change to from `before`, in order.
+fn revisions(before: &str, lines: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
+    let mut last = before.to_owned();
     for line in lines {
         // A status not yet written by any controller (apps/v1 defaults it to `replicas: 0`) has none.
         let pair: Vec<&str> = line.split(' ').filter(|w| w.contains("Revision=") && !w.ends_with('=')).collect();
         let pair = pair.join(" ");
-        if !pair.is_empty() && out.last() != Some(&pair) {
+        if !pair.is_empty() && pair != last {
+            last.clone_from(&pair);
             out.push(pair);
         }
     }
