@@ -1,6 +1,7 @@
 //! The record model: what the cluster zone holds, independent of any DNS library.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
@@ -52,11 +53,20 @@ impl ZoneData {
     /// Adds `rdata` at `name` (ignoring an exact duplicate) and makes every ancestor down to `apex`
     /// exist, so that empty non-terminals answer NODATA.
     pub fn add(&mut self, name: DomainName, rdata: RData, apex: &DomainName) {
-        self.ensure_name(&name, apex);
-        if let Some(records) = self.names.get_mut(&name)
-            && !records.contains(&rdata)
-        {
-            records.push(rdata);
+        // One search for a name already held (most records join one): start-up synthesises ~500k.
+        match self.names.entry(name) {
+            Entry::Occupied(mut held) => {
+                if !held.get().contains(&rdata) {
+                    held.get_mut().push(rdata);
+                }
+            }
+            Entry::Vacant(vacant) => {
+                let parent = parent_below(vacant.key(), apex);
+                vacant.insert(vec![rdata]);
+                if let Some(parent) = parent {
+                    self.ensure_name(&parent, apex);
+                }
+            }
         }
     }
 
@@ -67,8 +77,7 @@ impl ZoneData {
             if self.names.contains_key(&node) {
                 break;
             }
-            let at_apex = &node == apex || !node.is_within(apex);
-            current = if at_apex { None } else { node.parent() };
+            current = parent_below(&node, apex);
             self.names.insert(node, Vec::new());
         }
     }
@@ -144,4 +153,10 @@ impl ZoneData {
             }
         }
     }
+}
+
+/// The parent of `name` when `name` lies strictly below `apex` (the ancestors an added name needs).
+fn parent_below(name: &DomainName, apex: &DomainName) -> Option<DomainName> {
+    let below = name != apex && name.is_within(apex);
+    if below { name.parent() } else { None }
 }
