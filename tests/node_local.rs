@@ -337,9 +337,10 @@ fn two_node_local_replicas_follow_one_stream_and_fall_back_when_one_dies() {
     replicas.next().unwrap().kill();
     let node = &nodes[0];
     let refused_at = Instant::now();
-    let refused = node.dig(&["+time=5", "fallback.default.svc.cluster.local"]);
-    assert!(refused.contains("connection refused"), "{refused}");
-    assert!(refused_at.elapsed() < Duration::from_secs(3), "refused only after {:?}", refused_at.elapsed());
+    let text = node.dig(&["+time=5", "fallback.default.svc.cluster.local"]);
+    assert!(text.contains("connection refused"), "{text}");
+    let refused = refused_at.elapsed();
+    assert!(refused < Duration::from_secs(3), "refused only after {refused:?} (the timeout is 5 s)");
     // The kubelet's resolv.conf under --cluster-dns=<link-local>,<kube-dns>.
     std::fs::write(
         format!("/etc/netns/{}/resolv.conf", node.ns.name),
@@ -349,7 +350,9 @@ fn two_node_local_replicas_follow_one_stream_and_fall_back_when_one_dies() {
     let fallback_at = Instant::now();
     let (ok, text) = node.ns.exec(&["getent", "hosts", "fallback.default.svc.cluster.local"]);
     assert!(ok && text.starts_with("10.96.200.200"), "getent through the fallback: {text}");
-    assert!(fallback_at.elapsed() < Duration::from_secs(3), "fell back only after {:?}", fallback_at.elapsed());
+    let fallback = fallback_at.elapsed();
+    assert!(fallback < Duration::from_secs(3), "fell back only after {fallback:?} (the timeout is 5 s)");
+    println!("refused by the dead replica's address in {}, resolved through kube-dns in {}", ms(refused), ms(fallback));
     // Node B's replica is unaffected.
     assert_eq!(nodes[1].dig(&["fallback.default.svc.cluster.local", "+short"]).trim(), "10.96.200.200");
 }
