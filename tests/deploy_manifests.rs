@@ -409,8 +409,14 @@ fn the_node_local_overlay_runs_a_stream_fed_replica_on_every_node() {
         let get = p.as_ref().unwrap().http_get.clone().unwrap();
         (get.host.unwrap(), get.path.unwrap(), serde_json::to_value(get.port).unwrap())
     };
-    assert_eq!(probe(&dns.liveness_probe), (ADDRESS.to_owned(), "/health".to_owned(), Value::from(port_of(flag("--health")))));
-    assert_eq!(probe(&dns.readiness_probe), (ADDRESS.to_owned(), "/ready".to_owned(), Value::from(port_of(flag("--ready")))));
+    assert_eq!(
+        probe(&dns.liveness_probe),
+        (ADDRESS.to_owned(), "/health".to_owned(), Value::from(port_of(flag("--health"))))
+    );
+    assert_eq!(
+        probe(&dns.readiness_probe),
+        (ADDRESS.to_owned(), "/ready".to_owned(), Value::from(port_of(flag("--ready"))))
+    );
     // The record stream: the client Secret, mutual TLS, the controller's Service name verified.
     let stream = volumes.iter().find(|v| v.name == "stream-tls").unwrap();
     assert_eq!(stream.secret.as_ref().unwrap().secret_name.as_deref(), Some("roster-stream-client"));
@@ -426,6 +432,12 @@ fn the_node_local_overlay_runs_a_stream_fed_replica_on_every_node() {
     // host-network pods); its other rule is the base's.
     let policy: NetworkPolicy = typed(&get("NetworkPolicy", "roster-controller"));
     let ingress = serde_json::to_value(policy.spec.unwrap().ingress.unwrap()).unwrap();
-    assert_eq!(ingress[0], serde_json::to_value(&base[&("NetworkPolicy".to_owned(), "roster-controller".to_owned())]["spec"]["ingress"][0]).unwrap());
+    assert_eq!(
+        ingress[0],
+        serde_json::to_value(
+            &base[&("NetworkPolicy".to_owned(), "roster-controller".to_owned())]["spec"]["ingress"][0]
+        )
+        .unwrap()
+    );
     assert_eq!(ingress[1], serde_json::json!({"ports": [{"protocol": "TCP", "port": 8053}]}));
 }

@@ -296,10 +296,8 @@ fn two_node_local_replicas_follow_one_stream_and_fall_back_when_one_dies() {
         };
         let acknowledged = Instant::now();
         let measured: Vec<Duration> = std::thread::scope(|scope| {
-            let polls: Vec<_> = sockets
-                .iter()
-                .map(|socket| scope.spawn(|| propagation(socket, &fqdn, expect, acknowledged)))
-                .collect();
+            let polls: Vec<_> =
+                sockets.iter().map(|socket| scope.spawn(|| propagation(socket, &fqdn, expect, acknowledged))).collect();
             polls.into_iter().map(|poll| poll.join().unwrap()).collect()
         });
         for (replica, latency) in measured.into_iter().enumerate() {
