@@ -318,9 +318,20 @@ fn two_node_local_replicas_follow_one_stream_and_fall_back_when_one_dies() {
         assert_eq!(measured.len(), CHANGES);
     }
     println!("{CHANGES} changes in {:.1} s", started.elapsed().as_secs_f64());
-    // dig from inside each node agrees with the poller: the last Service is gone, the API's remains.
+    // dig from inside each node agrees with the poller: the last Service is gone. The queries and
+    // answers went through the NOTRACK rules (their packet counters moved).
     for node in &nodes {
         assert!(node.dig(&[&format!("nl-{}.default.svc.cluster.local", CHANGES / 2)]).contains("status: NXDOMAIN"));
+        for (chain, port) in [("PREROUTING", "dpt:53"), ("OUTPUT", "spt:53")] {
+            let (ok, text) = node.ns.exec(&["iptables", "-w", "10", "-t", "raw", "-L", chain, "-v", "-n", "-x"]);
+            assert!(ok, "{text}");
+            let packets: u64 = text
+                .lines()
+                .filter(|l| l.contains("NOTRACK") && l.contains("udp") && l.contains(port))
+                .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+                .sum();
+            assert!(packets >= CHANGES as u64, "{chain} NOTRACK matched {packets} packets on {}: {text}", node.address);
+        }
     }
 
     // Node A's replica dies. Its address stays on the interface, so a query is refused at once
