@@ -1,10 +1,10 @@
 //! Node-local replicas (deploy/overlays/node-local) on two "nodes": network namespaces set up by the
 //! overlay's own `node-setup.sh` (the link-local address, the NOTRACK rules), each running `roster dns` on
-//! its address and following one record stream from `roster local`. Every change made through the API
-//! must be answered by both replicas, and the propagation latency (write acknowledged → the replica
-//! answers the change, polled from inside the node) is printed. Then a replica dies: its address still
-//! refuses at once, so a resolver with the kube-dns fallback second in resolv.conf moves on without a
-//! timeout. Needs root, iproute2, iptables and dig (scripts/test.sh installs them).
+//! its address and following one record stream from `roster local`, each with a pod behind a veth.
+//! Every change made through the API must be answered by both replicas, and the propagation latency
+//! (write acknowledged → the replica answers the change, polled from the node's pod) is printed. Then a
+//! replica dies: its address still refuses at once, so the pod's resolver, with kube-dns second in its
+//! resolv.conf, moves on without a timeout. Needs root, iproute2, iptables and dig (scripts/test.sh).
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -25,19 +25,68 @@ const CHANGES: usize = 200;
 /// A change not answered this long after its write is a failure (the target is 10 ms at p99).
 const CHANGE_DEADLINE: Duration = Duration::from_secs(10);
 
-/// A node: a network namespace with a veth to the host, its link-local DNS address, its replica.
+/// A node: a network namespace with a veth to the host (the controller's stream comes that way), its
+/// link-local DNS address, and a pod: a namespace of its own behind a veth to the node, whose queries
+/// arrive on the node as a real pod's do (PREROUTING, from another interface).
 struct Node {
     ns: PodNamespace,
     address: String,
+    pod: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // The pod's veth goes with its namespace; the node's after this, with `ns`.
+        let _ = run("ip", &["netns", "del", &self.pod]);
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.pod));
+    }
 }
 
 impl Node {
     fn create(name: &str, subnet: u8, address: &str) -> Self {
         let ns = PodNamespace::create(name, subnet, "default");
-        // The node reaches the controller (and the fallback DNS server) on the other veth too.
+        // The node reaches the controller on node A's veth too.
         let (ok, text) = run("ip", &["-n", name, "route", "add", "default", "via", &ns.host_ip]);
         assert!(ok, "default route in {name}: {text}");
-        Self { ns, address: address.to_owned() }
+        let pod = format!("{name}p");
+        let (node_if, pod_if) = (format!("{pod}-n"), format!("{pod}-p"));
+        let _ = run("ip", &["netns", "del", &pod]);
+        // Addresses that exist only inside this node and its pod.
+        for args in [
+            vec!["netns", "add", &pod],
+            vec!["-n", name, "link", "add", &node_if, "type", "veth", "peer", "name", &pod_if, "netns", &pod],
+            vec!["-n", name, "addr", "add", "10.254.0.1/24", "dev", &node_if],
+            vec!["-n", name, "link", "set", &node_if, "up"],
+            vec!["-n", &pod, "addr", "add", "10.254.0.2/24", "dev", &pod_if],
+            vec!["-n", &pod, "link", "set", &pod_if, "up"],
+            vec!["-n", &pod, "link", "set", "lo", "up"],
+            vec!["-n", &pod, "route", "add", "default", "via", "10.254.0.1"],
+        ] {
+            let (ok, text) = run("ip", &args);
+            assert!(ok, "ip {args:?}: {text}");
+        }
+        Self { ns, address: address.to_owned(), pod }
+    }
+
+    /// The kubelet's resolv.conf for the pod: `--cluster-dns` gives the nameservers, in order.
+    fn pod_resolv_conf(&self, nameservers: &[&str]) {
+        let dir = format!("/etc/netns/{}", self.pod);
+        std::fs::create_dir_all(&dir).unwrap();
+        let servers: String = nameservers.iter().map(|s| format!("nameserver {s}\n")).collect();
+        std::fs::write(
+            format!("{dir}/resolv.conf"),
+            format!(
+                "search default.svc.cluster.local svc.cluster.local cluster.local\n{servers}options ndots:5 timeout:5 attempts:1\n"
+            ),
+        )
+        .unwrap();
+    }
+
+    /// Runs a command inside the pod.
+    fn in_pod(&self, args: &[&str]) -> (bool, String) {
+        let mut full = vec!["netns", "exec", &self.pod];
+        full.extend_from_slice(args);
+        run("ip", &full)
     }
 
     /// Runs the overlay's init-container script inside the node. The device is `lo`: the kernels CI
@@ -67,8 +116,8 @@ impl Node {
         text
     }
 
-    fn start_replica(&self, controller: &str, tls_dir: &str) -> Proc {
-        let a = &self.address;
+    /// `roster dns` inside the node, listening on `a` (its probes beside it), following `controller`.
+    fn start_replica(&self, a: &str, controller: &str, tls_dir: &str) -> Proc {
         let args: Vec<String> = [
             "netns",
             "exec",
@@ -98,17 +147,18 @@ impl Node {
         Proc::spawn("ip", &args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
-    fn dig(&self, args: &[&str]) -> String {
-        let server = format!("@{}", self.address);
+    /// dig from the pod at `server`.
+    fn dig(&self, server: &str, args: &[&str]) -> String {
+        let server = format!("@{server}");
         let mut full = vec!["dig", &server, "+time=1", "+tries=1"];
         full.extend_from_slice(args);
-        self.ns.exec(&full).1
+        self.in_pod(&full).1
     }
 
-    /// A UDP socket inside the node, connected to its replica: a thread enters the namespace (setns
-    /// changes only the calling thread), binds and ends; the socket stays in the namespace.
+    /// A UDP socket inside the pod, connected to the node's replica: a thread enters the namespace
+    /// (setns changes only the calling thread), binds and ends; the socket stays in the namespace.
     fn socket(&self) -> UdpSocket {
-        let path = format!("/var/run/netns/{}", self.ns.name);
+        let path = format!("/var/run/netns/{}", self.pod);
         let server: SocketAddr = format!("{}:53", self.address).parse().unwrap();
         std::thread::scope(|scope| {
             scope
@@ -249,8 +299,8 @@ fn two_node_local_replicas_follow_one_stream_and_fall_back_when_one_dies() {
         assert_eq!(node.iptables("filter").lines().filter(|l| l.contains("-j ACCEPT")).count(), 4);
     }
 
-    // The controller's stream (and a DNS server standing for kube-dns) on node A's veth, which node B
-    // reaches through the host; the API on loopback.
+    // The controller's stream on node A's veth, which node B reaches through the host; the API and the
+    // stand-in's own DNS server on loopback.
     let host = nodes[0].ns.host_ip.clone();
     let (api_port, stream_port) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
@@ -261,7 +311,7 @@ fn two_node_local_replicas_follow_one_stream_and_fall_back_when_one_dies() {
         "--api",
         &format!("127.0.0.1:{api_port}"),
         "--dns",
-        &format!("{host}:53"),
+        &format!("127.0.0.1:{}", free_port()),
         "--stream",
         &format!("{host}:{stream_port}"),
     ]);
@@ -270,11 +320,17 @@ fn two_node_local_replicas_follow_one_stream_and_fall_back_when_one_dies() {
     let log = local.log();
     let tls_dir = log.split("--tls-ca ").nth(1).and_then(|rest| rest.split("/ca.crt").next()).unwrap().to_owned();
     let controller = format!("https://{host}:{stream_port}");
-    let replicas: Vec<Proc> = nodes.iter().map(|node| node.start_replica(&controller, &tls_dir)).collect();
-    let all: Vec<&Proc> = replicas.iter().chain([&local]).collect();
-    for node in &nodes {
-        wait_for(&format!("the replica on {}", node.address), &all, || {
-            node.dig(&["kubernetes.default.svc.cluster.local", "+short"]).trim() == "10.96.0.1"
+    let replicas: Vec<Proc> =
+        nodes.iter().map(|node| node.start_replica(&node.address, &controller, &tls_dir)).collect();
+    // kube-dns, the fallback: on node A at its ClusterIP (as kube-proxy makes it reachable there), a
+    // replica of the base's Deployment following the same stream.
+    let (ok, text) = nodes[0].ns.exec(&["ip", "addr", "add", "10.96.0.10/32", "dev", "lo"]);
+    assert!(ok, "{text}");
+    let kube_dns = nodes[0].start_replica("10.96.0.10", &controller, &tls_dir);
+    let all: Vec<&Proc> = replicas.iter().chain([&local, &kube_dns]).collect();
+    for (node, server) in nodes.iter().map(|n| (n, n.address.as_str())).chain([(&nodes[0], "10.96.0.10")]) {
+        wait_for(&format!("the replica on {server}"), &all, || {
+            node.dig(server, &["kubernetes.default.svc.cluster.local", "+short"]).trim() == "10.96.0.1"
         });
     }
 
@@ -307,7 +363,7 @@ fn two_node_local_replicas_follow_one_stream_and_fall_back_when_one_dies() {
     for (node, measured) in nodes.iter().zip(&mut latencies) {
         measured.sort();
         println!(
-            "propagation to the replica on {} (write acknowledged -> answered, {} changes, debug build): \
+            "propagation to the replica on {} (write acknowledged -> answered in the node's pod, {} changes, debug build): \
              p50 {}, p99 {}, max {}",
             node.address,
             measured.len(),
@@ -321,7 +377,8 @@ fn two_node_local_replicas_follow_one_stream_and_fall_back_when_one_dies() {
     // dig from inside each node agrees with the poller: the last Service is gone. The queries and
     // answers went through the NOTRACK rules (their packet counters moved).
     for node in &nodes {
-        assert!(node.dig(&[&format!("nl-{}.default.svc.cluster.local", CHANGES / 2)]).contains("status: NXDOMAIN"));
+        let last = node.dig(&node.address, &[&format!("nl-{}.default.svc.cluster.local", CHANGES / 2)]);
+        assert!(last.contains("status: NXDOMAIN"), "{last}");
         for (chain, port) in [("PREROUTING", "dpt:53"), ("OUTPUT", "spt:53")] {
             let (ok, text) = node.ns.exec(&["iptables", "-w", "10", "-t", "raw", "-L", chain, "-v", "-n", "-x"]);
             assert!(ok, "{text}");
@@ -334,34 +391,40 @@ fn two_node_local_replicas_follow_one_stream_and_fall_back_when_one_dies() {
         }
     }
 
-    // Node A's replica dies. Its address stays on the interface, so a query is refused at once
-    // (ICMP port unreachable), not left to time out, and a resolver with kube-dns second moves on.
+    // Node A's pod, as the kubelet writes it under --cluster-dns=169.254.20.10,10.96.0.10, resolves a
+    // short name through its search list. Then node A's replica dies: its address stays on the
+    // interface, so a query is refused at once (ICMP port unreachable) rather than left to time out,
+    // and glibc moves on to kube-dns.
     create_service(api_port, "fallback", "10.96.200.200");
-    for node in &nodes {
-        wait_for("the last change on both replicas", &all, || {
-            node.dig(&["fallback.default.svc.cluster.local", "+short"]).trim() == "10.96.200.200"
+    for (node, server) in nodes.iter().map(|n| (n, n.address.as_str())).chain([(&nodes[0], "10.96.0.10")]) {
+        wait_for(&format!("the last change on {server}"), &all, || {
+            node.dig(server, &["fallback.default.svc.cluster.local", "+short"]).trim() == "10.96.200.200"
         });
     }
+    let node = &nodes[0];
+    node.pod_resolv_conf(&[&node.address, "10.96.0.10"]);
+    let getent = || node.in_pod(&["getent", "hosts", "fallback"]);
+    let (ok, text) = getent();
+    assert!(ok && text.starts_with("10.96.200.200"), "getent through the node-local replica: {text}");
     let mut replicas = replicas.into_iter();
     replicas.next().unwrap().kill();
-    let node = &nodes[0];
     let refused_at = Instant::now();
-    let text = node.dig(&["+time=5", "fallback.default.svc.cluster.local"]);
-    assert!(text.contains("connection refused"), "{text}");
+    let text = node.dig(&node.address, &["+time=5", "fallback.default.svc.cluster.local"]);
     let refused = refused_at.elapsed();
+    assert!(text.contains("connection refused"), "{text}");
     assert!(refused < Duration::from_secs(3), "refused only after {refused:?} (the timeout is 5 s)");
-    // The kubelet's resolv.conf under --cluster-dns=<link-local>,<kube-dns>.
-    std::fs::write(
-        format!("/etc/netns/{}/resolv.conf", node.ns.name),
-        format!("nameserver {}\nnameserver {host}\noptions timeout:5 attempts:1\n", node.address),
-    )
-    .unwrap();
     let fallback_at = Instant::now();
-    let (ok, text) = node.ns.exec(&["getent", "hosts", "fallback.default.svc.cluster.local"]);
-    assert!(ok && text.starts_with("10.96.200.200"), "getent through the fallback: {text}");
+    let (ok, text) = getent();
     let fallback = fallback_at.elapsed();
+    assert!(ok && text.starts_with("10.96.200.200"), "getent through the fallback: {text}");
     assert!(fallback < Duration::from_secs(3), "fell back only after {fallback:?} (the timeout is 5 s)");
-    println!("refused by the dead replica's address in {}, resolved through kube-dns in {}", ms(refused), ms(fallback));
+    println!(
+        "the dead replica's address refused in {}; `getent hosts fallback` answered through kube-dns in {}",
+        ms(refused),
+        ms(fallback)
+    );
     // Node B's replica is unaffected.
-    assert_eq!(nodes[1].dig(&["fallback.default.svc.cluster.local", "+short"]).trim(), "10.96.200.200");
+    let b = &nodes[1];
+    assert_eq!(b.dig(&b.address, &["fallback.default.svc.cluster.local", "+short"]).trim(), "10.96.200.200");
+    drop(kube_dns);
 }
