@@ -423,6 +423,15 @@ fn two_node_local_replicas_follow_one_stream_and_fall_back_when_one_dies() {
         ms(refused),
         ms(fallback)
     );
+    // A replica that has not synced yet (here: it cannot reach the controller) answers SERVFAIL for
+    // the cluster zone, which glibc also takes as "ask the next nameserver".
+    let unsynced = node.start_replica(&node.address, "https://127.0.0.1:9", &tls_dir);
+    wait_for("the unsynced replica to answer SERVFAIL", &[&unsynced], || {
+        node.dig(&node.address, &["fallback.default.svc.cluster.local"]).contains("status: SERVFAIL")
+    });
+    let (ok, text) = getent();
+    assert!(ok && text.starts_with("10.96.200.200"), "getent past a SERVFAIL: {text}");
+    drop(unsynced);
     // Node B's replica is unaffected.
     let b = &nodes[1];
     assert_eq!(b.dig(&b.address, &["fallback.default.svc.cluster.local", "+short"]).trim(), "10.96.200.200");
