@@ -8,6 +8,7 @@ need_apt=()
 command -v dig >/dev/null || need_apt+=(dnsutils)
 command -v kubectl >/dev/null || need_apt+=(kubectl)
 command -v ip >/dev/null || need_apt+=(iproute2)
+command -v iptables >/dev/null || need_apt+=(iptables)   # tests/node_local.rs: the node-local overlay's NOTRACK rules
 command -v setpriv >/dev/null || need_apt+=(util-linux)
 command -v script >/dev/null || need_apt+=(bsdutils)   # tests/local_exec.rs: kubectl on a terminal
 command -v knotd >/dev/null || need_apt+=(knot)
@@ -19,7 +20,7 @@ if ((${#need_apt[@]})); then
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}" >/dev/null || {
     # Debian proper ships kubectl as kubernetes-client.
-    apt-get install -y -qq dnsutils kubernetes-client iproute2 knot >/dev/null
+    apt-get install -y -qq dnsutils kubernetes-client iproute2 iptables knot >/dev/null
   }
 fi
 python3 -c 'import kubernetes' 2>/dev/null || pip install -q kubernetes

@@ -8,8 +8,8 @@ mod stream_support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -66,7 +66,7 @@ fn by_kind(objects: &[Value]) -> BTreeMap<(String, String), Value> {
 
 #[test]
 fn every_overlay_renders_into_valid_api_objects() {
-    for dir in ["deploy/base", "deploy/overlays/kind", "deploy/crd"] {
+    for dir in ["deploy/base", "deploy/overlays/kind", "deploy/overlays/node-local", "deploy/crd"] {
         let objects = render(dir);
         assert!(!objects.is_empty(), "{dir}");
         for object in &objects {
@@ -74,6 +74,8 @@ fn every_overlay_renders_into_valid_api_objects() {
                 "Service" => drop(typed::<Service>(object)),
                 "ServiceAccount" => drop(typed::<ServiceAccount>(object)),
                 "Deployment" => drop(typed::<Deployment>(object)),
+                "DaemonSet" => drop(typed::<DaemonSet>(object)),
+                "ConfigMap" => drop(typed::<ConfigMap>(object)),
                 "PodDisruptionBudget" => drop(typed::<PodDisruptionBudget>(object)),
                 "ClusterRole" => drop(typed::<ClusterRole>(object)),
                 "ClusterRoleBinding" => drop(typed::<ClusterRoleBinding>(object)),
@@ -203,16 +205,23 @@ fn the_kind_overlay_is_a_coredns_drop_in() {
     assert!(objects.contains_key(&("CustomResourceDefinition".to_owned(), "identitysets.roster.dev".to_owned())));
 }
 
-/// The Deployments' arguments are ones roster accepts (checked with `--help` appended, which parses
-/// everything before it without starting anything).
+/// The Deployments' and the DaemonSet's arguments are ones roster accepts (`--check-args` parses and
+/// checks them without starting anything).
 #[test]
 fn deployment_arguments_parse() {
-    let objects = render("deploy/overlays/kind");
+    let mut objects = render("deploy/overlays/kind");
+    objects.extend(render("deploy/overlays/node-local").into_iter().filter(|o| o["kind"] == "DaemonSet"));
     // The mounted Secrets, as `roster certs` makes them (--check-args reads and parses them).
     let creds = stream_support::Creds::new();
-    for object in objects.iter().filter(|o| o["kind"] == "Deployment") {
-        let deployment: Deployment = typed(object);
-        let args = deployment.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+    let mut checked = 0;
+    for object in &objects {
+        let pod = match object["kind"].as_str().unwrap() {
+            "Deployment" => typed::<Deployment>(object).spec.unwrap().template.spec.unwrap(),
+            "DaemonSet" => typed::<DaemonSet>(object).spec.unwrap().template.spec.unwrap(),
+            _ => continue,
+        };
+        checked += 1;
+        let args = pod.containers[0].args.clone().unwrap();
         let secret = if args[0] == "controller" { &creds.server } else { &creds.client };
         // Service-link variables are expanded by the kubelet; stand in plausible values.
         let args: Vec<String> = args
@@ -220,12 +229,14 @@ fn deployment_arguments_parse() {
             .map(|a| {
                 a.replace("$(ROSTER_CONTROLLER_SERVICE_HOST)", "10.96.0.20")
                     .replace("$(ROSTER_CONTROLLER_SERVICE_PORT)", "8053")
+                    .replace("$(HOST_IP)", "10.0.0.5")
                     .replace("/etc/roster/stream", secret.to_str().unwrap())
             })
             .collect();
         let output = Command::new(env!("CARGO_BIN_EXE_roster")).args(&args).arg("--check-args").output().unwrap();
         assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
     }
+    assert_eq!(checked, 3, "two Deployments and the DaemonSet");
 }
 
 #[test]
@@ -298,4 +309,135 @@ fn the_stream_is_mutual_tls_and_fenced() {
     let egress = serde_json::to_value(spec.egress.unwrap()).unwrap();
     assert!(egress[0]["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "controller");
     assert_eq!(egress[0]["ports"], serde_json::json!([{"protocol": "TCP", "port": 8053}]));
+}
+
+/// The node-local overlay: the base unchanged (the kube-dns Service and its Deployment are the
+/// fallback) plus a DaemonSet that puts a replica on every node at NodeLocal DNSCache's link-local
+/// address, set up by a root init container, served by a non-root replica following the record stream.
+#[test]
+fn the_node_local_overlay_runs_a_stream_fed_replica_on_every_node() {
+    const ADDRESS: &str = "169.254.20.10";
+    let base = by_kind(&render("deploy/base"));
+    let objects = by_kind(&render("deploy/overlays/node-local"));
+    let get = |kind: &str, name: &str| {
+        objects.get(&(kind.to_owned(), name.to_owned())).unwrap_or_else(|| panic!("no {kind} {name}")).clone()
+    };
+
+    // The fallback: kube-dns and its replicas exactly as in the base.
+    for (kind, name) in [("Service", "kube-dns"), ("Deployment", "roster-dns"), ("Deployment", "roster-controller")] {
+        assert_eq!(get(kind, name), base[&(kind.to_owned(), name.to_owned())], "{kind} {name} changed");
+    }
+    let kube_dns: Service = typed(&get("Service", "kube-dns"));
+    let kube_dns_selector = kube_dns.spec.unwrap().selector.unwrap();
+
+    let daemonset: DaemonSet = typed(&get("DaemonSet", "roster-node-dns"));
+    assert_eq!(daemonset.metadata.namespace.as_deref(), Some("kube-system"));
+    let spec = daemonset.spec.unwrap();
+    let strategy = spec.update_strategy.unwrap();
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+    let max_unavailable = serde_json::to_value(strategy.rolling_update.unwrap().max_unavailable).unwrap();
+    assert_eq!(max_unavailable, Value::from("10%"));
+    let labels = spec.template.metadata.unwrap().labels.unwrap();
+    assert!(
+        kube_dns_selector.iter().any(|(k, v)| labels.get(k) != Some(v)),
+        "the kube-dns Service would select the host-network replicas: {labels:?}"
+    );
+    let pod: PodSpec = spec.template.spec.unwrap();
+    assert_eq!(pod.host_network, Some(true));
+    assert_eq!(pod.dns_policy.as_deref(), Some("Default"), "the node's resolvers, not the cluster's");
+    assert_eq!(pod.priority_class_name.as_deref(), Some("system-node-critical"));
+    assert_eq!(pod.service_account_name.as_deref(), Some("roster-dns"));
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    // Every node, whatever its taints: one toleration with operator Exists and no key or effect.
+    let tolerations = serde_json::to_value(pod.tolerations.clone().unwrap()).unwrap();
+    assert_eq!(tolerations, serde_json::json!([{"operator": "Exists"}]));
+
+    // The init container: root with NET_ADMIN runs the overlay's script from its ConfigMap.
+    let setup: &Container = &pod.init_containers.as_ref().unwrap()[0];
+    let env: BTreeMap<String, String> =
+        setup.env.clone().unwrap().into_iter().map(|e| (e.name, e.value.unwrap_or_default())).collect();
+    assert_eq!(env["NODE_DNS_ADDRESS"], ADDRESS);
+    let setup_security = setup.security_context.clone().unwrap();
+    assert_eq!(setup_security.run_as_user, Some(0));
+    let setup_caps = setup_security.capabilities.unwrap();
+    assert_eq!(setup_caps.drop.unwrap(), ["ALL"]);
+    assert!(setup_caps.add.unwrap().contains(&"NET_ADMIN".to_owned()));
+    let command = setup.command.clone().unwrap();
+    let script_path = command.last().unwrap();
+    let mount = setup.volume_mounts.as_ref().unwrap().iter().find(|m| script_path.starts_with(&m.mount_path)).unwrap();
+    let volumes = pod.volumes.clone().unwrap();
+    let volume = volumes.iter().find(|v| v.name == mount.name).unwrap();
+    let config_map_name = volume.config_map.as_ref().unwrap().name.clone();
+    let config_map: ConfigMap = typed(&get("ConfigMap", &config_map_name));
+    let file = script_path.rsplit('/').next().unwrap();
+    let script = &config_map.data.unwrap()[file];
+    let on_disk = std::fs::read_to_string(format!("{ROOT}/deploy/overlays/node-local/{file}")).unwrap();
+    assert_eq!(script, &on_disk, "the ConfigMap carries deploy/overlays/node-local/{file}");
+    for rule in [
+        "rule raw PREROUTING -d \"$address/32\" -p \"$proto\" --dport 53 -j NOTRACK",
+        "rule raw OUTPUT -s \"$address/32\" -p \"$proto\" --sport 53 -j NOTRACK",
+        "ip link add \"$device\" type dummy",
+    ] {
+        assert!(script.contains(rule), "node-setup.sh lacks `{rule}`");
+    }
+    let lock = volumes.iter().find(|v| v.name == "xtables-lock").unwrap();
+    assert_eq!(lock.host_path.as_ref().unwrap().path, "/run/xtables.lock", "shares kube-proxy's lock");
+
+    // The replica: non-root, only NET_BIND_SERVICE, listening on the link-local address alone.
+    let dns = &pod.containers[0];
+    let security = dns.security_context.clone().unwrap();
+    assert_eq!((security.run_as_non_root, security.read_only_root_filesystem), (Some(true), Some(true)));
+    let caps = security.capabilities.unwrap();
+    assert_eq!((caps.drop.unwrap(), caps.add.unwrap()), (vec!["ALL".to_owned()], vec!["NET_BIND_SERVICE".to_owned()]));
+    let args = dns.args.clone().unwrap();
+    let flag = |name: &str| {
+        args.iter().find_map(|a| a.strip_prefix(&format!("{name}="))).unwrap_or_else(|| panic!("no {name} in {args:?}"))
+    };
+    assert_eq!(flag("--listen"), format!("{ADDRESS}:53"));
+    let port_of = |addr: &str| addr.rsplit(':').next().unwrap().parse::<i32>().unwrap();
+    for probe in ["--health", "--ready"] {
+        assert!(flag(probe).starts_with(&format!("{ADDRESS}:")), "{probe} off the link-local address");
+    }
+    assert!(flag("--metrics").starts_with("$(HOST_IP):"), "metrics on the node's address for scraping");
+    assert!(args.iter().any(|a| a == "--forward"), "names outside the cluster go to the node's resolvers");
+    // Host network: ports distinct from the Deployment's probe/metrics ports, and from each other.
+    let deployment_ports = [8080, 8181, 9153, 53];
+    let ports: BTreeSet<i32> = ["--health", "--ready", "--metrics"].iter().map(|f| port_of(flag(f))).collect();
+    assert_eq!(ports.len(), 3);
+    assert!(ports.iter().all(|p| !deployment_ports.contains(p)), "{ports:?} clash with the Deployment's");
+    let probe = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+        let get = p.as_ref().unwrap().http_get.clone().unwrap();
+        (get.host.unwrap(), get.path.unwrap(), serde_json::to_value(get.port).unwrap())
+    };
+    assert_eq!(
+        probe(&dns.liveness_probe),
+        (ADDRESS.to_owned(), "/health".to_owned(), Value::from(port_of(flag("--health"))))
+    );
+    assert_eq!(
+        probe(&dns.readiness_probe),
+        (ADDRESS.to_owned(), "/ready".to_owned(), Value::from(port_of(flag("--ready"))))
+    );
+    // The record stream: the client Secret, mutual TLS, the controller's Service name verified.
+    let stream = volumes.iter().find(|v| v.name == "stream-tls").unwrap();
+    assert_eq!(stream.secret.as_ref().unwrap().secret_name.as_deref(), Some("roster-stream-client"));
+    let mounted = dns.volume_mounts.as_ref().unwrap().iter().find(|m| m.name == "stream-tls").unwrap();
+    assert_eq!((mounted.mount_path.as_str(), mounted.read_only), ("/etc/roster/stream", Some(true)));
+    assert!(flag("--controller").starts_with("https://"));
+    assert_eq!(flag("--tls-server-name"), "roster-controller.kube-system.svc");
+    for file in ["--tls-cert", "--tls-key", "--tls-ca"] {
+        assert!(flag(file).starts_with("/etc/roster/stream/"), "{file}");
+    }
+
+    // The controller takes the stream's port from the nodes' addresses too (a podSelector cannot match
+    // host-network pods); its other rule is the base's.
+    let policy: NetworkPolicy = typed(&get("NetworkPolicy", "roster-controller"));
+    let ingress = serde_json::to_value(policy.spec.unwrap().ingress.unwrap()).unwrap();
+    assert_eq!(
+        ingress[0],
+        serde_json::to_value(
+            &base[&("NetworkPolicy".to_owned(), "roster-controller".to_owned())]["spec"]["ingress"][0]
+        )
+        .unwrap()
+    );
+    assert_eq!(ingress[1], serde_json::json!({"ports": [{"protocol": "TCP", "port": 8053}]}));
 }

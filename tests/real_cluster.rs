@@ -109,6 +109,31 @@ fn deploy_applies_unchanged_to_a_real_api_server() {
         Some(&crd),
     );
     assert!(out.ok, "`roster crd` is refused: {}", out.stderr);
+
+    // The node-local overlay applies over it (strict), and its DaemonSet puts a replica on every node;
+    // the kube-dns Service never selects those host-network pods.
+    let node_local = cluster.kubectl_ok(&["kustomize", &format!("{}/deploy/overlays/node-local", real_support::ROOT)]);
+    let out = cluster.kubectl_as(
+        &cluster.kubeconfig,
+        &["apply", "--server-side", "--field-manager=roster-test", "--validate=strict", "-f", "-"],
+        Some(&node_local),
+    );
+    assert!(out.ok, "deploy/overlays/node-local does not apply: {}{}", out.stdout, out.stderr);
+    cluster.kubectl_ok(&["-n", "kube-system", "rollout", "status", "daemonset/roster-node-dns", "--timeout=60s"]);
+    let nodes = cluster.kubectl_ok(&["get", "nodes", "-o", "name"]).lines().count();
+    let pods = cluster.kubectl_ok(&["-n", "kube-system", "get", "pods", "-l", "k8s-app=roster-node-dns", "-o", "name"]);
+    assert_eq!(pods.lines().count(), nodes, "one replica per node: {pods}");
+    let endpoints = cluster.kubectl_ok(&[
+        "-n",
+        "kube-system",
+        "get",
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=kube-dns",
+        "-o",
+        "jsonpath={.items[*].endpoints[*].targetRef.name}",
+    ]);
+    assert!(!endpoints.contains("roster-node-dns"), "kube-dns selects a node-local replica: {endpoints}");
 }
 
 fn roster_crd_yaml() -> String {
