@@ -232,10 +232,12 @@ impl<'a> Body<'a> {
             format!("{kind} does not match the Kubernetes schema at `{path}`: {inner}")
         };
         match self {
-            Body::Json { file, text, .. } => {
+            // Decoded without tracking the path first (a third of the decode's cost at 100k pod
+            // records); only a mismatch is decoded again to name where it is.
+            Body::Json { file, text, .. } => serde_json::from_str(text).or_else(|_| {
                 serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text))
                     .map_err(|e| mismatch(e.path(), in_file(file, text, e.inner())))
-            }
+            }),
             Body::Yaml(map) => serde_path_to_error::deserialize(Value::Object(map))
                 .map_err(|e| mismatch(e.path(), e.inner().to_string())),
         }
