@@ -12,12 +12,19 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use roster_shared::name::{is_dns1123_label, is_dns1123_subdomain};
 use roster_shared::{
-    DomainName, EndpointPort, EndpointSliceView, EndpointView, NamespaceView, PodView, PortProtocol, ServiceKind,
-    ServicePort, ServiceView,
+    DomainName, EndpointPort, EndpointSliceView, EndpointView, ImportKind, NamespaceView, PodView, PortProtocol,
+    ServiceImportView, ServiceKind, ServicePort, ServiceView,
 };
+
+use crate::service_import::ServiceImport;
 
 /// The label the EndpointSlice controller puts on every slice of a service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// The label that ties an EndpointSlice to the ServiceImport of that name (KEP-1645).
+pub const MULTICLUSTER_SERVICE_NAME_LABEL: &str = "multicluster.kubernetes.io/service-name";
+/// The label naming the cluster an imported EndpointSlice's endpoints are in: the `<clusterid>` of
+/// their names (KEP-1645; CoreDNS reads the same label).
+pub const SOURCE_CLUSTER_LABEL: &str = "multicluster.kubernetes.io/source-cluster";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConvertError {
@@ -35,6 +42,8 @@ pub enum ConvertError {
     BadProtocol { field: &'static str, value: String },
     #[error("spec.externalName: `{value}` is not a valid DNS name ({reason})")]
     BadExternalName { value: String, reason: String },
+    #[error("spec.type: unsupported ServiceImport type `{value}` (ClusterSetIP or Headless)")]
+    BadImportType { value: String },
 }
 
 /// The name of a namespace or service: a DNS-1123 label in the API.
@@ -141,11 +150,24 @@ pub fn service_view(service: &Service) -> Result<ServiceView, ConvertError> {
 
 /// `Ok(None)` for a slice that belongs to no service or carries FQDN addresses: DNS ignores those.
 pub fn endpoint_slice_view(slice: &EndpointSlice) -> Result<Option<EndpointSliceView>, ConvertError> {
+    slice_view(slice, SERVICE_NAME_LABEL)
+}
+
+/// A slice of a ServiceImport (labelled `multicluster.kubernetes.io/service-name`), with its source
+/// cluster; `Ok(None)` for a slice without that label or with FQDN addresses.
+pub fn imported_slice_view(slice: &EndpointSlice) -> Result<Option<EndpointSliceView>, ConvertError> {
+    slice_view(slice, MULTICLUSTER_SERVICE_NAME_LABEL)
+}
+
+/// A slice as the endpoints of the service named by its label `owner_label`.
+fn slice_view(slice: &EndpointSlice, owner_label: &str) -> Result<Option<EndpointSliceView>, ConvertError> {
     let name = subdomain_name_of(slice.metadata.name.as_ref())?;
     let namespace = namespace_of(slice.metadata.namespace.as_ref())?;
-    let Some(service) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).cloned() else {
+    let labels = slice.metadata.labels.as_ref();
+    let Some(service) = labels.and_then(|l| l.get(owner_label)).cloned() else {
         return Ok(None);
     };
+    let cluster = labels.and_then(|l| l.get(SOURCE_CLUSTER_LABEL)).cloned().filter(|c| !c.is_empty());
     if slice.address_type == "FQDN" {
         return Ok(None);
     }
@@ -187,7 +209,46 @@ pub fn endpoint_slice_view(slice: &EndpointSlice) -> Result<Option<EndpointSlice
             })
         })
         .collect::<Result<Vec<_>, ConvertError>>()?;
-    Ok(Some(EndpointSliceView { namespace, name, service, ports, endpoints }))
+    Ok(Some(EndpointSliceView { namespace, name, service, cluster, ports, endpoints }))
+}
+
+/// A ServiceImport: `type` ClusterSetIP (also when absent, as CoreDNS reads it) or Headless.
+pub fn service_import_view(import: &ServiceImport) -> Result<ServiceImportView, ConvertError> {
+    let name = name_of(import.metadata.name.as_ref())?;
+    let namespace = namespace_of(import.metadata.namespace.as_ref())?;
+    let spec = &import.spec;
+    let kind = match spec.type_.as_deref() {
+        None | Some("ClusterSetIP") => {
+            ImportKind::ClusterSetIp(spec.ips.iter().map(|ip| parse_ip("spec.ips", ip)).collect::<Result<Vec<_>, _>>()?)
+        }
+        Some("Headless") => ImportKind::Headless,
+        Some(other) => return Err(ConvertError::BadImportType { value: other.to_owned() }),
+    };
+    let ports = spec
+        .ports
+        .iter()
+        .map(|p| {
+            Ok(ServicePort {
+                name: port_name(p.name.as_ref()),
+                protocol: protocol("spec.ports.protocol", p.protocol.as_ref())?,
+                port: port_number("spec.ports.port", p.port)?,
+            })
+        })
+        .collect::<Result<Vec<_>, ConvertError>>()?;
+    Ok(ServiceImportView { namespace, name, kind, ports })
+}
+
+/// What a valid imported EndpointSlice loses in DNS: without a usable cluster id (a DNS label) in
+/// `multicluster.kubernetes.io/source-cluster`, its endpoints get no names of their own.
+pub fn imported_slice_notes(view: &EndpointSliceView) -> Vec<String> {
+    match &view.cluster {
+        Some(cluster) if is_dns1123_label(cluster) => Vec::new(),
+        Some(cluster) => vec![format!(
+            "label {SOURCE_CLUSTER_LABEL}=`{cluster}` is not a DNS label: its endpoints get no \
+             <endpoint>.<clusterid> names"
+        )],
+        None => vec![format!("no {SOURCE_CLUSTER_LABEL} label: its endpoints get no <endpoint>.<clusterid> names")],
+    }
 }
 
 pub fn pod_view(pod: &Pod) -> Result<PodView, ConvertError> {

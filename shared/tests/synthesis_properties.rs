@@ -92,10 +92,8 @@ fn slice(index: usize) -> impl Strategy<Value = EndpointSliceView> {
 }
 
 fn service_import() -> impl Strategy<Value = ServiceImportView> {
-    let kind = prop_oneof![
-        prop::collection::vec(ip(), 0..3).prop_map(ImportKind::ClusterSetIp),
-        Just(ImportKind::Headless),
-    ];
+    let kind =
+        prop_oneof![prop::collection::vec(ip(), 0..3).prop_map(ImportKind::ClusterSetIp), Just(ImportKind::Headless),];
     let port = (prop::option::of(label()), protocol(), 1u16..100).prop_map(|(name, protocol, port)| ServicePort {
         name,
         protocol,
