@@ -250,3 +250,83 @@ fn an_overlapping_multicluster_zone_is_refused() {
     assert!(!controller.status.success());
     assert!(String::from_utf8_lossy(&controller.stderr).contains("--multicluster-zone"));
 }
+
+const CRD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/serviceimport-crd.yaml");
+
+/// Through the Kubernetes API (`roster local`'s stand-in, kube-rs watches): the ServiceImport CRD is
+/// installed after the start and picked up without a restart; imports and their slices follow edits
+/// and deletions.
+#[test]
+fn roster_local_follows_service_imports_installed_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api, dns, stream) = (process::free_port(), process::free_port(), process::free_port());
+    let local = Proc::roster(&[
+        "local",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--api",
+        &format!("127.0.0.1:{api}"),
+        "--dns",
+        &format!("127.0.0.1:{dns}"),
+        "--stream",
+        &format!("127.0.0.1:{stream}"),
+        "--multicluster-zone",
+        "clusterset.local",
+    ]);
+    let kubeconfig = dir.path().join("kubeconfig");
+    process::wait_for("roster local to start", &[&local], || local.log().contains("roster local is up"));
+    process::wait_for("the API in DNS", &[&local], || {
+        process::short(dns, "kubernetes.default.svc.cluster.local", "A") == ["10.96.0.1"]
+    });
+    // Authoritative from the start; nothing imported yet.
+    assert_eq!(process::status(dns, "db.demo.svc.clusterset.local"), "NXDOMAIN");
+    assert_eq!(process::status(dns, "default.svc.clusterset.local"), "NOERROR");
+
+    let manifests = std::fs::read_to_string(OBJECTS).unwrap();
+    process::kubectl(&kubeconfig, &["apply", "-f", CRD], None);
+    process::kubectl(
+        &kubeconfig,
+        &["wait", "--for=condition=Established", "crd/serviceimports.multicluster.x-k8s.io"],
+        None,
+    );
+    process::kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&manifests));
+    process::wait_for("the imports in DNS", &[&local], || {
+        process::short(dns, "db.demo.svc.clusterset.local", "A") == ["10.99.0.10"]
+    });
+    process::wait_for("the imported slices in DNS", &[&local], || {
+        process::short(dns, "cache.demo.svc.clusterset.local", "A") == ["10.1.0.5", "10.1.0.7", "10.2.0.5"]
+    });
+    assert_eq!(process::short(dns, "cache-0.west.cache.demo.svc.clusterset.local", "A"), ["10.2.0.5"]);
+
+    // An endpoint turns not ready in one cluster; an import changes its IP; another is deleted.
+    process::kubectl(
+        &kubeconfig,
+        &[
+            "-n",
+            "demo",
+            "patch",
+            "endpointslice",
+            "cache-west",
+            "--type=json",
+            "-p",
+            r#"[{"op":"add","path":"/endpoints/0/conditions","value":{"ready":false}}]"#,
+        ],
+        None,
+    );
+    process::kubectl(
+        &kubeconfig,
+        &["-n", "demo", "patch", "serviceimport", "db", "--type=merge", "-p", r#"{"spec":{"ips":["10.99.0.11"]}}"#],
+        None,
+    );
+    process::kubectl(&kubeconfig, &["-n", "demo", "delete", "serviceimport", "pending"], None);
+    process::wait_for("the edits in DNS", &[&local], || {
+        process::short(dns, "cache.demo.svc.clusterset.local", "A") == ["10.1.0.5", "10.1.0.7"]
+            && process::short(dns, "db.demo.svc.clusterset.local", "A") == ["10.99.0.11"]
+            && process::status(dns, "cache-0.west.cache.demo.svc.clusterset.local") == "NXDOMAIN"
+    });
+    process::kubectl(&kubeconfig, &["-n", "demo", "delete", "serviceimport", "db"], None);
+    process::wait_for("the deletion in DNS", &[&local], || {
+        process::status(dns, "db.demo.svc.clusterset.local") == "NXDOMAIN"
+    });
+    assert!(local.log().contains("ServiceImports are served"), "{}", local.log());
+}

@@ -46,7 +46,7 @@ enum Kind {
 const KINDS: [Kind; 4] = [Kind::Namespace, Kind::Service, Kind::EndpointSlice, Kind::Pod];
 
 /// How often the controller asks discovery whether ServiceImports are served yet.
-const SERVICE_IMPORT_DISCOVERY_EVERY: Duration = Duration::from_secs(30);
+const SERVICE_IMPORT_DISCOVERY_EVERY: Duration = Duration::from_secs(10);
 
 impl Kind {
     fn label(self) -> &'static str {
@@ -385,7 +385,7 @@ fn convert_service_import(o: &ServiceImport) -> Result<Option<SlimObject>, slim:
 
 /// The multicluster watches: the slices labelled with a ServiceImport's name (a label selector, as
 /// CoreDNS's informer), and ServiceImports once discovery shows the API serves them. The CRD is looked
-/// for every 30 s until it appears, so installing it later needs no restart.
+/// for every 10 s until it appears, so installing it later needs no restart.
 fn multicluster_streams(client: &Client) -> Vec<UpdateStream> {
     let slices = watch_selected(
         Api::<EndpointSlice>::all(client.clone()),
@@ -414,7 +414,7 @@ async fn wait_until_served(client: &Client) {
             Ok(false) if !said => {
                 info!(
                     api = service_import::API_VERSION,
-                    "ServiceImports are not served (no CRD); looking again every 30 s"
+                    "ServiceImports are not served (no CRD); looking again every 10 s"
                 );
                 said = true;
             }
