@@ -66,7 +66,7 @@ fn by_kind(objects: &[Value]) -> BTreeMap<(String, String), Value> {
 
 #[test]
 fn every_overlay_renders_into_valid_api_objects() {
-    for dir in ["deploy/base", "deploy/overlays/kind", "deploy/crd"] {
+    for dir in ["deploy/base", "deploy/overlays/kind", "deploy/overlays/kind-multicluster", "deploy/crd"] {
         let objects = render(dir);
         assert!(!objects.is_empty(), "{dir}");
         for object in &objects {
@@ -207,7 +207,8 @@ fn the_kind_overlay_is_a_coredns_drop_in() {
 /// everything before it without starting anything).
 #[test]
 fn deployment_arguments_parse() {
-    let objects = render("deploy/overlays/kind");
+    let objects: Vec<Value> =
+        ["deploy/overlays/kind", "deploy/overlays/kind-multicluster"].into_iter().flat_map(render).collect();
     // The mounted Secrets, as `roster certs` makes them (--check-args reads and parses them).
     let creds = stream_support::Creds::new();
     for object in objects.iter().filter(|o| o["kind"] == "Deployment") {
@@ -225,6 +226,42 @@ fn deployment_arguments_parse() {
             .collect();
         let output = Command::new(env!("CARGO_BIN_EXE_roster")).args(&args).arg("--check-args").output().unwrap();
         assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+}
+
+/// The multicluster component adds exactly list and watch on ServiceImports, for the controller's
+/// account only, and passes the same zone to the controller and the replicas.
+#[test]
+fn the_multicluster_component_adds_only_service_import_watches() {
+    let plain = by_kind(&render("deploy/overlays/kind"));
+    let objects = by_kind(&render("deploy/overlays/kind-multicluster"));
+    let added: Vec<&(String, String)> = objects.keys().filter(|key| !plain.contains_key(*key)).collect();
+    assert_eq!(
+        added,
+        [
+            &("ClusterRole".to_owned(), "roster-controller-multicluster".to_owned()),
+            &("ClusterRoleBinding".to_owned(), "roster-controller-multicluster".to_owned()),
+        ]
+    );
+    let role: ClusterRole = typed(&objects[added[0]]);
+    let rules: Vec<(Vec<String>, Vec<String>, Vec<String>)> = role
+        .rules
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.api_groups.unwrap_or_default(), r.resources.unwrap_or_default(), r.verbs))
+        .collect();
+    let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        rules,
+        [(strings(&["multicluster.x-k8s.io"]), strings(&["serviceimports"]), strings(&["list", "watch"]))]
+    );
+    let binding: ClusterRoleBinding = typed(&objects[added[1]]);
+    let subjects: Vec<String> = binding.subjects.unwrap().into_iter().map(|s| s.name).collect();
+    assert_eq!(subjects, ["roster-controller"]);
+    for name in ["roster-controller", "roster-dns"] {
+        let deployment: Deployment = typed(&objects[&("Deployment".to_owned(), name.to_owned())]);
+        let args = deployment.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+        assert!(args.contains(&"--multicluster-zone=clusterset.local".to_owned()), "{name}: {args:?}");
     }
 }
 
