@@ -310,3 +310,76 @@ pub fn service_notes(view: &ServiceView) -> Vec<String> {
         _ => Vec::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn import(spec: serde_json::Value) -> ServiceImport {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+            "kind": "ServiceImport",
+            "metadata": {"name": "db", "namespace": "demo"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn service_imports_convert_as_coredns_reads_them() {
+        let view = service_import_view(&import(serde_json::json!({
+            "type": "ClusterSetIP", "ips": ["10.99.0.10", "fd00::10"],
+            "ports": [{"name": "PG", "protocol": "TCP", "port": 5432}, {"port": 9187}],
+            "sessionAffinity": "None",
+        })))
+        .unwrap();
+        assert_eq!(
+            view.kind,
+            ImportKind::ClusterSetIp(vec!["10.99.0.10".parse().unwrap(), "fd00::10".parse().unwrap()])
+        );
+        assert_eq!(view.ports[0], ServicePort { name: Some("pg".into()), protocol: PortProtocol::Tcp, port: 5432 });
+        assert_eq!(view.ports[1].name, None);
+        let headless = service_import_view(&import(serde_json::json!({"type": "Headless", "ports": []}))).unwrap();
+        assert_eq!(headless.kind, ImportKind::Headless);
+        // No type (the CRD requires one): read as ClusterSetIP, as CoreDNS does.
+        let untyped = service_import_view(&import(serde_json::json!({"ports": []}))).unwrap();
+        assert_eq!(untyped.kind, ImportKind::ClusterSetIp(Vec::new()));
+    }
+
+    #[test]
+    fn bad_service_imports_name_the_field() {
+        let bad_type = service_import_view(&import(serde_json::json!({"type": "LoadBalancer"}))).unwrap_err();
+        assert!(bad_type.to_string().contains("spec.type") && bad_type.to_string().contains("LoadBalancer"));
+        let bad_ip = service_import_view(&import(serde_json::json!({"ips": ["10.99.0.300"]}))).unwrap_err();
+        assert!(bad_ip.to_string().contains("spec.ips"), "{bad_ip}");
+        let bad_port = service_import_view(&import(serde_json::json!({"ports": [{"port": 0}]}))).unwrap_err();
+        assert!(bad_port.to_string().contains("spec.ports.port"), "{bad_port}");
+    }
+
+    fn slice(labels: serde_json::Value) -> EndpointSlice {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "cache-east", "namespace": "demo", "labels": labels},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.1.0.5"], "hostname": "cache-0"}],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn imported_slices_carry_their_import_and_source_cluster() {
+        let labels = serde_json::json!({MULTICLUSTER_SERVICE_NAME_LABEL: "cache", SOURCE_CLUSTER_LABEL: "east"});
+        let view = imported_slice_view(&slice(labels.clone())).unwrap().unwrap();
+        assert_eq!((view.service.as_str(), view.cluster.as_deref()), ("cache", Some("east")));
+        assert!(imported_slice_notes(&view).is_empty());
+        // Not a slice of a local service, and a local slice is not imported.
+        assert_eq!(endpoint_slice_view(&slice(labels)).unwrap(), None);
+        assert_eq!(imported_slice_view(&slice(serde_json::json!({SERVICE_NAME_LABEL: "cache"}))).unwrap(), None);
+        // Without a usable cluster id the endpoints lose their own names, which is said.
+        let anonymous = imported_slice_view(&slice(serde_json::json!({MULTICLUSTER_SERVICE_NAME_LABEL: "cache"})))
+            .unwrap()
+            .unwrap();
+        assert_eq!(anonymous.cluster, None);
+        assert!(imported_slice_notes(&anonymous)[0].contains(SOURCE_CLUSTER_LABEL));
+    }
+}
