@@ -243,6 +243,13 @@ fn an_overlapping_multicluster_zone_is_refused() {
         assert!(stderr.contains("--multicluster-zone"), "{zone}: {stderr}");
     }
     assert!(check("clusterset.local").status.success());
+    // The environment variable is the same flag.
+    let env = Command::new(process::ROSTER)
+        .args(["dns", "--objects", OBJECTS, "--check-args"])
+        .env("ROSTER_MULTICLUSTER_ZONE", "in-addr.arpa")
+        .output()
+        .unwrap();
+    assert!(!env.status.success() && String::from_utf8_lossy(&env.stderr).contains("--multicluster-zone"));
     let controller = Command::new(process::ROSTER)
         .args(["controller", "--multicluster-zone", "cluster.local", "--check-args"])
         .output()
