@@ -10,10 +10,12 @@ mod support;
 
 use std::net::SocketAddr;
 use std::process::Command;
+use std::sync::atomic::Ordering;
 
 use hickory_proto::op::ResponseCode::{self, NXDomain, NoError, Refused};
 use hickory_proto::rr::RecordType::{self, A, AAAA, NS, PTR, SOA, SRV, TXT};
 use support::process::{self, Proc};
+use support::upstream::{self, Behaviour};
 use support::{DnsClient, Expect, Transport};
 
 const OBJECTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/multicluster.yaml");
@@ -223,6 +225,24 @@ async fn without_the_flag_clusterset_local_is_foreign() {
         ("db.demo.svc.cluster.local.", A, expect(NXDomain, &[], Some("cluster.local."), &[])),
     ];
     run_table(addr, &table).await;
+    drop(server);
+}
+
+/// Without the flag and with a forwarder, the zone's names go upstream like any foreign name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_flag_clusterset_local_is_forwarded_when_told() {
+    let upstream = upstream::start(Behaviour::Good).await;
+    let (server, addr) = start(&["--upstream", &upstream.addr.to_string()]);
+    let before = upstream.queries.load(Ordering::SeqCst);
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let mut client = DnsClient::connect(addr, transport).await;
+        let response = client.query("db.demo.svc.clusterset.local.", A).await;
+        // The fake upstream's NXDOMAIN, not ours: not authoritative.
+        assert_eq!(response.metadata.response_code, NXDomain, "{transport:?}");
+        assert!(!response.metadata.authoritative, "{transport:?}");
+    }
+    // (At least: the forwarder's health checks go to the same upstream.)
+    assert!(upstream.queries.load(Ordering::SeqCst) > before, "the upstream was asked");
     drop(server);
 }
 

@@ -78,3 +78,24 @@ impl DnsConfig {
 fn parse_zone(zone: &str) -> Result<DomainName, ConfigError> {
     DomainName::parse(zone).map_err(|e| ConfigError::BadZone { zone: zone.to_owned(), reason: e.to_string() })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_multicluster_zone_is_a_zone_of_its_own_after_the_reverse_zones() {
+        let config = DnsConfig::new("cluster.local", 30, PodMode::Insecure).unwrap();
+        let with = config.clone().with_multicluster_zone("ClusterSet.local.").unwrap();
+        let zones: Vec<String> = with.zones().map(ToString::to_string).collect();
+        assert_eq!(zones, ["cluster.local", "in-addr.arpa", "ip6.arpa", "clusterset.local"]);
+        assert!(!with.is_reverse_zone(0) && with.is_reverse_zone(1) && with.is_reverse_zone(2));
+        assert!(!with.is_reverse_zone(3), "the multicluster zone does not fall through");
+        for overlapping in ["cluster.local", "svc.cluster.local", "local", "arpa", "1.10.in-addr.arpa"] {
+            let error = config.clone().with_multicluster_zone(overlapping).unwrap_err();
+            assert!(matches!(error, ConfigError::OverlappingZone { .. }), "{overlapping}: {error}");
+        }
+        assert!(matches!(config.with_multicluster_zone("a..b"), Err(ConfigError::BadZone { .. })));
+    }
+}
