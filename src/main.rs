@@ -136,6 +136,11 @@ struct ZoneArgs {
     /// Name endpoints without a hostname after their pod instead of their address.
     #[arg(long, env = "ROSTER_ENDPOINT_POD_NAMES")]
     endpoint_pod_names: bool,
+    /// Serve multi-cluster services (KEP-1645) in this zone, e.g. `clusterset.local`: ServiceImports
+    /// (multicluster.x-k8s.io/v1alpha1) and the EndpointSlices labelled with their names. Give the
+    /// same value to the controller and every replica. Off by default.
+    #[arg(long, env = "ROSTER_MULTICLUSTER_ZONE")]
+    multicluster_zone: Option<String>,
 }
 
 /// How a DNS server answers beyond its zones, and how it is probed and scraped.
@@ -379,10 +384,11 @@ fn check_args(command: &Command) -> anyhow::Result<()> {
     };
     match command {
         Command::Dns(args) => {
-            let config = DnsConfig::new(&args.zone.zone, args.ttl, args.zone.pod_mode()).context("--zone/--ttl")?;
+            let mut config = DnsConfig::new(&args.zone.zone, args.ttl, args.zone.pod_mode()).context("--zone/--ttl")?;
             if !args.reverse_zones.is_empty() {
-                config.clone().with_reverse_zones(&args.reverse_zones).context("--reverse-zone")?;
+                config = config.with_reverse_zones(&args.reverse_zones).context("--reverse-zone")?;
             }
+            let config = args.zone.multicluster(config)?;
             args.serve.autopath(config)?;
             if !args.controller.is_empty() {
                 let tls = args.tls.client(args.tls_server_name.as_deref())?;
@@ -391,12 +397,13 @@ fn check_args(command: &Command) -> anyhow::Result<()> {
             check_serve(&args.serve)
         }
         Command::Controller(args) => {
-            args.tls.server()?;
-            args.zone.synth_config().map(drop)
+            args.zone.synth_config()?;
+            args.tls.server().map(drop)
         }
         Command::Crd | Command::Certs(_) => Ok(()),
         Command::Local(args) => {
             let config = DnsConfig::new(&args.zone.zone, args.ttl, args.zone.pod_mode()).context("--zone/--ttl")?;
+            let config = args.zone.multicluster(config)?;
             args.serve.autopath(config)?;
             check_serve(&args.serve)
         }
@@ -425,7 +432,28 @@ impl ZoneArgs {
 
     fn synth_config(&self) -> anyhow::Result<SynthConfig> {
         let zone = roster_shared::DomainName::parse(&self.zone).with_context(|| format!("--zone {}", self.zone))?;
-        Ok(SynthConfig { zone, pod_mode: self.pod_mode(), endpoint_pod_names: self.endpoint_pod_names })
+        // The same checks as the replicas' (`multicluster`): a zone of its own.
+        let multicluster_zone = match &self.multicluster_zone {
+            Some(_) => {
+                let config = DnsConfig::new(&self.zone, 30, self.pod_mode()).context("--zone")?;
+                self.multicluster(config)?.multicluster_zone
+            }
+            None => None,
+        };
+        Ok(SynthConfig {
+            zone,
+            pod_mode: self.pod_mode(),
+            endpoint_pod_names: self.endpoint_pod_names,
+            multicluster_zone,
+        })
+    }
+
+    /// `config` serving the multicluster zone when one is given.
+    fn multicluster(&self, config: DnsConfig) -> anyhow::Result<DnsConfig> {
+        match &self.multicluster_zone {
+            Some(zone) => config.with_multicluster_zone(zone).context("--multicluster-zone"),
+            None => Ok(config),
+        }
     }
 }
 
@@ -434,6 +462,7 @@ async fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
     if !args.reverse_zones.is_empty() {
         config = config.with_reverse_zones(&args.reverse_zones).context("--reverse-zone")?;
     }
+    let config = args.zone.multicluster(config)?;
     let config = args.serve.autopath(config)?;
     let synth = args.zone.synth_config()?;
     let store = Arc::new(ZoneStore::new(config));
@@ -688,6 +717,7 @@ fn print_certs(args: &CertsArgs) -> anyhow::Result<()> {
 async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     let synth = args.zone.synth_config()?;
     let config = DnsConfig::new(&args.zone.zone, args.ttl, args.zone.pod_mode()).context("--zone/--ttl")?;
+    let config = args.zone.multicluster(config)?;
     let config = args.serve.autopath(config)?;
     #[cfg(not(feature = "sim"))]
     if args.kubeconfig.is_none() {

@@ -66,7 +66,13 @@ fn by_kind(objects: &[Value]) -> BTreeMap<(String, String), Value> {
 
 #[test]
 fn every_overlay_renders_into_valid_api_objects() {
-    for dir in ["deploy/base", "deploy/overlays/kind", "deploy/overlays/node-local", "deploy/crd"] {
+    for dir in [
+        "deploy/base",
+        "deploy/overlays/kind",
+        "deploy/overlays/node-local",
+        "deploy/overlays/kind-multicluster",
+        "deploy/crd",
+    ] {
         let objects = render(dir);
         assert!(!objects.is_empty(), "{dir}");
         for object in &objects {
@@ -209,7 +215,8 @@ fn the_kind_overlay_is_a_coredns_drop_in() {
 /// checks them without starting anything).
 #[test]
 fn deployment_arguments_parse() {
-    let mut objects = render("deploy/overlays/kind");
+    let mut objects: Vec<Value> =
+        ["deploy/overlays/kind", "deploy/overlays/kind-multicluster"].into_iter().flat_map(render).collect();
     objects.extend(render("deploy/overlays/node-local").into_iter().filter(|o| o["kind"] == "DaemonSet"));
     // The mounted Secrets, as `roster certs` makes them (--check-args reads and parses them).
     let creds = stream_support::Creds::new();
@@ -236,7 +243,43 @@ fn deployment_arguments_parse() {
         let output = Command::new(env!("CARGO_BIN_EXE_roster")).args(&args).arg("--check-args").output().unwrap();
         assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
     }
-    assert_eq!(checked, 3, "two Deployments and the DaemonSet");
+    assert_eq!(checked, 5, "two Deployments in each kind overlay and the DaemonSet");
+}
+
+/// The multicluster component adds exactly list and watch on ServiceImports, for the controller's
+/// account only, and passes the same zone to the controller and the replicas.
+#[test]
+fn the_multicluster_component_adds_only_service_import_watches() {
+    let plain = by_kind(&render("deploy/overlays/kind"));
+    let objects = by_kind(&render("deploy/overlays/kind-multicluster"));
+    let added: Vec<&(String, String)> = objects.keys().filter(|key| !plain.contains_key(*key)).collect();
+    assert_eq!(
+        added,
+        [
+            &("ClusterRole".to_owned(), "roster-controller-multicluster".to_owned()),
+            &("ClusterRoleBinding".to_owned(), "roster-controller-multicluster".to_owned()),
+        ]
+    );
+    let role: ClusterRole = typed(&objects[added[0]]);
+    let rules: Vec<(Vec<String>, Vec<String>, Vec<String>)> = role
+        .rules
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.api_groups.unwrap_or_default(), r.resources.unwrap_or_default(), r.verbs))
+        .collect();
+    let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        rules,
+        [(strings(&["multicluster.x-k8s.io"]), strings(&["serviceimports"]), strings(&["list", "watch"]))]
+    );
+    let binding: ClusterRoleBinding = typed(&objects[added[1]]);
+    let subjects: Vec<String> = binding.subjects.unwrap().into_iter().map(|s| s.name).collect();
+    assert_eq!(subjects, ["roster-controller"]);
+    for name in ["roster-controller", "roster-dns"] {
+        let deployment: Deployment = typed(&objects[&("Deployment".to_owned(), name.to_owned())]);
+        let args = deployment.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+        assert!(args.contains(&"--multicluster-zone=clusterset.local".to_owned()), "{name}: {args:?}");
+    }
 }
 
 #[test]

@@ -1,11 +1,14 @@
 //! The Kubernetes source: one watch per kind (Namespaces, Services, EndpointSlices, Pods), converted to
 //! slim views on arrival, synthesised and published whenever a batch of events has been taken in.
+//! With a multicluster zone, also the EndpointSlices labelled `multicluster.kubernetes.io/service-name`
+//! and, once discovery shows the API serves them, ServiceImports.
 //!
 //! Re-lists (after a `410 Gone` or a dropped watch) arrive as `Init … InitApply … InitDone`; the kind's
 //! whole view set is replaced at `InitDone`, so objects deleted while the watch was down disappear.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::pin::Pin;
+use std::time::Duration;
 
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
@@ -22,6 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::hub::Hub;
 use crate::metrics::{ControllerMetrics, KindLabel};
+use crate::service_import::{self, ServiceImport};
 use crate::slim;
 
 /// The kinds DNS watches.
@@ -31,9 +35,18 @@ enum Kind {
     Service,
     EndpointSlice,
     Pod,
+    /// EndpointSlices of ServiceImports (multicluster zone only).
+    ImportedSlice,
+    /// ServiceImports (multicluster zone only, once the API serves them).
+    ServiceImport,
 }
 
+/// The kinds that must have been listed before the first publication. The multicluster kinds are not
+/// among them: ServiceImports may never be served (no CRD), and records must not wait for them.
 const KINDS: [Kind; 4] = [Kind::Namespace, Kind::Service, Kind::EndpointSlice, Kind::Pod];
+
+/// How often the controller asks discovery whether ServiceImports are served yet.
+const SERVICE_IMPORT_DISCOVERY_EVERY: Duration = Duration::from_secs(10);
 
 impl Kind {
     fn label(self) -> &'static str {
@@ -42,6 +55,8 @@ impl Kind {
             Self::Service => "services",
             Self::EndpointSlice => "endpointslices",
             Self::Pod => "pods",
+            Self::ImportedSlice => "endpointslices_multicluster",
+            Self::ServiceImport => "serviceimports",
         }
     }
 }
@@ -65,6 +80,8 @@ enum SlimObject {
     Service(roster_shared::ServiceView),
     EndpointSlice(roster_shared::EndpointSliceView),
     Pod(roster_shared::PodView),
+    ImportedSlice(roster_shared::EndpointSliceView),
+    ServiceImport(roster_shared::ServiceImportView),
 }
 
 fn key_of<K: Resource>(object: &K) -> String {
@@ -86,7 +103,21 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default,
 {
-    let config = watcher::Config::default().any_semantic();
+    watch_selected(api, kind, convert, watcher::Config::default())
+}
+
+/// [`watch_kind`] with a watcher config (e.g. a label selector).
+fn watch_selected<K>(
+    api: Api<K>,
+    kind: Kind,
+    convert: fn(&K) -> Result<Option<SlimObject>, slim::ConvertError>,
+    config: watcher::Config,
+) -> UpdateStream
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default,
+{
+    let config = config.any_semantic();
     let mut warned = WarnOnce::new(WARN_MEMORY);
     let stream = watcher::watcher(api, config).default_backoff().map(move |event| match event {
         Ok(Event::Init) => Update::Restart(kind),
@@ -132,7 +163,8 @@ fn notes(view: &SlimObject) -> Vec<String> {
     match view {
         SlimObject::Service(service) => slim::service_notes(service),
         SlimObject::EndpointSlice(slice) => slim::endpoint_slice_notes(slice),
-        SlimObject::Namespace(_) | SlimObject::Pod(_) => Vec::new(),
+        SlimObject::ImportedSlice(slice) => slim::imported_slice_notes(slice),
+        SlimObject::Namespace(_) | SlimObject::Pod(_) | SlimObject::ServiceImport(_) => Vec::new(),
     }
 }
 
@@ -283,6 +315,8 @@ impl Views {
             SlimObject::Service(view) => self.synthesis.upsert_service(view),
             SlimObject::EndpointSlice(view) => self.synthesis.upsert_endpoint_slice(view),
             SlimObject::Pod(view) => self.synthesis.upsert_pod(view),
+            SlimObject::ImportedSlice(view) => self.synthesis.upsert_imported_slice(view),
+            SlimObject::ServiceImport(view) => self.synthesis.upsert_service_import(view),
         }
     }
 
@@ -292,6 +326,8 @@ impl Views {
             Kind::Service => self.synthesis.remove_service(key),
             Kind::EndpointSlice => self.synthesis.remove_endpoint_slice(key),
             Kind::Pod => self.synthesis.remove_pod(key),
+            Kind::ImportedSlice => self.synthesis.remove_imported_slice(key),
+            Kind::ServiceImport => self.synthesis.remove_service_import(key),
         }
     }
 
@@ -303,6 +339,8 @@ impl Views {
             Kind::Service => Box::new(state.services.keys()),
             Kind::EndpointSlice => Box::new(state.endpoint_slices.keys()),
             Kind::Pod => Box::new(state.pods.keys()),
+            Kind::ImportedSlice => Box::new(state.imported_slices.keys()),
+            Kind::ServiceImport => Box::new(state.service_imports.keys()),
         }
     }
 
@@ -337,6 +375,56 @@ fn convert_pod(o: &Pod) -> Result<Option<SlimObject>, slim::ConvertError> {
     slim::pod_view(o).map(|v| Some(SlimObject::Pod(v)))
 }
 
+fn convert_imported_slice(o: &EndpointSlice) -> Result<Option<SlimObject>, slim::ConvertError> {
+    slim::imported_slice_view(o).map(|v| v.map(SlimObject::ImportedSlice))
+}
+
+fn convert_service_import(o: &ServiceImport) -> Result<Option<SlimObject>, slim::ConvertError> {
+    slim::service_import_view(o).map(|v| Some(SlimObject::ServiceImport(v)))
+}
+
+/// The multicluster watches: the slices labelled with a ServiceImport's name (a label selector, as
+/// CoreDNS's informer), and ServiceImports once discovery shows the API serves them. The CRD is looked
+/// for every 10 s until it appears, so installing it later needs no restart.
+fn multicluster_streams(client: &Client) -> Vec<UpdateStream> {
+    let slices = watch_selected(
+        Api::<EndpointSlice>::all(client.clone()),
+        Kind::ImportedSlice,
+        convert_imported_slice,
+        watcher::Config::default().labels(slim::MULTICLUSTER_SERVICE_NAME_LABEL),
+    );
+    let discovery = client.clone();
+    let imports = futures::stream::once(async move {
+        wait_until_served(&discovery).await;
+        watch_kind(Api::<ServiceImport>::all(discovery), Kind::ServiceImport, convert_service_import)
+    })
+    .flatten();
+    vec![slices, Box::pin(imports)]
+}
+
+/// Returns once discovery lists `multicluster.x-k8s.io/v1alpha1` `serviceimports`.
+async fn wait_until_served(client: &Client) {
+    let mut said = false;
+    loop {
+        match service_import::served(client).await {
+            Ok(true) => {
+                info!("ServiceImports are served; watching them");
+                return;
+            }
+            Ok(false) if !said => {
+                info!(
+                    api = service_import::API_VERSION,
+                    "ServiceImports are not served (no CRD); looking again every 10 s"
+                );
+                said = true;
+            }
+            Ok(false) => {}
+            Err(error) => warn!(%error, "discovery of ServiceImports failed; retrying"),
+        }
+        tokio::time::sleep(SERVICE_IMPORT_DISCOVERY_EVERY).await;
+    }
+}
+
 /// Watches the cluster through `client` and publishes into `hub` until the process ends. `synced`
 /// turns true once every kind has been listed.
 pub async fn run(client: Client, config: SynthConfig, hub: Hub, synced: watch::Sender<bool>) {
@@ -344,8 +432,12 @@ pub async fn run(client: Client, config: SynthConfig, hub: Hub, synced: watch::S
         watch_kind(Api::<Namespace>::all(client.clone()), Kind::Namespace, convert_namespace),
         watch_kind(Api::<Service>::all(client.clone()), Kind::Service, convert_service),
         watch_kind(Api::<EndpointSlice>::all(client.clone()), Kind::EndpointSlice, convert_endpoint_slice),
-        watch_kind(Api::<Pod>::all(client), Kind::Pod, convert_pod),
+        watch_kind(Api::<Pod>::all(client.clone()), Kind::Pod, convert_pod),
     ];
+    let streams = match &config.multicluster_zone {
+        Some(_) => streams.into_iter().chain(multicluster_streams(&client)).collect(),
+        None => streams,
+    };
     let mut updates = futures::stream::select_all(streams);
     let mut views = Views::new(config);
     while let Some(update) = updates.next().await {

@@ -11,6 +11,7 @@ pub mod manifest_source;
 pub mod manifests;
 pub mod metrics;
 pub mod publisher;
+pub mod service_import;
 pub mod slim;
 pub mod stream;
 pub mod stream_lease;

@@ -1,8 +1,9 @@
 //! The manifest source: Kubernetes objects read from YAML or JSON files instead of an API server.
 //!
 //! A path is a file or a directory (searched recursively for `.yaml`, `.yml` and `.json`). Files hold
-//! one or more documents; a `v1 List` contributes its items. Namespaces, Services, EndpointSlices and
-//! Pods are kept; other kinds are skipped with a debug log.
+//! one or more documents; a `v1 List` contributes its items. Namespaces, Services, EndpointSlices,
+//! Pods and ServiceImports (multicluster.x-k8s.io/v1alpha1) are kept; other kinds are skipped with a
+//! debug log.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,6 +18,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tracing::{debug, warn};
 
+use crate::service_import::{self, ServiceImport};
 use crate::slim;
 
 /// One problem with one document of one file.
@@ -267,7 +269,7 @@ fn load_object(object: Object<'_>, state: &mut ClusterState) -> Result<(), Strin
     let Object { api_version, kind, body } = object;
     // Each object is converted to its slim view at once, so only one typed object is alive at a time.
     match (api_version.as_str(), kind.as_str()) {
-        (_, "List") | (_, "ServiceList" | "PodList" | "NamespaceList" | "EndpointSliceList") => {
+        (_, "List") | (_, "ServiceList" | "PodList" | "NamespaceList" | "EndpointSliceList" | "ServiceImportList") => {
             for (i, item) in body.items().enumerate() {
                 item.and_then(|item| load_object(item, state)).map_err(|e| format!("items[{i}]: {e}"))?;
             }
@@ -291,6 +293,17 @@ fn load_object(object: Object<'_>, state: &mut ClusterState) -> Result<(), Strin
                 warn_notes(&kind, &object.metadata, slim::endpoint_slice_notes(&view));
                 state.insert_endpoint_slice(view);
             }
+            // A slice of a ServiceImport (read only with a multicluster zone).
+            if let Some(view) = slim::imported_slice_view(&object).map_err(|e| at(&kind, &object.metadata, e))? {
+                warn_notes(&kind, &object.metadata, slim::imported_slice_notes(&view));
+                state.insert_imported_slice(view);
+            }
+            Ok(())
+        }
+        (service_import::API_VERSION, "ServiceImport") => {
+            let object: ServiceImport = body.typed(&kind)?;
+            state
+                .insert_service_import(slim::service_import_view(&object).map_err(|e| at(&kind, &object.metadata, e))?);
             Ok(())
         }
         ("v1", "Pod") => {

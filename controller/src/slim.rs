@@ -12,12 +12,19 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use roster_shared::name::{is_dns1123_label, is_dns1123_subdomain};
 use roster_shared::{
-    DomainName, EndpointPort, EndpointSliceView, EndpointView, NamespaceView, PodView, PortProtocol, ServiceKind,
-    ServicePort, ServiceView,
+    DomainName, EndpointPort, EndpointSliceView, EndpointView, ImportKind, NamespaceView, PodView, PortProtocol,
+    ServiceImportView, ServiceKind, ServicePort, ServiceView,
 };
+
+use crate::service_import::ServiceImport;
 
 /// The label the EndpointSlice controller puts on every slice of a service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// The label that ties an EndpointSlice to the ServiceImport of that name (KEP-1645).
+pub const MULTICLUSTER_SERVICE_NAME_LABEL: &str = "multicluster.kubernetes.io/service-name";
+/// The label naming the cluster an imported EndpointSlice's endpoints are in: the `<clusterid>` of
+/// their names (KEP-1645; CoreDNS reads the same label).
+pub const SOURCE_CLUSTER_LABEL: &str = "multicluster.kubernetes.io/source-cluster";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConvertError {
@@ -35,6 +42,8 @@ pub enum ConvertError {
     BadProtocol { field: &'static str, value: String },
     #[error("spec.externalName: `{value}` is not a valid DNS name ({reason})")]
     BadExternalName { value: String, reason: String },
+    #[error("spec.type: unsupported ServiceImport type `{value}` (ClusterSetIP or Headless)")]
+    BadImportType { value: String },
 }
 
 /// The name of a namespace or service: a DNS-1123 label in the API.
@@ -141,11 +150,24 @@ pub fn service_view(service: &Service) -> Result<ServiceView, ConvertError> {
 
 /// `Ok(None)` for a slice that belongs to no service or carries FQDN addresses: DNS ignores those.
 pub fn endpoint_slice_view(slice: &EndpointSlice) -> Result<Option<EndpointSliceView>, ConvertError> {
+    slice_view(slice, SERVICE_NAME_LABEL)
+}
+
+/// A slice of a ServiceImport (labelled `multicluster.kubernetes.io/service-name`), with its source
+/// cluster; `Ok(None)` for a slice without that label or with FQDN addresses.
+pub fn imported_slice_view(slice: &EndpointSlice) -> Result<Option<EndpointSliceView>, ConvertError> {
+    slice_view(slice, MULTICLUSTER_SERVICE_NAME_LABEL)
+}
+
+/// A slice as the endpoints of the service named by its label `owner_label`.
+fn slice_view(slice: &EndpointSlice, owner_label: &str) -> Result<Option<EndpointSliceView>, ConvertError> {
     let name = subdomain_name_of(slice.metadata.name.as_ref())?;
     let namespace = namespace_of(slice.metadata.namespace.as_ref())?;
-    let Some(service) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).cloned() else {
+    let labels = slice.metadata.labels.as_ref();
+    let Some(service) = labels.and_then(|l| l.get(owner_label)).cloned() else {
         return Ok(None);
     };
+    let cluster = labels.and_then(|l| l.get(SOURCE_CLUSTER_LABEL)).cloned().filter(|c| !c.is_empty());
     if slice.address_type == "FQDN" {
         return Ok(None);
     }
@@ -187,7 +209,46 @@ pub fn endpoint_slice_view(slice: &EndpointSlice) -> Result<Option<EndpointSlice
             })
         })
         .collect::<Result<Vec<_>, ConvertError>>()?;
-    Ok(Some(EndpointSliceView { namespace, name, service, ports, endpoints }))
+    Ok(Some(EndpointSliceView { namespace, name, service, cluster, ports, endpoints }))
+}
+
+/// A ServiceImport: `type` ClusterSetIP (also when absent, as CoreDNS reads it) or Headless.
+pub fn service_import_view(import: &ServiceImport) -> Result<ServiceImportView, ConvertError> {
+    let name = name_of(import.metadata.name.as_ref())?;
+    let namespace = namespace_of(import.metadata.namespace.as_ref())?;
+    let spec = &import.spec;
+    let kind = match spec.type_.as_deref() {
+        None | Some("ClusterSetIP") => {
+            ImportKind::ClusterSetIp(spec.ips.iter().map(|ip| parse_ip("spec.ips", ip)).collect::<Result<Vec<_>, _>>()?)
+        }
+        Some("Headless") => ImportKind::Headless,
+        Some(other) => return Err(ConvertError::BadImportType { value: other.to_owned() }),
+    };
+    let ports = spec
+        .ports
+        .iter()
+        .map(|p| {
+            Ok(ServicePort {
+                name: port_name(p.name.as_ref()),
+                protocol: protocol("spec.ports.protocol", p.protocol.as_ref())?,
+                port: port_number("spec.ports.port", p.port)?,
+            })
+        })
+        .collect::<Result<Vec<_>, ConvertError>>()?;
+    Ok(ServiceImportView { namespace, name, kind, ports })
+}
+
+/// What a valid imported EndpointSlice loses in DNS: without a usable cluster id (a DNS label) in
+/// `multicluster.kubernetes.io/source-cluster`, its endpoints get no names of their own.
+pub fn imported_slice_notes(view: &EndpointSliceView) -> Vec<String> {
+    match &view.cluster {
+        Some(cluster) if is_dns1123_label(cluster) => Vec::new(),
+        Some(cluster) => vec![format!(
+            "label {SOURCE_CLUSTER_LABEL}=`{cluster}` is not a DNS label: its endpoints get no \
+             <endpoint>.<clusterid> names"
+        )],
+        None => vec![format!("no {SOURCE_CLUSTER_LABEL} label: its endpoints get no <endpoint>.<clusterid> names")],
+    }
 }
 
 pub fn pod_view(pod: &Pod) -> Result<PodView, ConvertError> {
@@ -247,5 +308,78 @@ pub fn service_notes(view: &ServiceView) -> Vec<String> {
             Err(e) => vec![format!("spec.externalName `{target}` is not a DNS name ({e}): no CNAME is published")],
         },
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn import(spec: serde_json::Value) -> ServiceImport {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+            "kind": "ServiceImport",
+            "metadata": {"name": "db", "namespace": "demo"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn service_imports_convert_as_coredns_reads_them() {
+        let view = service_import_view(&import(serde_json::json!({
+            "type": "ClusterSetIP", "ips": ["10.99.0.10", "fd00::10"],
+            "ports": [{"name": "PG", "protocol": "TCP", "port": 5432}, {"port": 9187}],
+            "sessionAffinity": "None",
+        })))
+        .unwrap();
+        assert_eq!(
+            view.kind,
+            ImportKind::ClusterSetIp(vec!["10.99.0.10".parse().unwrap(), "fd00::10".parse().unwrap()])
+        );
+        assert_eq!(view.ports[0], ServicePort { name: Some("pg".into()), protocol: PortProtocol::Tcp, port: 5432 });
+        assert_eq!(view.ports[1].name, None);
+        let headless = service_import_view(&import(serde_json::json!({"type": "Headless", "ports": []}))).unwrap();
+        assert_eq!(headless.kind, ImportKind::Headless);
+        // No type (the CRD requires one): read as ClusterSetIP, as CoreDNS does.
+        let untyped = service_import_view(&import(serde_json::json!({"ports": []}))).unwrap();
+        assert_eq!(untyped.kind, ImportKind::ClusterSetIp(Vec::new()));
+    }
+
+    #[test]
+    fn bad_service_imports_name_the_field() {
+        let bad_type = service_import_view(&import(serde_json::json!({"type": "LoadBalancer"}))).unwrap_err();
+        assert!(bad_type.to_string().contains("spec.type") && bad_type.to_string().contains("LoadBalancer"));
+        let bad_ip = service_import_view(&import(serde_json::json!({"ips": ["10.99.0.300"]}))).unwrap_err();
+        assert!(bad_ip.to_string().contains("spec.ips"), "{bad_ip}");
+        let bad_port = service_import_view(&import(serde_json::json!({"ports": [{"port": 0}]}))).unwrap_err();
+        assert!(bad_port.to_string().contains("spec.ports.port"), "{bad_port}");
+    }
+
+    fn slice(labels: serde_json::Value) -> EndpointSlice {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "cache-east", "namespace": "demo", "labels": labels},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.1.0.5"], "hostname": "cache-0"}],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn imported_slices_carry_their_import_and_source_cluster() {
+        let labels = serde_json::json!({MULTICLUSTER_SERVICE_NAME_LABEL: "cache", SOURCE_CLUSTER_LABEL: "east"});
+        let view = imported_slice_view(&slice(labels.clone())).unwrap().unwrap();
+        assert_eq!((view.service.as_str(), view.cluster.as_deref()), ("cache", Some("east")));
+        assert!(imported_slice_notes(&view).is_empty());
+        // Not a slice of a local service, and a local slice is not imported.
+        assert_eq!(endpoint_slice_view(&slice(labels)).unwrap(), None);
+        assert_eq!(imported_slice_view(&slice(serde_json::json!({SERVICE_NAME_LABEL: "cache"}))).unwrap(), None);
+        // Without a usable cluster id the endpoints lose their own names, which is said.
+        let anonymous = imported_slice_view(&slice(serde_json::json!({MULTICLUSTER_SERVICE_NAME_LABEL: "cache"})))
+            .unwrap()
+            .unwrap();
+        assert_eq!(anonymous.cluster, None);
+        assert!(imported_slice_notes(&anonymous)[0].contains(SOURCE_CLUSTER_LABEL));
     }
 }

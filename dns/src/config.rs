@@ -8,6 +8,8 @@ pub enum ConfigError {
     BadZone { zone: String, reason: String },
     #[error("TTL {0} is out of range (0..=2147483647)")]
     BadTtl(u32),
+    #[error("multicluster zone `{zone}` overlaps the zone `{other}`: it must be a zone of its own")]
+    OverlappingZone { zone: String, other: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +24,9 @@ pub struct DnsConfig {
     /// Autopath (server-side search completion) when set: the search domains the kubelet appends
     /// after the cluster's (the node's, from `--resolv-conf`), in order. `None`: off.
     pub autopath: Option<Vec<DomainName>>,
+    /// The multicluster zone (KEP-1645, e.g. `clusterset.local`) served authoritatively beside the
+    /// cluster zone; `None`: off, and its names are foreign like any other.
+    pub multicluster_zone: Option<DomainName>,
 }
 
 impl DnsConfig {
@@ -31,7 +36,7 @@ impl DnsConfig {
         }
         let cluster_zone = parse_zone(cluster_zone)?;
         let reverse_zones = vec![parse_zone("in-addr.arpa")?, parse_zone("ip6.arpa")?];
-        Ok(Self { cluster_zone, reverse_zones, ttl, pod_mode, autopath: None })
+        Ok(Self { cluster_zone, reverse_zones, ttl, pod_mode, autopath: None, multicluster_zone: None })
     }
 
     /// Replaces the reverse zones, e.g. with the zones of configured CIDRs.
@@ -46,12 +51,51 @@ impl DnsConfig {
         Ok(self)
     }
 
-    /// Every authoritative zone, the cluster zone first.
+    /// Serves `zone` as the multicluster zone. It must not contain, or lie within, the cluster zone
+    /// or a reverse zone: each name has one zone.
+    pub fn with_multicluster_zone(mut self, zone: &str) -> Result<Self, ConfigError> {
+        let parsed = parse_zone(zone)?;
+        if let Some(other) = self.zones().find(|other| parsed.is_within(other) || other.is_within(&parsed)) {
+            return Err(ConfigError::OverlappingZone { zone: zone.to_owned(), other: other.to_string() });
+        }
+        self.multicluster_zone = Some(parsed);
+        Ok(self)
+    }
+
+    /// Every authoritative zone: the cluster zone first, then the reverse zones, then the multicluster
+    /// zone (the index order [`Self::is_reverse_zone`] relies on).
     pub fn zones(&self) -> impl Iterator<Item = &DomainName> {
-        std::iter::once(&self.cluster_zone).chain(&self.reverse_zones)
+        std::iter::once(&self.cluster_zone).chain(&self.reverse_zones).chain(&self.multicluster_zone)
+    }
+
+    /// True when the zone at `index` of [`Self::zones`] is a reverse zone (whose missing names fall
+    /// through to the forwarder).
+    pub fn is_reverse_zone(&self, index: usize) -> bool {
+        (1..=self.reverse_zones.len()).contains(&index)
     }
 }
 
 fn parse_zone(zone: &str) -> Result<DomainName, ConfigError> {
     DomainName::parse(zone).map_err(|e| ConfigError::BadZone { zone: zone.to_owned(), reason: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_multicluster_zone_is_a_zone_of_its_own_after_the_reverse_zones() {
+        let config = DnsConfig::new("cluster.local", 30, PodMode::Insecure).unwrap();
+        let with = config.clone().with_multicluster_zone("ClusterSet.local.").unwrap();
+        let zones: Vec<String> = with.zones().map(ToString::to_string).collect();
+        assert_eq!(zones, ["cluster.local", "in-addr.arpa", "ip6.arpa", "clusterset.local"]);
+        assert!(!with.is_reverse_zone(0) && with.is_reverse_zone(1) && with.is_reverse_zone(2));
+        assert!(!with.is_reverse_zone(3), "the multicluster zone does not fall through");
+        for overlapping in ["cluster.local", "svc.cluster.local", "local", "arpa", "1.10.in-addr.arpa"] {
+            let error = config.clone().with_multicluster_zone(overlapping).unwrap_err();
+            assert!(matches!(error, ConfigError::OverlappingZone { .. }), "{overlapping}: {error}");
+        }
+        assert!(matches!(config.with_multicluster_zone("a..b"), Err(ConfigError::BadZone { .. })));
+    }
 }

@@ -173,7 +173,7 @@ impl FrontHandler {
         let Some(forwarder) = &self.forwarder else { return found };
 
         // Reverse names we hold nothing for fall through to the upstreams (kubeadm's `fallthrough`).
-        if found.rcode == ResponseCode::NXDomain && zone > 0 {
+        if found.rcode == ResponseCode::NXDomain && self.store.config().is_reverse_zone(zone) {
             return forwarder.resolve(query, dnssec_ok).await;
         }
         // ExternalName: chase the CNAME's target through the forwarder; the CNAME alone if that fails.

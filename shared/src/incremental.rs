@@ -10,7 +10,9 @@ use crate::frame::Change;
 use crate::name::DomainName;
 use crate::records::{RData, ZoneData};
 use crate::synth::{Source, SynthConfig, pod_clients, synthesize_part};
-use crate::views::{ClusterState, EndpointSliceView, NamespaceView, PodView, ServiceView, object_key};
+use crate::views::{
+    ClusterState, EndpointSliceView, NamespaceView, PodView, ServiceImportView, ServiceView, object_key,
+};
 
 /// A name of the merged zone: how many parts hold it (an empty non-terminal counts too) and how many
 /// parts hold each of its records, since parts may share both (a hostNetwork pod's address, the
@@ -28,6 +30,8 @@ pub struct IncrementalSynthesis {
     /// `ns/service` → keys of the EndpointSlices that name it, so that a service's part finds its
     /// slices without scanning all of them.
     slices_by_service: BTreeMap<String, BTreeSet<String>>,
+    /// `ns/import` → keys of the imported slices that name it.
+    slices_by_import: BTreeMap<String, BTreeSet<String>>,
     parts: HashMap<Source, ZoneData>,
     merged: HashMap<DomainName, MergedName>,
     record_count: usize,
@@ -46,6 +50,7 @@ impl IncrementalSynthesis {
             config,
             state: ClusterState::default(),
             slices_by_service: BTreeMap::new(),
+            slices_by_import: BTreeMap::new(),
             parts: HashMap::new(),
             merged: HashMap::new(),
             record_count: 0,
@@ -113,7 +118,7 @@ impl IncrementalSynthesis {
         if let Some(old) = self.state.endpoint_slices.insert(key.clone(), view) {
             let old_service = object_key(&old.namespace, &old.service);
             if old_service != service {
-                self.unindex_slice(&old_service, &key);
+                unindex(&mut self.slices_by_service, &old_service, &key);
                 self.refresh(Source::Service(old_service));
             }
         }
@@ -125,8 +130,56 @@ impl IncrementalSynthesis {
     pub fn remove_endpoint_slice(&mut self, key: &str) -> bool {
         let Some(old) = self.state.endpoint_slices.remove(key) else { return false };
         let service = object_key(&old.namespace, &old.service);
-        self.unindex_slice(&service, key);
+        unindex(&mut self.slices_by_service, &service, key);
         self.refresh(Source::Service(service));
+        true
+    }
+
+    pub fn upsert_service_import(&mut self, view: ServiceImportView) -> bool {
+        let key = object_key(&view.namespace, &view.name);
+        if self.state.service_imports.get(&key) == Some(&view) {
+            return false;
+        }
+        let namespace = view.namespace.clone();
+        self.state.service_imports.insert(key.clone(), view);
+        self.refresh(Source::Import(key));
+        self.refresh(Source::Namespace(namespace));
+        true
+    }
+
+    /// Removes the ServiceImport `ns/name`.
+    pub fn remove_service_import(&mut self, key: &str) -> bool {
+        let Some(view) = self.state.service_imports.remove(key) else { return false };
+        self.refresh(Source::Import(key.to_owned()));
+        self.refresh(Source::Namespace(view.namespace));
+        true
+    }
+
+    /// Adds or replaces an EndpointSlice of a ServiceImport (`multicluster.kubernetes.io/service-name`).
+    pub fn upsert_imported_slice(&mut self, view: EndpointSliceView) -> bool {
+        let key = object_key(&view.namespace, &view.name);
+        if self.state.imported_slices.get(&key) == Some(&view) {
+            return false;
+        }
+        let import = object_key(&view.namespace, &view.service);
+        self.slices_by_import.entry(import.clone()).or_default().insert(key.clone());
+        if let Some(old) = self.state.imported_slices.insert(key.clone(), view) {
+            let old_import = object_key(&old.namespace, &old.service);
+            if old_import != import {
+                unindex(&mut self.slices_by_import, &old_import, &key);
+                self.refresh(Source::Import(old_import));
+            }
+        }
+        self.refresh(Source::Import(import));
+        true
+    }
+
+    /// Removes the imported EndpointSlice `ns/name`.
+    pub fn remove_imported_slice(&mut self, key: &str) -> bool {
+        let Some(old) = self.state.imported_slices.remove(key) else { return false };
+        let import = object_key(&old.namespace, &old.service);
+        unindex(&mut self.slices_by_import, &import, key);
+        self.refresh(Source::Import(import));
         true
     }
 
@@ -195,15 +248,6 @@ impl IncrementalSynthesis {
         self.refresh(Source::Namespace(namespace));
     }
 
-    fn unindex_slice(&mut self, service: &str, slice: &str) {
-        if let Some(slices) = self.slices_by_service.get_mut(service) {
-            slices.remove(slice);
-            if slices.is_empty() {
-                self.slices_by_service.remove(service);
-            }
-        }
-    }
-
     /// Synthesises `source` again and folds the difference into the merged zone.
     fn refresh(&mut self, source: Source) {
         let slices: Vec<&EndpointSliceView> = match &source {
@@ -213,6 +257,13 @@ impl IncrementalSynthesis {
                 .into_iter()
                 .flatten()
                 .filter_map(|slice| self.state.endpoint_slices.get(slice))
+                .collect(),
+            Source::Import(key) => self
+                .slices_by_import
+                .get(key)
+                .into_iter()
+                .flatten()
+                .filter_map(|slice| self.state.imported_slices.get(slice))
                 .collect(),
             _ => Vec::new(),
         };
@@ -279,6 +330,16 @@ impl IncrementalSynthesis {
                 self.claims.remove(&ip);
             }
             self.touched_clients.insert(ip);
+        }
+    }
+}
+
+/// Drops `slice` from the slices indexed under `owner` (and the entry when it empties).
+fn unindex(index: &mut BTreeMap<String, BTreeSet<String>>, owner: &str, slice: &str) {
+    if let Some(slices) = index.get_mut(owner) {
+        slices.remove(slice);
+        if slices.is_empty() {
+            index.remove(owner);
         }
     }
 }

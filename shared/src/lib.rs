@@ -16,6 +16,6 @@ pub use name::{DomainName, NameError};
 pub use records::{RData, ZoneData};
 pub use synth::{PodMode, Source, SynthConfig, synthesize, synthesize_part};
 pub use views::{
-    ClusterState, EndpointPort, EndpointSliceView, EndpointView, NamespaceView, PodView, PortProtocol, ServiceKind,
-    ServicePort, ServiceView,
+    ClusterState, EndpointPort, EndpointSliceView, EndpointView, ImportKind, NamespaceView, PodView, PortProtocol,
+    ServiceImportView, ServiceKind, ServicePort, ServiceView,
 };

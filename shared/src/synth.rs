@@ -6,7 +6,10 @@ use std::net::IpAddr;
 
 use crate::name::{DomainName, dashed_ip, is_dns1123_label};
 use crate::records::{RData, ZoneData};
-use crate::views::{ClusterState, EndpointSliceView, EndpointView, PodView, PortProtocol, ServiceKind, ServiceView};
+use crate::views::{
+    ClusterState, EndpointSliceView, EndpointView, ImportKind, PodView, PortProtocol, ServiceImportView, ServiceKind,
+    ServicePort, ServiceView,
+};
 
 /// The version of the specification roster implements, published as `dns-version.<zone>` TXT.
 pub const SCHEMA_VERSION: &str = "1.1.0";
@@ -29,11 +32,14 @@ pub struct SynthConfig {
     pub pod_mode: PodMode,
     /// Name endpoints without a hostname by their pod's name instead of their dashed address.
     pub endpoint_pod_names: bool,
+    /// The multicluster zone (KEP-1645, e.g. `clusterset.local`) where ServiceImports are published;
+    /// `None`: off, and ServiceImports and imported slices are ignored.
+    pub multicluster_zone: Option<DomainName>,
 }
 
 impl SynthConfig {
     pub fn new(zone: DomainName) -> Self {
-        Self { zone, pod_mode: PodMode::default(), endpoint_pod_names: false }
+        Self { zone, pod_mode: PodMode::default(), endpoint_pod_names: false, multicluster_zone: None }
     }
 }
 
@@ -58,6 +64,9 @@ pub enum Source {
     /// A pod's `a-b-c-d.<ns>.pod.<zone>` records in verified mode (`ns/name`). Its autopath claims are
     /// counted beside the parts (`IncrementalSynthesis`).
     Pod(String),
+    /// A ServiceImport's names under the multicluster zone, from the import and the EndpointSlices
+    /// labelled with its name (`ns/name`).
+    Import(String),
 }
 
 /// Builds every record of the cluster zone (under `config.zone`) and every PTR (under `in-addr.arpa`
@@ -70,6 +79,7 @@ pub fn synthesize(state: &ClusterState, config: &SynthConfig) -> ZoneData {
     let mut namespaces: BTreeSet<&str> = state.namespaces.keys().map(String::as_str).collect();
     namespaces.extend(state.services.values().map(|s| s.namespace.as_str()));
     namespaces.extend(state.pods.values().map(|p| p.namespace.as_str()));
+    namespaces.extend(state.service_imports.values().map(|i| i.namespace.as_str()));
     for namespace in namespaces {
         add_namespace(&mut out, namespace, config);
     }
@@ -85,6 +95,15 @@ pub fn synthesize(state: &ClusterState, config: &SynthConfig) -> ZoneData {
 
     for pod in state.pods.values() {
         add_pod(&mut out, pod, config);
+    }
+
+    let imported_slices = group_imported_slices(state);
+    for import in state.service_imports.values() {
+        let slices = imported_slices
+            .get(&(import.namespace.as_str(), import.name.as_str()))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        add_import(&mut out, import, slices, config);
     }
     out.clients = unambiguous_clients(state.pods.values().flat_map(pod_clients));
     out.normalise();
@@ -115,7 +134,7 @@ pub fn unambiguous_clients<'a>(claims: impl Iterator<Item = (IpAddr, &'a str)>) 
 }
 
 /// The records of one part of the zone. `slices` are the EndpointSlices of the service when `source`
-/// is a service (ignored otherwise). Normalised, like [`synthesize`]'s result.
+/// is a service, the imported slices of the ServiceImport when it is an import (ignored otherwise). Normalised, like [`synthesize`]'s result.
 pub fn synthesize_part(
     source: &Source,
     state: &ClusterState,
@@ -140,6 +159,11 @@ pub fn synthesize_part(
                 add_pod(&mut out, pod, config);
             }
         }
+        Source::Import(key) => {
+            if let Some(import) = state.service_imports.get(key) {
+                add_import(&mut out, import, slices, config);
+            }
+        }
     }
     out.normalise();
     out
@@ -153,6 +177,7 @@ fn namespace_in_use(state: &ClusterState, namespace: &str) -> bool {
     state.namespaces.contains_key(namespace)
         || has_prefix(&mut state.services.range(prefix.clone()..).map(|(key, _)| key))
         || has_prefix(&mut state.pods.range(prefix.clone()..).map(|(key, _)| key))
+        || has_prefix(&mut state.service_imports.range(prefix.clone()..).map(|(key, _)| key))
 }
 
 fn add_apex(out: &mut ZoneData, state: &ClusterState, config: &SynthConfig) {
@@ -169,6 +194,16 @@ fn add_apex(out: &mut ZoneData, state: &ClusterState, config: &SynthConfig) {
         out.ensure_name(&pod_apex, zone);
     }
     add_dns_server_name(out, state, zone);
+    // The multicluster zone has the same skeleton: `svc.<zone>` and `dns-version.<zone>`, as CoreDNS
+    // answers them in every zone of its kubernetes plugin.
+    if let Some(zone) = &config.multicluster_zone {
+        if let Some(svc_apex) = child(zone, "svc") {
+            out.ensure_name(&svc_apex, zone);
+        }
+        if let Some(version) = child(zone, "dns-version") {
+            out.add(version, RData::Txt { text: SCHEMA_VERSION.to_owned() }, zone);
+        }
+    }
 }
 
 fn add_namespace(out: &mut ZoneData, namespace: &str, config: &SynthConfig) {
@@ -180,6 +215,13 @@ fn add_namespace(out: &mut ZoneData, namespace: &str, config: &SynthConfig) {
     // existing namespaces apart.
     if config.pod_mode == PodMode::Insecure
         && let Ok(name) = zone.prefixed(&[namespace, "pod"])
+    {
+        out.ensure_name(&name, zone);
+    }
+    // `<ns>.svc.<multicluster zone>` exists for every namespace of this cluster (CoreDNS answers NODATA
+    // there for an exposed namespace, with or without imports).
+    if let Some(zone) = &config.multicluster_zone
+        && let Ok(name) = zone.prefixed(&[namespace, "svc"])
     {
         out.ensure_name(&name, zone);
     }
@@ -197,6 +239,14 @@ fn group_slices(state: &ClusterState) -> BTreeMap<(&str, &str), Vec<&EndpointSli
     grouped
 }
 
+fn group_imported_slices(state: &ClusterState) -> BTreeMap<(&str, &str), Vec<&EndpointSliceView>> {
+    let mut grouped: BTreeMap<(&str, &str), Vec<&EndpointSliceView>> = BTreeMap::new();
+    for slice in state.imported_slices.values() {
+        grouped.entry((slice.namespace.as_str(), slice.service.as_str())).or_default().push(slice);
+    }
+    grouped
+}
+
 /// A port of an endpoint: named ones get `_<port>._<proto>` SRV names; every one is in the SRV set at
 /// the service's own name (CoreDNS matches an absent port and protocol as "any").
 #[derive(Clone)]
@@ -206,11 +256,23 @@ struct EndpointPortInfo {
     port: u16,
 }
 
-/// One published endpoint address of a service: the address, its own name's first label, its ports.
+/// One published endpoint address of a service: the address, its own name (none when it cannot be
+/// formed), its ports.
 struct PublishedEndpoint {
     ip: IpAddr,
-    label: String,
+    own_name: Option<DomainName>,
     ports: Vec<EndpointPortInfo>,
+}
+
+/// Where an endpoint's own name goes below its service's name.
+#[derive(Clone, Copy)]
+enum EndpointNaming {
+    /// `<endpoint>.<svc>.<ns>.svc.<zone>`: a service of this cluster.
+    Local,
+    /// `<endpoint>.<clusterid>.<svc>.<ns>.svc.<multicluster zone>`: an import, the cluster id from the
+    /// slice's `multicluster.kubernetes.io/source-cluster` label. A slice without a usable cluster id
+    /// (absent, or not a DNS label) gives its endpoints no own name.
+    Multicluster,
 }
 
 /// The first label of an endpoint's own name: its hostname, else (in `endpoint_pod_names` mode) its
@@ -228,7 +290,9 @@ fn endpoint_label(endpoint: &EndpointView, ip: IpAddr, config: &SynthConfig) -> 
 }
 
 fn published_endpoints(
-    service: &ServiceView,
+    name: &DomainName,
+    publish_not_ready: bool,
+    naming: EndpointNaming,
     slices: &[&EndpointSliceView],
     config: &SynthConfig,
 ) -> Vec<PublishedEndpoint> {
@@ -245,15 +309,23 @@ fn published_endpoints(
             })
             .collect();
         for endpoint in &slice.endpoints {
-            let publish = service.publish_not_ready || (endpoint.ready && !endpoint.terminating);
+            let publish = publish_not_ready || (endpoint.ready && !endpoint.terminating);
             if !publish {
                 continue;
             }
             for ip in &endpoint.addresses {
                 let label = endpoint_label(endpoint, *ip, config);
+                let own_name = match naming {
+                    EndpointNaming::Local => name.child(&label).ok(),
+                    EndpointNaming::Multicluster => slice
+                        .cluster
+                        .as_deref()
+                        .filter(|cluster| is_dns1123_label(cluster))
+                        .and_then(|cluster| name.prefixed(&[&label, cluster]).ok()),
+                };
                 // The same address in two slices (e.g. during a slice migration) is one endpoint.
-                if seen.insert((*ip, label.clone())) {
-                    published.push(PublishedEndpoint { ip: *ip, label, ports: ports.clone() });
+                if seen.insert((*ip, label, own_name.clone())) {
+                    published.push(PublishedEndpoint { ip: *ip, own_name, ports: ports.clone() });
                 }
             }
         }
@@ -282,7 +354,7 @@ fn add_service(
     let Ok(name) = zone.prefixed(&[&service.name, &service.namespace, "svc"]) else {
         return;
     };
-    let endpoints = published_endpoints(service, slices, config);
+    let endpoints = published_endpoints(&name, service.publish_not_ready, EndpointNaming::Local, slices, config);
 
     match &service.kind {
         ServiceKind::ClusterIp(ips) => {
@@ -290,26 +362,14 @@ fn add_service(
                 out.add(name.clone(), address_record(*ip), zone);
                 out.add(DomainName::reverse_of(*ip), RData::Ptr { target: name.clone() }, &reverse_apex(*ip));
             }
-            let named_ports = service.ports.iter().filter_map(|p| Some((p.name.as_deref()?, p)));
-            for (port_name, port) in named_ports {
-                if let Some(srv) = srv_name(&name, port_name, port.protocol) {
-                    let rdata = RData::Srv { priority: 0, weight: 100, port: port.port, target: name.clone() };
-                    out.add(srv, rdata, zone);
-                }
-            }
-            let targets = service.ports.iter().map(|p| (name.clone(), p.port));
-            add_srv_set(out, zone, &name, targets);
+            add_port_srv(out, zone, &name, &service.ports);
         }
         ServiceKind::Headless => {
             for endpoint in &endpoints {
                 out.add(name.clone(), address_record(endpoint.ip), zone);
             }
             add_headless_srv(out, zone, &name, &endpoints);
-            let targets = endpoints.iter().flat_map(|endpoint| {
-                let target = name.child(&endpoint.label).ok();
-                endpoint.ports.iter().filter_map(move |p| Some((target.clone()?, p.port)))
-            });
-            add_srv_set(out, zone, &name, targets);
+            add_srv_set(out, zone, &name, endpoint_targets(&endpoints));
         }
         ServiceKind::ExternalName(target) => {
             if let Ok(target) = DomainName::parse(target) {
@@ -322,11 +382,70 @@ fn add_service(
     // Every published endpoint has its own name and a PTR back to it, whatever the service's kind.
     if !matches!(service.kind, ServiceKind::ExternalName(_)) {
         for endpoint in &endpoints {
-            let Ok(own_name) = name.child(&endpoint.label) else { continue };
+            let Some(own_name) = &endpoint.own_name else { continue };
             out.add(own_name.clone(), address_record(endpoint.ip), zone);
-            out.add(DomainName::reverse_of(endpoint.ip), RData::Ptr { target: own_name }, &reverse_apex(endpoint.ip));
+            let ptr = RData::Ptr { target: own_name.clone() };
+            out.add(DomainName::reverse_of(endpoint.ip), ptr, &reverse_apex(endpoint.ip));
         }
     }
+}
+
+/// Every (endpoint name, port) of `endpoints`, for the SRV set at the service's own name.
+fn endpoint_targets(endpoints: &[PublishedEndpoint]) -> impl Iterator<Item = (DomainName, u16)> + '_ {
+    endpoints.iter().flat_map(|endpoint| {
+        let target = endpoint.own_name.clone();
+        endpoint.ports.iter().filter_map(move |p| Some((target.clone()?, p.port)))
+    })
+}
+
+/// A ServiceImport under the multicluster zone (KEP-1645's DNS section, as CoreDNS's `multicluster`
+/// option serves it): ClusterSetIP imports answer their IPs and SRV per port like a ClusterIP service;
+/// headless ones every ready endpoint of their slices, with SRV to the endpoints' names. Every ready
+/// endpoint of either kind has its own name `<endpoint>.<clusterid>.<svc>.<ns>.svc.<zone>`. No PTR:
+/// an address belongs to the cluster that holds it, and CoreDNS publishes none for imports either.
+fn add_import(out: &mut ZoneData, import: &ServiceImportView, slices: &[&EndpointSliceView], config: &SynthConfig) {
+    let Some(zone) = &config.multicluster_zone else { return };
+    let Ok(name) = zone.prefixed(&[&import.name, &import.namespace, "svc"]) else {
+        return;
+    };
+    let endpoints = published_endpoints(&name, false, EndpointNaming::Multicluster, slices, config);
+    match &import.kind {
+        ImportKind::ClusterSetIp(ips) => {
+            if ips.is_empty() {
+                // No IP assigned yet: nothing to answer, as a ClusterIP service that is pending.
+                return;
+            }
+            for ip in ips {
+                out.add(name.clone(), address_record(*ip), zone);
+            }
+            add_port_srv(out, zone, &name, &import.ports);
+        }
+        ImportKind::Headless => {
+            for endpoint in &endpoints {
+                out.add(name.clone(), address_record(endpoint.ip), zone);
+            }
+            add_headless_srv(out, zone, &name, &endpoints);
+            add_srv_set(out, zone, &name, endpoint_targets(&endpoints));
+        }
+    }
+    for endpoint in &endpoints {
+        if let Some(own_name) = &endpoint.own_name {
+            out.add(own_name.clone(), address_record(endpoint.ip), zone);
+        }
+    }
+}
+
+/// SRV of an address-holding service: `_<port>._<proto>.<name>` per named port and the set at the
+/// name itself for every port, all targeting the name.
+fn add_port_srv(out: &mut ZoneData, zone: &DomainName, name: &DomainName, ports: &[ServicePort]) {
+    for port in ports {
+        let Some(port_name) = port.name.as_deref() else { continue };
+        if let Some(srv) = srv_name(name, port_name, port.protocol) {
+            let rdata = RData::Srv { priority: 0, weight: 100, port: port.port, target: name.clone() };
+            out.add(srv, rdata, zone);
+        }
+    }
+    add_srv_set(out, zone, name, ports.iter().map(|p| (name.clone(), p.port)));
 }
 
 /// Headless SRV: one record per ready endpoint and named port, target the endpoint's own name, port the
@@ -334,7 +453,7 @@ fn add_service(
 fn add_headless_srv(out: &mut ZoneData, zone: &DomainName, name: &DomainName, endpoints: &[PublishedEndpoint]) {
     let mut by_port: BTreeMap<(String, PortProtocol), Vec<(DomainName, u16)>> = BTreeMap::new();
     for endpoint in endpoints {
-        let Ok(target) = name.child(&endpoint.label) else { continue };
+        let Some(target) = &endpoint.own_name else { continue };
         for port in &endpoint.ports {
             let Some(port_name) = &port.name else { continue };
             let targets = by_port.entry((port_name.to_ascii_lowercase(), port.protocol)).or_default();

@@ -77,8 +77,13 @@ pub struct EndpointView {
 pub struct EndpointSliceView {
     pub namespace: String,
     pub name: String,
-    /// The owning service (`kubernetes.io/service-name` label).
+    /// The owning service: the `kubernetes.io/service-name` label for a service's slice, the
+    /// `multicluster.kubernetes.io/service-name` label for a slice of a ServiceImport.
     pub service: String,
+    /// The `multicluster.kubernetes.io/source-cluster` label: the cluster id in the per-endpoint names
+    /// of a ServiceImport's endpoints (`<hostname>.<clusterid>.<svc>.<ns>.svc.<multicluster zone>`).
+    /// Read for imported slices only.
+    pub cluster: Option<String>,
     pub ports: Vec<EndpointPort>,
     pub endpoints: Vec<EndpointView>,
 }
@@ -95,6 +100,25 @@ pub struct PodView {
     pub autopath: bool,
 }
 
+/// The type of a ServiceImport (multicluster.x-k8s.io/v1alpha1, KEP-1645).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportKind {
+    /// `type: ClusterSetIP`: the name resolves to `spec.ips`.
+    ClusterSetIp(Vec<IpAddr>),
+    /// `type: Headless`: the name resolves to the ready endpoints of the imported EndpointSlices.
+    Headless,
+}
+
+/// A ServiceImport: a service exported by the clusters of a ClusterSet, published under the
+/// multicluster zone (`<name>.<namespace>.svc.clusterset.local`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceImportView {
+    pub namespace: String,
+    pub name: String,
+    pub kind: ImportKind,
+    pub ports: Vec<ServicePort>,
+}
+
 /// Everything synthesis reads, keyed by `namespace/name` so that replacing an object is one insert.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterState {
@@ -102,6 +126,12 @@ pub struct ClusterState {
     pub services: BTreeMap<String, ServiceView>,
     pub endpoint_slices: BTreeMap<String, EndpointSliceView>,
     pub pods: BTreeMap<String, PodView>,
+    /// ServiceImports (read only with a multicluster zone).
+    pub service_imports: BTreeMap<String, ServiceImportView>,
+    /// EndpointSlices labelled `multicluster.kubernetes.io/service-name`: the endpoints of the
+    /// ServiceImport of that name (read only with a multicluster zone). A slice with both service
+    /// labels is here and in `endpoint_slices`.
+    pub imported_slices: BTreeMap<String, EndpointSliceView>,
 }
 
 /// The key of a namespaced object in [`ClusterState`].
@@ -121,5 +151,11 @@ impl ClusterState {
     }
     pub fn insert_pod(&mut self, view: PodView) {
         self.pods.insert(object_key(&view.namespace, &view.name), view);
+    }
+    pub fn insert_service_import(&mut self, view: ServiceImportView) {
+        self.service_imports.insert(object_key(&view.namespace, &view.name), view);
+    }
+    pub fn insert_imported_slice(&mut self, view: EndpointSliceView) {
+        self.imported_slices.insert(object_key(&view.namespace, &view.name), view);
     }
 }

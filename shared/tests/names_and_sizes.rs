@@ -115,6 +115,7 @@ fn headless(namespace: &str, service: &str, port: Option<&str>, endpoints: Vec<E
         namespace: namespace.to_owned(),
         name: format!("{service}-abcde"),
         service: service.to_owned(),
+        cluster: None,
         ports: vec![EndpointPort { name: port.map(str::to_owned), protocol: PortProtocol::Tcp, port: 8080 }],
         endpoints,
     });
@@ -136,7 +137,7 @@ fn srv_targets(zone: &ZoneData, owner: &str) -> Vec<String> {
 }
 
 fn config(zone: &str, endpoint_pod_names: bool) -> SynthConfig {
-    SynthConfig { zone: name(zone), pod_mode: PodMode::Insecure, endpoint_pod_names }
+    SynthConfig { zone: name(zone), pod_mode: PodMode::Insecure, endpoint_pod_names, multicluster_zone: None }
 }
 
 /// An endpoint whose hostname or pod name cannot be a label takes its dashed-address name, as if it had

@@ -8,8 +8,9 @@ use proptest::prelude::*;
 use roster_shared::name::dashed_ip;
 use roster_shared::synth::reverse_apex;
 use roster_shared::{
-    ClusterState, DomainName, EndpointPort, EndpointSliceView, EndpointView, IncrementalSynthesis, NamespaceView,
-    PodMode, PodView, PortProtocol, RData, ServiceKind, ServicePort, ServiceView, SynthConfig, ZoneData, synthesize,
+    ClusterState, DomainName, EndpointPort, EndpointSliceView, EndpointView, ImportKind, IncrementalSynthesis,
+    NamespaceView, PodMode, PodView, PortProtocol, RData, ServiceImportView, ServiceKind, ServicePort, ServiceView,
+    SynthConfig, ZoneData, synthesize,
 };
 
 fn ip() -> impl Strategy<Value = IpAddr> {
@@ -77,14 +78,30 @@ fn slice(index: usize) -> impl Strategy<Value = EndpointSliceView> {
         prop::sample::select(vec!["default", "demo"]),
         prop::collection::vec(port, 0..3),
         prop::collection::vec(endpoint(), 0..5),
+        // The source cluster of an imported slice: absent, usable, or not a DNS label.
+        prop::option::of(prop::sample::select(vec!["east", "west", "Not_A_Label"])),
     )
-        .prop_map(move |(service, namespace, ports, endpoints)| EndpointSliceView {
+        .prop_map(move |(service, namespace, ports, endpoints, cluster)| EndpointSliceView {
             namespace: namespace.to_owned(),
             name: format!("slice-{index}"),
             service,
+            cluster: cluster.map(str::to_owned),
             ports,
             endpoints,
         })
+}
+
+fn service_import() -> impl Strategy<Value = ServiceImportView> {
+    let kind =
+        prop_oneof![prop::collection::vec(ip(), 0..3).prop_map(ImportKind::ClusterSetIp), Just(ImportKind::Headless),];
+    let port = (prop::option::of(label()), protocol(), 1u16..100).prop_map(|(name, protocol, port)| ServicePort {
+        name,
+        protocol,
+        port,
+    });
+    (label(), prop::sample::select(vec!["default", "demo", "far"]), kind, prop::collection::vec(port, 0..3)).prop_map(
+        |(name, namespace, kind, ports)| ServiceImportView { namespace: namespace.to_owned(), name, kind, ports },
+    )
 }
 
 fn cluster() -> impl Strategy<Value = ClusterState> {
@@ -97,8 +114,10 @@ fn cluster() -> impl Strategy<Value = ClusterState> {
             (label(), prop::collection::vec(ip(), 0..2), any::<bool>(), prop::sample::select(vec!["demo", "other"])),
             0..4,
         ),
+        prop::collection::vec(service_import(), 0..4),
+        (0usize..5).prop_flat_map(|n| (0..n).map(slice).collect::<Vec<_>>()),
     )
-        .prop_map(|(services, slices, pods)| {
+        .prop_map(|(services, slices, pods, imports, imported_slices)| {
             let mut state = ClusterState::default();
             state.insert_namespace(NamespaceView { name: "default".to_owned() });
             for service in services {
@@ -110,12 +129,27 @@ fn cluster() -> impl Strategy<Value = ClusterState> {
             for (name, ips, autopath, namespace) in pods {
                 state.insert_pod(PodView { namespace: namespace.to_owned(), name, ips, autopath });
             }
+            for import in imports {
+                state.insert_service_import(import);
+            }
+            for slice in imported_slices {
+                state.insert_imported_slice(slice);
+            }
             state
         })
 }
 
 fn config(mode: PodMode, endpoint_pod_names: bool) -> SynthConfig {
-    SynthConfig { zone: DomainName::parse("cluster.local").unwrap(), pod_mode: mode, endpoint_pod_names }
+    SynthConfig {
+        zone: DomainName::parse("cluster.local").unwrap(),
+        pod_mode: mode,
+        endpoint_pod_names,
+        multicluster_zone: Some(multicluster_zone()),
+    }
+}
+
+fn multicluster_zone() -> DomainName {
+    DomainName::parse("clusterset.local").unwrap()
 }
 
 fn mode() -> impl Strategy<Value = PodMode> {
@@ -165,7 +199,12 @@ proptest! {
     fn names_are_closed_under_ancestors(state in cluster(), mode in mode()) {
         let config = config(mode, false);
         let zone = synthesize(&state, &config);
-        let apexes = [config.zone.clone(), DomainName::parse("in-addr.arpa").unwrap(), DomainName::parse("ip6.arpa").unwrap()];
+        let apexes = [
+            config.zone.clone(),
+            multicluster_zone(),
+            DomainName::parse("in-addr.arpa").unwrap(),
+            DomainName::parse("ip6.arpa").unwrap(),
+        ];
         for name in zone.names.keys() {
             let apex = apexes.iter().find(|apex| name.is_within(apex));
             prop_assert!(apex.is_some(), "{} is outside every zone", name);
@@ -218,7 +257,38 @@ proptest! {
         }
     }
 
-    /// No record anywhere carries an address that only unpublished endpoints have.
+    /// A headless import's name holds exactly the ready, not terminating addresses of its slices; a
+    /// ClusterSetIP import's exactly its IPs. Nothing of an import has a PTR.
+    #[test]
+    fn imports_answer_their_addresses(state in cluster()) {
+        let config = config(PodMode::Insecure, false);
+        let zone = synthesize(&state, &config);
+        let local = synthesize(&ClusterState { service_imports: Default::default(), imported_slices: Default::default(), ..state.clone() }, &config);
+        for import in state.service_imports.values() {
+            let expected: BTreeSet<IpAddr> = match &import.kind {
+                ImportKind::ClusterSetIp(ips) => ips.iter().copied().collect(),
+                ImportKind::Headless => state
+                    .imported_slices
+                    .values()
+                    .filter(|s| s.namespace == import.namespace && s.service == import.name)
+                    .flat_map(|s| &s.endpoints)
+                    .filter(|e| e.ready && !e.terminating)
+                    .flat_map(|e| e.addresses.iter().copied())
+                    .collect(),
+            };
+            let name = multicluster_zone().prefixed(&[&import.name, &import.namespace, "svc"]).unwrap();
+            prop_assert_eq!(addresses_at(&zone, &name), expected);
+        }
+        // The PTRs are the local services' alone.
+        let reverse = |z: &ZoneData| -> Vec<(DomainName, Vec<RData>)> {
+            let arpa = DomainName::parse("arpa").unwrap();
+            z.names.iter().filter(|(n, _)| n.is_within(&arpa)).map(|(n, r)| (n.clone(), r.clone())).collect()
+        };
+        prop_assert_eq!(reverse(&zone), reverse(&local));
+    }
+
+    /// No record outside the multicluster zone (where imports publish what other clusters hold)
+    /// carries an address that only unpublished endpoints have.
     #[test]
     fn unpublished_endpoints_leave_no_trace(state in cluster()) {
         let zone = synthesize(&state, &config(PodMode::Disabled, false));
@@ -241,7 +311,7 @@ proptest! {
             }
         }
         for ip in unpublished.difference(&published) {
-            for (name, records) in &zone.names {
+            for (name, records) in zone.names.iter().filter(|(name, _)| !name.is_within(&multicluster_zone())) {
                 for record in records {
                     let carries = matches!(record, RData::A { ip: a } if IpAddr::V4(*a) == *ip)
                         || matches!(record, RData::Aaaa { ip: a } if IpAddr::V6(*a) == *ip);
@@ -305,6 +375,12 @@ fn converge(synthesis: &mut IncrementalSynthesis, target: &ClusterState, removal
         for key in current.namespaces.keys().filter(|k| !target.namespaces.contains_key(*k)) {
             synthesis.remove_namespace(key);
         }
+        for key in current.imported_slices.keys().filter(|k| !target.imported_slices.contains_key(*k)) {
+            synthesis.remove_imported_slice(key);
+        }
+        for key in current.service_imports.keys().filter(|k| !target.service_imports.contains_key(*k)) {
+            synthesis.remove_service_import(key);
+        }
     };
     if removals_first {
         remove(synthesis);
@@ -320,6 +396,12 @@ fn converge(synthesis: &mut IncrementalSynthesis, target: &ClusterState, removal
     }
     for view in target.pods.values() {
         synthesis.upsert_pod(view.clone());
+    }
+    for view in target.imported_slices.values() {
+        synthesis.upsert_imported_slice(view.clone());
+    }
+    for view in target.service_imports.values() {
+        synthesis.upsert_service_import(view.clone());
     }
     if !removals_first {
         remove(synthesis);

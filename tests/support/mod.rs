@@ -75,6 +75,7 @@ pub async fn start(path: Option<&Path>, options: Options) -> TestServer {
         zone: config.cluster_zone.clone(),
         pod_mode: options.pod_mode,
         endpoint_pod_names: options.endpoint_pod_names,
+        multicluster_zone: None,
     };
     let store = Arc::new(ZoneStore::new(config));
     if let Some(path) = path {

@@ -55,6 +55,7 @@ pub fn build_state(services: usize, endpoints: usize, namespaces: usize) -> Clus
             namespace,
             name: format!("{name}-abcde"),
             service: name,
+            cluster: None,
             ports: vec![EndpointPort { name: Some("web".to_owned()), protocol: PortProtocol::Tcp, port: 8080 }],
             endpoints: views,
         });
