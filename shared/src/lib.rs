@@ -13,7 +13,7 @@ pub mod views;
 pub use frame::{Change, Frame, STREAM_ENCODING_ZSTD, Trigger};
 pub use incremental::IncrementalSynthesis;
 pub use name::{DomainName, NameError};
-pub use records::{RData, ZoneData};
+pub use records::{RData, ZoneBuilder, ZoneData};
 pub use synth::{PodMode, Source, SynthConfig, synthesize, synthesize_part};
 pub use views::{
     ClusterState, EndpointPort, EndpointSliceView, EndpointView, ImportKind, NamespaceView, PodView, PortProtocol,

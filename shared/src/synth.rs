@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::name::{DomainName, dashed_ip, is_dns1123_label};
-use crate::records::{RData, ZoneData};
+use crate::records::{RData, ZoneBuilder, ZoneData};
 use crate::views::{
     ClusterState, EndpointSliceView, EndpointView, ImportKind, PodView, PortProtocol, ServiceImportView, ServiceKind,
     ServicePort, ServiceView,
@@ -73,7 +73,7 @@ pub enum Source {
 /// and `ip6.arpa`), with the empty non-terminals in between. Objects whose names cannot form valid DNS
 /// names are skipped: the API server already rejects them, and manifest files are checked at load.
 pub fn synthesize(state: &ClusterState, config: &SynthConfig) -> ZoneData {
-    let mut out = ZoneData::default();
+    let mut out = ZoneBuilder::default();
     add_apex(&mut out, state, config);
 
     let mut namespaces: BTreeSet<&str> = state.namespaces.keys().map(String::as_str).collect();
@@ -105,8 +105,8 @@ pub fn synthesize(state: &ClusterState, config: &SynthConfig) -> ZoneData {
             .unwrap_or_default();
         add_import(&mut out, import, slices, config);
     }
+    let mut out = out.finish();
     out.clients = unambiguous_clients(state.pods.values().flat_map(pod_clients));
-    out.normalise();
     out
 }
 
@@ -141,7 +141,7 @@ pub fn synthesize_part(
     slices: &[&EndpointSliceView],
     config: &SynthConfig,
 ) -> ZoneData {
-    let mut out = ZoneData::default();
+    let mut out = ZoneBuilder::default();
     match source {
         Source::Apex => add_apex(&mut out, state, config),
         Source::Namespace(namespace) => {
@@ -165,8 +165,7 @@ pub fn synthesize_part(
             }
         }
     }
-    out.normalise();
-    out
+    out.finish()
 }
 
 /// A namespace has names while the Namespace object, or any service or pod in it, exists (manifest
@@ -180,7 +179,7 @@ fn namespace_in_use(state: &ClusterState, namespace: &str) -> bool {
         || has_prefix(&mut state.service_imports.range(prefix.clone()..).map(|(key, _)| key))
 }
 
-fn add_apex(out: &mut ZoneData, state: &ClusterState, config: &SynthConfig) {
+fn add_apex(out: &mut ZoneBuilder, state: &ClusterState, config: &SynthConfig) {
     let zone = &config.zone;
     if let Some(svc_apex) = child(zone, "svc") {
         out.ensure_name(&svc_apex, zone);
@@ -206,7 +205,7 @@ fn add_apex(out: &mut ZoneData, state: &ClusterState, config: &SynthConfig) {
     }
 }
 
-fn add_namespace(out: &mut ZoneData, namespace: &str, config: &SynthConfig) {
+fn add_namespace(out: &mut ZoneBuilder, namespace: &str, config: &SynthConfig) {
     let zone = &config.zone;
     if let Ok(name) = zone.prefixed(&[namespace, "svc"]) {
         out.ensure_name(&name, zone);
@@ -345,7 +344,7 @@ fn srv_name(service_name: &DomainName, port: &str, protocol: PortProtocol) -> Op
 }
 
 fn add_service(
-    out: &mut ZoneData,
+    out: &mut ZoneBuilder,
     zone: &DomainName,
     service: &ServiceView,
     slices: &[&EndpointSliceView],
@@ -403,7 +402,7 @@ fn endpoint_targets(endpoints: &[PublishedEndpoint]) -> impl Iterator<Item = (Do
 /// headless ones every ready endpoint of their slices, with SRV to the endpoints' names. Every ready
 /// endpoint of either kind has its own name `<endpoint>.<clusterid>.<svc>.<ns>.svc.<zone>`. No PTR:
 /// an address belongs to the cluster that holds it, and CoreDNS publishes none for imports either.
-fn add_import(out: &mut ZoneData, import: &ServiceImportView, slices: &[&EndpointSliceView], config: &SynthConfig) {
+fn add_import(out: &mut ZoneBuilder, import: &ServiceImportView, slices: &[&EndpointSliceView], config: &SynthConfig) {
     let Some(zone) = &config.multicluster_zone else { return };
     let Ok(name) = zone.prefixed(&[&import.name, &import.namespace, "svc"]) else {
         return;
@@ -437,7 +436,7 @@ fn add_import(out: &mut ZoneData, import: &ServiceImportView, slices: &[&Endpoin
 
 /// SRV of an address-holding service: `_<port>._<proto>.<name>` per named port and the set at the
 /// name itself for every port, all targeting the name.
-fn add_port_srv(out: &mut ZoneData, zone: &DomainName, name: &DomainName, ports: &[ServicePort]) {
+fn add_port_srv(out: &mut ZoneBuilder, zone: &DomainName, name: &DomainName, ports: &[ServicePort]) {
     for port in ports {
         let Some(port_name) = port.name.as_deref() else { continue };
         if let Some(srv) = srv_name(name, port_name, port.protocol) {
@@ -450,7 +449,7 @@ fn add_port_srv(out: &mut ZoneData, zone: &DomainName, name: &DomainName, ports:
 
 /// Headless SRV: one record per ready endpoint and named port, target the endpoint's own name, port the
 /// endpoint's port; weights share 100 as CoreDNS does.
-fn add_headless_srv(out: &mut ZoneData, zone: &DomainName, name: &DomainName, endpoints: &[PublishedEndpoint]) {
+fn add_headless_srv(out: &mut ZoneBuilder, zone: &DomainName, name: &DomainName, endpoints: &[PublishedEndpoint]) {
     let mut by_port: BTreeMap<(String, PortProtocol), Vec<(DomainName, u16)>> = BTreeMap::new();
     for endpoint in endpoints {
         let Some(target) = &endpoint.own_name else { continue };
@@ -474,7 +473,7 @@ fn add_headless_srv(out: &mut ZoneData, zone: &DomainName, name: &DomainName, en
 /// The SRV set at the service's own name, as CoreDNS answers `<svc>.<ns>.svc.<zone> SRV`: every
 /// (target, port) once, whatever the port's name and protocol; weights share 100 (at least 1).
 fn add_srv_set(
-    out: &mut ZoneData,
+    out: &mut ZoneBuilder,
     zone: &DomainName,
     name: &DomainName,
     targets: impl Iterator<Item = (DomainName, u16)>,
@@ -493,7 +492,7 @@ fn add_srv_set(
 }
 
 /// Verified mode: a pod's addresses answer under `<dashed-ip>.<ns>.pod.<zone>`.
-fn add_pod(out: &mut ZoneData, pod: &PodView, config: &SynthConfig) {
+fn add_pod(out: &mut ZoneBuilder, pod: &PodView, config: &SynthConfig) {
     if config.pod_mode != PodMode::Verified {
         return;
     }
@@ -507,7 +506,7 @@ fn add_pod(out: &mut ZoneData, pod: &PodView, config: &SynthConfig) {
 
 /// `ns.dns.<zone>`, the name in the SOA and NS records, resolves to the cluster DNS service's address
 /// when that service (`kube-system/kube-dns`) is known, as CoreDNS does.
-fn add_dns_server_name(out: &mut ZoneData, state: &ClusterState, zone: &DomainName) {
+fn add_dns_server_name(out: &mut ZoneBuilder, state: &ClusterState, zone: &DomainName) {
     let Some(ServiceView { kind: ServiceKind::ClusterIp(ips), .. }) =
         state.services.get(&crate::views::object_key("kube-system", "kube-dns"))
     else {
