@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Start to first correct answer of `roster dns --objects` at 100k pod records (the large dataset of
-# bench/compare.sh), for one or more roster binaries in alternating rounds: wall seconds, the
-# process's CPU seconds at that moment (user + system, steadier than wall on a shared host) and peak
-# RSS. Prints one line per run and, per binary, the run with the median CPU time.
+# Start to first correct answer at 100k pod records (the large dataset of bench/compare.sh), for roster
+# binaries (`roster dns --objects`) and peers named as in compare.sh (knot, nsd, coredns: the zone
+# files, configured as compare.sh does), in alternating rounds: wall seconds, the process's CPU seconds
+# at that moment (user + system, steadier than wall on a shared host) and peak RSS. Prints one line per
+# run and, per server, the run with the median CPU time.
 #
-#   bench/startup.sh [--rounds N] [--scale small|large] BIN [BIN...]
+#   bench/startup.sh [--rounds N] [--scale small|large] BIN|knot|nsd|coredns ...
 #
 # The dataset is generated once under $BENCH_WORKDIR/data (default /tmp/roster-bench), as compare.sh
 # does. Loopback only; each server is stopped by PID; each wait is bounded (120 s).
@@ -30,10 +31,23 @@ import json, sys
 probe = json.load(open(sys.argv[1]))['ready_probe']
 print(probe['qname'], probe['a'][0])" "$data/meta.json")
 
-run() {  # BIN -> "wall cpu peak_kib"
-  local port=$((20000 + RANDOM % 20000)) start pid
+run() {  # BIN or peer name -> "wall cpu peak_kib"
+  local port=$((20000 + RANDOM % 20000)) start pid argv=()
+  if [[ $1 == */* ]]; then
+    argv=("$1" dns --objects "$data/kube-objects.json" --listen "127.0.0.1:$port" --ttl 5)
+  else  # the peer's port, then its command line, after writing its configuration
+    mapfile -t argv < <(cd "$HERE/lib" && python3 -c "
+import sys, compare, peers
+peer = {p.name: p for p in peers.all_peers()}[sys.argv[1]]
+ds = compare.dataset(sys.argv[2], sys.argv[3])
+wd = sys.argv[2] + '/startup/' + peer.name
+peer.prepare(wd, ds)
+print(peer.port)
+print('\n'.join(peer.argv(wd, ds)))" "$1" "$work" "$scale" | tail -n +1)
+    port=${argv[0]}; argv=("${argv[@]:1}")
+  fi
   start=$(date +%s.%N)
-  ROSTER_LOG=warn "$1" dns --objects "$data/kube-objects.json" --listen "127.0.0.1:$port" --ttl 5 >/dev/null 2>&1 &
+  ROSTER_LOG=warn "${argv[@]}" >/dev/null 2>&1 &
   pid=$!
   local deadline=$((SECONDS + 120)) line="timeout"
   while ((SECONDS < deadline)); do
