@@ -63,6 +63,7 @@ pub struct Incoming {
 }
 
 /// The question section as sent (echoed in the response).
+#[allow(clippy::large_enum_variant, reason = "the inline question is the common case, kept off the heap on purpose")]
 enum Questions {
     /// One question read by roster's parser.
     Inline { bytes: [u8; MAX_QUESTION], len: usize },
