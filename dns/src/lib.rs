@@ -8,7 +8,6 @@
 
 pub mod autopath;
 pub mod clients;
-pub mod compression;
 pub mod config;
 pub mod convert;
 pub mod forward;

@@ -10,8 +10,6 @@ use std::sync::Arc;
 
 use hickory_proto::rr::{Name, RecordType};
 
-use crate::compression::{SuffixIndex, Suffixes};
-
 /// Longest name on the wire (RFC 1035 §2.3.4).
 pub const MAX_NAME: usize = 255;
 
@@ -323,6 +321,12 @@ pub enum Section {
     Additional = 2,
 }
 
+/// Compression targets remembered per message: label starts of names written in full. 64 covers the
+/// question and a handful of distinct targets; beyond it names are written uncompressed (still valid).
+const MAX_TARGETS: usize = 64;
+/// Pointers can only reach the first 16 KiB of a message.
+const MAX_POINTER: usize = 0x3FFF;
+
 /// How a name is compressed against the names already in the message.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Compress {
@@ -339,8 +343,8 @@ pub struct MessageWriter<'b> {
     limit: usize,
     counts: [u16; 3],
     truncated: bool,
-    /// Where the suffixes of the names written so far start (`crate::compression`).
-    suffixes: SuffixIndex,
+    targets: [u16; MAX_TARGETS],
+    target_count: usize,
 }
 
 impl<'b> MessageWriter<'b> {
@@ -351,19 +355,29 @@ impl<'b> MessageWriter<'b> {
         buf.extend_from_slice(header);
         buf[6..12].fill(0);
         buf.extend_from_slice(question);
-        let mut writer = Self { buf, limit, counts: [0; 3], truncated: false, suffixes: SuffixIndex::new() };
-        // The question's name is the usual compression target: answers are mostly about it. (One with
-        // a pointer, which only hickory's parser lets through, is not one.)
-        if let Some(suffixes) = Suffixes::of(question) {
-            for i in 0..suffixes.count() {
-                writer.suffixes.insert(suffixes.hash(i), 12 + suffixes.start(i));
+        let mut writer =
+            Self { buf, limit, counts: [0; 3], truncated: false, targets: [0; MAX_TARGETS], target_count: 0 };
+        // The question's name is the usual compression target: answers are mostly about it.
+        let mut at = 12;
+        while let Some(&len) = writer.buf.get(at) {
+            if len == 0 || len & 0xC0 != 0 {
+                break;
             }
+            writer.add_target(at);
+            at += 1 + usize::from(len);
         }
         writer
     }
 
     pub fn truncated(&self) -> bool {
         self.truncated
+    }
+
+    fn add_target(&mut self, at: usize) {
+        if self.target_count < MAX_TARGETS && at <= MAX_POINTER {
+            self.targets[self.target_count] = u16::try_from(at).unwrap_or(0);
+            self.target_count += 1;
+        }
     }
 
     /// True when the name `suffix` is written at `at` in the message (through pointers), compared
@@ -399,35 +413,37 @@ impl<'b> MessageWriter<'b> {
         }
     }
 
+    fn find(&self, suffix: &[u8], exact: bool) -> Option<usize> {
+        self.targets[..self.target_count].iter().map(|t| usize::from(*t)).find(|t| self.matches_at(*t, suffix, exact))
+    }
+
     /// Writes `name`: the longest suffix already in the message as a pointer, if any (`Compress`).
-    /// Every label written in full becomes a suffix later names may point to.
     fn write_name(&mut self, name: &[u8], compress: Compress) {
-        let Some(suffixes) = Suffixes::of(name) else {
-            // Not a plain name (this crate never builds one): written as it is, never pointed to.
-            self.buf.extend_from_slice(name);
-            return;
-        };
-        // The longest suffix already written (the bytes checked: slots are shared by hash).
-        let mut found = None;
-        if compress != Compress::Never {
-            let exact = compress == Compress::Exact;
-            found = (0..suffixes.count()).find_map(|i| {
-                let suffix = &name[suffixes.start(i)..];
-                let mut targets = self.suffixes.get(suffixes.hash(i), !exact);
-                targets.find(|target| self.matches_at(*target, suffix, exact)).map(|target| (i, target))
-            });
-        }
-        let written = found.map_or(suffixes.count(), |(i, _)| i);
-        for i in 0..written {
-            let start = suffixes.start(i);
-            self.suffixes.insert(suffixes.hash(i), self.buf.len());
-            self.buf.extend_from_slice(&name[start..start + 1 + usize::from(name[start])]);
-        }
-        match found {
-            Some((_, target)) => {
-                self.buf.extend_from_slice(&(0xC000 | u16::try_from(target).unwrap_or(0)).to_be_bytes());
+        let mut at = 0;
+        while let Some(&len) = name.get(at) {
+            if len == 0 {
+                break;
             }
-            None => self.buf.push(0),
+            if compress != Compress::Never
+                && let Some(target) = self.find(&name[at..], compress == Compress::Exact)
+            {
+                self.write_labels(&name[..at]);
+                self.buf.extend_from_slice(&(0xC000 | u16::try_from(target).unwrap_or(0)).to_be_bytes());
+                return;
+            }
+            at += 1 + usize::from(len);
+        }
+        self.write_labels(&name[..at]);
+        self.buf.push(0);
+    }
+
+    fn write_labels(&mut self, labels: &[u8]) {
+        let mut at = 0;
+        while let Some(&len) = labels.get(at) {
+            self.add_target(self.buf.len());
+            let end = (at + 1 + usize::from(len)).min(labels.len());
+            self.buf.extend_from_slice(&labels[at..end]);
+            at = end;
         }
     }
 
@@ -482,6 +498,7 @@ impl<'b> MessageWriter<'b> {
             return false;
         }
         let mark = self.buf.len();
+        let targets = self.target_count;
         // An owner reads in the case already written (the question's, for answers about it).
         self.write_name(owner, Compress::AnyCase);
         let rtype_code = u16::from(rtype);
@@ -513,7 +530,7 @@ impl<'b> MessageWriter<'b> {
         let rdlength = self.buf.len() - rdlength_at - 2;
         if self.buf.len() > self.limit || rdlength > usize::from(u16::MAX) {
             self.buf.truncate(mark);
-            self.suffixes.forget_from(mark);
+            self.target_count = targets;
             return false;
         }
         self.buf[rdlength_at..rdlength_at + 2].copy_from_slice(&u16::try_from(rdlength).unwrap_or(0).to_be_bytes());
