@@ -225,7 +225,8 @@ struct DnsArgs {
     /// Reverse zones to serve (repeatable); default `in-addr.arpa` and `ip6.arpa`.
     #[arg(long = "reverse-zone", env = "ROSTER_REVERSE_ZONES", value_delimiter = ',')]
     reverse_zones: Vec<String>,
-    /// How often to look for changed manifests, in milliseconds.
+    /// How often to look for changed manifests, in milliseconds (a change is loaded once it has held
+    /// still for one such poll).
     #[arg(long, env = "ROSTER_RELOAD_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
     reload_ms: u64,
     #[command(flatten)]

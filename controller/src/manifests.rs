@@ -334,16 +334,21 @@ fn at(kind: &str, metadata: &ObjectMeta, error: slim::ConvertError) -> String {
 /// editors' rename-on-save and ConfigMap symlink swaps, where change notifications often miss.
 pub struct ManifestWatcher {
     path: PathBuf,
-    fingerprint: Option<Vec<(PathBuf, Option<SystemTime>, u64)>>,
+    /// What was last reported as changed (and so loaded).
+    loaded: Option<Fingerprint>,
+    /// What the previous poll saw.
+    seen: Option<Fingerprint>,
     pub interval: Duration,
 }
 
+type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
+
 impl ManifestWatcher {
     pub fn new(path: PathBuf, interval: Duration) -> Self {
-        Self { path, fingerprint: None, interval }
+        Self { path, loaded: None, seen: None, interval }
     }
 
-    fn current_fingerprint(&self) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+    fn current_fingerprint(&self) -> Fingerprint {
         manifest_files(&self.path)
             .unwrap_or_default()
             .into_iter()
@@ -356,12 +361,18 @@ impl ManifestWatcher {
             .collect()
     }
 
-    /// True the first time and whenever the files changed since the previous call.
+    /// True the first time, and when the files changed since they were last reported and have held
+    /// still since the previous call: a file rewritten in place is truncated before it is written,
+    /// and loading it in between would publish its objects' removal.
     pub fn changed(&mut self) -> bool {
         let now = self.current_fingerprint();
-        let changed = self.fingerprint.as_ref() != Some(&now);
-        self.fingerprint = Some(now);
-        changed
+        let settled = self.loaded.is_none() || self.seen.as_ref() == Some(&now);
+        self.seen = Some(now.clone());
+        if settled && self.loaded.as_ref() != Some(&now) {
+            self.loaded = Some(now);
+            return true;
+        }
+        false
     }
 }
 
@@ -372,6 +383,22 @@ mod tests {
 
     fn write(dir: &Path, name: &str, text: &str) {
         std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    #[test]
+    fn a_change_is_reported_once_it_holds_still_for_one_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n");
+        let mut watcher = ManifestWatcher::new(dir.path().to_owned(), Duration::from_millis(10));
+        assert!(watcher.changed(), "the first poll loads at once");
+        assert!(!watcher.changed());
+        // Truncated on its way to new content: seen, not yet reported.
+        write(dir.path(), "a.yaml", "");
+        assert!(!watcher.changed());
+        write(dir.path(), "a.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: bb}\n");
+        assert!(!watcher.changed(), "changed since the previous poll");
+        assert!(watcher.changed(), "held still for one poll");
+        assert!(!watcher.changed());
     }
 
     #[test]

@@ -7,15 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, Query, ResponseCode};
+use hickory_proto::op::{MessageType, Metadata, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RecordType};
-use hickory_server::net::xfer::Protocol;
-use hickory_server::server::Request;
 
 use crate::autopath::SearchPath;
 use crate::forward::Forwarder;
 use crate::lookup::{Answer, answer};
 use crate::metrics::{Metrics, Observation, static_label};
+use crate::request::{Incoming, Question};
 use crate::rrl::{ResponseKind, ResponseRateLimiter, Verdict};
 use crate::store::ZoneStore;
 use crate::wire::{MessageWriter, Node, OPT_LEN, WireName};
@@ -60,22 +59,24 @@ impl FrontHandler {
     }
 
     /// Whether to send the response just written for `request`, drop it, or send a truncated reply.
-    pub(crate) fn rate_limit(&self, request: &Request, outcome: &Outcome) -> Verdict {
+    pub(crate) fn rate_limit(&self, request: &Incoming, outcome: &Outcome) -> Verdict {
         let Some(rrl) = &self.rrl else { return Verdict::Send };
-        let tcp = request.protocol() != Protocol::Udp;
-        let query = request.queries.queries().first();
-        let kind = match (outcome.rcode, query) {
-            (ResponseCode::NoError, Some(q)) => ResponseKind::Answer(q.name().clone(), u16::from(q.query_type())),
+        let name = || request.lower_name();
+        let kind = match (outcome.rcode, &request.question) {
+            (ResponseCode::NoError, Some(q)) => match name() {
+                Some(name) => ResponseKind::Answer(name, u16::from(q.qtype)),
+                None => ResponseKind::Error,
+            },
             // NXDOMAIN is counted per zone, so random names under one zone share an account.
-            (ResponseCode::NXDomain, Some(q)) => match Name::from_ascii(outcome.zone_label) {
+            (ResponseCode::NXDomain, Some(_)) => match Name::from_ascii(outcome.zone_label) {
                 Ok(zone) if outcome.zone_label.ends_with('.') && outcome.zone_label.len() > 1 => {
                     ResponseKind::NxDomain(LowerName::new(&zone))
                 }
-                _ => ResponseKind::NxDomain(q.name().clone()),
+                _ => name().map_or(ResponseKind::Error, ResponseKind::NxDomain),
             },
             _ => ResponseKind::Error,
         };
-        rrl.check(request.src().ip(), tcp, kind, Instant::now())
+        rrl.check(request.src.ip(), !request.udp, kind, Instant::now())
     }
 
     pub fn with_forwarder(mut self, forwarder: Arc<Forwarder>) -> Self {
@@ -95,63 +96,65 @@ impl FrontHandler {
     /// True when the answer comes from the store alone (no upstream to wait for), so that the UDP loop
     /// may answer inline. With a forwarder, names outside the cluster zone, reverse names (which may fall
     /// through) and CNAMEs (ExternalName, which may be chased) may wait.
-    pub fn answers_without_waiting(&self, request: &Request) -> bool {
+    pub fn answers_without_waiting(&self, request: &Incoming) -> bool {
         let Some(forwarder) = &self.forwarder else { return true };
-        let Some(query) = request.queries.queries().first() else { return true };
-        if self.store.zone_of(query.name()) != Some(0) {
-            let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
-            return self.store.zone_of(query.name()).is_none() && forwarder.is_cached(query.original(), dnssec_ok);
+        let Some(question) = &request.question else { return true };
+        let zone = self.zone_of(request, question);
+        if zone != Some(0) {
+            let dnssec_ok = request.edns.is_some_and(|e| e.dnssec_ok);
+            return zone.is_none() && request.query().is_some_and(|query| forwarder.is_cached(&query, dnssec_ok));
         }
-        let Some(wire) = WireName::from_name(query.original().name()) else { return true };
+        let Some(wire) = &question.name else { return true };
         let view = self.store.view();
         match view.node(wire.as_bytes()) {
             Some(node) => !node.has(RecordType::CNAME),
             // A missing name asked by an autopath client may be walked out of the zone.
-            None => self.search.is_none() || view.client_namespace(request.src().ip()).is_none(),
+            None => self.search.is_none() || view.client_namespace(request.src.ip()).is_none(),
+        }
+    }
+
+    /// The zone of the question's name: found on its wire form (a fraction of `zone_of`'s work on
+    /// hickory's name, which is only used when the name has no wire form here).
+    fn zone_of(&self, request: &Incoming, question: &Question) -> Option<usize> {
+        match &question.name {
+            Some(wire) => self.store.zone_of_wire(wire.as_bytes()),
+            None => self.store.zone_of(&request.lower_name()?),
         }
     }
 
     /// Decides the answer to a request that parsed; also returns the zone label for metrics.
     /// `size_limit` is the most the response may hold.
-    async fn decide(&self, request: &Request, size_limit: usize) -> (Answer, &'static str) {
-        if request.metadata.op_code != OpCode::Query {
+    async fn decide(&self, request: &Incoming, size_limit: usize) -> (Answer, &'static str) {
+        if request.op_code != OpCode::Query {
             return (Answer::error(ResponseCode::NotImp), ".");
         }
-        let Ok(info) = request.request_info() else {
+        let Some(question) = &request.question else {
             // Zero or several questions: nobody sends that on purpose.
             return (Answer::error(ResponseCode::FormErr), ".");
         };
-        let query = info.query;
-        let qtype = query.query_type();
+        let qtype = question.qtype;
         if qtype == RecordType::OPT {
             return (Answer::error(ResponseCode::FormErr), ".");
         }
-        let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
-        // The name's wire form from the raw question (cheaper than the parsed name's labels), and its
-        // zone found on it: the same as `zone_of` on the parsed name, for a fraction of the work.
-        let wire = WireName::from_question(request.queries.as_bytes())
-            .or_else(|| WireName::from_name(query.original().name()));
-        let zone = match &wire {
-            Some(wire) => self.store.zone_of_wire(wire.as_bytes()),
-            None => self.store.zone_of(query.name()),
-        };
-        let Some(zone) = zone else {
-            return (self.forward(query.name(), query.original(), dnssec_ok).await, ".");
+        let dnssec_ok = request.edns.is_some_and(|e| e.dnssec_ok);
+        let Some(zone) = self.zone_of(request, question) else {
+            let Some(query) = request.query() else { return (Answer::error(ResponseCode::FormErr), ".") };
+            return (self.forward(&LowerName::new(query.name()), &query, dnssec_ok).await, ".");
         };
         let zone_label = self.zone_labels.get(zone).copied().unwrap_or(".");
-        if query.query_class() != DNSClass::IN || matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+        if question.qclass != DNSClass::IN || matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
             return (Answer::error(ResponseCode::Refused), zone_label);
         }
         if !self.store.is_synced() {
             return (Answer::error(ResponseCode::ServFail), zone_label);
         }
-        let Some(wire) = wire else {
+        let Some(wire) = &question.name else {
             return (Answer::error(ResponseCode::FormErr), zone_label);
         };
-        let found = self.authoritative(zone, &wire, query.original(), size_limit, dnssec_ok).await;
+        let found = self.authoritative(zone, wire, request, qtype, size_limit, dnssec_ok).await;
         if found.rcode == ResponseCode::NXDomain
             && zone == 0
-            && let Some(walked) = self.autopath(request, query.original(), size_limit, dnssec_ok).await
+            && let Some(walked) = self.autopath(request, size_limit, dnssec_ok).await
         {
             return (walked, zone_label);
         }
@@ -164,17 +167,18 @@ impl FrontHandler {
         &self,
         zone: usize,
         wire: &WireName,
-        query: &Query,
+        asked: impl Asked,
+        qtype: RecordType,
         size_limit: usize,
         dnssec_ok: bool,
     ) -> Answer {
-        let qtype = query.query_type();
         let mut found = answer(&self.store, zone, wire, qtype, size_limit);
         let Some(forwarder) = &self.forwarder else { return found };
 
         // Reverse names we hold nothing for fall through to the upstreams (kubeadm's `fallthrough`).
         if found.rcode == ResponseCode::NXDomain && self.store.config().is_reverse_zone(zone) {
-            return forwarder.resolve(query, dnssec_ok).await;
+            let Some(query) = asked.query() else { return found };
+            return forwarder.resolve(&query, dnssec_ok).await;
         }
         // ExternalName: chase the CNAME's target through the forwarder; the CNAME alone if that fails.
         if matches!(qtype, RecordType::A | RecordType::AAAA)
@@ -193,12 +197,15 @@ impl FrontHandler {
     /// the first of its other candidates that does not answer NXDOMAIN (or an error), behind a CNAME
     /// from the asked name when it has records; `None` when autopath does not apply or every
     /// candidate is missing (the asked name's own NXDOMAIN stands, as CoreDNS answers).
-    async fn autopath(&self, request: &Request, asked: &Query, size_limit: usize, dnssec_ok: bool) -> Option<Answer> {
+    async fn autopath(&self, request: &Incoming, size_limit: usize, dnssec_ok: bool) -> Option<Answer> {
         let search = self.search.as_ref()?;
-        let candidates = {
+        let (asked, candidates) = {
             let view = self.store.view();
-            let namespace = view.client_namespace(request.src().ip())?;
-            search.candidates(namespace, asked.name())?
+            let namespace = view.client_namespace(request.src.ip())?;
+            // Made only for an autopath client's NXDOMAIN: it allocates.
+            let asked = request.query()?;
+            let candidates = search.candidates(namespace, asked.name())?;
+            (asked, candidates)
         };
         for candidate in candidates {
             let query = Query::query(candidate.clone(), asked.query_type());
@@ -206,7 +213,7 @@ impl FrontHandler {
             let found = match self.store.zone_of(&lower) {
                 Some(zone) => {
                     let Some(wire) = WireName::from_name(&candidate) else { continue };
-                    self.authoritative(zone, &wire, &query, size_limit, dnssec_ok).await
+                    self.authoritative(zone, &wire, &query, asked.query_type(), size_limit, dnssec_ok).await
                 }
                 None if self.forwarder.is_some() => self.forward(&lower, &query, dnssec_ok).await,
                 None => continue,
@@ -230,6 +237,23 @@ impl FrontHandler {
             return Answer::error(ResponseCode::Refused);
         }
         forwarder.resolve(query, dnssec_ok).await
+    }
+}
+
+/// The question as a hickory query, for the forwarder: made only when it is asked (it allocates).
+trait Asked {
+    fn query(&self) -> Option<Query>;
+}
+
+impl Asked for &Incoming {
+    fn query(&self) -> Option<Query> {
+        Incoming::query(self)
+    }
+}
+
+impl Asked for &Query {
+    fn query(&self) -> Option<Query> {
+        Some((*self).clone())
     }
 }
 
@@ -258,7 +282,8 @@ struct Decided {
     answer: Answer,
     zone_label: &'static str,
     metadata: Metadata,
-    edns: Option<Edns>,
+    /// The response's OPT record, when the request had one: (payload size, extended rcode and flags).
+    opt: Option<(u16, u32)>,
 }
 
 /// What the metrics need of a response once it is sent.
@@ -271,54 +296,46 @@ pub(crate) struct Outcome {
 
 impl FrontHandler {
     /// Everything up to encoding: EDNS, the answer, the response header.
-    async fn prepare(&self, request: &Request, size_limit: usize) -> Decided {
+    async fn prepare(&self, request: &Incoming, size_limit: usize) -> Decided {
         let started = Instant::now();
-        let mut edns = None;
-        if let Some(request_edns) = &request.edns {
-            let mut response_edns = Edns::new();
-            response_edns.set_max_payload(request_edns.max_payload().clamp(512, MAX_UDP_PAYLOAD));
-            response_edns.set_version(0);
-            edns = Some(response_edns);
-        }
-        let bad_version = request.edns.as_ref().is_some_and(|e| e.version() > 0);
-        if bad_version && let Some(edns) = edns.as_mut() {
-            edns.set_rcode_high(ResponseCode::BADVERS.high());
-        }
+        let bad_version = request.edns.is_some_and(|e| e.version > 0);
+        // Version 0, and BADVERS's upper bits in the extended rcode (RFC 6891 §6.1.3) when it is due.
+        let opt = request.edns.map(|edns| {
+            let rcode_high = if bad_version { ResponseCode::BADVERS.high() } else { 0 };
+            (edns.max_payload.clamp(512, MAX_UDP_PAYLOAD), u32::from(rcode_high) << 24)
+        });
 
         let (answer, zone_label) = if bad_version {
             (Answer::error(ResponseCode::BADVERS), ".")
         } else {
             self.decide(request, size_limit).await
         };
-        let mut metadata = Metadata::response_from_request(&request.metadata);
-        metadata.message_type = MessageType::Response;
+        let mut metadata = Metadata::new(request.id, MessageType::Response, request.op_code);
+        metadata.recursion_desired = request.recursion_desired;
+        metadata.checking_disabled = request.checking_disabled;
         metadata.response_code = answer.rcode;
         metadata.authoritative = answer.authoritative;
         metadata.recursion_available = self.forwarder.is_some();
-        Decided { started, answer, zone_label, metadata, edns }
+        Decided { started, answer, zone_label, metadata, opt }
     }
 
     /// Answers `request` into `bytes` (cleared first): the question as sent, records with names
     /// compressed, at most 512 bytes or the EDNS payload size over UDP (RFC 1035 §4.2.1, RFC 6891) and
     /// 65535 over TCP, TC set when records had to be left out. The caller sends the bytes, then
     /// calls [`Self::observe`].
-    pub(crate) async fn respond(&self, request: &Request, bytes: &mut Vec<u8>) -> Outcome {
-        let max_size = if request.protocol() == Protocol::Udp {
-            request.edns.as_ref().map_or(512, |edns| usize::from(edns.max_payload().clamp(512, MAX_UDP_PAYLOAD)))
+    pub(crate) async fn respond(&self, request: &Incoming, bytes: &mut Vec<u8>) -> Outcome {
+        let max_size = if request.udp {
+            request.edns.map_or(512, |edns| usize::from(edns.max_payload.clamp(512, MAX_UDP_PAYLOAD)))
         } else {
             usize::from(u16::MAX)
         };
         let decided = self.prepare(request, max_size).await;
         let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
-        let header = header_bytes(&decided.metadata, request.queries.len());
-        let opt = decided.edns.as_ref().map(|edns| {
-            let ttl = (u32::from(edns.rcode_high()) << 24) | (u32::from(edns.version()) << 16);
-            (edns.max_payload(), ttl)
-        });
-        let limit = max_size.saturating_sub(if opt.is_some() { OPT_LEN } else { 0 });
-        let mut writer = MessageWriter::new(bytes, &header, request.queries.as_bytes(), limit);
+        let header = header_bytes(&decided.metadata, request.question_count());
+        let limit = max_size.saturating_sub(if decided.opt.is_some() { OPT_LEN } else { 0 });
+        let mut writer = MessageWriter::new(bytes, &header, request.question_bytes(), limit);
         decided.answer.write(&mut writer, rotation);
-        writer.finish(opt);
+        writer.finish(decided.opt);
         Outcome {
             started: decided.started,
             zone_label: decided.zone_label,
@@ -328,17 +345,16 @@ impl FrontHandler {
     }
 
     /// Records a response of `response_size` bytes, as sent.
-    pub(crate) fn observe(&self, request: &Request, outcome: &Outcome, response_size: usize) {
+    pub(crate) fn observe(&self, request: &Incoming, outcome: &Outcome, response_size: usize) {
         let Some(metrics) = &self.metrics else { return };
-        let qtype = request.queries.queries().first().map(|q| q.query_type()).unwrap_or(RecordType::NULL);
         metrics.observe(&Observation {
             zone: outcome.zone_label,
-            udp: request.protocol() == Protocol::Udp,
-            ipv6: request.src().is_ipv6(),
-            qtype,
+            udp: request.udp,
+            ipv6: request.src.is_ipv6(),
+            qtype: request.first_qtype(),
             rcode: outcome.rcode,
             plugin: outcome.plugin,
-            request_size: request.as_slice().len(),
+            request_size: request.size,
             response_size: response_size.min(usize::from(u16::MAX)),
             duration: outcome.started.elapsed(),
         });
@@ -369,6 +385,7 @@ mod tests {
     use super::*;
     use hickory_proto::op::{Header, HeaderCounts};
     use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+    use hickory_server::net::xfer::Protocol;
 
     use crate::DnsConfig;
     use hickory_proto::op::Message;
@@ -488,8 +505,8 @@ mod tests {
             let handler = FrontHandler::new(store);
             let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
             for protocol in [Protocol::Udp, Protocol::Tcp] {
-                let request =
-                    Request::from_bytes(query(OWNER, asked, edns), "127.0.0.1:53".parse().unwrap(), protocol).unwrap();
+                let udp = protocol == Protocol::Udp;
+                let request = Incoming::parse(&query(OWNER, asked, edns), "127.0.0.1:53".parse().unwrap(), udp).unwrap();
                 let mut bytes = Vec::new();
                 runtime.block_on(handler.respond(&request, &mut bytes));
                 let limit = match (protocol, edns) {

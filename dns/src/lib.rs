@@ -15,6 +15,7 @@ pub mod handler;
 pub mod lookup;
 pub mod metrics;
 pub mod probes;
+pub mod request;
 pub mod rrl;
 pub mod server;
 pub mod store;
@@ -32,25 +33,20 @@ pub use store::ZoneStore;
 /// Entry points for the fuzz targets in `fuzz/`; not an API (hidden, changes with them).
 #[doc(hidden)]
 pub mod fuzzing {
-    use hickory_proto::op::MessageType;
-    use hickory_server::net::xfer::Protocol;
-    use hickory_server::server::Request;
-
     use crate::handler::FrontHandler;
+    use crate::request::Incoming;
     use crate::wire::format_error;
 
     /// What the UDP loop (`udp::serve`) or, with `tcp`, the TCP loop (`tcp::read_requests`) does with
     /// one received message: the bytes sent back, or `None` when nothing is. Keep in step with both.
     pub async fn answer(handler: &FrontHandler, message: &[u8], tcp: bool) -> Option<Vec<u8>> {
-        let protocol = if tcp { Protocol::Tcp } else { Protocol::Udp };
         let src = std::net::SocketAddr::from(([192, 0, 2, 1], 40000));
         let mut response = Vec::new();
-        let request = match Request::from_bytes(message.to_vec(), src, protocol) {
-            Ok(request) => request,
+        let Ok(request) = Incoming::parse(message, src, !tcp) else {
             // The TCP loop passes only the header; `format_error` reads no further either way.
-            Err(_) => return format_error(message, &mut response).then_some(response),
+            return format_error(message, &mut response).then_some(response);
         };
-        if request.metadata.message_type == MessageType::Response {
+        if request.is_response {
             return None;
         }
         let _ = handler.answers_without_waiting(&request);

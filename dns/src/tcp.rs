@@ -15,9 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hickory_proto::op::MessageType;
-use hickory_server::net::xfer::Protocol;
-use hickory_server::server::Request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,6 +23,7 @@ use tokio::task::JoinSet;
 use tracing::debug;
 
 use crate::handler::FrontHandler;
+use crate::request::Incoming;
 use crate::wire::format_error;
 
 /// How long a connection may sit without a complete request (RFC 7766 §6.2.3 suggests seconds;
@@ -134,17 +132,14 @@ async fn read_requests(
         let Ok(slot) = responses.clone().reserve_owned().await else { return };
         let Some(message) = read_message(&mut reader).await else { return };
         let header: Option<[u8; 12]> = message.get(..12).and_then(|h| h.try_into().ok());
-        let request = match Request::from_bytes(message, peer, Protocol::Tcp) {
-            Ok(request) => request,
-            Err(_) => {
-                let mut reply = Vec::new();
-                if header.is_some_and(|header| format_error(&header, &mut reply)) {
-                    slot.send(reply);
-                }
-                continue;
+        let Ok(request) = Incoming::parse(&message, peer, false) else {
+            let mut reply = Vec::new();
+            if header.is_some_and(|header| format_error(&header, &mut reply)) {
+                slot.send(reply);
             }
+            continue;
         };
-        if request.metadata.message_type == MessageType::Response {
+        if request.is_response {
             continue;
         }
         if handler.answers_without_waiting(&request) {
@@ -156,7 +151,7 @@ async fn read_requests(
     }
 }
 
-async fn answer(handler: &FrontHandler, request: &Request, slot: mpsc::OwnedPermit<Vec<u8>>) {
+async fn answer(handler: &FrontHandler, request: &Incoming, slot: mpsc::OwnedPermit<Vec<u8>>) {
     let mut response = Vec::with_capacity(512);
     let outcome = handler.respond(request, &mut response).await;
     let len = response.len();

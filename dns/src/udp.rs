@@ -4,13 +4,11 @@
 
 use std::sync::Arc;
 
-use hickory_proto::op::MessageType;
-use hickory_server::net::xfer::Protocol;
-use hickory_server::server::Request;
 use tokio::net::UdpSocket;
 use tracing::debug;
 
 use crate::handler::FrontHandler;
+use crate::request::Incoming;
 use crate::rrl::{Verdict, truncated_reply};
 use crate::wire::format_error;
 
@@ -30,44 +28,50 @@ pub async fn serve(socket: UdpSocket, handler: FrontHandler) -> Result<(), std::
         if src.port() == 0 {
             continue;
         }
-        let request = match Request::from_bytes(buffer[..len].to_vec(), src, Protocol::Udp) {
-            Ok(request) => request,
-            Err(_) => {
-                if format_error(&buffer[..len], &mut response) {
-                    let _ = socket.send_to(&response, src).await;
-                }
-                continue;
+        let message = &buffer[..len];
+        let Ok(request) = Incoming::parse(message, src, true) else {
+            if format_error(message, &mut response) {
+                let _ = socket.send_to(&response, src).await;
             }
+            continue;
         };
         // Never answer responses: that is how reflection loops start.
-        if request.metadata.message_type == MessageType::Response {
+        if request.is_response {
             continue;
         }
         if handler.answers_without_waiting(&request) {
-            answer(&handler, &request, &socket, &mut response).await;
+            answer(&handler, &request, message, &socket, &mut response).await;
         } else {
             let handler = handler.clone();
             let socket = socket.clone();
+            let message = message.to_vec();
             tokio::spawn(async move {
                 let mut response = Vec::with_capacity(512);
-                answer(&handler, &request, &socket, &mut response).await;
+                answer(&handler, &request, &message, &socket, &mut response).await;
             });
         }
     }
 }
 
-async fn answer(handler: &FrontHandler, request: &Request, socket: &UdpSocket, response: &mut Vec<u8>) {
+/// Answers `request` (received as `message`) and sends the answer, unless rate limiting says not to.
+async fn answer(
+    handler: &FrontHandler,
+    request: &Incoming,
+    message: &[u8],
+    socket: &UdpSocket,
+    response: &mut Vec<u8>,
+) {
     let outcome = handler.respond(request, response).await;
     let sent = match handler.rate_limit(request, &outcome) {
         Verdict::Send => Some(&response[..]),
         Verdict::Drop => None,
         Verdict::Slip => {
-            *response = truncated_reply(request.as_slice()).unwrap_or_default();
+            *response = truncated_reply(message).unwrap_or_default();
             (!response.is_empty()).then_some(&response[..])
         }
     };
     let Some(bytes) = sent else { return };
-    if let Err(error) = socket.send_to(bytes, request.src()).await {
+    if let Err(error) = socket.send_to(bytes, request.src).await {
         debug!(%error, "failed to send a response");
     }
     handler.observe(request, &outcome, response.len());

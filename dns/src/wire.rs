@@ -802,6 +802,91 @@ mod tests {
         assert_eq!(message.additionals[0].name, Name::from_str("web-0.nginx.default.svc.cluster.local.").unwrap());
     }
 
+    /// Reads the name at `at` through pointers, each of which must point backwards (RFC 1035 §4.1.4)
+    /// and within reach; returns the name's uncompressed bytes in the case written and where it ends.
+    fn read_name(message: &[u8], mut at: usize) -> (Vec<u8>, usize) {
+        let (mut name, mut end) = (Vec::new(), None);
+        loop {
+            let len = message[at];
+            if len & 0xC0 == 0xC0 {
+                let target = usize::from(get_u16(message, at) & 0x3FFF);
+                assert!(target < at && target <= 0x3FFF, "pointer at {at} to {target}");
+                end.get_or_insert(at + 2);
+                at = target;
+                continue;
+            }
+            name.extend_from_slice(&message[at..at + 1 + usize::from(len)]);
+            if len == 0 {
+                return (name, end.unwrap_or(at + 1));
+            }
+            at += 1 + usize::from(len);
+        }
+    }
+
+    fn mixed_case_name() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let label = prop::sample::select(vec!["a", "B", "web-0", "Web-0", "svc", "SVC", "x", "cluster", "local"]);
+        prop::collection::vec(label, 1..6).prop_map(|labels| {
+            let mut wire = Vec::new();
+            for label in labels {
+                wire.push(u8::try_from(label.len()).unwrap());
+                wire.extend_from_slice(label.as_bytes());
+            }
+            wire.push(0);
+            wire
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Whatever names a message holds, decoding it gives back every record as written: owners in
+        /// the case of the suffixes they point to (compared case-insensitively), names in rdata byte
+        /// for byte (PTR, CNAME, MX compressed; SRV targets whole), every pointer backwards.
+        #[test]
+        fn compressed_names_decode_to_what_was_written(
+            question in mixed_case_name(),
+            records in proptest::collection::vec((mixed_case_name(), 0usize..5, mixed_case_name()), 1..24),
+        ) {
+            let mut q = question.clone();
+            q.extend_from_slice(&[0, 1, 0, 1]);
+            let mut buf = Vec::new();
+            let mut writer = MessageWriter::new(&mut buf, &HEADER, &q, 16_000);
+            let mut written = Vec::new();
+            for (owner, kind, target) in &records {
+                let (rtype, rdata) = match kind {
+                    0 => (RecordType::A, vec![10, 0, 0, 1]),
+                    1 => (RecordType::CNAME, target.clone()),
+                    2 => (RecordType::PTR, target.clone()),
+                    3 => (RecordType::MX, [&[0, 10][..], target].concat()),
+                    _ => (RecordType::SRV, [&[0, 1, 0, 2, 0, 80][..], target].concat()),
+                };
+                proptest::prop_assert!(writer.record(Section::Answer, owner, rtype, 5, &rdata));
+                written.push((owner.clone(), rtype, rdata));
+            }
+            let len = writer.finish(None);
+            let mut at = 12 + q.len();
+            for (owner, rtype, rdata) in &written {
+                let (read_owner, end) = read_name(&buf, at);
+                proptest::prop_assert!(read_owner.eq_ignore_ascii_case(owner));
+                proptest::prop_assert_eq!(get_u16(&buf, end), u16::from(*rtype));
+                let rdata_at = end + 10;
+                let rdlength = usize::from(get_u16(&buf, end + 8));
+                let (prefix, names) = compressible_names(u16::from(*rtype));
+                let read_rdata = if names > 0 {
+                    let (name, name_end) = read_name(&buf, rdata_at + prefix);
+                    proptest::prop_assert_eq!(name_end, rdata_at + rdlength);
+                    [&buf[rdata_at..rdata_at + prefix], &name[..]].concat()
+                } else {
+                    buf[rdata_at..rdata_at + rdlength].to_vec()
+                };
+                proptest::prop_assert_eq!(&read_rdata, rdata, "rdata of {:?}", rtype);
+                at = rdata_at + rdlength;
+            }
+            proptest::prop_assert_eq!(at, len);
+        }
+    }
+
     #[test]
     fn records_past_the_limit_are_dropped_with_tc() {
         let q = question("big.default.svc.cluster.local.");
