@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -43,7 +44,44 @@ def wait_all_answer(replicas, qname, limit_s=120):
         raise RuntimeError(f"{missing} do not answer {qname} within {limit_s} s")
 
 
-def measure(api, replicas, changes, delete_every, poll_s, timeout_s, max_seconds, prefix):
+class WatchProbe(threading.Thread):
+    """The benchmark's own watch of the namespace's Services through kube-apiserver (admin, HTTPS): when
+    each ADDED/DELETED event reaches a plain client. It tells what part of a server's latency is the API
+    server's watch delivery, common to roster and CoreDNS."""
+
+    def __init__(self, api):
+        super().__init__(daemon=True)
+        self.arrivals = {}
+        self.conn = api.clone()
+        status, payload = self.conn.request("GET", f"/api/v1/namespaces/{NAMESPACE}/services?limit=1")
+        rv = json.loads(payload)["metadata"]["resourceVersion"]
+        self.conn.conn.request("GET", f"/api/v1/namespaces/{NAMESPACE}/services?watch=1&resourceVersion={rv}"
+                                      f"&allowWatchBookmarks=false&timeoutSeconds=3000")
+        self.resp = self.conn.conn.getresponse()
+        if self.resp.status != 200:
+            raise RuntimeError(f"watch: HTTP {self.resp.status}")
+
+    def run(self):
+        try:
+            while True:
+                line = self.resp.readline()
+                if not line:
+                    return
+                at = time.perf_counter()
+                event = json.loads(line)
+                key = (event.get("type"), event.get("object", {}).get("metadata", {}).get("name"))
+                self.arrivals.setdefault(key, at)
+        except (OSError, ValueError):
+            return
+
+    def close(self):
+        try:
+            self.conn.conn.sock.shutdown(2)
+        except OSError:
+            pass
+
+
+def measure(api, replicas, changes, delete_every, poll_s, timeout_s, max_seconds, prefix, probe=None):
     samples, alive = [], []
     started = time.perf_counter()
     for n in range(changes):
@@ -70,7 +108,16 @@ def measure(api, replicas, changes, delete_every, poll_s, timeout_s, max_seconds
                 return rcode == 0 and addrs == [ip]
             op = "create"
         seen, _ = wait_until_seen(replicas, f"{name}.{NAMESPACE}.svc.cluster.local", check, poll_s, timeout_s, t0)
-        samples.append({"op": op, "name": name, "per_replica_s": seen})
+        sample = {"op": op, "name": name, "per_replica_s": seen}
+        if probe is not None:
+            # Every replica answered, so the event was sent: give the probe's thread up to 1 s to read it.
+            key = ("DELETED" if op == "delete" else "ADDED", name)
+            give_up = time.monotonic() + 1.0
+            while key not in probe.arrivals and time.monotonic() < give_up:
+                time.sleep(0.001)
+            arrived = probe.arrivals.get(key)
+            sample["probe_watch_s"] = None if arrived is None else arrived - t0
+        samples.append(sample)
     for name in alive:
         api.delete_service(NAMESPACE, name)
     return samples, time.perf_counter() - started
@@ -116,6 +163,7 @@ def main():
     print(f"propagation on the real control plane, {stamp}; {rc.machine_line()}; logs in {workdir}", flush=True)
 
     cluster = None
+    probe = None
     procs = []
     replicas = []
     results = {"date": stamp, "machine": rc.machine_line(), "args": vars(args), "rounds": []}
@@ -144,6 +192,8 @@ def main():
         by_label = {r.label: r for r in replicas}
         fast = [by_label[x] for x in groups["roster"] + groups["coredns-nocache"]]
         cached = [by_label[x] for x in groups["coredns"]]
+        probe = WatchProbe(api)
+        probe.start()
 
         for round_no, background in enumerate((0, args.background)):
             if background:
@@ -155,12 +205,17 @@ def main():
             print(f"  background {background}: {args.changes} writes, roster and coredns-nocache ...", flush=True)
             cpu0 = {p.label: cpu_seconds(p.pid) for p in procs}
             samples, elapsed = measure(api, fast, args.changes, args.delete_every, args.poll_us / 1e6,
-                                       args.timeout_s, args.max_seconds, f"p{round_no}")
+                                       args.timeout_s, args.max_seconds, f"p{round_no}", probe)
             cpu = {p.label: round(cpu_seconds(p.pid) - cpu0[p.label], 2) for p in procs}
             print(f"  background {background}: {args.cached_changes} writes, coredns (cache 30) ...", flush=True)
             cached_samples, _ = measure(api, cached, args.cached_changes, 0, args.poll_us / 1e6,
                                         args.cached_timeout_s, args.max_seconds, f"c{round_no}")
             table = rows(samples, {k: v for k, v in groups.items() if k != "coredns"})
+            if samples and "probe_watch_s" in samples[0]:
+                vals = [x["probe_watch_s"] for x in samples]
+                early = sum(1 for v in vals if v is not None and v < 0)
+                table.append((f"diagnostic: the event on a plain watch of the Services ({early} before the ack)",
+                              summary([None if v is None else max(v, 0.0) for v in vals])))
             table += rows(cached_samples, {"coredns": groups["coredns"]})
             results["rounds"].append({"background": background, "elapsed_s": elapsed, "cpu_s": cpu,
                                       "rss_kb": {p.label: rss_kb(p.pid) for p in procs},
@@ -171,6 +226,8 @@ def main():
             if not p.alive():
                 raise RuntimeError(f"{p.label} exited during the run:\n{p.tail()}")
     finally:
+        if probe is not None:
+            probe.close()
         for r in replicas:
             r.close()
         for p in reversed(procs):
