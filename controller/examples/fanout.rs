@@ -368,7 +368,7 @@ async fn one_subscriber(
     last: u64,
     zstd: bool,
     snapshots: tokio::sync::mpsc::UnboundedSender<u64>,
-    live: Option<(usize, tokio::sync::mpsc::Sender<(usize, u64, u64)>)>,
+    live: Option<(usize, LiveReceipts)>,
 ) -> Result<Vec<(u64, u64)>> {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     tcp.set_nodelay(true)?;
@@ -434,6 +434,9 @@ async fn one_subscriber(
     }
     Err(format!("the stream ended at generation {generation:?}, before {last}").into())
 }
+
+/// Where an attached subscriber reports each delta at once: (subscriber, generation, unix ns).
+type LiveReceipts = tokio::sync::mpsc::Sender<(usize, u64, u64)>;
 
 enum Kind {
     Snapshot,
