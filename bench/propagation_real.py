@@ -21,6 +21,9 @@ import argparse
 import datetime as dt
 import json
 import os
+import random
+import select
+import struct
 import sys
 import tempfile
 import threading
@@ -29,10 +32,58 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "lib"))
-from propagation import Replica, cpu_seconds, fmt_row, rss_kb, summary, wait_until_seen  # noqa: E402
+from propagation import (Replica, build_query, cpu_seconds, fmt_row, parse_log, parse_response, rss_kb,  # noqa: E402
+                         summary, wait_until_seen)
 import realcluster as rc  # noqa: E402
 
 NAMESPACE = "prop"
+
+
+def poll_until_seen(replicas, qname, check, poll_s, timeout_s, t0):
+    """Polls each replica on its own schedule until `check(rcode, addrs)` holds for it: a replica is asked
+    again `poll_s` after its previous question, as soon as that one is answered (or after 50 ms, lost), so
+    a slow server never delays the questions to another (propagation.py's rounds wait for every answer).
+    Returns {label: seconds since t0 or None on timeout}."""
+    qname_l = qname.lower().rstrip(".")
+    by_fd = {r.sock.fileno(): r for r in replicas}
+    seen = {r.label: None for r in replicas}
+    waiting = {r.label: r for r in replicas}
+    sent_at = {}  # label -> when its outstanding question left (absent: none outstanding)
+    next_send = {r.label: t0 for r in replicas}
+    deadline = t0 + timeout_s
+    while waiting:
+        now = time.perf_counter()
+        if now > deadline:
+            break
+        for label, r in waiting.items():
+            outstanding = sent_at.get(label)
+            if (outstanding is None or now - outstanding > 0.05) and now >= next_send[label]:
+                try:
+                    r.sock.send(build_query(random.randrange(65536), qname))
+                except (BlockingIOError, ConnectionRefusedError):
+                    pass
+                sent_at[label] = now
+                next_send[label] = now + poll_s
+        wake = min([next_send[x] for x in waiting if x not in sent_at] + [now + 0.001])
+        ready, _, _ = select.select([r.sock for r in waiting.values()], [], [], max(0.0, wake - time.perf_counter()))
+        for sock in ready:
+            r = by_fd[sock.fileno()]
+            while True:
+                try:
+                    msg = sock.recv(4096)
+                except (BlockingIOError, ConnectionRefusedError):
+                    break
+                try:
+                    _rid, rcode, rq, addrs = parse_response(msg)
+                except (ValueError, IndexError, struct.error):
+                    continue
+                if rq != qname_l or r.label not in waiting:
+                    continue
+                sent_at.pop(r.label, None)
+                if check(rcode, addrs):
+                    seen[r.label] = time.perf_counter() - t0
+                    del waiting[r.label]
+    return seen
 
 
 def wait_all_answer(replicas, qname, limit_s=120):
@@ -107,8 +158,8 @@ def measure(api, replicas, changes, delete_every, poll_s, timeout_s, max_seconds
             def check(rcode, addrs, ip=ip):
                 return rcode == 0 and addrs == [ip]
             op = "create"
-        seen, _ = wait_until_seen(replicas, f"{name}.{NAMESPACE}.svc.cluster.local", check, poll_s, timeout_s, t0)
-        sample = {"op": op, "name": name, "per_replica_s": seen}
+        seen = poll_until_seen(replicas, f"{name}.{NAMESPACE}.svc.cluster.local", check, poll_s, timeout_s, t0)
+        sample = {"op": op, "name": name, "per_replica_s": seen, "ack_wall": time.time() - (time.perf_counter() - t0)}
         if probe is not None:
             # Every replica answered, so the event was sent: give the probe's thread up to 1 s to read it.
             key = ("DELETED" if op == "delete" else "ADDED", name)
@@ -121,6 +172,30 @@ def measure(api, replicas, changes, delete_every, poll_s, timeout_s, max_seconds
     for name in alive:
         api.delete_service(NAMESPACE, name)
     return samples, time.perf_counter() - started
+
+
+def trace_rows(samples, workdir, labels):
+    """--trace: each roster replica's time split into ack → published (controller) → applied (replica) →
+    answer seen, from the roster logs (µs timestamps, same clock): the generation that made a replica
+    answer is the last one it applied before the answer was seen."""
+    published = parse_log(os.path.join(workdir, "controller.log"))["published"]
+    segments = {"ack → published (controller)": [], "published → applied (replica)": [],
+                "applied → answer seen": []}
+    for label in labels:
+        applied = parse_log(os.path.join(workdir, f"{label}.log"))["applied"]
+        for s in samples:
+            seen = s["per_replica_s"].get(label)
+            if seen is None:
+                continue
+            seen_wall = s["ack_wall"] + seen
+            gens = [g for g, t in applied.items() if t <= seen_wall + 0.0005]
+            if not gens or max(gens) not in published:
+                continue
+            g = max(gens)
+            segments["ack → published (controller)"].append(published[g] - s["ack_wall"])
+            segments["published → applied (replica)"].append(applied[g] - published[g])
+            segments["applied → answer seen"].append(seen_wall - applied[g])
+    return [(f"trace, roster replicas: {k}", summary([max(v, 0.0) for v in vals])) for k, vals in segments.items()]
 
 
 def rows(samples, groups):
@@ -149,6 +224,9 @@ def main():
     ap.add_argument("--timeout-s", type=float, default=10.0, help="give up on one write after this (10)")
     ap.add_argument("--cached-timeout-s", type=float, default=45.0, help="the same for cached CoreDNS (45)")
     ap.add_argument("--max-seconds", type=float, default=600.0, help="bound per round (600)")
+    ap.add_argument("--trace", action="store_true",
+                    help="diagnostic: roster logs each publication and applied frame; the report splits roster's "
+                         "time into ack → published → applied → answered")
     ap.add_argument("--quick", action="store_true", help="smoke run: 20 changes, 2 cached, 200 background")
     ap.add_argument("--workdir", default=os.environ.get("BENCH_WORKDIR", "/tmp/roster-bench") + "/propagation-real")
     ap.add_argument("--json", default=None, help="raw results (default bench/results/propagation-real-<date>.json)")
@@ -172,12 +250,13 @@ def main():
         cluster.apply_deploy()
         api = cluster.api()
         api.ensure_namespace(NAMESPACE)
-        controller, stream_port, client_dir = rc.start_controller(args.roster, cluster, workdir)
+        log = "warn,roster_controller::kube_source=debug,roster_dns::subscriber=info" if args.trace else "warn"
+        controller, stream_port, client_dir = rc.start_controller(args.roster, cluster, workdir, log=log)
         procs.append(controller)
         groups = {"roster": [], "coredns-nocache": [], "coredns": []}
         upstream = rc.free_port()  # nothing listens: no name outside the cluster is asked
         for i in range(args.replicas):
-            proc, port = rc.start_dns(args.roster, f"roster-{i}", stream_port, client_dir, workdir)
+            proc, port = rc.start_dns(args.roster, f"roster-{i}", stream_port, client_dir, workdir, log=log)
             procs.append(proc)
             replicas.append(Replica(proc.label, port))
             groups["roster"].append(proc.label)
@@ -195,7 +274,7 @@ def main():
         probe = WatchProbe(api)
         probe.start()
 
-        for round_no, background in enumerate((0, args.background)):
+        for round_no, background in enumerate((0, args.background) if args.background else (0,)):
             if background:
                 print(f"  creating {background} background ClusterIP services ...", flush=True)
                 t = time.perf_counter()
@@ -216,6 +295,8 @@ def main():
                 early = sum(1 for v in vals if v is not None and v < 0)
                 table.append((f"diagnostic: the event on a plain watch of the Services ({early} before the ack)",
                               summary([None if v is None else max(v, 0.0) for v in vals])))
+            if args.trace:
+                table += trace_rows(samples, workdir, groups["roster"])
             table += rows(cached_samples, {"coredns": groups["coredns"]})
             results["rounds"].append({"background": background, "elapsed_s": elapsed, "cpu_s": cpu,
                                       "rss_kb": {p.label: rss_kb(p.pid) for p in procs},
