@@ -192,9 +192,12 @@ def trace_rows(samples, workdir, labels):
             if not gens or max(gens) not in published:
                 continue
             g = max(gens)
-            segments["ack → published (controller)"].append(published[g] - s["ack_wall"])
-            segments["published → applied (replica)"].append(applied[g] - published[g])
-            segments["applied → answer seen"].append(seen_wall - applied[g])
+            # A watch event may beat the write's response: steps before the ack count from the ack.
+            ack = s["ack_wall"]
+            pub, app = max(published[g], ack), max(applied[g], ack)
+            segments["ack → published (controller)"].append(pub - ack)
+            segments["published → applied (replica)"].append(app - pub)
+            segments["applied → answer seen"].append(seen_wall - app)
     return [(f"trace, roster replicas: {k}", summary([max(v, 0.0) for v in vals])) for k, vals in segments.items()]
 
 
