@@ -15,6 +15,11 @@
 //! Printed: the snapshot fan-out (first connection → the last subscriber has read the whole snapshot), the
 //! controller's CPU seconds and RSS during it, then delta propagation (publication → each subscriber has
 //! read the delta), p50/p99/max over every (subscriber, delta). Every wait is bounded.
+//!
+//! `fanout --attach URL CERT_DIR N zstd|plain` only subscribes: N light subscribers to a running
+//! `roster controller` (bench/watchers_real.py drives it against a real API server). It prints
+//! `snapshot UNIX_NS BYTES` once every subscriber holds the snapshot, then `delta SUBSCRIBER GENERATION UNIX_NS`
+//! per subscriber and delta as they arrive, and stops (printing `done`) when its stdin closes.
 
 use std::error::Error;
 use std::io::{BufRead, BufReader};
@@ -87,6 +92,9 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--subscribe") {
         return subscribe(&args[2..]);
+    }
+    if args.get(1).map(String::as_str) == Some("--attach") {
+        return attach(&args[2..]);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(controller())
@@ -240,7 +248,7 @@ fn subscribe(args: &[String]) -> Result<()> {
         for _ in 0..count {
             let (tls, snapshots) = (tls.clone(), snapshots_tx.clone());
             tasks.spawn(async move {
-                tokio::time::timeout(DEADLINE, one_subscriber(tls, port, last, zstd, snapshots)).await
+                tokio::time::timeout(DEADLINE, one_subscriber(tls, port, last, zstd, snapshots, None)).await
             });
         }
         drop(snapshots_tx);
@@ -279,6 +287,61 @@ fn subscribe(args: &[String]) -> Result<()> {
     })
 }
 
+/// `--attach URL CERT_DIR N zstd|plain`: N subscribers to a running controller until stdin closes.
+fn attach(args: &[String]) -> Result<()> {
+    let [url, dir, count, encoding] = args else {
+        return Err("--attach URL CERT_DIR N zstd|plain".into());
+    };
+    let zstd = encoding == "zstd";
+    let count: usize = count.parse()?;
+    let dir = std::path::Path::new(dir);
+    let pem = tls::Pem::read(&dir.join("ca.crt"), &dir.join("tls.crt"), &dir.join("tls.key"))?;
+    let tls = Arc::new(client_config(&pem)?);
+    let port: u16 = url.rsplit_once(':').ok_or("URL without a port")?.1.parse()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = runtime.block_on(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        let (snapshots_tx, mut snapshots_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        // Bounded: a slow reader of stdout slows the subscribers rather than growing a queue.
+        let (live_tx, mut live_rx) = tokio::sync::mpsc::channel::<(usize, u64, u64)>(4 * count.max(1));
+        for index in 0..count {
+            let (tls, snapshots, live) = (tls.clone(), snapshots_tx.clone(), live_tx.clone());
+            tasks.spawn(async move { one_subscriber(tls, port, u64::MAX, zstd, snapshots, Some((index, live))).await });
+        }
+        drop((snapshots_tx, live_tx));
+        let mut sizes = Vec::new();
+        while sizes.len() < count {
+            let bytes = tokio::time::timeout(DEADLINE, snapshots_rx.recv())
+                .await?
+                .ok_or_else(|| format!("{} of {count} subscribers read a snapshot", sizes.len()))?;
+            sizes.push(bytes);
+        }
+        println!("snapshot {} {}", unix_ns(), sizes.first().copied().unwrap_or(0));
+        let stdin_closed = tokio::task::spawn_blocking(|| std::io::copy(&mut std::io::stdin(), &mut std::io::sink()));
+        tokio::pin!(stdin_closed);
+        loop {
+            tokio::select! {
+                _ = &mut stdin_closed => break,
+                receipt = live_rx.recv() => match receipt {
+                    Some((index, generation, at)) => println!("delta {index} {generation} {at}"),
+                    None => break,
+                },
+                Some(ended) = tasks.join_next() => {
+                    // A subscriber only ends on an error (its `last` is never reached).
+                    return Err(format!("a subscriber ended: {:?}", ended.map(|r| r.err().map(|e| e.to_string()))).into());
+                }
+            }
+        }
+        println!("done");
+        // Stop the subscribers rather than letting the runtime wait for streams that never end.
+        tasks.abort_all();
+        Ok(())
+    });
+    // The stdin reader may still block: do not wait for it.
+    runtime.shutdown_background();
+    result
+}
+
 fn client_config(pem: &tls::Pem) -> Result<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -305,6 +368,7 @@ async fn one_subscriber(
     last: u64,
     zstd: bool,
     snapshots: tokio::sync::mpsc::UnboundedSender<u64>,
+    live: Option<(usize, LiveReceipts)>,
 ) -> Result<Vec<(u64, u64)>> {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     tcp.set_nodelay(true)?;
@@ -352,7 +416,13 @@ async fn one_subscriber(
                 Kind::Snapshot => {
                     let _ = snapshots.send(line.len as u64);
                 }
-                Kind::Delta => receipts.push((at, unix_ns())),
+                Kind::Delta => match &live {
+                    // Attached to a controller that runs on: report each delta at once, keep nothing.
+                    Some((index, live)) => {
+                        live.send((*index, at, unix_ns())).await.map_err(|_| "the reporter stopped")?
+                    }
+                    None => receipts.push((at, unix_ns())),
+                },
                 Kind::Bookmark => {}
             }
             line = Line::default();
@@ -364,6 +434,9 @@ async fn one_subscriber(
     }
     Err(format!("the stream ended at generation {generation:?}, before {last}").into())
 }
+
+/// Where an attached subscriber reports each delta at once: (subscriber, generation, unix ns).
+type LiveReceipts = tokio::sync::mpsc::Sender<(usize, u64, u64)>;
 
 enum Kind {
     Snapshot,
