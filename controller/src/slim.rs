@@ -89,6 +89,15 @@ fn protocol(field: &'static str, value: Option<&String>) -> Result<PortProtocol,
     }
 }
 
+/// A port of a Service's or a ServiceImport's `spec.ports`.
+fn service_port(name: Option<&String>, protocol_name: Option<&String>, port: i32) -> Result<ServicePort, ConvertError> {
+    Ok(ServicePort {
+        name: port_name(name),
+        protocol: protocol("spec.ports.protocol", protocol_name)?,
+        port: port_number("spec.ports.port", port)?,
+    })
+}
+
 fn port_name(name: Option<&String>) -> Option<String> {
     name.filter(|n| !n.is_empty()).map(|n| n.to_ascii_lowercase())
 }
@@ -131,13 +140,7 @@ pub fn service_view(service: &Service) -> Result<ServiceView, ConvertError> {
         .ports
         .iter()
         .flatten()
-        .map(|p| {
-            Ok(ServicePort {
-                name: port_name(p.name.as_ref()),
-                protocol: protocol("spec.ports.protocol", p.protocol.as_ref())?,
-                port: port_number("spec.ports.port", p.port)?,
-            })
-        })
+        .map(|p| service_port(p.name.as_ref(), p.protocol.as_ref(), p.port))
         .collect::<Result<Vec<_>, ConvertError>>()?;
     Ok(ServiceView {
         namespace,
@@ -227,13 +230,7 @@ pub fn service_import_view(import: &ServiceImport) -> Result<ServiceImportView, 
     let ports = spec
         .ports
         .iter()
-        .map(|p| {
-            Ok(ServicePort {
-                name: port_name(p.name.as_ref()),
-                protocol: protocol("spec.ports.protocol", p.protocol.as_ref())?,
-                port: port_number("spec.ports.port", p.port)?,
-            })
-        })
+        .map(|p| service_port(p.name.as_ref(), p.protocol.as_ref(), p.port))
         .collect::<Result<Vec<_>, ConvertError>>()?;
     Ok(ServiceImportView { namespace, name, kind, ports })
 }

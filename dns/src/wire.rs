@@ -90,8 +90,9 @@ impl WireName {
     }
 }
 
-/// The wire form of a hickory name, lowercased (for building the store).
-pub fn name_bytes(name: &Name) -> Vec<u8> {
+/// The wire form of a hickory name, lowercased (tests compare the store's own encoding with it).
+#[cfg(test)]
+pub(crate) fn name_bytes(name: &Name) -> Vec<u8> {
     WireName::from_name(name).map_or_else(|| vec![0], |wire| wire.as_bytes().to_vec())
 }
 
