@@ -100,7 +100,7 @@ fn deploy_applies_unchanged_to_a_real_api_server() {
     apply_deploy(&cluster);
     // Applying the same manifests again is a no-op, not a conflict.
     apply_deploy(&cluster);
-    let explain = cluster.kubectl_ok(&["explain", "identitysets.spec"]);
+    let explain = cluster.explain("identitysets.spec");
     assert!(explain.contains("volumeClaimTemplates") && explain.contains("replicas"), "{explain}");
     let crd = roster_crd_yaml();
     let out = cluster.kubectl_as(

@@ -291,7 +291,7 @@ fn identitysets_beyond_statefulsets_on_a_real_control_plane() {
         ("identitysets.spec.volumeClaimUpdatePolicy", "InPlace"),
         ("identitysets.spec.updateStrategy.rollingUpdate.paused", "RolloutPaused"),
     ] {
-        let text = cluster.kubectl_ok(&["explain", field]);
+        let text = cluster.explain(field);
         assert!(text.contains(says), "kubectl explain {field}:\n{text}");
     }
     let token = cluster.token_kubeconfig("kube-system", "roster-controller");

@@ -84,6 +84,15 @@ impl RealCluster {
         out.stdout
     }
 
+    /// `kubectl explain FIELD`: the API server publishes a new CRD's OpenAPI some time after it is
+    /// Established, so this asks again until it is there.
+    pub fn explain(&self, field: &str) -> String {
+        self.eventually(&format!("kubectl explain {field}"), Duration::from_secs(60), || {
+            let out = self.kubectl(&["explain", field]);
+            out.ok.then_some(out.stdout)
+        })
+    }
+
     /// `kubectl apply -f -` (client-side) of `yaml`.
     pub fn apply(&self, yaml: &str) {
         let out = self.kubectl_as(&self.kubeconfig, &["apply", "-f", "-"], Some(yaml));

@@ -146,6 +146,9 @@ pub fn run_kubectl(bin: &Path, kubeconfig: &Path, args: &[&str], stdin: Option<&
     let mut child = Command::new(bin)
         .args(args)
         .env("KUBECONFIG", kubeconfig)
+        // Discovery and OpenAPI caches beside the kubeconfig: a later cluster on a reused port must not see
+        // an earlier one's resources.
+        .env("KUBECACHEDIR", kubeconfig.with_file_name("kube-cache"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
