@@ -29,7 +29,7 @@ fn apply_deploy(cluster: &RealCluster) {
         Some(&yaml),
     );
     assert!(out.ok, "deploy/overlays/kind does not apply: {}{}", out.stdout, out.stderr);
-    cluster.kubectl_ok(&["wait", "--for=condition=Established", "crd/identitysets.roster.dev", "--timeout=60s"]);
+    cluster.wait_for_crd("identitysets.roster.dev");
 }
 
 /// Fails when roster's log shows the API server refusing it something (an RBAC denial).

@@ -22,7 +22,7 @@ fn apply_deploy(cluster: &RealCluster) {
     let yaml = cluster.kubectl_ok(&["kustomize", &format!("{}/deploy/overlays/kind", real_support::ROOT)]);
     let out = cluster.kubectl_as(&cluster.kubeconfig, &["apply", "--server-side", "-f", "-"], Some(&yaml));
     assert!(out.ok, "{}", out.stderr);
-    cluster.kubectl_ok(&["wait", "--for=condition=Established", "crd/identitysets.roster.dev", "--timeout=60s"]);
+    cluster.wait_for_crd("identitysets.roster.dev");
 }
 
 /// `roster local --kubeconfig` with the controller's ServiceAccount token.

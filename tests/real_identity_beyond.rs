@@ -283,7 +283,7 @@ fn identitysets_beyond_statefulsets_on_a_real_control_plane() {
     let out = cluster.kubectl_as(&cluster.kubeconfig, &["apply", "--server-side", "-f", "-"], Some(&yaml));
     assert!(out.ok, "{}", out.stderr);
     cluster.apply(EXPANDABLE);
-    cluster.kubectl_ok(&["wait", "--for=condition=Established", "crd/identitysets.roster.dev", "--timeout=60s"]);
+    cluster.wait_for_crd("identitysets.roster.dev");
     // `kubectl explain` describes every field beyond StatefulSets.
     for (field, says) in [
         ("identitysets.spec.reserveOrdinals", "OpenKruise"),

@@ -58,12 +58,7 @@ fn service_imports_from_a_real_api_server_are_served_in_clusterset_local() {
 
     // The CRD arrives after roster: discovery finds it, the watch starts, objects flow in.
     cluster.apply(CRD);
-    cluster.kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/serviceimports.multicluster.x-k8s.io",
-        "--timeout=60s",
-    ]);
+    cluster.wait_for_crd("serviceimports.multicluster.x-k8s.io");
     let can_watch =
         cluster.kubectl_as(&token, &["auth", "can-i", "watch", "serviceimports.multicluster.x-k8s.io", "-A"], None);
     assert_eq!(can_watch.stdout.trim(), "yes", "{}", can_watch.stderr);

@@ -84,6 +84,16 @@ impl RealCluster {
         out.stdout
     }
 
+    /// Waits until the CRD `crd` (`plural.group`) is Established and its resource is in discovery: the API
+    /// server updates discovery some time after the condition, and a kubectl that asks in between is told
+    /// the kind does not exist.
+    pub fn wait_for_crd(&self, crd: &str) {
+        self.kubectl_ok(&["wait", "--for=condition=Established", &format!("crd/{crd}"), "--timeout=60s"]);
+        self.eventually(&format!("{crd} in discovery"), Duration::from_secs(60), || {
+            self.kubectl(&["get", crd, "-A", "-o", "name"]).ok.then_some(())
+        });
+    }
+
     /// `kubectl explain FIELD`: the API server publishes a new CRD's OpenAPI some time after it is
     /// Established, so this asks again until it is there.
     pub fn explain(&self, field: &str) -> String {
