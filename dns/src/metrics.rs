@@ -99,7 +99,9 @@ fn duration_histogram() -> AtomicHistogram {
 }
 
 fn size_histogram() -> AtomicHistogram {
-    AtomicHistogram::new([0.0, 100.0, 200.0, 300.0, 400.0, 511.0, 1023.0, 2047.0, 4095.0, 8291.0, 16e3, 32e3, 48e3, 64e3])
+    AtomicHistogram::new([
+        0.0, 100.0, 200.0, 300.0, 400.0, 511.0, 1023.0, 2047.0, 4095.0, 8291.0, 16e3, 32e3, 48e3, 64e3,
+    ])
 }
 
 fn programming_histogram() -> Histogram {
@@ -251,20 +253,23 @@ impl Metrics {
         );
         let responses = Family::<ResponseLabels, Counter>::default();
         registry.register("coredns_dns_responses", "Counter of response status codes.", responses.clone());
-        let durations =
-            Family::<DurationLabels, AtomicHistogram, fn() -> AtomicHistogram>::new_with_constructor(duration_histogram);
+        let durations = Family::<DurationLabels, AtomicHistogram, fn() -> AtomicHistogram>::new_with_constructor(
+            duration_histogram,
+        );
         registry.register(
             "coredns_dns_request_duration_seconds",
             "Histogram of the time (in seconds) each request took per zone.",
             durations.clone(),
         );
-        let request_sizes = Family::<SizeLabels, AtomicHistogram, fn() -> AtomicHistogram>::new_with_constructor(size_histogram);
+        let request_sizes =
+            Family::<SizeLabels, AtomicHistogram, fn() -> AtomicHistogram>::new_with_constructor(size_histogram);
         registry.register(
             "coredns_dns_request_size_bytes",
             "Size of the EDNS0 UDP buffer in bytes (64K for TCP) per zone and protocol.",
             request_sizes.clone(),
         );
-        let response_sizes = Family::<SizeLabels, AtomicHistogram, fn() -> AtomicHistogram>::new_with_constructor(size_histogram);
+        let response_sizes =
+            Family::<SizeLabels, AtomicHistogram, fn() -> AtomicHistogram>::new_with_constructor(size_histogram);
         registry.register(
             "coredns_dns_response_size_bytes",
             "Size of the returned response in bytes.",

@@ -459,63 +459,61 @@ impl<'b> MessageWriter<'b> {
         None
     }
 
-    /// True when `name` is the question's name (written whole at offset 12).
-    fn is_question(&self, name: &[u8], exact: bool) -> bool {
-        if self.question_len == 0 || name.len() != self.question_len {
-            return false;
+    /// The longest suffix of `name` that is also the question's: (where it starts in `name`, where it
+    /// is in the message). Both are uncompressed names ending at the root, so a shared suffix has the
+    /// same length in bytes: each suffix of `name` is compared (once, whole) only with the question's
+    /// suffix of its length, if one starts at a label.
+    fn question_suffix(&self, name: &[u8], exact: bool) -> Option<(usize, usize)> {
+        let question = self.buf.get(12..12 + self.question_len)?;
+        let starts = &self.targets[..self.question_labels];
+        let mut next = 0;
+        let mut at = 0;
+        while let Some(&len) = name.get(at) {
+            if len == 0 {
+                return None;
+            }
+            let suffix = &name[at..];
+            // The question's suffixes longer than this one cannot be it, nor any shorter one of `name`.
+            while let Some(&target) = starts.get(next) {
+                let theirs = &question[usize::from(target) - 12..];
+                if theirs.len() < suffix.len() {
+                    break;
+                }
+                next += 1;
+                if theirs.len() == suffix.len() {
+                    // Length bytes (< 64) are never letters: ignoring case compares labels exactly.
+                    if theirs == suffix || !exact && theirs.eq_ignore_ascii_case(suffix) {
+                        return Some((at, usize::from(target)));
+                    }
+                    break;
+                }
+            }
+            if next == starts.len() {
+                return None;
+            }
+            at += 1 + usize::from(len);
         }
-        let written = &self.buf[12..12 + self.question_len];
-        // Length bytes (< 64) are never letters, so comparing the whole name ignoring case is exact.
-        written == name || !exact && written.eq_ignore_ascii_case(name)
-    }
-
-    /// True when the label starting `name` is the question's label at `at`.
-    fn question_label_is(&self, at: usize, name: &[u8], exact: bool) -> bool {
-        let len = usize::from(name.first().copied().unwrap_or(0));
-        let (Some(written), Some(wanted)) = (self.buf.get(at..at + 1 + len), name.get(..1 + len)) else {
-            return false;
-        };
-        written == wanted || !exact && written.eq_ignore_ascii_case(wanted)
+        None
     }
 
     /// The longest suffix of `name` already in the message: (where it starts in `name`, where it is
-    /// in the message), `None` when only the root is. The question is compared label by label from
-    /// the root; only suffixes longer than what it shares are searched for among the other targets.
+    /// in the message), `None` when only the root is. The question is tried first; only suffixes
+    /// longer than what it shares are searched for among the other targets.
     fn find_suffix(&self, name: &[u8], exact: bool) -> Option<(usize, usize)> {
-        // Label starts of `name` (at most 127 labels fit in 255 bytes).
-        let mut starts = [0u8; MAX_NAME / 2 + 1];
-        let mut labels = 0;
-        let mut at = 0;
-        while let Some(&len) = name.get(at) {
-            if len == 0 || labels == starts.len() {
-                break;
-            }
-            starts[labels] = u8::try_from(at).unwrap_or(0);
-            labels += 1;
-            at += 1 + usize::from(len);
-        }
-        let mut found = None;
-        let (mut ours, mut theirs) = (labels, self.question_labels);
-        while ours > 0 && theirs > 0 {
-            let start = usize::from(starts[ours - 1]);
-            let target = usize::from(self.targets[theirs - 1]);
-            if !self.question_label_is(target, &name[start..], exact) {
-                break;
-            }
-            found = Some((start, target));
-            ours -= 1;
-            theirs -= 1;
-        }
+        let in_question = self.question_suffix(name, exact);
         let others = &self.targets[self.question_labels..self.target_count];
         if !others.is_empty() {
-            for &start in &starts[..ours] {
-                let suffix = &name[usize::from(start)..];
+            let shared = in_question.map_or_else(|| name_len(name).saturating_sub(1), |(at, _)| at);
+            let mut at = 0;
+            while let Some(&len) = name.get(at).filter(|_| at < shared) {
+                let suffix = &name[at..];
                 if let Some(&target) = others.iter().find(|t| self.matches_at(usize::from(**t), suffix, exact)) {
-                    return Some((usize::from(start), usize::from(target)));
+                    return Some((at, usize::from(target)));
                 }
+                at += 1 + usize::from(len);
             }
         }
-        found
+        in_question
     }
 
     /// Writes `name`: the longest suffix already in the message as a pointer, if any (`Compress`).
@@ -524,8 +522,6 @@ impl<'b> MessageWriter<'b> {
         let exact = compress == Compress::Exact;
         let (literal, pointer) = match compress {
             Compress::Never => (name_len(name).saturating_sub(1), None),
-            // Most owners are the question's name: one comparison of the whole name.
-            _ if self.is_question(name, exact) => (0, Some(12)),
             _ => match self.find_written_name(name, exact) {
                 Some(target) => (0, Some(target)),
                 None => match self.find_suffix(name, exact) {
@@ -919,12 +915,19 @@ mod tests {
     fn additional_owners_point_at_the_srv_targets_written() {
         let q = question("_web._tcp.nginx.default.svc.cluster.local.");
         let owner = wire("_web._tcp.nginx.default.svc.cluster.local.");
-        let targets: Vec<Vec<u8>> = (0..12).map(|i| wire(&format!("web-{i}.nginx.default.svc.cluster.local."))).collect();
+        let targets: Vec<Vec<u8>> =
+            (0..12).map(|i| wire(&format!("web-{i}.nginx.default.svc.cluster.local."))).collect();
         let mut buf = Vec::new();
         let mut writer = MessageWriter::new(&mut buf, &HEADER, &q, 4096);
         let mut target_at = Vec::new();
         for target in &targets {
-            assert!(writer.record(Section::Answer, &owner, RecordType::SRV, 5, &[&[0, 0, 0, 1, 0, 80][..], target].concat()));
+            assert!(writer.record(
+                Section::Answer,
+                &owner,
+                RecordType::SRV,
+                5,
+                &[&[0, 0, 0, 1, 0, 80][..], target].concat()
+            ));
             target_at.push(writer.buf.len() - target.len());
         }
         for (i, target) in targets.iter().enumerate() {
@@ -939,10 +942,8 @@ mod tests {
         writer.finish(None);
         let message = hickory_proto::op::Message::from_vec(&buf).unwrap();
         let names: Vec<String> = message.additionals.iter().map(|r| r.name.to_string()).collect();
-        let expected: Vec<String> = (0..12)
-            .chain((0..12).rev())
-            .map(|i| format!("web-{i}.nginx.default.svc.cluster.local."))
-            .collect();
+        let expected: Vec<String> =
+            (0..12).chain((0..12).rev()).map(|i| format!("web-{i}.nginx.default.svc.cluster.local.")).collect();
         assert_eq!(names, expected);
     }
 
