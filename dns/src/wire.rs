@@ -459,6 +459,16 @@ impl<'b> MessageWriter<'b> {
         None
     }
 
+    /// True when `name` is the question's name (written whole at offset 12).
+    fn is_question(&self, name: &[u8], exact: bool) -> bool {
+        if self.question_len == 0 || name.len() != self.question_len {
+            return false;
+        }
+        let Some(written) = self.buf.get(12..12 + self.question_len) else { return false };
+        // Length bytes (< 64) are never letters, so comparing the whole name ignoring case is exact.
+        written == name || !exact && written.eq_ignore_ascii_case(name)
+    }
+
     /// The longest suffix of `name` that is also the question's: (where it starts in `name`, where it
     /// is in the message). Both are uncompressed names ending at the root, so a shared suffix has the
     /// same length in bytes: each suffix of `name` is compared (once, whole) only with the question's
@@ -522,6 +532,8 @@ impl<'b> MessageWriter<'b> {
         let exact = compress == Compress::Exact;
         let (literal, pointer) = match compress {
             Compress::Never => (name_len(name).saturating_sub(1), None),
+            // Most owners are the question's name: one comparison of the whole name.
+            _ if self.is_question(name, exact) => (0, Some(12)),
             _ => match self.find_written_name(name, exact) {
                 Some(target) => (0, Some(target)),
                 None => match self.find_suffix(name, exact) {
