@@ -12,6 +12,7 @@ pub mod config;
 pub mod convert;
 pub mod forward;
 pub mod handler;
+mod histogram;
 pub mod lookup;
 pub mod metrics;
 pub mod probes;

@@ -3,7 +3,7 @@
 //! `coredns_kubernetes_dns_programming_duration_seconds`). Label values are `&'static str` so that
 //! recording a query allocates nothing.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
@@ -16,6 +16,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+
+use crate::histogram::AtomicHistogram;
 
 /// The `server` label: CoreDNS's `dns://:53` form.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -91,13 +93,15 @@ pub struct ProgrammingLabels {
     pub service_kind: &'static str,
 }
 
-fn duration_histogram() -> Histogram {
+fn duration_histogram() -> AtomicHistogram {
     // CoreDNS: prometheus.ExponentialBuckets(0.00025, 2, 16).
-    Histogram::new(exponential_buckets(0.00025, 2.0, 16))
+    AtomicHistogram::new(exponential_buckets(0.00025, 2.0, 16))
 }
 
-fn size_histogram() -> Histogram {
-    Histogram::new([0.0, 100.0, 200.0, 300.0, 400.0, 511.0, 1023.0, 2047.0, 4095.0, 8291.0, 16e3, 32e3, 48e3, 64e3])
+fn size_histogram() -> AtomicHistogram {
+    AtomicHistogram::new([
+        0.0, 100.0, 200.0, 300.0, 400.0, 511.0, 1023.0, 2047.0, 4095.0, 8291.0, 16e3, 32e3, 48e3, 64e3,
+    ])
 }
 
 fn programming_histogram() -> Histogram {
@@ -105,37 +109,57 @@ fn programming_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 20))
 }
 
-/// The per-query series one combination of labels resolves to, looked up once and then reused: the
-/// families hash their label structs with SipHash on every lookup, which showed in profiles.
-struct QueryHandles {
-    requests: Counter,
-    responses: Counter,
-    duration: Histogram,
-    request_size: Histogram,
-    response_size: Histogram,
+/// CoreDNS's type labels: common types by name, everything else `other` (last), in index order.
+const TYPE_LABELS: [&str; 15] =
+    ["A", "AAAA", "NS", "PTR", "SRV", "SOA", "CNAME", "TXT", "MX", "ANY", "AXFR", "IXFR", "HTTPS", "SVCB", "other"];
+const RCODE_LABELS: [&str; 8] = ["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS", "other"];
+/// The `plugin` label values the handler gives, in index order.
+const PLUGIN_LABELS: [&str; 4] = ["kubernetes", "forward", "cache", ""];
+/// Protocols (`udp`, `tcp`) times address families (`1`, `2`).
+const TRANSPORTS: usize = 4;
+/// Zone labels with their own [`ZoneSeries`]: the handler's zones and "."; others take the slow path.
+const MAX_ZONE_LABELS: usize = 8;
+
+/// The per-query series of one zone label, each resolved from its family the first time it is used
+/// (so a series appears in the output only once observed, as CoreDNS's) and then reached by index
+/// with one atomic load: no lock and no hashing per query (the families hash label structs with
+/// SipHash under a lock).
+struct ZoneSeries {
+    zone: &'static str,
+    /// By transport (protocol, family) and type.
+    requests: [OnceLock<Counter>; TRANSPORTS * TYPE_LABELS.len()],
+    /// By rcode and plugin.
+    responses: [OnceLock<Counter>; RCODE_LABELS.len() * PLUGIN_LABELS.len()],
+    /// By type.
+    durations: [OnceLock<AtomicHistogram>; TYPE_LABELS.len()],
+    /// By protocol.
+    request_sizes: [OnceLock<AtomicHistogram>; 2],
+    response_sizes: [OnceLock<AtomicHistogram>; 2],
 }
 
-/// Identifies a [`QueryHandles`]: label strings by address (they are `'static`), the rest by value.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct HandleKey {
-    zone: usize,
-    plugin: usize,
-    udp: bool,
-    ipv6: bool,
-    qtype: u16,
-    rcode: u16,
+impl ZoneSeries {
+    fn new(zone: &'static str) -> Self {
+        Self {
+            zone,
+            requests: std::array::from_fn(|_| OnceLock::new()),
+            responses: std::array::from_fn(|_| OnceLock::new()),
+            durations: std::array::from_fn(|_| OnceLock::new()),
+            request_sizes: std::array::from_fn(|_| OnceLock::new()),
+            response_sizes: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
 }
 
 /// Every metric a DNS replica exports.
 pub struct Metrics {
-    handles: parking_lot::RwLock<std::collections::HashMap<HandleKey, QueryHandles, rustc_hash::FxBuildHasher>>,
+    zone_series: [OnceLock<Box<ZoneSeries>>; MAX_ZONE_LABELS],
     registry: Registry,
     server: &'static str,
     requests: Family<RequestLabels, Counter>,
     responses: Family<ResponseLabels, Counter>,
-    durations: Family<DurationLabels, Histogram, fn() -> Histogram>,
-    request_sizes: Family<SizeLabels, Histogram, fn() -> Histogram>,
-    response_sizes: Family<SizeLabels, Histogram, fn() -> Histogram>,
+    durations: Family<DurationLabels, AtomicHistogram, fn() -> AtomicHistogram>,
+    request_sizes: Family<SizeLabels, AtomicHistogram, fn() -> AtomicHistogram>,
+    response_sizes: Family<SizeLabels, AtomicHistogram, fn() -> AtomicHistogram>,
     pub cache_entries: Family<CacheLabels, Gauge>,
     /// roster's own: the cache's accounted bytes (it is bounded in bytes, `--cache-bytes`).
     pub cache_bytes: Family<CacheMissLabels, Gauge>,
@@ -168,46 +192,41 @@ pub struct Observation {
     pub duration: Duration,
 }
 
-/// CoreDNS's type label: common types by name, everything else `other`.
-fn type_label(qtype: RecordType) -> &'static str {
+fn type_index(qtype: RecordType) -> usize {
     match qtype {
-        RecordType::A => "A",
-        RecordType::AAAA => "AAAA",
-        RecordType::NS => "NS",
-        RecordType::PTR => "PTR",
-        RecordType::SRV => "SRV",
-        RecordType::SOA => "SOA",
-        RecordType::CNAME => "CNAME",
-        RecordType::TXT => "TXT",
-        RecordType::MX => "MX",
-        RecordType::ANY => "ANY",
-        RecordType::AXFR => "AXFR",
-        RecordType::IXFR => "IXFR",
-        RecordType::HTTPS => "HTTPS",
-        RecordType::SVCB => "SVCB",
-        _ => "other",
+        RecordType::A => 0,
+        RecordType::AAAA => 1,
+        RecordType::NS => 2,
+        RecordType::PTR => 3,
+        RecordType::SRV => 4,
+        RecordType::SOA => 5,
+        RecordType::CNAME => 6,
+        RecordType::TXT => 7,
+        RecordType::MX => 8,
+        RecordType::ANY => 9,
+        RecordType::AXFR => 10,
+        RecordType::IXFR => 11,
+        RecordType::HTTPS => 12,
+        RecordType::SVCB => 13,
+        _ => 14,
+    }
+}
+
+fn rcode_index(rcode: ResponseCode) -> usize {
+    match rcode {
+        ResponseCode::NoError => 0,
+        ResponseCode::FormErr => 1,
+        ResponseCode::ServFail => 2,
+        ResponseCode::NXDomain => 3,
+        ResponseCode::NotImp => 4,
+        ResponseCode::Refused => 5,
+        ResponseCode::BADVERS => 6,
+        _ => 7,
     }
 }
 
 pub fn rcode_label(rcode: ResponseCode) -> &'static str {
-    match rcode {
-        ResponseCode::NoError => "NOERROR",
-        ResponseCode::FormErr => "FORMERR",
-        ResponseCode::ServFail => "SERVFAIL",
-        ResponseCode::NXDomain => "NXDOMAIN",
-        ResponseCode::NotImp => "NOTIMP",
-        ResponseCode::Refused => "REFUSED",
-        ResponseCode::BADVERS => "BADVERS",
-        _ => "other",
-    }
-}
-
-fn record(handles: &QueryHandles, o: &Observation) {
-    handles.requests.inc();
-    handles.responses.inc();
-    handles.duration.observe(o.duration.as_secs_f64());
-    handles.request_size.observe(o.request_size as f64);
-    handles.response_size.observe(o.response_size as f64);
+    RCODE_LABELS[rcode_index(rcode)]
 }
 
 /// Leaks a label value once; used for the handful of values fixed at start-up (zones, upstreams).
@@ -234,20 +253,23 @@ impl Metrics {
         );
         let responses = Family::<ResponseLabels, Counter>::default();
         registry.register("coredns_dns_responses", "Counter of response status codes.", responses.clone());
-        let durations =
-            Family::<DurationLabels, Histogram, fn() -> Histogram>::new_with_constructor(duration_histogram);
+        let durations = Family::<DurationLabels, AtomicHistogram, fn() -> AtomicHistogram>::new_with_constructor(
+            duration_histogram,
+        );
         registry.register(
             "coredns_dns_request_duration_seconds",
             "Histogram of the time (in seconds) each request took per zone.",
             durations.clone(),
         );
-        let request_sizes = Family::<SizeLabels, Histogram, fn() -> Histogram>::new_with_constructor(size_histogram);
+        let request_sizes =
+            Family::<SizeLabels, AtomicHistogram, fn() -> AtomicHistogram>::new_with_constructor(size_histogram);
         registry.register(
             "coredns_dns_request_size_bytes",
             "Size of the EDNS0 UDP buffer in bytes (64K for TCP) per zone and protocol.",
             request_sizes.clone(),
         );
-        let response_sizes = Family::<SizeLabels, Histogram, fn() -> Histogram>::new_with_constructor(size_histogram);
+        let response_sizes =
+            Family::<SizeLabels, AtomicHistogram, fn() -> AtomicHistogram>::new_with_constructor(size_histogram);
         registry.register(
             "coredns_dns_response_size_bytes",
             "Size of the returned response in bytes.",
@@ -301,7 +323,7 @@ impl Metrics {
         let autopath = Family::<ServerLabels, Counter>::default();
         registry.register("coredns_autopath_success", "Counter of requests that did autopath.", autopath.clone());
         Arc::new(Self {
-            handles: parking_lot::RwLock::default(),
+            zone_series: std::array::from_fn(|_| OnceLock::new()),
             registry,
             server,
             requests,
@@ -331,44 +353,71 @@ impl Metrics {
     }
 
     pub fn observe(&self, o: &Observation) {
-        let key = HandleKey {
-            zone: o.zone.as_ptr() as usize,
-            plugin: o.plugin.as_ptr() as usize,
-            udp: o.udp,
-            ipv6: o.ipv6,
-            qtype: u16::from(o.qtype),
-            rcode: u16::from(o.rcode),
+        let plugin = PLUGIN_LABELS.iter().position(|p| *p == o.plugin);
+        let (Some(series), Some(plugin)) = (self.series_of(o.zone), plugin) else {
+            return self.observe_through_families(o);
         };
-        if let Some(handles) = self.handles.read().get(&key) {
-            record(handles, o);
-            return;
-        }
-        let handles = self.create_handles(o);
-        record(&handles, o);
-        self.handles.write().insert(key, handles);
+        let (qtype, rcode, tcp) = (type_index(o.qtype), rcode_index(o.rcode), usize::from(!o.udp));
+        let transport = tcp * 2 + usize::from(o.ipv6);
+        series.requests[transport * TYPE_LABELS.len() + qtype]
+            .get_or_init(|| self.requests.get_or_create(&self.request_labels(o)).clone())
+            .inc();
+        series.responses[rcode * PLUGIN_LABELS.len() + plugin]
+            .get_or_init(|| self.responses.get_or_create(&self.response_labels(o)).clone())
+            .inc();
+        series.durations[qtype]
+            .get_or_init(|| self.durations.get_or_create(&self.duration_labels(o)).clone())
+            .observe(o.duration.as_secs_f64());
+        series.request_sizes[tcp]
+            .get_or_init(|| self.request_sizes.get_or_create(&self.size_labels(o)).clone())
+            .observe(o.request_size as f64);
+        series.response_sizes[tcp]
+            .get_or_init(|| self.response_sizes.get_or_create(&self.size_labels(o)).clone())
+            .observe(o.response_size as f64);
     }
 
-    fn create_handles(&self, o: &Observation) -> QueryHandles {
-        let server = self.server;
-        let qtype = type_label(o.qtype);
-        let proto = if o.udp { "udp" } else { "tcp" };
-        let family = if o.ipv6 { "2" } else { "1" };
-        let view = "";
-        let sizes = SizeLabels { server, zone: o.zone, view, proto };
-        let responses = ResponseLabels { server, zone: o.zone, view, rcode: rcode_label(o.rcode), plugin: o.plugin };
-        QueryHandles {
-            requests: self
-                .requests
-                .get_or_create(&RequestLabels { server, zone: o.zone, view, proto, family, r#type: qtype })
-                .clone(),
-            responses: self.responses.get_or_create(&responses).clone(),
-            duration: self
-                .durations
-                .get_or_create(&DurationLabels { server, zone: o.zone, view, r#type: qtype })
-                .clone(),
-            request_size: self.request_sizes.get_or_create(&sizes).clone(),
-            response_size: self.response_sizes.get_or_create(&sizes).clone(),
+    /// The series of zone label `zone`, given one the first time it is seen while there is room.
+    fn series_of(&self, zone: &'static str) -> Option<&ZoneSeries> {
+        for slot in &self.zone_series {
+            let series = slot.get_or_init(|| Box::new(ZoneSeries::new(zone)));
+            if std::ptr::eq(series.zone, zone) || series.zone == zone {
+                return Some(series);
+            }
         }
+        None
+    }
+
+    /// The same series, each looked up in its family (a lock and a hash each): labels without a
+    /// [`ZoneSeries`] slot, which the handler does not produce.
+    fn observe_through_families(&self, o: &Observation) {
+        self.requests.get_or_create(&self.request_labels(o)).inc();
+        self.responses.get_or_create(&self.response_labels(o)).inc();
+        self.durations.get_or_create(&self.duration_labels(o)).observe(o.duration.as_secs_f64());
+        self.request_sizes.get_or_create(&self.size_labels(o)).observe(o.request_size as f64);
+        self.response_sizes.get_or_create(&self.size_labels(o)).observe(o.response_size as f64);
+    }
+
+    fn request_labels(&self, o: &Observation) -> RequestLabels {
+        RequestLabels {
+            server: self.server,
+            zone: o.zone,
+            view: "",
+            proto: if o.udp { "udp" } else { "tcp" },
+            family: if o.ipv6 { "2" } else { "1" },
+            r#type: TYPE_LABELS[type_index(o.qtype)],
+        }
+    }
+
+    fn response_labels(&self, o: &Observation) -> ResponseLabels {
+        ResponseLabels { server: self.server, zone: o.zone, view: "", rcode: rcode_label(o.rcode), plugin: o.plugin }
+    }
+
+    fn duration_labels(&self, o: &Observation) -> DurationLabels {
+        DurationLabels { server: self.server, zone: o.zone, view: "", r#type: TYPE_LABELS[type_index(o.qtype)] }
+    }
+
+    fn size_labels(&self, o: &Observation) -> SizeLabels {
+        SizeLabels { server: self.server, zone: o.zone, view: "", proto: if o.udp { "udp" } else { "tcp" } }
     }
 
     /// One applied change's programming latency; `service_kind` as CoreDNS: `cluster_ip`,

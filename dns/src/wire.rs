@@ -120,19 +120,15 @@ pub fn label_count(name: &[u8]) -> usize {
 
 /// True when `name` is `apex` or below it.
 pub fn is_within(name: &[u8], apex: &[u8]) -> bool {
+    // Up to the first suffix no longer than the apex, then one comparison.
     let mut rest = name;
-    loop {
-        if rest.len() < apex.len() {
-            return false;
-        }
-        if rest == apex {
-            return true;
-        }
+    while rest.len() > apex.len() {
         match parent(rest) {
             Some(up) => rest = up,
             None => return false,
         }
     }
+    rest == apex
 }
 
 /// A hickory name from wire bytes this crate produced.
@@ -325,6 +321,10 @@ pub enum Section {
 /// Compression targets remembered per message: label starts of names written in full. 64 covers the
 /// question and a handful of distinct targets; beyond it names are written uncompressed (still valid).
 const MAX_TARGETS: usize = 64;
+/// Starts of whole names written with at least their first label (SRV targets, CNAME targets, owners
+/// not found elsewhere): the next record's owner is usually one of them, in the order written (an SRV
+/// answer's additional addresses follow its targets), so it is found with one or two comparisons.
+const MAX_NAMES: usize = 32;
 /// Pointers can only reach the first 16 KiB of a message.
 const MAX_POINTER: usize = 0x3FFF;
 
@@ -346,6 +346,15 @@ pub struct MessageWriter<'b> {
     truncated: bool,
     targets: [u16; MAX_TARGETS],
     target_count: usize,
+    /// `targets[..question_labels]` are the question's labels, which end at its root: names are
+    /// compared with it label by label from the root, with no search.
+    question_labels: usize,
+    /// Bytes of the question's name (root included) when `question_labels` is set, else 0.
+    question_len: usize,
+    names: [u16; MAX_NAMES],
+    name_count: usize,
+    /// Index in `names` of the last whole name a name was found at: it and the next are tried first.
+    last_name: usize,
 }
 
 impl<'b> MessageWriter<'b> {
@@ -356,15 +365,36 @@ impl<'b> MessageWriter<'b> {
         buf.extend_from_slice(header);
         buf[6..12].fill(0);
         buf.extend_from_slice(question);
-        let mut writer =
-            Self { buf, limit, counts: [0; 3], truncated: false, targets: [0; MAX_TARGETS], target_count: 0 };
+        let mut writer = Self {
+            buf,
+            limit,
+            counts: [0; 3],
+            truncated: false,
+            targets: [0; MAX_TARGETS],
+            target_count: 0,
+            question_labels: 0,
+            question_len: 0,
+            names: [0; MAX_NAMES],
+            name_count: 0,
+            last_name: 0,
+        };
         // The question's name is the usual compression target: answers are mostly about it.
-        let mut at = 12;
+        let (mut at, mut labels) = (12, 0);
         while let Some(&len) = writer.buf.get(at) {
-            if len == 0 || len & 0xC0 != 0 {
+            if len == 0 {
+                // Written whole (no pointer, as every client writes it) and every label a target:
+                // names are compared with it from its root.
+                if labels == writer.target_count {
+                    writer.question_labels = labels;
+                    writer.question_len = at + 1 - 12;
+                }
+                break;
+            }
+            if len & 0xC0 != 0 {
                 break;
             }
             writer.add_target(at);
+            labels += 1;
             at += 1 + usize::from(len);
         }
         writer
@@ -414,28 +444,113 @@ impl<'b> MessageWriter<'b> {
         }
     }
 
-    fn find(&self, suffix: &[u8], exact: bool) -> Option<usize> {
-        self.targets[..self.target_count].iter().map(|t| usize::from(*t)).find(|t| self.matches_at(*t, suffix, exact))
+    /// Where `name` is already written whole, among the last name found and the one written after it.
+    fn find_written_name(&mut self, name: &[u8], exact: bool) -> Option<usize> {
+        for index in [self.last_name, self.last_name + 1] {
+            if index >= self.name_count {
+                break;
+            }
+            let at = usize::from(self.names[index]);
+            if self.matches_at(at, name, exact) {
+                self.last_name = index;
+                return Some(at);
+            }
+        }
+        None
+    }
+
+    /// True when `name` is the question's name (written whole at offset 12).
+    fn is_question(&self, name: &[u8], exact: bool) -> bool {
+        if self.question_len == 0 || name.len() != self.question_len {
+            return false;
+        }
+        let Some(written) = self.buf.get(12..12 + self.question_len) else { return false };
+        // Length bytes (< 64) are never letters, so comparing the whole name ignoring case is exact.
+        written == name || !exact && written.eq_ignore_ascii_case(name)
+    }
+
+    /// The longest suffix of `name` that is also the question's: (where it starts in `name`, where it
+    /// is in the message). Both are uncompressed names ending at the root, so a shared suffix has the
+    /// same length in bytes: each suffix of `name` is compared (once, whole) only with the question's
+    /// suffix of its length, if one starts at a label.
+    fn question_suffix(&self, name: &[u8], exact: bool) -> Option<(usize, usize)> {
+        let question = self.buf.get(12..12 + self.question_len)?;
+        let starts = &self.targets[..self.question_labels];
+        let mut next = 0;
+        let mut at = 0;
+        while let Some(&len) = name.get(at) {
+            if len == 0 {
+                return None;
+            }
+            let suffix = &name[at..];
+            // The question's suffixes longer than this one cannot be it, nor any shorter one of `name`.
+            while let Some(&target) = starts.get(next) {
+                let theirs = &question[usize::from(target) - 12..];
+                if theirs.len() < suffix.len() {
+                    break;
+                }
+                next += 1;
+                if theirs.len() == suffix.len() {
+                    // Length bytes (< 64) are never letters: ignoring case compares labels exactly.
+                    if theirs == suffix || !exact && theirs.eq_ignore_ascii_case(suffix) {
+                        return Some((at, usize::from(target)));
+                    }
+                    break;
+                }
+            }
+            if next == starts.len() {
+                return None;
+            }
+            at += 1 + usize::from(len);
+        }
+        None
+    }
+
+    /// The longest suffix of `name` already in the message: (where it starts in `name`, where it is
+    /// in the message), `None` when only the root is. The question is tried first; only suffixes
+    /// longer than what it shares are searched for among the other targets.
+    fn find_suffix(&self, name: &[u8], exact: bool) -> Option<(usize, usize)> {
+        let in_question = self.question_suffix(name, exact);
+        let others = &self.targets[self.question_labels..self.target_count];
+        if !others.is_empty() {
+            let shared = in_question.map_or_else(|| name_len(name).saturating_sub(1), |(at, _)| at);
+            let mut at = 0;
+            while let Some(&len) = name.get(at).filter(|_| at < shared) {
+                let suffix = &name[at..];
+                if let Some(&target) = others.iter().find(|t| self.matches_at(usize::from(**t), suffix, exact)) {
+                    return Some((at, usize::from(target)));
+                }
+                at += 1 + usize::from(len);
+            }
+        }
+        in_question
     }
 
     /// Writes `name`: the longest suffix already in the message as a pointer, if any (`Compress`).
     fn write_name(&mut self, name: &[u8], compress: Compress) {
-        let mut at = 0;
-        while let Some(&len) = name.get(at) {
-            if len == 0 {
-                break;
-            }
-            if compress != Compress::Never
-                && let Some(target) = self.find(&name[at..], compress == Compress::Exact)
-            {
-                self.write_labels(&name[..at]);
-                self.buf.extend_from_slice(&(0xC000 | u16::try_from(target).unwrap_or(0)).to_be_bytes());
-                return;
-            }
-            at += 1 + usize::from(len);
+        let start = self.buf.len();
+        let exact = compress == Compress::Exact;
+        let (literal, pointer) = match compress {
+            Compress::Never => (name_len(name).saturating_sub(1), None),
+            // Most owners are the question's name: one comparison of the whole name.
+            _ if self.is_question(name, exact) => (0, Some(12)),
+            _ => match self.find_written_name(name, exact) {
+                Some(target) => (0, Some(target)),
+                None => match self.find_suffix(name, exact) {
+                    Some((at, target)) => (at, Some(target)),
+                    None => (name_len(name).saturating_sub(1), None),
+                },
+            },
+        };
+        self.write_labels(&name[..literal]);
+        match pointer {
+            Some(target) => self.buf.extend_from_slice(&(0xC000 | u16::try_from(target).unwrap_or(0)).to_be_bytes()),
+            None => self.buf.push(0),
         }
-        self.write_labels(&name[..at]);
-        self.buf.push(0);
+        if literal > 0 && self.name_count < MAX_NAMES && start <= MAX_POINTER {
+            self.names[self.name_count] = u16::try_from(start).unwrap_or(0);
+            self.name_count += 1;
+        }
     }
 
     fn write_labels(&mut self, labels: &[u8]) {
@@ -499,7 +614,7 @@ impl<'b> MessageWriter<'b> {
             return false;
         }
         let mark = self.buf.len();
-        let targets = self.target_count;
+        let (targets, written_names) = (self.target_count, self.name_count);
         // An owner reads in the case already written (the question's, for answers about it).
         self.write_name(owner, Compress::AnyCase);
         let rtype_code = u16::from(rtype);
@@ -532,6 +647,8 @@ impl<'b> MessageWriter<'b> {
         if self.buf.len() > self.limit || rdlength > usize::from(u16::MAX) {
             self.buf.truncate(mark);
             self.target_count = targets;
+            self.name_count = written_names;
+            self.last_name = self.last_name.min(written_names);
             return false;
         }
         self.buf[rdlength_at..rdlength_at + 2].copy_from_slice(&u16::try_from(rdlength).unwrap_or(0).to_be_bytes());
@@ -801,6 +918,69 @@ mod tests {
         let message = hickory_proto::op::Message::from_vec(&buf).unwrap();
         assert_eq!(message.answers.len(), 1);
         assert_eq!(message.additionals[0].name, Name::from_str("web-0.nginx.default.svc.cluster.local.").unwrap());
+    }
+
+    /// Each additional address's owner is one pointer to its SRV target as written, also past the
+    /// point where the targets' labels no longer fit in the compression targets; out of order, the
+    /// owners still read as their names.
+    #[test]
+    fn additional_owners_point_at_the_srv_targets_written() {
+        let q = question("_web._tcp.nginx.default.svc.cluster.local.");
+        let owner = wire("_web._tcp.nginx.default.svc.cluster.local.");
+        let targets: Vec<Vec<u8>> =
+            (0..12).map(|i| wire(&format!("web-{i}.nginx.default.svc.cluster.local."))).collect();
+        let mut buf = Vec::new();
+        let mut writer = MessageWriter::new(&mut buf, &HEADER, &q, 4096);
+        let mut target_at = Vec::new();
+        for target in &targets {
+            assert!(writer.record(
+                Section::Answer,
+                &owner,
+                RecordType::SRV,
+                5,
+                &[&[0, 0, 0, 1, 0, 80][..], target].concat()
+            ));
+            target_at.push(writer.buf.len() - target.len());
+        }
+        for (i, target) in targets.iter().enumerate() {
+            let at = writer.buf.len();
+            assert!(writer.optional_record(target, RecordType::A, 5, &[10, 0, 0, u8::try_from(i).unwrap()]));
+            let pointer = 0xC000 | u16::try_from(target_at[i]).unwrap();
+            assert_eq!(get_u16(writer.buf, at), pointer, "owner of additional {i}");
+        }
+        for target in targets.iter().rev() {
+            assert!(writer.optional_record(target, RecordType::AAAA, 5, &[0; 16]));
+        }
+        writer.finish(None);
+        let message = hickory_proto::op::Message::from_vec(&buf).unwrap();
+        let names: Vec<String> = message.additionals.iter().map(|r| r.name.to_string()).collect();
+        let expected: Vec<String> =
+            (0..12).chain((0..12).rev()).map(|i| format!("web-{i}.nginx.default.svc.cluster.local.")).collect();
+        assert_eq!(names, expected);
+    }
+
+    /// A question with more labels than there are compression targets is not compared from its root
+    /// (its last labels are not targets): names sharing its suffix still read as written.
+    #[test]
+    fn questions_longer_than_the_targets_compress_correctly() {
+        let text: String = (0..100).map(|i| if i % 2 == 0 { "a." } else { "B." }).collect();
+        let q = question(&text);
+        let mut buf = Vec::new();
+        let mut writer = MessageWriter::new(&mut buf, &HEADER, &q, 4096);
+        let names = [wire(&text), wire(&format!("x.{text}")), wire("c.a.b.a."), wire("b.a.")];
+        for name in &names {
+            assert!(writer.record(Section::Answer, name, RecordType::CNAME, 5, name));
+        }
+        writer.finish(None);
+        let mut at = 12 + q.len();
+        for name in &names {
+            let (owner, end) = read_name(&buf, at);
+            assert!(owner.eq_ignore_ascii_case(name));
+            let (rdata, rdata_end) = read_name(&buf, end + 10);
+            assert_eq!(&rdata, name);
+            at = rdata_end;
+        }
+        assert_eq!(at, buf.len());
     }
 
     /// Reads the name at `at` through pointers, each of which must point backwards (RFC 1035 §4.1.4)
