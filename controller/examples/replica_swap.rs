@@ -1,7 +1,9 @@
 //! A real `roster dns` replica's memory when a second full snapshot replaces its table.
 //!
-//! `cargo run --release -p roster-controller --example replica_swap -- ROSTER_BIN [SERVICES] [ENDPOINTS] [zstd|plain]`
-//! (default 10,000 headless services × 10 ready endpoints = 100,000 pod records, zstd).
+//! `cargo run --release -p roster-controller --example replica_swap -- ROSTER_BIN [SERVICES] [ENDPOINTS] [zstd|plain] [one|all]`
+//! (default 10,000 headless services × 10 ready endpoints = 100,000 pod records, zstd; the second snapshot
+//! adds one name, or with `all` also moves every IPv4 address by one, so no name with an A record is
+//! unchanged: the worst case for a swap).
 //!
 //! This process is the controller side: the synthetic cluster (`support/dataset.rs`) published through a
 //! `Hub` and served by the real stream server (mutual TLS) on 127.0.0.1; with `plain` the request's
@@ -96,6 +98,11 @@ async fn run() -> Result<()> {
     if encoding != "zstd" && encoding != "plain" {
         return Err(format!("encoding `{encoding}`: zstd or plain").into());
     }
+    let change_all = match std::env::args().nth(5).as_deref() {
+        None | Some("one") => false,
+        Some("all") => true,
+        Some(other) => return Err(format!("change `{other}`: one or all").into()),
+    };
 
     let state = dataset::build_state(services, endpoints, 10);
     let mut synthesis = dataset::fold(&state, SynthConfig::new(DomainName::parse("cluster.local")?));
@@ -128,17 +135,18 @@ async fn run() -> Result<()> {
         .stdout(Stdio::null())
         .spawn()?;
     let pid = replica.id();
-    let outcome = measure(&hub, &mut replica, pid, dns_port, services, endpoints).await;
+    let outcome = measure(&hub, &mut replica, pid, dns_port, services, endpoints, change_all).await;
     // Ours, by PID.
     let _ = replica.kill();
     let _ = replica.wait();
     let (load_s, load_cpu, steady, first_peak, swap_s, swap_cpu, swap_peak, after) = outcome?;
+    let change = if change_all { "all" } else { "one" };
     println!(
-        "| records | encoding | load s (CPU s) | steady VmRSS MiB | first-load peak MiB | swap s (CPU s) | swap peak MiB | peak / steady | VmRSS after MiB |"
+        "| records | encoding | changed | load s (CPU s) | steady VmRSS MiB | first-load peak MiB | swap s (CPU s) | swap peak MiB | peak / steady | VmRSS after MiB |"
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| {records} | {encoding} | {load_s:.1} ({load_cpu:.2}) | {steady:.1} | {first_peak:.1} | {swap_s:.1} ({swap_cpu:.2}) | {swap_peak:.1} | {:.2} | {after:.1} |",
+        "| {records} | {encoding} | {change} | {load_s:.1} ({load_cpu:.2}) | {steady:.1} | {first_peak:.1} | {swap_s:.1} ({swap_cpu:.2}) | {swap_peak:.1} | {:.2} | {after:.1} |",
         swap_peak / steady
     );
     Ok(())
@@ -153,6 +161,7 @@ async fn measure(
     port: u16,
     services: usize,
     endpoints: usize,
+    change_all: bool,
 ) -> Result<Measured> {
     // The last pod of the dataset (`set-<s>-<ordinal>` in `ns-<s % 10>`).
     let (last_service, last_ordinal) = (services - 1, endpoints - 1);
@@ -168,6 +177,17 @@ async fn measure(
     let extra = "swap-marker.ns-0.svc.cluster.local";
     let extra_ip = "10.99.0.1";
     let mut zone = (*hub.current().ok_or("no zone")?).clone();
+    if change_all {
+        for records in zone.names.values_mut() {
+            for record in records.iter_mut() {
+                if let RData::A { ip } = record {
+                    *ip = std::net::Ipv4Addr::from(u32::from(*ip).wrapping_add(1));
+                }
+            }
+            records.sort();
+            records.dedup();
+        }
+    }
     zone.add(DomainName::parse(extra)?, RData::A { ip: extra_ip.parse()? }, &DomainName::parse("cluster.local")?);
     hub.end_term();
     hub.publish(zone).ok_or("the second publication")?;
