@@ -284,7 +284,7 @@ async fn only_the_term_holder_serves_and_each_term_is_a_later_epoch() {
 #[tokio::test]
 async fn a_replica_that_accepts_zstd_gets_every_frame_compressed() {
     use futures::StreamExt;
-    use roster_dns::subscriber::{ClientTls, FrameSource, HttpSource};
+    use roster_dns::subscriber::{ClientTls, FrameSource, HttpSource, Received};
     let server = start(StreamConfig::default()).await;
     let client = &server.material.client;
 
@@ -300,15 +300,35 @@ async fn a_replica_that_accepts_zstd_gets_every_frame_compressed() {
     // The replica's own client decodes the same frames the hub published.
     let tls = ClientTls::from_pem(&client.ca, &client.cert, &client.key, None).unwrap();
     let mut source = HttpSource::new(&[format!("https://{}", server.addr)], tls).unwrap();
-    let mut frames = source.connect(None).await.unwrap();
+    let store = replica_store();
+    let mut frames = source.connect(None, &store).await.unwrap();
+    // The snapshot comes decoded as it streamed, built for `store`: the same table as the hub's zone makes.
     let first = frames.next().await.unwrap().unwrap();
-    let roster_shared::Frame::Snapshot { zone, generation, .. } = first else { panic!("{first:?}") };
-    assert_eq!(generation, 1);
-    assert_eq!(*zone, zone_of(&server.hub));
+    let Received::Snapshot(snapshot) = first else { panic!("{first:?}") };
+    assert_eq!(snapshot.position().1, 1);
+    store.swap_in(snapshot);
+    let zone = zone_of(&server.hub);
+    let expected = replica_store();
+    expected
+        .apply(&roster_shared::Frame::Snapshot { epoch: 0, generation: 1, zone: std::sync::Arc::new(zone.clone()) })
+        .unwrap();
+    assert_eq!(store.name_count(), expected.name_count());
+    for name in zone.names.keys() {
+        let wire = roster_dns::convert::to_wire(name);
+        assert_eq!(store.view().node(&wire), expected.view().node(&wire), "{name}");
+    }
     let generation = server.hub.publish(zone_with_extra()).unwrap();
     let next = tokio::time::timeout(Duration::from_secs(5), frames.next()).await.unwrap().unwrap().unwrap();
-    assert!(matches!(next, roster_shared::Frame::Delta { generation: g, .. } if g == generation), "{next:?}");
+    assert!(
+        matches!(next, Received::Frame(roster_shared::Frame::Delta { generation: g, .. }) if g == generation),
+        "{next:?}"
+    );
     assert_eq!(metric(&server.hub, "roster_controller_snapshot_encodings_total"), 1.0);
+}
+
+fn replica_store() -> std::sync::Arc<roster_dns::ZoneStore> {
+    let config = roster_dns::DnsConfig::new("cluster.local", 5, roster_shared::PodMode::Insecure).unwrap();
+    std::sync::Arc::new(roster_dns::ZoneStore::new(config))
 }
 
 fn zone_of(hub: &Hub) -> ZoneData {

@@ -19,6 +19,7 @@ pub mod probes;
 pub mod request;
 pub mod rrl;
 pub mod server;
+pub mod snapshot_decode;
 pub mod store;
 pub mod stream_encoding;
 pub mod subscriber;

@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hickory_proto::rr::{LowerName, Name, RecordType};
 use parking_lot::RwLock;
-use roster_shared::{Change, DomainName, Frame, RData, ZoneData};
+use roster_shared::{Change, DomainName, Frame, RData};
 
 use std::net::IpAddr;
 
@@ -216,16 +216,14 @@ impl ZoneStore {
     pub fn apply(&self, frame: &Frame) -> Result<(), ApplyError> {
         match frame {
             Frame::Snapshot { epoch, generation, zone } => {
-                let mut names = self.build_names(zone);
-                let soas = self.build_soas(*generation);
-                self.restore_apexes(&mut names, &soas);
-                let clients = self.build_clients(zone);
-                let mut table = self.table.write();
-                let position = Some((*epoch, *generation));
-                let old = std::mem::replace(&mut *table, Table { names, soas, position, clients });
-                drop(table);
-                // Freed outside the lock: dropping a large table takes long enough to stall readers.
-                drop(old);
+                let mut builder = self.snapshot_builder();
+                for (name, records) in &zone.names {
+                    builder.add_name(name, records);
+                }
+                for (ip, namespace) in &zone.clients {
+                    builder.add_client(*ip, namespace);
+                }
+                self.swap_in(builder.finish(*epoch, *generation));
                 Ok(())
             }
             Frame::Delta { generation, changes, .. } => {
@@ -268,26 +266,28 @@ impl ZoneStore {
         self.zones.iter().any(|zone| name.is_within(&zone.name))
     }
 
-    fn build_names(&self, zone: &ZoneData) -> NameMap {
-        let mut names = NameMap::with_capacity_and_hasher(zone.names.len() + self.zones.len(), Default::default());
-        for (name, records) in &zone.names {
-            if self.in_zones(name) {
-                names.replace(Entry(Node::build(&to_wire(name), &group(records))));
-            }
+    /// A builder for a snapshot's table, to be swapped in with [`Self::swap_in`]: the whole-line path
+    /// feeds it from a decoded [`roster_shared::ZoneData`], the streaming decoder (`snapshot_decode`) name by name.
+    pub fn snapshot_builder(&self) -> SnapshotBuilder<'_> {
+        let capacity = self.name_count() + self.zones.len();
+        SnapshotBuilder {
+            store: self,
+            names: NameMap::with_capacity_and_hasher(capacity, Default::default()),
+            clients: Clients::default(),
+            reused: 0,
         }
-        names
     }
 
-    fn build_clients(&self, zone: &ZoneData) -> Clients {
-        if self.config.autopath.is_none() {
-            return Clients::default();
-        }
-        let v4 = zone.clients.keys().filter(|ip| ip.to_canonical().is_ipv4()).count();
-        let mut clients = Clients::with_capacity(v4, zone.clients.len() - v4);
-        for (ip, namespace) in &zone.clients {
-            clients.set(*ip, Some(namespace));
-        }
-        clients
+    /// Replaces the whole table with a built snapshot (the caller checked it is not older).
+    pub fn swap_in(&self, snapshot: PreparedSnapshot) {
+        let PreparedSnapshot { mut names, clients, position, .. } = snapshot;
+        let soas = self.build_soas(position.1);
+        self.restore_apexes(&mut names, &soas);
+        let mut table = self.table.write();
+        let old = std::mem::replace(&mut *table, Table { names, soas, position: Some(position), clients });
+        drop(table);
+        // Freed outside the lock: dropping a large table takes long enough to stall readers.
+        drop(old);
     }
 
     /// How many autopath clients are held.
@@ -343,11 +343,85 @@ impl ZoneStore {
     }
 }
 
+/// A snapshot's table being built beside the one in service. A name whose node comes out byte-identical
+/// to the one held shares the held node, so a snapshot that changes little (a reconnection to a new
+/// controller) costs the new table's slots, not a second copy of every record.
+pub struct SnapshotBuilder<'a> {
+    store: &'a ZoneStore,
+    names: NameMap,
+    clients: Clients,
+    reused: usize,
+}
+
+impl SnapshotBuilder<'_> {
+    /// Adds one name of the snapshot (the last one wins if a name comes twice, as in a decoded map).
+    pub fn add_name(&mut self, name: &DomainName, records: &[RData]) {
+        if !self.store.in_zones(name) {
+            return;
+        }
+        let wire = to_wire(name);
+        let node = Node::build(&wire, &group(records));
+        let held = self.store.table.read().names.get(wire.as_slice()).filter(|held| held.0 == node).cloned();
+        match held {
+            Some(held) => {
+                self.reused += 1;
+                self.names.replace(held);
+            }
+            None => {
+                self.names.replace(Entry(node));
+            }
+        }
+    }
+
+    /// Adds one autopath client (ignored with autopath off).
+    pub fn add_client(&mut self, ip: IpAddr, namespace: &str) {
+        if self.store.config.autopath.is_some() {
+            self.clients.set(ip, Some(namespace));
+        }
+    }
+
+    /// The built table, at stream position (`epoch`, `generation`).
+    pub fn finish(self, epoch: u64, generation: u64) -> PreparedSnapshot {
+        PreparedSnapshot {
+            names: self.names,
+            clients: self.clients,
+            position: (epoch, generation),
+            reused: self.reused,
+        }
+    }
+}
+
+/// A snapshot's table, built and ready to swap in ([`ZoneStore::swap_in`]).
+#[derive(Debug)]
+pub struct PreparedSnapshot {
+    names: NameMap,
+    clients: Clients,
+    position: (u64, u64),
+    /// How many names share the node held before (unchanged since the last snapshot or delta).
+    reused: usize,
+}
+
+impl PreparedSnapshot {
+    /// (epoch, generation) of the snapshot.
+    pub fn position(&self) -> (u64, u64) {
+        self.position
+    }
+
+    pub fn name_count(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Names that share the node the store held (not stored twice during the swap).
+    pub fn reused(&self) -> usize {
+        self.reused
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use roster_shared::PodMode;
+    use roster_shared::{PodMode, ZoneData};
     use std::sync::Arc;
 
     fn store() -> ZoneStore {

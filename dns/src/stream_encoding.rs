@@ -4,7 +4,8 @@
 //! once for all replicas; the body is one standard zstd stream of concatenated frames. A 100k-record
 //! snapshot crosses the network several times smaller, which matters when every node runs a replica.
 
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
 use zstd::stream::raw::{DParameter, Decoder, InBuffer, Operation, OutBuffer};
 
 /// The largest zstd window accepted (8 MiB, the format's recommended decoder limit): a frame asking for
@@ -47,6 +48,59 @@ impl ZstdChunks {
     }
 }
 
+/// The decompressed bytes of a zstd body, at most [`STEP`] bytes a piece however well a chunk compressed:
+/// a piece is what the subscriber queues for its decoder, so its size bounds that queue's memory (one
+/// body chunk of a 100k-pod snapshot decompressed whole was megabytes).
+pub fn decompressed<S, E>(body: S) -> Result<impl Stream<Item = Result<Bytes, String>> + Send, String>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+    E: std::fmt::Display,
+{
+    struct State<S> {
+        body: S,
+        zstd: ZstdChunks,
+        input: Bytes,
+        /// The last step filled its output: the decoder may hold more without further input.
+        full: bool,
+    }
+    let state = State { body, zstd: ZstdChunks::new()?, input: Bytes::new(), full: false };
+    Ok(futures_util::stream::unfold(state, |mut state| async move {
+        loop {
+            if !state.input.is_empty() || state.full {
+                let (used, piece) = match state.zstd.step(&state.input) {
+                    Ok(step) => step,
+                    Err(error) => return Some((Err(error), state)),
+                };
+                state.input.advance(used);
+                state.full = piece.len() == STEP;
+                if !piece.is_empty() {
+                    return Some((Ok(piece), state));
+                }
+                continue;
+            }
+            match state.body.next().await? {
+                Ok(chunk) => state.input = chunk,
+                Err(error) => return Some((Err(format!("stream broken: {error}")), state)),
+            }
+        }
+    }))
+}
+
+impl ZstdChunks {
+    /// One decoder step over `input`: (input bytes used, at most [`STEP`] bytes of output).
+    fn step(&mut self, input: &[u8]) -> Result<(usize, Bytes), String> {
+        let mut input = InBuffer::around(input);
+        let mut output = OutBuffer::around(&mut self.scratch[..]);
+        self.decoder.run(&mut input, &mut output).map_err(|e| format!("undecodable zstd stream: {e}"))?;
+        let written = output.pos();
+        let used = input.pos();
+        if used == 0 && written == 0 && !input.src.is_empty() {
+            return Err("undecodable zstd stream: no progress".to_owned());
+        }
+        Ok((used, Bytes::copy_from_slice(&self.scratch[..written])))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -83,6 +137,29 @@ mod tests {
         let error = ZstdChunks::new().unwrap().feed(&body, &mut out, 1 << 20).unwrap_err();
         assert!(error.contains("longer than"), "{error}");
         assert!(out.len() <= 1 << 20);
+    }
+
+    #[tokio::test]
+    async fn a_body_decompresses_in_bounded_pieces() {
+        let big: Vec<u8> = (0..2_000_000u32).flat_map(|i| format!("{i},").into_bytes()).chain([b'\n']).collect();
+        let lines: [&[u8]; 3] = [b"{\"kind\":\"bookmark\"}\n", &big, b"{\"kind\":\"delta\"}\n"];
+        let body = frames(&lines);
+        let expected: Vec<u8> = lines.concat();
+        for chunk in [1, 4096, body.len()] {
+            let chunks: Vec<Result<Bytes, String>> =
+                body.chunks(chunk).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+            let mut pieces = std::pin::pin!(decompressed(futures_util::stream::iter(chunks)).unwrap());
+            let mut out = Vec::new();
+            while let Some(piece) = pieces.next().await {
+                let piece = piece.unwrap();
+                assert!(!piece.is_empty() && piece.len() <= STEP, "a piece of {} bytes", piece.len());
+                out.extend_from_slice(&piece);
+            }
+            assert!(out == expected, "chunks of {chunk}");
+        }
+        let chunks = vec![Ok::<_, String>(Bytes::from_static(b"not zstd at all"))];
+        let mut pieces = std::pin::pin!(decompressed(futures_util::stream::iter(chunks)).unwrap());
+        assert!(pieces.next().await.unwrap().unwrap_err().contains("undecodable"));
     }
 
     #[test]

@@ -10,22 +10,47 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use roster_shared::{Frame, Trigger};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
-use tokio_util::io::StreamReader;
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
-use crate::store::{ApplyError, ZoneStore};
-use crate::stream_encoding::ZstdChunks;
+use crate::snapshot_decode::{self, CHUNKS_IN_FLIGHT, ChunkReader, SNAPSHOT_START};
+use crate::store::{ApplyError, PreparedSnapshot, ZoneStore};
+use crate::stream_encoding::decompressed;
 
-pub type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, String>> + Send>>;
+/// What a stream yields: a frame, or a snapshot already built into a table for the store it was
+/// connected for (the HTTP stream decodes snapshots as they arrive, see `snapshot_decode`).
+#[derive(Debug)]
+pub enum Received {
+    Frame(Frame),
+    Snapshot(PreparedSnapshot),
+}
+
+impl From<Frame> for Received {
+    fn from(frame: Frame) -> Self {
+        Self::Frame(frame)
+    }
+}
+
+impl Received {
+    /// (epoch, generation) of a snapshot.
+    fn snapshot_position(&self) -> Option<(u64, u64)> {
+        match self {
+            Self::Frame(Frame::Snapshot { epoch, generation, .. }) => Some((*epoch, *generation)),
+            Self::Snapshot(snapshot) => Some(snapshot.position()),
+            Self::Frame(_) => None,
+        }
+    }
+}
+
+pub type FrameStream = Pin<Box<dyn Stream<Item = Result<Received, String>> + Send>>;
 
 /// The longest frame accepted (a snapshot is one line): beyond, the stream is treated as broken.
 pub const MAX_FRAME_BYTES: usize = 256 << 20;
@@ -34,7 +59,8 @@ pub const MAX_FRAME_BYTES: usize = 256 << 20;
 #[async_trait::async_trait]
 pub trait FrameSource: Send {
     /// Opens a stream that starts after `from` (or with a snapshot when `None` or unknown there).
-    async fn connect(&mut self, from: Option<(u64, u64)>) -> Result<FrameStream, String>;
+    /// Snapshots may come built for `store` ([`Received::Snapshot`]).
+    async fn connect(&mut self, from: Option<(u64, u64)>, store: &Arc<ZoneStore>) -> Result<FrameStream, String>;
 
     /// The last stream offered records older than ours: look elsewhere next time, if there is elsewhere.
     fn refused(&mut self) {}
@@ -97,7 +123,7 @@ pub async fn follow_with(
     let mut need_snapshot = false;
     loop {
         let from = if need_snapshot { None } else { store.position() };
-        match source.connect(from).await {
+        match source.connect(from, &store).await {
             Ok(mut frames) => {
                 need_snapshot = false;
                 loop {
@@ -112,15 +138,15 @@ pub async fn follow_with(
                             break;
                         }
                     };
-                    let frame = match next {
-                        Ok(frame) => frame,
+                    let received = match next {
+                        Ok(received) => received,
                         Err(error) => {
                             warn!(%error, "record stream failed; reconnecting");
                             break;
                         }
                     };
-                    if let (Frame::Snapshot { epoch, generation, .. }, Some(have)) = (&frame, store.position())
-                        && (*epoch, *generation) < have
+                    if let (Some((epoch, generation)), Some(have)) = (received.snapshot_position(), store.position())
+                        && (epoch, generation) < have
                     {
                         // Another controller with an older history (a deposed leader, a lagging
                         // standby): applying it would take the answers back in time.
@@ -135,6 +161,21 @@ pub async fn follow_with(
                         break;
                     }
                     backoff = MIN_BACKOFF;
+                    let frame = match received {
+                        Received::Frame(frame) => frame,
+                        Received::Snapshot(snapshot) => {
+                            let reused = snapshot.reused();
+                            store.swap_in(snapshot);
+                            freshness.touch();
+                            info!(
+                                generation = store.generation(),
+                                names = store.name_count(),
+                                reused,
+                                "applied records (streamed snapshot)"
+                            );
+                            continue;
+                        }
+                    };
                     match store.apply(&frame) {
                         Ok(()) => {
                             freshness.touch();
@@ -326,7 +367,7 @@ impl FrameSource for HttpSource {
         self.next = self.next.wrapping_add(1);
     }
 
-    async fn connect(&mut self, from: Option<(u64, u64)>) -> Result<FrameStream, String> {
+    async fn connect(&mut self, from: Option<(u64, u64)>, store: &Arc<ZoneStore>) -> Result<FrameStream, String> {
         let path = match from {
             Some((epoch, since)) => format!("/v1/records?epoch={epoch}&since={since}"),
             None => "/v1/records".to_owned(),
@@ -340,34 +381,128 @@ impl FrameSource for HttpSource {
             }
         };
         let zstd = match response.headers().get(hyper::header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?")) {
-            None | Some("identity") => None,
-            Some(roster_shared::STREAM_ENCODING_ZSTD) => Some(ZstdChunks::new()?),
+            None | Some("identity") => false,
+            Some(roster_shared::STREAM_ENCODING_ZSTD) => true,
             Some(other) => return Err(format!("{}: unknown Content-Encoding `{other}`", endpoint.base)),
         };
-        let mut zstd = zstd;
-        let chunks = response.into_body().into_data_stream().map(move |chunk| -> std::io::Result<bytes::Bytes> {
-            let data = chunk.map_err(|e| std::io::Error::other(format!("stream broken: {e}")))?;
-            match zstd.as_mut() {
-                None => Ok(data),
-                Some(zstd) => {
-                    let mut plain = BytesMut::new();
-                    zstd.feed(&data, &mut plain, MAX_FRAME_BYTES).map_err(std::io::Error::other)?;
-                    Ok(plain.freeze())
+        let body = response.into_body().into_data_stream();
+        let chunks: Chunks = if zstd {
+            Box::pin(decompressed(body)?)
+        } else {
+            Box::pin(body.map(|chunk| chunk.map_err(|e| format!("stream broken: {e}"))))
+        };
+        Ok(Lines::new(chunks, store.clone(), MAX_FRAME_BYTES).into_stream())
+    }
+}
+
+type Chunks = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
+
+/// The newline-delimited frames of a body. Each byte is searched for the line's end once. A line that
+/// starts as a snapshot is decoded as it arrives ([`snapshot_decode`]), never held whole; any other line
+/// is held until its end, at most [`MAX_FRAME_BYTES`], and decoded as a [`Frame`].
+struct Lines {
+    chunks: Chunks,
+    /// Received bytes not yet part of a returned frame: the start of the next line.
+    pending: BytesMut,
+    /// How much of `pending` is known to hold no newline.
+    scanned: usize,
+    /// The store snapshots are built for (their unchanged names share its nodes).
+    store: Arc<ZoneStore>,
+    /// The longest line accepted ([`MAX_FRAME_BYTES`]; smaller in tests).
+    max_line: usize,
+}
+
+impl Lines {
+    fn new(chunks: Chunks, store: Arc<ZoneStore>, max_line: usize) -> Self {
+        Self { chunks, pending: BytesMut::new(), scanned: 0, store, max_line }
+    }
+
+    /// The frames, as a stream.
+    fn into_stream(self) -> FrameStream {
+        Box::pin(futures_util::stream::unfold(self, |mut lines| async move {
+            let next = lines.next().await?;
+            Some((next, lines))
+        }))
+    }
+
+    async fn next(&mut self) -> Option<Result<Received, String>> {
+        loop {
+            let newline = memchr(&self.pending[self.scanned..]).map(|at| self.scanned + at);
+            if newline.is_none() {
+                self.scanned = self.pending.len();
+            }
+            if self.pending.len() >= SNAPSHOT_START.len() || newline.is_some() {
+                if self.pending.starts_with(SNAPSHOT_START) {
+                    self.scanned = 0;
+                    return Some(self.snapshot().await);
+                }
+                if let Some(at) = newline {
+                    if at > self.max_line {
+                        return Some(Err(format!("a frame longer than {} bytes", self.max_line)));
+                    }
+                    let line = self.pending.split_to(at + 1);
+                    self.scanned = 0;
+                    let frame = serde_json::from_slice::<Frame>(&line[..at]);
+                    return Some(frame.map(Received::Frame).map_err(|e| format!("undecodable frame: {e}")));
                 }
             }
-        });
-        // Newline framing by tokio-util's codec: each byte is searched once, a line is bounded, and it
-        // comes out as `Bytes` split off the read buffer (no copy of a 30 MB snapshot line).
-        let codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), MAX_FRAME_BYTES);
-        let lines = FramedRead::new(StreamReader::new(chunks), codec).map(|line| match line {
-            Ok(line) => serde_json::from_slice::<Frame>(&line).map_err(|e| format!("undecodable frame: {e}")),
-            Err(AnyDelimiterCodecError::MaxChunkLengthExceeded) => {
-                Err(format!("a frame longer than {MAX_FRAME_BYTES} bytes"))
+            if self.pending.len() > self.max_line {
+                return Some(Err(format!("a frame longer than {} bytes", self.max_line)));
             }
-            Err(AnyDelimiterCodecError::Io(error)) => Err(error.to_string()),
-        });
-        Ok(Box::pin(lines))
+            match self.chunks.next().await? {
+                Ok(chunk) => self.pending.extend_from_slice(&chunk),
+                Err(error) => return Some(Err(error)),
+            }
+        }
     }
+
+    /// Feeds the snapshot line that `pending` starts to a decoder thread, chunk by chunk as they arrive,
+    /// and returns the table it built. The store is not touched: on any error the caller keeps serving
+    /// what it has and reconnects.
+    async fn snapshot(&mut self) -> Result<Received, String> {
+        let (line_tx, line_rx) = mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
+        let store = self.store.clone();
+        let decoder = tokio::task::spawn_blocking(move || snapshot_decode::decode(ChunkReader::new(line_rx), &store));
+        let mut length = 0usize;
+        let fed = loop {
+            let mut chunk = if self.pending.is_empty() {
+                match self.chunks.next().await {
+                    Some(Ok(chunk)) => chunk,
+                    Some(Err(error)) => break Err(error),
+                    None => break Err("the stream ended inside a snapshot".to_owned()),
+                }
+            } else {
+                self.pending.split().freeze()
+            };
+            let rest = memchr(&chunk).map(|at| {
+                let rest = chunk.split_off(at + 1);
+                chunk.truncate(at);
+                rest
+            });
+            length += chunk.len();
+            if length > self.max_line {
+                break Err(format!("a frame longer than {} bytes", self.max_line));
+            }
+            if line_tx.send(chunk).await.is_err() {
+                // The decoder stopped early: its error says why.
+                break Ok(());
+            }
+            if let Some(rest) = rest {
+                self.pending.extend_from_slice(&rest);
+                break Ok(());
+            }
+        };
+        // The end of the line (or of the attempt): the decoder finishes or fails, and its memory is freed
+        // before anything else happens.
+        drop(line_tx);
+        let decoded = decoder.await.map_err(|e| format!("snapshot decoder: {e}"))?;
+        fed?;
+        decoded.map(Received::Snapshot)
+    }
+}
+
+fn memchr(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\n')
 }
 
 #[cfg(test)]
@@ -390,13 +525,13 @@ mod tests {
 
     #[async_trait::async_trait]
     impl FrameSource for Scripted {
-        async fn connect(&mut self, from: Option<(u64, u64)>) -> Result<FrameStream, String> {
+        async fn connect(&mut self, from: Option<(u64, u64)>, _: &Arc<ZoneStore>) -> Result<FrameStream, String> {
             self.froms.lock().push(from);
             if self.scripts.is_empty() {
                 return Ok(Box::pin(futures_util::stream::pending()));
             }
             let frames = self.scripts.remove(0);
-            Ok(Box::pin(futures_util::stream::iter(frames.into_iter().map(Ok))))
+            Ok(Box::pin(futures_util::stream::iter(frames.into_iter().map(|frame| Ok(frame.into())))))
         }
 
         fn refused(&mut self) {
@@ -447,6 +582,124 @@ mod tests {
         assert!(freshness.age().unwrap() < Duration::from_secs(10));
     }
 
+    /// The stream's bytes, `chunk` at a time, ending with `end` (an error, or the body's end).
+    fn chunks_of(lines: &[Vec<u8>], chunk: usize, end: Option<&str>) -> Chunks {
+        let body: Vec<u8> = lines.concat();
+        let mut items: Vec<Result<Bytes, String>> =
+            body.chunks(chunk).map(|piece| Ok(Bytes::copy_from_slice(piece))).collect();
+        items.extend(end.map(|error| Err(error.to_owned())));
+        Box::pin(futures_util::stream::iter(items))
+    }
+
+    fn line_of(frame: &Frame) -> Vec<u8> {
+        let mut line = serde_json::to_vec(frame).unwrap();
+        line.push(b'\n');
+        line
+    }
+
+    /// Each connection reads the next script's bytes through the HTTP source's framing ([`Lines`]).
+    struct ByteScripted {
+        scripts: Vec<(Vec<Vec<u8>>, Option<&'static str>)>,
+    }
+
+    #[async_trait::async_trait]
+    impl FrameSource for ByteScripted {
+        async fn connect(&mut self, _: Option<(u64, u64)>, store: &Arc<ZoneStore>) -> Result<FrameStream, String> {
+            if self.scripts.is_empty() {
+                return Ok(Box::pin(futures_util::stream::pending()));
+            }
+            let (lines, end) = self.scripts.remove(0);
+            Ok(Lines::new(chunks_of(&lines, 1000, end), store.clone(), MAX_FRAME_BYTES).into_stream())
+        }
+    }
+
+    fn a_record(store: &ZoneStore, owner: &str) -> Option<Vec<u8>> {
+        let wire = crate::convert::to_wire(&DomainName::parse(owner).unwrap());
+        let view = store.view();
+        let set = view.node(&wire)?.set(hickory_proto::rr::RecordType::A)?;
+        set.rdatas().next().map(<[u8]>::to_vec)
+    }
+
+    #[tokio::test]
+    async fn frames_come_out_whole_whatever_the_chunking() {
+        let snapshot = snapshot(1, 1, "10.0.0.1");
+        let delta = Frame::Delta { generation: 2, changes: vec![], trigger: None };
+        let bookmark = Frame::Bookmark { generation: 2 };
+        let lines = [line_of(&bookmark), line_of(&snapshot), line_of(&delta), line_of(&bookmark)];
+        for chunk in [1, 7, 19, 4096] {
+            let store = test_store();
+            let mut framed = Lines::new(chunks_of(&lines, chunk, None), store.clone(), MAX_FRAME_BYTES);
+            let mut got = Vec::new();
+            while let Some(next) = framed.next().await {
+                got.push(next.unwrap());
+            }
+            assert_eq!(got.len(), 4, "chunks of {chunk}");
+            assert!(matches!(&got[0], Received::Frame(frame) if *frame == bookmark), "chunks of {chunk}");
+            let Received::Snapshot(built) = got.remove(1) else { panic!("chunks of {chunk}: not streamed") };
+            assert_eq!(built.position(), (1, 1));
+            store.swap_in(built);
+            assert_eq!(a_record(&store, "a.default.svc.cluster.local").unwrap(), [10, 0, 0, 1]);
+            assert!(matches!(&got[1], Received::Frame(frame) if *frame == delta), "chunks of {chunk}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_that_breaks_mid_stream_leaves_the_old_records_serving() {
+        let store = test_store();
+        let first = line_of(&snapshot(1, 1, "10.0.0.1"));
+        let second = line_of(&snapshot(2, 1, "10.0.0.2"));
+        let third = line_of(&snapshot(3, 1, "10.0.0.3"));
+        let source = ByteScripted {
+            scripts: vec![
+                (vec![first], None),
+                // The connection breaks inside the snapshot line.
+                (vec![second[..second.len() / 2].to_vec()], Some("stream broken: connection reset")),
+                // The body ends inside the snapshot line.
+                (vec![second[..second.len() - 5].to_vec()], None),
+                // Malformed in the middle: the rest of the line is never read.
+                (vec![[&second[..second.len() / 2], &b"}}}garbage"[..], &second[second.len() / 2..]].concat()], None),
+                (vec![third], None),
+            ],
+        };
+        let task = tokio::spawn(follow(source, store.clone(), Duration::from_secs(60), None));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        while store.position() != Some((3, 1)) {
+            assert!(Instant::now() < deadline, "never reached the third snapshot: {:?}", store.position());
+            if let Some(address) = a_record(&store, "a.default.svc.cluster.local") {
+                seen.push(address);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        task.abort();
+        assert!(
+            seen.iter().all(|address| address[..] == [10, 0, 0, 1]),
+            "only the first snapshot until the third: {seen:?}"
+        );
+        assert_eq!(a_record(&store, "a.default.svc.cluster.local").unwrap(), [10, 0, 0, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_line_past_the_bound_is_refused_snapshot_or_not() {
+        let store = test_store();
+        let snapshot = line_of(&snapshot(1, 1, "10.0.0.1"));
+        let delta = line_of(&Frame::Delta { generation: 2, changes: vec![], trigger: None });
+        for (line, streamed) in [(&snapshot, true), (&delta, false)] {
+            let bound = line.len() - 2;
+            let mut framed = Lines::new(chunks_of(std::slice::from_ref(line), 8, None), store.clone(), bound);
+            let error = framed.next().await.unwrap().unwrap_err();
+            assert_eq!(error, format!("a frame longer than {bound} bytes"), "streamed: {streamed}");
+            // One byte more is within the bound (the newline is not counted).
+            let mut framed = Lines::new(chunks_of(std::slice::from_ref(line), 8, None), store.clone(), bound + 1);
+            assert!(framed.next().await.unwrap().is_ok(), "streamed: {streamed}");
+        }
+        assert!(!store.is_synced());
+    }
+
+    fn test_store() -> Arc<ZoneStore> {
+        Arc::new(ZoneStore::new(DnsConfig::new("cluster.local", 5, PodMode::Insecure).unwrap()))
+    }
+
     fn client_tls(ca: &str) -> ClientTls {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -473,7 +726,7 @@ mod tests {
         let mut source = HttpSource::new(&[format!("https://127.0.0.1:{port}")], client_tls("")).unwrap();
         source.connect_timeout = Duration::from_millis(300);
         let started = Instant::now();
-        let error = source.connect(None).await.err().unwrap();
+        let error = source.connect(None, &test_store()).await.err().unwrap();
         assert!(error.contains("no connection within"), "{error}");
         assert!(started.elapsed() < Duration::from_secs(2));
         held.abort();
@@ -507,7 +760,7 @@ mod tests {
             HttpSource::new(&[format!("https://127.0.0.1:{port}")], client_tls(&server_cert.pem())).unwrap();
         source.header_timeout = Duration::from_millis(300);
         let started = Instant::now();
-        let error = source.connect(None).await.err().unwrap();
+        let error = source.connect(None, &test_store()).await.err().unwrap();
         assert!(error.contains("no response headers within"), "{error}");
         assert!(started.elapsed() < Duration::from_secs(2));
         mute.abort();

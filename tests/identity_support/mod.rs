@@ -570,16 +570,20 @@ struct HubSource(roster_controller::Hub);
 
 #[async_trait::async_trait]
 impl roster_dns::subscriber::FrameSource for HubSource {
-    async fn connect(&mut self, from: Option<(u64, u64)>) -> Result<roster_dns::subscriber::FrameStream, String> {
+    async fn connect(
+        &mut self,
+        from: Option<(u64, u64)>,
+        _: &Arc<roster_dns::ZoneStore>,
+    ) -> Result<roster_dns::subscriber::FrameStream, String> {
         let (catch_up, live) = self.0.subscribe(from);
         let live = futures_util::stream::unfold(live, |mut live| async move {
             match live.recv().await {
-                Ok(published) => Some((Ok(published.frame.clone()), live)),
+                Ok(published) => Some((Ok(published.frame.clone().into()), live)),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => Some((Err(format!("lagged {n}")), live)),
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
             }
         });
-        Ok(Box::pin(futures_util::stream::iter(catch_up.into_iter().map(Ok)).chain(live)))
+        Ok(Box::pin(futures_util::stream::iter(catch_up.into_iter().map(|frame| Ok(frame.into()))).chain(live)))
     }
 }
 
