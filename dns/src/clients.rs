@@ -56,6 +56,18 @@ impl Clients {
         .map(|namespace| &**namespace)
     }
 
+    /// Makes room for `v4` and `v6` more clients, so that filling the map never rehashes (each rehash
+    /// leaves the smaller table's pages behind in the allocator).
+    pub fn reserve(&mut self, v4: usize, v6: usize) {
+        self.v4.reserve(v4);
+        self.v6.reserve(v6);
+    }
+
+    /// How many IPv4 and IPv6 clients are held.
+    pub fn len_by_family(&self) -> (usize, usize) {
+        (self.v4.len(), self.v6.len())
+    }
+
     pub fn len(&self) -> usize {
         self.v4.len() + self.v6.len()
     }

@@ -217,6 +217,8 @@ impl ZoneStore {
         match frame {
             Frame::Snapshot { epoch, generation, zone } => {
                 let mut builder = self.snapshot_builder();
+                let v4 = zone.clients.keys().filter(|ip| ip.to_canonical().is_ipv4()).count();
+                builder.reserve_clients(v4, zone.clients.len() - v4);
                 for (name, records) in &zone.names {
                     builder.add_name(name, records);
                 }
@@ -270,12 +272,16 @@ impl ZoneStore {
     /// feeds it from a decoded [`roster_shared::ZoneData`], the streaming decoder (`snapshot_decode`) name by name.
     pub fn snapshot_builder(&self) -> SnapshotBuilder<'_> {
         let capacity = self.name_count() + self.zones.len();
-        SnapshotBuilder {
+        let mut builder = SnapshotBuilder {
             store: self,
             names: NameMap::with_capacity_and_hasher(capacity, Default::default()),
             clients: Clients::default(),
             reused: 0,
-        }
+        };
+        // A streamed snapshot's client count is not known ahead: room for as many as are held now.
+        let (v4, v6) = self.table.read().clients.len_by_family();
+        builder.reserve_clients(v4, v6);
+        builder
     }
 
     /// Replaces the whole table with a built snapshot (the caller checked it is not older).
@@ -370,6 +376,13 @@ impl SnapshotBuilder<'_> {
             None => {
                 self.names.replace(Entry(node));
             }
+        }
+    }
+
+    /// Makes room for this many autopath clients of each family (nothing with autopath off).
+    pub fn reserve_clients(&mut self, v4: usize, v6: usize) {
+        if self.store.config.autopath.is_some() {
+            self.clients.reserve(v4, v6);
         }
     }
 
