@@ -163,7 +163,8 @@ mod tests {
     #[tokio::test]
     async fn two_workers_share_the_port_and_stop_when_dropped() {
         let store = Arc::new(ZoneStore::new(DnsConfig::new("cluster.local", 30, PodMode::Insecure).unwrap()));
-        let server = DnsServer::bind_workers("127.0.0.1:0".parse().unwrap(), FrontHandler::new(store), 2).await.unwrap();
+        let server =
+            DnsServer::bind_workers("127.0.0.1:0".parse().unwrap(), FrontHandler::new(store), 2).await.unwrap();
         let addr = server.udp_addr();
         assert_eq!(server.tcp_addr(), addr, "TCP on the same port");
         let clients: Vec<_> = (0..64u16).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();

@@ -129,9 +129,8 @@ impl Sender {
             // SAFETY: each header holds one iovec of `iovecs` and one address of `names`, neither
             // resized since the pointers were taken; each iovec points at a datagram borrowed for
             // `'a`, which outlives this call. The kernel reads those and writes only `msg_len`.
-            let sent = unsafe {
-                libc::sendmmsg(socket.as_raw_fd(), pending.as_mut_ptr(), pending.len() as libc::c_uint, 0)
-            };
+            let sent =
+                unsafe { libc::sendmmsg(socket.as_raw_fd(), pending.as_mut_ptr(), pending.len() as libc::c_uint, 0) };
             match usize::try_from(sent) {
                 Ok(sent) if sent > 0 => start += sent,
                 Ok(_) => start += 1,
