@@ -57,6 +57,8 @@ impl UdpWorkers {
         let stop = Arc::new(AtomicBool::new(false));
         let received: Arc<[AtomicU64]> = sockets.iter().map(|_| AtomicU64::new(0)).collect();
         let (failed, failures) = mpsc::channel(sockets.len().max(1));
+        // Made first, so that an error below drops it and stops the workers already started.
+        let workers = Self { stop: stop.clone(), received: received.clone(), failures };
         for (index, socket) in sockets.into_iter().enumerate() {
             socket.set_nonblocking(false)?;
             socket.set_read_timeout(Some(STOP_CHECK))?;
@@ -74,7 +76,7 @@ impl UdpWorkers {
                 report.send(result);
             })?;
         }
-        Ok(Self { stop, received, failures })
+        Ok(workers)
     }
 
     /// Resolves with the first worker's irrecoverable error; `Ok` once every worker has stopped
