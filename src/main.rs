@@ -192,6 +192,10 @@ struct ServeArgs {
     /// Serve Prometheus `/metrics` here (CoreDNS: :9153).
     #[arg(long, env = "ROSTER_METRICS")]
     metrics: Option<SocketAddr>,
+    /// Threads answering UDP, each with its own socket on the address (SO_REUSEPORT when more than
+    /// one); default: the CPUs this process may run on (CPU affinity and quotas respected).
+    #[arg(long, env = "ROSTER_UDP_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    udp_workers: Option<u16>,
     /// On SIGTERM, report not-ready and keep answering this long before stopping (only with --ready).
     #[arg(long, env = "ROSTER_LAMEDUCK_MS", default_value_t = 5000)]
     lameduck_ms: u64,
@@ -563,8 +567,9 @@ async fn serve_dns(
     }
 
     let handler_for_extra = handler.clone();
-    let server = DnsServer::bind_with(listen, handler).await?;
-    info!(udp = %server.udp_addr(), tcp = %server.tcp_addr(), %zone, "serving DNS");
+    let udp_workers = serve.udp_workers.map_or_else(roster_dns::udp::default_workers, usize::from);
+    let server = DnsServer::bind_workers(listen, handler, udp_workers).await?;
+    info!(udp = %server.udp_addr(), tcp = %server.tcp_addr(), %zone, udp_workers, "serving DNS");
     let loop_detected = match &forwarder {
         Some(forwarder) => {
             info!(upstreams = ?forwarder.upstreams(), "forwarding other names");
@@ -618,14 +623,16 @@ fn pod_dns_sockets(receiver: Option<PodDnsSockets>) -> Option<PodDnsSockets> {
     receiver
 }
 
-/// Serves each pair of sockets that arrives with roster's own UDP and TCP loops.
+/// Serves each pair of sockets that arrives with roster's own UDP worker (one per socket) and TCP loop.
 async fn serve_extra(mut sockets: PodDnsSockets, handler: FrontHandler) {
     let mut loops = tokio::task::JoinSet::new();
     while let Some((udp, tcp)) = sockets.recv().await {
-        match (tokio::net::UdpSocket::from_std(udp), tokio::net::TcpListener::from_std(tcp)) {
-            (Ok(udp), Ok(tcp)) => {
-                info!(udp = ?udp.local_addr(), "serving DNS to the stand-in's pods");
-                loops.spawn(roster_dns::udp::serve(udp, handler.clone()));
+        let udp_addr = udp.local_addr();
+        // The workers stop when their task is dropped: when this function's task is aborted.
+        match (roster_dns::udp::UdpWorkers::start(vec![udp], handler.clone()), tokio::net::TcpListener::from_std(tcp)) {
+            (Ok(mut workers), Ok(tcp)) => {
+                info!(udp = ?udp_addr, "serving DNS to the stand-in's pods");
+                loops.spawn(async move { workers.wait().await });
                 loops.spawn(roster_dns::tcp::serve(tcp, handler.clone()));
             }
             (Err(e), _) | (_, Err(e)) => tracing::error!(error = %e, "cannot serve DNS to the stand-in's pods"),

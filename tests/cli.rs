@@ -110,6 +110,25 @@ fn file_changes_are_applied_and_bad_files_keep_the_last_good_records() {
     assert_eq!(short(&roster.dig(&["web-demo-1.nginx-demo.demo.svc.cluster.local", "+short"])), ["10.244.3.99"]);
 }
 
+/// `--udp-workers 3`: three UDP threads (named `roster-udp-N`), each answering on the one port.
+#[test]
+fn udp_workers_flag_sets_the_serving_threads() {
+    let roster = start(Path::new(EXAMPLES), &["--udp-workers", "3"]);
+    // dig takes a new source port each time, so the kernel's hash spreads these over the sockets.
+    for _ in 0..8 {
+        assert_eq!(short(&roster.dig(&["web-demo-0.nginx-demo.demo.svc.cluster.local", "+short"])), ["10.244.1.10"]);
+    }
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", roster.proc.child.id())).unwrap();
+    let mut names: Vec<String> = tasks
+        .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| name.starts_with("roster-udp"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["roster-udp-0", "roster-udp-1", "roster-udp-2"]);
+    assert!(roster.log().contains("udp_workers=3"), "{}", roster.log());
+}
+
 #[test]
 fn bad_flags_are_rejected_with_a_clear_message() {
     let run = |args: &[&str]| {
@@ -123,6 +142,8 @@ fn bad_flags_are_rejected_with_a_clear_message() {
     assert!(run(&["dns", "--objects", EXAMPLES, "--ttl", "abc"]).contains("--ttl"));
     assert!(run(&["dns", "--objects", EXAMPLES, "--zone", "bad..zone"]).contains("bad..zone"));
     assert!(run(&["dns", "--objects", "/no/such/path"]).contains("/no/such/path"));
+    assert!(run(&["dns", "--objects", EXAMPLES, "--udp-workers", "0"]).contains("--udp-workers"));
+    assert!(run(&["local", "--udp-workers", "257"]).contains("--udp-workers"));
     let autopath = run(&["dns", "--objects", EXAMPLES, "--autopath", "--resolv-conf", "/no/such/resolv.conf"]);
     assert!(autopath.contains("--autopath") && autopath.contains("/no/such/resolv.conf"), "{autopath}");
     let env = Command::new(env!("CARGO_BIN_EXE_roster"))

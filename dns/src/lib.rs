@@ -3,8 +3,8 @@
 //! A [`store::ZoneStore`] holds precompiled wire record sets of the authoritative zones; frames from the
 //! controller (`roster_shared::Frame`) are applied to it atomically. [`handler::FrontHandler`] gates
 //! on sync, picks the zone, answers from the store or the forwarder and encodes every response with
-//! roster's writer ([`wire::MessageWriter`]); `udp` and `tcp` are the server loops. hickory types stay
-//! inside this crate.
+//! roster's writer ([`wire::MessageWriter`]); `udp` (worker threads) and `tcp` serve the sockets.
+//! hickory types stay inside this crate.
 
 pub mod autopath;
 pub mod clients;
@@ -39,8 +39,9 @@ pub mod fuzzing {
     use crate::request::Incoming;
     use crate::wire::format_error;
 
-    /// What the UDP loop (`udp::serve`) or, with `tcp`, the TCP loop (`tcp::read_requests`) does with
-    /// one received message: the bytes sent back, or `None` when nothing is. Keep in step with both.
+    /// What a UDP worker (`udp`, answering inline through `now_or_never`) or, with `tcp`, the TCP loop
+    /// (`tcp::read_requests`) does with one received message: the bytes sent back, or `None` when
+    /// nothing is. Keep in step with both.
     pub async fn answer(handler: &FrontHandler, message: &[u8], tcp: bool) -> Option<Vec<u8>> {
         let src = std::net::SocketAddr::from(([192, 0, 2, 1], 40000));
         let mut response = Vec::new();
