@@ -24,15 +24,6 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Room for a snapshot's clients of each family, so that building the map never rehashes.
-    pub fn with_capacity(v4: usize, v6: usize) -> Self {
-        Self {
-            v4: HashMap::with_capacity_and_hasher(v4, Fx::default()),
-            v6: HashMap::with_capacity_and_hasher(v6, Fx::default()),
-            namespaces: HashSet::default(),
-        }
-    }
-
     /// Maps `ip` to `namespace`, or forgets it (`None`).
     pub fn set(&mut self, ip: IpAddr, namespace: Option<&str>) {
         let interned = namespace.map(|namespace| self.intern(namespace));
