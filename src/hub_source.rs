@@ -1,5 +1,5 @@
-//! The in-process record stream: a DNS replica in the same process as the publisher (`roster dns
-//! --objects`, `roster local`) follows the hub directly, with the same frames as over HTTP.
+//! The in-process record stream: a DNS replica in the same process as the publisher (`roster local`)
+//! follows the hub directly, with the same frames as over HTTP.
 
 use futures_util::StreamExt;
 use roster_controller::Hub;

@@ -477,19 +477,13 @@ async fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
     let mut stream = StreamProbes::default();
     let follower = if let Some(objects) = &args.objects {
         std::fs::metadata(objects).with_context(|| format!("--objects {}", objects.display()))?;
-        let hub = Hub::default();
         let interval = Duration::from_millis(args.reload_ms);
-        let watch = roster_controller::manifest_source::run(objects.clone(), synth.clone(), interval, hub.clone());
-        health.spawn_core("manifest watch", watch);
-        // In process nothing can go silent; the timeout only guards against bugs.
-        let follow = follow_with(
-            HubSource(hub),
-            store.clone(),
-            Duration::from_secs(365 * 86400),
-            Some(metrics.clone()),
-            Freshness::new(),
-        );
-        health.spawn_core("follower", follow)
+        // Each load goes straight into the store as a whole record set: with no stream to serve, a
+        // hub would only keep a second copy of every record to diff the next load against.
+        let loader = store.clone();
+        let publish = move |zone| Some(loader.load(zone));
+        let watch = roster_controller::manifest_source::run(objects.clone(), synth.clone(), interval, publish);
+        health.spawn_core("manifest watch", watch)
     } else {
         let tls = args.tls.client(args.tls_server_name.as_deref())?;
         let source = HttpSource::new(&args.controller, tls).map_err(anyhow::Error::msg).context("--controller")?;

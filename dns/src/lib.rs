@@ -14,6 +14,7 @@ pub mod forward;
 pub mod handler;
 mod histogram;
 pub mod lookup;
+pub mod memory;
 pub mod metrics;
 pub mod probes;
 pub mod request;

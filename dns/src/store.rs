@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hickory_proto::rr::{LowerName, Name, RecordType};
 use parking_lot::RwLock;
-use roster_shared::{Change, DomainName, Frame, RData};
+use roster_shared::{Change, DomainName, Frame, RData, ZoneData};
 
 use std::net::IpAddr;
 
@@ -216,16 +216,7 @@ impl ZoneStore {
     pub fn apply(&self, frame: &Frame) -> Result<(), ApplyError> {
         match frame {
             Frame::Snapshot { epoch, generation, zone } => {
-                let mut builder = self.snapshot_builder();
-                let v4 = zone.clients.keys().filter(|ip| ip.to_canonical().is_ipv4()).count();
-                builder.reserve_clients(v4, zone.clients.len() - v4);
-                for (name, records) in &zone.names {
-                    builder.add_name(name, records);
-                }
-                for (ip, namespace) in &zone.clients {
-                    builder.add_client(*ip, namespace);
-                }
-                self.swap_in(builder.finish(*epoch, *generation));
+                self.swap_in(self.build_snapshot(zone, *epoch, *generation));
                 Ok(())
             }
             Frame::Delta { generation, changes, .. } => {
@@ -264,6 +255,33 @@ impl ZoneStore {
         }
     }
 
+    /// Replaces every record with `zone`, a whole record set from a source in this process (`roster dns
+    /// --objects`), at the next generation; returns that generation. Nothing else keeps the records
+    /// (no hub, no publisher's copy): names whose node did not change share the node held, and
+    /// `zone` is freed before the swap trims the heap, so a reload costs the new table while it is
+    /// built and the records once afterwards.
+    pub fn load(&self, zone: ZoneData) -> u64 {
+        let (epoch, generation) = self.position().map_or((1, 1), |(epoch, generation)| (epoch, generation + 1));
+        let snapshot = self.build_snapshot(&zone, epoch, generation);
+        drop(zone);
+        self.swap_in(snapshot);
+        generation
+    }
+
+    /// The table of a whole record set, ready to swap in.
+    fn build_snapshot(&self, zone: &ZoneData, epoch: u64, generation: u64) -> PreparedSnapshot {
+        let mut builder = self.snapshot_builder();
+        let v4 = zone.clients.keys().filter(|ip| ip.to_canonical().is_ipv4()).count();
+        builder.reserve_clients(v4, zone.clients.len() - v4);
+        for (name, records) in &zone.names {
+            builder.add_name(name, records);
+        }
+        for (ip, namespace) in &zone.clients {
+            builder.add_client(*ip, namespace);
+        }
+        builder.finish(epoch, generation)
+    }
+
     fn in_zones(&self, name: &DomainName) -> bool {
         self.zones.iter().any(|zone| name.is_within(&zone.name))
     }
@@ -294,6 +312,8 @@ impl ZoneStore {
         drop(table);
         // Freed outside the lock: dropping a large table takes long enough to stall readers.
         drop(old);
+        // What building it freed (and the old table) would otherwise stay resident (`memory`).
+        crate::memory::release_free_pages();
     }
 
     /// How many autopath clients are held.
