@@ -258,13 +258,15 @@ impl ZoneStore {
     /// Replaces every record with `zone`, a whole record set from a source in this process (`roster dns
     /// --objects`), at the next generation; returns that generation. Nothing else keeps the records
     /// (no hub, no publisher's copy): names whose node did not change share the node held, and
-    /// `zone` is freed before the swap trims the heap, so a reload costs the new table while it is
-    /// built and the records once afterwards.
+    /// `zone` is freed (after the swap, so the new records answer first) before the heap is trimmed,
+    /// so a reload costs the new table while it is built and the records once afterwards.
     pub fn load(&self, zone: ZoneData) -> u64 {
         let (epoch, generation) = self.position().map_or((1, 1), |(epoch, generation)| (epoch, generation + 1));
         let snapshot = self.build_snapshot(&zone, epoch, generation);
+        self.swap(snapshot);
+        // Freed once the new records answer: freeing a large set takes a noticeable part of start-up.
         drop(zone);
-        self.swap_in(snapshot);
+        crate::memory::release_free_pages();
         generation
     }
 
@@ -302,8 +304,14 @@ impl ZoneStore {
         builder
     }
 
-    /// Replaces the whole table with a built snapshot (the caller checked it is not older).
+    /// Replaces the whole table with a built snapshot (the caller checked it is not older), then trims
+    /// the heap of what building it freed and of the old table (`memory`).
     pub fn swap_in(&self, snapshot: PreparedSnapshot) {
+        self.swap(snapshot);
+        crate::memory::release_free_pages();
+    }
+
+    fn swap(&self, snapshot: PreparedSnapshot) {
         let PreparedSnapshot { mut names, clients, position, .. } = snapshot;
         let soas = self.build_soas(position.1);
         self.restore_apexes(&mut names, &soas);
@@ -312,8 +320,6 @@ impl ZoneStore {
         drop(table);
         // Freed outside the lock: dropping a large table takes long enough to stall readers.
         drop(old);
-        // What building it freed (and the old table) would otherwise stay resident (`memory`).
-        crate::memory::release_free_pages();
     }
 
     /// How many autopath clients are held.
@@ -520,6 +526,26 @@ mod tests {
         assert!(!store.contains(&lower("a.svc.cluster.local")));
         assert!(store.contains(&lower("b.svc.cluster.local")));
         assert_eq!(serial(&store), first_serial + 1);
+    }
+
+    /// `load` (`roster dns --objects`) replaces the whole record set at the next generation: a name
+    /// gone from the set is gone, a new one answers, and an unchanged name keeps the node held.
+    #[test]
+    fn load_replaces_the_record_set_and_shares_unchanged_nodes() {
+        let store = store();
+        let first = zone_with(&[("a.svc.cluster.local", "10.0.0.1"), ("b.svc.cluster.local", "10.0.0.2")]);
+        assert_eq!(store.load(first), 1);
+        let a = to_wire(&name("a.svc.cluster.local"));
+        let held = store.view().node(&a).unwrap().clone();
+        let second = zone_with(&[("a.svc.cluster.local", "10.0.0.1"), ("c.svc.cluster.local", "10.0.0.3")]);
+        assert_eq!(store.load(second), 2);
+        assert_eq!(store.generation(), Some(2));
+        assert!(!store.contains(&lower("b.svc.cluster.local")));
+        assert!(store.contains(&lower("c.svc.cluster.local")));
+        let view = store.view();
+        // `held` keeps the old node alive, so an equal address can only mean the same node.
+        assert!(std::ptr::eq(view.node(&a).unwrap().name().as_ptr(), held.name().as_ptr()), "a's node is shared");
+        assert!(view.soa(0).is_some(), "the apex is restored after a load");
     }
 
     /// A pod's A record is one allocation of its wire name, a set header and the address.
