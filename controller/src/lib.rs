@@ -8,6 +8,7 @@ pub mod identity;
 pub mod kube_source;
 pub mod lease;
 pub mod manifest_source;
+mod manifest_objects;
 pub mod manifests;
 pub mod metrics;
 pub mod publisher;
