@@ -27,12 +27,7 @@ struct ObjectMeta {
 
 impl From<ObjectMeta> for meta::ObjectMeta {
     fn from(slim: ObjectMeta) -> Self {
-        Self {
-            name: slim.name,
-            namespace: slim.namespace,
-            labels: slim.labels.map(|l| l.0),
-            ..Default::default()
-        }
+        Self { name: slim.name, namespace: slim.namespace, labels: slim.labels.map(|l| l.0), ..Default::default() }
     }
 }
 
@@ -52,7 +47,9 @@ impl<'de> Deserialize<'de> for Labels {
                 let mut read = BTreeMap::new();
                 while let Some(key) = map.next_key::<String>()? {
                     let value: String = map.next_value()?;
-                    if [SERVICE_NAME_LABEL, MULTICLUSTER_SERVICE_NAME_LABEL, SOURCE_CLUSTER_LABEL].contains(&key.as_str()) {
+                    if [SERVICE_NAME_LABEL, MULTICLUSTER_SERVICE_NAME_LABEL, SOURCE_CLUSTER_LABEL]
+                        .contains(&key.as_str())
+                    {
                         read.insert(key, value);
                     }
                 }
@@ -167,10 +164,19 @@ impl From<EndpointSlice> for discovery::EndpointSlice {
                 serving: None,
             }),
             hostname: e.hostname,
-            target_ref: e.target_ref.map(|r| k8s_core::ObjectReference { kind: r.kind, name: r.name, ..Default::default() }),
+            target_ref: e.target_ref.map(|r| k8s_core::ObjectReference {
+                kind: r.kind,
+                name: r.name,
+                ..Default::default()
+            }),
             ..Default::default()
         };
-        let port = |p: EndpointPort| discovery::EndpointPort { name: p.name, protocol: p.protocol, port: p.port, app_protocol: None };
+        let port = |p: EndpointPort| discovery::EndpointPort {
+            name: p.name,
+            protocol: p.protocol,
+            port: p.port,
+            app_protocol: None,
+        };
         Self {
             metadata: slim.metadata.unwrap_or_default().into(),
             address_type: slim.address_type.unwrap_or_default(),
@@ -229,9 +235,9 @@ impl From<Pod> for k8s_core::Pod {
         let status = slim.status.map(|status| k8s_core::PodStatus {
             phase: status.phase,
             pod_ip: status.pod_ip,
-            pod_ips: status.pod_ips.map(|ips| {
-                ips.into_iter().map(|ip| k8s_core::PodIP { ip: ip.ip.unwrap_or_default() }).collect()
-            }),
+            pod_ips: status
+                .pod_ips
+                .map(|ips| ips.into_iter().map(|ip| k8s_core::PodIP { ip: ip.ip.unwrap_or_default() }).collect()),
             ..Default::default()
         });
         Self { metadata: slim.metadata.unwrap_or_default().into(), spec, status }
