@@ -3,7 +3,7 @@
 //! fields set, the rest default) so that one conversion, `slim`'s, serves watches and files alike.
 //!
 //! Decoding every field of every object into full k8s-openapi structs, only to drop most of them, was
-//! a third of start-up at 100k pod records (bench/README.md, "Start-up"). The fields read decode as
+//! an eighth of start-up at 100k pod records (bench/README.md, "Start-up"). The fields read decode as
 //! k8s-openapi decodes them: every one optional, `null` read as absent, a required one absent read as
 //! its default, the same types (so a mismatch names the same path and type). Fields DNS does not read
 //! are no longer checked against the schema.

@@ -116,7 +116,7 @@ impl DomainName {
 
     /// `a.b.self` for labels given outermost first, checked innermost first (the first error found is
     /// the innermost label's, or the shortest suffix that is too long). One allocation: synthesis makes
-    /// ~500k names at 100k pod records, and building them label by label with `format!` was a tenth of
+    /// ~500k names at 100k pod records, and building them label by label with `format!` was a fifth of
     /// its cost.
     pub fn prefixed(&self, labels: &[&str]) -> Result<Self, NameError> {
         let mut len = self.0.len();
