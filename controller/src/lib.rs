@@ -7,6 +7,7 @@ pub mod hub;
 pub mod identity;
 pub mod kube_source;
 pub mod lease;
+mod manifest_objects;
 pub mod manifest_source;
 pub mod manifests;
 pub mod metrics;

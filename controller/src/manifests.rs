@@ -5,7 +5,6 @@
 //! Pods and ServiceImports (multicluster.x-k8s.io/v1alpha1) are kept; other kinds are skipped with a
 //! debug log.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -18,6 +17,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tracing::{debug, warn};
 
+use crate::manifest_objects;
 use crate::service_import::{self, ServiceImport};
 use crate::slim;
 
@@ -180,11 +180,16 @@ fn header(kind: Option<String>, api_version: Option<String>) -> Result<(String, 
     Ok((kind, api_version))
 }
 
-/// Checks the syntax of a whole JSON document, so that a broken file is "invalid JSON" whatever its
-/// shape, then reads its top-level fields.
+/// Reads the top-level fields of a whole JSON document. A broken file is "invalid JSON" whatever its
+/// shape: reading a mapping's fields checks the whole text's syntax on the way (one pass over the
+/// file, not a check and then a read), and anything else is checked before it is called no mapping.
 fn json_document(file: &str) -> Result<Object<'_>, String> {
-    let raw: &RawValue = serde_json::from_str(file).map_err(|e| format!("invalid JSON: {e}"))?;
-    json_object(file, raw.get())
+    let text = file.trim_start_matches([' ', '\n', '\t', '\r']);
+    if !text.starts_with('{') {
+        serde_json::from_str::<&RawValue>(file).map_err(|e| format!("invalid JSON: {e}"))?;
+        return Err(NOT_A_MAPPING.to_owned());
+    }
+    json_object(file, text)
 }
 
 /// Reads only the top-level fields of `text`, valid JSON and a slice of `file`; their values stay text.
@@ -192,13 +197,81 @@ fn json_object<'a>(file: &'a str, text: &'a str) -> Result<Object<'a>, String> {
     if !text.starts_with('{') {
         return Err(NOT_A_MAPPING.to_owned());
     }
-    // A map keeps the last of duplicated keys, as `serde_json::Value` does.
-    let mut fields: BTreeMap<String, &RawValue> =
+    let fields: TopFields<'a> =
         serde_json::from_str(text).map_err(|e| format!("invalid JSON: {}", in_file(file, text, &e)))?;
-    let string = |key: &str| fields.get(key).and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
-    let (kind, api_version) = header(string("kind"), string("apiVersion"))?;
-    let items = fields.remove("items");
-    Ok(Object { api_version, kind, body: Body::Json { file, text, items } })
+    let string = |raw: Option<&RawValue>| raw.and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+    let (kind, api_version) = header(string(fields.kind), string(fields.api_version))?;
+    Ok(Object { api_version, kind, body: Body::Json { file, text, items: fields.items } })
+}
+
+/// The top-level fields of a JSON object that say what it is, as text; the rest is skipped without
+/// being kept (no map of every field, with a string per key, for each of 100k objects). A duplicated key
+/// keeps its last value, as `serde_json::Value` does.
+#[derive(Default)]
+struct TopFields<'a> {
+    kind: Option<&'a RawValue>,
+    api_version: Option<&'a RawValue>,
+    items: Option<&'a RawValue>,
+}
+
+impl<'de> serde::Deserialize<'de> for TopFields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(TopFieldsVisitor)
+    }
+}
+
+struct TopFieldsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for TopFieldsVisitor {
+    type Value = TopFields<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = TopFields::default();
+        while let Some(key) = map.next_key::<TopKey>()? {
+            match key {
+                TopKey::Kind => fields.kind = Some(map.next_value()?),
+                TopKey::ApiVersion => fields.api_version = Some(map.next_value()?),
+                TopKey::Items => fields.items = Some(map.next_value()?),
+                TopKey::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// A top-level key, read without allocating.
+enum TopKey {
+    Kind,
+    ApiVersion,
+    Items,
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for TopKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = TopKey;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<TopKey, E> {
+                Ok(match key {
+                    "kind" => TopKey::Kind,
+                    "apiVersion" => TopKey::ApiVersion,
+                    "items" => TopKey::Items,
+                    _ => TopKey::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(KeyVisitor)
+    }
 }
 
 fn yaml_object<'a>(value: Value) -> Result<Object<'a>, String> {
@@ -281,14 +354,14 @@ fn load_object(object: Object<'_>, state: &mut ClusterState) -> Result<(), Strin
             Ok(())
         }
         ("v1", "Service") => {
-            let object: Service = body.typed(&kind)?;
+            let object: Service = body.typed::<manifest_objects::Service>(&kind)?.into();
             let view = slim::service_view(&object).map_err(|e| at(&kind, &object.metadata, e))?;
             warn_notes(&kind, &object.metadata, slim::service_notes(&view));
             state.insert_service(view);
             Ok(())
         }
         ("discovery.k8s.io/v1", "EndpointSlice") => {
-            let object: EndpointSlice = body.typed(&kind)?;
+            let object: EndpointSlice = body.typed::<manifest_objects::EndpointSlice>(&kind)?.into();
             if let Some(view) = slim::endpoint_slice_view(&object).map_err(|e| at(&kind, &object.metadata, e))? {
                 warn_notes(&kind, &object.metadata, slim::endpoint_slice_notes(&view));
                 state.insert_endpoint_slice(view);
@@ -307,7 +380,7 @@ fn load_object(object: Object<'_>, state: &mut ClusterState) -> Result<(), Strin
             Ok(())
         }
         ("v1", "Pod") => {
-            let object: Pod = body.typed(&kind)?;
+            let object: Pod = body.typed::<manifest_objects::Pod>(&kind)?.into();
             state.insert_pod(slim::pod_view(&object).map_err(|e| at(&kind, &object.metadata, e))?);
             Ok(())
         }
@@ -543,6 +616,55 @@ mod tests {
         let errors = load_path(dir.path()).unwrap_err().0;
         let column = text.find("\"many\"").unwrap() + "\"many\"".len();
         assert!(errors[0].reason.ends_with(&format!("at line 1 column {column}")), "{}", errors[0].reason);
+    }
+
+    /// Only the fields DNS reads are decoded: others may hold anything, `null` reads as absent, and a
+    /// read field of the wrong type still names its path.
+    #[test]
+    fn only_the_fields_dns_reads_are_decoded() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "a.json",
+            r#"{"apiVersion": "v1", "kind": "List", "items": [
+              {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "demo",
+                "labels": {"app": "web"}, "annotations": {"x": "y"}, "uid": 5},
+               "spec": {"clusterIP": "None", "selector": {"app": "web"}, "ports": [{"name": "http", "port": 80,
+                "targetPort": "http", "nodePort": null}], "publishNotReadyAddresses": null}},
+              {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+               "metadata": {"name": "web-1", "namespace": "demo", "labels": {"kubernetes.io/service-name": "web",
+                "other": "label"}, "ownerReferences": [{"not": "checked"}]},
+               "addressType": "IPv4", "ports": [{"name": "http", "port": 80, "appProtocol": 3}],
+               "endpoints": [{"addresses": ["10.244.0.9"], "hostname": "web-0", "conditions": null,
+                 "targetRef": {"kind": "Pod", "name": "web-0", "uid": ["not", "checked"]}, "zone": {}}]},
+              {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-0", "namespace": "demo"},
+               "spec": {"containers": "not checked", "dnsPolicy": "Default"},
+               "status": {"podIPs": [{"ip": "10.244.0.9"}], "conditions": 7}}
+            ]}"#,
+        );
+        let state = load_path(dir.path()).unwrap();
+        let slice = &state.endpoint_slices["demo/web-1"];
+        assert_eq!((slice.service.as_str(), slice.endpoints[0].ready), ("web", true), "null conditions: ready");
+        assert_eq!(slice.endpoints[0].pod_name.as_deref(), Some("web-0"));
+        assert_eq!(state.services["demo/web"].ports[0].port, 80);
+        let pod = &state.pods["demo/web-0"];
+        assert_eq!(pod.ips, vec!["10.244.0.9".parse::<std::net::IpAddr>().unwrap()]);
+        assert!(!pod.autopath, "dnsPolicy Default is no autopath client");
+
+        write(
+            dir.path(),
+            "a.json",
+            r#"{"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {"name": "s"},
+                "addressType": "IPv4", "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": "yes"}}]}"#,
+        );
+        let errors = load_path(dir.path()).unwrap_err().0;
+        assert!(
+            errors[0].reason.starts_with(
+                "EndpointSlice does not match the Kubernetes schema at `endpoints[0].conditions.ready`: invalid type"
+            ),
+            "{}",
+            errors[0].reason
+        );
     }
 
     /// Every name the API server accepts loads: a 72-character pod name and EndpointSlice name (DNS-1123

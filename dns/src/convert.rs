@@ -18,13 +18,21 @@ pub fn to_lower(name: &DomainName) -> LowerName {
 /// already lower case with checked labels of 1-63 letters, digits, `-` and `_`, so nothing needs
 /// escaping (through hickory's parser this was 11 % of start-up at 100k pod records).
 pub fn to_wire(name: &DomainName) -> Vec<u8> {
-    let text = name.as_str();
+    // The text copied whole behind a length byte, each dot then turned into the next label's length:
+    // 0.44 G instructions instead of 0.71 G splitting at dots for the half a million names at 100k pod
+    // records (bench/README.md, "Start-up").
+    let text = name.as_str().as_bytes();
     let mut out = Vec::with_capacity(text.len() + 2);
-    for label in text.split('.') {
-        out.push(u8::try_from(label.len()).unwrap_or(u8::MAX));
-        out.extend_from_slice(label.as_bytes());
-    }
     out.push(0);
+    out.extend_from_slice(text);
+    out.push(0);
+    let mut length_at = 0;
+    for at in 1..=text.len() + 1 {
+        if out[at] == b'.' || at == text.len() + 1 {
+            out[length_at] = u8::try_from(at - length_at - 1).unwrap_or(u8::MAX);
+            length_at = at;
+        }
+    }
     out
 }
 

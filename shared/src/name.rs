@@ -111,17 +111,35 @@ impl DomainName {
 
     /// `label.self`, checked.
     pub fn child(&self, label: &str) -> Result<Self, NameError> {
-        check_label(label, label)?;
-        let joined = format!("{}.{}", label.to_ascii_lowercase(), self.0);
-        if joined.len() > MAX_NAME_LEN {
-            return Err(NameError::TooLong(joined));
-        }
-        Ok(Self(joined))
+        self.prefixed(&[label])
     }
 
-    /// `a.b.self` for labels given outermost first, checked.
+    /// `a.b.self` for labels given outermost first, checked innermost first (the first error found is
+    /// the innermost label's, or the shortest suffix that is too long). One allocation: synthesis makes
+    /// ~500k names at 100k pod records, and building them label by label with `format!` was a fifth of
+    /// its cost.
     pub fn prefixed(&self, labels: &[&str]) -> Result<Self, NameError> {
-        labels.iter().rev().try_fold(self.clone(), |name, label| name.child(label))
+        let mut len = self.0.len();
+        for (index, label) in labels.iter().enumerate().rev() {
+            check_label(label, label)?;
+            len += label.len() + 1;
+            if len > MAX_NAME_LEN {
+                return Err(NameError::TooLong(Self::join(&labels[index..], &self.0)));
+            }
+        }
+        Ok(Self(Self::join(labels, &self.0)))
+    }
+
+    /// `labels` (lower-cased) and `suffix`, joined by dots.
+    fn join(labels: &[&str], suffix: &str) -> String {
+        let mut joined = String::with_capacity(labels.iter().map(|l| l.len() + 1).sum::<usize>() + suffix.len());
+        for label in labels {
+            joined.push_str(label);
+            joined.push('.');
+        }
+        joined.make_ascii_lowercase();
+        joined.push_str(suffix);
+        joined
     }
 
     pub fn as_str(&self) -> &str {

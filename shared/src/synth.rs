@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::OnceLock;
 
 use crate::name::{DomainName, dashed_ip, is_dns1123_label};
 use crate::records::{RData, ZoneBuilder, ZoneData};
@@ -47,6 +48,14 @@ impl SynthConfig {
 pub fn reverse_apex(ip: IpAddr) -> DomainName {
     let text = if ip.is_ipv4() { "in-addr.arpa" } else { "ip6.arpa" };
     DomainName::parse(text).unwrap_or_else(|_| unreachable!("constant reverse apex is valid"))
+}
+
+/// [`reverse_apex`], made once per process rather than once per PTR record.
+fn shared_reverse_apex(ip: IpAddr) -> &'static DomainName {
+    static V4: OnceLock<DomainName> = OnceLock::new();
+    static V6: OnceLock<DomainName> = OnceLock::new();
+    let apex = if ip.is_ipv4() { &V4 } else { &V6 };
+    apex.get_or_init(|| reverse_apex(ip))
 }
 
 /// One part of the zone that is synthesised on its own from a few objects, so that a change to one
@@ -359,7 +368,7 @@ fn add_service(
         ServiceKind::ClusterIp(ips) => {
             for ip in ips {
                 out.add(name.clone(), address_record(*ip), zone);
-                out.add(DomainName::reverse_of(*ip), RData::Ptr { target: name.clone() }, &reverse_apex(*ip));
+                out.add(DomainName::reverse_of(*ip), RData::Ptr { target: name.clone() }, shared_reverse_apex(*ip));
             }
             add_port_srv(out, zone, &name, &service.ports);
         }
@@ -384,7 +393,7 @@ fn add_service(
             let Some(own_name) = &endpoint.own_name else { continue };
             out.add(own_name.clone(), address_record(endpoint.ip), zone);
             let ptr = RData::Ptr { target: own_name.clone() };
-            out.add(DomainName::reverse_of(endpoint.ip), ptr, &reverse_apex(endpoint.ip));
+            out.add(DomainName::reverse_of(endpoint.ip), ptr, shared_reverse_apex(endpoint.ip));
         }
     }
 }
@@ -456,7 +465,7 @@ fn add_headless_srv(out: &mut ZoneBuilder, zone: &DomainName, name: &DomainName,
         for port in &endpoint.ports {
             let Some(port_name) = &port.name else { continue };
             let targets = by_port.entry((port_name.to_ascii_lowercase(), port.protocol)).or_default();
-            if !targets.contains(&(target.clone(), port.port)) {
+            if !targets.iter().any(|(held, held_port)| held == target && *held_port == port.port) {
                 targets.push((target.clone(), port.port));
             }
         }
@@ -478,13 +487,10 @@ fn add_srv_set(
     name: &DomainName,
     targets: impl Iterator<Item = (DomainName, u16)>,
 ) {
-    let mut distinct: Vec<(DomainName, u16)> = Vec::new();
-    let mut seen = BTreeSet::new();
-    for target in targets {
-        if seen.insert(target.clone()) {
-            distinct.push(target);
-        }
-    }
+    // Sorted to drop repeats: the order does not matter, a name's records are sorted when the zone is built.
+    let mut distinct: Vec<(DomainName, u16)> = targets.collect();
+    distinct.sort_unstable();
+    distinct.dedup();
     let weight = u16::try_from(100 / distinct.len().max(1)).unwrap_or(1).max(1);
     for (target, port) in distinct {
         out.add(name.clone(), RData::Srv { priority: 0, weight, port, target }, zone);
