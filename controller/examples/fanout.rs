@@ -13,7 +13,7 @@
 //! of 1,000 subscribers would not fit this machine; replicas decode it, which `dns` benchmarks measure).
 //!
 //! Printed: the snapshot fan-out (first connection → the last subscriber has read the whole snapshot), the
-//! controller's CPU seconds and RSS during it, then delta propagation (publication → each subscriber has
+//! controller's CPU seconds and RSS during it and the subscriber process's CPU seconds and peak RSS, then delta propagation (publication → each subscriber has
 //! read the delta), p50/p99/max over every (subscriber, delta). Every wait is bounded.
 //!
 //! `fanout --attach URL CERT_DIR N zstd|plain` only subscribes: N light subscribers to a running
