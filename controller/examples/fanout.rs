@@ -13,7 +13,7 @@
 //! of 1,000 subscribers would not fit this machine; replicas decode it, which `dns` benchmarks measure).
 //!
 //! Printed: the snapshot fan-out (first connection → the last subscriber has read the whole snapshot), the
-//! controller's CPU seconds and RSS during it, then delta propagation (publication → each subscriber has
+//! controller's CPU seconds and RSS during it and the subscriber process's CPU seconds and peak RSS, then delta propagation (publication → each subscriber has
 //! read the delta), p50/p99/max over every (subscriber, delta). Every wait is bounded.
 //!
 //! `fanout --attach URL CERT_DIR N zstd|plain` only subscribes: N light subscribers to a running
@@ -28,10 +28,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http_body_util::BodyExt;
 use roster_controller::stream::{self, StreamConfig};
 use roster_controller::{Hub, Publisher, tls};
-use roster_dns::stream_encoding::ZstdChunks;
+use roster_dns::stream_encoding::decompressed;
 use roster_shared::{DomainName, Frame, SynthConfig};
 
 #[path = "support/dataset.rs"]
@@ -49,9 +50,9 @@ fn unix_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
-/// `(VmRSS, VmHWM)` in MiB.
-fn memory() -> (f64, f64) {
-    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+/// `(VmRSS, VmHWM)` in MiB of process `pid` ("self" for this one).
+fn memory_of(pid: &str) -> (f64, f64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |key: &str| {
         text.lines()
             .find(|line| line.starts_with(key))
@@ -63,14 +64,22 @@ fn memory() -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// This process's user + system CPU seconds (`/proc/self/stat`, clock ticks of 1/100 s on Linux).
-fn cpu_seconds() -> f64 {
-    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+fn memory() -> (f64, f64) {
+    memory_of("self")
+}
+
+/// User + system CPU seconds of process `pid` (`/proc/PID/stat`, clock ticks of 1/100 s on Linux).
+fn cpu_seconds_of(pid: &str) -> f64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start at the state, field 3.
     let rest = text.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
+}
+
+fn cpu_seconds() -> f64 {
+    cpu_seconds_of("self")
 }
 
 fn arg(n: usize, default: usize) -> Result<usize> {
@@ -139,6 +148,7 @@ async fn controller() -> Result<()> {
         .arg(&encoding)
         .stdout(Stdio::piped())
         .spawn()?;
+    let child_pid = child.id().to_string();
     let stdout = child.stdout.take().ok_or("the child's stdout")?;
     let (lines_tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     std::thread::spawn(move || {
@@ -156,16 +166,18 @@ async fn controller() -> Result<()> {
     let snapshot_line = next_line(&mut lines_rx).await?;
     let cpu_fanout = cpu_seconds() - cpu_before;
     let (rss_fanout, hwm_fanout) = memory();
+    let subscribers_cpu_fanout = cpu_seconds_of(&child_pid);
+    let (_, subscribers_hwm_fanout) = memory_of(&child_pid);
     let fields: Vec<u64> = snapshot_line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
     let [last_done, snapshot_bytes] = fields[..] else { return Err(format!("bad report `{snapshot_line}`").into()) };
     let fanout_s = last_done.saturating_sub(started) as f64 / 1e9;
     println!();
     println!(
-        "| records | subscribers | encoding | snapshot bytes (decoded) | fan-out s | controller CPU s | controller RSS MiB before / after / peak |"
+        "| records | subscribers | encoding | snapshot bytes (decoded) | fan-out s | controller CPU s | controller RSS MiB before / after / peak | subscriber process CPU s / peak RSS MiB |"
     );
-    println!("|---:|---:|---|---:|---:|---:|---|");
+    println!("|---:|---:|---|---:|---:|---:|---|---|");
     println!(
-        "| {records} | {subscribers} | {encoding} | {snapshot_bytes} | {fanout_s:.2} | {cpu_fanout:.2} | {rss_before:.1} / {rss_fanout:.1} / {hwm_fanout:.1} |"
+        "| {records} | {subscribers} | {encoding} | {snapshot_bytes} | {fanout_s:.2} | {cpu_fanout:.2} | {rss_before:.1} / {rss_fanout:.1} / {hwm_fanout:.1} | {subscribers_cpu_fanout:.2} / {subscribers_hwm_fanout:.1} |"
     );
 
     // Deltas: one endpoint's readiness flips, published; the time of publication is kept per generation.
@@ -185,10 +197,12 @@ async fn controller() -> Result<()> {
     }
     let mut latencies = Vec::new();
     let mut slowest = Vec::new();
-    loop {
+    let subscriber_totals = loop {
         let line = next_line(&mut lines_rx).await?;
-        if line == "done" {
-            break;
+        // `done PEAK_RSS_MIB CPU_S`: the child's own figures, read before it exits.
+        if let Some(rest) = line.strip_prefix("done") {
+            let fields: Vec<f64> = rest.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+            break (fields.first().copied().unwrap_or(f64::NAN), fields.get(1).copied().unwrap_or(f64::NAN));
         }
         let fields: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
         if let [generation, at] = fields[..]
@@ -197,7 +211,7 @@ async fn controller() -> Result<()> {
             latencies.push(at.saturating_sub(*sent) as f64 / 1e6);
             slowest.push((at.saturating_sub(*sent), generation));
         }
-    }
+    };
     // Which deltas make the tail: the first after the snapshot, or spread out.
     slowest.sort_unstable_by(|a, b| b.cmp(a));
     let tail: Vec<String> = slowest
@@ -207,6 +221,8 @@ async fn controller() -> Result<()> {
         .collect();
     println!("slowest deliveries: {}", tail.join(", "));
     let cpu_deltas = cpu_seconds() - cpu_before;
+    let (subscribers_hwm, subscribers_cpu) = subscriber_totals;
+    let subscribers_cpu_deltas = subscribers_cpu - subscribers_cpu_fanout;
     let status = child.wait()?;
     if !status.success() {
         return Err(format!("the subscribers failed: {status}").into());
@@ -214,10 +230,12 @@ async fn controller() -> Result<()> {
     latencies.sort_by(f64::total_cmp);
     let expected = subscribers * deltas;
     println!();
-    println!("| deltas × subscribers | received | p50 ms | p99 ms | max ms | controller CPU s (deltas) |");
-    println!("|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| {expected} | {} | {:.2} | {:.2} | {:.2} | {cpu_deltas:.2} |",
+        "| deltas × subscribers | received | p50 ms | p99 ms | max ms | controller CPU s (deltas) | subscriber process CPU s (deltas) / peak RSS MiB |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---|");
+    println!(
+        "| {expected} | {} | {:.2} | {:.2} | {:.2} | {cpu_deltas:.2} | {subscribers_cpu_deltas:.2} / {subscribers_hwm:.1} |",
         latencies.len(),
         percentile(&latencies, 50.0),
         percentile(&latencies, 99.0),
@@ -278,7 +296,7 @@ fn subscribe(args: &[String]) -> Result<()> {
                 Err(error) => failures.push(error.to_string()),
             }
         }
-        println!("done");
+        println!("done {:.1} {:.2}", memory().1, cpu_seconds());
         if failures.is_empty() {
             Ok(())
         } else {
@@ -389,23 +407,16 @@ async fn one_subscriber(
     if encoded != zstd {
         return Err(format!("asked for zstd: {zstd}, Content-Encoding present: {encoded}").into());
     }
-    let mut decoder = if zstd { Some(ZstdChunks::new()?) } else { None };
-    let mut decoded = bytes::BytesMut::new();
-    let mut body = response.into_body();
+    // Decompressed by the replica's own decoder, in pieces of at most 64 KiB: decoding a whole body chunk
+    // at once held up to ~27× the chunk (megabytes per subscriber; 3.4 GiB for 200 subscribers).
+    let body = response.into_body().into_data_stream();
+    let mut chunks: std::pin::Pin<Box<dyn futures::Stream<Item = std::result::Result<Bytes, String>> + Send>> =
+        if zstd { Box::pin(decompressed(body)?) } else { Box::pin(body.map(|chunk| chunk.map_err(|e| e.to_string()))) };
     let mut line = Line::default();
     let mut generation: Option<u64> = None;
     let mut receipts = Vec::new();
-    while let Some(chunk) = body.frame().await {
-        let Ok(data) = chunk?.into_data() else { continue };
-        let data = match decoder.as_mut() {
-            Some(decoder) => {
-                // Decoded a chunk at a time: the snapshot is never held whole here either.
-                decoded.clear();
-                decoder.feed(&data, &mut decoded, usize::MAX)?;
-                decoded.split().freeze()
-            }
-            None => data,
-        };
+    while let Some(data) = chunks.next().await {
+        let data = data?;
         let mut rest = &data[..];
         while let Some(end) = memchr::memchr(b'\n', rest) {
             line.push(&rest[..end]);

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use roster_shared::{Frame, IncrementalSynthesis, Trigger, ZoneData};
 use tokio::sync::{broadcast, watch};
+use zstd::stream::raw::CParameter;
 
 use crate::health::Health;
 use crate::metrics::ControllerMetrics;
@@ -62,6 +63,9 @@ impl Encoded {
 /// A snapshot's (epoch, generation) and its stream lines.
 type EncodedSnapshot = ((u64, u64), Arc<Encoded>);
 
+/// A bookmark's generation and its stream lines.
+type EncodedBookmark = (u64, Arc<Encoded>);
+
 #[derive(Clone)]
 pub struct Hub {
     publisher: Arc<Mutex<Publisher>>,
@@ -73,6 +77,9 @@ pub struct Hub {
     /// The last snapshot as a stream line, keyed by (epoch, generation): encoded once for every subscriber.
     /// An async lock, so that subscribers arriving together wait for one encoding instead of each doing it.
     snapshot_line: Arc<tokio::sync::Mutex<Option<EncodedSnapshot>>>,
+    /// The last bookmark's lines, by generation: every subscriber at that generation sends the same bytes,
+    /// so 1,000 subscribers cost one encoding (and one zstd compression) instead of 1,000.
+    bookmark_line: Arc<Mutex<Option<EncodedBookmark>>>,
 }
 
 impl Default for Hub {
@@ -90,6 +97,7 @@ impl Hub {
             health: Health::new(),
             serving: watch::channel(true).0,
             snapshot_line: Arc::default(),
+            bookmark_line: Arc::default(),
         }
     }
 
@@ -124,6 +132,9 @@ impl Hub {
     /// `frame` as one stream line; a snapshot is encoded (and compressed) once per (epoch, generation) for
     /// all subscribers.
     pub async fn line(&self, frame: &Frame, encoding: Encoding) -> Bytes {
+        if let Frame::Bookmark { generation } = frame {
+            return self.bookmark_line(*generation, frame, encoding);
+        }
         let Frame::Snapshot { epoch, generation, .. } = frame else { return Encoded::default().get(frame, encoding) };
         let key = (*epoch, *generation);
         let mut cached = self.snapshot_line.lock().await;
@@ -139,6 +150,17 @@ impl Hub {
             }
         };
         // Still under the lock: subscribers arriving together wait for one compression, not each do it.
+        lines.get(frame, encoding)
+    }
+
+    fn bookmark_line(&self, generation: u64, frame: &Frame, encoding: Encoding) -> Bytes {
+        let lines = {
+            let mut cached = self.bookmark_line.lock();
+            match cached.as_ref() {
+                Some((at, lines)) if *at == generation => lines.clone(),
+                _ => cached.insert((generation, Arc::default())).1.clone(),
+            }
+        };
         lines.get(frame, encoding)
     }
 
@@ -210,8 +232,55 @@ fn encode(frame: &Frame) -> Bytes {
     Bytes::from(text)
 }
 
-/// One complete zstd frame holding `line`.
+/// One complete zstd frame holding `line`, its window bounded (`STREAM_ZSTD_WINDOW_LOG`) so that a replica
+/// decodes a snapshot of any size with a bounded buffer (zstd's own choice depends on level and version).
 fn compress(line: &[u8]) -> Bytes {
+    let compressed = zstd::bulk::Compressor::new(ZSTD_LEVEL).and_then(|mut compressor| {
+        compressor.set_parameter(CParameter::WindowLog(roster_shared::STREAM_ZSTD_WINDOW_LOG))?;
+        compressor.compress(line)
+    });
     // Compressing into memory fails only when allocation does, which aborts first.
-    Bytes::from(zstd::bulk::compress(line, ZSTD_LEVEL).unwrap_or_default())
+    Bytes::from(compressed.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use zstd::stream::raw::{DParameter, Decoder, InBuffer, Operation, OutBuffer};
+
+    #[tokio::test]
+    async fn a_bookmark_is_encoded_once_per_generation_for_every_subscriber() {
+        let hub = Hub::default();
+        for encoding in [Encoding::Plain, Encoding::Zstd] {
+            let first = hub.line(&Frame::Bookmark { generation: 7 }, encoding).await;
+            let again = hub.line(&Frame::Bookmark { generation: 7 }, encoding).await;
+            // The same bytes, not an equal copy: one encoding shared.
+            assert_eq!(first.as_ptr(), again.as_ptr(), "{encoding:?}");
+            let next = hub.line(&Frame::Bookmark { generation: 8 }, encoding).await;
+            assert_ne!(first, next, "{encoding:?}");
+        }
+        let plain = hub.line(&Frame::Bookmark { generation: 8 }, Encoding::Plain).await;
+        assert_eq!(&plain[..], b"{\"kind\":\"bookmark\",\"generation\":8}\n");
+    }
+
+    #[test]
+    fn a_large_line_compresses_to_a_frame_a_bounded_decoder_takes() {
+        // 4 MiB of text that does not repeat within 2 MiB, so that a window may not shrink to the content.
+        let line: Vec<u8> =
+            (0..600_000u32).flat_map(|i| format!("{},", i.wrapping_mul(2_654_435_761)).into_bytes()).collect();
+        assert!(line.len() > 4 << 20);
+        let frame = compress(&line);
+        let mut decoder = Decoder::new().unwrap();
+        decoder.set_parameter(DParameter::WindowLogMax(roster_shared::STREAM_ZSTD_WINDOW_LOG)).unwrap();
+        let mut out = vec![0u8; line.len() + 1];
+        let mut input = InBuffer::around(&frame[..]);
+        let mut output = OutBuffer::around(&mut out[..]);
+        while input.pos() < frame.len() {
+            decoder.run(&mut input, &mut output).unwrap();
+        }
+        let written = output.pos();
+        assert_eq!(&out[..written], &line[..]);
+    }
 }

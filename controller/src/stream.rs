@@ -310,21 +310,27 @@ impl Feed {
     /// `false` when the connection must be closed.
     async fn feed(&mut self, catch_up: Vec<Bytes>) -> bool {
         for line in catch_up {
-            if !self.send(line) {
+            if !send(&self.outbox, &self.hub, line) {
                 return false;
             }
         }
-        let mut bookmarks = tokio::time::interval(self.bookmark_every);
+        let Self { outbox, last, live, serving, hub, bookmark_every, encoding } = self;
+        let mut bookmarks = tokio::time::interval(*bookmark_every);
         bookmarks.tick().await;
+        // Made once and kept across frames: made anew per frame, they registered every subscriber with
+        // the shared `serving` watch and its outbox again per delta, 1,000 times per publication.
+        let stopped = async { while serving.changed().await.is_ok() && *serving.borrow() {} };
+        let closed = outbox.tx.closed();
+        tokio::pin!(stopped, closed);
         loop {
             tokio::select! {
-                frame = self.live.recv() => match frame {
+                frame = live.recv() => match frame {
                     // Frames published between catch-up and subscription are in both; skip the repeats.
-                    Ok(published) if self.last.is_some_and(|last| published.frame.generation() <= last) => {}
+                    Ok(published) if last.is_some_and(|last| published.frame.generation() <= last) => {}
                     Ok(published) => {
-                        self.last = Some(published.frame.generation());
-                        let line = self.hub.live_line(&published, self.encoding).await;
-                        if !self.send(line) { return false; }
+                        *last = Some(published.frame.generation());
+                        let line = hub.live_line(&published, *encoding).await;
+                        if !send(outbox, hub, line) { return false; }
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         debug!(missed, "subscriber too slow; closing its stream so that it resumes");
@@ -335,31 +341,30 @@ impl Feed {
                 _ = bookmarks.tick() => {
                     // The generation this subscriber was sent, not the hub's: a delta published a moment
                     // ago may still be on its way to this feed, and a bookmark must not claim it.
-                    if let Some(generation) = self.last
-                        && !self.send(self.hub.line(&Frame::Bookmark { generation }, self.encoding).await)
+                    if let Some(generation) = *last
+                        && !send(outbox, hub, hub.line(&Frame::Bookmark { generation }, *encoding).await)
                     {
                         return false;
                     }
                 }
-                changed = self.serving.changed() => {
-                    if changed.is_err() || !*self.serving.borrow() {
-                        debug!("no longer serving the stream; closing");
-                        return false;
-                    }
+                () = &mut stopped => {
+                    debug!("no longer serving the stream; closing");
+                    return false;
                 }
-                _ = self.outbox.tx.closed() => return true,
+                () = &mut closed => return true,
             }
         }
     }
+}
 
-    fn send(&self, line: Bytes) -> bool {
-        if self.outbox.push(line) {
-            return true;
-        }
-        if !self.outbox.tx.is_closed() {
-            self.hub.metrics().stream_cutoffs.inc();
-            warn!(budget = self.outbox.budget, "subscriber stopped reading: cut off (it resumes when it reads again)");
-        }
-        false
+/// Queues `line` for the subscriber; `false` (counted and logged when it is a cut-off) when it cannot.
+fn send(outbox: &Outbox, hub: &Hub, line: Bytes) -> bool {
+    if outbox.push(line) {
+        return true;
     }
+    if !outbox.tx.is_closed() {
+        hub.metrics().stream_cutoffs.inc();
+        warn!(budget = outbox.budget, "subscriber stopped reading: cut off (it resumes when it reads again)");
+    }
+    false
 }

@@ -8,9 +8,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use zstd::stream::raw::{DParameter, Decoder, InBuffer, Operation, OutBuffer};
 
-/// The largest zstd window accepted (8 MiB, the format's recommended decoder limit): a frame asking for
-/// more is refused rather than allowed to claim the memory.
-const WINDOW_LOG_MAX: u32 = 23;
+/// The largest zstd window accepted (8 MiB): a frame asking for more is refused rather than allowed to
+/// claim the memory. The controller compresses with a 2 MiB window (`STREAM_ZSTD_WINDOW_LOG`).
+const WINDOW_LOG_MAX: u32 = roster_shared::STREAM_ZSTD_WINDOW_LOG_MAX;
 
 /// Decompressed bytes are produced this many at a time, so that a limit is checked before it is passed.
 const STEP: usize = 64 << 10;
@@ -33,7 +33,7 @@ impl ZstdChunks {
         let mut input = InBuffer::around(input);
         loop {
             let mut output = OutBuffer::around(&mut self.scratch[..]);
-            self.decoder.run(&mut input, &mut output).map_err(|e| format!("undecodable zstd stream: {e}"))?;
+            self.decoder.run(&mut input, &mut output).map_err(undecodable)?;
             let written = output.pos();
             if out.len() + written > limit {
                 return Err(format!("a frame longer than {limit} bytes"));
@@ -91,7 +91,7 @@ impl ZstdChunks {
     fn step(&mut self, input: &[u8]) -> Result<(usize, Bytes), String> {
         let mut input = InBuffer::around(input);
         let mut output = OutBuffer::around(&mut self.scratch[..]);
-        self.decoder.run(&mut input, &mut output).map_err(|e| format!("undecodable zstd stream: {e}"))?;
+        self.decoder.run(&mut input, &mut output).map_err(undecodable)?;
         let written = output.pos();
         let used = input.pos();
         if used == 0 && written == 0 && !input.src.is_empty() {
@@ -99,6 +99,34 @@ impl ZstdChunks {
         }
         Ok((used, Bytes::copy_from_slice(&self.scratch[..written])))
     }
+}
+
+/// A decoder error as the replica reports it; a window past the limit is named as such (zstd's own
+/// words, "requires too much memory", do not say which limit or whose).
+fn undecodable(error: std::io::Error) -> String {
+    if error.to_string().contains("too much memory") {
+        return format!(
+            "undecodable zstd stream: a frame asks for a window larger than {} MiB, the most a replica accepts",
+            1 << (WINDOW_LOG_MAX - 20)
+        );
+    }
+    format!("undecodable zstd stream: {error}")
+}
+
+/// A zstd frame whose header asks for a 2^`window_log` byte window, holding `content` in one raw block
+/// (RFC 8878 §3.1.1): what a hostile or broken controller could send.
+#[cfg(test)]
+pub(crate) fn frame_with_window(window_log: u8, content: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x28, 0xb5, 0x2f, 0xfd];
+    // Frame header descriptor: no content size, not single-segment, no checksum, no dictionary.
+    frame.push(0);
+    // Window descriptor: exponent (window log − 10), mantissa 0.
+    frame.push((window_log - 10) << 3);
+    // One last raw block: bit 0 last, bits 1–2 type 0 (raw), size in the rest.
+    let header = 1 | (u32::try_from(content.len()).unwrap_or(0) << 3);
+    frame.extend_from_slice(&header.to_le_bytes()[..3]);
+    frame.extend_from_slice(content);
+    frame
 }
 
 #[cfg(test)]
@@ -160,6 +188,21 @@ mod tests {
         let chunks = vec![Ok::<_, String>(Bytes::from_static(b"not zstd at all"))];
         let mut pieces = std::pin::pin!(decompressed(futures_util::stream::iter(chunks)).unwrap());
         assert!(pieces.next().await.unwrap().unwrap_err().contains("undecodable"));
+    }
+
+    #[test]
+    fn a_window_past_the_limit_is_refused_by_name_and_one_within_decodes() {
+        let line = b"{\"kind\":\"bookmark\",\"generation\":1}\n";
+        // 1 GiB asked for: refused at the frame header, nothing that size allocated.
+        let mut out = BytesMut::new();
+        let error = ZstdChunks::new().unwrap().feed(&frame_with_window(30, line), &mut out, 1 << 20).unwrap_err();
+        assert!(error.contains("window larger than 8 MiB"), "{error}");
+        assert!(out.is_empty());
+        let error = ZstdChunks::new().unwrap().feed(&frame_with_window(24, line), &mut out, 1 << 20).unwrap_err();
+        assert!(error.contains("window larger than 8 MiB"), "{error}");
+        // The limit itself is accepted.
+        ZstdChunks::new().unwrap().feed(&frame_with_window(23, line), &mut out, 1 << 20).unwrap();
+        assert_eq!(&out[..], &line[..]);
     }
 
     #[test]

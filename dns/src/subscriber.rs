@@ -613,6 +613,28 @@ mod tests {
         }
     }
 
+    /// A zstd body in chunks of 1,000 bytes, decompressed as the HTTP source does.
+    fn zstd_chunks(body: &[u8]) -> Chunks {
+        let items: Vec<Result<Bytes, String>> = body.chunks(1000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        Box::pin(decompressed(futures_util::stream::iter(items)).unwrap())
+    }
+
+    /// Each connection reads the next zstd body through the HTTP source's decoding and framing.
+    struct ZstdScripted {
+        bodies: Vec<Vec<u8>>,
+    }
+
+    #[async_trait::async_trait]
+    impl FrameSource for ZstdScripted {
+        async fn connect(&mut self, _: Option<(u64, u64)>, store: &Arc<ZoneStore>) -> Result<FrameStream, String> {
+            if self.bodies.is_empty() {
+                return Ok(Box::pin(futures_util::stream::pending()));
+            }
+            let body = self.bodies.remove(0);
+            Ok(Lines::new(zstd_chunks(&body), store.clone(), MAX_FRAME_BYTES).into_stream())
+        }
+    }
+
     fn a_record(store: &ZoneStore, owner: &str) -> Option<Vec<u8>> {
         let wire = crate::convert::to_wire(&DomainName::parse(owner).unwrap());
         let view = store.view();
@@ -677,6 +699,39 @@ mod tests {
             "only the first snapshot until the third: {seen:?}"
         );
         assert_eq!(a_record(&store, "a.default.svc.cluster.local").unwrap(), [10, 0, 0, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_zstd_window_past_the_limit_is_refused_and_the_old_records_keep_serving() {
+        let compress = |frame: &Frame| zstd::bulk::compress(&line_of(frame), 3).unwrap();
+        let first = compress(&snapshot(1, 1, "10.0.0.1"));
+        // A controller (hostile or broken) whose frame asks for a 1 GiB window.
+        let hostile = crate::stream_encoding::frame_with_window(30, &line_of(&snapshot(2, 1, "10.0.0.2")));
+        let third = compress(&snapshot(3, 1, "10.0.0.3"));
+        let store = test_store();
+        let mut framed = Lines::new(zstd_chunks(&hostile), store.clone(), MAX_FRAME_BYTES);
+        let error = framed.next().await.unwrap().unwrap_err();
+        assert_eq!(
+            error,
+            "undecodable zstd stream: a frame asks for a window larger than 8 MiB, the most a replica accepts"
+        );
+
+        let source = ZstdScripted { bodies: vec![first, hostile, third] };
+        let task = tokio::spawn(follow(source, store.clone(), Duration::from_secs(60), None));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        while store.position() != Some((3, 1)) {
+            assert!(Instant::now() < deadline, "never reached the third snapshot: {:?}", store.position());
+            if let Some(address) = a_record(&store, "a.default.svc.cluster.local") {
+                seen.push(address);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        task.abort();
+        assert!(
+            !seen.is_empty() && seen.iter().all(|a| a[..] == [10, 0, 0, 1]),
+            "the first records until the third: {seen:?}"
+        );
     }
 
     #[tokio::test]

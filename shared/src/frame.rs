@@ -13,6 +13,15 @@ use crate::records::{RData, ZoneData};
 /// all subscribers and the body is still one standard zstd stream (concatenated frames).
 pub const STREAM_ENCODING_ZSTD: &str = "zstd";
 
+/// The zstd window the controller compresses stream frames with: 2^21 bytes (2 MiB). A decoder keeps one
+/// window of history, so this, not the snapshot's size, bounds a replica's decompression buffer; a
+/// larger window gains under 1% on a 100k-record snapshot (bench/README.md, `zstd_window`).
+pub const STREAM_ZSTD_WINDOW_LOG: u32 = 21;
+
+/// The largest zstd window a replica accepts: 2^23 bytes (8 MiB, the format's recommended decoder
+/// limit). A frame asking for more is refused before anything is allocated for it, whoever sent it.
+pub const STREAM_ZSTD_WINDOW_LOG_MAX: u32 = 23;
+
 /// One change to one name: its complete new record list (empty for an empty non-terminal), or its removal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]

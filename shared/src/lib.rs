@@ -10,7 +10,7 @@ pub mod records;
 pub mod synth;
 pub mod views;
 
-pub use frame::{Change, Frame, STREAM_ENCODING_ZSTD, Trigger};
+pub use frame::{Change, Frame, STREAM_ENCODING_ZSTD, STREAM_ZSTD_WINDOW_LOG, STREAM_ZSTD_WINDOW_LOG_MAX, Trigger};
 pub use incremental::IncrementalSynthesis;
 pub use name::{DomainName, NameError};
 pub use records::{RData, ZoneBuilder, ZoneData};
