@@ -86,7 +86,7 @@ impl quick_cache::Equivalent<CacheKey> for KeyRef<'_> {
 
 /// `name` in lowercase wire form, as the request parser makes it from a question (`WireName`).
 pub fn lowercase_wire(name: &Name) -> Vec<u8> {
-    let mut wire = Vec::with_capacity(usize::from(name.len()) + 2);
+    let mut wire = Vec::with_capacity(name.len() + 2);
     for label in name.iter() {
         wire.push(u8::try_from(label.len()).unwrap_or(u8::MAX));
         wire.extend(label.iter().map(u8::to_ascii_lowercase));

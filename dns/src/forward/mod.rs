@@ -9,14 +9,14 @@ pub mod upstream;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, LowerName, Name, Record, RecordType};
-use prometheus_client::metrics::counter::Counter;
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{OnceCell, Semaphore, watch};
 use tracing::{debug, error, warn};
 

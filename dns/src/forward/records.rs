@@ -121,7 +121,8 @@ impl Forwarded {
         let field = blob.get(fixed..fixed + 10)?;
         let rtype = u16::from_be_bytes([field[0], field[1]]);
         let class = u16::from_be_bytes([field[2], field[3]]);
-        let ttl = u32::from_be_bytes([field[4], field[5], field[6], field[7]]).saturating_sub(self.age).min(self.remaining);
+        let ttl =
+            u32::from_be_bytes([field[4], field[5], field[6], field[7]]).saturating_sub(self.age).min(self.remaining);
         let rdlength = usize::from(u16::from_be_bytes([field[8], field[9]]));
         let rdata = blob.get(fixed + 10..fixed + 10 + rdlength)?;
         Some((Entry { section, owner, rtype, class, ttl, rdata }, fixed + 10 + rdlength))
