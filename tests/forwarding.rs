@@ -253,7 +253,14 @@ async fn metrics_count_a_known_query_mix() {
     tcp.query("_web._tcp.nginx.demo.svc.cluster.local.", RecordType::SRV).await;
     udp.query("www.example.com.", RecordType::A).await;
     udp.query("www.example.com.", RecordType::A).await;
-    let text = server.metrics.render();
+    // A UDP worker records a response just after sending it: wait for the last one (the cache hit).
+    let last = "zone=\".\",view=\"\",proto=\"udp\",family=\"1\",type=\"A\"} 2";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut text = server.metrics.render();
+    while !text.contains(last) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        text = server.metrics.render();
+    }
     let value = |needle: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(needle))
