@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 
 use super::records::Forwarded;
 
@@ -35,7 +36,9 @@ const ENTRY_OVERHEAD: usize = std::mem::size_of::<CacheKey>() + std::mem::size_o
 /// compare case-insensitively), type, class and the DO bit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheKey {
-    name: Box<[u8]>,
+    /// Inline up to 32 bytes (as hickory's `LowerName` kept it): a heap allocation per key left holes
+    /// beside the upstream exchange's buffers and grew RSS per entry ~3× (bench/README, forwarder).
+    name: SmallVec<[u8; 32]>,
     qtype: u16,
     class: u16,
     dnssec_ok: bool,
@@ -54,7 +57,7 @@ pub struct KeyRef<'a> {
 impl CacheKey {
     /// The key of `name` (any case), `qtype` and `class`.
     pub fn new(name: &Name, qtype: RecordType, class: DNSClass, dnssec_ok: bool) -> Self {
-        Self { name: lowercase_wire(name).into_boxed_slice(), qtype: qtype.into(), class: class.into(), dnssec_ok }
+        Self { name: lowercase_wire(name), qtype: qtype.into(), class: class.into(), dnssec_ok }
     }
 
     /// The name's lowercase wire form.
@@ -85,8 +88,8 @@ impl quick_cache::Equivalent<CacheKey> for KeyRef<'_> {
 }
 
 /// `name` in lowercase wire form, as the request parser makes it from a question (`WireName`).
-pub fn lowercase_wire(name: &Name) -> Vec<u8> {
-    let mut wire = Vec::with_capacity(name.len() + 2);
+pub fn lowercase_wire(name: &Name) -> SmallVec<[u8; 32]> {
+    let mut wire = SmallVec::with_capacity(name.len() + 2);
     for label in name.iter() {
         wire.push(u8::try_from(label.len()).unwrap_or(u8::MAX));
         wire.extend(label.iter().map(u8::to_ascii_lowercase));

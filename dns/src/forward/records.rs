@@ -3,29 +3,16 @@
 //! names uncompressed and in the case the upstream sent (the writer compares names case-insensitively).
 //!
 //! One allocation holds every record: `[section u8][owner len u8][owner][type u16][class u16][ttl u32]
-//! [rdlength u16][rdata]`, in section order. It is shared: a cache hit takes a reference and the age
-//! to subtract from the TTLs as they are read, rather than a copy with the TTLs rewritten.
-
-use std::sync::Arc;
+//! [rdlength u16][rdata]`, in section order.
 
 use hickory_proto::rr::{Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
 use crate::wire::{MessageWriter, Section, WireName};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Forwarded {
-    blob: Arc<[u8]>,
-    /// Seconds spent in the cache: subtracted from every TTL read.
-    age: u32,
-    /// Every TTL read is at most this (the entry's remaining life).
-    remaining: u32,
-}
-
-impl Default for Forwarded {
-    fn default() -> Self {
-        Self::from_blob(Vec::new())
-    }
+    blob: Vec<u8>,
 }
 
 /// One record read back from the blob.
@@ -50,12 +37,9 @@ impl Forwarded {
                 push(&mut blob, &mut scratch, section, record);
             }
         }
-        Self::from_blob(blob)
-    }
-
-    /// Records as stored, TTLs as the upstream sent them (the shared allocation holds no spare room).
-    fn from_blob(blob: Vec<u8>) -> Self {
-        Self { blob: blob.into(), age: 0, remaining: u32::MAX }
+        // Cached for minutes: hold no spare capacity.
+        blob.shrink_to_fit();
+        Self { blob }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -67,9 +51,9 @@ impl Forwarded {
         self.entries().any(|(_, entry)| entry.section == Section::Answer as u8)
     }
 
-    /// Bytes held (for the cache's accounting): the records and the shared allocation's two counts.
+    /// Bytes held (for the cache's accounting).
     pub fn byte_len(&self) -> usize {
-        self.blob.len() + 2 * std::mem::size_of::<usize>()
+        self.blob.capacity()
     }
 
     /// The same records without the additional section.
@@ -80,16 +64,22 @@ impl Forwarded {
                 blob.extend_from_slice(&self.blob[range]);
             }
         }
-        Self { blob: blob.into(), ..*self }
+        Self { blob }
     }
 
-    /// The same records with every TTL reduced by `age` seconds and at most `remaining` (a cache hit):
-    /// shared, not copied.
+    /// A copy with every TTL reduced by `age` seconds and at most `remaining` (a cache hit).
     pub fn aged(&self, age: u32, remaining: u32) -> Self {
-        Self { blob: self.blob.clone(), age: self.age.saturating_add(age), remaining: self.remaining.min(remaining) }
+        let mut blob = self.blob.clone();
+        for (range, entry) in self.entries() {
+            // the TTL sits before rdlength (2 bytes) and rdata
+            let ttl_at = range.end - entry.rdata.len() - 6;
+            let ttl = entry.ttl.saturating_sub(age).min(remaining);
+            blob[ttl_at..ttl_at + 4].copy_from_slice(&ttl.to_be_bytes());
+        }
+        Self { blob }
     }
 
-    /// The TTL of every record, in order, aged.
+    /// The TTL of every record, in order.
     pub fn ttls(&self) -> Vec<u32> {
         self.entries().map(|(_, entry)| entry.ttl).collect()
     }
@@ -101,7 +91,7 @@ impl Forwarded {
         })
     }
 
-    /// Every record with its byte range in the blob, its TTL aged.
+    /// Every record with its byte range in the blob.
     fn entries(&self) -> impl Iterator<Item = (std::ops::Range<usize>, Entry<'_>)> {
         let mut at = 0;
         std::iter::from_fn(move || {
@@ -121,8 +111,7 @@ impl Forwarded {
         let field = blob.get(fixed..fixed + 10)?;
         let rtype = u16::from_be_bytes([field[0], field[1]]);
         let class = u16::from_be_bytes([field[2], field[3]]);
-        let ttl =
-            u32::from_be_bytes([field[4], field[5], field[6], field[7]]).saturating_sub(self.age).min(self.remaining);
+        let ttl = u32::from_be_bytes([field[4], field[5], field[6], field[7]]);
         let rdlength = usize::from(u16::from_be_bytes([field[8], field[9]]));
         let rdata = blob.get(fixed + 10..fixed + 10 + rdlength)?;
         Some((Entry { section, owner, rtype, class, ttl, rdata }, fixed + 10 + rdlength))
