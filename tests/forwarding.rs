@@ -161,6 +161,19 @@ async fn truncated_upstream_answers_are_fetched_over_tcp() {
     assert_eq!(answer.answers.len(), 40, "the whole answer, fetched over TCP");
 }
 
+/// An upstream that ignores the payload size roster advertised and sends more than roster's receive
+/// buffer over UDP: roster does not keep a cut datagram but asks again over TCP.
+#[tokio::test]
+async fn oversized_udp_answers_are_fetched_over_tcp() {
+    let oversize = upstream::start(Behaviour::Oversize).await;
+    let server = support::start(None, options(&[&oversize])).await;
+    let mut client = DnsClient::connect(server.addr, Transport::Tcp).await;
+    let answer = client.query("big.example.com.", RecordType::A).await;
+    assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(answer.answers.len(), 40, "the TCP answer, not the oversized UDP one");
+    assert_eq!(oversize.queries.load(Ordering::SeqCst), 2, "UDP, then TCP");
+}
+
 #[tokio::test]
 async fn reverse_names_fall_through_and_external_names_are_chased() {
     let good = upstream::start(Behaviour::Good).await;

@@ -2,9 +2,8 @@
 //! negative caching per RFC 2308 and capped TTLs, as CoreDNS's cache plugin does by default. Answers are
 //! kept in wire form ([`Forwarded`]): a hit is one copy with the TTLs patched, ready for the writer.
 //!
-//! A hit costs no allocation: the key is the question's lowercase wire name (the request parser made
-//! it already), looked up through a borrowed [`KeyRef`]; the answer's bytes are shared, and its TTLs
-//! are aged as they are written.
+//! A hit looks its key up without allocating: the key is the question's lowercase wire name (the
+//! request parser made it already), borrowed as a [`KeyRef`].
 //!
 //! Storage and eviction are quick_cache's (S3-FIFO-like, sharded, weighted): every entry weighs its
 //! bytes, so a flood of large answers cannot grow the process past the bound (an entry-count bound

@@ -303,9 +303,8 @@ impl Forwarder {
     ) -> Option<(ResponseCode, Forwarded)> {
         let answer = from_message(self.query_upstreams(query, dnssec_ok).await?);
         let records = Forwarded::new(&answer.answers, &answer.authority, &answer.additionals);
-        // The stored key is allocated only now, after the exchange has freed its 64 KiB receive
-        // buffer: a long-lived allocation made while that buffer is held pins it as a hole that the
-        // next misses' buffers cannot reuse (with EDNS clients, RSS grew ~2 KB per entry that way).
+        // The stored key is cloned only now, after the exchange has freed its receive buffer: a
+        // long-lived allocation made while that buffer is held can pin it as a heap hole.
         if self.cache.insert(key.clone(), &answer, &records) {
             self.update_cache_gauges();
         }
