@@ -56,6 +56,68 @@ async fn forwarded_answers_are_cached_with_decreasing_ttls() {
     assert_eq!(good.queries.load(Ordering::SeqCst), 2);
 }
 
+/// dig's question, answer and authority lines for `name` `rtype` (plus `extra` flags), and whether the
+/// response carried an OPT record. dig blocks: it runs off the runtime, which the forwarder needs.
+async fn dig_sections(port: u16, name: &str, rtype: &str, extra: &[&str]) -> (Vec<String>, bool) {
+    let mut args = vec![name.to_owned(), rtype.to_owned(), "+noall".into(), "+question".into()];
+    args.extend(["+answer", "+authority", "+comments"].map(str::to_owned));
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let text = tokio::task::spawn_blocking(move || {
+        support::process::dig(port, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap();
+    let edns = text.contains("OPT PSEUDOSECTION");
+    let records = text
+        .lines()
+        // Records, and the question (`;name`); not dig's comments (`;;`) or the OPT's lines (`; EDNS`).
+        .filter(|l| !l.is_empty() && !l.starts_with(";;") && !l.starts_with("; "))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    (records, edns)
+}
+
+fn ttl_of(line: &str) -> u32 {
+    line.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// Cache hits as a real client sees them (dig over UDP, answered inline by the UDP workers from the
+/// shared wire form): the question's case in the question and the answer's owner, the TTL counted
+/// down, an NXDOMAIN's SOA at most the negative TTL (the SOA minimum, 60 s here, not its 900 s TTL) and
+/// counting down, EDNS answered with EDNS, and the DO bit keyed apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_hits_keep_the_question_case_and_age_every_ttl() {
+    let good = upstream::start(Behaviour::Good).await;
+    let server = support::start(Some(Path::new(FIXTURE)), options(&[&good])).await;
+    let port = server.addr.port();
+    let (miss, _) = dig_sections(port, "wWw.ExAmPlE.CoM.", "A", &[]).await;
+    assert_eq!(miss, [";wWw.ExAmPlE.CoM. IN A", "wWw.ExAmPlE.CoM. 300 IN A 192.0.2.16"]);
+    let (nx_miss, _) = dig_sections(port, "Nope.Nowhere.TEST.", "A", &[]).await;
+    assert_eq!(nx_miss.len(), 2, "{nx_miss:?}");
+    assert_eq!(good.queries.load(Ordering::SeqCst), 2);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let (hit, edns) = dig_sections(port, "WwW.eXaMpLe.cOm.", "A", &[]).await;
+    assert!(edns, "EDNS in, EDNS out");
+    assert_eq!(hit[0], ";WwW.eXaMpLe.cOm. IN A");
+    assert!(hit[1].starts_with("WwW.eXaMpLe.cOm. ") && hit[1].ends_with(" IN A 192.0.2.16"), "{hit:?}");
+    assert!((290..300).contains(&ttl_of(&hit[1])), "counted down: {hit:?}");
+    let (nx_hit, _) = dig_sections(port, "nOPE.nowhere.test.", "A", &[]).await;
+    assert_eq!(nx_hit[0], ";nOPE.nowhere.test. IN A");
+    assert!(nx_hit[1].starts_with(". ") && nx_hit[1].contains(" IN SOA ns.example.com. h.example.com. "), "{nx_hit:?}");
+    assert!(ttl_of(&nx_hit[1]) < 60, "the negative TTL, counted down: {nx_hit:?}");
+    let (no_edns, edns) = dig_sections(port, "www.example.com.", "A", &["+noedns"]).await;
+    assert!(!edns && no_edns.len() == 2, "{no_edns:?}");
+    assert_eq!(good.queries.load(Ordering::SeqCst), 2, "every answer since came from the cache");
+
+    // DO set is another key: one more upstream query, then a hit.
+    for _ in 0..2 {
+        let (secure, _) = dig_sections(port, "www.example.com.", "A", &["+dnssec"]).await;
+        assert_eq!(secure.len(), 2, "{secure:?}");
+    }
+    assert_eq!(good.queries.load(Ordering::SeqCst), 3);
+}
+
 #[tokio::test]
 async fn a_silent_or_failing_upstream_is_passed_over() {
     let silent = upstream::start(Behaviour::Silent).await;
@@ -97,6 +159,19 @@ async fn truncated_upstream_answers_are_fetched_over_tcp() {
     let answer = client.query("big.example.com.", RecordType::A).await;
     assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
     assert_eq!(answer.answers.len(), 40, "the whole answer, fetched over TCP");
+}
+
+/// An upstream that ignores the payload size roster advertised and sends more than roster's receive
+/// buffer over UDP: roster does not keep a cut datagram but asks again over TCP.
+#[tokio::test]
+async fn oversized_udp_answers_are_fetched_over_tcp() {
+    let oversize = upstream::start(Behaviour::Oversize).await;
+    let server = support::start(None, options(&[&oversize])).await;
+    let mut client = DnsClient::connect(server.addr, Transport::Tcp).await;
+    let answer = client.query("big.example.com.", RecordType::A).await;
+    assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(answer.answers.len(), 40, "the TCP answer, not the oversized UDP one");
+    assert_eq!(oversize.queries.load(Ordering::SeqCst), 2, "UDP, then TCP");
 }
 
 #[tokio::test]
@@ -191,7 +266,14 @@ async fn metrics_count_a_known_query_mix() {
     tcp.query("_web._tcp.nginx.demo.svc.cluster.local.", RecordType::SRV).await;
     udp.query("www.example.com.", RecordType::A).await;
     udp.query("www.example.com.", RecordType::A).await;
-    let text = server.metrics.render();
+    // A UDP worker records a response just after sending it: wait for the last one (the cache hit).
+    let last = "zone=\".\",view=\"\",proto=\"udp\",family=\"1\",type=\"A\"} 2";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut text = server.metrics.render();
+    while !text.contains(last) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        text = server.metrics.render();
+    }
     let value = |needle: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(needle))

@@ -102,7 +102,11 @@ impl FrontHandler {
         let zone = self.zone_of(request, question);
         if zone != Some(0) {
             let dnssec_ok = request.edns.is_some_and(|e| e.dnssec_ok);
-            return zone.is_none() && request.query().is_some_and(|query| forwarder.is_cached(&query, dnssec_ok));
+            return zone.is_none()
+                && match &question.name {
+                    Some(wire) => forwarder.is_cached_wire(wire.as_bytes(), question.qtype, question.qclass, dnssec_ok),
+                    None => request.query().is_some_and(|query| forwarder.is_cached(&query, dnssec_ok)),
+                };
         }
         let Some(wire) = &question.name else { return true };
         let view = self.store.view();
@@ -138,6 +142,12 @@ impl FrontHandler {
         }
         let dnssec_ok = request.edns.is_some_and(|e| e.dnssec_ok);
         let Some(zone) = self.zone_of(request, question) else {
+            // A cache hit straight from the question's wire name: no hickory query to make.
+            if let (Some(forwarder), Some(wire)) = (&self.forwarder, &question.name)
+                && let Some(hit) = forwarder.cached_answer(wire.as_bytes(), qtype, question.qclass, dnssec_ok)
+            {
+                return (hit, ".");
+            }
             let Some(query) = request.query() else { return (Answer::error(ResponseCode::FormErr), ".") };
             return (self.forward(&LowerName::new(query.name()), &query, dnssec_ok).await, ".");
         };

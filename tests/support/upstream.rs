@@ -32,6 +32,9 @@ pub enum Behaviour {
     TruncatingWrongQuestion,
     /// Over UDP: TC set. Over TCP: one TXT record of ~30 KB (120 strings of 250 bytes), TTL 300.
     LargeTxt,
+    /// Over UDP: no TC, but one TXT record of ~5 KB, past roster's 4 KiB receive buffer (an upstream
+    /// ignoring the payload size roster advertised). Over TCP: 40 A records.
+    Oversize,
 }
 
 /// The address spoofed answers claim.
@@ -96,6 +99,10 @@ fn respond(request: &Message, behaviour: Behaviour, tcp: bool) -> Option<Message
         Behaviour::Truncating | Behaviour::TruncatingWrongQuestion | Behaviour::LargeTxt if !tcp => {
             response.metadata.truncation = true;
         }
+        Behaviour::Oversize if !tcp => {
+            let strings = vec!["x".repeat(250); 20];
+            response.add_answer(Record::from_rdata(name.clone(), 300, RData::TXT(TXT::new(strings))));
+        }
         Behaviour::TruncatingWrongQuestion => {
             let evil = Name::from_ascii("evil.example.com.").unwrap();
             response.queries = vec![Query::query(evil.clone(), RecordType::A)];
@@ -105,7 +112,7 @@ fn respond(request: &Message, behaviour: Behaviour, tcp: bool) -> Option<Message
             let strings = vec!["x".repeat(250); 120];
             response.add_answer(Record::from_rdata(name.clone(), 300, RData::TXT(TXT::new(strings))));
         }
-        Behaviour::Truncating => {
+        Behaviour::Truncating | Behaviour::Oversize => {
             for i in 1..=40u8 {
                 response.add_answer(Record::from_rdata(name.clone(), 300, RData::A(A::new(192, 0, 2, i))));
             }

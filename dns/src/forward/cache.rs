@@ -2,6 +2,9 @@
 //! negative caching per RFC 2308 and capped TTLs, as CoreDNS's cache plugin does by default. Answers are
 //! kept in wire form ([`Forwarded`]): a hit is one copy with the TTLs patched, ready for the writer.
 //!
+//! A hit looks its key up without allocating: the key is the question's lowercase wire name (the
+//! request parser made it already), borrowed as a [`KeyRef`].
+//!
 //! Storage and eviction are quick_cache's (S3-FIFO-like, sharded, weighted): every entry weighs its
 //! bytes, so a flood of large answers cannot grow the process past the bound (an entry-count bound
 //! let 20,000 answers of 30 KB grow it by 327 MiB). Expired entries are dropped when read; unread ones
@@ -12,8 +15,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{DNSClass, LowerName, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 
 use super::records::Forwarded;
 
@@ -27,12 +31,70 @@ pub const MIN_TTL: u32 = 5;
 /// docs/design.md, RSS matched weights that counted 64 B per entry for these).
 const ENTRY_OVERHEAD: usize = std::mem::size_of::<CacheKey>() + std::mem::size_of::<Entry>() + 96;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// What an answer is cached under: the question's name as lowercase wire bytes (RFC 4343: names
+/// compare case-insensitively), type, class and the DO bit.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheKey {
-    pub name: LowerName,
+    /// Inline up to 32 bytes (as hickory's `LowerName` kept it): a heap allocation per key left holes
+    /// beside the upstream exchange's buffers and grew RSS per entry ~3× (bench/README, forwarder).
+    name: SmallVec<[u8; 32]>,
+    qtype: u16,
+    class: u16,
+    dnssec_ok: bool,
+}
+
+/// A key borrowed from a request, to look an answer up without allocating; hashes as [`CacheKey`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyRef<'a> {
+    /// Lowercase wire form.
+    pub name: &'a [u8],
     pub qtype: RecordType,
     pub class: DNSClass,
     pub dnssec_ok: bool,
+}
+
+impl CacheKey {
+    /// The key of `name` (any case), `qtype` and `class`.
+    pub fn new(name: &Name, qtype: RecordType, class: DNSClass, dnssec_ok: bool) -> Self {
+        Self { name: lowercase_wire(name), qtype: qtype.into(), class: class.into(), dnssec_ok }
+    }
+
+    /// The name's lowercase wire form.
+    pub fn name(&self) -> &[u8] {
+        &self.name
+    }
+
+    pub fn borrowed(&self) -> KeyRef<'_> {
+        KeyRef {
+            name: &self.name,
+            qtype: RecordType::from(self.qtype),
+            class: DNSClass::from(self.class),
+            dnssec_ok: self.dnssec_ok,
+        }
+    }
+}
+
+impl std::hash::Hash for CacheKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.borrowed().hash(state);
+    }
+}
+
+impl quick_cache::Equivalent<CacheKey> for KeyRef<'_> {
+    fn equivalent(&self, key: &CacheKey) -> bool {
+        *self == key.borrowed()
+    }
+}
+
+/// `name` in lowercase wire form, as the request parser makes it from a question (`WireName`).
+pub fn lowercase_wire(name: &Name) -> SmallVec<[u8; 32]> {
+    let mut wire = SmallVec::with_capacity(name.len() + 2);
+    for label in name.iter() {
+        wire.push(u8::try_from(label.len()).unwrap_or(u8::MAX));
+        wire.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    wire.push(0);
+    wire
 }
 
 /// A forwarded answer as the upstream sent it, to be cached.
@@ -189,7 +251,7 @@ impl Cache {
     pub fn insert(&self, key: CacheKey, answer: &CachedAnswer, records: &Forwarded) -> bool {
         let Some(ttl) = Self::ttl_for(answer) else { return false };
         let kind = kind_of(answer);
-        let weight = (ENTRY_OVERHEAD + key.name.len() + records.byte_len()) as u64;
+        let weight = (ENTRY_OVERHEAD + key.name().len() + records.byte_len()) as u64;
         let entry = Arc::new(Entry {
             rcode: answer.rcode,
             records: records.clone(),
@@ -209,13 +271,13 @@ impl Cache {
     }
 
     /// True when `key` is cached with at least a second to live (so that a `get` right after hits).
-    pub fn holds(&self, key: &CacheKey) -> bool {
+    pub fn holds(&self, key: &KeyRef<'_>) -> bool {
         self.store.peek(key).is_some_and(|e| !e.expired(Instant::now(), Duration::from_secs(1)))
     }
 
     /// The cached answer with every TTL reduced by the time it spent in the cache; an expired entry is
     /// dropped.
-    pub fn get(&self, key: &CacheKey) -> Option<Hit> {
+    pub fn get(&self, key: &KeyRef<'_>) -> Option<Hit> {
         let now = Instant::now();
         let entry = self.store.get(key)?;
         if entry.expired(now, Duration::ZERO) {
@@ -237,12 +299,7 @@ mod tests {
     use hickory_proto::rr::{Name, RData};
 
     fn key(name: &str) -> CacheKey {
-        CacheKey {
-            name: LowerName::new(&Name::from_ascii(name).unwrap()),
-            qtype: RecordType::A,
-            class: DNSClass::IN,
-            dnssec_ok: false,
-        }
+        CacheKey::new(&Name::from_ascii(name).unwrap(), RecordType::A, DNSClass::IN, false)
     }
 
     fn a(ttl: u32) -> Record {
@@ -295,10 +352,10 @@ mod tests {
         assert!(store(&cache, "nx.example.com.", &nx));
         assert_eq!(cache.counts(), (1, 1));
         assert_eq!(cache.len(), 2);
-        let hit = cache.get(&key("n.example.com.")).unwrap();
+        let hit = cache.get(&key("n.example.com.").borrowed()).unwrap();
         assert!(hit.records.ttls()[0] <= 300);
         assert_eq!(hit.kind, "success");
-        assert!(cache.holds(&key("nx.example.com.")));
+        assert!(cache.holds(&key("nx.example.com.").borrowed()));
     }
 
     /// Thousands of 30 KB answers (a large TXT set each) into a 2 MiB cache: the accounted bytes stay
@@ -345,8 +402,8 @@ mod tests {
         });
         cache.tally.slot("success").fetch_add(1, Ordering::Relaxed);
         cache.store.insert(key("old.example.com."), entry);
-        assert!(!cache.holds(&key("old.example.com.")));
-        assert!(cache.get(&key("old.example.com.")).is_none());
+        assert!(!cache.holds(&key("old.example.com.").borrowed()));
+        assert!(cache.get(&key("old.example.com.").borrowed()).is_none());
         assert_eq!((cache.len(), cache.counts()), (0, (0, 0)));
     }
 }

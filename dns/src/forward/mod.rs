@@ -9,19 +9,20 @@ pub mod upstream;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, Query, ResponseCode};
-use hickory_proto::rr::{LowerName, Name, Record, RecordType};
+use hickory_proto::rr::{DNSClass, LowerName, Name, Record, RecordType};
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{OnceCell, Semaphore, watch};
 use tracing::{debug, error, warn};
 
 use crate::lookup::Answer;
 use crate::metrics::{CacheLabels, CacheMissLabels, ForwardLabels, ForwardResponseLabels, Metrics, rcode_label};
-use cache::{Cache, CacheKey, CachedAnswer};
+use cache::{Cache, CacheKey, CachedAnswer, KeyRef, lowercase_wire};
 use records::Forwarded;
 use upstream::Upstream;
 
@@ -123,14 +124,20 @@ pub struct Forwarder {
     /// Misses being resolved, one flight per key; at most `max_concurrent` (each holds a permit).
     in_flight: Mutex<HashMap<CacheKey, Flight>>,
     metrics: Arc<Metrics>,
+    /// The `coredns_cache_hits` series of success and denial hits, looked up once (not per hit).
+    hit_counters: [OnceLock<Counter>; 2],
     loop_probe: LowerName,
+    /// The probe's cache key name (lowercase wire form).
+    loop_probe_wire: Box<[u8]>,
     probe_seen: AtomicU32,
     loop_detected: watch::Sender<Option<String>>,
 }
 
 impl Forwarder {
     pub fn new(config: ForwarderConfig, metrics: Arc<Metrics>) -> Arc<Self> {
-        let loop_probe = LowerName::new(&loop_probe_name(rand::random()));
+        let probe = loop_probe_name(rand::random());
+        let loop_probe_wire = lowercase_wire(&probe).into_boxed_slice();
+        let loop_probe = LowerName::new(&probe);
         let upstreams = config.upstreams.into_iter().map(|addr| Arc::new(Upstream::new(addr, &metrics))).collect();
         Arc::new(Self {
             upstreams,
@@ -140,7 +147,9 @@ impl Forwarder {
             cache: Cache::new(config.cache_bytes),
             in_flight: Mutex::default(),
             metrics,
+            hit_counters: Default::default(),
             loop_probe,
+            loop_probe_wire,
             probe_seen: AtomicU32::new(0),
             loop_detected: watch::channel(None).0,
         })
@@ -213,30 +222,39 @@ impl Forwarder {
 
     /// True when `query` would be answered from the cache, without waiting for an upstream.
     pub fn is_cached(&self, query: &Query, dnssec_ok: bool) -> bool {
-        self.cache.holds(&CacheKey {
-            name: LowerName::new(query.name()),
-            qtype: query.query_type(),
-            class: query.query_class(),
-            dnssec_ok,
-        })
+        let key = CacheKey::new(query.name(), query.query_type(), query.query_class(), dnssec_ok);
+        self.cache.holds(&key.borrowed())
+    }
+
+    /// True when the question `name` (lowercase wire form) `qtype` `class` would be answered from the
+    /// cache: [`Self::is_cached`] without making a hickory query (the UDP workers ask for every query).
+    pub fn is_cached_wire(&self, name: &[u8], qtype: RecordType, class: DNSClass, dnssec_ok: bool) -> bool {
+        self.cache.holds(&KeyRef { name, qtype, class, dnssec_ok })
+    }
+
+    /// The cached answer to the question `name` (lowercase wire form) `qtype` `class`, counted as a
+    /// hit; `None` when it must be resolved ([`Self::resolve`]). Allocates nothing.
+    pub fn cached_answer(&self, name: &[u8], qtype: RecordType, class: DNSClass, dnssec_ok: bool) -> Option<Answer> {
+        let hit = self.cache.get(&KeyRef { name, qtype, class, dnssec_ok })?;
+        let kind = usize::from(hit.kind != "success");
+        self.hit_counters[kind]
+            .get_or_init(|| {
+                let labels = CacheLabels { server: self.metrics.server(), r#type: hit.kind, zones: ".", view: "" };
+                self.metrics.cache_hits.get_or_create(&labels).clone()
+            })
+            .inc();
+        Some(to_answer(hit.rcode, hit.records, "cache"))
     }
 
     /// Answers `query` from the cache or the upstreams. Never authoritative.
     pub async fn resolve(&self, query: &Query, dnssec_ok: bool) -> Answer {
         let server = self.metrics.server();
-        let key = CacheKey {
-            name: LowerName::new(query.name()),
-            qtype: query.query_type(),
-            class: query.query_class(),
-            dnssec_ok,
-        };
-        if let Some(hit) = self.cache.get(&key) {
-            let labels = CacheLabels { server, r#type: hit.kind, zones: ".", view: "" };
-            self.metrics.cache_hits.get_or_create(&labels).inc();
-            return to_answer(hit.rcode, hit.records, "cache");
+        let key = CacheKey::new(query.name(), query.query_type(), query.query_class(), dnssec_ok);
+        if let Some(answer) = self.cached_answer(key.name(), query.query_type(), query.query_class(), dnssec_ok) {
+            return answer;
         }
         self.metrics.cache_misses.get_or_create(&CacheMissLabels { server, zones: ".", view: "" }).inc();
-        if key.name == self.loop_probe {
+        if *key.name() == *self.loop_probe_wire {
             // Our probe coming back must go round again to be counted; joining its own flight would
             // wait for itself.
             let Ok(_permit) = self.permits.try_acquire() else { return Answer::error(ResponseCode::Refused) };
@@ -262,7 +280,7 @@ impl Forwarder {
             }
         };
         // The first caller runs the fetch; if it is cancelled, the next waiting caller runs its own.
-        let outcome = flight.get_or_init(|| self.fetch(query, dnssec_ok, key.clone(), permit)).await.clone();
+        let outcome = flight.get_or_init(|| self.fetch(query, dnssec_ok, &key, permit)).await.clone();
         {
             let mut in_flight = self.in_flight.lock();
             if in_flight.get(&key).is_some_and(|current| Arc::ptr_eq(current, &flight)) {
@@ -280,12 +298,14 @@ impl Forwarder {
         &self,
         query: &Query,
         dnssec_ok: bool,
-        key: CacheKey,
+        key: &CacheKey,
         _permit: Option<tokio::sync::SemaphorePermit<'_>>,
     ) -> Option<(ResponseCode, Forwarded)> {
         let answer = from_message(self.query_upstreams(query, dnssec_ok).await?);
         let records = Forwarded::new(&answer.answers, &answer.authority, &answer.additionals);
-        if self.cache.insert(key, &answer, &records) {
+        // The stored key is cloned only now, after the exchange has freed its receive buffer: a
+        // long-lived allocation made while that buffer is held can pin it as a heap hole.
+        if self.cache.insert(key.clone(), &answer, &records) {
             self.update_cache_gauges();
         }
         Some((answer.rcode, records))

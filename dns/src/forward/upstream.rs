@@ -18,6 +18,8 @@ use tracing::debug;
 const MAX_FAILS: u32 = 2;
 /// The EDNS buffer roster advertises upstream (the DNS Flag Day 2020 value).
 const UPSTREAM_PAYLOAD: u16 = 1232;
+/// Receive buffer for an upstream's UDP answer; a datagram that fills it is retried over TCP.
+const UDP_RECEIVE: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
@@ -81,7 +83,7 @@ impl Upstream {
         let answer = tokio::time::timeout(timeout, self.over_udp(&bytes, request.metadata.id, query))
             .await
             .map_err(|_| ExchangeError::Timeout(self.addr))??;
-        if !answer.metadata.truncation {
+        if let Some(answer) = answer.filter(|answer| !answer.metadata.truncation) {
             return Ok(answer);
         }
         tokio::time::timeout(timeout, self.over_tcp(&bytes, request.metadata.id, query))
@@ -89,21 +91,28 @@ impl Upstream {
             .map_err(|_| ExchangeError::Timeout(self.addr))?
     }
 
-    async fn over_udp(&self, bytes: &[u8], id: u16, query: &Query) -> Result<Message, ExchangeError> {
+    /// The answer over UDP; `None` when the datagram filled the receive buffer (larger than the payload
+    /// size we advertise, so possibly cut by the kernel): the caller asks again over TCP.
+    async fn over_udp(&self, bytes: &[u8], id: u16, query: &Query) -> Result<Option<Message>, ExchangeError> {
         let io = |source| ExchangeError::Io { addr: self.addr, source };
         let bind: SocketAddr = if self.addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
         let socket = UdpSocket::bind(bind).await.map_err(io)?;
         socket.connect(self.addr).await.map_err(io)?;
         socket.send(bytes).await.map_err(io)?;
-        let mut buffer = vec![0u8; 65535];
+        // Bounded well above UPSTREAM_PAYLOAD rather than 64 KiB: a 64 KiB buffer per miss, freed between
+        // the cache's small allocations, fragments the heap (bench/README, forwarder memory per entry).
+        let mut buffer = vec![0u8; UDP_RECEIVE];
         // The socket is connected: the kernel already drops datagrams from other addresses.
         loop {
             let len = socket.recv(&mut buffer).await.map_err(io)?;
+            if len == buffer.len() {
+                return Ok(None);
+            }
             let checked = Message::from_vec(&buffer[..len])
                 .map_err(|_| "undecodable")
                 .and_then(|message| check_answer(&message, id, query).map(|()| message));
             match checked {
-                Ok(message) => return Ok(message),
+                Ok(message) => return Ok(Some(message)),
                 Err(reason) => {
                     debug!(upstream = %self.addr, reason, "dropped a UDP message that does not answer our query");
                     self.rejected_udp.inc();
