@@ -1,8 +1,8 @@
 //! The record stream at node scale: one controller serving N light subscribers.
 //!
-//! `cargo run --release -p roster-controller --example fanout -- [SUBSCRIBERS] [SERVICES] [ENDPOINTS] [DELTAS] [zstd|plain]`
-//! (default 1,000 subscribers; 10,000 headless services × 10 ready endpoints = 100,000 pod records; 50 deltas;
-//! subscribers ask for the zstd encoding as replicas do, `plain` for newline-delimited JSON).
+//! `cargo run --release -p roster-controller --example fanout -- [SUBSCRIBERS] [SERVICES] [ENDPOINTS] [DELTAS] [zstd|plain] [INTERVAL_MS]`
+//! (default 1,000 subscribers; 10,000 headless services × 10 ready endpoints = 100,000 pod records; 50 deltas,
+//! one every 20 ms; subscribers ask for the zstd encoding as replicas do, `plain` for newline-delimited JSON).
 //!
 //! The controller side runs in this process: the cluster folded into an `IncrementalSynthesis`, published
 //! through a `Hub` and served by the real stream server (`stream::serve`, mutual TLS) on 127.0.0.1. The
@@ -114,14 +114,17 @@ async fn controller() -> Result<()> {
     let services = arg(2, 10_000)?;
     let endpoints = arg(3, 10)?;
     let deltas = arg(4, 50)?;
+    // A delta every INTERVAL_MS: when one delta's delivery to every subscriber takes longer, they queue.
+    let interval = Duration::from_millis(arg(6, 20)? as u64);
     let encoding = std::env::args().nth(5).unwrap_or_else(|| "zstd".to_owned());
     if encoding != "zstd" && encoding != "plain" {
         return Err(format!("encoding `{encoding}`: zstd or plain").into());
     }
     let namespaces = 10;
     println!(
-        "fanout: {subscribers} subscribers ({encoding}); {services} headless services × {endpoints} endpoints = {} pod records; {deltas} deltas",
-        services * endpoints
+        "fanout: {subscribers} subscribers ({encoding}); {services} headless services × {endpoints} endpoints = {} pod records; {deltas} deltas, one every {} ms",
+        services * endpoints,
+        interval.as_millis()
     );
 
     let state = dataset::build_state(services, endpoints, namespaces);
@@ -144,7 +147,9 @@ async fn controller() -> Result<()> {
     let started = unix_ns();
     let mut child = Command::new(std::env::current_exe()?)
         .args(["--subscribe", &url, &dir.path().display().to_string(), &subscribers.to_string()])
-        .arg((first + deltas as u64).to_string())
+        // One delta more than measured: subscribers close as they reach the last one, and 1,000 closing
+        // connections would otherwise delay the measured last delta's delivery to the others.
+        .arg((first + deltas as u64 + 1).to_string())
         .arg(&encoding)
         .stdout(Stdio::piped())
         .spawn()?;
@@ -184,7 +189,7 @@ async fn controller() -> Result<()> {
     let cpu_before = cpu_seconds();
     let mut published = std::collections::HashMap::new();
     let keys: Vec<String> = state.endpoint_slices.keys().cloned().collect();
-    for round in 0..deltas {
+    for round in 0..=deltas {
         let mut slice = state.endpoint_slices[&keys[round % keys.len()]].clone();
         if let Some(endpoint) = slice.endpoints.first_mut() {
             endpoint.ready = round % (2 * keys.len()) >= keys.len();
@@ -192,8 +197,10 @@ async fn controller() -> Result<()> {
         let at = unix_ns();
         synthesis.upsert_endpoint_slice(slice);
         let generation = hub.publish_incremental(&mut synthesis, None).ok_or("a readiness flip publishes")?;
-        published.insert(generation, at);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        if round < deltas {
+            published.insert(generation, at);
+        }
+        tokio::time::sleep(interval).await;
     }
     let mut latencies = Vec::new();
     let mut slowest = Vec::new();
