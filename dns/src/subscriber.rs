@@ -635,6 +635,21 @@ mod tests {
         }
     }
 
+    /// Polls `store` (≤ 10 s) until it holds the third snapshot; every address of
+    /// `a.default.svc.cluster.local` seen on the way, in order.
+    async fn addresses_until_third_snapshot(store: &ZoneStore) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        while store.position() != Some((3, 1)) {
+            assert!(Instant::now() < deadline, "never reached the third snapshot: {:?}", store.position());
+            if let Some(address) = a_record(store, "a.default.svc.cluster.local") {
+                seen.push(address);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        seen
+    }
+
     fn a_record(store: &ZoneStore, owner: &str) -> Option<Vec<u8>> {
         let wire = crate::convert::to_wire(&DomainName::parse(owner).unwrap());
         let view = store.view();
@@ -684,15 +699,7 @@ mod tests {
             ],
         };
         let task = tokio::spawn(follow(source, store.clone(), Duration::from_secs(60), None));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut seen = Vec::new();
-        while store.position() != Some((3, 1)) {
-            assert!(Instant::now() < deadline, "never reached the third snapshot: {:?}", store.position());
-            if let Some(address) = a_record(&store, "a.default.svc.cluster.local") {
-                seen.push(address);
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        let seen = addresses_until_third_snapshot(&store).await;
         task.abort();
         assert!(
             seen.iter().all(|address| address[..] == [10, 0, 0, 1]),
@@ -718,15 +725,7 @@ mod tests {
 
         let source = ZstdScripted { bodies: vec![first, hostile, third] };
         let task = tokio::spawn(follow(source, store.clone(), Duration::from_secs(60), None));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut seen = Vec::new();
-        while store.position() != Some((3, 1)) {
-            assert!(Instant::now() < deadline, "never reached the third snapshot: {:?}", store.position());
-            if let Some(address) = a_record(&store, "a.default.svc.cluster.local") {
-                seen.push(address);
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        let seen = addresses_until_third_snapshot(&store).await;
         task.abort();
         assert!(
             !seen.is_empty() && seen.iter().all(|a| a[..] == [10, 0, 0, 1]),
