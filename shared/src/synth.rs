@@ -44,18 +44,13 @@ impl SynthConfig {
     }
 }
 
-/// The apex of the reverse zone an address's PTR name lives in.
-pub fn reverse_apex(ip: IpAddr) -> DomainName {
-    let text = if ip.is_ipv4() { "in-addr.arpa" } else { "ip6.arpa" };
-    DomainName::parse(text).unwrap_or_else(|_| unreachable!("constant reverse apex is valid"))
-}
-
-/// [`reverse_apex`], made once per process rather than once per PTR record.
-fn shared_reverse_apex(ip: IpAddr) -> &'static DomainName {
+/// The apex of the reverse zone an address's PTR name lives in; made once per process, not once per
+/// PTR record.
+pub fn reverse_apex(ip: IpAddr) -> &'static DomainName {
     static V4: OnceLock<DomainName> = OnceLock::new();
     static V6: OnceLock<DomainName> = OnceLock::new();
-    let apex = if ip.is_ipv4() { &V4 } else { &V6 };
-    apex.get_or_init(|| reverse_apex(ip))
+    let (apex, text) = if ip.is_ipv4() { (&V4, "in-addr.arpa") } else { (&V6, "ip6.arpa") };
+    apex.get_or_init(|| DomainName::parse(text).unwrap_or_else(|_| unreachable!("constant reverse apex is valid")))
 }
 
 /// One part of the zone that is synthesised on its own from a few objects, so that a change to one
@@ -368,7 +363,7 @@ fn add_service(
         ServiceKind::ClusterIp(ips) => {
             for ip in ips {
                 out.add(name.clone(), address_record(*ip), zone);
-                out.add(DomainName::reverse_of(*ip), RData::Ptr { target: name.clone() }, shared_reverse_apex(*ip));
+                out.add(DomainName::reverse_of(*ip), RData::Ptr { target: name.clone() }, reverse_apex(*ip));
             }
             add_port_srv(out, zone, &name, &service.ports);
         }
@@ -393,7 +388,7 @@ fn add_service(
             let Some(own_name) = &endpoint.own_name else { continue };
             out.add(own_name.clone(), address_record(endpoint.ip), zone);
             let ptr = RData::Ptr { target: own_name.clone() };
-            out.add(DomainName::reverse_of(endpoint.ip), ptr, shared_reverse_apex(endpoint.ip));
+            out.add(DomainName::reverse_of(endpoint.ip), ptr, reverse_apex(endpoint.ip));
         }
     }
 }

@@ -231,7 +231,7 @@ proptest! {
                     } else {
                         IpAddr::V6(Ipv6Addr::UNSPECIFIED)
                     };
-                    prop_assert!(owner.is_within(&reverse_apex(family)));
+                    prop_assert!(owner.is_within(reverse_apex(family)));
                 }
             }
         }
