@@ -1,12 +1,16 @@
-//! The shapes the manifest source decodes Services, EndpointSlices and Pods into: only the fields
-//! `slim` reads, everything else skipped unread. Each is then moved into its k8s-openapi type (those
-//! fields set, the rest default) so that one conversion, `slim`'s, serves watches and files alike.
+//! The shapes the manifest source decodes Services, EndpointSlices, Pods, Namespaces and
+//! ServiceImports into: only the fields `slim` reads, everything else skipped unread. Each is then
+//! moved into its k8s-openapi type (those fields set, the rest default) so that one conversion,
+//! `slim`'s, serves watches and files alike.
 //!
 //! Decoding every field of every object into full k8s-openapi structs, only to drop most of them, was
 //! an eighth of start-up at 100k pod records (bench/README.md, "Start-up"). The fields read decode as
 //! k8s-openapi decodes them: every one optional, `null` read as absent, a required one absent read as
 //! its default, the same types (so a mismatch names the same path and type). Fields DNS does not read
 //! are no longer checked against the schema.
+//!
+//! An object is decoded one top-level field at a time ([`Typed::field`]): the manifest reader hands
+//! each field over as soon as it knows the object's kind, so a list is read in one pass.
 
 use std::collections::BTreeMap;
 
@@ -14,8 +18,69 @@ use k8s_openapi::api::core::v1 as k8s_core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use serde::Deserialize;
+use serde::de::{Deserializer, Error as _, IgnoredAny};
 
+use crate::service_import::{self, ServiceImportSpec};
 use crate::slim::{MULTICLUSTER_SERVICE_NAME_LABEL, SERVICE_NAME_LABEL, SOURCE_CLUSTER_LABEL};
+
+/// A top-level field: absent (`None`), or present and maybe `null` (`Some(None)`); present twice is an
+/// error, as serde's derived structs make it.
+type Slot<T> = Option<Option<T>>;
+
+fn set<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    slot: &mut Slot<T>,
+    name: &'static str,
+    value: D,
+) -> Result<(), D::Error> {
+    if slot.is_some() {
+        return Err(D::Error::duplicate_field(name));
+    }
+    *slot = Some(Option::<T>::deserialize(value)?);
+    Ok(())
+}
+
+/// One object of a kind DNS reads, being decoded field by field; `Ignored` for the other kinds.
+pub(crate) enum Typed {
+    Namespace(Namespace),
+    Service(Service),
+    EndpointSlice(EndpointSlice),
+    Pod(Pod),
+    ServiceImport(ServiceImport),
+    Ignored,
+}
+
+impl Typed {
+    /// An empty object of the kind `apiVersion`/`kind` name.
+    pub(crate) fn new(api_version: &str, kind: &str) -> Self {
+        match (api_version, kind) {
+            ("v1", "Namespace") => Self::Namespace(Namespace::default()),
+            ("v1", "Service") => Self::Service(Service::default()),
+            ("discovery.k8s.io/v1", "EndpointSlice") => Self::EndpointSlice(EndpointSlice::default()),
+            ("v1", "Pod") => Self::Pod(Pod::default()),
+            (service_import::API_VERSION, "ServiceImport") => Self::ServiceImport(ServiceImport::default()),
+            _ => Self::Ignored,
+        }
+    }
+
+    /// Decodes the top-level field `key` from `value`; a field DNS does not read is skipped unchecked.
+    pub(crate) fn field<'de, D: Deserializer<'de>>(&mut self, key: &str, value: D) -> Result<(), D::Error> {
+        match (self, key) {
+            (Self::Namespace(o), "metadata") => set(&mut o.metadata, "metadata", value),
+            (Self::Service(o), "metadata") => set(&mut o.metadata, "metadata", value),
+            (Self::Service(o), "spec") => set(&mut o.spec, "spec", value),
+            (Self::EndpointSlice(o), "metadata") => set(&mut o.metadata, "metadata", value),
+            (Self::EndpointSlice(o), "addressType") => set(&mut o.address_type, "addressType", value),
+            (Self::EndpointSlice(o), "endpoints") => set(&mut o.endpoints, "endpoints", value),
+            (Self::EndpointSlice(o), "ports") => set(&mut o.ports, "ports", value),
+            (Self::Pod(o), "metadata") => set(&mut o.metadata, "metadata", value),
+            (Self::Pod(o), "spec") => set(&mut o.spec, "spec", value),
+            (Self::Pod(o), "status") => set(&mut o.status, "status", value),
+            (Self::ServiceImport(o), "metadata") => set(&mut o.metadata, "metadata", value),
+            (Self::ServiceImport(o), "spec") => set(&mut o.spec, "spec", value),
+            _ => IgnoredAny::deserialize(value).map(drop),
+        }
+    }
+}
 
 #[derive(Deserialize, Default)]
 #[serde(rename = "ObjectMeta")]
@@ -60,11 +125,36 @@ impl<'de> Deserialize<'de> for Labels {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(rename = "Service")]
+#[derive(Default)]
+pub(crate) struct Namespace {
+    metadata: Slot<ObjectMeta>,
+}
+
+impl From<Namespace> for k8s_core::Namespace {
+    fn from(slim: Namespace) -> Self {
+        Self { metadata: slim.metadata.flatten().unwrap_or_default().into(), ..Default::default() }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct ServiceImport {
+    metadata: Slot<ObjectMeta>,
+    spec: Slot<ServiceImportSpec>,
+}
+
+impl From<ServiceImport> for service_import::ServiceImport {
+    fn from(slim: ServiceImport) -> Self {
+        Self {
+            metadata: slim.metadata.flatten().unwrap_or_default().into(),
+            spec: slim.spec.flatten().unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Default)]
 pub(crate) struct Service {
-    metadata: Option<ObjectMeta>,
-    spec: Option<ServiceSpec>,
+    metadata: Slot<ObjectMeta>,
+    spec: Slot<ServiceSpec>,
 }
 
 #[derive(Deserialize)]
@@ -91,7 +181,7 @@ struct ServicePort {
 
 impl From<Service> for k8s_core::Service {
     fn from(slim: Service) -> Self {
-        let spec = slim.spec.map(|spec| k8s_core::ServiceSpec {
+        let spec = slim.spec.flatten().map(|spec| k8s_core::ServiceSpec {
             type_: spec.type_,
             external_name: spec.external_name,
             cluster_ip: spec.cluster_ip,
@@ -110,17 +200,16 @@ impl From<Service> for k8s_core::Service {
             publish_not_ready_addresses: spec.publish_not_ready_addresses,
             ..Default::default()
         });
-        Self { metadata: slim.metadata.unwrap_or_default().into(), spec, status: None }
+        Self { metadata: slim.metadata.flatten().unwrap_or_default().into(), spec, status: None }
     }
 }
 
-#[derive(Deserialize)]
-#[serde(rename = "EndpointSlice", rename_all = "camelCase")]
+#[derive(Default)]
 pub(crate) struct EndpointSlice {
-    metadata: Option<ObjectMeta>,
-    address_type: Option<String>,
-    endpoints: Option<Vec<Endpoint>>,
-    ports: Option<Vec<EndpointPort>>,
+    metadata: Slot<ObjectMeta>,
+    address_type: Slot<String>,
+    endpoints: Slot<Vec<Endpoint>>,
+    ports: Slot<Vec<EndpointPort>>,
 }
 
 #[derive(Deserialize)]
@@ -178,20 +267,19 @@ impl From<EndpointSlice> for discovery::EndpointSlice {
             app_protocol: None,
         };
         Self {
-            metadata: slim.metadata.unwrap_or_default().into(),
-            address_type: slim.address_type.unwrap_or_default(),
-            endpoints: slim.endpoints.unwrap_or_default().into_iter().map(endpoint).collect(),
-            ports: slim.ports.map(|ports| ports.into_iter().map(port).collect()),
+            metadata: slim.metadata.flatten().unwrap_or_default().into(),
+            address_type: slim.address_type.flatten().unwrap_or_default(),
+            endpoints: slim.endpoints.flatten().unwrap_or_default().into_iter().map(endpoint).collect(),
+            ports: slim.ports.flatten().map(|ports| ports.into_iter().map(port).collect()),
         }
     }
 }
 
-#[derive(Deserialize)]
-#[serde(rename = "Pod")]
+#[derive(Default)]
 pub(crate) struct Pod {
-    metadata: Option<ObjectMeta>,
-    spec: Option<PodSpec>,
-    status: Option<PodStatus>,
+    metadata: Slot<ObjectMeta>,
+    spec: Slot<PodSpec>,
+    status: Slot<PodStatus>,
 }
 
 #[derive(Deserialize)]
@@ -226,13 +314,13 @@ struct PodIp {
 
 impl From<Pod> for k8s_core::Pod {
     fn from(slim: Pod) -> Self {
-        let spec = slim.spec.map(|spec| k8s_core::PodSpec {
+        let spec = slim.spec.flatten().map(|spec| k8s_core::PodSpec {
             dns_policy: spec.dns_policy,
             host_network: spec.host_network,
             dns_config: spec.dns_config.map(|c| k8s_core::PodDNSConfig { searches: c.searches, ..Default::default() }),
             ..Default::default()
         });
-        let status = slim.status.map(|status| k8s_core::PodStatus {
+        let status = slim.status.flatten().map(|status| k8s_core::PodStatus {
             phase: status.phase,
             pod_ip: status.pod_ip,
             pod_ips: status
@@ -240,6 +328,6 @@ impl From<Pod> for k8s_core::Pod {
                 .map(|ips| ips.into_iter().map(|ip| k8s_core::PodIP { ip: ip.ip.unwrap_or_default() }).collect()),
             ..Default::default()
         });
-        Self { metadata: slim.metadata.unwrap_or_default().into(), spec, status }
+        Self { metadata: slim.metadata.flatten().unwrap_or_default().into(), spec, status }
     }
 }

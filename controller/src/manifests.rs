@@ -9,16 +9,20 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use std::borrow::Cow;
+
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use roster_shared::ClusterState;
+use serde::Deserialize as _;
+use serde::de::{DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tracing::{debug, warn};
 
-use crate::manifest_objects;
-use crate::service_import::{self, ServiceImport};
+use crate::manifest_objects::Typed;
+use crate::service_import::ServiceImport;
 use crate::slim;
 
 /// One problem with one document of one file.
@@ -62,11 +66,31 @@ pub fn load_path(path: &Path) -> Result<ClusterState, LoadErrors> {
     let mut errors = Vec::new();
     for file in files {
         match std::fs::read_to_string(&file) {
-            Ok(text) => load_text(&file, &text, &mut state, &mut errors),
+            Ok(text) => {
+                let mut loaded = ClusterState::default();
+                load_text(&file, &text, &mut loaded, &mut errors);
+                merge(&mut state, loaded);
+            }
             Err(e) => errors.push(LoadError { file: file.clone(), document: 0, reason: e.to_string() }),
         }
     }
     if errors.is_empty() { Ok(state) } else { Err(LoadErrors(errors)) }
+}
+
+/// Adds the objects of a later file to `into`; a later file's object replaces an earlier one's of the
+/// same key, as one file's later document does.
+fn merge(into: &mut ClusterState, from: ClusterState) {
+    if *into == ClusterState::default() {
+        *into = from;
+        return;
+    }
+    let ClusterState { namespaces, services, endpoint_slices, pods, service_imports, imported_slices } = from;
+    into.namespaces.extend(namespaces);
+    into.services.extend(services);
+    into.endpoint_slices.extend(endpoint_slices);
+    into.pods.extend(pods);
+    into.service_imports.extend(service_imports);
+    into.imported_slices.extend(imported_slices);
 }
 
 fn is_manifest(path: &Path) -> bool {
@@ -130,13 +154,20 @@ fn is_blank(document: &str) -> bool {
 pub(crate) fn load_text(file: &Path, text: &str, state: &mut ClusterState, errors: &mut Vec<LoadError>) {
     let is_json = file.extension().and_then(|e| e.to_str()) == Some("json");
     if is_json {
-        // The whole file is one document. It is read in place: the JSON text stays the only copy of
-        // the objects, each deserialized straight into its kube type (no `Value` tree of the file).
+        // The whole file is one document, read in one pass (`read_json`). Anything unusual — above all
+        // an error — and it is read again the careful way, which says what is wrong and where. Each
+        // way starts from an empty state, so the first pass leaves nothing behind.
         if !is_blank(text) {
-            let result = json_document(text).and_then(|object| load_object(object, state));
-            if let Err(reason) = result {
-                errors.push(LoadError { file: file.to_owned(), document: 1, reason });
+            let mut loaded = ClusterState::default();
+            if read_json(text, &mut loaded).is_err() {
+                loaded = ClusterState::default();
+                let result = json_document(text).and_then(|object| load_object(object, &mut loaded));
+                if let Err(reason) = result {
+                    errors.push(LoadError { file: file.to_owned(), document: 1, reason });
+                    return;
+                }
             }
+            merge(state, loaded);
         }
         return;
     }
@@ -302,20 +333,232 @@ impl<'a> Body<'a> {
         }
     }
 
-    fn typed<T: serde::de::DeserializeOwned>(self, kind: &str) -> Result<T, String> {
+    /// The object's fields DNS reads, with the path of any that does not match the schema.
+    fn typed(self, api_version: &str, kind: &str) -> Result<Typed, String> {
         let mismatch = |path: &serde_path_to_error::Path, inner: String| {
             format!("{kind} does not match the Kubernetes schema at `{path}`: {inner}")
         };
-        match self {
-            // Decoded without tracking the path first (a third of the decode's cost at 100k pod
-            // records); only a mismatch is decoded again to name where it is.
-            Body::Json { file, text, .. } => serde_json::from_str(text).or_else(|_| {
-                serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text))
-                    .map_err(|e| mismatch(e.path(), in_file(file, text, e.inner())))
-            }),
-            Body::Yaml(map) => serde_path_to_error::deserialize(Value::Object(map))
-                .map_err(|e| mismatch(e.path(), e.inner().to_string())),
+        let typed = Typed::new(api_version, kind);
+        if matches!(typed, Typed::Ignored) {
+            return Ok(typed);
         }
+        let mut track = serde_path_to_error::Track::new();
+        match self {
+            Body::Json { file, text, .. } => {
+                let mut json = serde_json::Deserializer::from_str(text);
+                FieldsSeed(typed)
+                    .deserialize(serde_path_to_error::Deserializer::new(&mut json, &mut track))
+                    .map_err(|e| mismatch(&track.path(), in_file(file, text, &e)))
+            }
+            Body::Yaml(map) => FieldsSeed(typed)
+                .deserialize(serde_path_to_error::Deserializer::new(Value::Object(map), &mut track))
+                .map_err(|e| mismatch(&track.path(), e.to_string())),
+        }
+    }
+}
+
+/// Decodes an object whose kind is known into `Typed`: `kind` and `apiVersion` skipped, every other
+/// field handed to [`Typed::field`].
+struct FieldsSeed(Typed);
+
+impl<'de> DeserializeSeed<'de> for FieldsSeed {
+    type Value = Typed;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Typed, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldsSeed {
+    type Value = Typed;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Typed, A::Error> {
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            if matches!(&*key.0, "kind" | "apiVersion") {
+                map.next_value::<IgnoredAny>()?;
+            } else {
+                map.next_value_seed(FieldSeed { typed: &mut self.0, key: &key.0 })?;
+            }
+        }
+        Ok(self.0)
+    }
+}
+
+/// The value of one top-level field of `typed`.
+struct FieldSeed<'t> {
+    typed: &'t mut Typed,
+    key: &'t str,
+}
+
+impl<'de> DeserializeSeed<'de> for FieldSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        self.typed.field(self.key, deserializer)
+    }
+}
+
+/// A key or string of the text, borrowed unless it has escapes.
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, text: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(text)))
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(text.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(text)))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+/// Reads a whole JSON file into `state` in one pass over its text: each object's fields are decoded
+/// as they come once its `kind` and `apiVersion` are known (kubectl writes them first); a field that
+/// comes before them is kept as text and decoded when they are. A list's items are read the same way,
+/// in place. `Err` says only "read it the careful way" (`json_document`, `load_object`): an error,
+/// a header that is not a string, a repeated header — that way names the problem, or reads what this
+/// one does not (a repeated `kind` whose last value counts).
+fn read_json(text: &str, state: &mut ClusterState) -> Result<(), serde_json::Error> {
+    let mut json = serde_json::Deserializer::from_str(text);
+    ObjectSeed { state }.deserialize(&mut json)?;
+    json.end()
+}
+
+/// One object (the document or a list item) read into `state`.
+struct ObjectSeed<'s> {
+    state: &'s mut ClusterState,
+}
+
+impl<'de> DeserializeSeed<'de> for ObjectSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+/// What an object read in one pass turned out to be, once its header is known.
+enum Reading {
+    /// A list, and whether its `items` were read.
+    List {
+        items_read: bool,
+    },
+    Object(Typed),
+}
+
+impl<'de> Visitor<'de> for ObjectSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut api_version: Option<Text<'de>> = None;
+        let mut kind: Option<Text<'de>> = None;
+        let mut reading: Option<Reading> = None;
+        // Fields before the header, as text; decoded once the header is read (rare).
+        let mut early: Vec<(Text<'de>, &'de RawValue)> = Vec::new();
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            let header = match &*key.0 {
+                "apiVersion" => Some(&mut api_version),
+                "kind" => Some(&mut kind),
+                _ => None,
+            };
+            if let Some(slot) = header {
+                if slot.is_some() || reading.is_some() {
+                    return Err(A::Error::custom("a repeated or late header: read carefully"));
+                }
+                *slot = Some(map.next_value()?);
+                continue;
+            }
+            if reading.is_none()
+                && let (Some(api_version), Some(kind)) = (&api_version, &kind)
+            {
+                reading = Some(Reading::new(&api_version.0, &kind.0));
+            }
+            match &mut reading {
+                Some(reading) => map.next_value_seed(ReadingSeed { reading, state: self.state, key: &key.0 })?,
+                None => early.push((key, map.next_value()?)),
+            }
+        }
+        let (Some(api_version), Some(kind)) = (api_version, kind) else {
+            return Err(A::Error::custom("no header: read carefully"));
+        };
+        let mut reading = reading.unwrap_or_else(|| Reading::new(&api_version.0, &kind.0));
+        for (key, raw) in early {
+            let mut json = serde_json::Deserializer::from_str(raw.get());
+            ReadingSeed { reading: &mut reading, state: self.state, key: &key.0 }
+                .deserialize(&mut json)
+                .map_err(A::Error::custom)?;
+        }
+        match reading {
+            Reading::List { .. } => Ok(()),
+            Reading::Object(typed) => insert(&api_version.0, &kind.0, typed, self.state).map_err(A::Error::custom),
+        }
+    }
+}
+
+impl Reading {
+    fn new(api_version: &str, kind: &str) -> Self {
+        if is_list(kind) { Reading::List { items_read: false } } else { Reading::Object(Typed::new(api_version, kind)) }
+    }
+}
+
+/// One field of an object read in one pass: a list's `items` go into `state` item by item.
+struct ReadingSeed<'r, 's> {
+    reading: &'r mut Reading,
+    state: &'s mut ClusterState,
+    key: &'r str,
+}
+
+impl<'de> DeserializeSeed<'de> for ReadingSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        match self.reading {
+            Reading::List { items_read } if self.key == "items" => {
+                if std::mem::replace(items_read, true) {
+                    return Err(D::Error::custom("repeated items: read carefully"));
+                }
+                deserializer.deserialize_seq(ItemsVisitor { state: self.state })
+            }
+            Reading::List { .. } => IgnoredAny::deserialize(deserializer).map(drop),
+            Reading::Object(typed) => typed.field(self.key, deserializer),
+        }
+    }
+}
+
+/// A list's items, each read into `state` as it comes.
+struct ItemsVisitor<'s> {
+    state: &'s mut ClusterState,
+}
+
+impl<'de> Visitor<'de> for ItemsVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        while items.next_element_seed(ObjectSeed { state: &mut *self.state })?.is_some() {}
+        Ok(())
     }
 }
 
@@ -338,57 +581,59 @@ fn in_file(file: &str, text: &str, error: &serde_json::Error) -> String {
     format!("{message} at line {line} column {column}")
 }
 
+/// The kinds whose `items` are read, whatever their `apiVersion`.
+fn is_list(kind: &str) -> bool {
+    matches!(kind, "List" | "ServiceList" | "PodList" | "NamespaceList" | "EndpointSliceList" | "ServiceImportList")
+}
+
 fn load_object(object: Object<'_>, state: &mut ClusterState) -> Result<(), String> {
     let Object { api_version, kind, body } = object;
-    // Each object is converted to its slim view at once, so only one typed object is alive at a time.
-    match (api_version.as_str(), kind.as_str()) {
-        (_, "List") | (_, "ServiceList" | "PodList" | "NamespaceList" | "EndpointSliceList" | "ServiceImportList") => {
-            for (i, item) in body.items().enumerate() {
-                item.and_then(|item| load_object(item, state)).map_err(|e| format!("items[{i}]: {e}"))?;
-            }
-            Ok(())
+    if is_list(&kind) {
+        for (i, item) in body.items().enumerate() {
+            item.and_then(|item| load_object(item, state)).map_err(|e| format!("items[{i}]: {e}"))?;
         }
-        ("v1", "Namespace") => {
-            let object: Namespace = body.typed(&kind)?;
-            state.insert_namespace(slim::namespace_view(&object).map_err(|e| at(&kind, &object.metadata, e))?);
-            Ok(())
+        return Ok(());
+    }
+    let typed = body.typed(&api_version, &kind)?;
+    insert(&api_version, &kind, typed, state)
+}
+
+/// Converts a decoded object to its slim view at once (so only one is alive at a time) and keeps it.
+fn insert(api_version: &str, kind: &str, typed: Typed, state: &mut ClusterState) -> Result<(), String> {
+    match typed {
+        Typed::Namespace(object) => {
+            let object: Namespace = object.into();
+            state.insert_namespace(slim::namespace_view(&object).map_err(|e| at(kind, &object.metadata, e))?);
         }
-        ("v1", "Service") => {
-            let object: Service = body.typed::<manifest_objects::Service>(&kind)?.into();
-            let view = slim::service_view(&object).map_err(|e| at(&kind, &object.metadata, e))?;
-            warn_notes(&kind, &object.metadata, slim::service_notes(&view));
+        Typed::Service(object) => {
+            let object: Service = object.into();
+            let view = slim::service_view(&object).map_err(|e| at(kind, &object.metadata, e))?;
+            warn_notes(kind, &object.metadata, slim::service_notes(&view));
             state.insert_service(view);
-            Ok(())
         }
-        ("discovery.k8s.io/v1", "EndpointSlice") => {
-            let object: EndpointSlice = body.typed::<manifest_objects::EndpointSlice>(&kind)?.into();
-            if let Some(view) = slim::endpoint_slice_view(&object).map_err(|e| at(&kind, &object.metadata, e))? {
-                warn_notes(&kind, &object.metadata, slim::endpoint_slice_notes(&view));
+        Typed::EndpointSlice(object) => {
+            let object: EndpointSlice = object.into();
+            if let Some(view) = slim::endpoint_slice_view(&object).map_err(|e| at(kind, &object.metadata, e))? {
+                warn_notes(kind, &object.metadata, slim::endpoint_slice_notes(&view));
                 state.insert_endpoint_slice(view);
             }
             // A slice of a ServiceImport (read only with a multicluster zone).
-            if let Some(view) = slim::imported_slice_view(&object).map_err(|e| at(&kind, &object.metadata, e))? {
-                warn_notes(&kind, &object.metadata, slim::imported_slice_notes(&view));
+            if let Some(view) = slim::imported_slice_view(&object).map_err(|e| at(kind, &object.metadata, e))? {
+                warn_notes(kind, &object.metadata, slim::imported_slice_notes(&view));
                 state.insert_imported_slice(view);
             }
-            Ok(())
         }
-        (service_import::API_VERSION, "ServiceImport") => {
-            let object: ServiceImport = body.typed(&kind)?;
-            state
-                .insert_service_import(slim::service_import_view(&object).map_err(|e| at(&kind, &object.metadata, e))?);
-            Ok(())
+        Typed::ServiceImport(object) => {
+            let object: ServiceImport = object.into();
+            state.insert_service_import(slim::service_import_view(&object).map_err(|e| at(kind, &object.metadata, e))?);
         }
-        ("v1", "Pod") => {
-            let object: Pod = body.typed::<manifest_objects::Pod>(&kind)?.into();
-            state.insert_pod(slim::pod_view(&object).map_err(|e| at(&kind, &object.metadata, e))?);
-            Ok(())
+        Typed::Pod(object) => {
+            let object: Pod = object.into();
+            state.insert_pod(slim::pod_view(&object).map_err(|e| at(kind, &object.metadata, e))?);
         }
-        _ => {
-            debug!(%api_version, %kind, "ignoring a kind DNS does not need");
-            Ok(())
-        }
+        Typed::Ignored => debug!(%api_version, %kind, "ignoring a kind DNS does not need"),
     }
+    Ok(())
 }
 
 /// A valid object whose names cannot all be DNS labels is loaded; what it loses is reported (once per
