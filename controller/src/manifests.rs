@@ -9,11 +9,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use std::borrow::Cow;
-
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use roster_shared::ClusterState;
 use serde::Deserialize as _;
 use serde::de::{DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -21,7 +16,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tracing::{debug, warn};
 
-use crate::manifest_objects::Typed;
+use crate::manifest_objects::{Object as Fields, Text, Typed};
 use crate::service_import::ServiceImport;
 use crate::slim;
 
@@ -334,12 +329,12 @@ impl<'a> Body<'a> {
     }
 
     /// The object's fields DNS reads, with the path of any that does not match the schema.
-    fn typed(self, api_version: &str, kind: &str) -> Result<Typed, String> {
+    fn typed(self, api_version: &str, kind: &str) -> Result<Typed<'a>, String> {
         let mismatch = |path: &serde_path_to_error::Path, inner: String| {
             format!("{kind} does not match the Kubernetes schema at `{path}`: {inner}")
         };
         let typed = Typed::new(api_version, kind);
-        if matches!(typed, Typed::Ignored) {
+        if matches!(typed.object, Fields::Ignored) {
             return Ok(typed);
         }
         let mut track = serde_path_to_error::Track::new();
@@ -359,24 +354,24 @@ impl<'a> Body<'a> {
 
 /// Decodes an object whose kind is known into `Typed`: `kind` and `apiVersion` skipped, every other
 /// field handed to [`Typed::field`].
-struct FieldsSeed(Typed);
+struct FieldsSeed<'a>(Typed<'a>);
 
-impl<'de> DeserializeSeed<'de> for FieldsSeed {
-    type Value = Typed;
+impl<'de: 'a, 'a> DeserializeSeed<'de> for FieldsSeed<'a> {
+    type Value = Typed<'a>;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Typed, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Typed<'a>, D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for FieldsSeed {
-    type Value = Typed;
+impl<'de: 'a, 'a> Visitor<'de> for FieldsSeed<'a> {
+    type Value = Typed<'a>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a mapping")
     }
 
-    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Typed, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Typed<'a>, A::Error> {
         while let Some(key) = map.next_key::<Text<'de>>()? {
             if matches!(&*key.0, "kind" | "apiVersion") {
                 map.next_value::<IgnoredAny>()?;
@@ -389,41 +384,16 @@ impl<'de> Visitor<'de> for FieldsSeed {
 }
 
 /// The value of one top-level field of `typed`.
-struct FieldSeed<'t> {
-    typed: &'t mut Typed,
+struct FieldSeed<'t, 'a> {
+    typed: &'t mut Typed<'a>,
     key: &'t str,
 }
 
-impl<'de> DeserializeSeed<'de> for FieldSeed<'_> {
+impl<'de: 'a, 'a> DeserializeSeed<'de> for FieldSeed<'_, 'a> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         self.typed.field(self.key, deserializer)
-    }
-}
-
-/// A key or string of the text, borrowed unless it has escapes.
-struct Text<'de>(Cow<'de, str>);
-
-impl<'de> serde::Deserialize<'de> for Text<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TextVisitor;
-        impl<'de> Visitor<'de> for TextVisitor {
-            type Value = Text<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: serde::de::Error>(self, text: &'de str) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Borrowed(text)))
-            }
-            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Owned(text.to_owned())))
-            }
-            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Owned(text)))
-            }
-        }
-        deserializer.deserialize_str(TextVisitor)
     }
 }
 
@@ -453,12 +423,12 @@ impl<'de> DeserializeSeed<'de> for ObjectSeed<'_> {
 }
 
 /// What an object read in one pass turned out to be, once its header is known.
-enum Reading {
+enum Reading<'a> {
     /// A list, and whether its `items` were read.
     List {
         items_read: bool,
     },
-    Object(Typed),
+    Object(Typed<'a>),
 }
 
 impl<'de> Visitor<'de> for ObjectSeed<'_> {
@@ -514,20 +484,20 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
     }
 }
 
-impl Reading {
+impl Reading<'_> {
     fn new(api_version: &str, kind: &str) -> Self {
         if is_list(kind) { Reading::List { items_read: false } } else { Reading::Object(Typed::new(api_version, kind)) }
     }
 }
 
 /// One field of an object read in one pass: a list's `items` go into `state` item by item.
-struct ReadingSeed<'r, 's> {
-    reading: &'r mut Reading,
+struct ReadingSeed<'r, 's, 'a> {
+    reading: &'r mut Reading<'a>,
     state: &'s mut ClusterState,
     key: &'r str,
 }
 
-impl<'de> DeserializeSeed<'de> for ReadingSeed<'_, '_> {
+impl<'de: 'a, 'a> DeserializeSeed<'de> for ReadingSeed<'_, '_, 'a> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
@@ -599,53 +569,55 @@ fn load_object(object: Object<'_>, state: &mut ClusterState) -> Result<(), Strin
 }
 
 /// Converts a decoded object to its slim view at once (so only one is alive at a time) and keeps it.
-fn insert(api_version: &str, kind: &str, typed: Typed, state: &mut ClusterState) -> Result<(), String> {
-    match typed {
-        Typed::Namespace(object) => {
-            let object: Namespace = object.into();
-            state.insert_namespace(slim::namespace_view(&object).map_err(|e| at(kind, &object.metadata, e))?);
+fn insert(api_version: &str, kind: &str, typed: Typed<'_>, state: &mut ClusterState) -> Result<(), String> {
+    match typed.object {
+        Fields::Namespace(object) => {
+            let name = object.metadata.as_ref().and_then(|m| m.name());
+            state.insert_namespace(slim::namespace_fields_view(&object).map_err(|e| at(kind, name, e))?);
         }
-        Typed::Service(object) => {
-            let object: Service = object.into();
-            let view = slim::service_view(&object).map_err(|e| at(kind, &object.metadata, e))?;
-            warn_notes(kind, &object.metadata, slim::service_notes(&view));
+        Fields::Service(object) => {
+            let name = object.metadata.as_ref().and_then(|m| m.name());
+            let view = slim::service_fields_view(&object).map_err(|e| at(kind, name, e))?;
+            warn_notes(kind, name, slim::service_notes(&view));
             state.insert_service(view);
         }
-        Typed::EndpointSlice(object) => {
-            let object: EndpointSlice = object.into();
-            if let Some(view) = slim::endpoint_slice_view(&object).map_err(|e| at(kind, &object.metadata, e))? {
-                warn_notes(kind, &object.metadata, slim::endpoint_slice_notes(&view));
+        Fields::EndpointSlice(object) => {
+            let name = object.metadata.as_ref().and_then(|m| m.name());
+            let (own, imported) = slim::slice_fields_views(&object).map_err(|e| at(kind, name, e))?;
+            if let Some(view) = own {
+                warn_notes(kind, name, slim::endpoint_slice_notes(&view));
                 state.insert_endpoint_slice(view);
             }
             // A slice of a ServiceImport (read only with a multicluster zone).
-            if let Some(view) = slim::imported_slice_view(&object).map_err(|e| at(kind, &object.metadata, e))? {
-                warn_notes(kind, &object.metadata, slim::imported_slice_notes(&view));
+            if let Some(view) = imported {
+                warn_notes(kind, name, slim::imported_slice_notes(&view));
                 state.insert_imported_slice(view);
             }
         }
-        Typed::ServiceImport(object) => {
+        Fields::ServiceImport(object) => {
             let object: ServiceImport = object.into();
-            state.insert_service_import(slim::service_import_view(&object).map_err(|e| at(kind, &object.metadata, e))?);
+            let name = object.metadata.name.as_deref();
+            state.insert_service_import(slim::service_import_view(&object).map_err(|e| at(kind, name, e))?);
         }
-        Typed::Pod(object) => {
-            let object: Pod = object.into();
-            state.insert_pod(slim::pod_view(&object).map_err(|e| at(kind, &object.metadata, e))?);
+        Fields::Pod(object) => {
+            let name = object.metadata.as_ref().and_then(|m| m.name());
+            state.insert_pod(slim::pod_fields_view(&object).map_err(|e| at(kind, name, e))?);
         }
-        Typed::Ignored => debug!(%api_version, %kind, "ignoring a kind DNS does not need"),
+        Fields::Ignored => debug!(%api_version, %kind, "ignoring a kind DNS does not need"),
     }
     Ok(())
 }
 
 /// A valid object whose names cannot all be DNS labels is loaded; what it loses is reported (once per
 /// load: loads happen only when the files change).
-fn warn_notes(kind: &str, metadata: &ObjectMeta, notes: Vec<String>) {
+fn warn_notes(kind: &str, name: Option<&str>, notes: Vec<String>) {
     for note in notes {
-        warn!(%kind, object = metadata.name.as_deref().unwrap_or("?"), %note, "published with fewer names");
+        warn!(%kind, object = name.unwrap_or("?"), %note, "published with fewer names");
     }
 }
 
-fn at(kind: &str, metadata: &ObjectMeta, error: slim::ConvertError) -> String {
-    format!("{kind} {}: {error}", metadata.name.as_deref().unwrap_or("?"))
+fn at(kind: &str, name: Option<&str>, error: slim::ConvertError) -> String {
+    format!("{kind} {}: {error}", name.unwrap_or("?"))
 }
 
 /// Notices changes under a manifest path by polling modification times and sizes: robust across

@@ -5,6 +5,9 @@
 //! can hold converts: namespace and service names are DNS-1123 labels, pod and EndpointSlice names and
 //! endpoint hostnames DNS-1123 subdomains (up to 253 characters, dots allowed). Whether a name can be a
 //! DNS label is synthesis's business: it affects only the records that need it (see `notes`).
+//!
+//! Each check reads the fields DNS needs (`manifest_objects`' shapes): a manifest file decodes into
+//! them, a kube object is borrowed into them, so watches and files convert alike.
 
 use std::net::IpAddr;
 
@@ -16,6 +19,7 @@ use roster_shared::{
     ServiceImportView, ServiceKind, ServicePort, ServiceView,
 };
 
+use crate::manifest_objects as fields;
 use crate::service_import::ServiceImport;
 
 /// The label the EndpointSlice controller puts on every slice of a service.
@@ -47,29 +51,34 @@ pub enum ConvertError {
 }
 
 /// The name of a namespace or service: a DNS-1123 label in the API.
-fn name_of(name: Option<&String>) -> Result<String, ConvertError> {
+fn name_of(name: Option<&str>) -> Result<String, ConvertError> {
     let name = name.ok_or(ConvertError::MissingName)?;
     if !is_dns1123_label(name) {
-        return Err(ConvertError::BadLabel { field: "metadata.name", value: name.clone() });
+        return Err(ConvertError::BadLabel { field: "metadata.name", value: name.to_owned() });
     }
-    Ok(name.clone())
+    Ok(name.to_owned())
 }
 
 /// The name of a pod or EndpointSlice: a DNS-1123 subdomain in the API.
-fn subdomain_name_of(name: Option<&String>) -> Result<String, ConvertError> {
+fn subdomain_name_of(name: Option<&str>) -> Result<String, ConvertError> {
     let name = name.ok_or(ConvertError::MissingName)?;
     if !is_dns1123_subdomain(name) {
-        return Err(ConvertError::BadSubdomain { field: "metadata.name", value: name.clone() });
+        return Err(ConvertError::BadSubdomain { field: "metadata.name", value: name.to_owned() });
     }
-    Ok(name.clone())
+    Ok(name.to_owned())
 }
 
-fn namespace_of(namespace: Option<&String>) -> Result<String, ConvertError> {
-    let namespace = namespace.cloned().unwrap_or_else(|| "default".to_owned());
-    if !is_dns1123_label(&namespace) {
-        return Err(ConvertError::BadLabel { field: "metadata.namespace", value: namespace });
+fn namespace_of(namespace: Option<&str>) -> Result<String, ConvertError> {
+    let namespace = namespace.unwrap_or("default");
+    if !is_dns1123_label(namespace) {
+        return Err(ConvertError::BadLabel { field: "metadata.namespace", value: namespace.to_owned() });
     }
-    Ok(namespace)
+    Ok(namespace.to_owned())
+}
+
+/// The name and namespace of an object's metadata (absent metadata has neither).
+fn meta_of<'m>(metadata: &'m Option<fields::ObjectMeta<'_>>) -> (Option<&'m str>, Option<&'m str>) {
+    metadata.as_ref().map_or((None, None), |m| (m.name.as_deref(), m.namespace.as_deref()))
 }
 
 fn parse_ip(field: &'static str, value: &str) -> Result<IpAddr, ConvertError> {
@@ -80,8 +89,8 @@ fn port_number(field: &'static str, value: i32) -> Result<u16, ConvertError> {
     u16::try_from(value).ok().filter(|p| *p != 0).ok_or(ConvertError::BadPort { field, value })
 }
 
-fn protocol(field: &'static str, value: Option<&String>) -> Result<PortProtocol, ConvertError> {
-    match value.map(String::as_str) {
+fn protocol(field: &'static str, value: Option<&str>) -> Result<PortProtocol, ConvertError> {
+    match value {
         None | Some("TCP") => Ok(PortProtocol::Tcp),
         Some("UDP") => Ok(PortProtocol::Udp),
         Some("SCTP") => Ok(PortProtocol::Sctp),
@@ -90,7 +99,7 @@ fn protocol(field: &'static str, value: Option<&String>) -> Result<PortProtocol,
 }
 
 /// A port of a Service's or a ServiceImport's `spec.ports`.
-fn service_port(name: Option<&String>, protocol_name: Option<&String>, port: i32) -> Result<ServicePort, ConvertError> {
+fn service_port(name: Option<&str>, protocol_name: Option<&str>, port: i32) -> Result<ServicePort, ConvertError> {
     Ok(ServicePort {
         name: port_name(name),
         protocol: protocol("spec.ports.protocol", protocol_name)?,
@@ -98,20 +107,30 @@ fn service_port(name: Option<&String>, protocol_name: Option<&String>, port: i32
     })
 }
 
-fn port_name(name: Option<&String>) -> Option<String> {
-    name.filter(|n| !n.is_empty()).map(|n| n.to_ascii_lowercase())
+fn port_name(name: Option<&str>) -> Option<String> {
+    name.filter(|n| !n.is_empty()).map(str::to_ascii_lowercase)
 }
 
 pub fn namespace_view(namespace: &Namespace) -> Result<NamespaceView, ConvertError> {
-    Ok(NamespaceView { name: name_of(namespace.metadata.name.as_ref())? })
+    namespace_fields_view(&namespace.into())
+}
+
+pub(crate) fn namespace_fields_view(namespace: &fields::Namespace<'_>) -> Result<NamespaceView, ConvertError> {
+    Ok(NamespaceView { name: name_of(meta_of(&namespace.metadata).0)? })
 }
 
 pub fn service_view(service: &Service) -> Result<ServiceView, ConvertError> {
-    let name = name_of(service.metadata.name.as_ref())?;
-    let namespace = namespace_of(service.metadata.namespace.as_ref())?;
-    let spec = service.spec.clone().unwrap_or_default();
+    service_fields_view(&service.into())
+}
+
+pub(crate) fn service_fields_view(service: &fields::Service<'_>) -> Result<ServiceView, ConvertError> {
+    let (name, namespace) = meta_of(&service.metadata);
+    let name = name_of(name)?;
+    let namespace = namespace_of(namespace)?;
+    let no_spec = fields::ServiceSpec::default();
+    let spec = service.spec.as_ref().unwrap_or(&no_spec);
     let kind = if spec.type_.as_deref() == Some("ExternalName") {
-        let value = spec.external_name.clone().unwrap_or_default();
+        let value = spec.external_name.as_deref().unwrap_or_default().to_owned();
         // The API checks a DNS-1123 subdomain (no limit per label); a name that passes but is no DNS
         // name (a label over 63) only loses the CNAME, in synthesis.
         if let Err(e) = DomainName::parse(&value)
@@ -123,15 +142,15 @@ pub fn service_view(service: &Service) -> Result<ServiceView, ConvertError> {
     } else if spec.cluster_ip.as_deref() == Some("None") {
         ServiceKind::Headless
     } else {
-        let mut texts: Vec<String> = spec.cluster_ips.clone().unwrap_or_default();
+        let mut texts: Vec<&str> = spec.cluster_ips.iter().flatten().map(|ip| &**ip).collect();
         if texts.is_empty()
-            && let Some(ip) = spec.cluster_ip.clone().filter(|ip| !ip.is_empty())
+            && let Some(ip) = spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty())
         {
             texts.push(ip);
         }
         let ips = texts
             .iter()
-            .filter(|t| t.as_str() != "None")
+            .filter(|t| **t != "None")
             .map(|t| parse_ip("spec.clusterIPs", t))
             .collect::<Result<Vec<_>, _>>()?;
         if ips.is_empty() { ServiceKind::Pending } else { ServiceKind::ClusterIp(ips) }
@@ -140,7 +159,7 @@ pub fn service_view(service: &Service) -> Result<ServiceView, ConvertError> {
         .ports
         .iter()
         .flatten()
-        .map(|p| service_port(p.name.as_ref(), p.protocol.as_ref(), p.port))
+        .map(|p| service_port(p.name.as_deref(), p.protocol.as_deref(), p.port.unwrap_or_default()))
         .collect::<Result<Vec<_>, ConvertError>>()?;
     Ok(ServiceView {
         namespace,
@@ -153,25 +172,33 @@ pub fn service_view(service: &Service) -> Result<ServiceView, ConvertError> {
 
 /// `Ok(None)` for a slice that belongs to no service or carries FQDN addresses: DNS ignores those.
 pub fn endpoint_slice_view(slice: &EndpointSlice) -> Result<Option<EndpointSliceView>, ConvertError> {
-    slice_view(slice, SERVICE_NAME_LABEL)
+    slice_view(&slice.into(), SERVICE_NAME_LABEL)
 }
 
 /// A slice of a ServiceImport (labelled `multicluster.kubernetes.io/service-name`), with its source
 /// cluster; `Ok(None)` for a slice without that label or with FQDN addresses.
 pub fn imported_slice_view(slice: &EndpointSlice) -> Result<Option<EndpointSliceView>, ConvertError> {
-    slice_view(slice, MULTICLUSTER_SERVICE_NAME_LABEL)
+    slice_view(&slice.into(), MULTICLUSTER_SERVICE_NAME_LABEL)
+}
+
+/// [`endpoint_slice_view`] and [`imported_slice_view`] of one slice's fields.
+pub(crate) fn slice_fields_views(
+    slice: &fields::EndpointSlice<'_>,
+) -> Result<(Option<EndpointSliceView>, Option<EndpointSliceView>), ConvertError> {
+    Ok((slice_view(slice, SERVICE_NAME_LABEL)?, slice_view(slice, MULTICLUSTER_SERVICE_NAME_LABEL)?))
 }
 
 /// A slice as the endpoints of the service named by its label `owner_label`.
-fn slice_view(slice: &EndpointSlice, owner_label: &str) -> Result<Option<EndpointSliceView>, ConvertError> {
-    let name = subdomain_name_of(slice.metadata.name.as_ref())?;
-    let namespace = namespace_of(slice.metadata.namespace.as_ref())?;
-    let labels = slice.metadata.labels.as_ref();
-    let Some(service) = labels.and_then(|l| l.get(owner_label)).cloned() else {
+fn slice_view(slice: &fields::EndpointSlice<'_>, owner_label: &str) -> Result<Option<EndpointSliceView>, ConvertError> {
+    let (name, namespace) = meta_of(&slice.metadata);
+    let name = subdomain_name_of(name)?;
+    let namespace = namespace_of(namespace)?;
+    let labels = slice.metadata.as_ref().and_then(|m| m.labels.as_ref());
+    let Some(service) = labels.and_then(|l| l.get(owner_label)).map(str::to_owned) else {
         return Ok(None);
     };
-    let cluster = labels.and_then(|l| l.get(SOURCE_CLUSTER_LABEL)).cloned().filter(|c| !c.is_empty());
-    if slice.address_type == "FQDN" {
+    let cluster = labels.and_then(|l| l.get(SOURCE_CLUSTER_LABEL)).filter(|c| !c.is_empty()).map(str::to_owned);
+    if slice.address_type.as_deref() == Some("FQDN") {
         return Ok(None);
     }
     let ports = slice
@@ -181,8 +208,8 @@ fn slice_view(slice: &EndpointSlice, owner_label: &str) -> Result<Option<Endpoin
         .filter_map(|p| p.port.map(|port| (p, port)))
         .map(|(p, port)| {
             Ok(EndpointPort {
-                name: port_name(p.name.as_ref()),
-                protocol: protocol("ports.protocol", p.protocol.as_ref())?,
+                name: port_name(p.name.as_deref()),
+                protocol: protocol("ports.protocol", p.protocol.as_deref())?,
                 port: port_number("ports.port", port)?,
             })
         })
@@ -190,25 +217,30 @@ fn slice_view(slice: &EndpointSlice, owner_label: &str) -> Result<Option<Endpoin
     let endpoints = slice
         .endpoints
         .iter()
+        .flatten()
         .map(|e| {
-            let addresses =
-                e.addresses.iter().map(|a| parse_ip("endpoints.addresses", a)).collect::<Result<Vec<_>, _>>()?;
-            let hostname = e.hostname.clone().filter(|h| !h.is_empty());
-            if let Some(h) = &hostname
+            let addresses = e
+                .addresses
+                .iter()
+                .flatten()
+                .map(|a| parse_ip("endpoints.addresses", a))
+                .collect::<Result<Vec<_>, _>>()?;
+            let hostname = e.hostname.as_deref().filter(|h| !h.is_empty());
+            if let Some(h) = hostname
                 && !is_dns1123_subdomain(h)
             {
-                return Err(ConvertError::BadSubdomain { field: "endpoints.hostname", value: h.clone() });
+                return Err(ConvertError::BadSubdomain { field: "endpoints.hostname", value: h.to_owned() });
             }
-            let conditions = e.conditions.clone().unwrap_or_default();
+            let conditions = e.conditions.as_ref();
             // Any pod name; synthesis uses it only where it is a DNS label.
             let pod_name =
-                e.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod")).and_then(|r| r.name.clone());
+                e.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod")).and_then(|r| r.name.as_deref());
             Ok(EndpointView {
                 addresses,
-                ready: conditions.ready.unwrap_or(true),
-                terminating: conditions.terminating.unwrap_or(false),
-                hostname,
-                pod_name,
+                ready: conditions.and_then(|c| c.ready).unwrap_or(true),
+                terminating: conditions.and_then(|c| c.terminating).unwrap_or(false),
+                hostname: hostname.map(str::to_owned),
+                pod_name: pod_name.map(str::to_owned),
             })
         })
         .collect::<Result<Vec<_>, ConvertError>>()?;
@@ -217,8 +249,8 @@ fn slice_view(slice: &EndpointSlice, owner_label: &str) -> Result<Option<Endpoin
 
 /// A ServiceImport: `type` ClusterSetIP (also when absent, as CoreDNS reads it) or Headless.
 pub fn service_import_view(import: &ServiceImport) -> Result<ServiceImportView, ConvertError> {
-    let name = name_of(import.metadata.name.as_ref())?;
-    let namespace = namespace_of(import.metadata.namespace.as_ref())?;
+    let name = name_of(import.metadata.name.as_deref())?;
+    let namespace = namespace_of(import.metadata.namespace.as_deref())?;
     let spec = &import.spec;
     let kind = match spec.type_.as_deref() {
         None | Some("ClusterSetIP") => {
@@ -230,7 +262,7 @@ pub fn service_import_view(import: &ServiceImport) -> Result<ServiceImportView, 
     let ports = spec
         .ports
         .iter()
-        .map(|p| service_port(p.name.as_ref(), p.protocol.as_ref(), p.port))
+        .map(|p| service_port(p.name.as_deref(), p.protocol.as_deref(), p.port))
         .collect::<Result<Vec<_>, ConvertError>>()?;
     Ok(ServiceImportView { namespace, name, kind, ports })
 }
@@ -249,13 +281,23 @@ pub fn imported_slice_notes(view: &EndpointSliceView) -> Vec<String> {
 }
 
 pub fn pod_view(pod: &Pod) -> Result<PodView, ConvertError> {
+    pod_fields_view(&pod.into())
+}
+
+pub(crate) fn pod_fields_view(pod: &fields::Pod<'_>) -> Result<PodView, ConvertError> {
     // Pod records are keyed by address: the name is only the object's key, whatever its length.
-    let name = subdomain_name_of(pod.metadata.name.as_ref())?;
-    let namespace = namespace_of(pod.metadata.namespace.as_ref())?;
-    let status = pod.status.clone().unwrap_or_default();
-    let mut texts: Vec<String> = status.pod_ips.iter().flatten().map(|p| p.ip.clone()).collect();
+    let (name, namespace) = meta_of(&pod.metadata);
+    let name = subdomain_name_of(name)?;
+    let namespace = namespace_of(namespace)?;
+    let status = pod.status.as_ref();
+    let mut texts: Vec<&str> = status
+        .and_then(|s| s.pod_ips.as_ref())
+        .iter()
+        .flat_map(|ips| ips.iter())
+        .map(|p| p.ip.as_deref().unwrap_or_default())
+        .collect();
     if texts.is_empty()
-        && let Some(ip) = status.pod_ip.clone().filter(|ip| !ip.is_empty())
+        && let Some(ip) = status.and_then(|s| s.pod_ip.as_deref()).filter(|ip| !ip.is_empty())
     {
         texts.push(ip);
     }
@@ -270,7 +312,7 @@ pub fn pod_view(pod: &Pod) -> Result<PodView, ConvertError> {
 /// `dnsConfig` come after those the server knows, so such pods are left to search themselves.
 /// The API server always sets a phase; a manifest file may leave it out, and a pod it lists with an
 /// address is taken as running.
-fn autopath_client(pod: &Pod) -> bool {
+fn autopath_client(pod: &fields::Pod<'_>) -> bool {
     let Some(spec) = &pod.spec else { return false };
     let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_none_or(|phase| phase == "Running");
     let cluster_first = matches!(spec.dns_policy.as_deref(), None | Some("ClusterFirst" | "ClusterFirstWithHostNet"));
