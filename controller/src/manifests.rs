@@ -937,6 +937,159 @@ mod tests {
         assert!(text[2].contains("endpoints.hostname") && text[2].contains("Bad_Host"), "{}", text[2]);
     }
 
+    /// The one-pass reader (`read_json`) and the careful one (`json_document`, `load_object`) read a
+    /// file to the same state, whatever the order of its fields.
+    fn both_readers(text: &str) -> ClusterState {
+        let mut one_pass = ClusterState::default();
+        read_json(text, &mut one_pass).unwrap();
+        let mut careful = ClusterState::default();
+        load_object(json_document(text).unwrap(), &mut careful).unwrap();
+        assert_eq!(one_pass, careful);
+        one_pass
+    }
+
+    /// kubectl's `get -o json` sorts a list's keys: `items` comes before `kind`. An item may hold its
+    /// body before its header too; both are read, and read alike by both readers.
+    #[test]
+    fn fields_before_the_header_are_read() {
+        let kubectl_order = r#"{"apiVersion": "v1", "items": [
+            {"metadata": {"name": "web", "namespace": "demo"}, "spec": {"clusterIP": "None"},
+             "kind": "Service", "apiVersion": "v1"},
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}},
+            {"addressType": "IPv4", "apiVersion": "discovery.k8s.io/v1",
+             "endpoints": [{"addresses": ["10.244.0.9"], "hostname": "web-0"}], "kind": "EndpointSlice",
+             "metadata": {"labels": {"kubernetes.io/service-name": "web"}, "name": "web-1", "namespace": "demo"}}
+          ], "kind": "List", "metadata": {"resourceVersion": ""}}"#;
+        let state = both_readers(kubectl_order);
+        assert!(state.namespaces.contains_key("demo"));
+        assert_eq!(state.services["demo/web"].kind, roster_shared::ServiceKind::Headless);
+        assert_eq!(state.endpoint_slices["demo/web-1"].endpoints[0].hostname.as_deref(), Some("web-0"));
+        // A list's items before its header, an object's fields before `apiVersion` only.
+        both_readers(
+            r#"{"items": [{"kind": "Pod", "metadata": {"name": "p"}, "apiVersion": "v1"}], "kind": "PodList", "apiVersion": "v1"}"#,
+        );
+    }
+
+    /// Whatever the one-pass reader cannot settle is read the careful way: a `kind` repeated after the
+    /// body counts with its last value (the items read as a list are dropped), a header that is no string
+    /// is missing, `items` that is no array is an empty list.
+    #[test]
+    fn the_careful_reader_settles_what_one_pass_cannot() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "a.json",
+            r#"{"apiVersion": "v1", "kind": "List", "items": [
+                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "gone"}}], "kind": "Deployment"}"#,
+        );
+        write(dir.path(), "b.json", r#"{"apiVersion": "v1", "kind": "List", "items": {"not": "an array"}}"#);
+        write(
+            dir.path(),
+            "c.json",
+            r#"{"apiVersion": "v1", "kind": "List", "items": [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kept"}}]}"#,
+        );
+        let state = load_path(dir.path()).unwrap();
+        assert_eq!(state.namespaces.keys().collect::<Vec<_>>(), ["kept"]);
+        let mut one_pass = ClusterState::default();
+        assert!(read_json(r#"{"apiVersion": "v1", "kind": 3}"#, &mut one_pass).is_err());
+    }
+
+    /// A malformed item read in one pass is reported as the careful reader reports it: the item, the
+    /// kind, the path and the position in the file (here a field before the header, and the list's
+    /// items before its `kind`, as kubectl writes them).
+    #[test]
+    fn a_malformed_item_read_in_one_pass_names_the_item_the_path_and_the_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "{\"apiVersion\": \"v1\", \"items\": [\n  {\"apiVersion\": \"v1\", \"kind\": \"Namespace\", \"metadata\": {\"name\": \"a\"}},\n  {\"spec\": {\"ports\": [{\"port\": \"many\"}]}, \"apiVersion\": \"v1\", \"kind\": \"Service\"}\n], \"kind\": \"List\"}\n";
+        write(dir.path(), "a.json", text);
+        let dup = r#"{"apiVersion": "v1", "kind": "List", "items": [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"}, "spec": {}, "spec": {}}]}"#;
+        write(dir.path(), "b.json", dup);
+        let mut one_pass = ClusterState::default();
+        assert!(read_json(text, &mut one_pass).is_err());
+        let errors = load_path(dir.path()).unwrap_err().0;
+        let column = text.lines().nth(2).unwrap().find("\"many\"").unwrap() + "\"many\"".len();
+        assert_eq!(
+            errors[0].reason,
+            format!(
+                "items[1]: Service does not match the Kubernetes schema at `spec.ports[0].port`: \
+                 invalid type: string \"many\", expected i32 at line 3 column {column}"
+            )
+        );
+        assert!(
+            errors[1].reason.starts_with(
+                "items[0]: Service does not match the Kubernetes schema at `spec`: duplicate field `spec`"
+            ),
+            "{}",
+            errors[1].reason
+        );
+    }
+
+    /// Objects with every field the API allows — status, managed fields, owner references, probes —
+    /// still decode (the fields DNS does not read are skipped), by both readers.
+    #[test]
+    fn objects_with_every_field_the_api_allows_decode() {
+        let meta = |name: &str, labels: &str| {
+            format!(
+                r#"{{"name": "{name}", "generateName": "x-", "namespace": "demo", "selfLink": "", "uid": "1b4e-28ba",
+                "resourceVersion": "42", "generation": 3, "creationTimestamp": "2026-01-01T00:00:00Z",
+                "deletionTimestamp": null, "deletionGracePeriodSeconds": 30, "labels": {labels},
+                "annotations": {{"a": "b"}}, "ownerReferences": [{{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                "name": "web", "uid": "u", "controller": true, "blockOwnerDeletion": true}}], "finalizers": ["f"],
+                "managedFields": [{{"manager": "kubectl", "operation": "Apply", "apiVersion": "v1",
+                "time": "2026-01-01T00:00:00Z", "fieldsType": "FieldsV1", "fieldsV1": {{"f:metadata": {{}}}}}}]}}"#
+            )
+        };
+        let service = format!(
+            r#"{{"apiVersion": "v1", "kind": "Service", "metadata": {}, "spec": {{"type": "ClusterIP",
+            "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10", "fd00::10"], "ipFamilies": ["IPv4", "IPv6"],
+            "ipFamilyPolicy": "PreferDualStack", "selector": {{"app": "web"}}, "ports": [{{"name": "HTTP",
+            "protocol": "TCP", "appProtocol": "http", "port": 80, "targetPort": "http", "nodePort": null}}],
+            "sessionAffinity": "ClientIP", "sessionAffinityConfig": {{"clientIP": {{"timeoutSeconds": 10800}}}},
+            "externalIPs": [], "loadBalancerSourceRanges": [], "externalTrafficPolicy": null,
+            "internalTrafficPolicy": "Cluster", "publishNotReadyAddresses": false, "allocateLoadBalancerNodePorts": null,
+            "trafficDistribution": "PreferClose"}}, "status": {{"loadBalancer": {{}}, "conditions": []}}}}"#,
+            meta("web", "{\"app\": \"web\"}")
+        );
+        let slice = format!(
+            r#"{{"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {}, "addressType": "IPv4",
+            "endpoints": [{{"addresses": ["10.244.0.9"], "conditions": {{"ready": false, "serving": true,
+            "terminating": true}}, "hostname": "web-0", "nodeName": "node-1", "zone": "a", "hints": {{"forZones":
+            [{{"name": "a"}}], "forNodes": [{{"name": "node-1"}}]}}, "deprecatedTopology": {{"k": "v"}},
+            "targetRef": {{"kind": "Pod", "namespace": "demo", "name": "web-0", "uid": "u", "apiVersion": "v1",
+            "resourceVersion": "1", "fieldPath": ""}}}}], "ports": [{{"name": "http", "protocol": "TCP", "port": 80,
+            "appProtocol": "http"}}]}}"#,
+            meta(
+                "web-abc",
+                "{\"kubernetes.io/service-name\": \"web\", \"endpointslice.kubernetes.io/managed-by\": \"x\"}"
+            )
+        );
+        let pod = format!(
+            r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {}, "spec": {{"containers": [{{"name": "c",
+            "image": "nginx", "ports": [{{"containerPort": 80, "protocol": "TCP"}}], "readinessProbe": {{"httpGet":
+            {{"path": "/", "port": 80}}}}, "resources": {{"limits": {{"cpu": "1"}}}}}}], "hostname": "web-0",
+            "subdomain": "web", "dnsPolicy": "ClusterFirst", "hostNetwork": false, "dnsConfig": {{"nameservers": ["1.1.1.1"],
+            "searches": [], "options": [{{"name": "ndots", "value": "2"}}]}}, "nodeName": "node-1",
+            "tolerations": [], "volumes": [], "securityContext": {{}}, "restartPolicy": "Always"}},
+            "status": {{"phase": "Running", "conditions": [{{"type": "Ready", "status": "True"}}], "hostIP": "172.18.0.2",
+            "hostIPs": [{{"ip": "172.18.0.2"}}], "podIP": "10.244.0.9", "podIPs": [{{"ip": "10.244.0.9"}}, {{"ip": "fd00::9"}}],
+            "startTime": "2026-01-01T00:00:00Z", "containerStatuses": [], "qosClass": "BestEffort"}}}}"#,
+            meta("web-0", "{\"app\": \"web\"}")
+        );
+        let list = format!(r#"{{"apiVersion": "v1", "kind": "List", "items": [{service}, {slice}, {pod}]}}"#);
+        let state = both_readers(&list);
+        let service = &state.services["demo/web"];
+        assert_eq!(
+            service.kind,
+            roster_shared::ServiceKind::ClusterIp(vec!["10.96.0.10".parse().unwrap(), "fd00::10".parse().unwrap()])
+        );
+        assert_eq!(service.ports[0].name.as_deref(), Some("http"));
+        let endpoint = &state.endpoint_slices["demo/web-abc"].endpoints[0];
+        assert_eq!((endpoint.ready, endpoint.terminating, endpoint.pod_name.as_deref()), (false, true, Some("web-0")));
+        let pod = &state.pods["demo/web-0"];
+        assert_eq!(pod.ips.len(), 2);
+        assert!(pod.autopath, "ClusterFirst, Running, no searches of its own");
+    }
+
     #[test]
     fn a_missing_path_is_an_error() {
         let errors = load_path(Path::new("/no/such/manifests")).unwrap_err();
