@@ -423,6 +423,9 @@ impl<'de> DeserializeSeed<'de> for ObjectSeed<'_> {
 }
 
 /// What an object read in one pass turned out to be, once its header is known.
+// One lives on the stack per object being read, never in a collection: boxing would only add an
+// allocation per object.
+#[allow(clippy::large_enum_variant)]
 enum Reading<'a> {
     /// A list, and whether its `items` were read.
     List {
