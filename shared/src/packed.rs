@@ -19,6 +19,7 @@
 //! are waited for (what it keeps is one item: at most a TXT record of [`MAX_TXT_BYTES`]), no trailing bytes.
 
 use std::io::Read;
+use std::ops::Range;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::name::{DomainName, MAX_NAME_LEN, NameError, is_dns1123_label};
@@ -287,8 +288,8 @@ impl<'a> Cursor<'a> {
         Ok(value)
     }
 
-    /// A name written against `previous` (see [`put_name`]), as text in `out`.
-    fn name_text(&mut self, previous: &str, out: &mut String) -> Result<(), Need> {
+    /// A name written against `previous` (see [`put_name`]), as text in `out`; the byte range that is new.
+    fn name_text(&mut self, previous: &str, out: &mut String) -> Result<Range<usize>, Need> {
         let max = MAX_NAME_LEN as u64;
         let prefix = self.bounded("shared prefix", previous.len() as u64)? as usize;
         let suffix = self.bounded("shared suffix", (previous.len() - prefix) as u64)? as usize;
@@ -300,17 +301,52 @@ impl<'a> Cursor<'a> {
         out.push_str(&previous[..prefix]);
         out.push_str(middle);
         out.push_str(&previous[previous.len() - suffix..]);
-        Ok(())
+        Ok(prefix..prefix + middle.len())
     }
 }
 
-/// A name's text as a [`DomainName`], refused unless valid and canonical.
-fn checked_name(text: &str) -> Result<DomainName, Problem> {
-    let name = DomainName::parse(text).map_err(|error| Problem::BadName { text: text.to_owned(), error })?;
-    if name.as_str() != text {
+/// Checks that `text` is a valid name in canonical form (as [`DomainName::parse`] would keep it), given
+/// that it is at most [`MAX_NAME_LEN`] ASCII bytes and that outside `new` it is made of a checked name's
+/// bytes: only the labels that touch `new` can be wrong, so only they are checked.
+fn check_name(text: &str, new: Range<usize>) -> Result<(), Problem> {
+    let bad = |error| Problem::BadName { text: text.to_owned(), error };
+    if text.is_empty() {
+        return Err(bad(NameError::Empty));
+    }
+    if text.ends_with('.') || text.as_bytes()[new.clone()].iter().any(u8::is_ascii_uppercase) {
         return Err(Problem::NotCanonical(text.to_owned()));
     }
-    Ok(name)
+    // Labels wholly before the last dot of the shared prefix, or after the first dot of the shared suffix,
+    // are labels of the previous name.
+    let start = text[..new.start].rfind('.').map_or(0, |dot| dot + 1);
+    let end = text[new.end..].find('.').map_or(text.len(), |dot| new.end + dot);
+    DomainName::check_labels(&text[start..end]).map_err(bad)
+}
+
+/// A decoded record's fields; its target, if any, is the decoder's previous target.
+enum Fields<'a> {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    Srv(u16, u16, u16),
+    Ptr,
+    Cname,
+    Ns,
+    Txt(&'a str),
+}
+
+impl Fields<'_> {
+    fn build(self, target: &str) -> RData {
+        let target = || DomainName::from_checked(target);
+        match self {
+            Self::A(ip) => RData::A { ip },
+            Self::Aaaa(ip) => RData::Aaaa { ip },
+            Self::Srv(priority, weight, port) => RData::Srv { priority, weight, port, target: target() },
+            Self::Ptr => RData::Ptr { target: target() },
+            Self::Cname => RData::Cname { target: target() },
+            Self::Ns => RData::Ns { target: target() },
+            Self::Txt(text) => RData::Txt { text: text.to_owned() },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,10 +366,14 @@ pub struct Decoder {
     pending: Vec<u8>,
     declared: Summary,
     seen: Summary,
-    /// The name whose records are being read, and how many are still to come.
+    /// The name whose records are being read (its buffer reused from name to name), and how many are
+    /// still to come.
     name: Option<DomainName>,
     records_left: u64,
+    /// The name's records: the first `used`; the others are kept so that their targets' buffers are
+    /// reused by the next name's.
     records: Vec<RData>,
+    used: usize,
     previous_name: String,
     previous_target: String,
     previous_client: Option<IpAddr>,
@@ -358,6 +398,7 @@ impl Decoder {
             name: None,
             records_left: 0,
             records: Vec::new(),
+            used: 0,
             previous_name: String::new(),
             previous_target: String::new(),
             previous_client: None,
@@ -422,7 +463,7 @@ impl Decoder {
             Stage::Name => format!("name {} of {}", self.seen.names + 1, self.declared.names),
             Stage::Record => format!(
                 "record {} of name {} (`{}`)",
-                self.records.len() + 1,
+                self.used + 1,
                 self.seen.names + 1,
                 self.previous_name
             ),
@@ -480,34 +521,39 @@ impl Decoder {
     fn name_head(&mut self, cursor: &mut Cursor<'_>, visitor: &mut impl Visitor) -> Result<(), Need> {
         let mut text = std::mem::take(&mut self.scratch);
         let read = cursor.name_text(&self.previous_name, &mut text);
-        let result = read.and_then(|()| {
+        let result = read.and_then(|new| {
             let left = self.declared.records - self.seen.records;
             let count = cursor.bounded("record count", left)?;
-            Ok(count)
+            Ok((new, count))
         });
-        let count = match result {
-            Ok(count) => count,
+        let (new, count) = match result {
+            Ok(read) => read,
             Err(need) => {
                 self.scratch = text;
                 return Err(need);
             }
         };
-        let checked = checked_name(&text).and_then(|name| {
+        let checked = check_name(&text, new).and_then(|()| {
             if !self.previous_name.is_empty() && text.as_str() <= self.previous_name.as_str() {
                 return Err(Problem::OutOfOrder { previous: self.previous_name.clone(), found: text.clone() });
             }
-            Ok(name)
+            Ok(())
         });
         std::mem::swap(&mut self.previous_name, &mut text);
         self.scratch = text;
-        let name = checked?;
-        self.records.clear();
+        checked?;
+        match &mut self.name {
+            Some(name) => name.assign_checked(&self.previous_name),
+            None => self.name = Some(DomainName::from_checked(&self.previous_name)),
+        }
+        self.used = 0;
         if count == 0 {
             self.seen.names += 1;
-            visitor.name(&name, &[]);
+            if let Some(name) = &self.name {
+                visitor.name(name, &[]);
+            }
             return self.next_section();
         }
-        self.name = Some(name);
         self.records_left = count;
         self.stage = Stage::Record;
         Ok(())
@@ -515,56 +561,74 @@ impl Decoder {
 
     fn record(&mut self, cursor: &mut Cursor<'_>, visitor: &mut impl Visitor) -> Result<(), Need> {
         let kind = cursor.byte()?;
-        let record = match kind {
-            TYPE_A => {
-                let octets: [u8; 4] = cursor.take(4)?.try_into().map_err(|_| Need::More)?;
-                RData::A { ip: Ipv4Addr::from(octets) }
-            }
-            TYPE_AAAA => {
-                let octets: [u8; 16] = cursor.take(16)?.try_into().map_err(|_| Need::More)?;
-                RData::Aaaa { ip: Ipv6Addr::from(octets) }
-            }
+        let fields = match kind {
+            TYPE_A => Fields::A(Ipv4Addr::from(<[u8; 4]>::try_from(cursor.take(4)?).map_err(|_| Need::More)?)),
+            TYPE_AAAA => Fields::Aaaa(Ipv6Addr::from(<[u8; 16]>::try_from(cursor.take(16)?).map_err(|_| Need::More)?)),
             TYPE_SRV => {
                 let max = u64::from(u16::MAX);
                 let priority = cursor.bounded("SRV priority", max)? as u16;
                 let weight = cursor.bounded("SRV weight", max)? as u16;
                 let port = cursor.bounded("SRV port", max)? as u16;
-                RData::Srv { priority, weight, port, target: self.target(cursor)? }
+                self.target(cursor)?;
+                Fields::Srv(priority, weight, port)
             }
-            TYPE_PTR => RData::Ptr { target: self.target(cursor)? },
-            TYPE_CNAME => RData::Cname { target: self.target(cursor)? },
-            TYPE_NS => RData::Ns { target: self.target(cursor)? },
+            TYPE_PTR | TYPE_CNAME | TYPE_NS => {
+                self.target(cursor)?;
+                match kind {
+                    TYPE_PTR => Fields::Ptr,
+                    TYPE_CNAME => Fields::Cname,
+                    _ => Fields::Ns,
+                }
+            }
             TYPE_TXT => {
                 let len = cursor.bounded("TXT length", MAX_TXT_BYTES as u64)? as usize;
-                let text = std::str::from_utf8(cursor.take(len)?).map_err(|_| Problem::TxtNotUtf8)?;
-                RData::Txt { text: text.to_owned() }
+                Fields::Txt(std::str::from_utf8(cursor.take(len)?).map_err(|_| Problem::TxtNotUtf8)?)
             }
             other => return Err(Problem::UnknownType(other).into()),
         };
-        self.records.push(record);
+        self.place(fields);
         self.seen.records += 1;
         self.records_left -= 1;
         if self.records_left == 0 {
             self.seen.names += 1;
-            if let Some(name) = self.name.take() {
-                visitor.name(&name, &self.records);
+            if let Some(name) = &self.name {
+                visitor.name(name, &self.records[..self.used]);
             }
-            self.records.clear();
             return self.next_section();
         }
         Ok(())
     }
 
-    /// A record's target; the previous target moves on only when the record is whole, which this is the
-    /// end of (every target is its record's last field).
-    fn target(&mut self, cursor: &mut Cursor<'_>) -> Result<DomainName, Need> {
-        let mut text = std::mem::take(&mut self.scratch);
-        let read = cursor.name_text(&self.previous_target, &mut text);
-        if let Err(need) = read {
-            self.scratch = text;
-            return Err(need);
+    /// Puts a decoded record at `used`, into the record held there when it is of the same type (its
+    /// target's buffer reused), else in a new one.
+    fn place(&mut self, fields: Fields<'_>) {
+        let target = self.previous_target.as_str();
+        match (self.records.get_mut(self.used), fields) {
+            (Some(RData::Srv { priority, weight, port, target: held }), Fields::Srv(p, w, o)) => {
+                (*priority, *weight, *port) = (p, w, o);
+                held.assign_checked(target);
+            }
+            (Some(RData::Ptr { target: held }), Fields::Ptr)
+            | (Some(RData::Cname { target: held }), Fields::Cname)
+            | (Some(RData::Ns { target: held }), Fields::Ns) => held.assign_checked(target),
+            (Some(slot), fields) => *slot = fields.build(target),
+            (None, fields) => self.records.push(fields.build(target)),
         }
-        let checked = checked_name(&text);
+        self.used += 1;
+    }
+
+    /// A record's target, checked, left in `previous_target`; it moves on only when the record is whole,
+    /// which this is the end of (every target is its record's last field).
+    fn target(&mut self, cursor: &mut Cursor<'_>) -> Result<(), Need> {
+        let mut text = std::mem::take(&mut self.scratch);
+        let new = match cursor.name_text(&self.previous_target, &mut text) {
+            Ok(new) => new,
+            Err(need) => {
+                self.scratch = text;
+                return Err(need);
+            }
+        };
+        let checked = check_name(&text, new);
         std::mem::swap(&mut self.previous_target, &mut text);
         self.scratch = text;
         Ok(checked?)
