@@ -278,18 +278,36 @@ fn subscribe(args: &[String]) -> Result<()> {
     runtime.block_on(async move {
         let mut tasks = tokio::task::JoinSet::new();
         let (snapshots_tx, mut snapshots_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        // Every subscriber connects before any reads its snapshot: these 1,000 share one process, and
+        // subscribers decoding on its threads delayed the others' TLS handshakes past the server's 10 s
+        // timeout (separate replicas do not wait on each other).
+        let connected = Arc::new(tokio::sync::Barrier::new(count));
         for _ in 0..count {
-            let (tls, snapshots) = (tls.clone(), snapshots_tx.clone());
+            let (tls, snapshots, connected) = (tls.clone(), snapshots_tx.clone(), Some(connected.clone()));
             tasks.spawn(async move {
-                tokio::time::timeout(DEADLINE, one_subscriber(tls, port, last, ask, snapshots, None)).await
+                let subscriber = one_subscriber(tls, port, last, ask, snapshots, connected, None);
+                tokio::time::timeout(DEADLINE, subscriber).await
             });
         }
         drop(snapshots_tx);
         let mut sizes = Vec::new();
-        while let Some(bytes) = snapshots_rx.recv().await {
-            sizes.push(bytes);
-            if sizes.len() == count {
-                break;
+        while sizes.len() < count {
+            tokio::select! {
+                bytes = snapshots_rx.recv() => match bytes {
+                    Some(bytes) => sizes.push(bytes),
+                    None => break,
+                },
+                // No subscriber ends before every one has its snapshot unless it failed: say why at once
+                // instead of waiting out the deadline.
+                Some(ended) = tasks.join_next() => {
+                    let why = match ended {
+                        Ok(Ok(Ok(_))) => "ended early".to_owned(),
+                        Ok(Ok(Err(error))) => error.to_string(),
+                        Ok(Err(_)) => "timed out".to_owned(),
+                        Err(error) => error.to_string(),
+                    };
+                    return Err(format!("a subscriber failed before every snapshot was read: {why}").into());
+                }
             }
         }
         if sizes.len() != count || sizes.iter().any(|b| *b != sizes[0]) {
@@ -342,7 +360,9 @@ fn attach(args: &[String]) -> Result<()> {
         let (live_tx, mut live_rx) = tokio::sync::mpsc::channel::<(usize, u64, u64)>(4 * count.max(1));
         for index in 0..count {
             let (tls, snapshots, live) = (tls.clone(), snapshots_tx.clone(), live_tx.clone());
-            tasks.spawn(async move { one_subscriber(tls, port, u64::MAX, ask, snapshots, Some((index, live))).await });
+            tasks.spawn(
+                async move { one_subscriber(tls, port, u64::MAX, ask, snapshots, None, Some((index, live))).await },
+            );
         }
         drop((snapshots_tx, live_tx));
         let mut sizes = Vec::new();
@@ -411,6 +431,7 @@ async fn one_subscriber(
     last: u64,
     ask: Ask,
     snapshots: tokio::sync::mpsc::UnboundedSender<u64>,
+    connected: Option<Arc<tokio::sync::Barrier>>,
     live: Option<(usize, LiveReceipts)>,
 ) -> Result<Vec<(u64, u64)>> {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
@@ -427,6 +448,9 @@ async fn one_subscriber(
     }
     let request = request.body(http_body_util::Empty::<Bytes>::new())?;
     let response = sender.send_request(request).await?;
+    if let Some(connected) = connected {
+        connected.wait().await;
+    }
     if !response.status().is_success() {
         return Err(format!("HTTP {}", response.status()).into());
     }
@@ -469,7 +493,9 @@ async fn one_subscriber(
             if line.kept.starts_with(PACKED_SNAPSHOT_START) && line.len <= KEEP_WHOLE {
                 let header: PackedSnapshotHeader = serde_json::from_slice(&line.kept)?;
                 if generation.is_some() {
-                    return Err(format!("a packed snapshot at generation {} after {generation:?}", header.generation).into());
+                    return Err(
+                        format!("a packed snapshot at generation {} after {generation:?}", header.generation).into()
+                    );
                 }
                 generation = Some(header.generation);
                 packed_snapshot = Some((packed::Decoder::new(), header.bytes, usize::try_from(header.bytes)?));

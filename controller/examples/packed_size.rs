@@ -73,6 +73,13 @@ fn main() -> Result<()> {
     let zone: Arc<ZoneData> = Arc::new(synthesis.zone());
     let records = zone.record_count();
     let frame = Frame::Snapshot { epoch: 1, generation: 1, zone: zone.clone() };
+    if std::env::var_os("PACKED_DECODE_ONLY").is_some() {
+        // For a profiler: only the packed decode, `rounds` times.
+        let packed = packed::encode(&zone)?;
+        let (ms, _) = fastest(rounds, || packed::decode(&packed[..], &mut Counted(0)));
+        println!("packed decode {ms:.1} ms");
+        return Ok(());
+    }
 
     let (json_encode, json) = fastest(rounds, || serde_json::to_vec(&frame));
     let json = json?;
@@ -95,7 +102,11 @@ fn main() -> Result<()> {
     if counted? != records as u64 || packed::decode_zone(&packed)? != *zone {
         return Err("the packed snapshot did not round-trip".into());
     }
-    println!("{services} services × {endpoints} endpoints: {} names, {records} records, {} clients", zone.names.len(), zone.clients.len());
+    println!(
+        "{services} services × {endpoints} endpoints: {} names, {records} records, {} clients",
+        zone.names.len(),
+        zone.clients.len()
+    );
     println!();
     println!("| form | bytes | B / pod | zstd bytes | encode ms | compress ms | decompress ms | decode ms (checked) |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");

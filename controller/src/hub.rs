@@ -345,7 +345,10 @@ mod tests {
         assert_eq!(packed.as_ptr(), again.as_ptr(), "packed once for every subscriber");
         let newline = packed.iter().position(|b| *b == b'\n').unwrap();
         let header: PackedSnapshotHeader = serde_json::from_slice(&packed[..newline]).unwrap();
-        assert_eq!(header, PackedSnapshotHeader { epoch: 2, generation: 5, bytes: (packed.len() - newline - 1) as u64 });
+        assert_eq!(
+            header,
+            PackedSnapshotHeader { epoch: 2, generation: 5, bytes: (packed.len() - newline - 1) as u64 }
+        );
         let Frame::Snapshot { zone, .. } = &frame else { unreachable!() };
         assert_eq!(&packed::decode_zone(&packed[newline + 1..]).unwrap(), &**zone);
         assert_eq!(hub.snapshot_bytes(SnapshotForm::Packed), packed.len());

@@ -424,8 +424,13 @@ async fn a_replica_reads_json_from_a_controller_that_ignores_the_ask() {
             request
         },
     ));
-    let task =
-        tokio::spawn(stream::serve(listener, router, tls::server_config(&material.server).unwrap(), config, hub.clone()));
+    let task = tokio::spawn(stream::serve(
+        listener,
+        router,
+        tls::server_config(&material.server).unwrap(),
+        config,
+        hub.clone(),
+    ));
     let server = Server { addr, hub: hub.clone(), material, task };
     let client = &server.material.client;
     let tls = ClientTls::from_pem(&client.ca, &client.cert, &client.key, None).unwrap();

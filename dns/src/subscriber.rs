@@ -521,7 +521,10 @@ impl Lines {
     async fn packed_snapshot(&mut self, header: PackedSnapshotHeader) -> Result<Received, String> {
         let mut left = usize::try_from(header.bytes).unwrap_or(usize::MAX);
         if left > self.max_line {
-            return Err(format!("a packed snapshot of {} bytes, more than the {} accepted", header.bytes, self.max_line));
+            return Err(format!(
+                "a packed snapshot of {} bytes, more than the {} accepted",
+                header.bytes, self.max_line
+            ));
         }
         let (bytes_tx, bytes_rx) = mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
         let store = self.store.clone();
@@ -822,9 +825,11 @@ mod tests {
 
         // What each says, one by one.
         let header_bound = br#"{"kind":"packed_snapshot","epoch":2,"generation":1,"bytes":99}"#;
-        let mut framed =
-            Lines::new(chunks_of(&[[&header_bound[..], b"\n"].concat()], 8, None), test_store(), 98);
-        assert_eq!(framed.next().await.unwrap().unwrap_err(), "a packed snapshot of 99 bytes, more than the 98 accepted");
+        let mut framed = Lines::new(chunks_of(&[[&header_bound[..], b"\n"].concat()], 8, None), test_store(), 98);
+        assert_eq!(
+            framed.next().await.unwrap().unwrap_err(),
+            "a packed snapshot of 99 bytes, more than the 98 accepted"
+        );
         let mut framed = Lines::new(chunks_of(&[second[..second.len() - 1].to_vec()], 8, None), test_store(), 1 << 20);
         assert_eq!(framed.next().await.unwrap().unwrap_err(), "the stream ended inside a snapshot");
     }

@@ -19,8 +19,8 @@
 //! are waited for (what it keeps is one item: at most a TXT record of [`MAX_TXT_BYTES`]), no trailing bytes.
 
 use std::io::Read;
-use std::ops::Range;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::Range;
 
 use crate::name::{DomainName, MAX_NAME_LEN, NameError, is_dns1123_label};
 use crate::records::{RData, ZoneData};
@@ -461,12 +461,9 @@ impl Decoder {
         let at = match self.stage {
             Stage::Header => "the header".to_owned(),
             Stage::Name => format!("name {} of {}", self.seen.names + 1, self.declared.names),
-            Stage::Record => format!(
-                "record {} of name {} (`{}`)",
-                self.used + 1,
-                self.seen.names + 1,
-                self.previous_name
-            ),
+            Stage::Record => {
+                format!("record {} of name {} (`{}`)", self.used + 1, self.seen.names + 1, self.previous_name)
+            }
             Stage::Client => format!("client {} of {}", self.seen.clients + 1, self.declared.clients),
             Stage::Done | Stage::Failed => "the end".to_owned(),
         };
@@ -841,54 +838,58 @@ mod tests {
             (b"RSPK\x02\0\0\0".to_vec(), Problem::UnsupportedVersion(2)),
             (with_header(0, 0, 0, b"x"), Problem::TrailingBytes),
             (with_header(0, 1, 0, b""), Problem::CountMismatch { what: "records", declared: 1, found: 0 }),
-            (with_header(1, 1, 0, &[&a[..], &[0]].concat()), Problem::CountMismatch {
-                what: "records",
-                declared: 1,
-                found: 0,
-            }),
-            (with_header(1, 0, 0, &[&a[..], &[1]].concat()), Problem::TooLarge { what: "record count", value: 1, max: 0 }),
+            (
+                with_header(1, 1, 0, &[&a[..], &[0]].concat()),
+                Problem::CountMismatch { what: "records", declared: 1, found: 0 },
+            ),
+            (
+                with_header(1, 0, 0, &[&a[..], &[1]].concat()),
+                Problem::TooLarge { what: "record count", value: 1, max: 0 },
+            ),
             (with_header(1, 1, 0, &[&a[..], &[1, 9]].concat()), Problem::UnknownType(9)),
-            (with_header(1, 0, 0, &[&fresh("A.cluster.local")[..], &[0]].concat()), Problem::NotCanonical(
-                "A.cluster.local".to_owned(),
-            )),
-            (with_header(1, 0, 0, &[&fresh("a.cluster.local.")[..], &[0]].concat()), Problem::NotCanonical(
-                "a.cluster.local.".to_owned(),
-            )),
-            (with_header(2, 0, 0, &[&b[..], &[0], &[0, 0], &a[2..], &[0]].concat()), Problem::OutOfOrder {
-                previous: "b.cluster.local".to_owned(),
-                found: "a.cluster.local".to_owned(),
-            }),
-            (with_header(2, 0, 0, &[&a[..], &[0], &[15, 0, 0, 0]].concat()), Problem::OutOfOrder {
-                previous: "a.cluster.local".to_owned(),
-                found: "a.cluster.local".to_owned(),
-            }),
+            (
+                with_header(1, 0, 0, &[&fresh("A.cluster.local")[..], &[0]].concat()),
+                Problem::NotCanonical("A.cluster.local".to_owned()),
+            ),
+            (
+                with_header(1, 0, 0, &[&fresh("a.cluster.local.")[..], &[0]].concat()),
+                Problem::NotCanonical("a.cluster.local.".to_owned()),
+            ),
+            (
+                with_header(2, 0, 0, &[&b[..], &[0], &[0, 0], &a[2..], &[0]].concat()),
+                Problem::OutOfOrder { previous: "b.cluster.local".to_owned(), found: "a.cluster.local".to_owned() },
+            ),
+            (
+                with_header(2, 0, 0, &[&a[..], &[0], &[15, 0, 0, 0]].concat()),
+                Problem::OutOfOrder { previous: "a.cluster.local".to_owned(), found: "a.cluster.local".to_owned() },
+            ),
             // A shared prefix longer than the previous name.
-            (with_header(2, 0, 0, &[&a[..], &[0], &[16, 0, 0]].concat()), Problem::TooLarge {
-                what: "shared prefix",
-                value: 16,
-                max: 15,
-            }),
-            (with_header(1, 0, 0, &[0, 0, 0xfe, 0x01]), Problem::TooLarge { what: "name length", value: 254, max: 253 }),
+            (
+                with_header(2, 0, 0, &[&a[..], &[0], &[16, 0, 0]].concat()),
+                Problem::TooLarge { what: "shared prefix", value: 16, max: 15 },
+            ),
+            (
+                with_header(1, 0, 0, &[0, 0, 0xfe, 0x01]),
+                Problem::TooLarge { what: "name length", value: 254, max: 253 },
+            ),
             (with_header(1, 0, 0, &[0, 0, 3, 0xc3, 0xa9, b'a', 0]), Problem::NotAscii),
             (with_header(u64::MAX, 0, 0, &[0xff; 11]), Problem::VarintTooLong),
-            (with_header(1, 1, 0, &[&a[..], &[1, TYPE_TXT, 0xff, 0xff, 0x04]].concat()), Problem::TooLarge {
-                what: "TXT length",
-                value: 0x1_3fff,
-                max: MAX_TXT_BYTES as u64,
-            }),
+            (
+                with_header(1, 1, 0, &[&a[..], &[1, TYPE_TXT, 0xff, 0xff, 0x04]].concat()),
+                Problem::TooLarge { what: "TXT length", value: 0x1_3fff, max: MAX_TXT_BYTES as u64 },
+            ),
             (with_header(1, 1, 0, &[&a[..], &[1, TYPE_TXT, 2, 0xc3, 0x28]].concat()), Problem::TxtNotUtf8),
-            (with_header(1, 1, 0, &[&a[..], &[1, TYPE_SRV, 0, 0, 0x80, 0x80, 0x04]].concat()), Problem::TooLarge {
-                what: "SRV port",
-                value: 0x1_0000,
-                max: 65_535,
-            }),
+            (
+                with_header(1, 1, 0, &[&a[..], &[1, TYPE_SRV, 0, 0, 0x80, 0x80, 0x04]].concat()),
+                Problem::TooLarge { what: "SRV port", value: 0x1_0000, max: 65_535 },
+            ),
             (with_header(0, 0, 1, &[5, 1, 2, 3, 4]), Problem::UnknownFamily(5)),
             (with_header(0, 0, 1, &[4, 10, 0, 0, 1, 1]), Problem::NamespaceIndex { index: 1, known: 0 }),
             (with_header(0, 0, 1, &[4, 10, 0, 0, 1, 0, 2, b'A', b'b']), Problem::BadNamespace("Ab".to_owned())),
-            (with_header(0, 0, 2, &[4, 10, 0, 0, 2, 0, 1, b'a', 4, 10, 0, 0, 1, 0]), Problem::OutOfOrder {
-                previous: "10.0.0.2".to_owned(),
-                found: "10.0.0.1".to_owned(),
-            }),
+            (
+                with_header(0, 0, 2, &[4, 10, 0, 0, 2, 0, 1, b'a', 4, 10, 0, 0, 1, 0]),
+                Problem::OutOfOrder { previous: "10.0.0.2".to_owned(), found: "10.0.0.1".to_owned() },
+            ),
         ];
         for (bytes, problem) in cases {
             for chunk in [1, bytes.len().max(1)] {
