@@ -1,22 +1,25 @@
 //! The record stream at node scale: one controller serving N light subscribers.
 //!
-//! `cargo run --release -p roster-controller --example fanout -- [SUBSCRIBERS] [SERVICES] [ENDPOINTS] [DELTAS] [zstd|plain] [INTERVAL_MS]`
+//! `cargo run --release -p roster-controller --example fanout -- [SUBSCRIBERS] [SERVICES] [ENDPOINTS] [DELTAS] [zstd|plain] [INTERVAL_MS] [packed|json]`
 //! (default 1,000 subscribers; 10,000 headless services × 10 ready endpoints = 100,000 pod records; 50 deltas,
-//! one every 20 ms; subscribers ask for the zstd encoding as replicas do, `plain` for newline-delimited JSON).
+//! one every 20 ms; subscribers ask for the zstd encoding as replicas do, `plain` for newline-delimited JSON;
+//! they ask for the packed snapshot as replicas do, `json` for the JSON snapshot line).
 //!
 //! The controller side runs in this process: the cluster folded into an `IncrementalSynthesis`, published
 //! through a `Hub` and served by the real stream server (`stream::serve`, mutual TLS) on 127.0.0.1. The
 //! subscribers run in a child process (this binary with `--subscribe`), so that the CPU time measured here
 //! is the controller's own. Each subscriber opens its own TLS connection to `/v1/records`, reads every
-//! frame and checks it: every delta and bookmark decoded as a `Frame` and its generation contiguous; the
-//! snapshot's header decoded and its line read to the end without being held whole (a 30 MiB line in each
-//! of 1,000 subscribers would not fit this machine; replicas decode it, which `dns` benchmarks measure).
+//! frame and checks it: every delta and bookmark decoded as a `Frame` and its generation contiguous; a
+//! packed snapshot decoded whole as it arrives by the replicas' decoder (`roster_shared::packed`: every
+//! name and record built and checked, then dropped; no zone kept). A JSON snapshot (`json`) is only
+//! checked at its head and read to the end without being held (a 46 MB line in each of 1,000 subscribers
+//! would not fit this machine, and decoding it costs ~0.5 CPU s each).
 //!
 //! Printed: the snapshot fan-out (first connection → the last subscriber has read the whole snapshot), the
 //! controller's CPU seconds and RSS during it and the subscriber process's CPU seconds and peak RSS, then delta propagation (publication → each subscriber has
 //! read the delta), p50/p99/max over every (subscriber, delta). Every wait is bounded.
 //!
-//! `fanout --attach URL CERT_DIR N zstd|plain` only subscribes: N light subscribers to a running
+//! `fanout --attach URL CERT_DIR N zstd|plain [packed|json]` only subscribes: N light subscribers to a running
 //! `roster controller` (bench/watchers_real.py drives it against a real API server). It prints
 //! `snapshot UNIX_NS BYTES` once every subscriber holds the snapshot, then `delta SUBSCRIBER GENERATION UNIX_NS`
 //! per subscriber and delta as they arrive, and stops (printing `done`) when its stdin closes.
@@ -33,7 +36,7 @@ use http_body_util::BodyExt;
 use roster_controller::stream::{self, StreamConfig};
 use roster_controller::{Hub, Publisher, tls};
 use roster_dns::stream_encoding::decompressed;
-use roster_shared::{DomainName, Frame, SynthConfig};
+use roster_shared::{DomainName, Frame, PACKED_SNAPSHOT_START, PackedSnapshotHeader, RData, SynthConfig, packed};
 
 #[path = "support/dataset.rs"]
 mod dataset;
@@ -120,9 +123,13 @@ async fn controller() -> Result<()> {
     if encoding != "zstd" && encoding != "plain" {
         return Err(format!("encoding `{encoding}`: zstd or plain").into());
     }
+    let form = std::env::args().nth(7).unwrap_or_else(|| "packed".to_owned());
+    if form != "packed" && form != "json" {
+        return Err(format!("snapshot form `{form}`: packed or json").into());
+    }
     let namespaces = 10;
     println!(
-        "fanout: {subscribers} subscribers ({encoding}); {services} headless services × {endpoints} endpoints = {} pod records; {deltas} deltas, one every {} ms",
+        "fanout: {subscribers} subscribers ({encoding}, {form} snapshot); {services} headless services × {endpoints} endpoints = {} pod records; {deltas} deltas, one every {} ms",
         services * endpoints,
         interval.as_millis()
     );
@@ -151,6 +158,7 @@ async fn controller() -> Result<()> {
         // connections would otherwise delay the measured last delta's delivery to the others.
         .arg((first + deltas as u64 + 1).to_string())
         .arg(&encoding)
+        .arg(&form)
         .stdout(Stdio::piped())
         .spawn()?;
     let child_pid = child.id().to_string();
@@ -254,12 +262,12 @@ async fn controller() -> Result<()> {
     Ok(())
 }
 
-/// The child: `--subscribe URL CERT_DIR N LAST_GENERATION zstd|plain`.
+/// The child: `--subscribe URL CERT_DIR N LAST_GENERATION zstd|plain packed|json`.
 fn subscribe(args: &[String]) -> Result<()> {
-    let [url, dir, count, last, encoding] = args else {
-        return Err("--subscribe URL CERT_DIR N LAST_GENERATION zstd|plain".into());
+    let [url, dir, count, last, encoding, form] = args else {
+        return Err("--subscribe URL CERT_DIR N LAST_GENERATION zstd|plain packed|json".into());
     };
-    let zstd = encoding == "zstd";
+    let ask = Ask { zstd: encoding == "zstd", packed: form == "packed" };
     let count: usize = count.parse()?;
     let last: u64 = last.parse()?;
     let dir = std::path::Path::new(dir);
@@ -270,18 +278,36 @@ fn subscribe(args: &[String]) -> Result<()> {
     runtime.block_on(async move {
         let mut tasks = tokio::task::JoinSet::new();
         let (snapshots_tx, mut snapshots_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        // Every subscriber connects before any reads its snapshot: these 1,000 share one process, and
+        // subscribers decoding on its threads delayed the others' TLS handshakes past the server's 10 s
+        // timeout (separate replicas do not wait on each other).
+        let connected = Arc::new(tokio::sync::Barrier::new(count));
         for _ in 0..count {
-            let (tls, snapshots) = (tls.clone(), snapshots_tx.clone());
+            let (tls, snapshots, connected) = (tls.clone(), snapshots_tx.clone(), Some(connected.clone()));
             tasks.spawn(async move {
-                tokio::time::timeout(DEADLINE, one_subscriber(tls, port, last, zstd, snapshots, None)).await
+                let subscriber = one_subscriber(tls, port, last, ask, snapshots, connected, None);
+                tokio::time::timeout(DEADLINE, subscriber).await
             });
         }
         drop(snapshots_tx);
         let mut sizes = Vec::new();
-        while let Some(bytes) = snapshots_rx.recv().await {
-            sizes.push(bytes);
-            if sizes.len() == count {
-                break;
+        while sizes.len() < count {
+            tokio::select! {
+                bytes = snapshots_rx.recv() => match bytes {
+                    Some(bytes) => sizes.push(bytes),
+                    None => break,
+                },
+                // No subscriber ends before every one has its snapshot unless it failed: say why at once
+                // instead of waiting out the deadline.
+                Some(ended) = tasks.join_next() => {
+                    let why = match ended {
+                        Ok(Ok(Ok(_))) => "ended early".to_owned(),
+                        Ok(Ok(Err(error))) => error.to_string(),
+                        Ok(Err(_)) => "timed out".to_owned(),
+                        Err(error) => error.to_string(),
+                    };
+                    return Err(format!("a subscriber failed before every snapshot was read: {why}").into());
+                }
             }
         }
         if sizes.len() != count || sizes.iter().any(|b| *b != sizes[0]) {
@@ -312,12 +338,15 @@ fn subscribe(args: &[String]) -> Result<()> {
     })
 }
 
-/// `--attach URL CERT_DIR N zstd|plain`: N subscribers to a running controller until stdin closes.
+/// `--attach URL CERT_DIR N zstd|plain [packed|json]`: N subscribers to a running controller until stdin
+/// closes.
 fn attach(args: &[String]) -> Result<()> {
-    let [url, dir, count, encoding] = args else {
-        return Err("--attach URL CERT_DIR N zstd|plain".into());
+    let (url, dir, count, encoding, form) = match args {
+        [url, dir, count, encoding] => (url, dir, count, encoding, "packed"),
+        [url, dir, count, encoding, form] => (url, dir, count, encoding, form.as_str()),
+        _ => return Err("--attach URL CERT_DIR N zstd|plain [packed|json]".into()),
     };
-    let zstd = encoding == "zstd";
+    let ask = Ask { zstd: encoding == "zstd", packed: form == "packed" };
     let count: usize = count.parse()?;
     let dir = std::path::Path::new(dir);
     let pem = tls::Pem::read(&dir.join("ca.crt"), &dir.join("tls.crt"), &dir.join("tls.key"))?;
@@ -331,7 +360,9 @@ fn attach(args: &[String]) -> Result<()> {
         let (live_tx, mut live_rx) = tokio::sync::mpsc::channel::<(usize, u64, u64)>(4 * count.max(1));
         for index in 0..count {
             let (tls, snapshots, live) = (tls.clone(), snapshots_tx.clone(), live_tx.clone());
-            tasks.spawn(async move { one_subscriber(tls, port, u64::MAX, zstd, snapshots, Some((index, live))).await });
+            tasks.spawn(
+                async move { one_subscriber(tls, port, u64::MAX, ask, snapshots, None, Some((index, live))).await },
+            );
         }
         drop((snapshots_tx, live_tx));
         let mut sizes = Vec::new();
@@ -385,14 +416,22 @@ fn client_config(pem: &tls::Pem) -> Result<rustls::ClientConfig> {
     Ok(config)
 }
 
+/// What a subscriber asks for: the zstd encoding, the packed snapshot.
+#[derive(Clone, Copy)]
+struct Ask {
+    zstd: bool,
+    packed: bool,
+}
+
 /// Reads one stream until generation `last`; reports the snapshot's size once read, and returns when
 /// each delta arrived.
 async fn one_subscriber(
     tls: Arc<rustls::ClientConfig>,
     port: u16,
     last: u64,
-    zstd: bool,
+    ask: Ask,
     snapshots: tokio::sync::mpsc::UnboundedSender<u64>,
+    connected: Option<Arc<tokio::sync::Barrier>>,
     live: Option<(usize, LiveReceipts)>,
 ) -> Result<Vec<(u64, u64)>> {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
@@ -401,12 +440,17 @@ async fn one_subscriber(
     let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let mut request = hyper::Request::get("/v1/records").header(hyper::header::HOST, format!("localhost:{port}"));
+    let zstd = ask.zstd;
+    let path = if ask.packed { "/v1/records?snapshot=packed" } else { "/v1/records" };
+    let mut request = hyper::Request::get(path).header(hyper::header::HOST, format!("localhost:{port}"));
     if zstd {
         request = request.header(hyper::header::ACCEPT_ENCODING, roster_shared::STREAM_ENCODING_ZSTD);
     }
     let request = request.body(http_body_util::Empty::<Bytes>::new())?;
     let response = sender.send_request(request).await?;
+    if let Some(connected) = connected {
+        connected.wait().await;
+    }
     if !response.status().is_success() {
         return Err(format!("HTTP {}", response.status()).into());
     }
@@ -422,12 +466,42 @@ async fn one_subscriber(
     let mut line = Line::default();
     let mut generation: Option<u64> = None;
     let mut receipts = Vec::new();
+    // The packed snapshot being decoded, its size and how many of its bytes are still to come.
+    let mut packed_snapshot: Option<(packed::Decoder, u64, usize)> = None;
     while let Some(data) = chunks.next().await {
         let data = data?;
         let mut rest = &data[..];
-        while let Some(end) = memchr::memchr(b'\n', rest) {
+        loop {
+            if let Some((decoder, _, left)) = &mut packed_snapshot {
+                let take = rest.len().min(*left);
+                decoder.feed(&rest[..take], &mut Verified)?;
+                rest = &rest[take..];
+                *left -= take;
+                if *left > 0 {
+                    break;
+                }
+                let Some((decoder, bytes, _)) = packed_snapshot.take() else { break };
+                if decoder.finish()?.records == 0 {
+                    return Err("an empty packed snapshot".into());
+                }
+                let _ = snapshots.send(bytes);
+                continue;
+            }
+            let Some(end) = memchr::memchr(b'\n', rest) else { break };
             line.push(&rest[..end]);
             rest = &rest[end + 1..];
+            if line.kept.starts_with(PACKED_SNAPSHOT_START) && line.len <= KEEP_WHOLE {
+                let header: PackedSnapshotHeader = serde_json::from_slice(&line.kept)?;
+                if generation.is_some() {
+                    return Err(
+                        format!("a packed snapshot at generation {} after {generation:?}", header.generation).into()
+                    );
+                }
+                generation = Some(header.generation);
+                packed_snapshot = Some((packed::Decoder::new(), header.bytes, usize::try_from(header.bytes)?));
+                line = Default::default();
+                continue;
+            }
             let (kind, at) = line.check(generation)?;
             generation = Some(at);
             match kind {
@@ -451,6 +525,19 @@ async fn one_subscriber(
         line.push(rest);
     }
     Err(format!("the stream ended at generation {generation:?}, before {last}").into())
+}
+
+/// Takes every decoded name and client (the decoder has checked them) and keeps none.
+struct Verified;
+
+impl packed::Visitor for Verified {
+    fn name(&mut self, name: &DomainName, records: &[RData]) {
+        std::hint::black_box((name, records));
+    }
+
+    fn client(&mut self, ip: std::net::IpAddr, namespace: &str) {
+        std::hint::black_box((ip, namespace));
+    }
 }
 
 /// Where an attached subscriber reports each delta at once: (subscriber, generation, unix ns).

@@ -1,13 +1,14 @@
 //! A real `roster dns` replica's memory when a second full snapshot replaces its table.
 //!
-//! `cargo run --release -p roster-controller --example replica_swap -- ROSTER_BIN [SERVICES] [ENDPOINTS] [zstd|plain] [one|all]`
+//! `cargo run --release -p roster-controller --example replica_swap -- ROSTER_BIN [SERVICES] [ENDPOINTS] [zstd|plain] [one|all] [packed|json]`
 //! (default 10,000 headless services × 10 ready endpoints = 100,000 pod records, zstd; the second snapshot
 //! adds one name, or with `all` also moves every IPv4 address by one, so no name with an A record is
 //! unchanged: the worst case for a swap).
 //!
 //! This process is the controller side: the synthetic cluster (`support/dataset.rs`) published through a
 //! `Hub` and served by the real stream server (mutual TLS) on 127.0.0.1; with `plain` the request's
-//! `Accept-Encoding` is dropped so the replica gets newline-delimited JSON. The replica is
+//! `Accept-Encoding` is dropped so the replica gets newline-delimited JSON, and with `json` its
+//! `snapshot=packed` is dropped so it gets the JSON snapshot (as from a controller that ignores the ask). The replica is
 //! `ROSTER_BIN dns --controller …` in its own process. Measured from its /proc files:
 //! - load: until it answers the last pod's name (dig), then its VmRSS (steady) and VmHWM (the first
 //!   snapshot's peak);
@@ -103,6 +104,10 @@ async fn run() -> Result<()> {
         Some("all") => true,
         Some(other) => return Err(format!("change `{other}`: one or all").into()),
     };
+    let form = std::env::args().nth(6).unwrap_or_else(|| "packed".to_owned());
+    if form != "packed" && form != "json" {
+        return Err(format!("snapshot form `{form}`: packed or json").into());
+    }
 
     let state = dataset::build_state(services, endpoints, 10);
     let mut synthesis = dataset::fold(&state, SynthConfig::new(DomainName::parse("cluster.local")?));
@@ -124,6 +129,16 @@ async fn run() -> Result<()> {
             request
         }));
     }
+    if form == "json" {
+        router = router.layer(axum::middleware::map_request(|mut request: axum::extract::Request| async move {
+            let path = request.uri().path().to_owned();
+            let query = request.uri().query().unwrap_or("").replace("snapshot=packed", "");
+            if let Ok(uri) = format!("{path}?{query}").parse() {
+                *request.uri_mut() = uri;
+            }
+            request
+        }));
+    }
     tokio::spawn(stream::serve(listener, router, tls::server_config(&material.server)?, config, hub.clone()));
 
     let dns_port = free_port()?;
@@ -142,11 +157,11 @@ async fn run() -> Result<()> {
     let (load_s, load_cpu, steady, first_peak, swap_s, swap_cpu, swap_peak, after) = outcome?;
     let change = if change_all { "all" } else { "one" };
     println!(
-        "| records | encoding | changed | load s (CPU s) | steady VmRSS MiB | first-load peak MiB | swap s (CPU s) | swap peak MiB | peak / steady | VmRSS after MiB |"
+        "| records | encoding | snapshot | changed | load s (CPU s) | steady VmRSS MiB | first-load peak MiB | swap s (CPU s) | swap peak MiB | peak / steady | VmRSS after MiB |"
     );
-    println!("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| {records} | {encoding} | {change} | {load_s:.1} ({load_cpu:.2}) | {steady:.1} | {first_peak:.1} | {swap_s:.1} ({swap_cpu:.2}) | {swap_peak:.1} | {:.2} | {after:.1} |",
+        "| {records} | {encoding} | {form} | {change} | {load_s:.1} ({load_cpu:.2}) | {steady:.1} | {first_peak:.1} | {swap_s:.1} ({swap_cpu:.2}) | {swap_peak:.1} | {:.2} | {after:.1} |",
         swap_peak / steady
     );
     Ok(())

@@ -2,12 +2,14 @@
 //! Publishing and subscribing take the same lock, so a subscriber's catch-up frames and its live frames
 //! join without a gap or an overlap.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use roster_shared::{Frame, IncrementalSynthesis, Trigger, ZoneData};
+use roster_shared::{Frame, IncrementalSynthesis, PackedSnapshotHeader, Trigger, ZoneData, packed};
 use tokio::sync::{broadcast, watch};
+use tracing::warn;
 use zstd::stream::raw::CParameter;
 
 use crate::health::Health;
@@ -40,22 +42,40 @@ pub enum Encoding {
     Zstd,
 }
 
+/// The snapshot form a subscriber asked for (`?snapshot=packed`); other frames are JSON lines either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotForm {
+    /// `{"kind":"snapshot",…}`, as every client that does not ask gets.
+    Json,
+    /// A `packed_snapshot` header line and the packed bytes (`roster_shared::packed`).
+    Packed,
+}
+
 /// zstd's default level: a 100k-record snapshot compresses several times over in a fraction of a second, once.
 const ZSTD_LEVEL: i32 = 3;
 
-/// One frame's stream line in each encoding, each made at most once, when first needed.
+/// One frame's stream line in each encoding (and, for a snapshot, each form), each made at most once,
+/// when first needed: a snapshot nobody asked packed is never packed, one only packed subscribers asked
+/// for is never written as JSON.
 #[derive(Debug, Default)]
 struct Encoded {
     plain: OnceLock<Bytes>,
     zstd: OnceLock<Bytes>,
+    packed: OnceLock<Bytes>,
+    packed_zstd: OnceLock<Bytes>,
 }
 
 impl Encoded {
-    fn get(&self, frame: &Frame, encoding: Encoding) -> Bytes {
-        let plain = self.plain.get_or_init(|| encode(frame));
+    fn get(&self, frame: &Frame, encoding: Encoding, form: SnapshotForm) -> Bytes {
+        let packed = form == SnapshotForm::Packed && matches!(frame, Frame::Snapshot { .. });
+        let (plain, zstd) = if packed {
+            (self.packed.get_or_init(|| encode_packed(frame)), &self.packed_zstd)
+        } else {
+            (self.plain.get_or_init(|| encode(frame)), &self.zstd)
+        };
         match encoding {
             Encoding::Plain => plain.clone(),
-            Encoding::Zstd => self.zstd.get_or_init(|| compress(plain)).clone(),
+            Encoding::Zstd => zstd.get_or_init(|| compress(plain)).clone(),
         }
     }
 }
@@ -80,6 +100,9 @@ pub struct Hub {
     /// The last bookmark's lines, by generation: every subscriber at that generation sends the same bytes,
     /// so 1,000 subscribers cost one encoding (and one zstd compression) instead of 1,000.
     bookmark_line: Arc<Mutex<Option<EncodedBookmark>>>,
+    /// The size of the last packed snapshot line: a packed subscriber's outbox budget, as the JSON line's
+    /// size (`snapshot_bytes`) is a JSON subscriber's.
+    packed_snapshot_bytes: Arc<AtomicUsize>,
 }
 
 impl Default for Hub {
@@ -98,6 +121,7 @@ impl Hub {
             serving: watch::channel(true).0,
             snapshot_line: Arc::default(),
             bookmark_line: Arc::default(),
+            packed_snapshot_bytes: Arc::default(),
         }
     }
 
@@ -129,28 +153,42 @@ impl Hub {
         self.serving.subscribe()
     }
 
-    /// `frame` as one stream line; a snapshot is encoded (and compressed) once per (epoch, generation) for
-    /// all subscribers.
-    pub async fn line(&self, frame: &Frame, encoding: Encoding) -> Bytes {
+    /// `frame` as one stream line (a snapshot in `form`); a snapshot is encoded (and compressed) once per
+    /// (epoch, generation) and form for all subscribers.
+    pub async fn line(&self, frame: &Frame, encoding: Encoding, form: SnapshotForm) -> Bytes {
         if let Frame::Bookmark { generation } = frame {
             return self.bookmark_line(*generation, frame, encoding);
         }
-        let Frame::Snapshot { epoch, generation, .. } = frame else { return Encoded::default().get(frame, encoding) };
+        let Frame::Snapshot { epoch, generation, .. } = frame else {
+            return Encoded::default().get(frame, encoding, form);
+        };
         let key = (*epoch, *generation);
         let mut cached = self.snapshot_line.lock().await;
         let lines = match cached.as_ref() {
             Some((at, lines)) if *at == key => lines.clone(),
             _ => {
-                let lines = Arc::new(Encoded::default());
-                let plain = lines.get(frame, Encoding::Plain);
                 self.metrics.snapshot_encodings.inc();
-                self.metrics.snapshot_bytes.set(i64::try_from(plain.len()).unwrap_or(i64::MAX));
-                *cached = Some((key, lines.clone()));
-                lines
+                cached.insert((key, Arc::default())).1.clone()
             }
         };
-        // Still under the lock: subscribers arriving together wait for one compression, not each do it.
-        lines.get(frame, encoding)
+        // Still under the lock: subscribers arriving together wait for one encoding and one compression,
+        // not each do it.
+        let line = lines.get(frame, encoding, form);
+        if let Some(plain) = lines.plain.get() {
+            self.metrics.snapshot_bytes.set(i64::try_from(plain.len()).unwrap_or(i64::MAX));
+        }
+        if let Some(packed) = lines.packed.get() {
+            self.packed_snapshot_bytes.store(packed.len(), Ordering::Relaxed);
+        }
+        line
+    }
+
+    /// The uncompressed size of the last snapshot line in `form` written (0 before any).
+    pub fn snapshot_bytes(&self, form: SnapshotForm) -> usize {
+        match form {
+            SnapshotForm::Json => usize::try_from(self.metrics.snapshot_bytes.get()).unwrap_or(0),
+            SnapshotForm::Packed => self.packed_snapshot_bytes.load(Ordering::Relaxed),
+        }
     }
 
     fn bookmark_line(&self, generation: u64, frame: &Frame, encoding: Encoding) -> Bytes {
@@ -161,15 +199,15 @@ impl Hub {
                 _ => cached.insert((generation, Arc::default())).1.clone(),
             }
         };
-        lines.get(frame, encoding)
+        lines.get(frame, encoding, SnapshotForm::Json)
     }
 
     /// The stream line of a live frame: snapshots through [`Hub::line`]'s cache, others encoded once.
-    pub async fn live_line(&self, published: &Published, encoding: Encoding) -> Bytes {
+    pub async fn live_line(&self, published: &Published, encoding: Encoding, form: SnapshotForm) -> Bytes {
         if matches!(published.frame, Frame::Snapshot { .. }) {
-            return self.line(&published.frame, encoding).await;
+            return self.line(&published.frame, encoding, form).await;
         }
-        published.line.get(&published.frame, encoding)
+        published.line.get(&published.frame, encoding, SnapshotForm::Json)
     }
 
     pub fn metrics(&self) -> &Arc<ControllerMetrics> {
@@ -232,6 +270,24 @@ fn encode(frame: &Frame) -> Bytes {
     Bytes::from(text)
 }
 
+/// A snapshot as its `packed_snapshot` header line followed by the packed bytes; a zone that cannot be
+/// packed (synthesis never makes one) goes as its JSON line, which a replica that asked for packed reads too.
+fn encode_packed(frame: &Frame) -> Bytes {
+    let Frame::Snapshot { epoch, generation, zone } = frame else { return encode(frame) };
+    let packed = match packed::encode(zone) {
+        Ok(packed) => packed,
+        Err(error) => {
+            warn!(%error, "snapshot sent as JSON to subscribers that asked for it packed");
+            return encode(frame);
+        }
+    };
+    let header = PackedSnapshotHeader { epoch: *epoch, generation: *generation, bytes: packed.len() as u64 };
+    let mut line = serde_json::to_vec(&header).unwrap_or_default();
+    line.push(b'\n');
+    line.extend_from_slice(&packed);
+    Bytes::from(line)
+}
+
 /// One complete zstd frame holding `line`, its window bounded (`STREAM_ZSTD_WINDOW_LOG`) so that a replica
 /// decodes a snapshot of any size with a bounded buffer (zstd's own choice depends on level and version).
 fn compress(line: &[u8]) -> Bytes {
@@ -254,15 +310,58 @@ mod tests {
     async fn a_bookmark_is_encoded_once_per_generation_for_every_subscriber() {
         let hub = Hub::default();
         for encoding in [Encoding::Plain, Encoding::Zstd] {
-            let first = hub.line(&Frame::Bookmark { generation: 7 }, encoding).await;
-            let again = hub.line(&Frame::Bookmark { generation: 7 }, encoding).await;
-            // The same bytes, not an equal copy: one encoding shared.
+            let first = hub.line(&Frame::Bookmark { generation: 7 }, encoding, SnapshotForm::Json).await;
+            let again = hub.line(&Frame::Bookmark { generation: 7 }, encoding, SnapshotForm::Packed).await;
+            // The same bytes, not an equal copy: one encoding shared (a bookmark has one form).
             assert_eq!(first.as_ptr(), again.as_ptr(), "{encoding:?}");
-            let next = hub.line(&Frame::Bookmark { generation: 8 }, encoding).await;
+            let next = hub.line(&Frame::Bookmark { generation: 8 }, encoding, SnapshotForm::Json).await;
             assert_ne!(first, next, "{encoding:?}");
         }
-        let plain = hub.line(&Frame::Bookmark { generation: 8 }, Encoding::Plain).await;
+        let plain = hub.line(&Frame::Bookmark { generation: 8 }, Encoding::Plain, SnapshotForm::Json).await;
         assert_eq!(&plain[..], b"{\"kind\":\"bookmark\",\"generation\":8}\n");
+    }
+
+    fn snapshot(generation: u64) -> Frame {
+        let apex = roster_shared::DomainName::parse("cluster.local").unwrap();
+        let mut zone = ZoneData::default();
+        for i in 0..50u32 {
+            let name = roster_shared::DomainName::parse(&format!("p{i}.default.svc.cluster.local")).unwrap();
+            zone.add(name, roster_shared::RData::A { ip: std::net::Ipv4Addr::from(0x0a00_0000 + i) }, &apex);
+        }
+        Frame::Snapshot { epoch: 2, generation, zone: Arc::new(zone) }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_is_packed_only_when_asked_and_once_per_generation() {
+        let hub = Hub::default();
+        let frame = snapshot(5);
+        let json = hub.line(&frame, Encoding::Plain, SnapshotForm::Json).await;
+        assert_eq!(&json[..], &encode(&frame)[..], "JSON subscribers get today's line");
+        let cached = hub.snapshot_line.lock().await.as_ref().unwrap().1.clone();
+        assert!(cached.packed.get().is_none(), "nobody asked for it packed yet");
+
+        let packed = hub.line(&frame, Encoding::Plain, SnapshotForm::Packed).await;
+        let again = hub.line(&frame, Encoding::Plain, SnapshotForm::Packed).await;
+        assert_eq!(packed.as_ptr(), again.as_ptr(), "packed once for every subscriber");
+        let newline = packed.iter().position(|b| *b == b'\n').unwrap();
+        let header: PackedSnapshotHeader = serde_json::from_slice(&packed[..newline]).unwrap();
+        assert_eq!(
+            header,
+            PackedSnapshotHeader { epoch: 2, generation: 5, bytes: (packed.len() - newline - 1) as u64 }
+        );
+        let Frame::Snapshot { zone, .. } = &frame else { unreachable!() };
+        assert_eq!(&packed::decode_zone(&packed[newline + 1..]).unwrap(), &**zone);
+        assert_eq!(hub.snapshot_bytes(SnapshotForm::Packed), packed.len());
+        assert_eq!(hub.snapshot_bytes(SnapshotForm::Json), json.len());
+        assert!(packed.len() * 3 < json.len(), "{} vs {}", packed.len(), json.len());
+        assert_eq!(hub.metrics.snapshot_encodings.get(), 1);
+
+        // Only packed subscribers at the next generation: never written as JSON.
+        let zstd = hub.line(&snapshot(6), Encoding::Zstd, SnapshotForm::Packed).await;
+        assert!(zstd.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]));
+        let cached = hub.snapshot_line.lock().await.as_ref().unwrap().1.clone();
+        assert!(cached.plain.get().is_none() && cached.packed.get().is_some());
+        assert_eq!(hub.metrics.snapshot_encodings.get(), 2);
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub mod stream;
 pub mod stream_lease;
 pub mod tls;
 
-pub use hub::Hub;
+pub use hub::{Hub, SnapshotForm};
 pub use manifests::{LoadError, LoadErrors, ManifestWatcher, load_path};
 pub use publisher::Publisher;
 pub use rustls;

@@ -1,6 +1,7 @@
 //! The record stream over HTTPS with client certificates: `GET /v1/records?epoch=E&since=G` answers
 //! newline-delimited JSON frames — a snapshot (or the missed deltas), then live deltas and periodic
-//! bookmarks — for as long as the replica stays connected and keeps reading. Also `/healthz`, `/readyz`
+//! bookmarks — for as long as the replica stays connected and keeps reading. With `&snapshot=packed`
+//! the snapshot comes as a `packed_snapshot` header line and the packed bytes instead. Also `/healthz`, `/readyz`
 //! and `/metrics`, which carry no records and need no client certificate (kubelet probes have none).
 //!
 //! The server is bounded: a connection cap, TLS handshake and request-header timeouts (slowloris), and
@@ -27,7 +28,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::Service;
 use tracing::{debug, warn};
 
-use crate::hub::{Encoding, Hub, Published};
+use crate::hub::{Encoding, Hub, Published, SnapshotForm};
 
 /// Limits and timings of the stream server.
 #[derive(Debug, Clone)]
@@ -75,6 +76,8 @@ struct StreamState {
 struct RecordsQuery {
     epoch: Option<u64>,
     since: Option<u64>,
+    /// `packed`: the snapshot in the packed form ([`SnapshotForm::Packed`]); anything else, or nothing, JSON.
+    snapshot: Option<String>,
 }
 
 pub fn router(hub: Hub, config: StreamConfig) -> Router {
@@ -220,16 +223,20 @@ async fn records(
     }
     let from = query.epoch.zip(query.since);
     let encoding = negotiate(&headers);
+    let form = match query.snapshot.as_deref() {
+        Some(roster_shared::SNAPSHOT_FORM_PACKED) => SnapshotForm::Packed,
+        _ => SnapshotForm::Json,
+    };
     let (catch_up, live) = state.hub.subscribe(from);
     let mut lines = Vec::with_capacity(catch_up.len());
     let mut last = None;
     for frame in &catch_up {
         last = Some(frame.generation());
-        lines.push(state.hub.line(frame, encoding).await);
+        lines.push(state.hub.line(frame, encoding, form).await);
     }
-    // A subscriber may leave at most a snapshot's worth of frames unread: enough for a catch-up
-    // snapshot plus what follows while a healthy reader takes it in.
-    let snapshot = usize::try_from(state.hub.metrics().snapshot_bytes.get()).unwrap_or(0);
+    // A subscriber may leave at most a snapshot's worth of frames unread (the snapshot in the form it
+    // asked for): enough for a catch-up snapshot plus what follows while a healthy reader takes it in.
+    let snapshot = state.hub.snapshot_bytes(form);
     let budget = snapshot.max(state.config.min_buffer_bytes);
     let queued = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = mpsc::channel::<Bytes>(1024);
@@ -242,6 +249,7 @@ async fn records(
         hub: state.hub.clone(),
         bookmark_every: state.config.bookmark_every,
         encoding,
+        form,
     };
     tokio::spawn(feed.run(lines, peer.close));
     let body = Body::from_stream(futures::stream::unfold((rx, queued), |(mut rx, queued)| async move {
@@ -295,6 +303,7 @@ struct Feed {
     hub: Hub,
     bookmark_every: Duration,
     encoding: Encoding,
+    form: SnapshotForm,
 }
 
 impl Feed {
@@ -314,7 +323,7 @@ impl Feed {
                 return false;
             }
         }
-        let Self { outbox, last, live, serving, hub, bookmark_every, encoding } = self;
+        let Self { outbox, last, live, serving, hub, bookmark_every, encoding, form } = self;
         let mut bookmarks = tokio::time::interval(*bookmark_every);
         bookmarks.tick().await;
         // Made once and kept across frames: made anew per frame, they registered every subscriber with
@@ -329,7 +338,7 @@ impl Feed {
                     Ok(published) if last.is_some_and(|last| published.frame.generation() <= last) => {}
                     Ok(published) => {
                         *last = Some(published.frame.generation());
-                        let line = hub.live_line(&published, *encoding).await;
+                        let line = hub.live_line(&published, *encoding, *form).await;
                         if !send(outbox, hub, line) { return false; }
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -342,7 +351,7 @@ impl Feed {
                     // The generation this subscriber was sent, not the hub's: a delta published a moment
                     // ago may still be on its way to this feed, and a bookmark must not claim it.
                     if let Some(generation) = *last
-                        && !send(outbox, hub, hub.line(&Frame::Bookmark { generation }, *encoding).await)
+                        && !send(outbox, hub, hub.line(&Frame::Bookmark { generation }, *encoding, *form).await)
                     {
                         return false;
                     }

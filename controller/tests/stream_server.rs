@@ -345,3 +345,114 @@ fn zone_with_extra() -> ZoneData {
     );
     zone
 }
+
+/// The body of `GET path` over a client-certificate connection, read until it holds `want` bytes or
+/// 5 s pass (the stream never ends by itself).
+async fn body_of(server: &Server, path: &str, want: usize) -> Vec<u8> {
+    use http_body_util::BodyExt;
+    let tls = connect(server, Some(&server.material.client)).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, "127.0.0.1")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    assert!(response.headers().get(hyper::header::CONTENT_ENCODING).is_none());
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while bytes.len() < want {
+        let frame = tokio::time::timeout_at(deadline.into(), body.frame()).await.unwrap().unwrap().unwrap();
+        if let Ok(data) = frame.into_data() {
+            bytes.extend_from_slice(&data);
+        }
+    }
+    bytes
+}
+
+#[tokio::test]
+async fn the_snapshot_is_packed_only_for_clients_that_ask() {
+    use roster_shared::{Frame, PackedSnapshotHeader, packed};
+    let server = start(StreamConfig::default()).await;
+    let (epoch, generation) = server.hub.position().unwrap();
+    let zone = std::sync::Arc::new(zone_of(&server.hub));
+    let mut json_line = serde_json::to_vec(&Frame::Snapshot { epoch, generation, zone: zone.clone() }).unwrap();
+    json_line.push(b'\n');
+
+    // A client that does not ask (curl, an older replica) gets exactly today's line.
+    let body = body_of(&server, "/v1/records", json_line.len()).await;
+    assert_eq!(body, json_line);
+    let body = body_of(&server, "/v1/records?snapshot=json&other=1", json_line.len()).await;
+    assert_eq!(body, json_line, "an unknown form is JSON");
+
+    // A client that asks gets the header line and exactly the packed bytes of the same zone, then JSON lines.
+    let packed_bytes = packed::encode(&zone).unwrap();
+    let header = PackedSnapshotHeader { epoch, generation, bytes: packed_bytes.len() as u64 };
+    let mut header_line = serde_json::to_vec(&header).unwrap();
+    header_line.push(b'\n');
+    let want = header_line.len() + packed_bytes.len();
+    let body = body_of(&server, "/v1/records?snapshot=packed", want).await;
+    assert_eq!(&body[..header_line.len()], &header_line[..]);
+    assert_eq!(packed::decode_zone(&body[header_line.len()..want]).unwrap(), *zone);
+    assert!(packed_bytes.len() * 3 < json_line.len(), "{} vs {}", packed_bytes.len(), json_line.len());
+    // One encoding per generation, whatever the forms.
+    assert_eq!(metric(&server.hub, "roster_controller_snapshot_encodings_total"), 1.0);
+    let resumed = body_of(&server, &format!("/v1/records?epoch={epoch}&since=0&snapshot=packed"), want).await;
+    assert_eq!(&resumed[..want], &body[..want], "a catch-up snapshot is packed too");
+}
+
+#[tokio::test]
+async fn a_replica_reads_json_from_a_controller_that_ignores_the_ask() {
+    use futures::StreamExt;
+    use roster_dns::subscriber::{ClientTls, FrameSource, HttpSource, Received};
+    let hub = Hub::new(Publisher::new());
+    hub.publish(zone(200, 1));
+    let material = tls::generate(&["127.0.0.1".into()], 1).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = StreamConfig::default();
+    // An older controller: the query's `snapshot` is dropped before the handler sees it.
+    let router = stream::router(hub.clone(), config.clone()).layer(axum::middleware::map_request(
+        |mut request: axum::extract::Request| async move {
+            let path = request.uri().path().to_owned();
+            let query: Vec<&str> =
+                request.uri().query().unwrap_or("").split('&').filter(|p| !p.starts_with("snapshot=")).collect();
+            *request.uri_mut() = format!("{path}?{}", query.join("&")).parse().unwrap();
+            request
+        },
+    ));
+    let task = tokio::spawn(stream::serve(
+        listener,
+        router,
+        tls::server_config(&material.server).unwrap(),
+        config,
+        hub.clone(),
+    ));
+    let server = Server { addr, hub: hub.clone(), material, task };
+    let client = &server.material.client;
+    let tls = ClientTls::from_pem(&client.ca, &client.cert, &client.key, None).unwrap();
+    let mut source = HttpSource::new(&[format!("https://{addr}")], tls).unwrap();
+    assert!(source.ask_packed);
+    let store = replica_store();
+    let mut frames = source.connect(None, &store).await.unwrap();
+    let first = frames.next().await.unwrap().unwrap();
+    let Received::Snapshot(snapshot) = first else { panic!("{first:?}") };
+    store.swap_in(snapshot);
+    let zone = zone_of(&hub);
+    for name in zone.names.keys() {
+        assert!(store.view().node(&roster_dns::convert::to_wire(name)).is_some(), "{name}");
+    }
+    assert_eq!(store.name_count(), {
+        let expected = replica_store();
+        expected
+            .apply(&roster_shared::Frame::Snapshot { epoch: 0, generation: 1, zone: std::sync::Arc::new(zone) })
+            .unwrap();
+        expected.name_count()
+    });
+    // Nobody asked for it packed, as far as the controller knows: it never packed it.
+    assert_eq!(hub.snapshot_bytes(roster_controller::SnapshotForm::Packed), 0);
+    assert!(hub.snapshot_bytes(roster_controller::SnapshotForm::Json) > 0);
+}

@@ -9,12 +9,16 @@
 //! Only lines that start as the controller writes a snapshot ([`SNAPSHOT_START`]: serde writes an
 //! internally tagged enum's tag first) come here; any other line, a snapshot with its keys in another
 //! order included, is decoded whole as before. The wire format is unchanged.
+//!
+//! A packed snapshot (`?snapshot=packed`: a `packed_snapshot` header line, then its bytes) takes the same
+//! path through [`decode_packed`]: `roster_shared::packed`'s decoder hands each name and client over as
+//! soon as it is whole.
 
 use std::io::{BufReader, Read};
 use std::net::IpAddr;
 
 use bytes::{Buf, Bytes};
-use roster_shared::{DomainName, RData};
+use roster_shared::{DomainName, RData, packed};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use tokio::sync::mpsc;
 
@@ -68,6 +72,32 @@ pub fn decode(line: impl Read, store: &ZoneStore) -> Result<PreparedSnapshot, St
         .and_then(|position| json.end().map(|()| position))
         .map_err(|e| format!("undecodable snapshot: {e}"))?;
     Ok(builder.finish(epoch, generation))
+}
+
+/// Decodes the packed bytes of a snapshot at (`epoch`, `generation`) from `bytes` (to its end) into a
+/// table for `store` (blocking: run it off the runtime). An error leaves the store as it was.
+pub fn decode_packed(
+    bytes: impl Read,
+    store: &ZoneStore,
+    epoch: u64,
+    generation: u64,
+) -> Result<PreparedSnapshot, String> {
+    let mut builder = store.snapshot_builder();
+    packed::decode(bytes, &mut PackedToBuilder(&mut builder)).map_err(|e| format!("undecodable snapshot: {e}"))?;
+    Ok(builder.finish(epoch, generation))
+}
+
+/// Hands each decoded name and client to the store's builder.
+struct PackedToBuilder<'b, 's>(&'b mut SnapshotBuilder<'s>);
+
+impl packed::Visitor for PackedToBuilder<'_, '_> {
+    fn name(&mut self, name: &DomainName, records: &[RData]) {
+        self.0.add_name(name, records);
+    }
+
+    fn client(&mut self, ip: IpAddr, namespace: &str) {
+        self.0.add_client(ip, namespace);
+    }
 }
 
 /// `{"kind":"snapshot","epoch":E,"generation":G,"zone":{…}}`, keys in any order, unknown keys ignored
@@ -303,6 +333,23 @@ mod tests {
         assert_eq!(whole.generation(), 4, "the whole-line decoder accepts it too");
         store.swap_in(prepared);
         assert!(store.view().node(&to_wire(&name("a.default.svc.cluster.local"))).is_some());
+    }
+
+    #[test]
+    fn packed_and_json_snapshots_build_the_same_table() {
+        let zone = zone(500, None);
+        let json = store();
+        json.swap_in(decode(&line(3, 7, zone.clone())[..], &json).unwrap());
+        let packed_store = store();
+        let bytes = packed::encode(&zone).unwrap();
+        let prepared = decode_packed(&bytes[..], &packed_store, 3, 7).unwrap();
+        assert_eq!(prepared.position(), (3, 7));
+        packed_store.swap_in(prepared);
+        assert_eq!(packed_store.name_count(), json.name_count());
+        assert_eq!(contents(&packed_store, &zone), contents(&json, &zone));
+        let error = decode_packed(&bytes[..bytes.len() - 1], &packed_store, 4, 1).unwrap_err();
+        assert!(error.starts_with("undecodable snapshot: packed snapshot") && error.contains("ends inside"), "{error}");
+        assert_eq!(packed_store.position(), Some((3, 7)), "a broken snapshot changes nothing");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
-use roster_shared::{Frame, Trigger};
+use roster_shared::{Frame, PACKED_SNAPSHOT_START, PackedSnapshotHeader, Trigger};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::sync::mpsc;
@@ -295,6 +295,8 @@ pub struct HttpSource {
     pub connect_timeout: Duration,
     /// The response headers must arrive within this after the request.
     pub header_timeout: Duration,
+    /// Ask for the packed snapshot (`&snapshot=packed`; a controller that does not know it sends JSON).
+    pub ask_packed: bool,
 }
 
 impl HttpSource {
@@ -310,6 +312,7 @@ impl HttpSource {
             tls,
             connect_timeout: Duration::from_secs(5),
             header_timeout: Duration::from_secs(10),
+            ask_packed: true,
         })
     }
 
@@ -368,10 +371,14 @@ impl FrameSource for HttpSource {
     }
 
     async fn connect(&mut self, from: Option<(u64, u64)>, store: &Arc<ZoneStore>) -> Result<FrameStream, String> {
-        let path = match from {
-            Some((epoch, since)) => format!("/v1/records?epoch={epoch}&since={since}"),
-            None => "/v1/records".to_owned(),
-        };
+        let mut query = Vec::new();
+        if let Some((epoch, since)) = from {
+            query.push(format!("epoch={epoch}&since={since}"));
+        }
+        if self.ask_packed {
+            query.push(format!("{}={}", roster_shared::SNAPSHOT_FORM_PARAM, roster_shared::SNAPSHOT_FORM_PACKED));
+        }
+        let path = if query.is_empty() { "/v1/records".to_owned() } else { format!("/v1/records?{}", query.join("&")) };
         let endpoint = self.endpoints[self.next % self.endpoints.len()].clone();
         let response = match self.open(&endpoint, &path).await {
             Ok(response) => response,
@@ -398,8 +405,9 @@ impl FrameSource for HttpSource {
 type Chunks = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
 
 /// The newline-delimited frames of a body. Each byte is searched for the line's end once. A line that
-/// starts as a snapshot is decoded as it arrives ([`snapshot_decode`]), never held whole; any other line
-/// is held until its end, at most [`MAX_FRAME_BYTES`], and decoded as a [`Frame`].
+/// starts as a snapshot is decoded as it arrives ([`snapshot_decode`]), never held whole; so are the
+/// bytes after a `packed_snapshot` header line (at most [`MAX_FRAME_BYTES`] of them, as a line); any other
+/// line is held until its end, at most [`MAX_FRAME_BYTES`], and decoded as a [`Frame`].
 struct Lines {
     chunks: Chunks,
     /// Received bytes not yet part of a returned frame: the start of the next line.
@@ -442,6 +450,12 @@ impl Lines {
                     }
                     let line = self.pending.split_to(at + 1);
                     self.scanned = 0;
+                    if line.starts_with(PACKED_SNAPSHOT_START) {
+                        return Some(match serde_json::from_slice::<PackedSnapshotHeader>(&line[..at]) {
+                            Ok(header) => self.packed_snapshot(header).await,
+                            Err(error) => Err(format!("undecodable packed snapshot header: {error}")),
+                        });
+                    }
                     let frame = serde_json::from_slice::<Frame>(&line[..at]);
                     return Some(frame.map(Received::Frame).map_err(|e| format!("undecodable frame: {e}")));
                 }
@@ -495,6 +509,52 @@ impl Lines {
         // The end of the line (or of the attempt): the decoder finishes or fails, and its memory is freed
         // before anything else happens.
         drop(line_tx);
+        let decoded = decoder.await.map_err(|e| format!("snapshot decoder: {e}"))?;
+        fed?;
+        decoded.map(Received::Snapshot)
+    }
+}
+
+impl Lines {
+    /// Feeds the `header.bytes` bytes after a packed snapshot's header line to a decoder thread as they
+    /// arrive, and returns the table it built; as [`Lines::snapshot`], the store is not touched.
+    async fn packed_snapshot(&mut self, header: PackedSnapshotHeader) -> Result<Received, String> {
+        let mut left = usize::try_from(header.bytes).unwrap_or(usize::MAX);
+        if left > self.max_line {
+            return Err(format!(
+                "a packed snapshot of {} bytes, more than the {} accepted",
+                header.bytes, self.max_line
+            ));
+        }
+        let (bytes_tx, bytes_rx) = mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
+        let store = self.store.clone();
+        let (epoch, generation) = (header.epoch, header.generation);
+        let decoder = tokio::task::spawn_blocking(move || {
+            snapshot_decode::decode_packed(ChunkReader::new(bytes_rx), &store, epoch, generation)
+        });
+        let fed = loop {
+            if left == 0 {
+                break Ok(());
+            }
+            let mut chunk = if self.pending.is_empty() {
+                match self.chunks.next().await {
+                    Some(Ok(chunk)) => chunk,
+                    Some(Err(error)) => break Err(error),
+                    None => break Err("the stream ended inside a snapshot".to_owned()),
+                }
+            } else {
+                self.pending.split().freeze()
+            };
+            if chunk.len() > left {
+                self.pending.extend_from_slice(&chunk.split_off(left));
+            }
+            left -= chunk.len();
+            if bytes_tx.send(chunk).await.is_err() {
+                // The decoder stopped early: its error says why.
+                break Ok(());
+            }
+        };
+        drop(bytes_tx);
         let decoded = decoder.await.map_err(|e| format!("snapshot decoder: {e}"))?;
         fed?;
         decoded.map(Received::Snapshot)
@@ -597,6 +657,17 @@ mod tests {
         line
     }
 
+    /// A snapshot as a controller sends it to a replica that asked for it packed: header line, bytes.
+    fn packed_of(frame: &Frame) -> Vec<u8> {
+        let Frame::Snapshot { epoch, generation, zone } = frame else { panic!("not a snapshot") };
+        let bytes = roster_shared::packed::encode(zone).unwrap();
+        let header = PackedSnapshotHeader { epoch: *epoch, generation: *generation, bytes: bytes.len() as u64 };
+        let mut line = serde_json::to_vec(&header).unwrap();
+        line.push(b'\n');
+        line.extend_from_slice(&bytes);
+        line
+    }
+
     /// Each connection reads the next script's bytes through the HTTP source's framing ([`Lines`]).
     struct ByteScripted {
         scripts: Vec<(Vec<Vec<u8>>, Option<&'static str>)>,
@@ -678,6 +749,89 @@ mod tests {
             assert_eq!(a_record(&store, "a.default.svc.cluster.local").unwrap(), [10, 0, 0, 1]);
             assert!(matches!(&got[1], Received::Frame(frame) if *frame == delta), "chunks of {chunk}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_packed_snapshot_comes_out_whole_whatever_the_chunking() {
+        let snapshot = snapshot(1, 1, "10.0.0.1");
+        let delta = Frame::Delta { generation: 2, changes: vec![], trigger: None };
+        let bookmark = Frame::Bookmark { generation: 2 };
+        let lines = [line_of(&bookmark), packed_of(&snapshot), line_of(&delta), line_of(&bookmark)];
+        for chunk in [1, 7, 19, 4096] {
+            let store = test_store();
+            let mut framed = Lines::new(chunks_of(&lines, chunk, None), store.clone(), MAX_FRAME_BYTES);
+            let mut got = Vec::new();
+            while let Some(next) = framed.next().await {
+                got.push(next.unwrap());
+            }
+            assert_eq!(got.len(), 4, "chunks of {chunk}");
+            let Received::Snapshot(built) = got.remove(1) else { panic!("chunks of {chunk}: not a snapshot") };
+            assert_eq!(built.position(), (1, 1));
+            store.swap_in(built);
+            assert_eq!(a_record(&store, "a.default.svc.cluster.local").unwrap(), [10, 0, 0, 1]);
+            // The bytes after the packed ones are the next line, whole.
+            assert!(matches!(&got[1], Received::Frame(frame) if *frame == delta), "chunks of {chunk}");
+            assert!(matches!(&got[2], Received::Frame(frame) if *frame == bookmark), "chunks of {chunk}");
+        }
+        // Under zstd, as the controller sends it: header and bytes one frame, the delta another.
+        let body: Vec<u8> = [packed_of(&snapshot), line_of(&delta)]
+            .iter()
+            .flat_map(|line| zstd::bulk::compress(line, 3).unwrap())
+            .collect();
+        let store = test_store();
+        let mut framed = Lines::new(zstd_chunks(&body), store.clone(), MAX_FRAME_BYTES);
+        assert!(matches!(framed.next().await.unwrap().unwrap(), Received::Snapshot(_)));
+        assert!(matches!(framed.next().await.unwrap().unwrap(), Received::Frame(frame) if frame == delta));
+    }
+
+    #[tokio::test]
+    async fn a_broken_packed_snapshot_leaves_the_old_records_serving() {
+        let store = test_store();
+        let first = packed_of(&snapshot(1, 1, "10.0.0.1"));
+        let second = packed_of(&snapshot(2, 1, "10.0.0.2"));
+        let third = packed_of(&snapshot(3, 1, "10.0.0.3"));
+        let header_len = second.iter().position(|b| *b == b'\n').unwrap() + 1;
+        let mut corrupt = second.clone();
+        // The last record's type byte: an unknown type.
+        let last = corrupt.len() - 5;
+        corrupt[last] ^= 0x40;
+        let mut short = second.clone();
+        short.truncate(short.len() - 3);
+        let oversize = br#"{"kind":"packed_snapshot","epoch":2,"generation":1,"bytes":999999999999}"#.to_vec();
+        let source = ByteScripted {
+            scripts: vec![
+                (vec![first], None),
+                // The connection breaks inside the packed bytes.
+                (vec![second[..header_len + 10].to_vec()], Some("stream broken: connection reset")),
+                // The body ends inside them.
+                (vec![short], None),
+                // Corrupted (or, at another byte, a different snapshot: either way no panic, no change).
+                (vec![corrupt], None),
+                // More bytes announced than a frame may have.
+                (vec![[&oversize[..], b"\n"].concat()], None),
+                // A header that is not one.
+                (vec![b"{\"kind\":\"packed_snapshot\",\"generation\":\"x\"}\n".to_vec()], None),
+                (vec![third], None),
+            ],
+        };
+        let task = tokio::spawn(follow(source, store.clone(), Duration::from_secs(60), None));
+        let seen = addresses_until_third_snapshot(&store).await;
+        task.abort();
+        assert!(
+            !seen.is_empty() && seen.iter().all(|address| address[..] == [10, 0, 0, 1]),
+            "only the first snapshot until the third: {seen:?}"
+        );
+        assert_eq!(a_record(&store, "a.default.svc.cluster.local").unwrap(), [10, 0, 0, 3]);
+
+        // What each says, one by one.
+        let header_bound = br#"{"kind":"packed_snapshot","epoch":2,"generation":1,"bytes":99}"#;
+        let mut framed = Lines::new(chunks_of(&[[&header_bound[..], b"\n"].concat()], 8, None), test_store(), 98);
+        assert_eq!(
+            framed.next().await.unwrap().unwrap_err(),
+            "a packed snapshot of 99 bytes, more than the 98 accepted"
+        );
+        let mut framed = Lines::new(chunks_of(&[second[..second.len() - 1].to_vec()], 8, None), test_store(), 1 << 20);
+        assert_eq!(framed.next().await.unwrap().unwrap_err(), "the stream ended inside a snapshot");
     }
 
     #[tokio::test]

@@ -22,6 +22,29 @@ pub const STREAM_ZSTD_WINDOW_LOG: u32 = 21;
 /// limit). A frame asking for more is refused before anything is allocated for it, whoever sent it.
 pub const STREAM_ZSTD_WINDOW_LOG_MAX: u32 = 23;
 
+/// The query parameter and value with which a replica asks for the packed snapshot:
+/// `GET /v1/records?snapshot=packed`. A controller that does not know it ignores it and sends JSON; a
+/// client that does not ask gets only JSON lines.
+pub const SNAPSHOT_FORM_PARAM: &str = "snapshot";
+pub const SNAPSHOT_FORM_PACKED: &str = "packed";
+
+/// How the controller starts a packed snapshot's header line (serde writes the tag first). Replicas take
+/// a line for a packed header by this start (serde does not check a struct's tag when reading it).
+pub const PACKED_SNAPSHOT_START: &[u8] = br#"{"kind":"packed_snapshot""#;
+
+/// The line before a packed snapshot: `{"kind":"packed_snapshot","epoch":E,"generation":G,"bytes":N}`,
+/// then exactly N bytes of [`crate::packed`] data (no newline after them), then the next line. It takes
+/// the place of a `snapshot` frame for a replica that asked for it; under zstd, header and bytes are one
+/// zstd frame like every line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename = "packed_snapshot")]
+pub struct PackedSnapshotHeader {
+    #[serde(default)]
+    pub epoch: u64,
+    pub generation: u64,
+    pub bytes: u64,
+}
+
 /// One change to one name: its complete new record list (empty for an empty non-terminal), or its removal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
@@ -84,5 +107,23 @@ impl Frame {
                 *generation
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_packed_header_line_starts_as_replicas_look_for_it() {
+        let header = PackedSnapshotHeader { epoch: 3, generation: 9, bytes: 1234 };
+        let text = serde_json::to_vec(&header).unwrap();
+        assert!(text.starts_with(PACKED_SNAPSHOT_START), "{}", String::from_utf8_lossy(&text));
+        assert_eq!(&text[..], br#"{"kind":"packed_snapshot","epoch":3,"generation":9,"bytes":1234}"#);
+        assert_eq!(serde_json::from_slice::<PackedSnapshotHeader>(&text).unwrap(), header);
+        // A packed header is not a `Frame`: a replica that never asked refuses it rather than misreads it.
+        assert!(serde_json::from_slice::<Frame>(&text).is_err());
     }
 }

@@ -6,11 +6,15 @@
 pub mod frame;
 pub mod incremental;
 pub mod name;
+pub mod packed;
 pub mod records;
 pub mod synth;
 pub mod views;
 
-pub use frame::{Change, Frame, STREAM_ENCODING_ZSTD, STREAM_ZSTD_WINDOW_LOG, STREAM_ZSTD_WINDOW_LOG_MAX, Trigger};
+pub use frame::{
+    Change, Frame, PACKED_SNAPSHOT_START, PackedSnapshotHeader, SNAPSHOT_FORM_PACKED, SNAPSHOT_FORM_PARAM,
+    STREAM_ENCODING_ZSTD, STREAM_ZSTD_WINDOW_LOG, STREAM_ZSTD_WINDOW_LOG_MAX, Trigger,
+};
 pub use incremental::IncrementalSynthesis;
 pub use name::{DomainName, NameError};
 pub use records::{RData, ZoneBuilder, ZoneData};

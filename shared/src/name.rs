@@ -247,6 +247,27 @@ impl From<DomainName> for String {
     }
 }
 
+/// For decoders that check a name's text themselves, piecewise (`packed`): a name made of parts of
+/// names already checked needs only its new labels checked, and a reused buffer instead of an allocation
+/// per name (a 100k-pod snapshot has ~530k names and targets).
+impl DomainName {
+    /// Checks every label of `text` as [`DomainName::parse`] does (in any case; not the total length).
+    pub(crate) fn check_labels(text: &str) -> Result<(), NameError> {
+        text.split('.').try_for_each(|label| check_label(label, text))
+    }
+
+    /// `text`, which the caller checked is a valid name in canonical form.
+    pub(crate) fn from_checked(text: &str) -> Self {
+        Self(text.to_owned())
+    }
+
+    /// Becomes `text`, which the caller checked is a valid name in canonical form, in the same buffer.
+    pub(crate) fn assign_checked(&mut self, text: &str) {
+        self.0.clear();
+        self.0.push_str(text);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

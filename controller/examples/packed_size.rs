@@ -1,0 +1,124 @@
+//! The packed snapshot against the JSON one at node scale: size, compressed size and CPU to make and
+//! to read, for the record stream (bench/README.md "Record stream at node scale").
+//!
+//! `cargo run --release -p roster-controller --example packed_size -- [SERVICES] [ENDPOINTS] [ROUNDS]`
+//! (default 10,000 headless services × 10 ready endpoints = 100,000 pod records, 5 rounds; each figure
+//! is the fastest round, in CPU time of this thread, so a loaded host distorts it little).
+//!
+//! Read: JSON decoded whole into a `ZoneData` (what a whole-line replica did); packed through the
+//! replicas' streaming decoder with a visitor that keeps nothing (what `fanout.rs`'s light subscribers
+//! do); zstd decompression of each form's compressed line.
+
+use std::error::Error;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use roster_shared::{DomainName, Frame, RData, SynthConfig, ZoneData, packed};
+
+#[path = "support/dataset.rs"]
+mod dataset;
+
+type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
+
+fn arg(n: usize, default: usize) -> Result<usize> {
+    match std::env::args().nth(n) {
+        Some(text) => Ok(text.parse::<usize>().map_err(|e| format!("argument {n} `{text}`: {e}"))?),
+        None => Ok(default),
+    }
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let ns = text.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Duration::from_nanos(ns)
+}
+
+/// The fastest of `rounds` runs of `work`, in thread CPU milliseconds.
+fn fastest<T>(rounds: usize, mut work: impl FnMut() -> T) -> (f64, T) {
+    let mut best = f64::INFINITY;
+    let mut last = None;
+    for _ in 0..rounds.max(1) {
+        let before = thread_cpu();
+        let value = work();
+        best = best.min((thread_cpu() - before).as_secs_f64() * 1e3);
+        last = Some(value);
+    }
+    (best, last.unwrap_or_else(|| unreachable!()))
+}
+
+struct Counted(u64);
+
+impl packed::Visitor for Counted {
+    fn name(&mut self, _: &DomainName, records: &[RData]) {
+        self.0 += records.len() as u64;
+    }
+
+    fn client(&mut self, _: IpAddr, _: &str) {}
+}
+
+fn compress(bytes: &[u8]) -> Result<Vec<u8>> {
+    let mut compressor = zstd::bulk::Compressor::new(3)?;
+    compressor.set_parameter(zstd::stream::raw::CParameter::WindowLog(roster_shared::STREAM_ZSTD_WINDOW_LOG))?;
+    Ok(compressor.compress(bytes)?)
+}
+
+fn main() -> Result<()> {
+    let services = arg(1, 10_000)?;
+    let endpoints = arg(2, 10)?;
+    let rounds = arg(3, 5)?;
+    let state = dataset::build_state(services, endpoints, 10);
+    let synthesis = dataset::fold(&state, SynthConfig::new(DomainName::parse("cluster.local")?));
+    let zone: Arc<ZoneData> = Arc::new(synthesis.zone());
+    let records = zone.record_count();
+    let frame = Frame::Snapshot { epoch: 1, generation: 1, zone: zone.clone() };
+    if std::env::var_os("PACKED_DECODE_ONLY").is_some() {
+        // For a profiler: only the packed decode, `rounds` times.
+        let packed = packed::encode(&zone)?;
+        let (ms, _) = fastest(rounds, || packed::decode(&packed[..], &mut Counted(0)));
+        println!("packed decode {ms:.1} ms");
+        return Ok(());
+    }
+
+    let (json_encode, json) = fastest(rounds, || serde_json::to_vec(&frame));
+    let json = json?;
+    let (packed_encode, packed) = fastest(rounds, || packed::encode(&zone));
+    let packed = packed?;
+    let (json_compress, json_zstd) = fastest(rounds, || compress(&json));
+    let json_zstd = json_zstd?;
+    let (packed_compress, packed_zstd) = fastest(rounds, || compress(&packed));
+    let packed_zstd = packed_zstd?;
+    let (json_inflate, _) = fastest(rounds, || zstd::bulk::decompress(&json_zstd, json.len()));
+    let (packed_inflate, _) = fastest(rounds, || zstd::bulk::decompress(&packed_zstd, packed.len()));
+    let (json_decode, decoded) = fastest(rounds, || serde_json::from_slice::<Frame>(&json));
+    if !matches!(decoded?, Frame::Snapshot { zone: ref z, .. } if **z == *zone) {
+        return Err("the JSON snapshot did not round-trip".into());
+    }
+    let (packed_decode, counted) = fastest(rounds, || {
+        let mut counted = Counted(0);
+        packed::decode(&packed[..], &mut counted).map(|_| counted.0)
+    });
+    if counted? != records as u64 || packed::decode_zone(&packed)? != *zone {
+        return Err("the packed snapshot did not round-trip".into());
+    }
+    println!(
+        "{services} services × {endpoints} endpoints: {} names, {records} records, {} clients",
+        zone.names.len(),
+        zone.clients.len()
+    );
+    println!();
+    println!("| form | bytes | B / pod | zstd bytes | encode ms | compress ms | decompress ms | decode ms (checked) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let pods = (services * endpoints).max(1);
+    for (form, bytes, zstd, encode, compress, inflate, decode) in [
+        ("JSON", json.len(), json_zstd.len(), json_encode, json_compress, json_inflate, json_decode),
+        ("packed", packed.len(), packed_zstd.len(), packed_encode, packed_compress, packed_inflate, packed_decode),
+    ] {
+        println!(
+            "| {form} | {bytes} | {} | {zstd} | {encode:.1} | {compress:.1} | {inflate:.1} | {decode:.1} |",
+            bytes / pods
+        );
+    }
+    Ok(())
+}
