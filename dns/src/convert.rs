@@ -3,6 +3,8 @@
 use hickory_proto::rr::{LowerName, Name, RecordType};
 use roster_shared::{DomainName, RData};
 
+use crate::wire::{Node, NodeWriter};
+
 /// The hickory form of a roster name (fully qualified).
 pub fn to_name(name: &DomainName) -> Name {
     let mut hickory = Name::from_ascii(name.as_str()).unwrap_or_else(|_| Name::root());
@@ -18,22 +20,31 @@ pub fn to_lower(name: &DomainName) -> LowerName {
 /// already lower case with checked labels of 1-63 letters, digits, `-` and `_`, so nothing needs
 /// escaping (through hickory's parser this was 11 % of start-up at 100k pod records).
 pub fn to_wire(name: &DomainName) -> Vec<u8> {
-    // The text copied whole behind a length byte, each dot then turned into the next label's length:
-    // 0.44 G instructions instead of 0.71 G splitting at dots for the half a million names at 100k pod
-    // records (bench/README.md, "Start-up").
+    let mut out = Vec::with_capacity(name.as_str().len() + 2);
+    write_wire(name, &mut out);
+    out
+}
+
+/// Appends [`to_wire`]'s bytes to `out`.
+pub fn write_wire(name: &DomainName, out: &mut Vec<u8>) {
+    // The text copied whole behind a length byte, then each dot turned into the next label's length,
+    // found in one pass over the text: half the instructions of testing every byte of the output with
+    // its bounds, and `memchr` costs more than it saves on 40-byte names (bench/README.md, "Start-up").
     let text = name.as_str().as_bytes();
-    let mut out = Vec::with_capacity(text.len() + 2);
+    let start = out.len();
+    out.reserve(text.len() + 2);
     out.push(0);
     out.extend_from_slice(text);
     out.push(0);
-    let mut length_at = 0;
-    for at in 1..=text.len() + 1 {
-        if out[at] == b'.' || at == text.len() + 1 {
-            out[length_at] = u8::try_from(at - length_at - 1).unwrap_or(u8::MAX);
-            length_at = at;
+    // The byte before a label (the leading 0, or the dot in front of it) holds its length.
+    let mut length_at = start;
+    for (index, byte) in text.iter().enumerate() {
+        if *byte == b'.' {
+            out[length_at] = u8::try_from(start + index - length_at).unwrap_or(u8::MAX);
+            length_at = start + index + 1;
         }
     }
-    out
+    out[length_at] = u8::try_from(start + text.len() - length_at).unwrap_or(u8::MAX);
 }
 
 pub fn record_type(rdata: &RData) -> RecordType {
@@ -50,21 +61,25 @@ pub fn record_type(rdata: &RData) -> RecordType {
 
 /// The rdata in wire form, names uncompressed (the response writer compresses them per message).
 pub fn to_rdata(rdata: &RData) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_rdata(rdata, &mut out);
+    out
+}
+
+/// Appends [`to_rdata`]'s bytes to `out`.
+pub fn write_rdata(rdata: &RData, out: &mut Vec<u8>) {
     match rdata {
-        RData::A { ip } => ip.octets().to_vec(),
-        RData::Aaaa { ip } => ip.octets().to_vec(),
+        RData::A { ip } => out.extend_from_slice(&ip.octets()),
+        RData::Aaaa { ip } => out.extend_from_slice(&ip.octets()),
         RData::Srv { priority, weight, port, target } => {
-            let mut out = Vec::with_capacity(6 + target.as_str().len() + 2);
             out.extend_from_slice(&priority.to_be_bytes());
             out.extend_from_slice(&weight.to_be_bytes());
             out.extend_from_slice(&port.to_be_bytes());
-            out.extend_from_slice(&to_wire(target));
-            out
+            write_wire(target, out);
         }
-        RData::Ptr { target } | RData::Cname { target } | RData::Ns { target } => to_wire(target),
+        RData::Ptr { target } | RData::Cname { target } | RData::Ns { target } => write_wire(target, out),
         RData::Txt { text } => {
             // Character-strings of at most 255 bytes each (RFC 1035 §3.3.14).
-            let mut out = Vec::with_capacity(text.len() + text.len() / 255 + 1);
             for chunk in text.as_bytes().chunks(255) {
                 out.push(u8::try_from(chunk.len()).unwrap_or(u8::MAX));
                 out.extend_from_slice(chunk);
@@ -72,8 +87,49 @@ pub fn to_rdata(rdata: &RData) -> Vec<u8> {
             if text.is_empty() {
                 out.push(0);
             }
-            out
         }
+    }
+}
+
+/// Every record type roster's record model has, in type-number order: the order a node keeps its sets.
+const TYPES_IN_ORDER: [RecordType; 7] = [
+    RecordType::A,
+    RecordType::NS,
+    RecordType::CNAME,
+    RecordType::PTR,
+    RecordType::TXT,
+    RecordType::AAAA,
+    RecordType::SRV,
+];
+
+/// The node of `name` holding `records`: one set per type in type order, each set's records in the
+/// order given. Written straight into `writer`'s buffer, no `Vec` per rdata.
+pub fn to_node(writer: &mut NodeWriter, name: &DomainName, records: &[RData]) -> Node {
+    writer.start(|out| write_wire(name, out));
+    // Which types are present, as bits of TYPES_IN_ORDER's indices: most names hold one type.
+    let present = records.iter().fold(0u8, |bits, rdata| bits | 1 << type_index(rdata));
+    for (index, rtype) in TYPES_IN_ORDER.iter().enumerate() {
+        if present & 1 << index == 0 {
+            continue;
+        }
+        writer.set(*rtype);
+        for rdata in records.iter().filter(|rdata| type_index(rdata) == index) {
+            writer.record(|out| write_rdata(rdata, out));
+        }
+    }
+    writer.finish()
+}
+
+/// The index of `rdata`'s type in [`TYPES_IN_ORDER`].
+fn type_index(rdata: &RData) -> usize {
+    match rdata {
+        RData::A { .. } => 0,
+        RData::Ns { .. } => 1,
+        RData::Cname { .. } => 2,
+        RData::Ptr { .. } => 3,
+        RData::Txt { .. } => 4,
+        RData::Aaaa { .. } => 5,
+        RData::Srv { .. } => 6,
     }
 }
 

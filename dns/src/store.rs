@@ -23,23 +23,8 @@ use std::net::IpAddr;
 
 use crate::clients::Clients;
 use crate::config::DnsConfig;
-use crate::convert::{ns_rdata, record_type, soa_rdata, to_lower, to_rdata, to_wire};
-use crate::wire::{Node, Set, WireName, is_within};
-
-/// Record sets of one name from the stream, grouped per type in type order.
-fn group(records: &[RData]) -> Vec<(RecordType, Vec<Vec<u8>>)> {
-    let mut by_type: Vec<(RecordType, Vec<Vec<u8>>)> = Vec::new();
-    for rdata in records {
-        let rtype = record_type(rdata);
-        let wire = to_rdata(rdata);
-        match by_type.iter_mut().find(|(t, _)| *t == rtype) {
-            Some((_, list)) => list.push(wire),
-            None => by_type.push((rtype, vec![wire])),
-        }
-    }
-    by_type.sort_by_key(|(t, _)| u16::from(*t));
-    by_type
-}
+use crate::convert::{ns_rdata, soa_rdata, to_lower, to_node, to_wire};
+use crate::wire::{Node, NodeWriter, Set, WireName, is_within};
 
 /// An authoritative zone: its apex and the SOA that goes with its negative answers.
 #[derive(Debug, Clone)]
@@ -273,6 +258,7 @@ impl ZoneStore {
     /// The table of a whole record set, ready to swap in.
     fn build_snapshot(&self, zone: &ZoneData, epoch: u64, generation: u64) -> PreparedSnapshot {
         let mut builder = self.snapshot_builder();
+        builder.reserve_names(zone.names.len());
         let v4 = zone.clients.keys().filter(|ip| ip.to_canonical().is_ipv4()).count();
         builder.reserve_clients(v4, zone.clients.len() - v4);
         for (name, records) in &zone.names {
@@ -297,6 +283,8 @@ impl ZoneStore {
             names: NameMap::with_capacity_and_hasher(capacity, Default::default()),
             clients: Clients::default(),
             reused: 0,
+            writer: NodeWriter::default(),
+            nothing_held: self.name_count() == 0,
         };
         // A streamed snapshot's client count is not known ahead: room for as many as are held now.
         let (v4, v6) = self.table.read().clients.len_by_family();
@@ -328,13 +316,13 @@ impl ZoneStore {
     }
 
     fn prepare_changes(&self, changes: &[Change]) -> Vec<(Vec<u8>, Option<Node>)> {
+        let mut writer = NodeWriter::default();
         changes
             .iter()
             .filter_map(|change| match change {
                 Change::Set { name, records } => self.in_zones(name).then(|| {
-                    let wire = to_wire(name);
-                    let node = Node::build(&wire, &group(records));
-                    (wire, Some(node))
+                    let node = to_node(&mut writer, name, records);
+                    (node.name().to_vec(), Some(node))
                 }),
                 Change::Remove { name } => self.in_zones(name).then(|| (to_wire(name), None)),
                 // Applied under the write lock, with the names (`apply`).
@@ -383,17 +371,30 @@ pub struct SnapshotBuilder<'a> {
     names: NameMap,
     clients: Clients,
     reused: usize,
+    /// The buffer each node is written in before it is copied into its own allocation.
+    writer: NodeWriter,
+    /// The store held no name when the build began (the first load): no node to share, so no lookup.
+    nothing_held: bool,
 }
 
 impl SnapshotBuilder<'_> {
+    /// Makes room for this many more names, when the caller knows the count (a decoded snapshot): the
+    /// table is not grown and rehashed step by step.
+    pub fn reserve_names(&mut self, additional: usize) {
+        self.names.reserve(additional);
+    }
+
     /// Adds one name of the snapshot (the last one wins if a name comes twice, as in a decoded map).
     pub fn add_name(&mut self, name: &DomainName, records: &[RData]) {
         if !self.store.in_zones(name) {
             return;
         }
-        let wire = to_wire(name);
-        let node = Node::build(&wire, &group(records));
-        let held = self.store.table.read().names.get(wire.as_slice()).filter(|held| held.0 == node).cloned();
+        let node = to_node(&mut self.writer, name, records);
+        let held = if self.nothing_held {
+            None
+        } else {
+            self.store.table.read().names.get(node.name()).filter(|held| held.0 == node).cloned()
+        };
         match held {
             Some(held) => {
                 self.reused += 1;
@@ -546,6 +547,65 @@ mod tests {
         // `held` keeps the old node alive, so an equal address can only mean the same node.
         assert!(std::ptr::eq(view.node(&a).unwrap().name().as_ptr(), held.name().as_ptr()), "a's node is shared");
         assert!(view.soa(0).is_some(), "the apex is restored after a load");
+    }
+
+    /// How nodes were built before `to_node`: a `Vec` per rdata, grouped per type in type order.
+    fn grouped(records: &[RData]) -> Vec<(RecordType, Vec<Vec<u8>>)> {
+        let mut by_type: Vec<(RecordType, Vec<Vec<u8>>)> = Vec::new();
+        for rdata in records {
+            let rtype = crate::convert::record_type(rdata);
+            let wire = crate::convert::to_rdata(rdata);
+            match by_type.iter_mut().find(|(t, _)| *t == rtype) {
+                Some((_, list)) => list.push(wire),
+                None => by_type.push((rtype, vec![wire])),
+            }
+        }
+        by_type.sort_by_key(|(t, _)| u16::from(*t));
+        by_type
+    }
+
+    /// Every kind of record, in an order that differs per name (records from the stream need not be
+    /// sorted), several of a type at one name, TXT of 0, 255 and 300 bytes.
+    fn mixed_records(seed: usize) -> Vec<RData> {
+        let target = |i: usize| name(&format!("t-{i}.x.svc.cluster.local"));
+        let mut records = vec![
+            RData::A { ip: std::net::Ipv4Addr::from(u32::try_from(seed).unwrap()) },
+            RData::Aaaa { ip: std::net::Ipv6Addr::from(u128::try_from(seed).unwrap()) },
+            RData::Srv { priority: 0, weight: 50, port: 80, target: target(seed) },
+            RData::Ptr { target: target(seed + 1) },
+            RData::Cname { target: target(seed + 2) },
+            RData::Txt { text: "t".repeat([0, 255, 300][seed % 3]) },
+            RData::Ns { target: target(seed + 3) },
+            RData::A { ip: std::net::Ipv4Addr::from(u32::try_from(seed).unwrap() + 1) },
+            RData::Srv { priority: 0, weight: 50, port: 443, target: target(seed + 4) },
+        ];
+        let kinds = records.len();
+        records.truncate(1 + seed % kinds);
+        let len = records.len();
+        records.rotate_left(seed % len);
+        records
+    }
+
+    /// The nodes written in place (`to_node`) are byte for byte those built from grouped rdata, for
+    /// every kind and order of records; and a loaded store holds exactly those nodes.
+    #[test]
+    fn nodes_written_in_place_equal_nodes_built_from_grouped_rdata() {
+        let mut writer = NodeWriter::default();
+        let mut zone = ZoneData::default();
+        for seed in 0..200 {
+            let owner = name(&format!("n-{seed}.svc.cluster.local"));
+            let records = mixed_records(seed);
+            let expected = Node::build(&to_wire(&owner), &grouped(&records));
+            assert_eq!(to_node(&mut writer, &owner, &records), expected, "{owner}: {records:?}");
+            zone.names.insert(owner, records);
+        }
+        let store = store();
+        store.load(zone.clone());
+        let view = store.view();
+        for (owner, records) in &zone.names {
+            let wire = to_wire(owner);
+            assert_eq!(view.node(&wire), Some(&Node::build(&wire, &grouped(records))), "{owner}");
+        }
     }
 
     /// A pod's A record is one allocation of its wire name, a set header and the address.

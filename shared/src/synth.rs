@@ -1,8 +1,10 @@
 //! Synthesis: the complete record set of the cluster zone and the reverse zones, as a pure function of
 //! the slim views (Kubernetes DNS-Based Service Discovery, schema 1.1.0, with design.md's decisions).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::rc::Rc;
 use std::sync::OnceLock;
 
 use crate::name::{DomainName, dashed_ip, is_dns1123_label};
@@ -77,7 +79,7 @@ pub enum Source {
 /// and `ip6.arpa`), with the empty non-terminals in between. Objects whose names cannot form valid DNS
 /// names are skipped: the API server already rejects them, and manifest files are checked at load.
 pub fn synthesize(state: &ClusterState, config: &SynthConfig) -> ZoneData {
-    let mut out = ZoneBuilder::default();
+    let mut out = ZoneBuilder::with_capacity(expected_names(state));
     add_apex(&mut out, state, config);
 
     let mut namespaces: BTreeSet<&str> = state.namespaces.keys().map(String::as_str).collect();
@@ -112,6 +114,18 @@ pub fn synthesize(state: &ClusterState, config: &SynthConfig) -> ZoneData {
     let mut out = out.finish();
     out.clients = unambiguous_clients(state.pods.values().flat_map(pod_clients));
     out
+}
+
+/// About how many names `state` makes: an endpoint address has its own name and a PTR, a service its
+/// name, an SRV name and a PTR. Only a hint for the map's first size; wrong costs a regrowth, no error.
+fn expected_names(state: &ClusterState) -> usize {
+    let addresses: usize = state
+        .endpoint_slices
+        .values()
+        .flat_map(|slice| &slice.endpoints)
+        .map(|endpoint| endpoint.addresses.len())
+        .sum();
+    2 * addresses + 3 * state.services.len()
 }
 
 /// The autopath clients a pod claims: each of its addresses with its namespace, when it may be
@@ -252,8 +266,8 @@ fn group_imported_slices(state: &ClusterState) -> BTreeMap<(&str, &str), Vec<&En
 
 /// A port of an endpoint: named ones get `_<port>._<proto>` SRV names; every one is in the SRV set at
 /// the service's own name (CoreDNS matches an absent port and protocol as "any").
-#[derive(Clone)]
 struct EndpointPortInfo {
+    /// Lower-cased, as in the SRV name.
     name: Option<String>,
     protocol: PortProtocol,
     port: u16,
@@ -264,7 +278,8 @@ struct EndpointPortInfo {
 struct PublishedEndpoint {
     ip: IpAddr,
     own_name: Option<DomainName>,
-    ports: Vec<EndpointPortInfo>,
+    /// Its slice's ports, shared by the slice's endpoints.
+    ports: Rc<[EndpointPortInfo]>,
 }
 
 /// Where an endpoint's own name goes below its service's name.
@@ -281,15 +296,14 @@ enum EndpointNaming {
 /// The first label of an endpoint's own name: its hostname, else (in `endpoint_pod_names` mode) its
 /// pod's name, else its dashed address. Hostnames and pod names are DNS-1123 subdomains in the API (up
 /// to 253 characters, dots allowed); one that is not a DNS label is passed over, as if absent.
-fn endpoint_label(endpoint: &EndpointView, ip: IpAddr, config: &SynthConfig) -> String {
+fn endpoint_label<'a>(endpoint: &'a EndpointView, ip: IpAddr, config: &SynthConfig) -> Cow<'a, str> {
     let usable = |text: &&String| is_dns1123_label(text);
     endpoint
         .hostname
         .as_ref()
         .filter(usable)
         .or_else(|| endpoint.pod_name.as_ref().filter(|_| config.endpoint_pod_names).filter(usable))
-        .cloned()
-        .unwrap_or_else(|| dashed_ip(ip))
+        .map_or_else(|| Cow::Owned(dashed_ip(ip)), |label| Cow::Borrowed(label.as_str()))
 }
 
 fn published_endpoints(
@@ -302,11 +316,11 @@ fn published_endpoints(
     let mut seen = BTreeSet::new();
     let mut published = Vec::new();
     for slice in slices {
-        let ports: Vec<EndpointPortInfo> = slice
+        let ports: Rc<[EndpointPortInfo]> = slice
             .ports
             .iter()
             .map(|p| EndpointPortInfo {
-                name: p.name.clone().filter(|n| !n.is_empty()),
+                name: p.name.as_deref().filter(|n| !n.is_empty()).map(str::to_ascii_lowercase),
                 protocol: p.protocol,
                 port: p.port,
             })
@@ -328,7 +342,7 @@ fn published_endpoints(
                 };
                 // The same address in two slices (e.g. during a slice migration) is one endpoint.
                 if seen.insert((*ip, label, own_name.clone())) {
-                    published.push(PublishedEndpoint { ip: *ip, own_name, ports: ports.clone() });
+                    published.push(PublishedEndpoint { ip: *ip, own_name, ports: Rc::clone(&ports) });
                 }
             }
         }
@@ -368,9 +382,7 @@ fn add_service(
             add_port_srv(out, zone, &name, &service.ports);
         }
         ServiceKind::Headless => {
-            for endpoint in &endpoints {
-                out.add(name.clone(), address_record(endpoint.ip), zone);
-            }
+            out.add_all(&name, endpoints.iter().map(|endpoint| address_record(endpoint.ip)), zone);
             add_headless_srv(out, zone, &name, &endpoints);
             add_srv_set(out, zone, &name, endpoint_targets(&endpoints));
         }
@@ -424,9 +436,7 @@ fn add_import(out: &mut ZoneBuilder, import: &ServiceImportView, slices: &[&Endp
             add_port_srv(out, zone, &name, &import.ports);
         }
         ImportKind::Headless => {
-            for endpoint in &endpoints {
-                out.add(name.clone(), address_record(endpoint.ip), zone);
-            }
+            out.add_all(&name, endpoints.iter().map(|endpoint| address_record(endpoint.ip)), zone);
             add_headless_srv(out, zone, &name, &endpoints);
             add_srv_set(out, zone, &name, endpoint_targets(&endpoints));
         }
@@ -454,23 +464,22 @@ fn add_port_srv(out: &mut ZoneBuilder, zone: &DomainName, name: &DomainName, por
 /// Headless SRV: one record per ready endpoint and named port, target the endpoint's own name, port the
 /// endpoint's port; weights share 100 as CoreDNS does.
 fn add_headless_srv(out: &mut ZoneBuilder, zone: &DomainName, name: &DomainName, endpoints: &[PublishedEndpoint]) {
-    let mut by_port: BTreeMap<(String, PortProtocol), Vec<(DomainName, u16)>> = BTreeMap::new();
+    let mut by_port: BTreeMap<(&str, PortProtocol), Vec<(DomainName, u16)>> = BTreeMap::new();
     for endpoint in endpoints {
         let Some(target) = &endpoint.own_name else { continue };
-        for port in &endpoint.ports {
+        for port in endpoint.ports.iter() {
             let Some(port_name) = &port.name else { continue };
-            let targets = by_port.entry((port_name.to_ascii_lowercase(), port.protocol)).or_default();
-            if !targets.iter().any(|(held, held_port)| held == target && *held_port == port.port) {
-                targets.push((target.clone(), port.port));
-            }
+            by_port.entry((port_name, port.protocol)).or_default().push((target.clone(), port.port));
         }
     }
-    for ((port_name, protocol), targets) in by_port {
-        let Some(srv) = srv_name(name, &port_name, protocol) else { continue };
+    for ((port_name, protocol), mut targets) in by_port {
+        // Each (target, port) once; the order does not matter, a name's records are sorted at the end.
+        targets.sort_unstable();
+        targets.dedup();
+        let Some(srv) = srv_name(name, port_name, protocol) else { continue };
         let weight = u16::try_from(100 / targets.len().max(1)).unwrap_or(1).max(1);
-        for (target, port) in targets {
-            out.add(srv.clone(), RData::Srv { priority: 0, weight, port, target }, zone);
-        }
+        let records = targets.into_iter().map(|(target, port)| RData::Srv { priority: 0, weight, port, target });
+        out.add_all(&srv, records, zone);
     }
 }
 
@@ -487,9 +496,8 @@ fn add_srv_set(
     distinct.sort_unstable();
     distinct.dedup();
     let weight = u16::try_from(100 / distinct.len().max(1)).unwrap_or(1).max(1);
-    for (target, port) in distinct {
-        out.add(name.clone(), RData::Srv { priority: 0, weight, port, target }, zone);
-    }
+    let records = distinct.into_iter().map(|(target, port)| RData::Srv { priority: 0, weight, port, target });
+    out.add_all(name, records, zone);
 }
 
 /// Verified mode: a pod's addresses answer under `<dashed-ip>.<ns>.pod.<zone>`.
