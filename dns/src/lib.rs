@@ -40,6 +40,8 @@ pub mod fuzzing {
     use crate::request::Incoming;
     use crate::wire::format_error;
 
+    pub use crate::request::question_pointers_stay_inside;
+
     /// What a UDP worker (`udp`, answering inline through `now_or_never`) or, with `tcp`, the TCP loop
     /// (`tcp::read_requests`) does with one received message: the bytes sent back, or `None` when
     /// nothing is. Keep in step with both.

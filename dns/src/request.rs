@@ -78,6 +78,41 @@ pub enum Unreadable {
     Malformed,
 }
 
+/// Whether every compression pointer met while reading the question names of `message` (a request
+/// hickory parsed, whose question section is `questions_len` bytes from offset 12) points inside that
+/// section: only then does the echoed question read the same in the response.
+pub fn question_pointers_stay_inside(message: &[u8], questions_len: usize) -> bool {
+    let end = 12 + questions_len;
+    let mut pos = 12;
+    while pos < end {
+        let (mut at, mut resume, mut hops) = (pos, None, 0);
+        loop {
+            let Some(&len) = message.get(at) else { return false };
+            match len & 0xC0 {
+                0x00 if len == 0 => {
+                    at += 1;
+                    break;
+                }
+                0x00 => at += 1 + usize::from(len),
+                0xC0 => {
+                    let Some(&low) = message.get(at + 1) else { return false };
+                    let target = (usize::from(len & 0x3F) << 8) | usize::from(low);
+                    hops += 1;
+                    if !(12..end).contains(&target) || hops > 127 {
+                        return false;
+                    }
+                    resume.get_or_insert(at + 2);
+                    at = target;
+                }
+                _ => return false,
+            }
+        }
+        // Past the name (after its first pointer, if any), then QTYPE and QCLASS.
+        pos = resume.unwrap_or(at) + 4;
+    }
+    pos == end
+}
+
 impl Incoming {
     /// Parses `message` received from `src`: roster's parser for the common query, hickory's for the
     /// rest.
@@ -87,6 +122,11 @@ impl Incoming {
         }
         let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
         let request = Request::from_bytes(message.to_vec(), src, protocol).map_err(|_| Unreadable::Malformed)?;
+        // The question is echoed as sent, at the same offset: a pointer in it that leaves the question
+        // section (into the header or a later section) would point at other bytes in the response.
+        if !question_pointers_stay_inside(message, request.queries.as_bytes().len()) {
+            return Err(Unreadable::Malformed);
+        }
         Ok(Self::from_hickory(request, udp))
     }
 
@@ -247,6 +287,34 @@ mod tests {
 
     fn src() -> SocketAddr {
         "192.0.2.1:40000".parse().unwrap()
+    }
+
+    /// The question is echoed at the same offset, so a pointer may only lead inside the question section;
+    /// one into the header (a fuzzer's find: the response's flags then read as a label) or past the
+    /// section is unreadable, while pointers inside it still parse.
+    #[test]
+    fn question_pointers_must_stay_in_the_question_section() {
+        // `a` then a pointer to offset 2, the flags.
+        let mut into_header = query("", 1, None);
+        into_header.truncate(12);
+        into_header.extend_from_slice(&[1, b'a', 0xC0, 2, 0, 1, 0, 1]);
+        into_header[2] = 1; // flags 01 00: a one-byte label `\0`, then the root at offset 4
+        into_header[3] = 0;
+        assert!(Request::from_bytes(into_header.clone(), src(), Protocol::Udp).is_ok(), "hickory reads it");
+        assert!(matches!(Incoming::parse(&into_header, src(), true), Err(Unreadable::Malformed)));
+        // Two questions, the second's name a pointer to the first's: inside the section, kept.
+        let mut two = query("a.example", 1, None);
+        two[5] = 2;
+        two.extend_from_slice(&[0xC0, 12, 0, 28, 0, 1]);
+        let parsed = Incoming::parse(&two, src(), true).unwrap();
+        assert_eq!(parsed.question_count(), 2);
+        // A pointer past the question section (into an additional record's bytes).
+        let mut past = query("", 1, None);
+        past.truncate(12);
+        past[11] = 1;
+        past.extend_from_slice(&[1, b'a', 0xC0, 20, 0, 1, 0, 1]);
+        past.extend_from_slice(&[0, 0, 41, 4, 208, 0, 0, 0, 0, 0, 0]);
+        assert!(matches!(Incoming::parse(&past, src(), true), Err(Unreadable::Malformed)));
     }
 
     /// A query for `name` (dotted, no trailing dot) with `qtype`, class IN, and `opt` appended as the
