@@ -470,6 +470,17 @@ impl Lines {
         }
     }
 
+    /// The next bytes of a snapshot being read: what is pending first, then the body's next chunk.
+    async fn snapshot_chunk(&mut self) -> Result<Bytes, String> {
+        if !self.pending.is_empty() {
+            return Ok(self.pending.split().freeze());
+        }
+        match self.chunks.next().await {
+            Some(chunk) => chunk,
+            None => Err("the stream ended inside a snapshot".to_owned()),
+        }
+    }
+
     /// Feeds the snapshot line that `pending` starts to a decoder thread, chunk by chunk as they arrive,
     /// and returns the table it built. The store is not touched: on any error the caller keeps serving
     /// what it has and reconnects.
@@ -479,14 +490,9 @@ impl Lines {
         let decoder = tokio::task::spawn_blocking(move || snapshot_decode::decode(ChunkReader::new(line_rx), &store));
         let mut length = 0usize;
         let fed = loop {
-            let mut chunk = if self.pending.is_empty() {
-                match self.chunks.next().await {
-                    Some(Ok(chunk)) => chunk,
-                    Some(Err(error)) => break Err(error),
-                    None => break Err("the stream ended inside a snapshot".to_owned()),
-                }
-            } else {
-                self.pending.split().freeze()
+            let mut chunk = match self.snapshot_chunk().await {
+                Ok(chunk) => chunk,
+                Err(error) => break Err(error),
             };
             let rest = memchr(&chunk).map(|at| {
                 let rest = chunk.split_off(at + 1);
@@ -536,14 +542,9 @@ impl Lines {
             if left == 0 {
                 break Ok(());
             }
-            let mut chunk = if self.pending.is_empty() {
-                match self.chunks.next().await {
-                    Some(Ok(chunk)) => chunk,
-                    Some(Err(error)) => break Err(error),
-                    None => break Err("the stream ended inside a snapshot".to_owned()),
-                }
-            } else {
-                self.pending.split().freeze()
+            let mut chunk = match self.snapshot_chunk().await {
+                Ok(chunk) => chunk,
+                Err(error) => break Err(error),
             };
             if chunk.len() > left {
                 self.pending.extend_from_slice(&chunk.split_off(left));
