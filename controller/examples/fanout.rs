@@ -36,7 +36,7 @@ use http_body_util::BodyExt;
 use roster_controller::stream::{self, StreamConfig};
 use roster_controller::{Hub, Publisher, tls};
 use roster_dns::stream_encoding::decompressed;
-use roster_shared::{DomainName, Frame, PACKED_SNAPSHOT_START, PackedSnapshotHeader, RData, SynthConfig, packed};
+use roster_shared::{DomainName, Frame, PACKED_SNAPSHOT_START, PackedSnapshotHeader, SynthConfig, packed};
 
 #[path = "support/dataset.rs"]
 mod dataset;
@@ -441,7 +441,7 @@ async fn one_subscriber(
     let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(connection);
     let zstd = ask.zstd;
-    let path = if ask.packed { "/v1/records?snapshot=packed" } else { "/v1/records" };
+    let path = if ask.packed { "/v1/records?snapshot=packed2" } else { "/v1/records" };
     let mut request = hyper::Request::get(path).header(hyper::header::HOST, format!("localhost:{port}"));
     if zstd {
         request = request.header(hyper::header::ACCEPT_ENCODING, roster_shared::STREAM_ENCODING_ZSTD);
@@ -531,8 +531,11 @@ async fn one_subscriber(
 struct Verified;
 
 impl packed::Visitor for Verified {
-    fn name(&mut self, name: &DomainName, records: &[RData]) {
-        std::hint::black_box((name, records));
+    fn name(&mut self, name: packed::CheckedName<'_>, records: packed::Records<'_>) {
+        std::hint::black_box(name);
+        for record in records.iter() {
+            std::hint::black_box(record);
+        }
     }
 
     fn client(&mut self, ip: std::net::IpAddr, namespace: &str) {

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use roster_shared::{DomainName, Frame, RData, SynthConfig, ZoneData, packed};
+use roster_shared::{DomainName, Frame, SynthConfig, ZoneData, packed};
 
 #[path = "support/dataset.rs"]
 mod dataset;
@@ -51,7 +51,7 @@ fn fastest<T>(rounds: usize, mut work: impl FnMut() -> T) -> (f64, T) {
 struct Counted(u64);
 
 impl packed::Visitor for Counted {
-    fn name(&mut self, _: &DomainName, records: &[RData]) {
+    fn name(&mut self, _: packed::CheckedName<'_>, records: packed::Records<'_>) {
         self.0 += records.len() as u64;
     }
 
@@ -73,6 +73,10 @@ fn main() -> Result<()> {
     let zone: Arc<ZoneData> = Arc::new(synthesis.zone());
     let records = zone.record_count();
     let frame = Frame::Snapshot { epoch: 1, generation: 1, zone: zone.clone() };
+    if let Some(path) = std::env::var_os("PACKED_DUMP") {
+        // For `zstd -b`: the packed snapshot's bytes.
+        std::fs::write(path, packed::encode(&zone)?)?;
+    }
     if std::env::var_os("PACKED_DECODE_ONLY").is_some() {
         // For a profiler: only the packed decode, `rounds` times.
         let packed = packed::encode(&zone)?;

@@ -10,7 +10,7 @@
 //! internally tagged enum's tag first) come here; any other line, a snapshot with its keys in another
 //! order included, is decoded whole as before. The wire format is unchanged.
 //!
-//! A packed snapshot (`?snapshot=packed`: a `packed_snapshot` header line, then its bytes) takes the same
+//! A packed snapshot (`?snapshot=packed2`: a `packed_snapshot` header line, then its bytes) takes the same
 //! path through [`decode_packed`]: `roster_shared::packed`'s decoder hands each name and client over as
 //! soon as it is whole.
 
@@ -91,8 +91,8 @@ pub fn decode_packed(
 struct PackedToBuilder<'b, 's>(&'b mut SnapshotBuilder<'s>);
 
 impl packed::Visitor for PackedToBuilder<'_, '_> {
-    fn name(&mut self, name: &DomainName, records: &[RData]) {
-        self.0.add_name(name, records);
+    fn name(&mut self, name: packed::CheckedName<'_>, records: packed::Records<'_>) {
+        self.0.add_name(&name.to_name(), &records.to_rdata());
     }
 
     fn client(&mut self, ip: IpAddr, namespace: &str) {

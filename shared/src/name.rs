@@ -322,9 +322,8 @@ impl Borrow<str> for DomainName {
     }
 }
 
-/// For decoders that check a name's text themselves, piecewise (`packed`): a name made of parts of
-/// names already checked needs only its new labels checked, and a reused buffer instead of an allocation
-/// per name (a 100k-pod snapshot has ~530k names and targets).
+/// For decoders that check a name's text themselves, piecewise (`packed`): a name made of labels
+/// already checked needs only its new labels checked.
 impl DomainName {
     /// Checks every label of `text` as [`DomainName::parse`] does (in any case; not the total length).
     pub(crate) fn check_labels(text: &str) -> Result<(), NameError> {
@@ -335,14 +334,6 @@ impl DomainName {
     /// text the packed decoder checked): nothing to check again.
     pub(crate) fn from_checked(text: &str) -> Self {
         Self(Arc::from(text))
-    }
-
-    /// Becomes `text`, which the caller checked is a valid name in canonical form. The text is shared
-    /// (`Arc<str>`), so it is a new allocation unless it is unchanged.
-    pub(crate) fn assign_checked(&mut self, text: &str) {
-        if &*self.0 != text {
-            self.0 = Arc::from(text);
-        }
     }
 }
 

@@ -2,35 +2,48 @@
 //! its JSON before compression and decoded without a parser of text.
 //!
 //! Layout (varints are LEB128, at most 10 bytes, never past 64 bits):
-//! - `RSPK`, version byte 1, then varints: name count, record count, client count;
-//! - each name, in the zone's (string) order: the name as (bytes shared with the start of the previous
-//!   name, bytes shared with its end, the length of what differs, those bytes), then its record count and
+//! - `RSPK`, version byte 2, then varints: name count, record count, client count;
+//! - each name in canonical DNS order (labels compared from the root, byte by byte; a parent before its
+//!   children): how many labels it keeps of the previous name (from the root), how many it adds, and each
+//!   added label from the root outwards as a length byte (1-63) and its bytes; then its record count and
 //!   its records: a type byte (1 A, 2 AAAA, 3 SRV, 4 PTR, 5 CNAME, 6 TXT, 7 NS) and the data — A 4 bytes,
 //!   AAAA 16, SRV priority, weight and port as varints then its target, PTR/CNAME/NS the target, TXT a
-//!   length and UTF-8 bytes. A target is written as a name, against the previous target written;
+//!   length and UTF-8 bytes. A target is written the same way against the previous target written (it
+//!   may add no label: the same target again, or one of its ancestors);
 //! - each client in address order: 4 or 6 and the address bytes, then the index of its namespace among
 //!   those already written, or the next index followed by the namespace's length and bytes.
 //!
-//! Neighbours in sorted order share long prefixes (`set-5-3.set-5.ns-5…`) or suffixes (`….in-addr.arpa`),
-//! so a name costs a few bytes. The decoder is pushed bytes as they arrive ([`Decoder::feed`]) and hands
-//! each name with its records, and each client, to a [`Visitor`] as soon as it is complete, so nothing
-//! holds the encoded snapshot whole. It checks everything: every name and target is a valid, canonical
-//! [`DomainName`], names and clients strictly ascending, counts as declared, lengths bounded before they
-//! are waited for (what it keeps is one item: at most a TXT record of [`MAX_TXT_BYTES`]), no trailing bytes.
+//! In canonical order a name is usually its parent, written just before it, plus one label, and
+//! successive SRV targets differ in their first label: a name costs its new label, and checking it costs
+//! checking that label. The decoder holds a name as a stack of labels whose text is right-aligned in a
+//! fixed buffer, so adding a label writes only that label and the name is always one slice. Version 1
+//! wrote names in text order as bytes shared with the previous name's start and end: every name was
+//! assembled and its touched labels found and checked again, 4× the decoder's time (bench/README.md,
+//! "Record stream at node scale").
+//!
+//! The decoder is pushed bytes as they arrive ([`Decoder::feed`]) and hands each name with its records,
+//! and each client, to a [`Visitor`] as soon as it is complete, borrowed, so nothing holds the encoded
+//! snapshot whole and nothing is allocated per name. It checks everything: every name and target is a
+//! valid, canonical [`DomainName`], names strictly ascending in canonical order and clients in address
+//! order, counts as declared, lengths bounded before they are waited for (what it keeps is one item: at
+//! most a TXT record of [`MAX_TXT_BYTES`]), no trailing bytes.
 
+use std::cmp::Ordering;
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 
-use crate::name::{DomainName, MAX_NAME_LEN, NameError, is_dns1123_label};
+use crate::name::{DomainName, MAX_LABEL_LEN, MAX_NAME_LEN, NameError, is_dns1123_label};
 use crate::records::{RData, ZoneData};
 
 /// The first bytes of every packed snapshot.
 pub const MAGIC: &[u8; 4] = b"RSPK";
 /// The layout described above.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// The longest TXT text packed: a record's data cannot be longer on the wire.
 pub const MAX_TXT_BYTES: usize = 65_535;
+/// The most labels a name of [`MAX_NAME_LEN`] characters can have (one character each, dots between).
+const MAX_LABELS: usize = MAX_NAME_LEN.div_ceil(2);
 
 const TYPE_A: u8 = 1;
 const TYPE_AAAA: u8 = 2;
@@ -39,6 +52,22 @@ const TYPE_PTR: u8 = 4;
 const TYPE_CNAME: u8 = 5;
 const TYPE_TXT: u8 = 6;
 const TYPE_NS: u8 = 7;
+/// Not a record: "this name's records of type T (the next byte) are those of the last name that had
+/// records". A service's SRV set is repeated at `_port._proto.service` (100k of the 500k records at 100k
+/// pod records), and a repeat is decoded by copying, not by reading targets again.
+const TYPE_REPEAT: u8 = 8;
+
+fn type_code(record: &RData) -> u8 {
+    match record {
+        RData::A { .. } => TYPE_A,
+        RData::Aaaa { .. } => TYPE_AAAA,
+        RData::Srv { .. } => TYPE_SRV,
+        RData::Ptr { .. } => TYPE_PTR,
+        RData::Cname { .. } => TYPE_CNAME,
+        RData::Txt { .. } => TYPE_TXT,
+        RData::Ns { .. } => TYPE_NS,
+    }
+}
 
 /// A zone that cannot be packed (synthesis never makes one; the controller sends such a zone as JSON).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,64 +78,52 @@ pub enum PackError {
     BadNamespace { ip: IpAddr, namespace: String },
 }
 
+/// Bytes that sort as `name` does in canonical DNS order (RFC 4034 section 6.1, on lower-case names): its labels from the root, each ended by a 0
+/// (below every byte of a label, so a label sorts before any longer one it starts). Sorting on these is
+/// ~20× faster than comparing the names label by label.
+fn canonical_key(name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(name.len() + 1);
+    for label in name.rsplit('.') {
+        key.extend_from_slice(label.as_bytes());
+        key.push(0);
+    }
+    key
+}
+
 /// Packs `zone`.
 pub fn encode(zone: &ZoneData) -> Result<Vec<u8>, PackError> {
-    let mut out = Vec::with_capacity(16 + zone.names.len() * 12 + zone.record_count() * 8 + zone.clients.len() * 6);
+    let mut out = Vec::with_capacity(16 + zone.names.len() * 10 + zone.record_count() * 8 + zone.clients.len() * 6);
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
     put_varint(&mut out, zone.names.len() as u64);
     put_varint(&mut out, zone.record_count() as u64);
     put_varint(&mut out, zone.clients.len() as u64);
-    let (mut previous_name, mut previous_target) = ("", "");
-    for (name, records) in &zone.names {
-        put_name(&mut out, previous_name, name.as_str());
-        previous_name = name.as_str();
+    let mut names: Vec<(Vec<u8>, &DomainName, &Vec<RData>)> =
+        zone.names.iter().map(|(name, records)| (canonical_key(name.as_str()), name, records)).collect();
+    names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let names = names.into_iter().map(|(_, name, records)| (name, records));
+    let (mut previous_name, mut previous_target) = (Vec::new(), Vec::new());
+    // The records of the last name that had any: a run of one type equal to its records of that type is
+    // written as a repeat.
+    let mut previous_records: &[RData] = &[];
+    for (name, records) in names {
+        put_labels(&mut out, &mut previous_name, name.as_str());
         put_varint(&mut out, records.len() as u64);
-        for record in records {
-            let target = match record {
-                RData::A { ip } => {
-                    out.push(TYPE_A);
-                    out.extend_from_slice(&ip.octets());
-                    None
-                }
-                RData::Aaaa { ip } => {
-                    out.push(TYPE_AAAA);
-                    out.extend_from_slice(&ip.octets());
-                    None
-                }
-                RData::Srv { priority, weight, port, target } => {
-                    out.push(TYPE_SRV);
-                    for value in [priority, weight, port] {
-                        put_varint(&mut out, u64::from(*value));
-                    }
-                    Some(target)
-                }
-                RData::Ptr { target } => {
-                    out.push(TYPE_PTR);
-                    Some(target)
-                }
-                RData::Cname { target } => {
-                    out.push(TYPE_CNAME);
-                    Some(target)
-                }
-                RData::Ns { target } => {
-                    out.push(TYPE_NS);
-                    Some(target)
-                }
-                RData::Txt { text } => {
-                    if text.len() > MAX_TXT_BYTES {
-                        return Err(PackError::TxtTooLong { name: name.to_string(), len: text.len() });
-                    }
-                    out.push(TYPE_TXT);
-                    put_varint(&mut out, text.len() as u64);
-                    out.extend_from_slice(text.as_bytes());
-                    None
-                }
-            };
-            if let Some(target) = target {
-                put_name(&mut out, previous_target, target.as_str());
-                previous_target = target.as_str();
+        let mut rest = &records[..];
+        while let Some(first) = rest.first() {
+            let kind = type_code(first);
+            let (run, after) = rest.split_at(rest.iter().take_while(|record| type_code(record) == kind).count());
+            rest = after;
+            if previous_records.iter().filter(|record| type_code(record) == kind).eq(run) {
+                out.extend_from_slice(&[TYPE_REPEAT, kind]);
+                continue;
             }
+            for record in run {
+                put_record(&mut out, &mut previous_target, name, record)?;
+            }
+        }
+        if !records.is_empty() {
+            previous_records = records;
         }
     }
     let mut namespaces: Vec<&str> = Vec::new();
@@ -138,6 +155,45 @@ pub fn encode(zone: &ZoneData) -> Result<Vec<u8>, PackError> {
     Ok(out)
 }
 
+/// One record of `name`: its type byte and data, its target written against `previous_target`.
+fn put_record<'a>(
+    out: &mut Vec<u8>,
+    previous_target: &mut Vec<&'a str>,
+    name: &DomainName,
+    record: &'a RData,
+) -> Result<(), PackError> {
+    out.push(type_code(record));
+    let target = match record {
+        RData::A { ip } => {
+            out.extend_from_slice(&ip.octets());
+            None
+        }
+        RData::Aaaa { ip } => {
+            out.extend_from_slice(&ip.octets());
+            None
+        }
+        RData::Srv { priority, weight, port, target } => {
+            for value in [priority, weight, port] {
+                put_varint(out, u64::from(*value));
+            }
+            Some(target)
+        }
+        RData::Ptr { target } | RData::Cname { target } | RData::Ns { target } => Some(target),
+        RData::Txt { text } => {
+            if text.len() > MAX_TXT_BYTES {
+                return Err(PackError::TxtTooLong { name: name.to_string(), len: text.len() });
+            }
+            put_varint(out, text.len() as u64);
+            out.extend_from_slice(text.as_bytes());
+            None
+        }
+    };
+    if let Some(target) = target {
+        put_labels(out, previous_target, target.as_str());
+    }
+    Ok(())
+}
+
 fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push((value as u8) | 0x80);
@@ -146,30 +202,171 @@ fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
-/// `name` against `previous`: shared prefix, shared suffix (of what the prefix left), the middle.
-fn put_name(out: &mut Vec<u8>, previous: &str, name: &str) {
-    let (previous, name) = (previous.as_bytes(), name.as_bytes());
-    let prefix = previous.iter().zip(name).take_while(|(a, b)| a == b).count();
-    let suffix = previous[prefix..].iter().rev().zip(name[prefix..].iter().rev()).take_while(|(a, b)| a == b).count();
-    put_varint(out, prefix as u64);
-    put_varint(out, suffix as u64);
-    let middle = &name[prefix..name.len() - suffix];
-    put_varint(out, middle.len() as u64);
-    out.extend_from_slice(middle);
+/// `name` against `previous` (its labels from the root, replaced by `name`'s): the labels kept, the
+/// labels added, each added label behind its length.
+fn put_labels<'a>(out: &mut Vec<u8>, previous: &mut Vec<&'a str>, name: &'a str) {
+    let mut labels = name.rsplit('.').peekable();
+    let mut keep = 0;
+    while keep < previous.len() && labels.peek() == Some(&previous[keep]) {
+        labels.next();
+        keep += 1;
+    }
+    previous.truncate(keep);
+    previous.extend(labels);
+    put_varint(out, keep as u64);
+    put_varint(out, (previous.len() - keep) as u64);
+    for label in &previous[keep..] {
+        // A checked name's labels are 1-63 bytes.
+        out.push(label.len() as u8);
+        out.extend_from_slice(label.as_bytes());
+    }
+}
+
+/// A name the decoder has checked: valid and canonical, as [`DomainName::parse`] would keep it. Held
+/// as bytes (ASCII), so that a visitor that does not read the text pays nothing to turn it into `&str`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckedName<'a>(&'a [u8]);
+
+impl<'a> CheckedName<'a> {
+    pub fn as_str(&self) -> &'a str {
+        // Checked labels are ASCII.
+        std::str::from_utf8(self.0).unwrap_or("")
+    }
+
+    pub fn to_name(&self) -> DomainName {
+        DomainName::from_checked(self.as_str())
+    }
+}
+
+/// One decoded record, borrowed from the decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record<'a> {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    Srv { priority: u16, weight: u16, port: u16, target: CheckedName<'a> },
+    Ptr(CheckedName<'a>),
+    Cname(CheckedName<'a>),
+    Ns(CheckedName<'a>),
+    Txt(&'a str),
+}
+
+impl Record<'_> {
+    pub fn to_rdata(&self) -> RData {
+        match *self {
+            Self::A(ip) => RData::A { ip },
+            Self::Aaaa(ip) => RData::Aaaa { ip },
+            Self::Srv { priority, weight, port, target } => {
+                RData::Srv { priority, weight, port, target: target.to_name() }
+            }
+            Self::Ptr(target) => RData::Ptr { target: target.to_name() },
+            Self::Cname(target) => RData::Cname { target: target.to_name() },
+            Self::Ns(target) => RData::Ns { target: target.to_name() },
+            Self::Txt(text) => RData::Txt { text: text.to_owned() },
+        }
+    }
+}
+
+/// A name's decoded records: kept as fields and ranges of one text buffer, reused from name to name.
+#[derive(Debug, Clone, Copy)]
+pub struct Records<'a> {
+    slots: &'a [Slot],
+    text: &'a [u8],
+}
+
+impl<'a> Records<'a> {
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Record<'a>> + use<'a> {
+        let text = self.text;
+        let name =
+            move |range: &Range<u32>| CheckedName(text.get(range.start as usize..range.end as usize).unwrap_or(b""));
+        self.slots.iter().map(move |slot| match slot {
+            Slot::A(ip) => Record::A(*ip),
+            Slot::Aaaa(ip) => Record::Aaaa(*ip),
+            Slot::Srv(priority, weight, port, target) => {
+                Record::Srv { priority: *priority, weight: *weight, port: *port, target: name(target) }
+            }
+            Slot::Ptr(target) => Record::Ptr(name(target)),
+            Slot::Cname(target) => Record::Cname(name(target)),
+            Slot::Ns(target) => Record::Ns(name(target)),
+            // Checked as UTF-8 when decoded.
+            Slot::Txt(range) => Record::Txt(std::str::from_utf8(name(range).0).unwrap_or("")),
+        })
+    }
+
+    pub fn to_rdata(&self) -> Vec<RData> {
+        self.iter().map(|record| record.to_rdata()).collect()
+    }
+}
+
+/// A decoded record held for its name: targets and TXT texts are ranges of the records' text.
+#[derive(Debug, Clone)]
+enum Slot {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    Srv(u16, u16, u16, Range<u32>),
+    Ptr(Range<u32>),
+    Cname(Range<u32>),
+    Ns(Range<u32>),
+    Txt(Range<u32>),
+}
+
+impl Slot {
+    fn type_code(&self) -> u8 {
+        match self {
+            Self::A(_) => TYPE_A,
+            Self::Aaaa(_) => TYPE_AAAA,
+            Self::Srv(..) => TYPE_SRV,
+            Self::Ptr(_) => TYPE_PTR,
+            Self::Cname(_) => TYPE_CNAME,
+            Self::Ns(_) => TYPE_NS,
+            Self::Txt(_) => TYPE_TXT,
+        }
+    }
+
+    /// The same record with its text at `to` instead of `from`, for a copy of the text that starts there.
+    fn moved(&self, from: u32, to: u32) -> Self {
+        let shift = |range: &Range<u32>| range.start - from + to..range.end - from + to;
+        match self {
+            Self::A(ip) => Self::A(*ip),
+            Self::Aaaa(ip) => Self::Aaaa(*ip),
+            Self::Srv(priority, weight, port, target) => Self::Srv(*priority, *weight, *port, shift(target)),
+            Self::Ptr(target) => Self::Ptr(shift(target)),
+            Self::Cname(target) => Self::Cname(shift(target)),
+            Self::Ns(target) => Self::Ns(shift(target)),
+            Self::Txt(text) => Self::Txt(shift(text)),
+        }
+    }
+
+    /// Where its text is, if it has any.
+    fn text(&self) -> Option<&Range<u32>> {
+        match self {
+            Self::A(_) | Self::Aaaa(_) => None,
+            Self::Srv(.., range) | Self::Ptr(range) | Self::Cname(range) | Self::Ns(range) | Self::Txt(range) => {
+                Some(range)
+            }
+        }
+    }
 }
 
 /// Receives a packed snapshot's contents as they are decoded.
 pub trait Visitor {
-    /// One name with its records (none: an empty non-terminal), in the zone's order.
-    fn name(&mut self, name: &DomainName, records: &[RData]);
+    /// One name with its records (none: an empty non-terminal), in canonical order.
+    fn name(&mut self, name: CheckedName<'_>, records: Records<'_>);
     /// One autopath client, in address order.
     fn client(&mut self, ip: IpAddr, namespace: &str);
 }
 
 /// Collects the whole zone (tests, tools; a replica builds its table instead).
 impl Visitor for ZoneData {
-    fn name(&mut self, name: &DomainName, records: &[RData]) {
-        self.names.insert(name.clone(), records.to_vec());
+    fn name(&mut self, name: CheckedName<'_>, records: Records<'_>) {
+        self.names.insert(name.to_name(), records.to_rdata());
     }
 
     fn client(&mut self, ip: IpAddr, namespace: &str) {
@@ -208,7 +405,7 @@ pub enum Problem {
     TooLarge { what: &'static str, value: u64, max: u64 },
     #[error("`{text}` is not a name: {error}")]
     BadName { text: String, error: NameError },
-    #[error("`{0}` is not in canonical form (lower case, no trailing dot)")]
+    #[error("`{0}` is not in canonical form (lower case)")]
     NotCanonical(String),
     #[error("not ASCII where a name must be")]
     NotAscii,
@@ -216,6 +413,8 @@ pub enum Problem {
     OutOfOrder { previous: String, found: String },
     #[error("unknown record type {0}")]
     UnknownType(u8),
+    #[error("a repeat of type {0} records, which the last name with records does not have")]
+    NothingToRepeat(u8),
     #[error("TXT text is not UTF-8")]
     TxtNotUtf8,
     #[error("unknown address family {0}")]
@@ -260,12 +459,19 @@ impl<'a> Cursor<'a> {
     }
 
     fn byte(&mut self) -> Result<u8, Need> {
-        Ok(self.take(1)?[0])
+        let byte = *self.bytes.get(self.pos).ok_or(Need::More)?;
+        self.pos += 1;
+        Ok(byte)
     }
 
     fn varint(&mut self) -> Result<u64, Need> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
+        // Most varints here are one byte.
+        let first = self.byte()?;
+        if first < 0x80 {
+            return Ok(u64::from(first));
+        }
+        let mut value = u64::from(first & 0x7f);
+        for shift in (7..64).step_by(7) {
             let byte = self.byte()?;
             let bits = u64::from(byte & 0x7f);
             if shift == 63 && bits > 1 {
@@ -288,64 +494,124 @@ impl<'a> Cursor<'a> {
         Ok(value)
     }
 
-    /// A name written against `previous` (see [`put_name`]), as text in `out`; the byte range that is new.
-    fn name_text(&mut self, previous: &str, out: &mut String) -> Result<Range<usize>, Need> {
-        let max = MAX_NAME_LEN as u64;
-        let prefix = self.bounded("shared prefix", previous.len() as u64)? as usize;
-        let suffix = self.bounded("shared suffix", (previous.len() - prefix) as u64)? as usize;
-        let middle = self.bounded("name length", max - (prefix + suffix) as u64)? as usize;
-        let middle = self.take(middle)?;
-        let middle = std::str::from_utf8(middle).ok().filter(|m| m.is_ascii()).ok_or(Problem::NotAscii)?;
-        out.clear();
-        // `previous` is a checked name, all ASCII: any byte offset is a character boundary.
-        out.push_str(&previous[..prefix]);
-        out.push_str(middle);
-        out.push_str(&previous[previous.len() - suffix..]);
-        Ok(prefix..prefix + middle.len())
-    }
-}
-
-/// Checks that `text` is a valid name in canonical form (as [`DomainName::parse`] would keep it), given
-/// that it is at most [`MAX_NAME_LEN`] ASCII bytes and that outside `new` it is made of a checked name's
-/// bytes: only the labels that touch `new` can be wrong, so only they are checked.
-fn check_name(text: &str, new: Range<usize>) -> Result<(), Problem> {
-    let bad = |error| Problem::BadName { text: text.to_owned(), error };
-    if text.is_empty() {
-        return Err(bad(NameError::Empty));
-    }
-    if text.ends_with('.') || text.as_bytes()[new.clone()].iter().any(u8::is_ascii_uppercase) {
-        return Err(Problem::NotCanonical(text.to_owned()));
-    }
-    // Labels wholly before the last dot of the shared prefix, or after the first dot of the shared suffix,
-    // are labels of the previous name.
-    let start = text[..new.start].rfind('.').map_or(0, |dot| dot + 1);
-    let end = text[new.end..].find('.').map_or(text.len(), |dot| new.end + dot);
-    DomainName::check_labels(&text[start..end]).map_err(bad)
-}
-
-/// A decoded record's fields; its target, if any, is the decoder's previous target.
-enum Fields<'a> {
-    A(Ipv4Addr),
-    Aaaa(Ipv6Addr),
-    Srv(u16, u16, u16),
-    Ptr,
-    Cname,
-    Ns,
-    Txt(&'a str),
-}
-
-impl Fields<'_> {
-    fn build(self, target: &str) -> RData {
-        let target = || DomainName::from_checked(target);
-        match self {
-            Self::A(ip) => RData::A { ip },
-            Self::Aaaa(ip) => RData::Aaaa { ip },
-            Self::Srv(priority, weight, port) => RData::Srv { priority, weight, port, target: target() },
-            Self::Ptr => RData::Ptr { target: target() },
-            Self::Cname => RData::Cname { target: target() },
-            Self::Ns => RData::Ns { target: target() },
-            Self::Txt(text) => RData::Txt { text: text.to_owned() },
+    /// A name's labels written against one that has `held` labels (see [`put_labels`]): read whole,
+    /// nothing applied.
+    fn labels(&mut self, held: usize) -> Result<LabelRun, Need> {
+        let keep = self.bounded("kept labels", held as u64)? as usize;
+        let added = self.bounded("added labels", (MAX_LABELS - keep) as u64)? as usize;
+        let at = self.pos;
+        for _ in 0..added {
+            let len = self.byte()?;
+            if usize::from(len) > MAX_LABEL_LEN {
+                return Err(
+                    Problem::TooLarge { what: "label length", value: len.into(), max: MAX_LABEL_LEN as u64 }.into()
+                );
+            }
+            self.take(usize::from(len))?;
         }
+        Ok(LabelRun { keep, added, at })
+    }
+}
+
+/// A name as written: the labels kept of the one before, and the added labels (at `at` in the item's
+/// bytes, each behind its length byte).
+struct LabelRun {
+    keep: usize,
+    added: usize,
+    at: usize,
+}
+
+/// Where a name's text ends in [`StackedName::text`].
+const TEXT_END: usize = MAX_NAME_LEN;
+
+/// A name as a stack of labels from the root, its text right-aligned in a fixed buffer: pushing a label
+/// writes that label (and a dot) in front of the text, so the name is always `text[starts[depth]..]`.
+struct StackedName {
+    text: [u8; TEXT_END],
+    /// `starts[d]`: where the name's `d` labels nearest the root begin; `starts[0]` is the end.
+    starts: [u8; MAX_LABELS + 1],
+    depth: usize,
+}
+
+impl StackedName {
+    fn new() -> Self {
+        Self { text: [0; TEXT_END], starts: [TEXT_END as u8; MAX_LABELS + 1], depth: 0 }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.text[usize::from(self.starts[self.depth])..]
+    }
+
+    /// For messages.
+    fn as_str(&self) -> &str {
+        // Every byte pushed is of a checked label: ASCII.
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+
+    /// The label at `depth` (1: the one next to the root).
+    fn label(&self, depth: usize) -> &[u8] {
+        let end = if depth == 1 { TEXT_END } else { usize::from(self.starts[depth - 1]) - 1 };
+        &self.text[usize::from(self.starts[depth])..end]
+    }
+
+    /// Applies `run` (whose labels are in `bytes`): keeps its labels, then pushes each added one, checked.
+    fn apply(&mut self, run: &LabelRun, bytes: &[u8]) -> Result<(), Problem> {
+        self.depth = run.keep;
+        let mut at = run.at;
+        for _ in 0..run.added {
+            let len = usize::from(bytes[at]);
+            let label = &bytes[at + 1..at + 1 + len];
+            at += 1 + len;
+            self.push(label)?;
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, label: &[u8]) -> Result<(), Problem> {
+        let end = usize::from(self.starts[self.depth]);
+        let dot = usize::from(self.depth > 0);
+        if !is_canonical_label(label) {
+            return Err(self.label_problem(label));
+        }
+        let Some(start) = end.checked_sub(label.len() + dot) else {
+            let text = format!("{}.{}", String::from_utf8_lossy(label), self.as_str());
+            return Err(Problem::BadName { error: NameError::TooLong(text.clone()), text });
+        };
+        self.text[start..start + label.len()].copy_from_slice(label);
+        if dot == 1 {
+            self.text[start + label.len()] = b'.';
+        }
+        self.depth += 1;
+        self.starts[self.depth] = start as u8;
+        Ok(())
+    }
+
+    /// Why `label` (not canonical) cannot be pushed, named as `DomainName::parse` names it.
+    fn label_problem(&self, label: &[u8]) -> Problem {
+        let Some(label) = std::str::from_utf8(label).ok().filter(|label| label.is_ascii()) else {
+            return Problem::NotAscii;
+        };
+        let text = if self.depth == 0 { label.to_owned() } else { format!("{label}.{}", self.as_str()) };
+        match DomainName::check_labels(label) {
+            Err(error) => Problem::BadName { text, error },
+            // Valid in some case, so not in lower case.
+            Ok(()) => Problem::NotCanonical(text),
+        }
+    }
+}
+
+/// A label as `DomainName::parse` keeps it: 1-63 of a-z, 0-9 and '-', not at either end, or a service
+/// label: '_' then such a label. (`LabelRun` bounds the length.)
+fn is_canonical_label(label: &[u8]) -> bool {
+    let body = match label {
+        [b'_', rest @ ..] => rest,
+        _ => label,
+    };
+    match body {
+        [] => false,
+        [first, .., last] if *first == b'-' || *last == b'-' => false,
+        [only] if *only == b'-' => false,
+        _ => body.iter().all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
     }
 }
 
@@ -366,19 +632,18 @@ pub struct Decoder {
     pending: Vec<u8>,
     declared: Summary,
     seen: Summary,
-    /// The name whose records are being read (its buffer reused from name to name), and how many are
-    /// still to come.
-    name: Option<DomainName>,
+    /// The name whose records are being read, and how many are still to come.
+    name: StackedName,
     records_left: u64,
-    /// The name's records: the first `used`; the others are kept so that their targets' buffers are
-    /// reused by the next name's.
-    records: Vec<RData>,
-    used: usize,
-    previous_name: String,
-    previous_target: String,
+    /// The name's records, their targets and texts in `text`; both reused from name to name.
+    slots: Vec<Slot>,
+    text: Vec<u8>,
+    /// The same for the last name that had records (what a repeat copies).
+    previous_slots: Vec<Slot>,
+    previous_text: Vec<u8>,
+    target: StackedName,
     previous_client: Option<IpAddr>,
     namespaces: Vec<String>,
-    scratch: String,
 }
 
 impl Default for Decoder {
@@ -395,15 +660,15 @@ impl Decoder {
             pending: Vec::new(),
             declared: zero,
             seen: zero,
-            name: None,
+            name: StackedName::new(),
             records_left: 0,
-            records: Vec::new(),
-            used: 0,
-            previous_name: String::new(),
-            previous_target: String::new(),
+            slots: Vec::new(),
+            text: Vec::new(),
+            previous_slots: Vec::new(),
+            previous_text: Vec::new(),
+            target: StackedName::new(),
             previous_client: None,
             namespaces: Vec::new(),
-            scratch: String::with_capacity(MAX_NAME_LEN),
         }
     }
 
@@ -462,7 +727,7 @@ impl Decoder {
             Stage::Header => "the header".to_owned(),
             Stage::Name => format!("name {} of {}", self.seen.names + 1, self.declared.names),
             Stage::Record => {
-                format!("record {} of name {} (`{}`)", self.used + 1, self.seen.names + 1, self.previous_name)
+                format!("record {} of name {} (`{}`)", self.slots.len() + 1, self.seen.names + 1, self.name.as_str())
             }
             Stage::Client => format!("client {} of {}", self.seen.clients + 1, self.declared.clients),
             Stage::Done | Stage::Failed => "the end".to_owned(),
@@ -516,39 +781,15 @@ impl Decoder {
     }
 
     fn name_head(&mut self, cursor: &mut Cursor<'_>, visitor: &mut impl Visitor) -> Result<(), Need> {
-        let mut text = std::mem::take(&mut self.scratch);
-        let read = cursor.name_text(&self.previous_name, &mut text);
-        let result = read.and_then(|new| {
-            let left = self.declared.records - self.seen.records;
-            let count = cursor.bounded("record count", left)?;
-            Ok((new, count))
-        });
-        let (new, count) = match result {
-            Ok(read) => read,
-            Err(need) => {
-                self.scratch = text;
-                return Err(need);
-            }
-        };
-        let checked = check_name(&text, new).and_then(|()| {
-            if !self.previous_name.is_empty() && text.as_str() <= self.previous_name.as_str() {
-                return Err(Problem::OutOfOrder { previous: self.previous_name.clone(), found: text.clone() });
-            }
-            Ok(())
-        });
-        std::mem::swap(&mut self.previous_name, &mut text);
-        self.scratch = text;
-        checked?;
-        match &mut self.name {
-            Some(name) => name.assign_checked(&self.previous_name),
-            None => self.name = Some(DomainName::from_checked(&self.previous_name)),
-        }
-        self.used = 0;
+        let run = cursor.labels(self.name.depth)?;
+        let count = cursor.bounded("record count", self.declared.records - self.seen.records)?;
+        self.follows_name(&run, cursor.bytes)?;
+        self.name.apply(&run, cursor.bytes)?;
+        self.slots.clear();
+        self.text.clear();
         if count == 0 {
             self.seen.names += 1;
-            if let Some(name) = &self.name {
-                visitor.name(name, &[]);
-            }
+            visitor.name(CheckedName(self.name.as_bytes()), Records { slots: &[], text: b"" });
             return self.next_section();
         }
         self.records_left = count;
@@ -556,79 +797,119 @@ impl Decoder {
         Ok(())
     }
 
+    /// Checks that the name `run` writes comes after the one held, in canonical order: it adds a label,
+    /// and the first label it adds after a label of the previous name it drops comes after that label.
+    fn follows_name(&self, run: &LabelRun, bytes: &[u8]) -> Result<(), Problem> {
+        let previous = &self.name;
+        let after = match run.added {
+            0 => false,
+            _ if run.keep == previous.depth => true,
+            _ => {
+                let len = usize::from(bytes[run.at]);
+                // Labels are short: compared in place rather than through `memcmp`.
+                bytes[run.at + 1..run.at + 1 + len].iter().cmp(previous.label(run.keep + 1).iter()) == Ordering::Greater
+            }
+        };
+        if after {
+            return Ok(());
+        }
+        let mut found = StackedName::new();
+        found.starts = previous.starts;
+        found.text = previous.text;
+        let found = found.apply(run, bytes).map(|()| found.as_str().to_owned());
+        Err(Problem::OutOfOrder {
+            previous: previous.as_str().to_owned(),
+            found: found.unwrap_or_else(|problem| format!("({problem})")),
+        })
+    }
+
     fn record(&mut self, cursor: &mut Cursor<'_>, visitor: &mut impl Visitor) -> Result<(), Need> {
         let kind = cursor.byte()?;
-        let fields = match kind {
-            TYPE_A => Fields::A(Ipv4Addr::from(<[u8; 4]>::try_from(cursor.take(4)?).map_err(|_| Need::More)?)),
-            TYPE_AAAA => Fields::Aaaa(Ipv6Addr::from(<[u8; 16]>::try_from(cursor.take(16)?).map_err(|_| Need::More)?)),
+        let slot = match kind {
+            TYPE_A => Slot::A(Ipv4Addr::from(<[u8; 4]>::try_from(cursor.take(4)?).map_err(|_| Need::More)?)),
+            TYPE_AAAA => Slot::Aaaa(Ipv6Addr::from(<[u8; 16]>::try_from(cursor.take(16)?).map_err(|_| Need::More)?)),
             TYPE_SRV => {
                 let max = u64::from(u16::MAX);
                 let priority = cursor.bounded("SRV priority", max)? as u16;
                 let weight = cursor.bounded("SRV weight", max)? as u16;
                 let port = cursor.bounded("SRV port", max)? as u16;
-                self.target(cursor)?;
-                Fields::Srv(priority, weight, port)
+                Slot::Srv(priority, weight, port, self.target(cursor)?)
             }
-            TYPE_PTR | TYPE_CNAME | TYPE_NS => {
-                self.target(cursor)?;
-                match kind {
-                    TYPE_PTR => Fields::Ptr,
-                    TYPE_CNAME => Fields::Cname,
-                    _ => Fields::Ns,
-                }
-            }
+            TYPE_PTR => Slot::Ptr(self.target(cursor)?),
+            TYPE_CNAME => Slot::Cname(self.target(cursor)?),
+            TYPE_NS => Slot::Ns(self.target(cursor)?),
             TYPE_TXT => {
                 let len = cursor.bounded("TXT length", MAX_TXT_BYTES as u64)? as usize;
-                Fields::Txt(std::str::from_utf8(cursor.take(len)?).map_err(|_| Problem::TxtNotUtf8)?)
+                let text = std::str::from_utf8(cursor.take(len)?).map_err(|_| Problem::TxtNotUtf8)?;
+                Slot::Txt(self.keep_text(text))
+            }
+            TYPE_REPEAT => {
+                let kind = cursor.byte()?;
+                return self.repeat(kind, visitor);
             }
             other => return Err(Problem::UnknownType(other).into()),
         };
-        self.place(fields);
-        self.seen.records += 1;
-        self.records_left -= 1;
-        if self.records_left == 0 {
-            self.seen.names += 1;
-            if let Some(name) = &self.name {
-                visitor.name(name, &self.records[..self.used]);
-            }
-            return self.next_section();
-        }
-        Ok(())
+        self.slots.push(slot);
+        self.added(1, visitor)
     }
 
-    /// Puts a decoded record at `used`, into the record held there when it is of the same type (its
-    /// target's buffer reused), else in a new one.
-    fn place(&mut self, fields: Fields<'_>) {
-        let target = self.previous_target.as_str();
-        match (self.records.get_mut(self.used), fields) {
-            (Some(RData::Srv { priority, weight, port, target: held }), Fields::Srv(p, w, o)) => {
-                (*priority, *weight, *port) = (p, w, o);
-                held.assign_checked(target);
-            }
-            (Some(RData::Ptr { target: held }), Fields::Ptr)
-            | (Some(RData::Cname { target: held }), Fields::Cname)
-            | (Some(RData::Ns { target: held }), Fields::Ns) => held.assign_checked(target),
-            (Some(slot), fields) => *slot = fields.build(target),
-            (None, fields) => self.records.push(fields.build(target)),
+    /// After `count` records were added to the name: the next record, or the name is whole.
+    fn added(&mut self, count: u64, visitor: &mut impl Visitor) -> Result<(), Need> {
+        self.seen.records += count;
+        self.records_left -= count;
+        if self.records_left > 0 {
+            return Ok(());
         }
-        self.used += 1;
+        self.seen.names += 1;
+        visitor.name(CheckedName(self.name.as_bytes()), Records { slots: &self.slots, text: &self.text });
+        std::mem::swap(&mut self.slots, &mut self.previous_slots);
+        std::mem::swap(&mut self.text, &mut self.previous_text);
+        self.next_section()
     }
 
-    /// A record's target, checked, left in `previous_target`; it moves on only when the record is whole,
-    /// which this is the end of (every target is its record's last field).
-    fn target(&mut self, cursor: &mut Cursor<'_>) -> Result<(), Need> {
-        let mut text = std::mem::take(&mut self.scratch);
-        let new = match cursor.name_text(&self.previous_target, &mut text) {
-            Ok(new) => new,
-            Err(need) => {
-                self.scratch = text;
-                return Err(need);
-            }
-        };
-        let checked = check_name(&text, new);
-        std::mem::swap(&mut self.previous_target, &mut text);
-        self.scratch = text;
-        Ok(checked?)
+    /// Copies the records of type `kind` of the last name that had records.
+    fn repeat(&mut self, kind: u8, visitor: &mut impl Visitor) -> Result<(), Need> {
+        if !(TYPE_A..=TYPE_NS).contains(&kind) {
+            return Err(Problem::UnknownType(kind).into());
+        }
+        let count = self.previous_slots.iter().filter(|slot| slot.type_code() == kind).count() as u64;
+        if count == 0 {
+            return Err(Problem::NothingToRepeat(kind).into());
+        }
+        if count > self.records_left {
+            return Err(Problem::TooLarge { what: "repeated records", value: count, max: self.records_left }.into());
+        }
+        for slot in self.previous_slots.iter().filter(|slot| slot.type_code() == kind) {
+            let copied = match slot.text() {
+                Some(range) => {
+                    let at = self.text.len() as u32;
+                    self.text.extend_from_slice(&self.previous_text[range.start as usize..range.end as usize]);
+                    slot.moved(range.start, at)
+                }
+                None => slot.clone(),
+            };
+            self.slots.push(copied);
+        }
+        self.added(count, visitor)
+    }
+
+    /// A record's target, checked and kept in `text`. Every target is its record's last field, so the
+    /// record is whole once it is read: only then does the previous target change.
+    fn target(&mut self, cursor: &mut Cursor<'_>) -> Result<Range<u32>, Need> {
+        let run = cursor.labels(self.target.depth)?;
+        self.target.apply(&run, cursor.bytes)?;
+        if self.target.depth == 0 {
+            return Err(Problem::BadName { text: String::new(), error: NameError::Empty }.into());
+        }
+        let start = self.text.len() as u32;
+        self.text.extend_from_slice(self.target.as_bytes());
+        Ok(start..self.text.len() as u32)
+    }
+
+    fn keep_text(&mut self, text: &str) -> Range<u32> {
+        let start = self.text.len() as u32;
+        self.text.extend_from_slice(text.as_bytes());
+        start..self.text.len() as u32
     }
 
     fn client(&mut self, cursor: &mut Cursor<'_>, visitor: &mut impl Visitor) -> Result<(), Need> {
@@ -821,10 +1102,20 @@ mod tests {
         bytes
     }
 
-    /// A name written with nothing shared.
+    /// A name written with nothing kept.
     fn fresh(text: &str) -> Vec<u8> {
         let mut bytes = Vec::new();
-        put_name(&mut bytes, "", text);
+        put_labels(&mut bytes, &mut Vec::new(), text);
+        bytes
+    }
+
+    /// `labels` added (from the root outwards) to the `keep` labels kept.
+    fn labels(keep: u8, labels: &[&[u8]]) -> Vec<u8> {
+        let mut bytes = vec![keep, labels.len() as u8];
+        for label in labels {
+            bytes.push(label.len() as u8);
+            bytes.extend_from_slice(label);
+        }
         bytes
     }
 
@@ -832,10 +1123,12 @@ mod tests {
     fn corruptions_are_refused_with_the_problem_named() {
         let a = fresh("a.cluster.local");
         let b = fresh("b.cluster.local");
+        let long = [b'a'; 63];
         let cases: Vec<(Vec<u8>, Problem)> = vec![
-            (b"RSPX\x01\0\0\0".to_vec(), Problem::BadMagic),
+            (b"RSPX\x02\0\0\0".to_vec(), Problem::BadMagic),
             (b"{\"kind\"".to_vec(), Problem::BadMagic),
-            (b"RSPK\x02\0\0\0".to_vec(), Problem::UnsupportedVersion(2)),
+            (b"RSPK\x01\0\0\0".to_vec(), Problem::UnsupportedVersion(1)),
+            (b"RSPK\x03\0\0\0".to_vec(), Problem::UnsupportedVersion(3)),
             (with_header(0, 0, 0, b"x"), Problem::TrailingBytes),
             (with_header(0, 1, 0, b""), Problem::CountMismatch { what: "records", declared: 1, found: 0 }),
             (
@@ -851,28 +1144,39 @@ mod tests {
                 with_header(1, 0, 0, &[&fresh("A.cluster.local")[..], &[0]].concat()),
                 Problem::NotCanonical("A.cluster.local".to_owned()),
             ),
+            // A trailing dot is an empty label next to the root.
             (
-                with_header(1, 0, 0, &[&fresh("a.cluster.local.")[..], &[0]].concat()),
-                Problem::NotCanonical("a.cluster.local.".to_owned()),
+                with_header(1, 0, 0, &[&labels(0, &[b"", b"local"])[..], &[0]].concat()),
+                Problem::BadName { text: String::new(), error: NameError::EmptyLabel { name: String::new() } },
             ),
             (
-                with_header(2, 0, 0, &[&b[..], &[0], &[0, 0], &a[2..], &[0]].concat()),
+                with_header(2, 0, 0, &[&b[..], &[0], &labels(2, &[b"a"]), &[0]].concat()),
                 Problem::OutOfOrder { previous: "b.cluster.local".to_owned(), found: "a.cluster.local".to_owned() },
             ),
             (
-                with_header(2, 0, 0, &[&a[..], &[0], &[15, 0, 0, 0]].concat()),
+                with_header(2, 0, 0, &[&a[..], &[0], &labels(3, &[]), &[0]].concat()),
                 Problem::OutOfOrder { previous: "a.cluster.local".to_owned(), found: "a.cluster.local".to_owned() },
             ),
-            // A shared prefix longer than the previous name.
+            // An ancestor of the name before comes before it.
             (
-                with_header(2, 0, 0, &[&a[..], &[0], &[16, 0, 0]].concat()),
-                Problem::TooLarge { what: "shared prefix", value: 16, max: 15 },
+                with_header(2, 0, 0, &[&a[..], &[0], &labels(2, &[]), &[0]].concat()),
+                Problem::OutOfOrder { previous: "a.cluster.local".to_owned(), found: "cluster.local".to_owned() },
             ),
+            // More labels kept than the previous name has.
             (
-                with_header(1, 0, 0, &[0, 0, 0xfe, 0x01]),
-                Problem::TooLarge { what: "name length", value: 254, max: 253 },
+                with_header(2, 0, 0, &[&a[..], &[0], &labels(4, &[b"x"])].concat()),
+                Problem::TooLarge { what: "kept labels", value: 4, max: 3 },
             ),
-            (with_header(1, 0, 0, &[0, 0, 3, 0xc3, 0xa9, b'a', 0]), Problem::NotAscii),
+            (with_header(1, 0, 0, &[0, 0xc8, 0x01]), Problem::TooLarge { what: "added labels", value: 200, max: 127 }),
+            (with_header(1, 0, 0, &[0, 1, 64]), Problem::TooLarge { what: "label length", value: 64, max: 63 }),
+            (
+                with_header(1, 0, 0, &[&labels(0, &[&long, &long, &long, &long])[..], &[0]].concat()),
+                Problem::BadName {
+                    text: format!("{0}.{0}.{0}.{0}", "a".repeat(63)),
+                    error: NameError::TooLong(format!("{0}.{0}.{0}.{0}", "a".repeat(63))),
+                },
+            ),
+            (with_header(1, 0, 0, &[&labels(0, &[&[0xc3, 0xa9]])[..], &[0]].concat()), Problem::NotAscii),
             (with_header(u64::MAX, 0, 0, &[0xff; 11]), Problem::VarintTooLong),
             (
                 with_header(1, 1, 0, &[&a[..], &[1, TYPE_TXT, 0xff, 0xff, 0x04]].concat()),
@@ -882,6 +1186,33 @@ mod tests {
             (
                 with_header(1, 1, 0, &[&a[..], &[1, TYPE_SRV, 0, 0, 0x80, 0x80, 0x04]].concat()),
                 Problem::TooLarge { what: "SRV port", value: 0x1_0000, max: 65_535 },
+            ),
+            // A target with no label.
+            (
+                with_header(1, 1, 0, &[&a[..], &[1, TYPE_PTR, 0, 0]].concat()),
+                Problem::BadName { text: String::new(), error: NameError::Empty },
+            ),
+            // A target keeps at most the previous target's labels.
+            (
+                with_header(1, 1, 0, &[&a[..], &[1, TYPE_PTR, 1, 0]].concat()),
+                Problem::TooLarge { what: "kept labels", value: 1, max: 0 },
+            ),
+            (with_header(1, 1, 0, &[&a[..], &[1, TYPE_REPEAT, TYPE_A]].concat()), Problem::NothingToRepeat(TYPE_A)),
+            (with_header(1, 1, 0, &[&a[..], &[1, TYPE_REPEAT, 0]].concat()), Problem::UnknownType(0)),
+            (
+                with_header(
+                    2,
+                    3,
+                    0,
+                    &[
+                        &a[..],
+                        &[2, TYPE_A, 1, 1, 1, 1, TYPE_A, 2, 2, 2, 2],
+                        &labels(2, &[b"b"]),
+                        &[1, TYPE_REPEAT, TYPE_A],
+                    ]
+                    .concat(),
+                ),
+                Problem::TooLarge { what: "repeated records", value: 2, max: 1 },
             ),
             (with_header(0, 0, 1, &[5, 1, 2, 3, 4]), Problem::UnknownFamily(5)),
             (with_header(0, 0, 1, &[4, 10, 0, 0, 1, 1]), Problem::NamespaceIndex { index: 1, known: 0 }),
@@ -902,13 +1233,63 @@ mod tests {
         assert!(matches!(error.problem, Problem::BadName { .. }), "{error}");
         assert_eq!(error.at, "name 1 of 1");
         assert!(error.to_string().contains("`-a.cluster.local` is not a name"), "{error}");
+        let bad_target = with_header(1, 1, 0, &[&a[..], &[1, TYPE_PTR], &fresh("x_y.cluster.local")].concat());
+        let error = decode_zone(&bad_target).unwrap_err();
+        assert_eq!(error.at, "record 1 of name 1 (`a.cluster.local`)");
+        assert!(error.to_string().contains("`x_y.cluster.local` is not a name"), "{error}");
+    }
+
+    #[test]
+    fn names_come_in_canonical_order_each_written_as_its_new_labels() {
+        let apex = name("cluster.local");
+        let mut zone = ZoneData::default();
+        for text in ["b.a.cluster.local", "a-b.cluster.local", "_x.a.cluster.local", "z.cluster.local"] {
+            zone.add(name(text), RData::Ptr { target: name("t.a.cluster.local") }, &apex);
+        }
+        let bytes = encode(&zone).unwrap();
+        struct Order(Vec<String>);
+        impl Visitor for Order {
+            fn name(&mut self, name: CheckedName<'_>, records: Records<'_>) {
+                assert!(
+                    records.iter().all(|r| r == Record::Ptr(CheckedName(b"t.a.cluster.local"))) || records.is_empty()
+                );
+                self.0.push(name.as_str().to_owned());
+            }
+            fn client(&mut self, _: IpAddr, _: &str) {}
+        }
+        let mut order = Order(Vec::new());
+        decode(&bytes[..], &mut order).unwrap();
+        // Labels compared from the root: `a` before `a-b`, `_x` before `b` (0x5f < 0x62).
+        let want = [
+            "cluster.local",
+            "a.cluster.local",
+            "_x.a.cluster.local",
+            "b.a.cluster.local",
+            "a-b.cluster.local",
+            "z.cluster.local",
+        ];
+        assert_eq!(order.0, want);
+        // `b.a.cluster.local` after `_x.a.cluster.local`: keeps 3 labels, adds `b`; its PTR record is the
+        // one `_x.a.cluster.local` has: a repeat.
+        let b = [&labels(3, &[b"b"])[..], &[1, TYPE_REPEAT, TYPE_PTR]].concat();
+        assert!(bytes.windows(b.len()).any(|w| w == b), "{bytes:?}");
+        // Without a repeat, the same target again adds no label.
+        let mut zone = ZoneData::default();
+        let target = RData::Ptr { target: name("t.cluster.local") };
+        zone.add(name("a.cluster.local"), target.clone(), &apex);
+        zone.add(name("b.cluster.local"), target, &apex);
+        zone.add(name("b.cluster.local"), RData::Ptr { target: name("x.cluster.local") }, &apex);
+        let bytes = encode(&zone).unwrap();
+        let b = [&labels(2, &[b"b"])[..], &[2, TYPE_PTR, 3, 0, TYPE_PTR, 2, 1, 1, b'x']].concat();
+        assert!(bytes.windows(b.len()).any(|w| w == b), "{bytes:?}");
+        assert_eq!(decode_zone(&bytes).unwrap(), zone);
     }
 
     #[test]
     fn a_hostile_header_allocates_nothing_ahead() {
         // Counts of 2^63 and lengths at their bounds: refused or waited for, never reserved.
         let mut decoder = Decoder::new();
-        let bytes = with_header(1 << 63, 1 << 63, 1 << 63, &[0, 0, 0xfd, 0x01]);
+        let bytes = with_header(1 << 63, 1 << 63, 1 << 63, &[0, 1, 63]);
         decoder.feed(&bytes, &mut ZoneData::default()).unwrap();
         assert!(decoder.pending.capacity() < 1024, "{}", decoder.pending.capacity());
         assert_eq!(decoder.finish().unwrap_err().problem, Problem::Truncated);
@@ -964,6 +1345,12 @@ mod tests {
         fn any_zone_round_trips(zone in any_zone(), chunk in 1usize..50) {
             let bytes = encode(&zone).unwrap();
             prop_assert_eq!(decode_in_chunks(&bytes, chunk).unwrap(), zone);
+        }
+
+        #[test]
+        fn canonical_keys_sort_names_label_by_label_from_the_root(a in domain(), b in domain()) {
+            let labelwise = a.as_str().rsplit('.').cmp(b.as_str().rsplit('.'));
+            prop_assert_eq!(canonical_key(a.as_str()).cmp(&canonical_key(b.as_str())), labelwise);
         }
 
         #[test]
