@@ -1,9 +1,11 @@
 //! The record stream at node scale: one controller serving N light subscribers.
 //!
-//! `cargo run --release -p roster-controller --example fanout -- [SUBSCRIBERS] [SERVICES] [ENDPOINTS] [DELTAS] [zstd|plain] [INTERVAL_MS] [packed|json]`
+//! `cargo run --release -p roster-controller --example fanout -- [SUBSCRIBERS] [SERVICES] [ENDPOINTS] [DELTAS] [zstd|plain] [INTERVAL_MS] [packed|json|bytes]`
 //! (default 1,000 subscribers; 10,000 headless services × 10 ready endpoints = 100,000 pod records; 50 deltas,
 //! one every 20 ms; subscribers ask for the zstd encoding as replicas do, `plain` for newline-delimited JSON;
-//! they ask for the packed snapshot as replicas do, `json` for the JSON snapshot line).
+//! they ask for the packed snapshot as replicas do, `json` for the JSON snapshot line; `bytes` asks for the
+//! packed snapshot and only counts its bytes, without decoding them: the floor that the transport alone
+//! sets).
 //!
 //! The controller side runs in this process: the cluster folded into an `IncrementalSynthesis`, published
 //! through a `Hub` and served by the real stream server (`stream::serve`, mutual TLS) on 127.0.0.1. The
@@ -19,7 +21,7 @@
 //! controller's CPU seconds and RSS during it and the subscriber process's CPU seconds and peak RSS, then delta propagation (publication → each subscriber has
 //! read the delta), p50/p99/max over every (subscriber, delta). Every wait is bounded.
 //!
-//! `fanout --attach URL CERT_DIR N zstd|plain [packed|json]` only subscribes: N light subscribers to a running
+//! `fanout --attach URL CERT_DIR N zstd|plain [packed|json|bytes]` only subscribes: N light subscribers to a running
 //! `roster controller` (bench/watchers_real.py drives it against a real API server). It prints
 //! `snapshot UNIX_NS BYTES` once every subscriber holds the snapshot, then `delta SUBSCRIBER GENERATION UNIX_NS`
 //! per subscriber and delta as they arrive, and stops (printing `done`) when its stdin closes.
@@ -124,8 +126,8 @@ async fn controller() -> Result<()> {
         return Err(format!("encoding `{encoding}`: zstd or plain").into());
     }
     let form = std::env::args().nth(7).unwrap_or_else(|| "packed".to_owned());
-    if form != "packed" && form != "json" {
-        return Err(format!("snapshot form `{form}`: packed or json").into());
+    if !["packed", "json", "bytes"].contains(&form.as_str()) {
+        return Err(format!("snapshot form `{form}`: packed, json or bytes").into());
     }
     let namespaces = 10;
     println!(
@@ -267,7 +269,7 @@ fn subscribe(args: &[String]) -> Result<()> {
     let [url, dir, count, last, encoding, form] = args else {
         return Err("--subscribe URL CERT_DIR N LAST_GENERATION zstd|plain packed|json".into());
     };
-    let ask = Ask { zstd: encoding == "zstd", packed: form == "packed" };
+    let ask = Ask::new(encoding, form);
     let count: usize = count.parse()?;
     let last: u64 = last.parse()?;
     let dir = std::path::Path::new(dir);
@@ -338,15 +340,15 @@ fn subscribe(args: &[String]) -> Result<()> {
     })
 }
 
-/// `--attach URL CERT_DIR N zstd|plain [packed|json]`: N subscribers to a running controller until stdin
+/// `--attach URL CERT_DIR N zstd|plain [packed|json|bytes]`: N subscribers to a running controller until stdin
 /// closes.
 fn attach(args: &[String]) -> Result<()> {
     let (url, dir, count, encoding, form) = match args {
         [url, dir, count, encoding] => (url, dir, count, encoding, "packed"),
         [url, dir, count, encoding, form] => (url, dir, count, encoding, form.as_str()),
-        _ => return Err("--attach URL CERT_DIR N zstd|plain [packed|json]".into()),
+        _ => return Err("--attach URL CERT_DIR N zstd|plain [packed|json|bytes]".into()),
     };
-    let ask = Ask { zstd: encoding == "zstd", packed: form == "packed" };
+    let ask = Ask::new(encoding, form);
     let count: usize = count.parse()?;
     let dir = std::path::Path::new(dir);
     let pem = tls::Pem::read(&dir.join("ca.crt"), &dir.join("tls.crt"), &dir.join("tls.key"))?;
@@ -416,11 +418,19 @@ fn client_config(pem: &tls::Pem) -> Result<rustls::ClientConfig> {
     Ok(config)
 }
 
-/// What a subscriber asks for: the zstd encoding, the packed snapshot.
+/// What a subscriber asks for: the zstd encoding, the packed snapshot; and whether it decodes that.
 #[derive(Clone, Copy)]
 struct Ask {
     zstd: bool,
     packed: bool,
+    decode: bool,
+}
+
+impl Ask {
+    /// From the arguments `zstd|plain` and `packed|json|bytes`.
+    fn new(encoding: &str, form: &str) -> Self {
+        Self { zstd: encoding == "zstd", packed: form != "json", decode: form != "bytes" }
+    }
 }
 
 /// Reads one stream until generation `last`; reports the snapshot's size once read, and returns when
@@ -474,14 +484,16 @@ async fn one_subscriber(
         loop {
             if let Some((decoder, _, left)) = &mut packed_snapshot {
                 let take = rest.len().min(*left);
-                decoder.feed(&rest[..take], &mut Verified)?;
+                if ask.decode {
+                    decoder.feed(&rest[..take], &mut Verified)?;
+                }
                 rest = &rest[take..];
                 *left -= take;
                 if *left > 0 {
                     break;
                 }
                 let Some((decoder, bytes, _)) = packed_snapshot.take() else { break };
-                if decoder.finish()?.records == 0 {
+                if ask.decode && decoder.finish()?.records == 0 {
                     return Err("an empty packed snapshot".into());
                 }
                 let _ = snapshots.send(bytes);

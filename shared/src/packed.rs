@@ -452,18 +452,21 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    #[inline]
     fn take(&mut self, len: usize) -> Result<&'a [u8], Need> {
         let bytes = self.bytes.get(self.pos..self.pos.checked_add(len).ok_or(Need::More)?).ok_or(Need::More)?;
         self.pos += len;
         Ok(bytes)
     }
 
+    #[inline]
     fn byte(&mut self) -> Result<u8, Need> {
         let byte = *self.bytes.get(self.pos).ok_or(Need::More)?;
         self.pos += 1;
         Ok(byte)
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<u64, Need> {
         // Most varints here are one byte.
         let first = self.byte()?;
@@ -486,6 +489,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A varint that must not exceed `max`, checked before anything is waited for or allocated.
+    #[inline]
     fn bounded(&mut self, what: &'static str, max: u64) -> Result<u64, Need> {
         let value = self.varint()?;
         if value > max {
@@ -496,6 +500,7 @@ impl<'a> Cursor<'a> {
 
     /// A name's labels written against one that has `held` labels (see [`put_labels`]): read whole,
     /// nothing applied.
+    #[inline]
     fn labels(&mut self, held: usize) -> Result<LabelRun, Need> {
         let keep = self.bounded("kept labels", held as u64)? as usize;
         let added = self.bounded("added labels", (MAX_LABELS - keep) as u64)? as usize;
@@ -608,12 +613,23 @@ fn is_canonical_label(label: &[u8]) -> bool {
         _ => label,
     };
     match body {
-        [] => false,
         [first, .., last] if *first == b'-' || *last == b'-' => false,
-        [only] if *only == b'-' => false,
-        _ => body.iter().all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+        [b'-'] | [] => false,
+        _ => body.iter().all(|&b| LABEL_BYTE[usize::from(b)]),
     }
 }
+
+/// The bytes of a canonical label (other than a service label's leading '_'): one load per byte.
+const LABEL_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        table[byte] = b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-';
+        byte += 1;
+    }
+    table
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
