@@ -54,13 +54,6 @@ pub enum SnapshotForm {
 /// zstd's default level: a 100k-record snapshot compresses several times over in a fraction of a second, once.
 const ZSTD_LEVEL: i32 = 3;
 
-/// The zstd window of a packed snapshot's frame: 2^18 bytes (256 KiB). The packed form repeats little
-/// beyond its neighbours, so a larger window gains nothing (100k pod records: 1,214,029 bytes at 2^18,
-/// 1,215,964 at 2^21; 1,302,740 at 2^17), while each replica's decoder allocates and clears the window
-/// it is told: 2 MiB of pages per subscriber was a tenth of 1,000 light subscribers' CPU (bench/README.md,
-/// "Record stream at node scale").
-const PACKED_ZSTD_WINDOW_LOG: u32 = 18;
-
 /// One frame's stream line in each encoding (and, for a snapshot, each form), each made at most once,
 /// when first needed: a snapshot nobody asked packed is never packed, one only packed subscribers asked
 /// for is never written as JSON.
@@ -76,7 +69,7 @@ impl Encoded {
     fn get(&self, frame: &Frame, encoding: Encoding, form: SnapshotForm) -> Bytes {
         let packed = form == SnapshotForm::Packed && matches!(frame, Frame::Snapshot { .. });
         let (plain, zstd, window_log) = if packed {
-            (self.packed.get_or_init(|| encode_packed(frame)), &self.packed_zstd, PACKED_ZSTD_WINDOW_LOG)
+            (self.packed.get_or_init(|| encode_packed(frame)), &self.packed_zstd, roster_shared::PACKED_ZSTD_WINDOW_LOG)
         } else {
             (self.plain.get_or_init(|| encode(frame)), &self.zstd, roster_shared::STREAM_ZSTD_WINDOW_LOG)
         };
@@ -379,7 +372,7 @@ mod tests {
             (0..600_000u32).flat_map(|i| format!("{},", i.wrapping_mul(2_654_435_761)).into_bytes()).collect();
         assert!(line.len() > 4 << 20);
         // A packed snapshot's frame is decoded within its smaller window.
-        for window_log in [roster_shared::STREAM_ZSTD_WINDOW_LOG, PACKED_ZSTD_WINDOW_LOG] {
+        for window_log in [roster_shared::STREAM_ZSTD_WINDOW_LOG, roster_shared::PACKED_ZSTD_WINDOW_LOG] {
             let frame = compress(&line, window_log);
             let mut decoder = Decoder::new().unwrap();
             decoder.set_parameter(DParameter::WindowLogMax(window_log)).unwrap();

@@ -18,6 +18,13 @@ pub const STREAM_ENCODING_ZSTD: &str = "zstd";
 /// larger window gains under 1% on a 100k-record snapshot (bench/README.md, `zstd_window`).
 pub const STREAM_ZSTD_WINDOW_LOG: u32 = 21;
 
+/// The zstd window of a packed snapshot's frame: 2^18 bytes (256 KiB). The packed form repeats little
+/// beyond its neighbours, so a larger window gains nothing (100k pod records: 1,214,029 bytes at 2^18,
+/// 1,215,964 at 2^21; 1,302,740 at 2^17), while each replica's decoder allocates and clears the window
+/// it is told: 2 MiB of pages per subscriber was a tenth of 1,000 light subscribers' CPU (bench/README.md,
+/// "Record stream at node scale").
+pub const PACKED_ZSTD_WINDOW_LOG: u32 = 18;
+
 /// The largest zstd window a replica accepts: 2^23 bytes (8 MiB, the format's recommended decoder
 /// limit). A frame asking for more is refused before anything is allocated for it, whoever sent it.
 pub const STREAM_ZSTD_WINDOW_LOG_MAX: u32 = 23;

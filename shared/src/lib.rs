@@ -12,8 +12,8 @@ pub mod synth;
 pub mod views;
 
 pub use frame::{
-    Change, Frame, PACKED_SNAPSHOT_START, PackedSnapshotHeader, SNAPSHOT_FORM_PACKED, SNAPSHOT_FORM_PARAM,
-    STREAM_ENCODING_ZSTD, STREAM_ZSTD_WINDOW_LOG, STREAM_ZSTD_WINDOW_LOG_MAX, Trigger,
+    Change, Frame, PACKED_SNAPSHOT_START, PACKED_ZSTD_WINDOW_LOG, PackedSnapshotHeader, SNAPSHOT_FORM_PACKED,
+    SNAPSHOT_FORM_PARAM, STREAM_ENCODING_ZSTD, STREAM_ZSTD_WINDOW_LOG, STREAM_ZSTD_WINDOW_LOG_MAX, Trigger,
 };
 pub use incremental::IncrementalSynthesis;
 pub use name::{DomainName, NameError};

@@ -83,11 +83,25 @@ pub enum PackError {
 /// ~20× faster than comparing the names label by label.
 fn canonical_key(name: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(name.len() + 1);
-    for label in name.rsplit('.') {
-        key.extend_from_slice(label.as_bytes());
+    for_each_label_from_root(name.as_bytes(), |label| {
+        key.extend_from_slice(label);
         key.push(0);
-    }
+    });
     key
+}
+
+/// Calls `each` with the labels of `text` (dotted, not empty), the one next to the root first. A loop
+/// over the bytes: `rsplit('.')` calls `memrchr` per label, which made up most of encoding.
+fn for_each_label_from_root(text: &[u8], mut each: impl FnMut(&[u8])) {
+    let mut end = text.len();
+    loop {
+        let start = text[..end].iter().rposition(|&b| b == b'.').map_or(0, |dot| dot + 1);
+        each(&text[start..end]);
+        if start == 0 {
+            return;
+        }
+        end = start - 1;
+    }
 }
 
 /// Packs `zone`.
@@ -102,7 +116,7 @@ pub fn encode(zone: &ZoneData) -> Result<Vec<u8>, PackError> {
         zone.names.iter().map(|(name, records)| (canonical_key(name.as_str()), name, records)).collect();
     names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let names = names.into_iter().map(|(_, name, records)| (name, records));
-    let (mut previous_name, mut previous_target) = (Vec::new(), Vec::new());
+    let (mut previous_name, mut previous_target) = ("", "");
     // The records of the last name that had any: a run of one type equal to its records of that type is
     // written as a repeat.
     let mut previous_records: &[RData] = &[];
@@ -158,7 +172,7 @@ pub fn encode(zone: &ZoneData) -> Result<Vec<u8>, PackError> {
 /// One record of `name`: its type byte and data, its target written against `previous_target`.
 fn put_record<'a>(
     out: &mut Vec<u8>,
-    previous_target: &mut Vec<&'a str>,
+    previous_target: &mut &'a str,
     name: &DomainName,
     record: &'a RData,
 ) -> Result<(), PackError> {
@@ -202,24 +216,30 @@ fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
-/// `name` against `previous` (its labels from the root, replaced by `name`'s): the labels kept, the
-/// labels added, each added label behind its length.
-fn put_labels<'a>(out: &mut Vec<u8>, previous: &mut Vec<&'a str>, name: &'a str) {
-    let mut labels = name.rsplit('.').peekable();
-    let mut keep = 0;
-    while keep < previous.len() && labels.peek() == Some(&previous[keep]) {
-        labels.next();
-        keep += 1;
+/// `name` against `previous` (then replaced by `name`): the labels kept, the labels added, each added
+/// label behind its length, from the root outwards.
+fn put_labels<'a>(out: &mut Vec<u8>, previous: &mut &'a str, name: &'a str) {
+    let (old, new) = (previous.as_bytes(), name.as_bytes());
+    // The labels kept: the longest common suffix that starts a label in both names.
+    let starts_label = |text: &[u8], len: usize| len == text.len() || text[text.len() - len - 1] == b'.';
+    let mut shared = old.iter().rev().zip(new.iter().rev()).take_while(|(a, b)| a == b).count();
+    while shared > 0 && !(starts_label(old, shared) && starts_label(new, shared)) {
+        shared -= 1;
     }
-    previous.truncate(keep);
-    previous.extend(labels);
+    let dots = |text: &[u8]| text.iter().filter(|&&b| b == b'.').count();
+    let keep = if shared == 0 { 0 } else { dots(&new[new.len() - shared..]) + 1 };
+    // What is added, without the dot before the kept labels.
+    let added = &new[..(new.len() - shared).saturating_sub(usize::from(shared > 0))];
     put_varint(out, keep as u64);
-    put_varint(out, (previous.len() - keep) as u64);
-    for label in &previous[keep..] {
-        // A checked name's labels are 1-63 bytes.
-        out.push(label.len() as u8);
-        out.extend_from_slice(label.as_bytes());
+    put_varint(out, if added.is_empty() { 0 } else { dots(added) as u64 + 1 });
+    if !added.is_empty() {
+        for_each_label_from_root(added, |label| {
+            // A checked name's labels are 1-63 bytes.
+            out.push(label.len() as u8);
+            out.extend_from_slice(label);
+        });
     }
+    *previous = name;
 }
 
 /// A name the decoder has checked: valid and canonical, as [`DomainName::parse`] would keep it. Held
@@ -1121,7 +1141,7 @@ mod tests {
     /// A name written with nothing kept.
     fn fresh(text: &str) -> Vec<u8> {
         let mut bytes = Vec::new();
-        put_labels(&mut bytes, &mut Vec::new(), text);
+        put_labels(&mut bytes, &mut "", text);
         bytes
     }
 
