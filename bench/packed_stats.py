@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Where the bytes of a packed snapshot (version 2, shared/src/packed.rs) go: names, targets by record
+type, addresses, clients. Make one with
+`PACKED_DUMP=/tmp/snapshot.rspk PACKED_DECODE_ONLY=1 target/release/examples/packed_size 10000 10 1`, then
+`python3 bench/packed_stats.py /tmp/snapshot.rspk`. It trusts its input (the decoder in Rust checks)."""
+import collections
+import sys
+
+TYPES = {1: "A", 2: "AAAA", 3: "SRV", 4: "PTR", 5: "CNAME", 6: "TXT", 7: "NS"}
+REPEAT = 8
+
+
+def main(path):
+    data = open(path, "rb").read()
+    if data[:4] != b"RSPK" or data[4] != 2:
+        sys.exit(f"{path}: not a version 2 packed snapshot")
+    pos = 5
+
+    def varint():
+        nonlocal pos
+        value = shift = 0
+        while True:
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value
+
+    def labels(part):
+        nonlocal pos
+        start = pos
+        varint()
+        for _ in range(varint()):
+            pos += 1 + data[pos]
+        sizes[part] += pos - start
+
+    sizes, counts = collections.Counter(), collections.Counter()
+    names, records, clients = varint(), varint(), varint()
+    sizes["header"] = pos
+    previous = collections.Counter()  # record types of the last name that had records
+    for _ in range(names):
+        labels("names")
+        start = pos
+        left = varint()
+        sizes["record counts"] += pos - start
+        current = collections.Counter()
+        while left > 0:
+            start = pos
+            kind = data[pos]
+            pos += 1
+            if kind == REPEAT:
+                repeated = data[pos]
+                pos += 1
+                sizes["repeats"] += pos - start
+                counts[f"{TYPES[repeated]} (repeated)"] += previous[repeated]
+                current[repeated] += previous[repeated]
+                left -= previous[repeated]
+                continue
+            name = TYPES[kind]
+            if kind in (1, 2):
+                pos += 4 if kind == 1 else 16
+            elif kind == 3:
+                varint(), varint(), varint()
+            elif kind == 6:
+                length = varint()  # (`pos += varint()` would add to the position before the varint)
+                pos += length
+            sizes[f"{name} data"] += pos - start
+            if kind in (3, 4, 5, 7):
+                labels(f"{name} targets")
+            counts[name] += 1
+            current[kind] += 1
+            left -= 1
+        if current:
+            previous = current
+    sizes["clients"] = len(data) - pos
+    print(f"{path}: {len(data):,} bytes; {names:,} names, {records:,} records, {clients:,} clients")
+    for part, size in sizes.most_common():
+        print(f"  {part:<20} {size:>11,}  {100 * size / len(data):5.1f} %")
+    print("  records:", ", ".join(f"{kind} {n:,}" for kind, n in sorted(counts.items())))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
