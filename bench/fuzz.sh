@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs roster's fuzz targets (fuzz/, cargo-fuzz + libFuzzer) one after another, each for SECONDS
 # (default 600), one job each. Usage: bench/fuzz.sh [SECONDS] [TARGET...]; targets default to all:
-# request store frames manifests. Stable Rust: RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its -Z flags.
+# request store frames manifests packed. Stable Rust: RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its -Z flags.
 # Each run fuzzes a temporary copy of the committed seeds (fuzz/corpus/<target>), so what fuzzing
 # finds stays out of git; a crash lands in fuzz/artifacts/<target>/ (ignored) and fails the script.
 # Logs: $FUZZ_LOG_DIR (default a temporary directory), one <target>.log each; the summary prints
@@ -12,7 +12,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 seconds="${1:-600}"
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(request store frames manifests)
+((${#targets[@]})) || targets=(request store frames manifests packed)
 
 export RUSTC_BOOTSTRAP=1
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked

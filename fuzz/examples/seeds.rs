@@ -127,6 +127,19 @@ fn frames() {
     write("frames", "regression-last-generation", last.as_bytes());
 }
 
+/// Packed snapshots of the example zones, each behind the byte that chooses how the target cuts it.
+fn packed() {
+    let config = SynthConfig::new(name("cluster.local"));
+    for (index, path) in MANIFESTS.iter().enumerate() {
+        let state = roster_controller::load_path(Path::new(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let mut zone = synthesize(&state, &config);
+        zone.clients.insert([10, 244, 0, 5].into(), "default".to_owned());
+        let bytes = roster_shared::packed::encode(&zone).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let stem = Path::new(path).file_stem().and_then(|s| s.to_str()).unwrap_or("zone");
+        write("packed", stem, &[&[index as u8][..], &bytes].concat());
+    }
+}
+
 fn manifests() {
     for path in MANIFESTS {
         let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -151,4 +164,5 @@ fn main() {
     store();
     frames();
     manifests();
+    packed();
 }
