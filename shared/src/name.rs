@@ -71,6 +71,32 @@ pub fn is_iana_svc_name(text: &str) -> bool {
         && !text.contains("--")
 }
 
+/// A label as `DomainName::parse` keeps it: 1-63 of a-z, 0-9 and '-', not at either end, or a service
+/// label: '_' then such a label. (The caller bounds the length: the packed decoder reads at most 63 bytes.)
+pub(crate) fn is_canonical_label(label: &[u8]) -> bool {
+    let body = match label {
+        [b'_', rest @ ..] => rest,
+        _ => label,
+    };
+    match body {
+        [first, .., last] if *first == b'-' || *last == b'-' => false,
+        [b'-'] | [] => false,
+        _ => body.iter().all(|&b| LABEL_BYTE[usize::from(b)]),
+    }
+}
+
+/// The bytes of a canonical label (other than a service label's leading '_'): one load per byte.
+const LABEL_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        table[byte] = b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-';
+        byte += 1;
+    }
+    table
+};
+
 /// Checks one label of a host name in any case; `_` is allowed as the first character of service
 /// labels such as `_http` and `_tcp` (RFC 2782).
 fn check_label(label: &str, name: &str) -> Result<(), NameError> {
@@ -390,6 +416,14 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn the_fast_label_check_agrees_with_parse_on_lower_case(label in "[a-z0-9_.A-]{0,63}") {
+            // What `packed` accepts is what `parse` accepts and keeps unchanged (lower case).
+            let parses = !label.contains('.') && label.len() <= MAX_LABEL_LEN && check_label(&label, &label).is_ok()
+                && !label.bytes().any(|b| b.is_ascii_uppercase());
+            prop_assert_eq!(is_canonical_label(label.as_bytes()), parses, "{}", label);
+        }
+
         #[test]
         fn dashed_ip_round_trips(ip in any::<IpAddr>()) {
             let label = dashed_ip(ip);

@@ -33,7 +33,7 @@ use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 
-use crate::name::{DomainName, MAX_LABEL_LEN, MAX_NAME_LEN, NameError, is_dns1123_label};
+use crate::name::{DomainName, MAX_LABEL_LEN, MAX_NAME_LEN, NameError, is_canonical_label, is_dns1123_label};
 use crate::records::{RData, ZoneData};
 
 /// The first bytes of every packed snapshot.
@@ -551,6 +551,7 @@ const TEXT_END: usize = MAX_NAME_LEN;
 
 /// A name as a stack of labels from the root, its text right-aligned in a fixed buffer: pushing a label
 /// writes that label (and a dot) in front of the text, so the name is always `text[starts[depth]..]`.
+#[derive(Clone)]
 struct StackedName {
     text: [u8; TEXT_END],
     /// `starts[d]`: where the name's `d` labels nearest the root begin; `starts[0]` is the end.
@@ -624,32 +625,6 @@ impl StackedName {
         }
     }
 }
-
-/// A label as `DomainName::parse` keeps it: 1-63 of a-z, 0-9 and '-', not at either end, or a service
-/// label: '_' then such a label. (`LabelRun` bounds the length.)
-fn is_canonical_label(label: &[u8]) -> bool {
-    let body = match label {
-        [b'_', rest @ ..] => rest,
-        _ => label,
-    };
-    match body {
-        [first, .., last] if *first == b'-' || *last == b'-' => false,
-        [b'-'] | [] => false,
-        _ => body.iter().all(|&b| LABEL_BYTE[usize::from(b)]),
-    }
-}
-
-/// The bytes of a canonical label (other than a service label's leading '_'): one load per byte.
-const LABEL_BYTE: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut byte = 0;
-    while byte < 256 {
-        let b = byte as u8;
-        table[byte] = b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-';
-        byte += 1;
-    }
-    table
-};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -849,9 +824,7 @@ impl Decoder {
         if after {
             return Ok(());
         }
-        let mut found = StackedName::new();
-        found.starts = previous.starts;
-        found.text = previous.text;
+        let mut found = previous.clone();
         let found = found.apply(run, bytes).map(|()| found.as_str().to_owned());
         Err(Problem::OutOfOrder {
             previous: previous.as_str().to_owned(),
