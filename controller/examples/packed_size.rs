@@ -49,6 +49,10 @@ impl packed::Visitor for Counted {
         self.0 += records.len() as u64;
     }
 
+    fn ptr(&mut self, _: IpAddr, _: packed::CheckedName<'_>) {
+        self.0 += 1;
+    }
+
     fn client(&mut self, _: IpAddr, _: &str) {}
 }
 

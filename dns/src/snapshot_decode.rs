@@ -10,7 +10,7 @@
 //! internally tagged enum's tag first) come here; any other line, a snapshot with its keys in another
 //! order included, is decoded whole as before. The wire format is unchanged.
 //!
-//! A packed snapshot (`?snapshot=packed2`: a `packed_snapshot` header line, then its bytes) takes the same
+//! A packed snapshot (`?snapshot=packed3`: a `packed_snapshot` header line, then its bytes) takes the same
 //! path through [`decode_packed`]: `roster_shared::packed`'s decoder hands each name and client over as
 //! soon as it is whole.
 
@@ -83,20 +83,41 @@ pub fn decode_packed(
     generation: u64,
 ) -> Result<PreparedSnapshot, String> {
     let mut builder = store.snapshot_builder();
-    packed::decode(bytes, &mut PackedToBuilder(&mut builder)).map_err(|e| format!("undecodable snapshot: {e}"))?;
+    let mut visitor = PackedToBuilder { builder: &mut builder, twice: None };
+    packed::decode(bytes, &mut visitor).map_err(|e| format!("undecodable snapshot: {e}"))?;
+    if let Some(name) = visitor.twice {
+        // Only an implied PTR can meet a name again (written names are in strict order), and no encoder
+        // implies one where its name has other records.
+        return Err(format!("undecodable snapshot: `{name}` is given twice"));
+    }
     Ok(builder.finish(epoch, generation))
 }
 
-/// Hands each decoded name and client to the store's builder.
-struct PackedToBuilder<'b, 's>(&'b mut SnapshotBuilder<'s>);
+/// Hands each decoded name and client to the store's builder, noting the first name given twice.
+struct PackedToBuilder<'b, 's> {
+    builder: &'b mut SnapshotBuilder<'s>,
+    twice: Option<DomainName>,
+}
+
+impl PackedToBuilder<'_, '_> {
+    fn add(&mut self, name: DomainName, records: &[RData]) {
+        if !self.builder.add_name(&name, records) && self.twice.is_none() {
+            self.twice = Some(name);
+        }
+    }
+}
 
 impl packed::Visitor for PackedToBuilder<'_, '_> {
     fn name(&mut self, name: packed::CheckedName<'_>, records: packed::Records<'_>) {
-        self.0.add_name(&name.to_name(), &records.to_rdata());
+        self.add(name.to_name(), &records.to_rdata());
+    }
+
+    fn ptr(&mut self, ip: IpAddr, target: packed::CheckedName<'_>) {
+        self.add(DomainName::reverse_of(ip), &[RData::Ptr { target: target.to_name() }]);
     }
 
     fn client(&mut self, ip: IpAddr, namespace: &str) {
-        self.0.add_client(ip, namespace);
+        self.builder.add_client(ip, namespace);
     }
 }
 
@@ -350,6 +371,60 @@ mod tests {
         let error = decode_packed(&bytes[..bytes.len() - 1], &packed_store, 4, 1).unwrap_err();
         assert!(error.starts_with("undecodable snapshot: packed snapshot") && error.contains("ends inside"), "{error}");
         assert_eq!(packed_store.position(), Some((3, 7)), "a broken snapshot changes nothing");
+    }
+
+    /// A headless service as synthesis makes it: pods with their own names, the service's addresses and
+    /// SRV sets to them, a PTR to each pod.
+    fn headless_zone(pods: u32) -> ZoneData {
+        let apex = name("cluster.local");
+        let service = name("nginx.default.svc.cluster.local");
+        let mut zone = ZoneData::default();
+        for i in 0..pods {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0100 + i);
+            let pod = name(&format!("web-{i}.nginx.default.svc.cluster.local"));
+            zone.add(pod.clone(), RData::A { ip }, &apex);
+            zone.add(service.clone(), RData::A { ip }, &apex);
+            let srv = RData::Srv { priority: 0, weight: 10, port: 80, target: pod.clone() };
+            zone.add(service.clone(), srv.clone(), &apex);
+            zone.add(name("_http._tcp.nginx.default.svc.cluster.local"), srv, &apex);
+            zone.add(DomainName::reverse_of(ip.into()), RData::Ptr { target: pod }, &name("in-addr.arpa"));
+        }
+        zone.normalise();
+        zone
+    }
+
+    #[test]
+    fn a_packed_headless_service_builds_the_table_its_json_does() {
+        let zone = headless_zone(40);
+        let json = store();
+        json.swap_in(decode(&line(1, 1, zone.clone())[..], &json).unwrap());
+        let packed_store = store();
+        packed_store.swap_in(decode_packed(&packed::encode(&zone).unwrap()[..], &packed_store, 1, 1).unwrap());
+        assert_eq!(packed_store.name_count(), json.name_count());
+        assert_eq!(contents(&packed_store, &zone), contents(&json, &zone));
+        assert!(packed_store.view().node(&to_wire(&name("1.1.0.10.in-addr.arpa"))).is_some(), "an implied PTR");
+    }
+
+    #[test]
+    fn an_implied_ptr_whose_name_is_also_written_is_refused() {
+        // `1.0.0.10.in-addr.arpa` written with a PTR, and implied again by the member `x.a.cluster.local`.
+        let mut bytes = b"RSPK\x03\x03\x03\x00".to_vec();
+        bytes.extend_from_slice(&[0, 6, 4, b'a', b'r', b'p', b'a', 7]);
+        bytes.extend_from_slice(b"in-addr");
+        bytes.extend_from_slice(&[2, b'1', b'0', 1, b'0', 1, b'0', 1, b'1', 2, 4, 0, 4, 5]);
+        bytes.extend_from_slice(b"local");
+        bytes.extend_from_slice(&[7]);
+        bytes.extend_from_slice(b"cluster");
+        bytes.extend_from_slice(&[1, b'a', 1, b'x', 0, 3, 5]);
+        bytes.extend_from_slice(b"local");
+        bytes.extend_from_slice(&[7]);
+        bytes.extend_from_slice(b"cluster");
+        bytes.extend_from_slice(&[1, b'a', 1, 1, 1, 1, b'x', 1, 4, 10, 0, 0, 1]);
+        assert!(packed::decode_zone(&bytes).is_ok(), "well formed: only a table sees the name twice");
+        let store = store();
+        let error = decode_packed(&bytes[..], &store, 1, 1).unwrap_err();
+        assert_eq!(error, "undecodable snapshot: `1.0.0.10.in-addr.arpa` is given twice");
+        assert!(!store.is_synced());
     }
 
     #[test]

@@ -384,10 +384,11 @@ impl SnapshotBuilder<'_> {
         self.names.reserve(additional);
     }
 
-    /// Adds one name of the snapshot (the last one wins if a name comes twice, as in a decoded map).
-    pub fn add_name(&mut self, name: &DomainName, records: &[RData]) {
+    /// Adds one name of the snapshot (the last one wins if a name comes twice, as in a decoded map);
+    /// false when the name was already there.
+    pub fn add_name(&mut self, name: &DomainName, records: &[RData]) -> bool {
         if !self.store.in_zones(name) {
-            return;
+            return true;
         }
         let node = to_node(&mut self.writer, name, records);
         let held = if self.nothing_held {
@@ -395,15 +396,14 @@ impl SnapshotBuilder<'_> {
         } else {
             self.store.table.read().names.get(node.name()).filter(|held| held.0 == node).cloned()
         };
-        match held {
+        let replaced = match held {
             Some(held) => {
                 self.reused += 1;
-                self.names.replace(held);
+                self.names.replace(held)
             }
-            None => {
-                self.names.replace(Entry(node));
-            }
-        }
+            None => self.names.replace(Entry(node)),
+        };
+        replaced.is_none()
     }
 
     /// Makes room for this many autopath clients of each family (nothing with autopath off).

@@ -2,16 +2,33 @@
 //! its JSON before compression and decoded without a parser of text.
 //!
 //! Layout (varints are LEB128, at most 10 bytes, never past 64 bits):
-//! - `RSPK`, version byte 2, then varints: name count, record count, client count;
-//! - each name in canonical DNS order (labels compared from the root, byte by byte; a parent before its
-//!   children): how many labels it keeps of the previous name (from the root), how many it adds, and each
-//!   added label from the root outwards as a length byte (1-63) and its bytes; then its record count and
+//! - `RSPK`, version byte 3, then varints: name count, record count, client count (what a [`Visitor`] is
+//!   handed: names given to [`Visitor::name`], records including implied ones, clients);
+//! - each written name in canonical DNS order (labels compared from the root, byte by byte; a parent
+//!   before its children): how many labels it keeps of the previous name (from the root), how many it
+//!   adds, and each added label from the root outwards as a length byte (1-63) and its bytes; then a
+//!   varint `records << 1 | group`: its record count and whether it holds a group; its group, if so; then
 //!   its records: a type byte (1 A, 2 AAAA, 3 SRV, 4 PTR, 5 CNAME, 6 TXT, 7 NS) and the data — A 4 bytes,
 //!   AAAA 16, SRV priority, weight and port as varints then its target, PTR/CNAME/NS the target, TXT a
 //!   length and UTF-8 bytes. A target is written the same way against the previous target written (it
-//!   may add no label: the same target again, or one of its ancestors);
+//!   may add no label: the same target again, or one of its ancestors). Type 8 + a type: "the records
+//!   of that type of the last name that had records" (a repeat);
+//! - a group (version 3): a name's children that hold only addresses and nothing below them — a headless
+//!   service's endpoints — written inside it instead of as names: the member count, a flags byte (bit 0:
+//!   every member address has a PTR record to its member, not written either), then each member as its
+//!   label (length byte and bytes, members in ascending label order), its address count (1-100) and each
+//!   address as 4 or 6 and its bytes. While the names read are the group's name or below it, type 9 + 4
+//!   or 6 stands for the members' addresses of that family, in member order (the service's own
+//!   addresses), and type 10 + priority, weight and port for one SRV record to each member, in member
+//!   order (its SRV sets). No written name below a group's name may be a member or below one, and groups
+//!   do not nest;
 //! - each client in address order: 4 or 6 and the address bytes, then the index of its namespace among
 //!   those already written, or the next index followed by the namespace's length and bytes.
+//!
+//! At 100k pod records a group removes 4 of a pod's 5 names and records as written (its name is a
+//! label in its group, its service's address and SRV records are two bytes per service, its reverse
+//! name is gone): version 3 is 2.7 MB where version 2 was 7.6 (bench/README.md, "Record stream at node
+//! scale").
 //!
 //! In canonical order a name is usually its parent, written just before it, plus one label, and
 //! successive SRV targets differ in their first label: a name costs its new label, and checking it costs
@@ -22,11 +39,14 @@
 //! "Record stream at node scale").
 //!
 //! The decoder is pushed bytes as they arrive ([`Decoder::feed`]) and hands each name with its records,
-//! and each client, to a [`Visitor`] as soon as it is complete, borrowed, so nothing holds the encoded
-//! snapshot whole and nothing is allocated per name. It checks everything: every name and target is a
-//! valid, canonical [`DomainName`], names strictly ascending in canonical order and clients in address
-//! order, counts as declared, lengths bounded before they are waited for (what it keeps is one item: at
-//! most a TXT record of [`MAX_TXT_BYTES`]), no trailing bytes.
+//! each implied PTR and each client to a [`Visitor`] as soon as it is complete, borrowed, so nothing
+//! holds the encoded snapshot whole and nothing is allocated per name. It checks everything: every name
+//! and target is a valid, canonical [`DomainName`], written names strictly ascending in canonical order,
+//! members in label order and never written again, clients in address order, counts as declared,
+//! lengths bounded before they are waited for (what it keeps is one item — at most a TXT record of
+//! [`MAX_TXT_BYTES`] — and the open group's member labels and addresses), no trailing bytes. What it
+//! cannot see without a table is an implied PTR whose name is also given otherwise; no encoder writes
+//! that, and a replica refuses it.
 
 use std::cmp::Ordering;
 use std::io::Read;
@@ -39,7 +59,7 @@ use crate::records::{RData, ZoneData};
 /// The first bytes of every packed snapshot.
 pub const MAGIC: &[u8; 4] = b"RSPK";
 /// The layout described above.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// The longest TXT text packed: a record's data cannot be longer on the wire.
 pub const MAX_TXT_BYTES: usize = 65_535;
 /// The most labels a name of [`MAX_NAME_LEN`] characters can have (one character each, dots between).
@@ -56,6 +76,16 @@ const TYPE_NS: u8 = 7;
 /// records". A service's SRV set is repeated at `_port._proto.service` (100k of the 500k records at 100k
 /// pod records), and a repeat is decoded by copying, not by reading targets again.
 const TYPE_REPEAT: u8 = 8;
+/// Not a record: "the addresses of every member of the open group, of family 4 or 6 (the next byte), in
+/// member order" (a headless service's own addresses).
+const TYPE_MEMBER_ADDRESSES: u8 = 9;
+/// Not a record: "one SRV record with this priority, weight and port (varints) to each member of the
+/// open group, in member order" (a headless service's SRV sets).
+const TYPE_MEMBER_SRV: u8 = 10;
+/// The most addresses a group member holds (an EndpointSlice endpoint holds at most 100).
+const MAX_MEMBER_ADDRESSES: u64 = 100;
+/// Group flags: the members' addresses have PTR records to the members.
+const GROUP_PTR: u8 = 1;
 
 fn type_code(record: &RData) -> u8 {
     match record {
@@ -106,23 +136,36 @@ fn for_each_label_from_root(text: &[u8], mut each: impl FnMut(&[u8])) {
 
 /// Packs `zone`.
 pub fn encode(zone: &ZoneData) -> Result<Vec<u8>, PackError> {
-    let mut out = Vec::with_capacity(16 + zone.names.len() * 10 + zone.record_count() * 8 + zone.clients.len() * 6);
-    out.extend_from_slice(MAGIC);
-    out.push(VERSION);
-    put_varint(&mut out, zone.names.len() as u64);
-    put_varint(&mut out, zone.record_count() as u64);
-    put_varint(&mut out, zone.clients.len() as u64);
     let mut names: Vec<(Vec<u8>, &DomainName, &Vec<RData>)> =
         zone.names.iter().map(|(name, records)| (canonical_key(name.as_str()), name, records)).collect();
     names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let names = names.into_iter().map(|(_, name, records)| (name, records));
+    let plan = GroupPlan::new(zone, &names);
+    let mut out = Vec::with_capacity(16 + zone.names.len() * 10 + zone.record_count() * 8 + zone.clients.len() * 6);
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    put_varint(&mut out, (zone.names.len() - plan.implied_ptr_names) as u64);
+    put_varint(&mut out, zone.record_count() as u64);
+    put_varint(&mut out, zone.clients.len() as u64);
     let (mut previous_name, mut previous_target) = ("", "");
     // The records of the last name that had any: a run of one type equal to its records of that type is
     // written as a repeat.
     let mut previous_records: &[RData] = &[];
-    for (name, records) in names {
+    // The last group written, while the names are in its subtree: (its name's key, the group).
+    let mut open: Option<(&[u8], &PlannedGroup)> = None;
+    for (index, (key, name, records)) in names.iter().enumerate() {
+        if plan.written_elsewhere[index] {
+            continue;
+        }
+        if open.is_some_and(|(group_key, _)| !key.starts_with(group_key)) {
+            open = None;
+        }
+        let group = plan.groups.get(&index);
         put_labels(&mut out, &mut previous_name, name.as_str());
-        put_varint(&mut out, records.len() as u64);
+        put_varint(&mut out, (records.len() as u64) << 1 | u64::from(group.is_some()));
+        if let Some(group) = group {
+            put_group(&mut out, group, &names);
+            open = Some((key, group));
+        }
         let mut rest = &records[..];
         while let Some(first) = rest.first() {
             let kind = type_code(first);
@@ -130,6 +173,11 @@ pub fn encode(zone: &ZoneData) -> Result<Vec<u8>, PackError> {
             rest = after;
             if previous_records.iter().filter(|record| type_code(record) == kind).eq(run) {
                 out.extend_from_slice(&[TYPE_REPEAT, kind]);
+                continue;
+            }
+            if let Some((_, group)) = open
+                && put_expansion(&mut out, group, run)
+            {
                 continue;
             }
             for record in run {
@@ -167,6 +215,158 @@ pub fn encode(zone: &ZoneData) -> Result<Vec<u8>, PackError> {
         }
     }
     Ok(out)
+}
+
+/// A group to write: the members (indices into the names in canonical order) of one name.
+struct PlannedGroup {
+    members: Vec<usize>,
+    ptr: bool,
+    /// What the group's expansions make, to compare with a name's runs of records.
+    v4: Vec<RData>,
+    v6: Vec<RData>,
+    member_names: Vec<DomainName>,
+}
+
+/// A possible member (its index) and, when every PTR of its addresses can be implied, their names' indices.
+type Candidate = (usize, Option<Vec<usize>>);
+
+/// Which names become groups: a name's children that hold only addresses and have no children of their
+/// own are its members, written inside it as a label and addresses; when every address of a member has
+/// exactly one PTR record, to that member, the PTRs are implied too. Groups do not nest.
+struct GroupPlan {
+    /// By the index of the name that holds the group.
+    groups: std::collections::BTreeMap<usize, PlannedGroup>,
+    /// Members and implied PTR names: not written as names of their own.
+    written_elsewhere: Vec<bool>,
+    implied_ptr_names: usize,
+}
+
+impl GroupPlan {
+    fn new(zone: &ZoneData, names: &[(Vec<u8>, &DomainName, &Vec<RData>)]) -> Self {
+        let index: std::collections::HashMap<&str, usize> =
+            names.iter().enumerate().map(|(i, (_, name, _))| (name.as_str(), i)).collect();
+        let is_leaf = |i: usize| names.get(i + 1).is_none_or(|next| !next.0.starts_with(&names[i].0));
+        let addresses = |records: &[RData]| {
+            !records.is_empty() && records.iter().all(|r| matches!(r, RData::A { .. } | RData::Aaaa { .. }))
+        };
+        // The reverse name of each address of `member`, when its records are exactly one PTR to it.
+        let implied_ptrs = |member: &DomainName, records: &[RData]| -> Option<Vec<usize>> {
+            let ats: Vec<usize> = records
+                .iter()
+                .map(|record| {
+                    let ip = match record {
+                        RData::A { ip } => IpAddr::V4(*ip),
+                        RData::Aaaa { ip } => IpAddr::V6(*ip),
+                        _ => return None,
+                    };
+                    let at = *index.get(DomainName::reverse_of(ip).as_str())?;
+                    let only = matches!(&zone.names[names[at].1][..], [RData::Ptr { target }] if target == member);
+                    (only && is_leaf(at)).then_some(at)
+                })
+                .collect::<Option<_>>()?;
+            // An address held twice would imply its PTR twice.
+            let distinct: std::collections::HashSet<&usize> = ats.iter().collect();
+            (distinct.len() == ats.len()).then_some(ats)
+        };
+        // By parent: each candidate member and the names of its implied PTRs (if they can be implied).
+        let mut candidates: std::collections::BTreeMap<usize, Vec<Candidate>> = Default::default();
+        for (i, (_, name, records)) in names.iter().enumerate() {
+            if !addresses(records) || !is_leaf(i) {
+                continue;
+            }
+            let Some(parent) = name.as_str().split_once('.').and_then(|(_, parent)| index.get(parent)) else {
+                continue;
+            };
+            candidates.entry(*parent).or_default().push((i, implied_ptrs(name, records)));
+        }
+        let mut plan =
+            Self { groups: Default::default(), written_elsewhere: vec![false; names.len()], implied_ptr_names: 0 };
+        let mut open: Option<&[u8]> = None;
+        for (parent, members) in candidates {
+            if open.is_some_and(|key| names[parent].0.starts_with(key)) {
+                continue;
+            }
+            open = Some(&names[parent].0);
+            let ptr = members.iter().any(|(_, ptrs)| ptrs.is_some());
+            let mut group =
+                PlannedGroup { members: Vec::new(), ptr, v4: Vec::new(), v6: Vec::new(), member_names: Vec::new() };
+            for (member, ptrs) in members {
+                if ptrs.is_some() != ptr {
+                    continue;
+                }
+                plan.written_elsewhere[member] = true;
+                for at in ptrs.into_iter().flatten() {
+                    plan.written_elsewhere[at] = true;
+                    plan.implied_ptr_names += 1;
+                }
+                let (_, name, records) = &names[member];
+                group.members.push(member);
+                group.member_names.push((*name).clone());
+                group.v4.extend(records.iter().filter(|r| matches!(r, RData::A { .. })).cloned());
+                group.v6.extend(records.iter().filter(|r| matches!(r, RData::Aaaa { .. })).cloned());
+            }
+            plan.groups.insert(parent, group);
+        }
+        plan
+    }
+}
+
+/// A group's members, after its name's head: the count, the flags, then each member's label and addresses.
+fn put_group(out: &mut Vec<u8>, group: &PlannedGroup, names: &[(Vec<u8>, &DomainName, &Vec<RData>)]) {
+    put_varint(out, group.members.len() as u64);
+    out.push(if group.ptr { GROUP_PTR } else { 0 });
+    for &member in &group.members {
+        let (_, name, records) = &names[member];
+        let label = name.as_str().split_once('.').map_or(name.as_str(), |(label, _)| label);
+        out.push(label.len() as u8);
+        out.extend_from_slice(label.as_bytes());
+        put_varint(out, records.len() as u64);
+        for record in records.iter() {
+            match record {
+                RData::A { ip } => {
+                    out.push(4);
+                    out.extend_from_slice(&ip.octets());
+                }
+                RData::Aaaa { ip } => {
+                    out.push(6);
+                    out.extend_from_slice(&ip.octets());
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Writes `run` (records of one type) as expansions of `group`, if it is exactly what they make.
+fn put_expansion(out: &mut Vec<u8>, group: &PlannedGroup, run: &[RData]) -> bool {
+    match run.first() {
+        Some(RData::A { .. }) if run == group.v4 => out.extend_from_slice(&[TYPE_MEMBER_ADDRESSES, 4]),
+        Some(RData::Aaaa { .. }) if run == group.v6 => out.extend_from_slice(&[TYPE_MEMBER_ADDRESSES, 6]),
+        Some(RData::Srv { .. }) => {
+            let members = group.member_names.len();
+            let expands = |chunk: &[RData]| {
+                match chunk.first() {
+                Some(RData::Srv { priority, weight, port, .. }) => chunk.iter().zip(&group.member_names).all(
+                    |(record, member)| matches!(record, RData::Srv { priority: p, weight: w, port: o, target } if (p, w, o, target) == (priority, weight, port, member)),
+                ),
+                _ => false,
+            }
+            };
+            if members == 0 || !run.len().is_multiple_of(members) || !run.chunks(members).all(expands) {
+                return false;
+            }
+            for chunk in run.chunks(members) {
+                if let Some(RData::Srv { priority, weight, port, .. }) = chunk.first() {
+                    out.push(TYPE_MEMBER_SRV);
+                    for value in [priority, weight, port] {
+                        put_varint(out, u64::from(*value));
+                    }
+                }
+            }
+        }
+        _ => return false,
+    }
+    true
 }
 
 /// One record of `name`: its type byte and data, its target written against `previous_target`.
@@ -377,8 +577,13 @@ impl Slot {
 
 /// Receives a packed snapshot's contents as they are decoded.
 pub trait Visitor {
-    /// One name with its records (none: an empty non-terminal), in canonical order.
+    /// One name with its records (none: an empty non-terminal): written names in canonical order, a
+    /// group's members before the name that holds the group.
     fn name(&mut self, name: CheckedName<'_>, records: Records<'_>);
+    /// The PTR record at the reverse name of `ip` to the group member `target`. Its name is not written:
+    /// the encoder implies a PTR only where it is the whole record set of its name, so a table that
+    /// meets that name twice holds a snapshot no encoder wrote (a replica refuses it).
+    fn ptr(&mut self, ip: IpAddr, target: CheckedName<'_>);
     /// One autopath client, in address order.
     fn client(&mut self, ip: IpAddr, namespace: &str);
 }
@@ -387,6 +592,10 @@ pub trait Visitor {
 impl Visitor for ZoneData {
     fn name(&mut self, name: CheckedName<'_>, records: Records<'_>) {
         self.names.insert(name.to_name(), records.to_rdata());
+    }
+
+    fn ptr(&mut self, ip: IpAddr, target: CheckedName<'_>) {
+        self.names.entry(DomainName::reverse_of(ip)).or_default().push(RData::Ptr { target: target.to_name() });
     }
 
     fn client(&mut self, ip: IpAddr, namespace: &str) {
@@ -435,6 +644,20 @@ pub enum Problem {
     UnknownType(u8),
     #[error("a repeat of type {0} records, which the last name with records does not have")]
     NothingToRepeat(u8),
+    #[error("members' records (type {0}) outside a group")]
+    NoGroup(u8),
+    #[error("the group's members have no address of family {0}")]
+    NoMemberAddress(u8),
+    #[error("a group with no member")]
+    EmptyGroup,
+    #[error("unknown group flags {0:#x}")]
+    UnknownGroupFlags(u8),
+    #[error("a group inside the group of `{0}`")]
+    NestedGroup(String),
+    #[error("`{0}` is a name of a member of the open group")]
+    MemberWritten(String),
+    #[error("member `{found}` does not come after member `{previous}`")]
+    MemberOutOfOrder { previous: String, found: String },
     #[error("TXT text is not UTF-8")]
     TxtNotUtf8,
     #[error("unknown address family {0}")]
@@ -630,6 +853,7 @@ impl StackedName {
 enum Stage {
     Header,
     Name,
+    Member,
     Record,
     Client,
     Done,
@@ -655,6 +879,65 @@ pub struct Decoder {
     target: StackedName,
     previous_client: Option<IpAddr>,
     namespaces: Vec<String>,
+    /// The group of the last name that held one, while the names read are in its subtree.
+    group: Option<Group>,
+    /// The last group closed, whose buffers the next one reuses.
+    spare: Group,
+    /// A member's address records, reused from member to member.
+    member_slots: Vec<Slot>,
+}
+
+/// A group: a name's members, each a child of it holding only addresses (see the module's layout).
+#[derive(Debug, Default)]
+struct Group {
+    /// The labels of the name that holds it.
+    depth: usize,
+    ptr: bool,
+    /// Members still to read.
+    left: u64,
+    /// The member labels, one after the other, and where each ends.
+    labels: Vec<u8>,
+    label_ends: Vec<u32>,
+    /// The members' addresses (A and AAAA slots), in member order, and how many are IPv4.
+    addresses: Vec<Slot>,
+    v4: usize,
+}
+
+impl Group {
+    fn label(&self, member: usize) -> &[u8] {
+        let start = if member == 0 { 0 } else { self.label_ends[member - 1] as usize };
+        &self.labels[start..self.label_ends[member] as usize]
+    }
+
+    fn members(&self) -> usize {
+        self.label_ends.len()
+    }
+
+    /// Emptied for the group of a name of `depth` labels, with `left` members to read.
+    fn reset(&mut self, depth: usize, ptr: bool, left: u64) {
+        self.depth = depth;
+        self.ptr = ptr;
+        self.left = left;
+        self.labels.clear();
+        self.label_ends.clear();
+        self.addresses.clear();
+        self.v4 = 0;
+    }
+
+    /// Whether `label` is a member's (members are in ascending order).
+    fn has_member(&self, label: &[u8]) -> bool {
+        let (mut low, mut high) = (0, self.members());
+        while low < high {
+            let middle = (low + high) / 2;
+            // Labels are short: compared in place rather than through `memcmp`.
+            match self.label(middle).iter().cmp(label.iter()) {
+                Ordering::Equal => return true,
+                Ordering::Less => low = middle + 1,
+                Ordering::Greater => high = middle,
+            }
+        }
+        false
+    }
 }
 
 impl Default for Decoder {
@@ -680,6 +963,9 @@ impl Decoder {
             target: StackedName::new(),
             previous_client: None,
             namespaces: Vec::new(),
+            group: None,
+            spare: Group::default(),
+            member_slots: Vec::new(),
         }
     }
 
@@ -689,14 +975,13 @@ impl Decoder {
             return Err(self.error(Problem::Failed));
         }
         let mut pending = std::mem::take(&mut self.pending);
-        let result = if pending.is_empty() {
+        let result = self.complete_pending(&mut pending, input, visitor).and_then(|taken| {
+            if !pending.is_empty() {
+                return Ok(());
+            }
+            let input = &input[taken..];
             self.run(input, visitor).map(|used| pending.extend_from_slice(&input[used..]))
-        } else {
-            pending.extend_from_slice(input);
-            self.run(&pending, visitor).map(|used| {
-                pending.drain(..used);
-            })
-        };
+        });
         let result = result.and_then(|()| {
             if self.stage == Stage::Done && !pending.is_empty() {
                 return Err(self.error(Problem::TrailingBytes));
@@ -708,6 +993,30 @@ impl Decoder {
         }
         self.pending = pending;
         result
+    }
+
+    /// Completes the item held in `pending` from the start of `input`, copying no more of `input` than
+    /// that takes (in steps that double, as an item may be long): the bytes of `input` taken. `pending` is
+    /// left empty unless `input` ran out first.
+    fn complete_pending(
+        &mut self,
+        pending: &mut Vec<u8>,
+        input: &[u8],
+        visitor: &mut impl Visitor,
+    ) -> Result<usize, PackedError> {
+        let mut taken = 0;
+        while !pending.is_empty() && taken < input.len() {
+            let step = (input.len() - taken).min(pending.len().max(64));
+            pending.extend_from_slice(&input[taken..taken + step]);
+            taken += step;
+            let used = self.run(pending, visitor)?;
+            if used > 0 {
+                // The held item is whole, and what follows it in `pending` is still in `input`.
+                taken -= pending.len() - used;
+                pending.clear();
+            }
+        }
+        Ok(taken)
     }
 
     /// Ends the snapshot: an error unless it was complete.
@@ -737,6 +1046,10 @@ impl Decoder {
         let at = match self.stage {
             Stage::Header => "the header".to_owned(),
             Stage::Name => format!("name {} of {}", self.seen.names + 1, self.declared.names),
+            Stage::Member => {
+                let member = self.group.as_ref().map_or(0, Group::members) + 1;
+                format!("member {member} of the group of name `{}`", self.name.as_str())
+            }
             Stage::Record => {
                 format!("record {} of name {} (`{}`)", self.slots.len() + 1, self.seen.names + 1, self.name.as_str())
             }
@@ -751,6 +1064,7 @@ impl Decoder {
         match self.stage {
             Stage::Header => self.header(cursor),
             Stage::Name => self.name_head(cursor, visitor),
+            Stage::Member => self.member(cursor, visitor),
             Stage::Record => self.record(cursor, visitor),
             Stage::Client => self.client(cursor, visitor),
             Stage::Done | Stage::Failed => Ok(()),
@@ -793,18 +1107,116 @@ impl Decoder {
 
     fn name_head(&mut self, cursor: &mut Cursor<'_>, visitor: &mut impl Visitor) -> Result<(), Need> {
         let run = cursor.labels(self.name.depth)?;
-        let count = cursor.bounded("record count", self.declared.records - self.seen.records)?;
+        let head = cursor.varint()?;
+        let (count, grouped) = (head >> 1, head & 1 == 1);
+        let left = self.declared.records - self.seen.records;
+        if count > left {
+            return Err(Problem::TooLarge { what: "record count", value: count, max: left }.into());
+        }
+        let group = if grouped {
+            // The name itself is one of the names left.
+            let members = cursor.bounded("member count", (self.declared.names - self.seen.names).saturating_sub(1))?;
+            let flags = cursor.byte()?;
+            if members == 0 {
+                return Err(Problem::EmptyGroup.into());
+            }
+            if flags & !GROUP_PTR != 0 {
+                return Err(Problem::UnknownGroupFlags(flags).into());
+            }
+            Some((members, flags & GROUP_PTR != 0))
+        } else {
+            None
+        };
         self.follows_name(&run, cursor.bytes)?;
+        // The open group ends with its subtree: at a name that does not keep the group's name.
+        if self.group.as_ref().is_some_and(|group| run.keep < group.depth) {
+            self.spare = self.group.take().unwrap_or_default();
+        }
         self.name.apply(&run, cursor.bytes)?;
+        if let Some(open) = &self.group {
+            if open.has_member(self.name.label(open.depth + 1)) {
+                return Err(Problem::MemberWritten(self.name.as_str().to_owned()).into());
+            }
+            if group.is_some() {
+                return Err(Problem::NestedGroup(self.name.as_str().to_owned()).into());
+            }
+        }
         self.slots.clear();
         self.text.clear();
-        if count == 0 {
+        self.records_left = count;
+        if let Some((members, ptr)) = group {
+            let mut group = std::mem::take(&mut self.spare);
+            group.reset(self.name.depth, ptr, members);
+            self.group = Some(group);
+            self.stage = Stage::Member;
+            return Ok(());
+        }
+        self.after_head(visitor)
+    }
+
+    /// After a name's head and its group's members: its records, or the name is whole.
+    fn after_head(&mut self, visitor: &mut impl Visitor) -> Result<(), Need> {
+        if self.records_left == 0 {
             self.seen.names += 1;
             visitor.name(CheckedName(self.name.as_bytes()), Records { slots: &[], text: b"" });
             return self.next_section();
         }
-        self.records_left = count;
         self.stage = Stage::Record;
+        Ok(())
+    }
+
+    /// One member of the group being read: its label, then its addresses.
+    fn member(&mut self, cursor: &mut Cursor<'_>, visitor: &mut impl Visitor) -> Result<(), Need> {
+        let len = usize::from(cursor.byte()?);
+        if len > MAX_LABEL_LEN {
+            return Err(Problem::TooLarge { what: "label length", value: len as u64, max: MAX_LABEL_LEN as u64 }.into());
+        }
+        let label = cursor.take(len)?;
+        let count = cursor.bounded("member addresses", MAX_MEMBER_ADDRESSES)?;
+        self.member_slots.clear();
+        for _ in 0..count {
+            self.member_slots.push(match address(cursor)? {
+                IpAddr::V4(ip) => Slot::A(ip),
+                IpAddr::V6(ip) => Slot::Aaaa(ip),
+            });
+        }
+        let Some(group) = self.group.as_mut() else { return Err(Problem::Failed.into()) };
+        let implied = if group.ptr { 2 * count } else { count };
+        let left = self.declared.records - self.seen.records;
+        if count == 0 || implied > left {
+            return Err(Problem::TooLarge { what: "member addresses", value: implied, max: left }.into());
+        }
+        if let Some(previous) = group.members().checked_sub(1).map(|last| group.label(last))
+            && label.iter().cmp(previous.iter()) != Ordering::Greater
+        {
+            let (previous, found) = (String::from_utf8_lossy(previous), String::from_utf8_lossy(label));
+            return Err(Problem::MemberOutOfOrder { previous: previous.into_owned(), found: found.into_owned() }.into());
+        }
+        // Checked as any label, and the member's name as any name.
+        self.name.push(label)?;
+        let member = CheckedName(self.name.as_bytes());
+        visitor.name(member, Records { slots: &self.member_slots, text: b"" });
+        for slot in &self.member_slots {
+            let ip = match slot {
+                Slot::A(ip) => IpAddr::V4(*ip),
+                Slot::Aaaa(ip) => IpAddr::V6(*ip),
+                _ => continue,
+            };
+            group.v4 += usize::from(ip.is_ipv4());
+            if group.ptr {
+                visitor.ptr(ip, member);
+            }
+        }
+        group.addresses.extend_from_slice(&self.member_slots);
+        self.name.depth -= 1;
+        group.labels.extend_from_slice(label);
+        group.label_ends.push(group.labels.len() as u32);
+        group.left -= 1;
+        self.seen.names += 1;
+        self.seen.records += implied;
+        if group.left == 0 {
+            return self.after_head(visitor);
+        }
         Ok(())
     }
 
@@ -856,6 +1268,17 @@ impl Decoder {
                 let kind = cursor.byte()?;
                 return self.repeat(kind, visitor);
             }
+            TYPE_MEMBER_ADDRESSES => {
+                let family = cursor.byte()?;
+                return self.member_addresses(family, visitor);
+            }
+            TYPE_MEMBER_SRV => {
+                let max = u64::from(u16::MAX);
+                let priority = cursor.bounded("SRV priority", max)? as u16;
+                let weight = cursor.bounded("SRV weight", max)? as u16;
+                let port = cursor.bounded("SRV port", max)? as u16;
+                return self.member_srv(priority, weight, port, visitor);
+            }
             other => return Err(Problem::UnknownType(other).into()),
         };
         self.slots.push(slot);
@@ -902,6 +1325,55 @@ impl Decoder {
         self.added(count, visitor)
     }
 
+    /// The open group (whole), for a record of type `kind` that expands to `count(group)` records.
+    fn expanding(&self, kind: u8, count: impl Fn(&Group) -> usize) -> Result<(), Need> {
+        let group = self.group.as_ref().filter(|group| group.left == 0).ok_or(Problem::NoGroup(kind))?;
+        let count = count(group) as u64;
+        if count > self.records_left {
+            return Err(Problem::TooLarge { what: "members' records", value: count, max: self.records_left }.into());
+        }
+        Ok(())
+    }
+
+    /// The open group's member addresses of `family` (4 or 6).
+    fn member_addresses(&mut self, family: u8, visitor: &mut impl Visitor) -> Result<(), Need> {
+        let v4 = match family {
+            4 => true,
+            6 => false,
+            other => return Err(Problem::UnknownFamily(other).into()),
+        };
+        let of_family = |group: &Group| if v4 { group.v4 } else { group.addresses.len() - group.v4 };
+        self.expanding(TYPE_MEMBER_ADDRESSES, of_family)?;
+        let Some(group) = &self.group else { return Err(Problem::NoGroup(TYPE_MEMBER_ADDRESSES).into()) };
+        let count = of_family(group);
+        if count == 0 {
+            return Err(Problem::NoMemberAddress(family).into());
+        }
+        if count == group.addresses.len() {
+            self.slots.extend_from_slice(&group.addresses);
+        } else {
+            self.slots.extend(group.addresses.iter().filter(|slot| matches!(slot, Slot::A(_)) == v4).cloned());
+        }
+        self.added(count as u64, visitor)
+    }
+
+    /// One SRV record to each member of the open group.
+    fn member_srv(&mut self, priority: u16, weight: u16, port: u16, visitor: &mut impl Visitor) -> Result<(), Need> {
+        self.expanding(TYPE_MEMBER_SRV, Group::members)?;
+        let Some(group) = &self.group else { return Err(Problem::NoGroup(TYPE_MEMBER_SRV).into()) };
+        // The group's name: the held name keeps its labels (it is the group's name or in its subtree).
+        let parent = &self.name.text[usize::from(self.name.starts[group.depth])..];
+        for member in 0..group.members() {
+            let start = self.text.len() as u32;
+            self.text.extend_from_slice(group.label(member));
+            self.text.push(b'.');
+            self.text.extend_from_slice(parent);
+            self.slots.push(Slot::Srv(priority, weight, port, start..self.text.len() as u32));
+        }
+        let count = group.members() as u64;
+        self.added(count, visitor)
+    }
+
     /// A record's target, checked and kept in `text`. Every target is its record's last field, so the
     /// record is whole once it is read: only then does the previous target change.
     fn target(&mut self, cursor: &mut Cursor<'_>) -> Result<Range<u32>, Need> {
@@ -922,11 +1394,7 @@ impl Decoder {
     }
 
     fn client(&mut self, cursor: &mut Cursor<'_>, visitor: &mut impl Visitor) -> Result<(), Need> {
-        let ip = match cursor.byte()? {
-            4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(cursor.take(4)?).map_err(|_| Need::More)?)),
-            6 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(cursor.take(16)?).map_err(|_| Need::More)?)),
-            other => return Err(Problem::UnknownFamily(other).into()),
-        };
+        let ip = address(cursor)?;
         let known = self.namespaces.len();
         let index = cursor.varint()?;
         let new = if index == known as u64 {
@@ -956,6 +1424,16 @@ impl Decoder {
         }
         Ok(())
     }
+}
+
+/// An address: its family (4 or 6), then its bytes.
+#[inline]
+fn address(cursor: &mut Cursor<'_>) -> Result<IpAddr, Need> {
+    Ok(match cursor.byte()? {
+        4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(cursor.take(4)?).map_err(|_| Need::More)?)),
+        6 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(cursor.take(16)?).map_err(|_| Need::More)?)),
+        other => return Err(Problem::UnknownFamily(other).into()),
+    })
 }
 
 /// Bytes read from a [`Read`] at a time.
@@ -1051,7 +1529,8 @@ mod tests {
             assert_eq!(decode_in_chunks(&bytes, chunk).unwrap(), zone, "chunks of {chunk}");
         }
         let summary = decode(&bytes[..], &mut ZoneData::default()).unwrap();
-        assert_eq!(summary.names, zone.names.len() as u64);
+        // The reverse names of the pods' addresses (4 services × 5 pods × 2) are visited through `ptr`.
+        assert_eq!(summary.names, zone.names.len() as u64 - 40);
         assert_eq!(summary.records, zone.record_count() as u64);
         assert_eq!(summary.clients, zone.clients.len() as u64);
         assert_eq!(decode_zone(&encode(&ZoneData::default()).unwrap()).unwrap(), ZoneData::default());
@@ -1137,7 +1616,7 @@ mod tests {
             (b"RSPX\x02\0\0\0".to_vec(), Problem::BadMagic),
             (b"{\"kind\"".to_vec(), Problem::BadMagic),
             (b"RSPK\x01\0\0\0".to_vec(), Problem::UnsupportedVersion(1)),
-            (b"RSPK\x03\0\0\0".to_vec(), Problem::UnsupportedVersion(3)),
+            (b"RSPK\x02\0\0\0".to_vec(), Problem::UnsupportedVersion(2)),
             (with_header(0, 0, 0, b"x"), Problem::TrailingBytes),
             (with_header(0, 1, 0, b""), Problem::CountMismatch { what: "records", declared: 1, found: 0 }),
             (
@@ -1145,10 +1624,109 @@ mod tests {
                 Problem::CountMismatch { what: "records", declared: 1, found: 0 },
             ),
             (
-                with_header(1, 0, 0, &[&a[..], &[1]].concat()),
+                with_header(1, 0, 0, &[&a[..], &[2]].concat()),
                 Problem::TooLarge { what: "record count", value: 1, max: 0 },
             ),
-            (with_header(1, 1, 0, &[&a[..], &[1, 9]].concat()), Problem::UnknownType(9)),
+            (with_header(1, 1, 0, &[&a[..], &[2, 11]].concat()), Problem::UnknownType(11)),
+            // Groups: `a.cluster.local` holding members `x` (10.0.0.1) and then the given label.
+            (with_header(2, 1, 0, &[&a[..], &[1, 0, 0]].concat()), Problem::EmptyGroup),
+            (with_header(2, 1, 0, &[&a[..], &[1, 1, 2]].concat()), Problem::UnknownGroupFlags(2)),
+            (
+                with_header(
+                    3,
+                    2,
+                    0,
+                    &[&a[..], &[1, 2, 0, 1, b'x', 1, 4, 10, 0, 0, 1, 1, b'b', 1, 4, 10, 0, 0, 2]].concat(),
+                ),
+                Problem::MemberOutOfOrder { previous: "x".to_owned(), found: "b".to_owned() },
+            ),
+            (
+                with_header(
+                    3,
+                    2,
+                    0,
+                    &[&a[..], &[1, 2, 0, 1, b'x', 1, 4, 10, 0, 0, 1, 1, b'x', 1, 4, 10, 0, 0, 2]].concat(),
+                ),
+                Problem::MemberOutOfOrder { previous: "x".to_owned(), found: "x".to_owned() },
+            ),
+            (
+                with_header(2, 1, 0, &[&a[..], &[1, 1, 0, 1, b'X', 1, 4, 10, 0, 0, 1]].concat()),
+                Problem::NotCanonical("X.a.cluster.local".to_owned()),
+            ),
+            (
+                with_header(2, 1, 0, &[&a[..], &[1, 1, 0, 1, b'x', 0]].concat()),
+                Problem::TooLarge { what: "member addresses", value: 0, max: 1 },
+            ),
+            // The PTR flag doubles a member's records.
+            (
+                with_header(2, 1, 0, &[&a[..], &[1, 1, 1, 1, b'x', 1, 4, 10, 0, 0, 1]].concat()),
+                Problem::TooLarge { what: "member addresses", value: 2, max: 1 },
+            ),
+            // A member's name written again, below it, or a group inside the group.
+            (
+                with_header(
+                    3,
+                    1,
+                    0,
+                    &[&a[..], &[1, 1, 0, 1, b'x', 1, 4, 10, 0, 0, 1], &labels(3, &[b"x"]), &[0]].concat(),
+                ),
+                Problem::MemberWritten("x.a.cluster.local".to_owned()),
+            ),
+            (
+                with_header(
+                    3,
+                    1,
+                    0,
+                    &[&a[..], &[1, 1, 0, 1, b'x', 1, 4, 10, 0, 0, 1], &labels(3, &[b"x", b"y"]), &[0]].concat(),
+                ),
+                Problem::MemberWritten("y.x.a.cluster.local".to_owned()),
+            ),
+            (
+                with_header(
+                    4,
+                    2,
+                    0,
+                    &[
+                        &a[..],
+                        &[1, 1, 0, 1, b'x', 1, 4, 10, 0, 0, 1],
+                        &labels(3, &[b"y"]),
+                        &[1, 1, 0, 1, b'z', 1, 4, 10, 0, 0, 2],
+                    ]
+                    .concat(),
+                ),
+                Problem::NestedGroup("y.a.cluster.local".to_owned()),
+            ),
+            // Members' records with no group open, or more of them than the name has.
+            (
+                with_header(1, 1, 0, &[&a[..], &[2, TYPE_MEMBER_ADDRESSES, 4]].concat()),
+                Problem::NoGroup(TYPE_MEMBER_ADDRESSES),
+            ),
+            (
+                with_header(2, 1, 0, &[&b[..], &[0], &labels(2, &[b"c"]), &[2, TYPE_MEMBER_SRV, 0, 0, 80]].concat()),
+                Problem::NoGroup(TYPE_MEMBER_SRV),
+            ),
+            (
+                with_header(
+                    2,
+                    2,
+                    0,
+                    &[&a[..], &[3, 1, 0, 1, b'x', 1, 4, 10, 0, 0, 1, TYPE_MEMBER_ADDRESSES, 6]].concat(),
+                ),
+                Problem::NoMemberAddress(6),
+            ),
+            (
+                with_header(
+                    3,
+                    3,
+                    0,
+                    &[
+                        &a[..],
+                        &[3, 2, 0, 1, b'x', 1, 4, 10, 0, 0, 1, 1, b'y', 1, 4, 10, 0, 0, 2, TYPE_MEMBER_SRV, 0, 0, 80],
+                    ]
+                    .concat(),
+                ),
+                Problem::TooLarge { what: "members' records", value: 2, max: 1 },
+            ),
             (
                 with_header(1, 0, 0, &[&fresh("A.cluster.local")[..], &[0]].concat()),
                 Problem::NotCanonical("A.cluster.local".to_owned()),
@@ -1188,26 +1766,26 @@ mod tests {
             (with_header(1, 0, 0, &[&labels(0, &[&[0xc3, 0xa9]])[..], &[0]].concat()), Problem::NotAscii),
             (with_header(u64::MAX, 0, 0, &[0xff; 11]), Problem::VarintTooLong),
             (
-                with_header(1, 1, 0, &[&a[..], &[1, TYPE_TXT, 0xff, 0xff, 0x04]].concat()),
+                with_header(1, 1, 0, &[&a[..], &[2, TYPE_TXT, 0xff, 0xff, 0x04]].concat()),
                 Problem::TooLarge { what: "TXT length", value: 0x1_3fff, max: MAX_TXT_BYTES as u64 },
             ),
-            (with_header(1, 1, 0, &[&a[..], &[1, TYPE_TXT, 2, 0xc3, 0x28]].concat()), Problem::TxtNotUtf8),
+            (with_header(1, 1, 0, &[&a[..], &[2, TYPE_TXT, 2, 0xc3, 0x28]].concat()), Problem::TxtNotUtf8),
             (
-                with_header(1, 1, 0, &[&a[..], &[1, TYPE_SRV, 0, 0, 0x80, 0x80, 0x04]].concat()),
+                with_header(1, 1, 0, &[&a[..], &[2, TYPE_SRV, 0, 0, 0x80, 0x80, 0x04]].concat()),
                 Problem::TooLarge { what: "SRV port", value: 0x1_0000, max: 65_535 },
             ),
             // A target with no label.
             (
-                with_header(1, 1, 0, &[&a[..], &[1, TYPE_PTR, 0, 0]].concat()),
+                with_header(1, 1, 0, &[&a[..], &[2, TYPE_PTR, 0, 0]].concat()),
                 Problem::BadName { text: String::new(), error: NameError::Empty },
             ),
             // A target keeps at most the previous target's labels.
             (
-                with_header(1, 1, 0, &[&a[..], &[1, TYPE_PTR, 1, 0]].concat()),
+                with_header(1, 1, 0, &[&a[..], &[2, TYPE_PTR, 1, 0]].concat()),
                 Problem::TooLarge { what: "kept labels", value: 1, max: 0 },
             ),
-            (with_header(1, 1, 0, &[&a[..], &[1, TYPE_REPEAT, TYPE_A]].concat()), Problem::NothingToRepeat(TYPE_A)),
-            (with_header(1, 1, 0, &[&a[..], &[1, TYPE_REPEAT, 0]].concat()), Problem::UnknownType(0)),
+            (with_header(1, 1, 0, &[&a[..], &[2, TYPE_REPEAT, TYPE_A]].concat()), Problem::NothingToRepeat(TYPE_A)),
+            (with_header(1, 1, 0, &[&a[..], &[2, TYPE_REPEAT, 0]].concat()), Problem::UnknownType(0)),
             (
                 with_header(
                     2,
@@ -1215,9 +1793,9 @@ mod tests {
                     0,
                     &[
                         &a[..],
-                        &[2, TYPE_A, 1, 1, 1, 1, TYPE_A, 2, 2, 2, 2],
+                        &[4, TYPE_A, 1, 1, 1, 1, TYPE_A, 2, 2, 2, 2],
                         &labels(2, &[b"b"]),
-                        &[1, TYPE_REPEAT, TYPE_A],
+                        &[2, TYPE_REPEAT, TYPE_A],
                     ]
                     .concat(),
                 ),
@@ -1242,7 +1820,7 @@ mod tests {
         assert!(matches!(error.problem, Problem::BadName { .. }), "{error}");
         assert_eq!(error.at, "name 1 of 1");
         assert!(error.to_string().contains("`-a.cluster.local` is not a name"), "{error}");
-        let bad_target = with_header(1, 1, 0, &[&a[..], &[1, TYPE_PTR], &fresh("x_y.cluster.local")].concat());
+        let bad_target = with_header(1, 1, 0, &[&a[..], &[2, TYPE_PTR], &fresh("x_y.cluster.local")].concat());
         let error = decode_zone(&bad_target).unwrap_err();
         assert_eq!(error.at, "record 1 of name 1 (`a.cluster.local`)");
         assert!(error.to_string().contains("`x_y.cluster.local` is not a name"), "{error}");
@@ -1264,6 +1842,7 @@ mod tests {
                 );
                 self.0.push(name.as_str().to_owned());
             }
+            fn ptr(&mut self, _: IpAddr, _: CheckedName<'_>) {}
             fn client(&mut self, _: IpAddr, _: &str) {}
         }
         let mut order = Order(Vec::new());
@@ -1280,7 +1859,7 @@ mod tests {
         assert_eq!(order.0, want);
         // `b.a.cluster.local` after `_x.a.cluster.local`: keeps 3 labels, adds `b`; its PTR record is the
         // one `_x.a.cluster.local` has: a repeat.
-        let b = [&labels(3, &[b"b"])[..], &[1, TYPE_REPEAT, TYPE_PTR]].concat();
+        let b = [&labels(3, &[b"b"])[..], &[2, TYPE_REPEAT, TYPE_PTR]].concat();
         assert!(bytes.windows(b.len()).any(|w| w == b), "{bytes:?}");
         // Without a repeat, the same target again adds no label.
         let mut zone = ZoneData::default();
@@ -1289,7 +1868,7 @@ mod tests {
         zone.add(name("b.cluster.local"), target, &apex);
         zone.add(name("b.cluster.local"), RData::Ptr { target: name("x.cluster.local") }, &apex);
         let bytes = encode(&zone).unwrap();
-        let b = [&labels(2, &[b"b"])[..], &[2, TYPE_PTR, 3, 0, TYPE_PTR, 2, 1, 1, b'x']].concat();
+        let b = [&labels(2, &[b"b"])[..], &[4, TYPE_PTR, 3, 0, TYPE_PTR, 2, 1, 1, b'x']].concat();
         assert!(bytes.windows(b.len()).any(|w| w == b), "{bytes:?}");
         assert_eq!(decode_zone(&bytes).unwrap(), zone);
     }
@@ -1305,7 +1884,7 @@ mod tests {
         // An item never waits for more than its bound: a TXT length past it is refused at once.
         let mut decoder = Decoder::new();
         let a = fresh("a.cluster.local");
-        let bytes = with_header(1, 1, 0, &[&a[..], &[1, TYPE_TXT, 0x80, 0x80, 0x80, 0x80, 0x01]].concat());
+        let bytes = with_header(1, 1, 0, &[&a[..], &[2, TYPE_TXT, 0x80, 0x80, 0x80, 0x80, 0x01]].concat());
         let error = decoder.feed(&bytes, &mut ZoneData::default()).unwrap_err();
         assert!(matches!(error.problem, Problem::TooLarge { what: "TXT length", .. }), "{error}");
         assert_eq!(decoder.feed(b"", &mut ZoneData::default()).unwrap_err().problem, Problem::Failed);
@@ -1349,7 +1928,78 @@ mod tests {
         (names, clients).prop_map(|(names, clients)| ZoneData { names, clients })
     }
 
+    /// Services holding members that share addresses now and then (so some PTRs cannot be implied), with
+    /// SRV sets whose targets are the members or not, and stray names beside and below the members.
+    fn grouped_zone() -> impl Strategy<Value = ZoneData> {
+        let member = ("[a-z]{1,3}(-[0-9])?", prop::collection::vec(0u8..24, 1..3), any::<bool>());
+        let service =
+            ("[a-c]{1,2}", prop::collection::vec(member, 1..6), prop::collection::vec((0u16..2, 0u16..3), 0..3));
+        (prop::collection::vec(service, 0..5), any::<bool>()).prop_map(|(services, normalise)| {
+            let apex = name("cluster.local");
+            let mut zone = ZoneData::default();
+            for (service, members, ports) in services {
+                let service = name(&format!("{service}.ns.svc.cluster.local"));
+                zone.ensure_name(&service, &apex);
+                for (label, addresses, stray) in members {
+                    let own = name(&format!("{label}.{service}"));
+                    for (i, last) in addresses.iter().enumerate() {
+                        let ip = if i % 2 == 0 {
+                            IpAddr::V4(Ipv4Addr::new(10, 0, 0, *last))
+                        } else {
+                            IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, u16::from(*last)))
+                        };
+                        let address = match ip {
+                            IpAddr::V4(ip) => RData::A { ip },
+                            IpAddr::V6(ip) => RData::Aaaa { ip },
+                        };
+                        zone.add(own.clone(), address.clone(), &apex);
+                        zone.add(service.clone(), address, &apex);
+                        zone.add(DomainName::reverse_of(ip), RData::Ptr { target: own.clone() }, &name("arpa"));
+                    }
+                    for (port, weight) in &ports {
+                        let srv = RData::Srv { priority: 0, weight: *weight, port: *port, target: own.clone() };
+                        zone.add(service.clone(), srv.clone(), &apex);
+                        zone.add(
+                            service.prefixed(&["_tcp"]).unwrap().prefixed(&[&format!("_p{port}")]).unwrap(),
+                            srv,
+                            &apex,
+                        );
+                    }
+                    if stray {
+                        zone.add(name(&format!("x.{own}")), RData::Txt { text: String::new() }, &apex);
+                    }
+                }
+            }
+            if normalise {
+                zone.normalise();
+            }
+            zone
+        })
+    }
+
+    #[test]
+    fn headless_services_are_written_as_groups() {
+        let zone = cluster_zone(3, 4);
+        let bytes = encode(&zone).unwrap();
+        // Every pod is a member: its own name, both reverse names and the service's addresses and SRV
+        // targets are no longer written.
+        let srv = [TYPE_MEMBER_SRV, 0, 10, 0x90, 0x3f];
+        assert_eq!(bytes.windows(srv.len()).filter(|w| *w == srv).count(), 3, "{bytes:?}");
+        let addresses = [TYPE_MEMBER_ADDRESSES, 4, TYPE_MEMBER_ADDRESSES, 6];
+        assert_eq!(bytes.windows(4).filter(|w| *w == addresses).count(), 3);
+        // The pods' reverse names (3 × 4 × 2) come as implied PTRs, not as names.
+        let summary = decode(&bytes[..], &mut ZoneData::default()).unwrap();
+        assert_eq!(summary.names, zone.names.len() as u64 - 24);
+        assert_eq!(decode_zone(&bytes).unwrap(), zone);
+    }
+
     proptest! {
+        #[test]
+        fn grouped_zones_round_trip(zone in grouped_zone(), chunk in 1usize..50) {
+            let bytes = encode(&zone).unwrap();
+            prop_assert_eq!(decode_in_chunks(&bytes, chunk).unwrap(), zone);
+        }
+
         #[test]
         fn any_zone_round_trips(zone in any_zone(), chunk in 1usize..50) {
             let bytes = encode(&zone).unwrap();
