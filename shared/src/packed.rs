@@ -877,7 +877,8 @@ pub struct Decoder {
     previous_slots: Vec<Slot>,
     previous_text: Vec<u8>,
     target: StackedName,
-    previous_client: Option<IpAddr>,
+    /// The last client's [`address_order`] (`(0, 0)`: none yet).
+    previous_client: (u8, u128),
     namespaces: Vec<String>,
     /// The group of the last name that held one, while the names read are in its subtree.
     group: Option<Group>,
@@ -895,9 +896,11 @@ struct Group {
     ptr: bool,
     /// Members still to read.
     left: u64,
-    /// The member labels, one after the other, and where each ends.
-    labels: Vec<u8>,
-    label_ends: Vec<u32>,
+    /// The members' names, one after the other, where each ends and how long its label (its start) is:
+    /// an SRV expansion copies them at once.
+    names: Vec<u8>,
+    name_ends: Vec<u32>,
+    label_lens: Vec<u8>,
     /// The members' addresses (A and AAAA slots), in member order, and how many are IPv4.
     addresses: Vec<Slot>,
     v4: usize,
@@ -905,12 +908,12 @@ struct Group {
 
 impl Group {
     fn label(&self, member: usize) -> &[u8] {
-        let start = if member == 0 { 0 } else { self.label_ends[member - 1] as usize };
-        &self.labels[start..self.label_ends[member] as usize]
+        let start = if member == 0 { 0 } else { self.name_ends[member - 1] as usize };
+        &self.names[start..start + usize::from(self.label_lens[member])]
     }
 
     fn members(&self) -> usize {
-        self.label_ends.len()
+        self.name_ends.len()
     }
 
     /// Emptied for the group of a name of `depth` labels, with `left` members to read.
@@ -918,8 +921,9 @@ impl Group {
         self.depth = depth;
         self.ptr = ptr;
         self.left = left;
-        self.labels.clear();
-        self.label_ends.clear();
+        self.names.clear();
+        self.name_ends.clear();
+        self.label_lens.clear();
         self.addresses.clear();
         self.v4 = 0;
     }
@@ -961,7 +965,7 @@ impl Decoder {
             previous_slots: Vec::new(),
             previous_text: Vec::new(),
             target: StackedName::new(),
-            previous_client: None,
+            previous_client: (0, 0),
             namespaces: Vec::new(),
             group: None,
             spare: Group::default(),
@@ -1208,9 +1212,10 @@ impl Decoder {
             }
         }
         group.addresses.extend_from_slice(&self.member_slots);
+        group.names.extend_from_slice(member.0);
+        group.name_ends.push(group.names.len() as u32);
+        group.label_lens.push(label.len() as u8);
         self.name.depth -= 1;
-        group.labels.extend_from_slice(label);
-        group.label_ends.push(group.labels.len() as u32);
         group.left -= 1;
         self.seen.names += 1;
         self.seen.records += implied;
@@ -1361,14 +1366,12 @@ impl Decoder {
     fn member_srv(&mut self, priority: u16, weight: u16, port: u16, visitor: &mut impl Visitor) -> Result<(), Need> {
         self.expanding(TYPE_MEMBER_SRV, Group::members)?;
         let Some(group) = &self.group else { return Err(Problem::NoGroup(TYPE_MEMBER_SRV).into()) };
-        // The group's name: the held name keeps its labels (it is the group's name or in its subtree).
-        let parent = &self.name.text[usize::from(self.name.starts[group.depth])..];
-        for member in 0..group.members() {
-            let start = self.text.len() as u32;
-            self.text.extend_from_slice(group.label(member));
-            self.text.push(b'.');
-            self.text.extend_from_slice(parent);
-            self.slots.push(Slot::Srv(priority, weight, port, start..self.text.len() as u32));
+        let base = self.text.len() as u32;
+        self.text.extend_from_slice(&group.names);
+        let mut start = base;
+        for &end in &group.name_ends {
+            self.slots.push(Slot::Srv(priority, weight, port, start..base + end));
+            start = base + end;
         }
         let count = group.members() as u64;
         self.added(count, visitor)
@@ -1410,13 +1413,13 @@ impl Decoder {
         } else {
             None
         };
-        if let Some(previous) = self.previous_client
-            && ip <= previous
-        {
+        let order = address_order(ip);
+        if order <= self.previous_client {
+            let previous = address_from_order(self.previous_client);
             return Err(Problem::OutOfOrder { previous: previous.to_string(), found: ip.to_string() }.into());
         }
         self.namespaces.extend(new);
-        self.previous_client = Some(ip);
+        self.previous_client = order;
         self.seen.clients += 1;
         visitor.client(ip, &self.namespaces[index as usize]);
         if self.seen.clients == self.declared.clients {
@@ -1424,6 +1427,20 @@ impl Decoder {
         }
         Ok(())
     }
+}
+
+/// `ip` as a pair that sorts as `IpAddr` does (every IPv4 address before every IPv6 one; `(0, 0)` before
+/// both): integers compared instead of an enum, whose copy through memory stalled the loop.
+fn address_order(ip: IpAddr) -> (u8, u128) {
+    match ip {
+        IpAddr::V4(v4) => (1, u128::from(u32::from(v4))),
+        IpAddr::V6(v6) => (2, u128::from(v6)),
+    }
+}
+
+/// The address an [`address_order`] was made from (for messages).
+fn address_from_order((family, bits): (u8, u128)) -> IpAddr {
+    if family == 1 { IpAddr::V4(Ipv4Addr::from(bits as u32)) } else { IpAddr::V6(Ipv6Addr::from(bits)) }
 }
 
 /// An address: its family (4 or 6), then its bytes.
