@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Where the bytes of a packed snapshot (version 2, shared/src/packed.rs) go: names, targets by record
-type, addresses, clients. Make one with
+"""Where the bytes of a packed snapshot (version 3, shared/src/packed.rs) go: names, groups, targets by
+record type, addresses, clients. Make one with
 `PACKED_DUMP=/tmp/snapshot.rspk PACKED_DECODE_ONLY=1 target/release/examples/packed_size 10000 10 1`, then
 `python3 bench/packed_stats.py /tmp/snapshot.rspk`. It trusts its input (the decoder in Rust checks)."""
 import collections
@@ -8,12 +8,14 @@ import sys
 
 TYPES = {1: "A", 2: "AAAA", 3: "SRV", 4: "PTR", 5: "CNAME", 6: "TXT", 7: "NS"}
 REPEAT = 8
+MEMBER_ADDRESSES = 9
+MEMBER_SRV = 10
 
 
 def main(path):
     data = open(path, "rb").read()
-    if data[:4] != b"RSPK" or data[4] != 2:
-        sys.exit(f"{path}: not a version 2 packed snapshot")
+    if data[:4] != b"RSPK" or data[4] != 3:
+        sys.exit(f"{path}: not a version 3 packed snapshot")
     pos = 5
 
     def varint():
@@ -39,11 +41,28 @@ def main(path):
     names, records, clients = varint(), varint(), varint()
     sizes["header"] = pos
     previous = collections.Counter()  # record types of the last name that had records
-    for _ in range(names):
+    group = (0, 0)  # the open group's members and IPv4 addresses (a group stays open over its subtree)
+    left_names = names
+    while left_names > 0:
         labels("names")
+        left_names -= 1
         start = pos
-        left = varint()
+        head = varint()
+        left = head >> 1
         sizes["record counts"] += pos - start
+        if head & 1:
+            start = pos
+            members, v4 = varint(), 0
+            pos += 1  # flags
+            for _ in range(members):
+                pos += 1 + data[pos]
+                for _ in range(varint()):
+                    v4 += data[pos] == 4
+                    pos += 5 if data[pos] == 4 else 17
+            sizes["groups (members)"] += pos - start
+            counts["members"] += members
+            left_names -= members
+            group = (members, v4)
         current = collections.Counter()
         while left > 0:
             start = pos
@@ -56,6 +75,22 @@ def main(path):
                 counts[f"{TYPES[repeated]} (repeated)"] += previous[repeated]
                 current[repeated] += previous[repeated]
                 left -= previous[repeated]
+                continue
+            if kind == MEMBER_ADDRESSES:
+                family = data[pos]
+                pos += 1
+                made = group[1] if family == 4 else group[0] - group[1]
+                sizes["member expansions"] += pos - start
+                counts[f"{'A' if family == 4 else 'AAAA'} (members')"] += made
+                current[1 if family == 4 else 2] += made
+                left -= made
+                continue
+            if kind == MEMBER_SRV:
+                varint(), varint(), varint()
+                sizes["member expansions"] += pos - start
+                counts["SRV (members')"] += group[0]
+                current[3] += group[0]
+                left -= group[0]
                 continue
             name = TYPES[kind]
             if kind in (1, 2):

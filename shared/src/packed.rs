@@ -218,13 +218,13 @@ pub fn encode(zone: &ZoneData) -> Result<Vec<u8>, PackError> {
 }
 
 /// A group to write: the members (indices into the names in canonical order) of one name.
-struct PlannedGroup {
+struct PlannedGroup<'a> {
     members: Vec<usize>,
     ptr: bool,
     /// What the group's expansions make, to compare with a name's runs of records.
-    v4: Vec<RData>,
-    v6: Vec<RData>,
-    member_names: Vec<DomainName>,
+    v4: Vec<&'a RData>,
+    v6: Vec<&'a RData>,
+    member_names: Vec<&'a DomainName>,
 }
 
 /// A possible member (its index) and, when every PTR of its addresses can be implied, their names' indices.
@@ -233,17 +233,17 @@ type Candidate = (usize, Option<Vec<usize>>);
 /// Which names become groups: a name's children that hold only addresses and have no children of their
 /// own are its members, written inside it as a label and addresses; when every address of a member has
 /// exactly one PTR record, to that member, the PTRs are implied too. Groups do not nest.
-struct GroupPlan {
+struct GroupPlan<'a> {
     /// By the index of the name that holds the group.
-    groups: std::collections::BTreeMap<usize, PlannedGroup>,
+    groups: std::collections::BTreeMap<usize, PlannedGroup<'a>>,
     /// Members and implied PTR names: not written as names of their own.
     written_elsewhere: Vec<bool>,
     implied_ptr_names: usize,
 }
 
-impl GroupPlan {
-    fn new(zone: &ZoneData, names: &[(Vec<u8>, &DomainName, &Vec<RData>)]) -> Self {
-        let index: std::collections::HashMap<&str, usize> =
+impl<'a> GroupPlan<'a> {
+    fn new(zone: &ZoneData, names: &[(Vec<u8>, &'a DomainName, &'a Vec<RData>)]) -> Self {
+        let index: rustc_hash::FxHashMap<&str, usize> =
             names.iter().enumerate().map(|(i, (_, name, _))| (name.as_str(), i)).collect();
         let is_leaf = |i: usize| names.get(i + 1).is_none_or(|next| !next.0.starts_with(&names[i].0));
         let addresses = |records: &[RData]| {
@@ -265,7 +265,7 @@ impl GroupPlan {
                 })
                 .collect::<Option<_>>()?;
             // An address held twice would imply its PTR twice.
-            let distinct: std::collections::HashSet<&usize> = ats.iter().collect();
+            let distinct: rustc_hash::FxHashSet<&usize> = ats.iter().collect();
             (distinct.len() == ats.len()).then_some(ats)
         };
         // By parent: each candidate member and the names of its implied PTRs (if they can be implied).
@@ -299,11 +299,11 @@ impl GroupPlan {
                     plan.written_elsewhere[at] = true;
                     plan.implied_ptr_names += 1;
                 }
-                let (_, name, records) = &names[member];
+                let (_, name, records) = names[member];
                 group.members.push(member);
-                group.member_names.push((*name).clone());
-                group.v4.extend(records.iter().filter(|r| matches!(r, RData::A { .. })).cloned());
-                group.v6.extend(records.iter().filter(|r| matches!(r, RData::Aaaa { .. })).cloned());
+                group.member_names.push(name);
+                group.v4.extend(records.iter().filter(|r| matches!(r, RData::A { .. })));
+                group.v6.extend(records.iter().filter(|r| matches!(r, RData::Aaaa { .. })));
             }
             plan.groups.insert(parent, group);
         }
@@ -340,14 +340,18 @@ fn put_group(out: &mut Vec<u8>, group: &PlannedGroup, names: &[(Vec<u8>, &Domain
 /// Writes `run` (records of one type) as expansions of `group`, if it is exactly what they make.
 fn put_expansion(out: &mut Vec<u8>, group: &PlannedGroup, run: &[RData]) -> bool {
     match run.first() {
-        Some(RData::A { .. }) if run == group.v4 => out.extend_from_slice(&[TYPE_MEMBER_ADDRESSES, 4]),
-        Some(RData::Aaaa { .. }) if run == group.v6 => out.extend_from_slice(&[TYPE_MEMBER_ADDRESSES, 6]),
+        Some(RData::A { .. }) if run.iter().eq(group.v4.iter().copied()) => {
+            out.extend_from_slice(&[TYPE_MEMBER_ADDRESSES, 4])
+        }
+        Some(RData::Aaaa { .. }) if run.iter().eq(group.v6.iter().copied()) => {
+            out.extend_from_slice(&[TYPE_MEMBER_ADDRESSES, 6])
+        }
         Some(RData::Srv { .. }) => {
             let members = group.member_names.len();
             let expands = |chunk: &[RData]| {
                 match chunk.first() {
                 Some(RData::Srv { priority, weight, port, .. }) => chunk.iter().zip(&group.member_names).all(
-                    |(record, member)| matches!(record, RData::Srv { priority: p, weight: w, port: o, target } if (p, w, o, target) == (priority, weight, port, member)),
+                    |(record, member)| matches!(record, RData::Srv { priority: p, weight: w, port: o, target } if (p, w, o, target) == (priority, weight, port, *member)),
                 ),
                 _ => false,
             }
