@@ -1194,8 +1194,9 @@ impl Decoder {
         if count == 0 || implied > left {
             return Err(Problem::TooLarge { what: "member addresses", value: implied, max: left }.into());
         }
+        // Members of one service share a long prefix (`web-1`, `web-2`): one `memcmp`, not a loop by byte.
         if let Some(previous) = group.members().checked_sub(1).map(|last| group.label(last))
-            && label.iter().cmp(previous.iter()) != Ordering::Greater
+            && label <= previous
         {
             let (previous, found) = (String::from_utf8_lossy(previous), String::from_utf8_lossy(label));
             return Err(Problem::MemberOutOfOrder { previous: previous.into_owned(), found: found.into_owned() }.into());
