@@ -1117,7 +1117,7 @@ impl Decoder {
         let run = cursor.labels(self.name.depth)?;
         let head = cursor.varint()?;
         let (count, grouped) = (head >> 1, head & 1 == 1);
-        let left = self.declared.records - self.seen.records;
+        let left = self.declared.records.saturating_sub(self.seen.records);
         if count > left {
             return Err(Problem::TooLarge { what: "record count", value: count, max: left }.into());
         }
@@ -1190,7 +1190,8 @@ impl Decoder {
         }
         let Some(group) = self.group.as_mut() else { return Err(Problem::Failed.into()) };
         let implied = if group.ptr { 2 * count } else { count };
-        let left = self.declared.records - self.seen.records;
+        // The group's name's own records are counted already (`records_left`).
+        let left = self.declared.records.saturating_sub(self.seen.records + self.records_left);
         if count == 0 || implied > left {
             return Err(Problem::TooLarge { what: "member addresses", value: implied, max: left }.into());
         }
@@ -1678,6 +1679,12 @@ mod tests {
             (
                 with_header(2, 1, 0, &[&a[..], &[1, 1, 0, 1, b'x', 0]].concat()),
                 Problem::TooLarge { what: "member addresses", value: 0, max: 1 },
+            ),
+            // The name's own records are counted first: its members may not take them (fuzzing found the
+            // sum past the header's count).
+            (
+                with_header(2, 1, 0, &[&a[..], &[3, 1, 0, 1, b'x', 1, 4, 10, 0, 0, 1]].concat()),
+                Problem::TooLarge { what: "member addresses", value: 1, max: 0 },
             ),
             // The PTR flag doubles a member's records.
             (
