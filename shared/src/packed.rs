@@ -163,7 +163,7 @@ pub fn encode(zone: &ZoneData) -> Result<Vec<u8>, PackError> {
         put_labels(&mut out, &mut previous_name, name.as_str());
         put_varint(&mut out, (records.len() as u64) << 1 | u64::from(group.is_some()));
         if let Some(group) = group {
-            put_group(&mut out, group, &names);
+            put_group(&mut out, group);
             open = Some((key, group));
         }
         let mut rest = &records[..];
@@ -193,16 +193,7 @@ pub fn encode(zone: &ZoneData) -> Result<Vec<u8>, PackError> {
         if !is_dns1123_label(namespace) {
             return Err(PackError::BadNamespace { ip: *ip, namespace: namespace.clone() });
         }
-        match ip {
-            IpAddr::V4(v4) => {
-                out.push(4);
-                out.extend_from_slice(&v4.octets());
-            }
-            IpAddr::V6(v6) => {
-                out.push(6);
-                out.extend_from_slice(&v6.octets());
-            }
-        }
+        put_address(&mut out, *ip);
         // Few namespaces, many clients: a linear search of the recent ones first is enough.
         match namespaces.iter().rposition(|known| *known == namespace) {
             Some(index) => put_varint(&mut out, index as u64),
@@ -217,14 +208,13 @@ pub fn encode(zone: &ZoneData) -> Result<Vec<u8>, PackError> {
     Ok(out)
 }
 
-/// A group to write: the members (indices into the names in canonical order) of one name.
+/// A group to write: the members of one name, each with its records (addresses only), in canonical order.
 struct PlannedGroup<'a> {
-    members: Vec<usize>,
+    members: Vec<(&'a DomainName, &'a [RData])>,
     ptr: bool,
     /// What the group's expansions make, to compare with a name's runs of records.
     v4: Vec<&'a RData>,
     v6: Vec<&'a RData>,
-    member_names: Vec<&'a DomainName>,
 }
 
 /// A possible member (its index) and, when every PTR of its addresses can be implied, their names' indices.
@@ -288,8 +278,7 @@ impl<'a> GroupPlan<'a> {
             }
             open = Some(&names[parent].0);
             let ptr = members.iter().any(|(_, ptrs)| ptrs.is_some());
-            let mut group =
-                PlannedGroup { members: Vec::new(), ptr, v4: Vec::new(), v6: Vec::new(), member_names: Vec::new() };
+            let mut group = PlannedGroup { members: Vec::new(), ptr, v4: Vec::new(), v6: Vec::new() };
             for (member, ptrs) in members {
                 if ptrs.is_some() != ptr {
                     continue;
@@ -300,8 +289,7 @@ impl<'a> GroupPlan<'a> {
                     plan.implied_ptr_names += 1;
                 }
                 let (_, name, records) = names[member];
-                group.members.push(member);
-                group.member_names.push(name);
+                group.members.push((name, records));
                 group.v4.extend(records.iter().filter(|r| matches!(r, RData::A { .. })));
                 group.v6.extend(records.iter().filter(|r| matches!(r, RData::Aaaa { .. })));
             }
@@ -312,27 +300,34 @@ impl<'a> GroupPlan<'a> {
 }
 
 /// A group's members, after its name's head: the count, the flags, then each member's label and addresses.
-fn put_group(out: &mut Vec<u8>, group: &PlannedGroup, names: &[(Vec<u8>, &DomainName, &Vec<RData>)]) {
+fn put_group(out: &mut Vec<u8>, group: &PlannedGroup) {
     put_varint(out, group.members.len() as u64);
     out.push(if group.ptr { GROUP_PTR } else { 0 });
-    for &member in &group.members {
-        let (_, name, records) = &names[member];
+    for (name, records) in &group.members {
         let label = name.as_str().split_once('.').map_or(name.as_str(), |(label, _)| label);
         out.push(label.len() as u8);
         out.extend_from_slice(label.as_bytes());
         put_varint(out, records.len() as u64);
         for record in records.iter() {
             match record {
-                RData::A { ip } => {
-                    out.push(4);
-                    out.extend_from_slice(&ip.octets());
-                }
-                RData::Aaaa { ip } => {
-                    out.push(6);
-                    out.extend_from_slice(&ip.octets());
-                }
+                RData::A { ip } => put_address(out, IpAddr::V4(*ip)),
+                RData::Aaaa { ip } => put_address(out, IpAddr::V6(*ip)),
                 _ => {}
             }
+        }
+    }
+}
+
+/// An address as its family (4 or 6) and its bytes (group members and clients).
+fn put_address(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            out.push(4);
+            out.extend_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            out.push(6);
+            out.extend_from_slice(&v6.octets());
         }
     }
 }
@@ -347,30 +342,35 @@ fn put_expansion(out: &mut Vec<u8>, group: &PlannedGroup, run: &[RData]) -> bool
             out.extend_from_slice(&[TYPE_MEMBER_ADDRESSES, 6])
         }
         Some(RData::Srv { .. }) => {
-            let members = group.member_names.len();
-            let expands = |chunk: &[RData]| {
-                match chunk.first() {
-                Some(RData::Srv { priority, weight, port, .. }) => chunk.iter().zip(&group.member_names).all(
-                    |(record, member)| matches!(record, RData::Srv { priority: p, weight: w, port: o, target } if (p, w, o, target) == (priority, weight, port, *member)),
-                ),
-                _ => false,
-            }
-            };
-            if members == 0 || !run.len().is_multiple_of(members) || !run.chunks(members).all(expands) {
+            let members = group.members.len();
+            if members == 0 || !run.len().is_multiple_of(members) {
                 return false;
             }
-            for chunk in run.chunks(members) {
-                if let Some(RData::Srv { priority, weight, port, .. }) = chunk.first() {
-                    out.push(TYPE_MEMBER_SRV);
-                    for value in [priority, weight, port] {
-                        put_varint(out, u64::from(*value));
-                    }
+            let Some(sets) = run.chunks(members).map(|chunk| srv_to_members(chunk, group)).collect::<Option<Vec<_>>>()
+            else {
+                return false;
+            };
+            for (priority, weight, port) in sets {
+                out.push(TYPE_MEMBER_SRV);
+                for value in [priority, weight, port] {
+                    put_varint(out, u64::from(value));
                 }
             }
         }
         _ => return false,
     }
     true
+}
+
+/// The priority, weight and port of `chunk` when it is one SRV record with them to each member of `group`,
+/// in member order.
+fn srv_to_members(chunk: &[RData], group: &PlannedGroup) -> Option<(u16, u16, u16)> {
+    let Some(RData::Srv { priority, weight, port, .. }) = chunk.first() else { return None };
+    let to_members = chunk.iter().zip(&group.members).all(|(record, (member, _))| {
+        matches!(record, RData::Srv { priority: p, weight: w, port: o, target }
+            if (p, w, o, target) == (priority, weight, port, *member))
+    });
+    to_members.then_some((*priority, *weight, *port))
 }
 
 /// One record of `name`: its type byte and data, its target written against `previous_target`.
@@ -1336,16 +1336,6 @@ impl Decoder {
         self.added(count, visitor)
     }
 
-    /// The open group (whole), for a record of type `kind` that expands to `count(group)` records.
-    fn expanding(&self, kind: u8, count: impl Fn(&Group) -> usize) -> Result<(), Need> {
-        let group = self.group.as_ref().filter(|group| group.left == 0).ok_or(Problem::NoGroup(kind))?;
-        let count = count(group) as u64;
-        if count > self.records_left {
-            return Err(Problem::TooLarge { what: "members' records", value: count, max: self.records_left }.into());
-        }
-        Ok(())
-    }
-
     /// The open group's member addresses of `family` (4 or 6).
     fn member_addresses(&mut self, family: u8, visitor: &mut impl Visitor) -> Result<(), Need> {
         let v4 = match family {
@@ -1353,10 +1343,9 @@ impl Decoder {
             6 => false,
             other => return Err(Problem::UnknownFamily(other).into()),
         };
-        let of_family = |group: &Group| if v4 { group.v4 } else { group.addresses.len() - group.v4 };
-        self.expanding(TYPE_MEMBER_ADDRESSES, of_family)?;
-        let Some(group) = &self.group else { return Err(Problem::NoGroup(TYPE_MEMBER_ADDRESSES).into()) };
-        let count = of_family(group);
+        let group = whole_group(&self.group, TYPE_MEMBER_ADDRESSES)?;
+        let count = if v4 { group.v4 } else { group.addresses.len() - group.v4 };
+        expands_within(count, self.records_left)?;
         if count == 0 {
             return Err(Problem::NoMemberAddress(family).into());
         }
@@ -1370,8 +1359,8 @@ impl Decoder {
 
     /// One SRV record to each member of the open group.
     fn member_srv(&mut self, priority: u16, weight: u16, port: u16, visitor: &mut impl Visitor) -> Result<(), Need> {
-        self.expanding(TYPE_MEMBER_SRV, Group::members)?;
-        let Some(group) = &self.group else { return Err(Problem::NoGroup(TYPE_MEMBER_SRV).into()) };
+        let group = whole_group(&self.group, TYPE_MEMBER_SRV)?;
+        expands_within(group.members(), self.records_left)?;
         let base = self.text.len() as u32;
         self.text.extend_from_slice(&group.names);
         let mut start = base;
@@ -1433,6 +1422,20 @@ impl Decoder {
         }
         Ok(())
     }
+}
+
+/// The open group, whole (its members read), for a record of type `kind` that expands it.
+fn whole_group(group: &Option<Group>, kind: u8) -> Result<&Group, Problem> {
+    group.as_ref().filter(|group| group.left == 0).ok_or(Problem::NoGroup(kind))
+}
+
+/// An expansion to `count` records, when the name has only `left` records to come.
+fn expands_within(count: usize, left: u64) -> Result<(), Problem> {
+    let count = count as u64;
+    if count > left {
+        return Err(Problem::TooLarge { what: "members' records", value: count, max: left });
+    }
+    Ok(())
 }
 
 /// `ip` as a pair that sorts as `IpAddr` does (every IPv4 address before every IPv6 one; `(0, 0)` before
