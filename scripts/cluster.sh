@@ -70,15 +70,45 @@ bin_dir() {
   echo "$(release_dir)/bin"
 }
 
+# N ports for a cluster's components. They are chosen below the kernel's ephemeral range, so no
+# outgoing connection can take one between its choice and its component's bind, and claimed for
+# ten minutes in a shared file under a lock, so clusters started side by side never share one.
 free_ports() {
-  python3 - "$1" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
+  python3 - "$1" "${TMPDIR:-/tmp}/roster-cluster-ports" <<'EOF'
+import fcntl, os, random, socket, sys, time
+count, claims = int(sys.argv[1]), sys.argv[2]
+first_ephemeral = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+low, high = (20000, first_ephemeral - 1) if first_ephemeral > 21000 else (1024, 65535)
+with open(claims + ".lock", "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    now = time.time()
+    try:
+        lines = [line.split() for line in open(claims)]
+    except FileNotFoundError:
+        lines = []
+    kept = [(float(t), int(p)) for t, p in lines if now - float(t) < 600]
+    taken = {port for _, port in kept}
+    chosen = []
+    for _ in range(100000):
+        if len(chosen) == count:
+            break
+        port = random.randint(low, high)
+        if port in taken:
+            continue
+        try:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        taken.add(port)
+        chosen.append(port)
+    if len(chosen) < count:
+        sys.exit(f"cluster.sh: found only {len(chosen)} of {count} free ports in {low}..{high}")
+    with open(claims + ".tmp", "w") as out:
+        for t, port in kept + [(now, port) for port in chosen]:
+            out.write(f"{t} {port}\n")
+    os.replace(claims + ".tmp", claims)
+print(" ".join(map(str, chosen)))
 EOF
 }
 
