@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Where the bytes of a packed snapshot (version 3, shared/src/packed.rs) go: names, groups, targets by
+"""Where the bytes of a packed snapshot (version 4, shared/src/packed.rs) go: names, groups, targets by
 record type, addresses, clients. Make one with
 `PACKED_DUMP=/tmp/snapshot.rspk PACKED_DECODE_ONLY=1 target/release/examples/packed_size 10000 10 1`, then
 `python3 bench/packed_stats.py /tmp/snapshot.rspk`. It trusts its input (the decoder in Rust checks)."""
@@ -14,8 +14,8 @@ MEMBER_SRV = 10
 
 def main(path):
     data = open(path, "rb").read()
-    if data[:4] != b"RSPK" or data[4] != 3:
-        sys.exit(f"{path}: not a version 3 packed snapshot")
+    if data[:4] != b"RSPK" or data[4] != 4:
+        sys.exit(f"{path}: not a version 4 packed snapshot")
     pos = 5
 
     def varint():
@@ -55,7 +55,7 @@ def main(path):
             members, v4 = varint(), 0
             pos += 1  # flags
             for _ in range(members):
-                pos += 1 + data[pos]
+                pos += 2 + data[pos + 1]  # shared bytes, rest length, rest
                 for _ in range(varint()):
                     v4 += data[pos] == 4
                     pos += 5 if data[pos] == 4 else 17

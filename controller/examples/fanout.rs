@@ -451,7 +451,7 @@ async fn one_subscriber(
     let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(connection);
     let zstd = ask.zstd;
-    let path = if ask.packed { "/v1/records?snapshot=packed3" } else { "/v1/records" };
+    let path = if ask.packed { "/v1/records?snapshot=packed4" } else { "/v1/records" };
     let mut request = hyper::Request::get(path).header(hyper::header::HOST, format!("localhost:{port}"));
     if zstd {
         request = request.header(hyper::header::ACCEPT_ENCODING, roster_shared::STREAM_ENCODING_ZSTD);

@@ -8,7 +8,7 @@
 //! This process is the controller side: the synthetic cluster (`support/dataset.rs`) published through a
 //! `Hub` and served by the real stream server (mutual TLS) on 127.0.0.1; with `plain` the request's
 //! `Accept-Encoding` is dropped so the replica gets newline-delimited JSON, and with `json` its
-//! `snapshot=packed3` is dropped so it gets the JSON snapshot (as from a controller that ignores the ask). The replica is
+//! `snapshot=packed4` is dropped so it gets the JSON snapshot (as from a controller that ignores the ask). The replica is
 //! `ROSTER_BIN dns --controller …` in its own process. Measured from its /proc files:
 //! - load: until it answers the last pod's name (dig), then its VmRSS (steady) and VmHWM (the first
 //!   snapshot's peak);
@@ -132,7 +132,7 @@ async fn run() -> Result<()> {
     if form == "json" {
         router = router.layer(axum::middleware::map_request(|mut request: axum::extract::Request| async move {
             let path = request.uri().path().to_owned();
-            let query = request.uri().query().unwrap_or("").replace("snapshot=packed3", "");
+            let query = request.uri().query().unwrap_or("").replace("snapshot=packed4", "");
             if let Ok(uri) = format!("{path}?{query}").parse() {
                 *request.uri_mut() = uri;
             }

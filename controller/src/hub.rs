@@ -42,7 +42,7 @@ pub enum Encoding {
     Zstd,
 }
 
-/// The snapshot form a subscriber asked for (`?snapshot=packed3`); other frames are JSON lines either way.
+/// The snapshot form a subscriber asked for (`?snapshot=packed4`); other frames are JSON lines either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SnapshotForm {
     /// `{"kind":"snapshot",…}`, as every client that does not ask gets.

@@ -1,6 +1,6 @@
 //! The record stream over HTTPS with client certificates: `GET /v1/records?epoch=E&since=G` answers
 //! newline-delimited JSON frames — a snapshot (or the missed deltas), then live deltas and periodic
-//! bookmarks — for as long as the replica stays connected and keeps reading. With `&snapshot=packed3`
+//! bookmarks — for as long as the replica stays connected and keeps reading. With `&snapshot=packed4`
 //! the snapshot comes as a `packed_snapshot` header line and the packed bytes instead. Also `/healthz`, `/readyz`
 //! and `/metrics`, which carry no records and need no client certificate (kubelet probes have none).
 //!

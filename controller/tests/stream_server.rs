@@ -394,13 +394,13 @@ async fn the_snapshot_is_packed_only_for_clients_that_ask() {
     let mut header_line = serde_json::to_vec(&header).unwrap();
     header_line.push(b'\n');
     let want = header_line.len() + packed_bytes.len();
-    let body = body_of(&server, "/v1/records?snapshot=packed3", want).await;
+    let body = body_of(&server, "/v1/records?snapshot=packed4", want).await;
     assert_eq!(&body[..header_line.len()], &header_line[..]);
     assert_eq!(packed::decode_zone(&body[header_line.len()..want]).unwrap(), *zone);
     assert!(packed_bytes.len() * 3 < json_line.len(), "{} vs {}", packed_bytes.len(), json_line.len());
     // One encoding per generation, whatever the forms.
     assert_eq!(metric(&server.hub, "roster_controller_snapshot_encodings_total"), 1.0);
-    let resumed = body_of(&server, &format!("/v1/records?epoch={epoch}&since=0&snapshot=packed3"), want).await;
+    let resumed = body_of(&server, &format!("/v1/records?epoch={epoch}&since=0&snapshot=packed4"), want).await;
     assert_eq!(&resumed[..want], &body[..want], "a catch-up snapshot is packed too");
 }
 

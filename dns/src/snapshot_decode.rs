@@ -10,7 +10,7 @@
 //! internally tagged enum's tag first) come here; any other line, a snapshot with its keys in another
 //! order included, is decoded whole as before. The wire format is unchanged.
 //!
-//! A packed snapshot (`?snapshot=packed3`: a `packed_snapshot` header line, then its bytes) takes the same
+//! A packed snapshot (`?snapshot=packed4`: a `packed_snapshot` header line, then its bytes) takes the same
 //! path through [`decode_packed`]: `roster_shared::packed`'s decoder hands each name and client over as
 //! soon as it is whole.
 
@@ -408,7 +408,7 @@ mod tests {
     #[test]
     fn an_implied_ptr_whose_name_is_also_written_is_refused() {
         // `1.0.0.10.in-addr.arpa` written with a PTR, and implied again by the member `x.a.cluster.local`.
-        let mut bytes = b"RSPK\x03\x03\x03\x00".to_vec();
+        let mut bytes = b"RSPK\x04\x03\x03\x00".to_vec();
         bytes.extend_from_slice(&[0, 6, 4, b'a', b'r', b'p', b'a', 7]);
         bytes.extend_from_slice(b"in-addr");
         bytes.extend_from_slice(&[2, b'1', b'0', 1, b'0', 1, b'0', 1, b'1', 2, 4, 0, 4, 5]);
@@ -419,7 +419,7 @@ mod tests {
         bytes.extend_from_slice(b"local");
         bytes.extend_from_slice(&[7]);
         bytes.extend_from_slice(b"cluster");
-        bytes.extend_from_slice(&[1, b'a', 1, 1, 1, 1, b'x', 1, 4, 10, 0, 0, 1]);
+        bytes.extend_from_slice(&[1, b'a', 1, 1, 1, 0, 1, b'x', 1, 4, 10, 0, 0, 1]);
         assert!(packed::decode_zone(&bytes).is_ok(), "well formed: only a table sees the name twice");
         let store = store();
         let error = decode_packed(&bytes[..], &store, 1, 1).unwrap_err();

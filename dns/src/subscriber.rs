@@ -295,7 +295,7 @@ pub struct HttpSource {
     pub connect_timeout: Duration,
     /// The response headers must arrive within this after the request.
     pub header_timeout: Duration,
-    /// Ask for the packed snapshot (`&snapshot=packed3`; a controller that does not know it sends JSON).
+    /// Ask for the packed snapshot (`&snapshot=packed4`; a controller that does not know it sends JSON).
     pub ask_packed: bool,
 }
 

@@ -1,5 +1,5 @@
 //! Arbitrary bytes as a packed snapshot (`roster_shared::packed`, what a replica that asked
-//! `snapshot=packed3` decodes). The first byte chooses how the rest is cut into the pieces the decoder
+//! `snapshot=packed4` decodes). The first byte chooses how the rest is cut into the pieces the decoder
 //! is fed, as network reads would cut it. Checks: no panic; the result does not depend on the cutting;
 //! every name and target decoded is what `DomainName::parse` makes of its text (valid and canonical, as
 //! the decoder claims), every client's namespace a DNS-1123 label; a decoded zone packs and unpacks to

@@ -30,13 +30,12 @@ pub const PACKED_ZSTD_WINDOW_LOG: u32 = 18;
 pub const STREAM_ZSTD_WINDOW_LOG_MAX: u32 = 23;
 
 /// The query parameter and value with which a replica asks for the packed snapshot:
-/// `GET /v1/records?snapshot=packed3` (the layout's version 3: versions 1 and 2 were asked as `packed` and
-/// `packed2`, which a controller now answers with JSON like any form it does not know, so old replicas
-/// keep working). A
-/// controller that does not know the value ignores it and sends JSON; a client that does not ask gets only
+/// `GET /v1/records?snapshot=packed4` (the layout's version 4: versions 1 to 3 were asked as `packed`,
+/// `packed2` and `packed3`, which a controller now answers with JSON like any form it does not know, so
+/// old replicas keep working). A controller that does not know the value ignores it and sends JSON; a client that does not ask gets only
 /// JSON lines.
 pub const SNAPSHOT_FORM_PARAM: &str = "snapshot";
-pub const SNAPSHOT_FORM_PACKED: &str = "packed3";
+pub const SNAPSHOT_FORM_PACKED: &str = "packed4";
 
 /// How the controller starts a packed snapshot's header line (serde writes the tag first). Replicas take
 /// a line for a packed header by this start (serde does not check a struct's tag when reading it).

@@ -85,6 +85,16 @@ pub(crate) fn is_canonical_label(label: &[u8]) -> bool {
     }
 }
 
+/// Whether `label`, whose first `checked` bytes are the start of a canonical label, is canonical: with
+/// two or more such bytes (its first byte, and a leading '_' with the one after it, among them), only
+/// the rest and its last byte need reading.
+pub(crate) fn is_canonical_label_after(label: &[u8], checked: usize) -> bool {
+    if checked < 2 {
+        return is_canonical_label(label);
+    }
+    label.last() != Some(&b'-') && label[checked..].iter().all(|&b| LABEL_BYTE[usize::from(b)])
+}
+
 /// The bytes of a canonical label (other than a service label's leading '_'): one load per byte.
 const LABEL_BYTE: [bool; 256] = {
     let mut table = [false; 256];
@@ -416,6 +426,16 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn a_label_checked_after_a_canonical_start_is_checked_as_a_whole(
+            start in "_?[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", cut in 0usize..14, rest in "[a-z0-9_.A-]{0,8}"
+        ) {
+            prop_assume!(is_canonical_label(start.as_bytes()));
+            let cut = cut.min(start.len());
+            let label = format!("{}{rest}", &start[..cut]);
+            prop_assert_eq!(is_canonical_label_after(label.as_bytes(), cut), is_canonical_label(label.as_bytes()), "{}", label);
+        }
+
         #[test]
         fn the_fast_label_check_agrees_with_parse_on_lower_case(label in "[a-z0-9_.A-]{0,63}") {
             // What `packed` accepts is what `parse` accepts and keeps unchanged (lower case).

@@ -2,7 +2,7 @@
 //! its JSON before compression and decoded without a parser of text.
 //!
 //! Layout (varints are LEB128, at most 10 bytes, never past 64 bits):
-//! - `RSPK`, version byte 3, then varints: name count, record count, client count (what a [`Visitor`] is
+//! - `RSPK`, version byte 4, then varints: name count, record count, client count (what a [`Visitor`] is
 //!   handed: names given to [`Visitor::name`], records including implied ones, clients);
 //! - each written name in canonical DNS order (labels compared from the root, byte by byte; a parent
 //!   before its children): how many labels it keeps of the previous name (from the root), how many it
@@ -16,18 +16,22 @@
 //! - a group (version 3): a name's children that hold only addresses and nothing below them — a headless
 //!   service's endpoints — written inside it instead of as names: the member count, a flags byte (bit 0:
 //!   every member address has a PTR record to its member, not written either), then each member as its
-//!   label (length byte and bytes, members in ascending label order), its address count (1-100) and each
+//!   label (version 4: a byte for how many bytes it shares with the previous member's label, a length
+//!   byte and the rest; members in ascending label order), its address count (1-100) and each
 //!   address as 4 or 6 and its bytes. While the names read are the group's name or below it, type 9 + 4
 //!   or 6 stands for the members' addresses of that family, in member order (the service's own
 //!   addresses), and type 10 + priority, weight and port for one SRV record to each member, in member
 //!   order (its SRV sets). No written name below a group's name may be a member or below one, and groups
 //!   do not nest;
-//! - each client in address order: 4 or 6 and the address bytes, then the index of its namespace among
-//!   those already written, or the next index followed by the namespace's length and bytes.
+//! - each client in address order: 4 or 6, then (version 4) a varint of up to 128 bits: how far past the
+//!   previous client of that family it is, less one, or for the first of its family its address; then the
+//!   index of its namespace among those already written, or the next index followed by the namespace's
+//!   length and bytes.
 //!
 //! At 100k pod records a group removes 4 of a pod's 5 names and records as written (its name is a
 //! label in its group, its service's address and SRV records are two bytes per service, its reverse
-//! name is gone): version 3 is 2.7 MB where version 2 was 7.6 (bench/README.md, "Record stream at node
+//! name is gone): version 3 is 2.7 MB where version 2 was 7.6; version 4's shared label starts and
+//! client gaps make it 1.7 MB (0.28 MB under zstd, from 0.47; bench/README.md, "Record stream at node
 //! scale").
 //!
 //! In canonical order a name is usually its parent, written just before it, plus one label, and
@@ -53,13 +57,15 @@ use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 
-use crate::name::{DomainName, MAX_LABEL_LEN, MAX_NAME_LEN, NameError, is_canonical_label, is_dns1123_label};
+use crate::name::{
+    DomainName, MAX_LABEL_LEN, MAX_NAME_LEN, NameError, is_canonical_label, is_canonical_label_after, is_dns1123_label,
+};
 use crate::records::{RData, ZoneData};
 
 /// The first bytes of every packed snapshot.
 pub const MAGIC: &[u8; 4] = b"RSPK";
 /// The layout described above.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// The longest TXT text packed: a record's data cannot be longer on the wire.
 pub const MAX_TXT_BYTES: usize = 65_535;
 /// The most labels a name of [`MAX_NAME_LEN`] characters can have (one character each, dots between).
@@ -189,11 +195,13 @@ pub fn encode(zone: &ZoneData) -> Result<Vec<u8>, PackError> {
         }
     }
     let mut namespaces: Vec<&str> = Vec::new();
+    let mut previous_client = None;
     for (ip, namespace) in &zone.clients {
         if !is_dns1123_label(namespace) {
             return Err(PackError::BadNamespace { ip: *ip, namespace: namespace.clone() });
         }
-        put_address(&mut out, *ip);
+        put_client_address(&mut out, previous_client, *ip);
+        previous_client = Some(*ip);
         // Few namespaces, many clients: a linear search of the recent ones first is enough.
         match namespaces.iter().rposition(|known| *known == namespace) {
             Some(index) => put_varint(&mut out, index as u64),
@@ -303,10 +311,15 @@ impl<'a> GroupPlan<'a> {
 fn put_group(out: &mut Vec<u8>, group: &PlannedGroup) {
     put_varint(out, group.members.len() as u64);
     out.push(if group.ptr { GROUP_PTR } else { 0 });
+    let mut previous: &[u8] = b"";
     for (name, records) in &group.members {
-        let label = name.as_str().split_once('.').map_or(name.as_str(), |(label, _)| label);
-        out.push(label.len() as u8);
-        out.extend_from_slice(label.as_bytes());
+        let label = name.as_str().split_once('.').map_or(name.as_str(), |(label, _)| label).as_bytes();
+        // Labels ascend, so what follows the shared start is never empty and sorts after the previous.
+        let shared = previous.iter().zip(label).take_while(|(a, b)| a == b).count();
+        out.push(shared as u8);
+        out.push((label.len() - shared) as u8);
+        out.extend_from_slice(&label[shared..]);
+        previous = label;
         put_varint(out, records.len() as u64);
         for record in records.iter() {
             match record {
@@ -330,6 +343,19 @@ fn put_address(out: &mut Vec<u8>, ip: IpAddr) {
             out.extend_from_slice(&v6.octets());
         }
     }
+}
+
+/// A client's address: its family (4 or 6), then its distance past the previous client of its family
+/// (clients ascend), less one, as a varint; the first of a family, the address itself. Pods take
+/// addresses from per-node ranges, so most clients are a byte or two past the one before.
+fn put_client_address(out: &mut Vec<u8>, previous: Option<IpAddr>, ip: IpAddr) {
+    let (family, bits) = address_order(ip);
+    out.push(if family == 1 { 4 } else { 6 });
+    let gap = match previous.map(address_order) {
+        Some((previous_family, previous_bits)) if previous_family == family => bits - previous_bits - 1,
+        _ => bits,
+    };
+    put_varint128(out, gap);
 }
 
 /// Writes `run` (records of one type) as expansions of `group`, if it is exactly what they make.
@@ -412,7 +438,12 @@ fn put_record<'a>(
     Ok(())
 }
 
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+fn put_varint(out: &mut Vec<u8>, value: u64) {
+    put_varint128(out, u128::from(value));
+}
+
+/// The same, for a value of up to 128 bits (a client's address gap), at most 19 bytes.
+fn put_varint128(out: &mut Vec<u8>, mut value: u128) {
     while value >= 0x80 {
         out.push((value as u8) | 0x80);
         value >>= 7;
@@ -632,8 +663,8 @@ pub enum Problem {
     UnsupportedVersion(u8),
     #[error("the data ends inside it")]
     Truncated,
-    #[error("a varint longer than 64 bits")]
-    VarintTooLong,
+    #[error("a varint longer than {0} bits")]
+    VarintTooLong(u32),
     #[error("{what} {value} is more than {max}")]
     TooLarge { what: &'static str, value: u64, max: u64 },
     #[error("`{text}` is not a name: {error}")]
@@ -644,6 +675,8 @@ pub enum Problem {
     NotAscii,
     #[error("`{found}` does not come after `{previous}`")]
     OutOfOrder { previous: String, found: String },
+    #[error("a client {gap} addresses past {previous} is past its family's last address")]
+    ClientPastRange { previous: String, gap: u128 },
     #[error("unknown record type {0}")]
     UnknownType(u8),
     #[error("a repeat of type {0} records, which the last name with records does not have")]
@@ -725,14 +758,36 @@ impl<'a> Cursor<'a> {
             let byte = self.byte()?;
             let bits = u64::from(byte & 0x7f);
             if shift == 63 && bits > 1 {
-                return Err(Problem::VarintTooLong.into());
+                return Err(Problem::VarintTooLong(64).into());
             }
             value |= bits << shift;
             if byte & 0x80 == 0 {
                 return Ok(value);
             }
         }
-        Err(Problem::VarintTooLong.into())
+        Err(Problem::VarintTooLong(64).into())
+    }
+
+    /// A varint of up to 128 bits (19 bytes).
+    #[inline]
+    fn varint128(&mut self) -> Result<u128, Need> {
+        let first = self.byte()?;
+        if first < 0x80 {
+            return Ok(u128::from(first));
+        }
+        let mut value = u128::from(first & 0x7f);
+        for shift in (7..128).step_by(7) {
+            let byte = self.byte()?;
+            let bits = u128::from(byte & 0x7f);
+            if shift == 126 && bits > 3 {
+                return Err(Problem::VarintTooLong(128).into());
+            }
+            value |= bits << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(Problem::VarintTooLong(128).into())
     }
 
     /// A varint that must not exceed `max`, checked before anything is waited for or allocated.
@@ -833,6 +888,28 @@ impl StackedName {
         self.text[start..start + label.len()].copy_from_slice(label);
         if dot == 1 {
             self.text[start + label.len()] = b'.';
+        }
+        self.depth += 1;
+        self.starts[self.depth] = start as u8;
+        Ok(())
+    }
+
+    /// Pushes the label made of `previous`'s first `shared` bytes and `rest`, checked, written in place.
+    fn push_shared(&mut self, previous: &[u8], shared: usize, rest: &[u8]) -> Result<(), Problem> {
+        let len = shared + rest.len();
+        let end = usize::from(self.starts[self.depth]);
+        let dot = usize::from(self.depth > 0);
+        let Some(start) = end.checked_sub(len + dot) else {
+            return self.push(&[&previous[..shared], rest].concat());
+        };
+        self.text[start..start + shared].copy_from_slice(&previous[..shared]);
+        self.text[start + shared..start + len].copy_from_slice(rest);
+        // The shared start was checked with the previous member's label.
+        if !is_canonical_label_after(&self.text[start..start + len], shared) {
+            return Err(self.label_problem(&self.text[start..start + len]));
+        }
+        if dot == 1 {
+            self.text[start + len] = b'.';
         }
         self.depth += 1;
         self.starts[self.depth] = start as u8;
@@ -1173,13 +1250,22 @@ impl Decoder {
         Ok(())
     }
 
-    /// One member of the group being read: its label, then its addresses.
+    /// One member of the group being read: its label (the start it shares with the previous member's,
+    /// then the rest), then its addresses.
     fn member(&mut self, cursor: &mut Cursor<'_>, visitor: &mut impl Visitor) -> Result<(), Need> {
-        let len = usize::from(cursor.byte()?);
-        if len > MAX_LABEL_LEN {
-            return Err(Problem::TooLarge { what: "label length", value: len as u64, max: MAX_LABEL_LEN as u64 }.into());
+        let Some(group) = self.group.as_mut() else { return Err(Problem::Failed.into()) };
+        let previous_len = group.label_lens.last().map_or(0, |&len| usize::from(len));
+        let shared = usize::from(cursor.byte()?);
+        if shared > previous_len {
+            let (value, max) = (shared as u64, previous_len as u64);
+            return Err(Problem::TooLarge { what: "shared label length", value, max }.into());
         }
-        let label = cursor.take(len)?;
+        let rest_len = usize::from(cursor.byte()?);
+        if shared + rest_len > MAX_LABEL_LEN {
+            let (value, max) = (rest_len as u64, (MAX_LABEL_LEN - shared) as u64);
+            return Err(Problem::TooLarge { what: "label length", value, max }.into());
+        }
+        let rest = cursor.take(rest_len)?;
         let count = cursor.bounded("member addresses", MAX_MEMBER_ADDRESSES)?;
         self.member_slots.clear();
         for _ in 0..count {
@@ -1188,22 +1274,28 @@ impl Decoder {
                 IpAddr::V6(ip) => Slot::Aaaa(ip),
             });
         }
-        let Some(group) = self.group.as_mut() else { return Err(Problem::Failed.into()) };
+        // The item is whole: the member's name is made in place, its label checked as any label.
+        let previous = group.members().checked_sub(1).map_or(&b""[..], |last| group.label(last));
+        self.name.push_shared(previous, shared, rest)?;
+        let label = self.name.label(self.name.depth);
+        // Ascending. The encoder shares all it can, so the first byte of the rest decides, against the
+        // previous label's byte in its place; the whole labels are compared only when those are equal.
+        let ascends = match (rest.first(), previous.get(shared)) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(first), Some(had)) => first > had || (first == had && label > previous),
+        };
+        if group.members() > 0 && !ascends {
+            let (previous, found) = (String::from_utf8_lossy(previous), String::from_utf8_lossy(label));
+            return Err(Problem::MemberOutOfOrder { previous: previous.into_owned(), found: found.into_owned() }.into());
+        }
         let implied = if group.ptr { 2 * count } else { count };
         // The group's name's own records are counted already (`records_left`).
         let left = self.declared.records.saturating_sub(self.seen.records + self.records_left);
         if count == 0 || implied > left {
             return Err(Problem::TooLarge { what: "member addresses", value: implied, max: left }.into());
         }
-        // Members of one service share a long prefix (`web-1`, `web-2`): one `memcmp`, not a loop by byte.
-        if let Some(previous) = group.members().checked_sub(1).map(|last| group.label(last))
-            && label <= previous
-        {
-            let (previous, found) = (String::from_utf8_lossy(previous), String::from_utf8_lossy(label));
-            return Err(Problem::MemberOutOfOrder { previous: previous.into_owned(), found: found.into_owned() }.into());
-        }
-        // Checked as any label, and the member's name as any name.
-        self.name.push(label)?;
+        let label_len = label.len() as u8;
         let member = CheckedName(self.name.as_bytes());
         visitor.name(member, Records { slots: &self.member_slots, text: b"" });
         for slot in &self.member_slots {
@@ -1220,7 +1312,7 @@ impl Decoder {
         group.addresses.extend_from_slice(&self.member_slots);
         group.names.extend_from_slice(member.0);
         group.name_ends.push(group.names.len() as u32);
-        group.label_lens.push(label.len() as u8);
+        group.label_lens.push(label_len);
         self.name.depth -= 1;
         group.left -= 1;
         self.seen.names += 1;
@@ -1392,7 +1484,12 @@ impl Decoder {
     }
 
     fn client(&mut self, cursor: &mut Cursor<'_>, visitor: &mut impl Visitor) -> Result<(), Need> {
-        let ip = address(cursor)?;
+        let (family, max) = match cursor.byte()? {
+            4 => (1, u128::from(u32::MAX)),
+            6 => (2, u128::MAX),
+            other => return Err(Problem::UnknownFamily(other).into()),
+        };
+        let gap = cursor.varint128()?;
         let known = self.namespaces.len();
         let index = cursor.varint()?;
         let new = if index == known as u64 {
@@ -1408,11 +1505,27 @@ impl Decoder {
         } else {
             None
         };
-        let order = address_order(ip);
-        if order <= self.previous_client {
+        // After the previous client of its family; every IPv4 client before every IPv6 one.
+        let (previous_family, previous_bits) = self.previous_client;
+        let bits = match previous_family.cmp(&family) {
+            Ordering::Less => Some(gap),
+            Ordering::Equal => previous_bits.checked_add(gap).and_then(|bits| bits.checked_add(1)),
+            Ordering::Greater => {
+                let (previous, found) =
+                    (address_from_order(self.previous_client), if family == 1 { "IPv4" } else { "IPv6" });
+                return Err(Problem::OutOfOrder {
+                    previous: previous.to_string(),
+                    found: format!("an {found} client"),
+                }
+                .into());
+            }
+        };
+        let Some(bits) = bits.filter(|&bits| bits <= max) else {
             let previous = address_from_order(self.previous_client);
-            return Err(Problem::OutOfOrder { previous: previous.to_string(), found: ip.to_string() }.into());
-        }
+            return Err(Problem::ClientPastRange { previous: previous.to_string(), gap }.into());
+        };
+        let order = (family, bits);
+        let ip = address_from_order(order);
         self.namespaces.extend(new);
         self.previous_client = order;
         self.seen.clients += 1;
@@ -1662,7 +1775,7 @@ mod tests {
                     3,
                     2,
                     0,
-                    &[&a[..], &[1, 2, 0, 1, b'x', 1, 4, 10, 0, 0, 1, 1, b'b', 1, 4, 10, 0, 0, 2]].concat(),
+                    &[&a[..], &[1, 2, 0, 0, 1, b'x', 1, 4, 10, 0, 0, 1, 0, 1, b'b', 1, 4, 10, 0, 0, 2]].concat(),
                 ),
                 Problem::MemberOutOfOrder { previous: "x".to_owned(), found: "b".to_owned() },
             ),
@@ -1671,27 +1784,73 @@ mod tests {
                     3,
                     2,
                     0,
-                    &[&a[..], &[1, 2, 0, 1, b'x', 1, 4, 10, 0, 0, 1, 1, b'x', 1, 4, 10, 0, 0, 2]].concat(),
+                    &[&a[..], &[1, 2, 0, 0, 1, b'x', 1, 4, 10, 0, 0, 1, 0, 1, b'x', 1, 4, 10, 0, 0, 2]].concat(),
                 ),
                 Problem::MemberOutOfOrder { previous: "x".to_owned(), found: "x".to_owned() },
             ),
+            // A member's label as the start it shares with the previous one and the rest.
             (
-                with_header(2, 1, 0, &[&a[..], &[1, 1, 0, 1, b'X', 1, 4, 10, 0, 0, 1]].concat()),
+                with_header(
+                    3,
+                    2,
+                    0,
+                    &[&a[..], &[1, 2, 0, 0, 2, b'x', b'b', 1, 4, 10, 0, 0, 1, 0, 2, b'x', b'a', 1, 4, 10, 0, 0, 2]]
+                        .concat(),
+                ),
+                Problem::MemberOutOfOrder { previous: "xb".to_owned(), found: "xa".to_owned() },
+            ),
+            (
+                with_header(3, 2, 0, &[&a[..], &[1, 2, 0, 0, 1, b'x', 1, 4, 10, 0, 0, 1, 2, 1, b'y']].concat()),
+                Problem::TooLarge { what: "shared label length", value: 2, max: 1 },
+            ),
+            (
+                with_header(3, 2, 0, &[&a[..], &[1, 2, 0, 0, 1, b'x', 1, 4, 10, 0, 0, 1, 1, 63]].concat()),
+                Problem::TooLarge { what: "label length", value: 63, max: 62 },
+            ),
+            (
+                with_header(
+                    3,
+                    2,
+                    0,
+                    &[&a[..], &[1, 2, 0, 0, 2, b'x', b'b', 1, 4, 10, 0, 0, 1, 1, 1, b'a', 1, 4, 10, 0, 0, 2]].concat(),
+                ),
+                Problem::MemberOutOfOrder { previous: "xb".to_owned(), found: "xa".to_owned() },
+            ),
+            (
+                with_header(
+                    3,
+                    2,
+                    0,
+                    &[&a[..], &[1, 2, 0, 0, 2, b'x', b'b', 1, 4, 10, 0, 0, 1, 2, 0, 1, 4, 10, 0, 0, 2]].concat(),
+                ),
+                Problem::MemberOutOfOrder { previous: "xb".to_owned(), found: "xb".to_owned() },
+            ),
+            (
+                with_header(
+                    3,
+                    2,
+                    0,
+                    &[&a[..], &[1, 2, 0, 0, 2, b'x', b'b', 1, 4, 10, 0, 0, 1, 1, 0, 1, 4, 10, 0, 0, 2]].concat(),
+                ),
+                Problem::MemberOutOfOrder { previous: "xb".to_owned(), found: "x".to_owned() },
+            ),
+            (
+                with_header(2, 1, 0, &[&a[..], &[1, 1, 0, 0, 1, b'X', 1, 4, 10, 0, 0, 1]].concat()),
                 Problem::NotCanonical("X.a.cluster.local".to_owned()),
             ),
             (
-                with_header(2, 1, 0, &[&a[..], &[1, 1, 0, 1, b'x', 0]].concat()),
+                with_header(2, 1, 0, &[&a[..], &[1, 1, 0, 0, 1, b'x', 0]].concat()),
                 Problem::TooLarge { what: "member addresses", value: 0, max: 1 },
             ),
             // The name's own records are counted first: its members may not take them (fuzzing found the
             // sum past the header's count).
             (
-                with_header(2, 1, 0, &[&a[..], &[3, 1, 0, 1, b'x', 1, 4, 10, 0, 0, 1]].concat()),
+                with_header(2, 1, 0, &[&a[..], &[3, 1, 0, 0, 1, b'x', 1, 4, 10, 0, 0, 1]].concat()),
                 Problem::TooLarge { what: "member addresses", value: 1, max: 0 },
             ),
             // The PTR flag doubles a member's records.
             (
-                with_header(2, 1, 0, &[&a[..], &[1, 1, 1, 1, b'x', 1, 4, 10, 0, 0, 1]].concat()),
+                with_header(2, 1, 0, &[&a[..], &[1, 1, 1, 0, 1, b'x', 1, 4, 10, 0, 0, 1]].concat()),
                 Problem::TooLarge { what: "member addresses", value: 2, max: 1 },
             ),
             // A member's name written again, below it, or a group inside the group.
@@ -1700,7 +1859,7 @@ mod tests {
                     3,
                     1,
                     0,
-                    &[&a[..], &[1, 1, 0, 1, b'x', 1, 4, 10, 0, 0, 1], &labels(3, &[b"x"]), &[0]].concat(),
+                    &[&a[..], &[1, 1, 0, 0, 1, b'x', 1, 4, 10, 0, 0, 1], &labels(3, &[b"x"]), &[0]].concat(),
                 ),
                 Problem::MemberWritten("x.a.cluster.local".to_owned()),
             ),
@@ -1709,7 +1868,7 @@ mod tests {
                     3,
                     1,
                     0,
-                    &[&a[..], &[1, 1, 0, 1, b'x', 1, 4, 10, 0, 0, 1], &labels(3, &[b"x", b"y"]), &[0]].concat(),
+                    &[&a[..], &[1, 1, 0, 0, 1, b'x', 1, 4, 10, 0, 0, 1], &labels(3, &[b"x", b"y"]), &[0]].concat(),
                 ),
                 Problem::MemberWritten("y.x.a.cluster.local".to_owned()),
             ),
@@ -1720,9 +1879,9 @@ mod tests {
                     0,
                     &[
                         &a[..],
-                        &[1, 1, 0, 1, b'x', 1, 4, 10, 0, 0, 1],
+                        &[1, 1, 0, 0, 1, b'x', 1, 4, 10, 0, 0, 1],
                         &labels(3, &[b"y"]),
-                        &[1, 1, 0, 1, b'z', 1, 4, 10, 0, 0, 2],
+                        &[1, 1, 0, 0, 1, b'z', 1, 4, 10, 0, 0, 2],
                     ]
                     .concat(),
                 ),
@@ -1742,7 +1901,7 @@ mod tests {
                     2,
                     2,
                     0,
-                    &[&a[..], &[3, 1, 0, 1, b'x', 1, 4, 10, 0, 0, 1, TYPE_MEMBER_ADDRESSES, 6]].concat(),
+                    &[&a[..], &[3, 1, 0, 0, 1, b'x', 1, 4, 10, 0, 0, 1, TYPE_MEMBER_ADDRESSES, 6]].concat(),
                 ),
                 Problem::NoMemberAddress(6),
             ),
@@ -1753,7 +1912,33 @@ mod tests {
                     0,
                     &[
                         &a[..],
-                        &[3, 2, 0, 1, b'x', 1, 4, 10, 0, 0, 1, 1, b'y', 1, 4, 10, 0, 0, 2, TYPE_MEMBER_SRV, 0, 0, 80],
+                        &[
+                            3,
+                            2,
+                            0,
+                            0,
+                            1,
+                            b'x',
+                            1,
+                            4,
+                            10,
+                            0,
+                            0,
+                            1,
+                            0,
+                            1,
+                            b'y',
+                            1,
+                            4,
+                            10,
+                            0,
+                            0,
+                            2,
+                            TYPE_MEMBER_SRV,
+                            0,
+                            0,
+                            80,
+                        ],
                     ]
                     .concat(),
                 ),
@@ -1796,7 +1981,7 @@ mod tests {
                 },
             ),
             (with_header(1, 0, 0, &[&labels(0, &[&[0xc3, 0xa9]])[..], &[0]].concat()), Problem::NotAscii),
-            (with_header(u64::MAX, 0, 0, &[0xff; 11]), Problem::VarintTooLong),
+            (with_header(u64::MAX, 0, 0, &[0xff; 11]), Problem::VarintTooLong(64)),
             (
                 with_header(1, 1, 0, &[&a[..], &[2, TYPE_TXT, 0xff, 0xff, 0x04]].concat()),
                 Problem::TooLarge { what: "TXT length", value: 0x1_3fff, max: MAX_TXT_BYTES as u64 },
@@ -1834,12 +2019,18 @@ mod tests {
                 Problem::TooLarge { what: "repeated records", value: 2, max: 1 },
             ),
             (with_header(0, 0, 1, &[5, 1, 2, 3, 4]), Problem::UnknownFamily(5)),
-            (with_header(0, 0, 1, &[4, 10, 0, 0, 1, 1]), Problem::NamespaceIndex { index: 1, known: 0 }),
-            (with_header(0, 0, 1, &[4, 10, 0, 0, 1, 0, 2, b'A', b'b']), Problem::BadNamespace("Ab".to_owned())),
+            (with_header(0, 0, 1, &[4, 10, 1]), Problem::NamespaceIndex { index: 1, known: 0 }),
+            (with_header(0, 0, 1, &[4, 10, 0, 2, b'A', b'b']), Problem::BadNamespace("Ab".to_owned())),
+            // Clients are written as gaps, so only a family out of order or a gap out of range remains.
             (
-                with_header(0, 0, 2, &[4, 10, 0, 0, 2, 0, 1, b'a', 4, 10, 0, 0, 1, 0]),
-                Problem::OutOfOrder { previous: "10.0.0.2".to_owned(), found: "10.0.0.1".to_owned() },
+                with_header(0, 0, 2, &[6, 1, 0, 1, b'a', 4, 1, 0]),
+                Problem::OutOfOrder { previous: "::1".to_owned(), found: "an IPv4 client".to_owned() },
             ),
+            (
+                with_header(0, 0, 2, &[4, 0xfe, 0xff, 0xff, 0xff, 0x0f, 0, 1, b'a', 4, 1, 0]),
+                Problem::ClientPastRange { previous: "255.255.255.254".to_owned(), gap: 1 },
+            ),
+            (with_header(0, 0, 1, &[&[6][..], &[0xff; 18], &[0x04]].concat()), Problem::VarintTooLong(128)),
         ];
         for (bytes, problem) in cases {
             for chunk in [1, bytes.len().max(1)] {
@@ -2023,6 +2214,39 @@ mod tests {
         let summary = decode(&bytes[..], &mut ZoneData::default()).unwrap();
         assert_eq!(summary.names, zone.names.len() as u64 - 24);
         assert_eq!(decode_zone(&bytes).unwrap(), zone);
+    }
+
+    #[test]
+    fn member_labels_share_their_start_and_clients_are_gaps() {
+        let mut zone = ZoneData::default();
+        let service = name("web.default.svc.cluster.local");
+        zone.names.insert(service.clone(), vec![]);
+        for (ordinal, ip) in [(0, [10, 0, 0, 7]), (1, [10, 0, 0, 3]), (10, [10, 0, 1, 9])] {
+            let pod = name(&format!("web-{ordinal}.web.default.svc.cluster.local"));
+            zone.names.insert(pod, vec![RData::A { ip: Ipv4Addr::from(ip) }]);
+        }
+        for (ip, namespace) in
+            [("10.0.0.3", "a"), ("10.0.0.7", "a"), ("10.0.1.9", "b"), ("fd00::1", "a"), ("fd00::2", "b")]
+        {
+            zone.clients.insert(ip.parse().unwrap(), namespace.to_owned());
+        }
+        let bytes = encode(&zone).unwrap();
+        // `web-0`, then `web-1` as 4 shared bytes and `1`, then `web-10` as all 5 of those and `0`.
+        let members =
+            [0, 5, b'w', b'e', b'b', b'-', b'0', 1, 4, 10, 0, 0, 7, 4, 1, b'1', 1, 4, 10, 0, 0, 3, 5, 1, b'0'];
+        assert!(bytes.windows(members.len()).any(|w| w == members), "{bytes:?}");
+        // 10.0.0.3 from nothing; 10.0.0.7 three past it; 10.0.1.9 257 past that (a two-byte varint); then
+        // the first IPv6 client in full and the next 0 past it.
+        let mut clients = vec![4, 0x83, 0x80, 0x80, 0x50, 0, 1, b'a', 4, 3, 0, 4, 0x81, 0x02, 1, 1, b'b', 6];
+        put_varint128(&mut clients, u128::from("fd00::1".parse::<Ipv6Addr>().unwrap()));
+        clients.extend_from_slice(&[0, 6, 0, 1]);
+        assert!(bytes.ends_with(&clients), "{bytes:?}");
+        assert_eq!(decode_zone(&bytes).unwrap(), zone);
+        // A member that shares less than it could is read all the same.
+        let written = [4, 1, b'1'];
+        let at = bytes.windows(3).position(|w| w == written).unwrap();
+        let longer = [&bytes[..at], &[2, 3, b'b', b'-', b'1'], &bytes[at + 3..]].concat();
+        assert_eq!(decode_zone(&longer).unwrap(), zone);
     }
 
     proptest! {
