@@ -1014,7 +1014,7 @@ struct Group {
     /// Members still to read.
     left: u64,
     /// The members' names, one after the other, where each ends and how long its label (its start) is:
-    /// an SRV expansion copies them at once.
+    /// the targets of its SRV expansions, read from here.
     names: Vec<u8>,
     name_ends: Vec<u32>,
     label_lens: Vec<u8>,
