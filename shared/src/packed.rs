@@ -521,67 +521,37 @@ impl Record<'_> {
     }
 }
 
-/// A name's decoded records: kept as fields and ranges of one text buffer, reused from name to name, and
-/// SRV records to the open group's members, made from its names as they are read.
+/// A name's decoded records: kept as fields and ranges of one text buffer, reused from name to name.
 #[derive(Debug, Clone, Copy)]
 pub struct Records<'a> {
     slots: &'a [Slot],
     text: &'a [u8],
-    members: MemberNames<'a>,
-    /// Records in all (a [`Slot::MemberSrv`] is one per member).
-    len: usize,
-}
-
-/// The open group's members' names: one after the other, and where each ends.
-#[derive(Debug, Clone, Copy, Default)]
-struct MemberNames<'a> {
-    names: &'a [u8],
-    ends: &'a [u32],
-}
-
-impl<'a> MemberNames<'a> {
-    fn of(group: Option<&'a Group>) -> Self {
-        group.map_or_else(Self::default, |group| Self { names: &group.names, ends: &group.name_ends })
-    }
-
-    fn iter(self) -> impl Iterator<Item = CheckedName<'a>> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts.zip(self.ends).map(move |(start, &end)| CheckedName(&self.names[start as usize..end as usize]))
-    }
 }
 
 impl<'a> Records<'a> {
     pub fn len(&self) -> usize {
-        self.len
+        self.slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.slots.is_empty()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Record<'a>> + use<'a> {
-        let (text, members) = (self.text, self.members);
+        let text = self.text;
         let name =
             move |range: &Range<u32>| CheckedName(text.get(range.start as usize..range.end as usize).unwrap_or(b""));
-        self.slots.iter().flat_map(move |slot| {
-            let (one, each_member) = match slot {
-                Slot::A(ip) => (Some(Record::A(*ip)), None),
-                Slot::Aaaa(ip) => (Some(Record::Aaaa(*ip)), None),
-                Slot::Srv(priority, weight, port, target) => (
-                    Some(Record::Srv { priority: *priority, weight: *weight, port: *port, target: name(target) }),
-                    None,
-                ),
-                &Slot::MemberSrv(priority, weight, port) => {
-                    let srv = move |target| Record::Srv { priority, weight, port, target };
-                    (None, Some(members.iter().map(srv)))
-                }
-                Slot::Ptr(target) => (Some(Record::Ptr(name(target))), None),
-                Slot::Cname(target) => (Some(Record::Cname(name(target))), None),
-                Slot::Ns(target) => (Some(Record::Ns(name(target))), None),
-                // Checked as UTF-8 when decoded.
-                Slot::Txt(range) => (Some(Record::Txt(std::str::from_utf8(name(range).0).unwrap_or(""))), None),
-            };
-            one.into_iter().chain(each_member.into_iter().flatten())
+        self.slots.iter().map(move |slot| match slot {
+            Slot::A(ip) => Record::A(*ip),
+            Slot::Aaaa(ip) => Record::Aaaa(*ip),
+            Slot::Srv(priority, weight, port, target) => {
+                Record::Srv { priority: *priority, weight: *weight, port: *port, target: name(target) }
+            }
+            Slot::Ptr(target) => Record::Ptr(name(target)),
+            Slot::Cname(target) => Record::Cname(name(target)),
+            Slot::Ns(target) => Record::Ns(name(target)),
+            // Checked as UTF-8 when decoded.
+            Slot::Txt(range) => Record::Txt(std::str::from_utf8(name(range).0).unwrap_or("")),
         })
     }
 
@@ -596,9 +566,6 @@ enum Slot {
     A(Ipv4Addr),
     Aaaa(Ipv6Addr),
     Srv(u16, u16, u16, Range<u32>),
-    /// One SRV record with this priority, weight and port to each member of the open group, in member
-    /// order: the records are made as they are read, from the group's names, not copied per name.
-    MemberSrv(u16, u16, u16),
     Ptr(Range<u32>),
     Cname(Range<u32>),
     Ns(Range<u32>),
@@ -610,7 +577,7 @@ impl Slot {
         match self {
             Self::A(_) => TYPE_A,
             Self::Aaaa(_) => TYPE_AAAA,
-            Self::Srv(..) | Self::MemberSrv(..) => TYPE_SRV,
+            Self::Srv(..) => TYPE_SRV,
             Self::Ptr(_) => TYPE_PTR,
             Self::Cname(_) => TYPE_CNAME,
             Self::Ns(_) => TYPE_NS,
@@ -625,7 +592,6 @@ impl Slot {
             Self::A(ip) => Self::A(*ip),
             Self::Aaaa(ip) => Self::Aaaa(*ip),
             Self::Srv(priority, weight, port, target) => Self::Srv(*priority, *weight, *port, shift(target)),
-            Self::MemberSrv(priority, weight, port) => Self::MemberSrv(*priority, *weight, *port),
             Self::Ptr(target) => Self::Ptr(shift(target)),
             Self::Cname(target) => Self::Cname(shift(target)),
             Self::Ns(target) => Self::Ns(shift(target)),
@@ -636,7 +602,7 @@ impl Slot {
     /// Where its text is, if it has any.
     fn text(&self) -> Option<&Range<u32>> {
         match self {
-            Self::A(_) | Self::Aaaa(_) | Self::MemberSrv(..) => None,
+            Self::A(_) | Self::Aaaa(_) => None,
             Self::Srv(.., range) | Self::Ptr(range) | Self::Cname(range) | Self::Ns(range) | Self::Txt(range) => {
                 Some(range)
             }
@@ -985,8 +951,6 @@ pub struct Decoder {
     /// The name whose records are being read, and how many are still to come.
     name: StackedName,
     records_left: u64,
-    /// The name's record count, as its head gives it.
-    name_records: u64,
     /// The name's records, their targets and texts in `text`; both reused from name to name.
     slots: Vec<Slot>,
     text: Vec<u8>,
@@ -1014,7 +978,7 @@ struct Group {
     /// Members still to read.
     left: u64,
     /// The members' names, one after the other, where each ends and how long its label (its start) is:
-    /// the targets of its SRV expansions, read from here.
+    /// an SRV expansion copies them at once.
     names: Vec<u8>,
     name_ends: Vec<u32>,
     label_lens: Vec<u8>,
@@ -1077,7 +1041,6 @@ impl Decoder {
             seen: zero,
             name: StackedName::new(),
             records_left: 0,
-            name_records: 0,
             slots: Vec::new(),
             text: Vec::new(),
             previous_slots: Vec::new(),
@@ -1253,8 +1216,6 @@ impl Decoder {
         // The open group ends with its subtree: at a name that does not keep the group's name.
         if self.group.as_ref().is_some_and(|group| run.keep < group.depth) {
             self.spare = self.group.take().unwrap_or_default();
-            // A repeat may still copy the last records, and their member SRVs are the closed group's.
-            expand_member_srv(&mut self.previous_slots, &mut self.previous_text, &self.spare);
         }
         self.name.apply(&run, cursor.bytes)?;
         if let Some(open) = &self.group {
@@ -1268,7 +1229,6 @@ impl Decoder {
         self.slots.clear();
         self.text.clear();
         self.records_left = count;
-        self.name_records = count;
         if let Some((members, ptr)) = group {
             let mut group = std::mem::take(&mut self.spare);
             group.reset(self.name.depth, ptr, members);
@@ -1283,10 +1243,7 @@ impl Decoder {
     fn after_head(&mut self, visitor: &mut impl Visitor) -> Result<(), Need> {
         if self.records_left == 0 {
             self.seen.names += 1;
-            visitor.name(
-                CheckedName(self.name.as_bytes()),
-                Records { slots: &[], text: b"", members: MemberNames::default(), len: 0 },
-            );
+            visitor.name(CheckedName(self.name.as_bytes()), Records { slots: &[], text: b"" });
             return self.next_section();
         }
         self.stage = Stage::Record;
@@ -1340,8 +1297,7 @@ impl Decoder {
         }
         let label_len = label.len() as u8;
         let member = CheckedName(self.name.as_bytes());
-        let len = self.member_slots.len();
-        visitor.name(member, Records { slots: &self.member_slots, text: b"", members: MemberNames::default(), len });
+        visitor.name(member, Records { slots: &self.member_slots, text: b"" });
         for slot in &self.member_slots {
             let ip = match slot {
                 Slot::A(ip) => IpAddr::V4(*ip),
@@ -1440,8 +1396,7 @@ impl Decoder {
             return Ok(());
         }
         self.seen.names += 1;
-        let (members, len) = (MemberNames::of(self.group.as_ref()), self.name_records as usize);
-        visitor.name(CheckedName(self.name.as_bytes()), Records { slots: &self.slots, text: &self.text, members, len });
+        visitor.name(CheckedName(self.name.as_bytes()), Records { slots: &self.slots, text: &self.text });
         std::mem::swap(&mut self.slots, &mut self.previous_slots);
         std::mem::swap(&mut self.text, &mut self.previous_text);
         self.next_section()
@@ -1452,12 +1407,7 @@ impl Decoder {
         if !(TYPE_A..=TYPE_NS).contains(&kind) {
             return Err(Problem::UnknownType(kind).into());
         }
-        // A member SRV slot stands for one record per member of the open group (the one it was read in:
-        // slots of a closed group's were expanded when it closed).
-        let members = self.group.as_ref().map_or(0, Group::members) as u64;
-        let count = (self.previous_slots.iter().filter(|slot| slot.type_code() == kind))
-            .map(|slot| if matches!(slot, Slot::MemberSrv(..)) { members } else { 1 })
-            .sum::<u64>();
+        let count = self.previous_slots.iter().filter(|slot| slot.type_code() == kind).count() as u64;
         if count == 0 {
             return Err(Problem::NothingToRepeat(kind).into());
         }
@@ -1503,7 +1453,13 @@ impl Decoder {
     fn member_srv(&mut self, priority: u16, weight: u16, port: u16, visitor: &mut impl Visitor) -> Result<(), Need> {
         let group = whole_group(&self.group, TYPE_MEMBER_SRV)?;
         expands_within(group.members(), self.records_left)?;
-        self.slots.push(Slot::MemberSrv(priority, weight, port));
+        let base = self.text.len() as u32;
+        self.text.extend_from_slice(&group.names);
+        let mut start = base;
+        for &end in &group.name_ends {
+            self.slots.push(Slot::Srv(priority, weight, port, start..base + end));
+            start = base + end;
+        }
         let count = group.members() as u64;
         self.added(count, visitor)
     }
@@ -1579,28 +1535,6 @@ impl Decoder {
         }
         Ok(())
     }
-}
-
-/// Replaces each [`Slot::MemberSrv`] of `slots` by its records, their targets copied from `group` to `text`.
-fn expand_member_srv(slots: &mut Vec<Slot>, text: &mut Vec<u8>, group: &Group) {
-    if !slots.iter().any(|slot| matches!(slot, Slot::MemberSrv(..))) {
-        return;
-    }
-    let mut expanded = Vec::with_capacity(slots.len() + group.members());
-    for slot in slots.drain(..) {
-        let Slot::MemberSrv(priority, weight, port) = slot else {
-            expanded.push(slot);
-            continue;
-        };
-        let base = text.len() as u32;
-        text.extend_from_slice(&group.names);
-        let mut start = base;
-        for &end in &group.name_ends {
-            expanded.push(Slot::Srv(priority, weight, port, start..base + end));
-            start = base + end;
-        }
-    }
-    *slots = expanded;
 }
 
 /// The open group, whole (its members read), for a record of type `kind` that expands it.
