@@ -9,6 +9,7 @@
 #   scripts/cluster.sh down DIR              stop exactly what `up DIR` started
 #   scripts/cluster.sh restart DIR COMPONENT stop one component and start it again (tests of outages)
 #   scripts/cluster.sh compact DIR           compact etcd's history (watches resuming from before get 410)
+#   scripts/cluster.sh ports N               print N free loopback ports, claimed for ten minutes
 #
 # `up` writes DIR/kubeconfig (admin) and returns once every node is Ready. The cache lives outside the
 # repository: $ROSTER_K8S_CACHE, default ~/.cache/roster/k8s, one folder per pinned release.
@@ -70,7 +71,8 @@ bin_dir() {
   echo "$(release_dir)/bin"
 }
 
-# N ports for a cluster's components. They are chosen below the kernel's ephemeral range, so no
+# N loopback ports free for TCP and UDP, for a cluster's components and for tests (`ports N`; the tests'
+# `free_port` asks here, so one file holds every claim). They are chosen below the kernel's ephemeral range, so no
 # outgoing connection can take one between its choice and its component's bind, and claimed for
 # ten minutes in a shared file under a lock, so clusters started side by side never share one.
 free_ports() {
@@ -96,8 +98,9 @@ with open(claims + ".lock", "a") as lock:
         if port in taken:
             continue
         try:
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", port))
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                with socket.socket(socket.AF_INET, kind) as probe:
+                    probe.bind(("127.0.0.1", port))
         except OSError:
             continue
         taken.add(port)
@@ -334,5 +337,6 @@ case ${1:-} in
   down) shift; down "$@" ;;
   restart) shift; restart "$@" ;;
   compact) shift; compact "$@" ;;
-  *) die "usage: cluster.sh build | bin | up DIR [--nodes N] [--without-statefulset-controller] | down DIR | restart DIR COMPONENT | compact DIR" ;;
+  ports) free_ports "${2:?usage: cluster.sh ports N}" ;;
+  *) die "usage: cluster.sh build | bin | up DIR [--nodes N] [--without-statefulset-controller] | down DIR | restart DIR COMPONENT | compact DIR | ports N" ;;
 esac

@@ -32,8 +32,8 @@ pub const STREAM_ZSTD_WINDOW_LOG_MAX: u32 = 23;
 /// The query parameter and value with which a replica asks for the packed snapshot:
 /// `GET /v1/records?snapshot=packed4` (the layout's version 4: versions 1 to 3 were asked as `packed`,
 /// `packed2` and `packed3`, which a controller now answers with JSON like any form it does not know, so
-/// old replicas keep working). A controller that does not know the value ignores it and sends JSON; a client that does not ask gets only
-/// JSON lines.
+/// old replicas keep working). A controller that does not know the value ignores it and sends JSON; a
+/// client that does not ask gets only JSON lines.
 pub const SNAPSHOT_FORM_PARAM: &str = "snapshot";
 pub const SNAPSHOT_FORM_PACKED: &str = "packed4";
 

@@ -3,7 +3,6 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -64,47 +63,20 @@ impl Drop for Proc {
     }
 }
 
-/// A loopback port free for both UDP and TCP. It is chosen below the kernel's ephemeral range, so
-/// no outgoing connection (the real control plane makes many) takes it before its server binds, and
-/// claimed for ten minutes in the file `scripts/cluster.sh` claims its ports in, under the same lock,
-/// so tests and clusters running side by side never share one.
+/// A loopback port free for both UDP and TCP, from `scripts/cluster.sh ports`: below the kernel's
+/// ephemeral range, so no outgoing connection (the real control plane makes many) takes it before its
+/// server binds, and claimed where the script claims the control plane's ports, so tests and clusters
+/// running side by side never share one.
 pub fn free_port() -> u16 {
-    let claims = std::env::temp_dir().join("roster-cluster-ports");
-    let lock = std::fs::OpenOptions::new().create(true).append(true).open(claims.with_extension("lock")).unwrap();
-    lock.lock().unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-    let mut kept: Vec<(f64, u16)> = std::fs::read_to_string(&claims)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| {
-            let (time, port) = line.split_once(' ')?;
-            Some((time.parse().ok()?, port.parse().ok()?))
-        })
-        .filter(|(time, _)| now - time < 600.0)
-        .collect();
-    let first_ephemeral: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32768);
-    let (low, high) = if first_ephemeral > 21000 { (20000, first_ephemeral - 1) } else { (1024, 65535) };
-    let mut seed = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), now.to_bits());
-    let port = (0..100_000)
-        .map(|_| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            low + ((seed >> 33) % u64::from(high - low + 1)) as u16
-        })
-        .find(|&port| {
-            !kept.iter().any(|&(_, claimed)| claimed == port)
-                && UdpSocket::bind(("127.0.0.1", port)).is_ok()
-                && TcpListener::bind(("127.0.0.1", port)).is_ok()
-        })
-        .unwrap_or_else(|| panic!("no free loopback port in {low}..={high}"));
-    kept.push((now, port));
-    let text: String = kept.iter().map(|(time, port)| format!("{time} {port}\n")).collect();
-    let temporary = claims.with_extension(format!("{}.tmp", std::process::id()));
-    std::fs::write(&temporary, text).unwrap();
-    std::fs::rename(&temporary, &claims).unwrap();
-    port
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster.sh"))
+        .args(["ports", "1"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("scripts/cluster.sh runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("cluster.sh ports: `{text}` {}", String::from_utf8_lossy(&out.stderr)))
 }
 
 /// Polls `done` for up to 30 s; on timeout, fails with the logs of `procs`.
