@@ -42,6 +42,9 @@ use roster_shared::{DomainName, Frame, PACKED_SNAPSHOT_START, PackedSnapshotHead
 
 #[path = "support/dataset.rs"]
 mod dataset;
+#[path = "support/verified.rs"]
+mod verified;
+use verified::Verified;
 
 type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
@@ -478,6 +481,7 @@ async fn one_subscriber(
     let mut receipts = Vec::new();
     // The packed snapshot being decoded, its size and how many of its bytes are still to come.
     let mut packed_snapshot: Option<(packed::Decoder, u64, usize)> = None;
+    let mut verified = Verified::default();
     while let Some(data) = chunks.next().await {
         let data = data?;
         let mut rest = &data[..];
@@ -485,7 +489,7 @@ async fn one_subscriber(
             if let Some((decoder, _, left)) = &mut packed_snapshot {
                 let take = rest.len().min(*left);
                 if ask.decode {
-                    decoder.feed(&rest[..take], &mut Verified)?;
+                    decoder.feed(&rest[..take], &mut verified)?;
                 }
                 rest = &rest[take..];
                 *left -= take;
@@ -493,8 +497,8 @@ async fn one_subscriber(
                     break;
                 }
                 let Some((decoder, bytes, _)) = packed_snapshot.take() else { break };
-                if ask.decode && decoder.finish()?.records == 0 {
-                    return Err("an empty packed snapshot".into());
+                if ask.decode {
+                    verified.check(&decoder.finish()?)?;
                 }
                 let _ = snapshots.send(bytes);
                 continue;
@@ -537,26 +541,6 @@ async fn one_subscriber(
         line.push(rest);
     }
     Err(format!("the stream ended at generation {generation:?}, before {last}").into())
-}
-
-/// Takes every decoded name and client (the decoder has checked them) and keeps none.
-struct Verified;
-
-impl packed::Visitor for Verified {
-    fn name(&mut self, name: packed::CheckedName<'_>, records: packed::Records<'_>) {
-        std::hint::black_box(name);
-        for record in records.iter() {
-            std::hint::black_box(record);
-        }
-    }
-
-    fn ptr(&mut self, ip: std::net::IpAddr, target: packed::CheckedName<'_>) {
-        std::hint::black_box((ip, target));
-    }
-
-    fn client(&mut self, ip: std::net::IpAddr, namespace: &str) {
-        std::hint::black_box((ip, namespace));
-    }
 }
 
 /// Where an attached subscriber reports each delta at once: (subscriber, generation, unix ns).

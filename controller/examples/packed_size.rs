@@ -10,7 +10,6 @@
 //! do); zstd decompression of each form's compressed line.
 
 use std::error::Error;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,6 +17,9 @@ use roster_shared::{DomainName, Frame, SynthConfig, ZoneData, packed};
 
 #[path = "support/dataset.rs"]
 mod dataset;
+#[path = "support/verified.rs"]
+mod verified;
+use verified::Verified;
 
 type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
@@ -40,20 +42,6 @@ fn fastest<T>(rounds: usize, mut work: impl FnMut() -> T) -> (f64, T) {
         last = Some(value);
     }
     (best, last.unwrap_or_else(|| unreachable!()))
-}
-
-struct Counted(u64);
-
-impl packed::Visitor for Counted {
-    fn name(&mut self, _: packed::CheckedName<'_>, records: packed::Records<'_>) {
-        self.0 += records.len() as u64;
-    }
-
-    fn ptr(&mut self, _: IpAddr, _: packed::CheckedName<'_>) {
-        self.0 += 1;
-    }
-
-    fn client(&mut self, _: IpAddr, _: &str) {}
 }
 
 /// As the controller compresses each form (JSON lines 2 MiB window, packed snapshot 256 KiB).
@@ -82,7 +70,9 @@ fn main() -> Result<()> {
         let mut walls = Vec::new();
         for _ in 0..rounds.max(1) {
             let start = Instant::now();
-            packed::decode(&packed[..], &mut Counted(0))?;
+            let mut verified = Verified::default();
+            let summary = packed::decode(&packed[..], &mut verified)?;
+            verified.check(&summary)?;
             walls.push(start.elapsed().as_secs_f64() * 1e3);
         }
         walls.sort_by(f64::total_cmp);
@@ -104,11 +94,13 @@ fn main() -> Result<()> {
     if !matches!(decoded?, Frame::Snapshot { zone: ref z, .. } if **z == *zone) {
         return Err("the JSON snapshot did not round-trip".into());
     }
-    let (packed_decode, counted) = fastest(rounds, || {
-        let mut counted = Counted(0);
-        packed::decode(&packed[..], &mut counted).map(|_| counted.0)
+    let (packed_decode, verified) = fastest(rounds, || {
+        let mut verified = Verified::default();
+        packed::decode(&packed[..], &mut verified).map(|summary| (summary, verified))
     });
-    if counted? != records as u64 || packed::decode_zone(&packed)? != *zone {
+    let (summary, verified) = verified?;
+    verified.check(&summary)?;
+    if summary.records != records as u64 || packed::decode_zone(&packed)? != *zone {
         return Err("the packed snapshot did not round-trip".into());
     }
     println!(
