@@ -55,7 +55,6 @@
 use std::cmp::Ordering;
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::ops::Range;
 
 use crate::name::{
     DomainName, MAX_LABEL_LEN, MAX_NAME_LEN, NameError, is_canonical_label, is_canonical_label_after, is_dns1123_label,
@@ -548,8 +547,7 @@ impl<'a> Records<'a> {
 
     pub fn iter(&self) -> impl Iterator<Item = Record<'a>> + use<'a> {
         let text = self.text;
-        let name =
-            move |range: &Range<u32>| CheckedName(text.get(range.start as usize..range.end as usize).unwrap_or(b""));
+        let name = move |span: &Span| CheckedName(text.get(span.start as usize..span.end as usize).unwrap_or(b""));
         self.slots.iter().map(move |slot| match slot {
             Slot::A(ip) => Record::A(*ip),
             Slot::Aaaa(ip) => Record::Aaaa(*ip),
@@ -569,16 +567,24 @@ impl<'a> Records<'a> {
     }
 }
 
-/// A decoded record held for its name: targets and TXT texts are ranges of the records' text.
-#[derive(Debug, Clone)]
+/// Where a target or a TXT text is in the records' text. Not a `Range`, which is not `Copy`: slots that
+/// are `Copy` are copied in bulk (a member's addresses into its group, a group's into its name).
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+/// A decoded record held for its name: targets and TXT texts are spans of the records' text.
+#[derive(Debug, Clone, Copy)]
 enum Slot {
     A(Ipv4Addr),
     Aaaa(Ipv6Addr),
-    Srv(u16, u16, u16, Range<u32>),
-    Ptr(Range<u32>),
-    Cname(Range<u32>),
-    Ns(Range<u32>),
-    Txt(Range<u32>),
+    Srv(u16, u16, u16, Span),
+    Ptr(Span),
+    Cname(Span),
+    Ns(Span),
+    Txt(Span),
 }
 
 impl Slot {
@@ -594,13 +600,12 @@ impl Slot {
         }
     }
 
-    /// The same record with its text at `to` instead of `from`, for a copy of the text that starts there.
-    fn moved(&self, from: u32, to: u32) -> Self {
-        let shift = |range: &Range<u32>| range.start - from + to..range.end - from + to;
+    /// The same record with its text `by` bytes further on (or back: wrapping), for a copy of the text.
+    fn moved(self, by: u32) -> Self {
+        let shift = |span: Span| Span { start: span.start.wrapping_add(by), end: span.end.wrapping_add(by) };
         match self {
-            Self::A(ip) => Self::A(*ip),
-            Self::Aaaa(ip) => Self::Aaaa(*ip),
-            Self::Srv(priority, weight, port, target) => Self::Srv(*priority, *weight, *port, shift(target)),
+            Self::A(_) | Self::Aaaa(_) => self,
+            Self::Srv(priority, weight, port, target) => Self::Srv(priority, weight, port, shift(target)),
             Self::Ptr(target) => Self::Ptr(shift(target)),
             Self::Cname(target) => Self::Cname(shift(target)),
             Self::Ns(target) => Self::Ns(shift(target)),
@@ -609,12 +614,10 @@ impl Slot {
     }
 
     /// Where its text is, if it has any.
-    fn text(&self) -> Option<&Range<u32>> {
-        match self {
+    fn text(&self) -> Option<Span> {
+        match *self {
             Self::A(_) | Self::Aaaa(_) => None,
-            Self::Srv(.., range) | Self::Ptr(range) | Self::Cname(range) | Self::Ns(range) | Self::Txt(range) => {
-                Some(range)
-            }
+            Self::Srv(.., span) | Self::Ptr(span) | Self::Cname(span) | Self::Ns(span) | Self::Txt(span) => Some(span),
         }
     }
 }
@@ -1425,25 +1428,17 @@ impl Decoder {
         if count > self.records_left {
             return Err(Problem::TooLarge { what: "repeated records", value: count, max: self.records_left }.into());
         }
-        if self.slots.is_empty() && count == self.previous_slots.len() as u64 {
-            // The whole record set again (a service's SRV set at `_port._proto`): one copy of each buffer,
-            // the targets' ranges unchanged.
-            self.slots.extend_from_slice(&self.previous_slots);
-            self.text.clear();
-            self.text.extend_from_slice(&self.previous_text);
-            return self.added(count, visitor);
-        }
-        for slot in self.previous_slots.iter().filter(|slot| slot.type_code() == kind) {
-            let copied = match slot.text() {
-                Some(range) => {
-                    let at = self.text.len() as u32;
-                    self.text.extend_from_slice(&self.previous_text[range.start as usize..range.end as usize]);
-                    slot.moved(range.start, at)
-                }
-                None => slot.clone(),
-            };
-            self.slots.push(copied);
-        }
+        // The run's texts were written one after the other (with any other types' between): copied in one
+        // piece, each slot's span moved by the same amount.
+        let mut texts = self.previous_slots.iter().filter(|slot| slot.type_code() == kind).filter_map(Slot::text);
+        let (first, end) = match texts.next() {
+            Some(span) => (span.start, texts.last().unwrap_or(span).end),
+            None => (0, 0),
+        };
+        let by = (self.text.len() as u32).wrapping_sub(first);
+        self.text.extend_from_slice(&self.previous_text[first as usize..end as usize]);
+        let run = self.previous_slots.iter().filter(|slot| slot.type_code() == kind);
+        self.slots.extend(run.map(|slot| slot.moved(by)));
         self.added(count, visitor)
     }
 
@@ -1463,7 +1458,7 @@ impl Decoder {
         if count == group.addresses.len() {
             self.slots.extend_from_slice(&group.addresses);
         } else {
-            self.slots.extend(group.addresses.iter().filter(|slot| matches!(slot, Slot::A(_)) == v4).cloned());
+            self.slots.extend(group.addresses.iter().filter(|slot| matches!(slot, Slot::A(_)) == v4).copied());
         }
         self.added(count as u64, visitor)
     }
@@ -1476,7 +1471,7 @@ impl Decoder {
         self.text.extend_from_slice(&group.names);
         let mut start = base;
         for &end in &group.name_ends {
-            self.slots.push(Slot::Srv(priority, weight, port, start..base + end));
+            self.slots.push(Slot::Srv(priority, weight, port, Span { start, end: base + end }));
             start = base + end;
         }
         let count = group.members() as u64;
@@ -1485,7 +1480,7 @@ impl Decoder {
 
     /// A record's target, checked and kept in `text`. Every target is its record's last field, so the
     /// record is whole once it is read: only then does the previous target change.
-    fn target(&mut self, cursor: &mut Cursor<'_>) -> Result<Range<u32>, Need> {
+    fn target(&mut self, cursor: &mut Cursor<'_>) -> Result<Span, Need> {
         let run = cursor.labels(self.target.depth)?;
         self.target.apply(&run, cursor.bytes)?;
         if self.target.depth == 0 {
@@ -1493,13 +1488,13 @@ impl Decoder {
         }
         let start = self.text.len() as u32;
         self.text.extend_from_slice(self.target.as_bytes());
-        Ok(start..self.text.len() as u32)
+        Ok(Span { start, end: self.text.len() as u32 })
     }
 
-    fn keep_text(&mut self, text: &str) -> Range<u32> {
+    fn keep_text(&mut self, text: &str) -> Span {
         let start = self.text.len() as u32;
         self.text.extend_from_slice(text.as_bytes());
-        start..self.text.len() as u32
+        Span { start, end: self.text.len() as u32 }
     }
 
     fn client(&mut self, cursor: &mut Cursor<'_>, visitor: &mut impl Visitor) -> Result<(), Need> {
@@ -2242,13 +2237,18 @@ mod tests {
         let set = [srv("t1.cluster.local"), srv("t2.cluster.local")];
         let a = RData::A { ip: Ipv4Addr::new(10, 0, 0, 1) };
         let txt = RData::Txt { text: "hello".to_owned() };
-        // b repeats the SRV records of a mixed set; c all of b's (one copy); d adds them after a TXT record.
-        zone.names.insert(name("a.cluster.local"), [&[a][..], &set].concat());
+        // b repeats the SRV records of a mixed set; c all of b's; d adds them after a TXT record.
+        zone.names.insert(name("a.cluster.local"), [&[a.clone()][..], &set].concat());
         zone.names.insert(name("b.cluster.local"), set.to_vec());
         zone.names.insert(name("c.cluster.local"), set.to_vec());
         zone.names.insert(name("d.cluster.local"), [&[txt][..], &set].concat());
+        // f repeats e's one PTR record, after e's TXT record's text.
+        let (txt, ptr) = (RData::Txt { text: "hi".to_owned() }, RData::Ptr { target: name("t3.cluster.local") });
+        zone.names.insert(name("e.cluster.local"), vec![txt, ptr.clone()]);
+        zone.names.insert(name("f.cluster.local"), vec![a, ptr]);
         let bytes = encode(&zone).unwrap();
         assert_eq!(bytes.windows(2).filter(|w| *w == [TYPE_REPEAT, TYPE_SRV]).count(), 3, "{bytes:?}");
+        assert_eq!(bytes.windows(2).filter(|w| *w == [TYPE_REPEAT, TYPE_PTR]).count(), 1, "{bytes:?}");
         for chunk in [1, 2, 5, bytes.len()] {
             assert_eq!(decode_in_chunks(&bytes, chunk).unwrap(), zone, "chunks of {chunk}");
         }
