@@ -1432,7 +1432,7 @@ impl Decoder {
         // piece, each slot's span moved by the same amount.
         let mut texts = self.previous_slots.iter().filter(|slot| slot.type_code() == kind).filter_map(Slot::text);
         let (first, end) = match texts.next() {
-            Some(span) => (span.start, texts.last().unwrap_or(span).end),
+            Some(span) => (span.start, texts.next_back().unwrap_or(span).end),
             None => (0, 0),
         };
         let by = (self.text.len() as u32).wrapping_sub(first);
