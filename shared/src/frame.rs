@@ -55,7 +55,8 @@ pub struct PackedSnapshotHeader {
 }
 
 /// One change to one name: its complete new record list (empty for an empty non-terminal), or its removal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Read by a hand-written reader (`tagged.rs`): the derived one parsed each change twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Change {
     Set {
@@ -87,7 +88,8 @@ pub struct Trigger {
 /// A message of the stream. Generations increase by one per published change set; a replica applies a
 /// delta only on top of `generation - 1`. The epoch identifies one publisher's history: generations of
 /// different epochs (a restarted controller) are unrelated, so a replica resumes only within its epoch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Read by a hand-written reader (`tagged.rs`): the derived one parsed each frame twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Frame {
     Snapshot {

@@ -9,6 +9,7 @@ pub mod name;
 pub mod packed;
 pub mod records;
 pub mod synth;
+mod tagged;
 pub mod views;
 
 pub use frame::{

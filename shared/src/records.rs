@@ -11,7 +11,8 @@ use crate::frame::Change;
 use crate::name::{DomainName, is_within_str};
 
 /// One record's data. TTL and class are the DNS server's configuration, the same for every record.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// Read by a hand-written reader (`tagged.rs`): the derived one parsed each record twice.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(tag = "type", rename_all = "UPPERCASE")]
 pub enum RData {
     A { ip: Ipv4Addr },
