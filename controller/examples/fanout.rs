@@ -13,7 +13,8 @@
 //! is the controller's own. Each subscriber opens its own TLS connection to `/v1/records`, reads every
 //! frame and checks it: every delta and bookmark decoded as a `Frame` and its generation contiguous; a
 //! packed snapshot decoded whole as it arrives by the replicas' decoder (`roster_shared::packed`: every
-//! name and record built and checked, then dropped; no zone kept). A JSON snapshot (`json`) is only
+//! name and record built and checked; `support/verified.rs` reads every field of each and counts records
+//! and clients against the snapshot's header; no zone kept). A JSON snapshot (`json`) is only
 //! checked at its head and read to the end without being held (a 46 MB line in each of 1,000 subscribers
 //! would not fit this machine, and decoding it costs ~0.5 CPU s each).
 //!
