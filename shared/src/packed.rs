@@ -499,8 +499,8 @@ impl<'a> CheckedName<'a> {
 
 /// One decoded record, borrowed from the decoder. A four-byte tag puts an `A` record's address (aligned
 /// to 1) at offset 4: behind a one-byte tag, visitors read it back through a failed store forward, half
-/// of their time (profiled; decoding with a visitor that reads every field: 10.0 → 9.3 ms with the
-/// whole-set repeat, 100k pod records).
+/// of their time (profiled; decoding 100k pod records with a visitor that reads every field: 10.0 →
+/// 9.2–9.3 ms, bench/README.md "Record stream at node scale").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Record<'a> {
