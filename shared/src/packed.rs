@@ -841,6 +841,30 @@ struct LabelRun {
     at: usize,
 }
 
+/// Copies `src` into `dst` (of its length): a label's few bytes as one or two overlapping fixed-size copies
+/// rather than a call to `memcpy`, whose dispatch cost more than the bytes (two such calls per group member).
+#[inline(always)]
+fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    match n {
+        0 => {}
+        1..=3 => {
+            dst[0] = src[0];
+            dst[n / 2] = src[n / 2];
+            dst[n - 1] = src[n - 1];
+        }
+        4..=7 => {
+            dst[..4].copy_from_slice(&src[..4]);
+            dst[n - 4..n].copy_from_slice(&src[n - 4..]);
+        }
+        8..=16 => {
+            dst[..8].copy_from_slice(&src[..8]);
+            dst[n - 8..n].copy_from_slice(&src[n - 8..]);
+        }
+        _ => dst.copy_from_slice(src),
+    }
+}
+
 /// Where a name's text ends in [`StackedName::text`].
 const TEXT_END: usize = MAX_NAME_LEN;
 
@@ -898,7 +922,7 @@ impl StackedName {
             let text = format!("{}.{}", String::from_utf8_lossy(label), self.as_str());
             return Err(Problem::BadName { error: NameError::TooLong(text.clone()), text });
         };
-        self.text[start..start + label.len()].copy_from_slice(label);
+        copy_short(&mut self.text[start..start + label.len()], label);
         if dot == 1 {
             self.text[start + label.len()] = b'.';
         }
@@ -916,8 +940,8 @@ impl StackedName {
         let Some(start) = end.checked_sub(len + dot) else {
             return self.push(&[&previous[..shared], rest].concat());
         };
-        self.text[start..start + shared].copy_from_slice(&previous[..shared]);
-        self.text[start + shared..start + len].copy_from_slice(rest);
+        copy_short(&mut self.text[start..start + shared], &previous[..shared]);
+        copy_short(&mut self.text[start + shared..start + len], rest);
         // The shared start was checked with the previous member's label.
         if !is_canonical_label_after(&self.text[start..start + len], shared) {
             return Err(self.label_problem(&self.text[start..start + len]));
@@ -1421,24 +1445,33 @@ impl Decoder {
         if !(TYPE_A..=TYPE_NS).contains(&kind) {
             return Err(Problem::UnknownType(kind).into());
         }
-        let count = self.previous_slots.iter().filter(|slot| slot.type_code() == kind).count() as u64;
-        if count == 0 {
+        let previous = &self.previous_slots[..];
+        let of_kind = |slot: &Slot| slot.type_code() == kind;
+        let (Some(first), Some(last)) = (previous.iter().position(of_kind), previous.iter().rposition(of_kind)) else {
             return Err(Problem::NothingToRepeat(kind).into());
-        }
+        };
+        // Records of one type are usually written together (a service's SRV set after its addresses): then
+        // the run is one slice, copied with its length known.
+        let run = &previous[first..=last];
+        let whole = run.iter().all(of_kind);
+        let count = if whole { run.len() as u64 } else { run.iter().filter(|slot| of_kind(slot)).count() as u64 };
         if count > self.records_left {
             return Err(Problem::TooLarge { what: "repeated records", value: count, max: self.records_left }.into());
         }
         // The run's texts were written one after the other (with any other types' between): copied in one
         // piece, each slot's span moved by the same amount.
-        let mut texts = self.previous_slots.iter().filter(|slot| slot.type_code() == kind).filter_map(Slot::text);
-        let (first, end) = match texts.next() {
+        let mut texts = run.iter().filter_map(Slot::text);
+        let (start, end) = match texts.next() {
             Some(span) => (span.start, texts.next_back().unwrap_or(span).end),
             None => (0, 0),
         };
-        let by = (self.text.len() as u32).wrapping_sub(first);
-        self.text.extend_from_slice(&self.previous_text[first as usize..end as usize]);
-        let run = self.previous_slots.iter().filter(|slot| slot.type_code() == kind);
-        self.slots.extend(run.map(|slot| slot.moved(by)));
+        let by = (self.text.len() as u32).wrapping_sub(start);
+        self.text.extend_from_slice(&self.previous_text[start as usize..end as usize]);
+        if whole {
+            self.slots.extend(run.iter().map(|slot| slot.moved(by)));
+        } else {
+            self.slots.extend(run.iter().filter(|slot| of_kind(slot)).map(|slot| slot.moved(by)));
+        }
         self.added(count, visitor)
     }
 
@@ -2214,6 +2247,33 @@ mod tests {
         })
     }
 
+    /// Labels are copied in pieces by their length (`copy_short`): every length from 1 to 63, as a written
+    /// name's label and as a group member's, sharing with the member before it starts of every length.
+    #[test]
+    fn labels_of_every_length_round_trip() {
+        let apex = name("cluster.local");
+        let mut zone = ZoneData::default();
+        for len in 1..=MAX_LABEL_LEN {
+            let label: String = (0..len).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+            zone.add(name(&format!("{label}.names.cluster.local")), RData::Txt { text: label.clone() }, &apex);
+            // Members `xx…xa` (len bytes) then `xx…xb`: the second shares len - 1 bytes with the first.
+            let stem = "x".repeat(len - 1);
+            for (last, ip) in [('a', 2 * len as u32), ('b', 2 * len as u32 + 1)] {
+                let member = name(&format!("{stem}{last}.set.ns.svc.cluster.local"));
+                let ip = Ipv4Addr::from(0x0a00_0000 + ip);
+                zone.add(member.clone(), RData::A { ip }, &apex);
+                zone.add(name("set.ns.svc.cluster.local"), RData::A { ip }, &apex);
+                zone.add(DomainName::reverse_of(IpAddr::V4(ip)), RData::Ptr { target: member }, &name("arpa"));
+            }
+        }
+        zone.normalise();
+        let bytes = encode(&zone).unwrap();
+        assert!(bytes.windows(2).any(|w| w == [TYPE_MEMBER_ADDRESSES, 4]), "written as a group");
+        for chunk in [1, 7, bytes.len()] {
+            assert_eq!(decode_in_chunks(&bytes, chunk).unwrap(), zone, "chunks of {chunk}");
+        }
+    }
+
     #[test]
     fn headless_services_are_written_as_groups() {
         let zone = cluster_zone(3, 4);
@@ -2246,8 +2306,12 @@ mod tests {
         let (txt, ptr) = (RData::Txt { text: "hi".to_owned() }, RData::Ptr { target: name("t3.cluster.local") });
         zone.names.insert(name("e.cluster.local"), vec![txt, ptr.clone()]);
         zone.names.insert(name("f.cluster.local"), vec![a, ptr]);
+        // h repeats the SRV records of g, which has an A record between them (a run that is not one slice).
+        let aa = RData::A { ip: Ipv4Addr::new(10, 0, 0, 2) };
+        zone.names.insert(name("g.cluster.local"), vec![set[0].clone(), aa, set[1].clone()]);
+        zone.names.insert(name("h.cluster.local"), set.to_vec());
         let bytes = encode(&zone).unwrap();
-        assert_eq!(bytes.windows(2).filter(|w| *w == [TYPE_REPEAT, TYPE_SRV]).count(), 3, "{bytes:?}");
+        assert_eq!(bytes.windows(2).filter(|w| *w == [TYPE_REPEAT, TYPE_SRV]).count(), 4, "{bytes:?}");
         assert_eq!(bytes.windows(2).filter(|w| *w == [TYPE_REPEAT, TYPE_PTR]).count(), 1, "{bytes:?}");
         for chunk in [1, 2, 5, bytes.len()] {
             assert_eq!(decode_in_chunks(&bytes, chunk).unwrap(), zone, "chunks of {chunk}");
