@@ -23,6 +23,7 @@ import json
 import os
 import random
 import select
+import signal
 import struct
 import sys
 import tempfile
@@ -234,6 +235,24 @@ def main():
     ap.add_argument("--workdir", default=os.environ.get("BENCH_WORKDIR", "/tmp/roster-bench") + "/propagation-real")
     ap.add_argument("--json", default=None, help="raw results (default bench/results/propagation-real-<date>.json)")
     args = ap.parse_args()
+
+    # SIGTERM (bench/issue14.sh's bound) stops the cluster and the servers too: while they start, it waits
+    # until they are known; once, so that a second signal does not cut the stopping short.
+    stopping = {"defer": False, "signal": None}
+
+    def _stop(signum, _frame):
+        if stopping["defer"]:
+            stopping["signal"] = signum
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise SystemExit(f"interrupted by signal {signum}")
+
+    def started():
+        stopping["defer"] = False
+        if stopping["signal"]:
+            _stop(stopping["signal"], None)
+
+    signal.signal(signal.SIGTERM, _stop)
     if args.quick:
         args.changes, args.cached_changes, args.background = 20, 2, 200
     if not os.access(args.roster, os.X_OK):
@@ -249,6 +268,7 @@ def main():
     replicas = []
     results = {"date": stamp, "machine": rc.machine_line(), "args": vars(args), "rounds": []}
     try:
+        stopping["defer"] = True
         cluster = rc.Cluster(workdir)
         cluster.apply_deploy()
         api = cluster.api()
@@ -268,6 +288,7 @@ def main():
                 procs.append(proc)
                 replicas.append(Replica(proc.label, port))
                 groups[server].append(proc.label)
+        started()
         # The API server's own Service answers once a server has synced (asked once: not cached negative).
         time.sleep(1.0)
         wait_all_answer(replicas, "kubernetes.default.svc.cluster.local")
@@ -310,6 +331,7 @@ def main():
             if not p.alive():
                 raise RuntimeError(f"{p.label} exited during the run:\n{p.tail()}")
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the stopping below is bounded
         if probe is not None:
             probe.close()
         for r in replicas:
@@ -318,6 +340,8 @@ def main():
             p.stop()
         if cluster is not None:
             cluster.down()
+        elif os.path.exists(os.path.join(workdir, "cluster", "pids")):  # stopped while `cluster.sh up` ran
+            rc.run([rc.CLUSTER_SH, "down", os.path.join(workdir, "cluster")], timeout=120)
     out = args.json or os.path.join(HERE, "results", f"propagation-real-{stamp[:10]}.json")
     with open(out, "w") as f:
         json.dump(results, f)

@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import tempfile
@@ -171,6 +172,24 @@ def main():
     ap.add_argument("--workdir", default=os.environ.get("BENCH_WORKDIR", "/tmp/roster-bench") + "/watchers-real")
     ap.add_argument("--json", default=None, help="raw results (default bench/results/watchers-real-<date>.json)")
     args = ap.parse_args()
+
+    # SIGTERM (bench/issue14.sh's bound) stops the cluster and the servers too: while they start, it waits
+    # until they are known; once, so that a second signal does not cut the stopping short.
+    stopping = {"defer": False, "signal": None}
+
+    def _stop(signum, _frame):
+        if stopping["defer"]:
+            stopping["signal"] = signum
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise SystemExit(f"interrupted by signal {signum}")
+
+    def started():
+        stopping["defer"] = False
+        if stopping["signal"]:
+            _stop(stopping["signal"], None)
+
+    signal.signal(signal.SIGTERM, _stop)
     if args.quick:
         args.services, args.endpoints, args.subscribers, args.deltas = 50, 20, "0,10,100", 10
     for path in (args.roster, args.fanout):
@@ -186,6 +205,7 @@ def main():
     cluster, controller = None, None
     results = {"date": stamp, "machine": rc.machine_line(), "args": vars(args), "phases": []}
     try:
+        stopping["defer"] = True
         cluster = rc.Cluster(workdir)
         cluster.apply_deploy()
         api = cluster.api()
@@ -200,6 +220,7 @@ def main():
               flush=True)
         controller, stream_port, client_dir = rc.start_controller(args.roster, cluster, workdir,
                                                                    max_connections=max(counts) + 64)
+        started()
         results["controller_ready_s"] = time.perf_counter() - t
         slices = [f"{name}-1" for name in names]
         ready_state = {"next": 0}
@@ -211,10 +232,13 @@ def main():
             if not controller.alive():
                 raise RuntimeError(f"roster controller exited:\n{controller.tail()}")
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the stopping below is bounded
         if controller is not None:
             controller.stop()
         if cluster is not None:
             cluster.down()
+        elif os.path.exists(os.path.join(workdir, "cluster", "pids")):  # stopped while `cluster.sh up` ran
+            rc.run([rc.CLUSTER_SH, "down", os.path.join(workdir, "cluster")], timeout=120)
         # What was measured is kept even when a later phase failed.
         print_tables(results, args)
         out = args.json or os.path.join(HERE, "results", f"watchers-real-{stamp[:10]}.json")

@@ -296,6 +296,10 @@ def main():
     instr_scales = (args.instr_scales or ("small" if args.quick else args.scales)).split(",")
 
     def _stop(signum, _frame):
+        # Once: a second signal (Ctrl-C beside bench/issue14.sh's SIGTERM) would cut short the stopping
+        # of the current server.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise SystemExit(f"interrupted by signal {signum}")
 
     signal.signal(signal.SIGTERM, _stop)
