@@ -236,23 +236,8 @@ def main():
     ap.add_argument("--json", default=None, help="raw results (default bench/results/propagation-real-<date>.json)")
     args = ap.parse_args()
 
-    # SIGTERM (bench/issue14.sh's bound) stops the cluster and the servers too: while they start, it waits
-    # until they are known; once, so that a second signal does not cut the stopping short.
-    stopping = {"defer": False, "signal": None}
-
-    def _stop(signum, _frame):
-        if stopping["defer"]:
-            stopping["signal"] = signum
-            return
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise SystemExit(f"interrupted by signal {signum}")
-
-    def started():
-        stopping["defer"] = False
-        if stopping["signal"]:
-            _stop(stopping["signal"], None)
-
-    signal.signal(signal.SIGTERM, _stop)
+    # SIGTERM (bench/issue14.sh's bound) stops the cluster and the servers too.
+    stopping = rc.SigtermStop()
     if args.quick:
         args.changes, args.cached_changes, args.background = 20, 2, 200
     if not os.access(args.roster, os.X_OK):
@@ -268,7 +253,7 @@ def main():
     replicas = []
     results = {"date": stamp, "machine": rc.machine_line(), "args": vars(args), "rounds": []}
     try:
-        stopping["defer"] = True
+        stopping.starting()
         cluster = rc.Cluster(workdir)
         cluster.apply_deploy()
         api = cluster.api()
@@ -288,7 +273,7 @@ def main():
                 procs.append(proc)
                 replicas.append(Replica(proc.label, port))
                 groups[server].append(proc.label)
-        started()
+        stopping.started()
         # The API server's own Service answers once a server has synced (asked once: not cached negative).
         time.sleep(1.0)
         wait_all_answer(replicas, "kubernetes.default.svc.cluster.local")

@@ -173,23 +173,8 @@ def main():
     ap.add_argument("--json", default=None, help="raw results (default bench/results/watchers-real-<date>.json)")
     args = ap.parse_args()
 
-    # SIGTERM (bench/issue14.sh's bound) stops the cluster and the servers too: while they start, it waits
-    # until they are known; once, so that a second signal does not cut the stopping short.
-    stopping = {"defer": False, "signal": None}
-
-    def _stop(signum, _frame):
-        if stopping["defer"]:
-            stopping["signal"] = signum
-            return
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise SystemExit(f"interrupted by signal {signum}")
-
-    def started():
-        stopping["defer"] = False
-        if stopping["signal"]:
-            _stop(stopping["signal"], None)
-
-    signal.signal(signal.SIGTERM, _stop)
+    # SIGTERM (bench/issue14.sh's bound) stops the cluster and the servers too.
+    stopping = rc.SigtermStop()
     if args.quick:
         args.services, args.endpoints, args.subscribers, args.deltas = 50, 20, "0,10,100", 10
     for path in (args.roster, args.fanout):
@@ -205,7 +190,7 @@ def main():
     cluster, controller = None, None
     results = {"date": stamp, "machine": rc.machine_line(), "args": vars(args), "phases": []}
     try:
-        stopping["defer"] = True
+        stopping.starting()
         cluster = rc.Cluster(workdir)
         cluster.apply_deploy()
         api = cluster.api()
@@ -220,7 +205,7 @@ def main():
               flush=True)
         controller, stream_port, client_dir = rc.start_controller(args.roster, cluster, workdir,
                                                                    max_connections=max(counts) + 64)
-        started()
+        stopping.started()
         results["controller_ready_s"] = time.perf_counter() - t
         slices = [f"{name}-1" for name in names]
         ready_state = {"next": 0}

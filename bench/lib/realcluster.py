@@ -9,6 +9,7 @@ import concurrent.futures
 import http.client
 import json
 import os
+import signal
 import ssl
 import subprocess
 import sys
@@ -329,3 +330,29 @@ def machine_line(repo=REPO):
         pass
     return (f"roster {commit}{'+dirty' if dirty else ''}; {os.cpu_count()} CPUs ({cpu}); "
             f"load average {os.getloadavg()[0]:.1f}")
+
+
+class SigtermStop:
+    """SIGTERM (bench/issue14.sh's bound) ends the run through its `finally`, so that what it started is
+    stopped: between `starting()` and `started()` (the cluster and servers coming up, not yet known to the
+    `finally`) the signal waits; it acts once, so that a second signal does not cut the stopping short."""
+
+    def __init__(self):
+        self.deferring = False
+        self.pending = None
+        signal.signal(signal.SIGTERM, self._stop)
+
+    def _stop(self, signum, _frame):
+        if self.deferring:
+            self.pending = signum
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise SystemExit(f"interrupted by signal {signum}")
+
+    def starting(self):
+        self.deferring = True
+
+    def started(self):
+        self.deferring = False
+        if self.pending:
+            self._stop(self.pending, None)
