@@ -190,8 +190,7 @@ def section_compare(cmp, step, w):
     w("## 1. Authoritative throughput on one core")
     w("")
     if not cmp:
-        w(f"No results ({why_missing(step)}).")
-        w("")
+        no_results(step, w)
         return
     w(f"`{cmd(step, 'bench/compare.sh')}` — servers pinned to one core, dnsperf on the other; "
       "qps at saturation (dnsperf -c 4 -q 200), server CPU per answered query, user-space instructions per "
@@ -333,8 +332,7 @@ def section_propagation(prop, step, w):
     w("## 3. Propagation on the real control plane, roster against CoreDNS")
     w("")
     if not prop:
-        w(f"No results ({why_missing(step)}).")
-        w("")
+        no_results(step, w)
         return
     a = prop.get("args", {})
     n = a.get("replicas", 3)
@@ -407,15 +405,14 @@ def section_stream(fan, fan_step, wat, wat_step, w):
     w("### One controller, N light subscribers (`controller/examples/fanout.rs`)")
     w("")
     if not fan or not fan.get("snapshot"):
-        w(f"No results ({why_missing(fan_step)}).")
+        no_results(fan_step, w)
         if fan:
             tail = [x for x in fan["lines"] if x.strip()][-5:]
-            w("")
             w("```")
             for x in tail:
                 w(x)
             w("```")
-        w("")
+            w("")
     else:
         w(f"`{cmd(fan_step, 'fanout')}` — {fan.get('title') or ''}. No peer: the subscribers "
           "talk to the controller only; \"records\" are the zone's DNS records. Fan-out: first connection → the "
@@ -432,8 +429,7 @@ def section_stream(fan, fan_step, wat, wat_step, w):
     w("### kube-apiserver's watches with 0 / 10 / 1,000 subscribers (`bench/watchers_real.py`)")
     w("")
     if not wat or not wat.get("phases"):
-        w(f"No results ({why_missing(wat_step)}).")
-        w("")
+        no_results(wat_step, w)
         return
     a = wat.get("args", {})
     w(f"`{cmd(wat_step, 'bench/watchers_real.py')}` — {wat.get('machine', '')}. "
@@ -543,8 +539,7 @@ def section_forward(fwd, step, w):
     w("## Forwarder, warm cache (`bench/forward.sh --rounds 1`)")
     w("")
     if not fwd:
-        w(f"No results ({why_missing(step)}).")
-        w("")
+        no_results(step, w)
         return
     figs, loads = forward_figures(fwd)
     if not figs:
@@ -608,14 +603,18 @@ def cmd(step, default):
     return (step["cmd"] if step else default).replace(REPO + "/", "")
 
 
-def why_missing(step):
+def no_results(step, w):
+    """A section's place when its step left nothing to read: why."""
     if not step:
-        return "not run"
-    if step["rc"] == 124:
-        return f"stopped at its bound after {step['seconds']} s; log in the work dir"
-    if step["rc"]:
-        return f"exit {step['rc']} after {step['seconds']} s; log in the work dir"
-    return "its output was not found"
+        why = "not run"
+    elif step["rc"] == 124:
+        why = f"stopped at its bound after {step['seconds']} s; log in the work dir"
+    elif step["rc"]:
+        why = f"exit {step['rc']} after {step['seconds']} s; log in the work dir"
+    else:
+        why = "its output was not found"
+    w(f"No results ({why}).")
+    w("")
 
 
 def machine():
