@@ -24,6 +24,9 @@ use tracing::info;
 
 use crate::hub_source::HubSource;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "roster", version, about = "Stable ordinal identities for Kubernetes workloads, published in DNS")]
 struct Cli {

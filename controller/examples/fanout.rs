@@ -47,6 +47,10 @@ mod dataset;
 mod verified;
 use verified::Verified;
 
+// The `roster` binary's allocator, for the controller side and the subscribers alike.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
 /// Longest line a subscriber keeps whole (deltas and bookmarks); of longer ones (the snapshot) it keeps
