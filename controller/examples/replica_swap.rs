@@ -154,20 +154,20 @@ async fn run() -> Result<()> {
     // Ours, by PID.
     let _ = replica.kill();
     let _ = replica.wait();
-    let (load_s, load_cpu, steady, first_peak, swap_s, swap_cpu, swap_peak, after) = outcome?;
+    let (load_s, load_cpu, steady, first_peak, swap_s, swap_cpu, swap_peak, after, settled) = outcome?;
     let change = if change_all { "all" } else { "one" };
     println!(
-        "| records | encoding | snapshot | changed | load s (CPU s) | steady VmRSS MiB | first-load peak MiB | swap s (CPU s) | swap peak MiB | peak / steady | VmRSS after MiB |"
+        "| records | encoding | snapshot | changed | load s (CPU s) | steady VmRSS MiB | first-load peak MiB | swap s (CPU s) | swap peak MiB | peak / steady | VmRSS after MiB | 1 s later MiB |"
     );
-    println!("|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| {records} | {encoding} | {form} | {change} | {load_s:.1} ({load_cpu:.2}) | {steady:.1} | {first_peak:.1} | {swap_s:.1} ({swap_cpu:.2}) | {swap_peak:.1} | {:.2} | {after:.1} |",
+        "| {records} | {encoding} | {form} | {change} | {load_s:.1} ({load_cpu:.2}) | {steady:.1} | {first_peak:.1} | {swap_s:.1} ({swap_cpu:.2}) | {swap_peak:.1} | {:.2} | {after:.1} | {settled:.1} |",
         swap_peak / steady
     );
     Ok(())
 }
 
-type Measured = (f64, f64, f64, f64, f64, f64, f64, f64);
+type Measured = (f64, f64, f64, f64, f64, f64, f64, f64, f64);
 
 async fn measure(
     hub: &Hub,
@@ -212,5 +212,8 @@ async fn measure(
     let swap_cpu = cpu_seconds(pid)? - cpu_before;
     let swap_peak = status_mib(pid, "VmHWM:")?;
     let after = status_mib(pid, "VmRSS:")?;
-    Ok((load.as_secs_f64(), load_cpu, steady, first_peak, swap.as_secs_f64(), swap_cpu, swap_peak, after))
+    // Once the replica has released what the swap freed (it may answer before it has).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let settled = status_mib(pid, "VmRSS:")?;
+    Ok((load.as_secs_f64(), load_cpu, steady, first_peak, swap.as_secs_f64(), swap_cpu, swap_peak, after, settled))
 }

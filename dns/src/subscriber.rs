@@ -487,7 +487,7 @@ impl Lines {
     async fn snapshot(&mut self) -> Result<Received, String> {
         let (line_tx, line_rx) = mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
         let store = self.store.clone();
-        let decoder = tokio::task::spawn_blocking(move || snapshot_decode::decode(ChunkReader::new(line_rx), &store));
+        let decoder = spawn_decoder(move || snapshot_decode::decode(ChunkReader::new(line_rx), &store));
         let mut length = 0usize;
         let fed = loop {
             let mut chunk = match self.snapshot_chunk().await {
@@ -515,9 +515,28 @@ impl Lines {
         // The end of the line (or of the attempt): the decoder finishes or fails, and its memory is freed
         // before anything else happens.
         drop(line_tx);
-        let decoded = decoder.await.map_err(|e| format!("snapshot decoder: {e}"))?;
+        let decoded = decoder.await?;
         fed?;
         decoded.map(Received::Snapshot)
+    }
+}
+
+/// Runs a snapshot decoder on a thread of its own, which ends when the decoder does. Not the blocking
+/// pool: mimalloc (the binary's allocator) leaves the pages of an idle pool thread's heap alone, so the
+/// table that thread built stayed resident after the next snapshot replaced and freed it (6–20 MiB at
+/// 100k pod records, bench/README.md, Start-up, "the allocator"). An ended thread's pages are abandoned,
+/// and the forced collection after each swap (`memory::release_free_pages`) gives their free pages back.
+fn spawn_decoder<T: Send + 'static>(
+    decode: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> impl Future<Output = Result<Result<T, String>, String>> {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name("snapshot-decoder".to_owned()).spawn(move || {
+        // The receiver is gone only when the caller gave up; the result is then not wanted.
+        let _ = done_tx.send(decode());
+    });
+    async move {
+        spawned.map_err(|e| format!("snapshot decoder: {e}"))?;
+        done_rx.await.map_err(|_| "snapshot decoder: stopped without a result".to_owned())
     }
 }
 
@@ -535,7 +554,7 @@ impl Lines {
         let (bytes_tx, bytes_rx) = mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
         let store = self.store.clone();
         let (epoch, generation) = (header.epoch, header.generation);
-        let decoder = tokio::task::spawn_blocking(move || {
+        let decoder = spawn_decoder(move || {
             snapshot_decode::decode_packed(ChunkReader::new(bytes_rx), &store, epoch, generation)
         });
         let fed = loop {
@@ -556,7 +575,7 @@ impl Lines {
             }
         };
         drop(bytes_tx);
-        let decoded = decoder.await.map_err(|e| format!("snapshot decoder: {e}"))?;
+        let decoded = decoder.await?;
         fed?;
         decoded.map(Received::Snapshot)
     }
