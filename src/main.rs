@@ -24,6 +24,8 @@ use tracing::info;
 
 use crate::hub_source::HubSource;
 
+// Against glibc's malloc: a fifth less CPU to the first answer and a third fewer bytes per cached entry
+// (bench/README.md, Start-up, "the allocator"); `roster_dns::memory` releases its free pages.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
