@@ -526,9 +526,10 @@ impl Lines {
 /// table that thread built stayed resident after the next snapshot replaced and freed it (6–20 MiB at
 /// 100k pod records, bench/README.md, Start-up, "the allocator"). An ended thread's pages are abandoned,
 /// and the forced collection after each swap (`memory::release_free_pages`) gives their free pages back.
+/// Its error is the thread's (not started, or ended without a result); `T` carries the decoder's own.
 fn spawn_decoder<T: Send + 'static>(
-    decode: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> impl Future<Output = Result<Result<T, String>, String>> {
+    decode: impl FnOnce() -> T + Send + 'static,
+) -> impl Future<Output = Result<T, String>> {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new().name("snapshot-decoder".to_owned()).spawn(move || {
         // The receiver is gone only when the caller gave up; the result is then not wanted.
