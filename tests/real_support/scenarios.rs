@@ -230,17 +230,21 @@ impl Target {
         self.must(&["patch", "pod", pod, "--subresource=status", "--type=strategic", "-p", patch], None);
     }
 
-    /// The set's generation and observedGeneration, when it exists.
-    /// (generation, observedGeneration, every pod counted is ready).
-    fn generations(&self) -> Option<(i64, i64, bool)> {
+    /// The set's generation, observedGeneration, replicas and readyReplicas, when it exists.
+    fn generations(&self) -> Option<SetStatus> {
         let out = self.kubectl(&["get", self.resource(), "web", "-o", "json"], None);
         if !out.ok {
             return None;
         }
         let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
         let status = &v["status"];
-        let all_ready = status["replicas"].as_i64().unwrap_or(0) == status["readyReplicas"].as_i64().unwrap_or(0);
-        Some((v["metadata"]["generation"].as_i64()?, status["observedGeneration"].as_i64().unwrap_or(0), all_ready))
+        let count = |field: &str| status[field].as_i64().unwrap_or(0);
+        Some(SetStatus {
+            generation: v["metadata"]["generation"].as_i64()?,
+            observed: count("observedGeneration"),
+            replicas: count("replicas"),
+            ready: count("readyReplicas"),
+        })
     }
 
     /// Runs `scenario`, returning one normalised trace per step (and `Err` with the steps that never
@@ -280,16 +284,21 @@ impl Target {
         steps
     }
 
-    /// Waits until the set's status has caught up with its spec and nothing has changed for `quiet`.
+    /// Waits until the set's status has caught up with its spec and with its pods, no pod is still
+    /// starting, and nothing has changed for `quiet`.
     fn settle(&self, trace: &Trace, quiet: Duration) -> bool {
         let deadline = Instant::now() + Duration::from_secs(90);
         std::thread::sleep(Duration::from_millis(300));
         while Instant::now() < deadline {
-            let state = self.generations();
-            let caught_up = state.is_none_or(|(generation, observed, _)| observed >= generation);
-            // A pod on its way to Ready (kwok's stage, slower on a loaded host) is not a settled step;
-            // unready pods that stay so (the scenarios' never-ready pods) cost a longer quiet, not a hang.
-            let all_ready = state.is_none_or(|(_, _, all_ready)| all_ready);
+            let status = self.generations();
+            let pods = trace.pods();
+            // On a loaded host kwok can take seconds to start a pod, and a controller seconds to see a
+            // pod turn Ready: neither is a settled step, however long the trace has been quiet.
+            let caught_up = status.as_ref().is_none_or(|s| {
+                s.observed >= s.generation && pods.starting == 0 && s.ready >= pods.running_ready as i64
+            });
+            // Unready pods that stay so (the scenarios' never-ready pods) cost a longer quiet, not a hang.
+            let all_ready = status.as_ref().is_none_or(|s| s.replicas == s.ready);
             let needed = if all_ready { quiet } else { quiet.max(Duration::from_secs(8)) };
             if caught_up && trace.quiet_for() >= needed {
                 return true;
@@ -298,6 +307,14 @@ impl Target {
         }
         false
     }
+}
+
+/// The parts of a set's status that tell whether its controller has settled.
+struct SetStatus {
+    generation: i64,
+    observed: i64,
+    replicas: i64,
+    ready: i64,
 }
 
 /// The differences between an upstream run (`a`) and another run (`b`) of one scenario, step by step;

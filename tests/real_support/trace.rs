@@ -36,6 +36,22 @@ struct Shared {
     last_change: Option<Instant>,
     /// Live claims' owners, by claim name.
     claim_owners: BTreeMap<String, Vec<String>>,
+    /// Pods not terminating, by UID: their phase and Ready condition.
+    live_pods: HashMap<String, PodState>,
+}
+
+/// What a pod's kubelet (kwok, or the stand-in's) has reported.
+struct PodState {
+    phase: String,
+    ready: bool,
+}
+
+/// The namespace's pods as the kubelet reports them, for deciding that a step has settled.
+pub struct Pods {
+    /// Pods no kubelet has started yet (phase Pending): a step with one is still on its way.
+    pub starting: usize,
+    /// Pods Running with Ready=True: what the set's readyReplicas must count once its controller caught up.
+    pub running_ready: usize,
 }
 
 /// A running recorder for one namespace.
@@ -119,6 +135,16 @@ impl Trace {
         out
     }
 
+    /// The live pods' progress.
+    pub fn pods(&self) -> Pods {
+        let shared = self.shared.lock().unwrap();
+        let pods = shared.live_pods.values();
+        Pods {
+            starting: pods.clone().filter(|p| p.phase.is_empty() || p.phase == "Pending").count(),
+            running_ready: pods.filter(|p| p.phase == "Running" && p.ready).count(),
+        }
+    }
+
     /// The live claims' owners, one line per claim.
     pub fn claim_owners(&self) -> Vec<String> {
         let shared = self.shared.lock().unwrap();
@@ -146,8 +172,23 @@ async fn watch_pods(api: Api<Pod>, shared: Arc<Mutex<Shared>>) {
             let revision = label(&pod.metadata, "controller-revision-hash");
             push(&shared, Stream::Pods, format!("create {name} at {revision}"));
         }
+        let gone = deleted || pod.metadata.deletion_timestamp.is_some();
+        {
+            let mut shared = shared.lock().unwrap();
+            if gone {
+                shared.live_pods.remove(&uid);
+            } else {
+                let status = pod.status.as_ref();
+                let phase = status.and_then(|s| s.phase.clone()).unwrap_or_default();
+                let ready = status
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+                    .is_some_and(|c| c.status == "True");
+                shared.live_pods.insert(uid.clone(), PodState { phase, ready });
+            }
+        }
         let terminating = seen.get_mut(&uid).unwrap();
-        if (deleted || pod.metadata.deletion_timestamp.is_some()) && !*terminating {
+        if gone && !*terminating {
             *terminating = true;
             push(&shared, Stream::Pods, format!("delete {name}"));
         }
