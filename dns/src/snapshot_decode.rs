@@ -284,8 +284,9 @@ mod tests {
     use roster_shared::{Frame, PodMode, ZoneData};
     use std::sync::Arc;
 
+    /// Serials from a fixed base: the tests compare two stores' apexes, SOA included.
     fn store() -> ZoneStore {
-        ZoneStore::new(DnsConfig::new("cluster.local", 30, PodMode::Insecure).unwrap())
+        ZoneStore::new(DnsConfig::new("cluster.local", 30, PodMode::Insecure).unwrap()).with_serial_base(1)
     }
 
     fn name(text: &str) -> DomainName {
