@@ -231,7 +231,7 @@ impl Target {
     }
 
     /// The set's generation, observedGeneration, replicas and readyReplicas, when it exists.
-    fn generations(&self) -> Option<SetStatus> {
+    fn set_status(&self) -> Option<SetStatus> {
         let out = self.kubectl(&["get", self.resource(), "web", "-o", "json"], None);
         if !out.ok {
             return None;
@@ -290,7 +290,7 @@ impl Target {
         let deadline = Instant::now() + Duration::from_secs(90);
         std::thread::sleep(Duration::from_millis(300));
         while Instant::now() < deadline {
-            let status = self.generations();
+            let status = self.set_status();
             let pods = trace.pods();
             // On a loaded host kwok can take seconds to start a pod, and a controller seconds to see a
             // pod turn Ready: neither is a settled step, however long the trace has been quiet.
