@@ -3,13 +3,17 @@
 every replica answers it. See bench/README.md ("Propagation on the real control plane").
 
 One cluster (scripts/cluster.sh up: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok),
-and watching it at the same time:
-  * `roster controller` with deploy/'s ServiceAccount token, three `roster dns` replicas on its
+and three servers, each with --replicas replicas:
+  * roster: `roster controller` with deploy/'s ServiceAccount token, `roster dns` replicas on its
     mutual-TLS record stream;
-  * three CoreDNS with kubeadm's Corefile without `cache` ("coredns-nocache": when its informers have the
-    object), and three with it as kubeadm deploys it ("coredns", `cache 30`: a name asked before CoreDNS
-    has it stays NXDOMAIN in the cache for the negative TTL, 30 s, so it gets its own short phase).
-For background 0 and then --background ClusterIP services (created once, through the API, 8 connections):
+  * CoreDNS with kubeadm's Corefile without `cache` ("coredns-nocache": when its informers have the
+    object), and as kubeadm deploys it ("coredns", `cache 30`: a name asked before CoreDNS has it stays
+    NXDOMAIN in the cache for the negative TTL, 30 s, so it gets only --cached-changes writes).
+For background 0 and then --background ClusterIP services (created once, through the API, 8 connections),
+one server at a time is started on the cluster (as a cluster runs one DNS server, not three), waited for,
+measured and stopped; roster and coredns-nocache take turns going first. `--together` is the design before
+2026-12-08: every server watching the cluster at once, roster and coredns-nocache on the same writes, each
+server's watches and answers loading the two cores and the API server the others are measured on.
   --changes writes through kube-apiserver's HTTPS API (admin certificate, keep-alive): `create Service`
   (a ClusterIP from the real allocator), every --delete-every-th a delete of the oldest; after the
   response has been read, every replica is polled with UDP queries until it answers the new state.
@@ -215,6 +219,90 @@ def rows(samples, groups):
     return out
 
 
+SERVERS = ("roster", "coredns-nocache", "coredns")
+
+
+def start_server(args, cluster, server, rundir, log, procs, replicas):
+    """One server's replicas (roster: its controller too), appended to `procs` and `replicas` (which the
+    run's `finally` stops and closes); returns them and the replicas' labels."""
+    started, labels = [], []
+    if server == "roster":
+        controller, stream_port, client_dir = rc.start_controller(args.roster, cluster, rundir, log=log)
+        started.append(controller)
+    upstream = rc.free_port()  # nothing listens: no name outside the cluster is asked
+    for i in range(args.replicas):
+        if server == "roster":
+            proc, port = rc.start_dns(args.roster, f"roster-{i}", stream_port, client_dir, rundir, log=log)
+        else:
+            proc, port = rc.start_coredns(cluster, f"{server}-{i}", rundir, server == "coredns", upstream)
+        started.append(proc)
+        replicas.append(Replica(proc.label, port))
+        labels.append(proc.label)
+    procs.extend(started)
+    return started, replicas[-len(labels):], labels
+
+
+def one_at_a_time(args, cluster, api, workdir, log, stopping, probe, procs, replicas, results):
+    """The default: one server at a time on the cluster (roster, CoreDNS without cache, CoreDNS with it),
+    as a cluster runs one of them; each started after the background services exist, measured, stopped.
+    The first two take turns going first from one background size to the next."""
+    for round_no, background in enumerate((0, args.background) if args.background else (0,)):
+        if background:
+            print(f"  creating {background} background ClusterIP services ...", flush=True)
+            t = time.perf_counter()
+            rc.in_parallel(api, range(background), lambda a, i: a.create_service(NAMESPACE, f"bg-{i}"))
+            print(f"  created in {time.perf_counter() - t:.1f} s", flush=True)
+        rundir = os.path.join(workdir, f"background-{background}")
+        os.makedirs(rundir, exist_ok=True)
+        order = SERVERS if round_no % 2 == 0 else ("coredns-nocache", "roster", "coredns")
+        rnd = {"background": background, "elapsed_s": 0.0, "cpu_s": {}, "rss_kb": {}, "samples": [],
+               "cached_samples": [], "order": list(order)}
+        tables = {}
+        for server in order:
+            stopping.starting()
+            started, group, labels = start_server(args, cluster, server, rundir, log, procs, replicas)
+            stopping.started()
+            # The API server's own Service answers once a server has synced (asked once: not cached negative).
+            time.sleep(1.0)
+            wait_all_answer(group, "kubernetes.default.svc.cluster.local")
+            if background:
+                wait_all_answer(group, f"bg-{background - 1}.{NAMESPACE}.svc.cluster.local")
+            cached = server == "coredns"
+            changes = args.cached_changes if cached else args.changes
+            print(f"  background {background}: {changes} writes, {server} ...", flush=True)
+            cpu0 = {p.label: cpu_seconds(p.pid) for p in started}
+            samples, elapsed = measure(api, group, changes, 0 if cached else args.delete_every, args.poll_us / 1e6,
+                                       args.cached_timeout_s if cached else args.timeout_s, args.max_seconds,
+                                       f"p{round_no}{server[:1]}{len(server)}", None if cached else probe)
+            rnd["cpu_s"].update({p.label: round(cpu_seconds(p.pid) - cpu0[p.label], 2) for p in started})
+            rnd["rss_kb"].update({p.label: rss_kb(p.pid) for p in started})
+            for p in started:
+                if not p.alive():
+                    raise RuntimeError(f"{p.label} exited during the run:\n{p.tail()}")
+            table = rows(samples, {server: labels})
+            if server == "roster" and args.trace:
+                table += trace_rows(samples, rundir, labels)
+            tables[server] = table
+            if cached:
+                rnd["cached_samples"] = samples
+            else:
+                rnd["samples"] += samples
+                rnd["elapsed_s"] += elapsed
+            for p in started:
+                p.stop()
+            for r in group:
+                r.close()
+        table = tables["roster"] + tables["coredns-nocache"]
+        vals = [x["probe_watch_s"] for x in rnd["samples"] if "probe_watch_s" in x]
+        if vals:
+            early = sum(1 for v in vals if v is not None and v < 0)
+            table.append((f"diagnostic: the event on a plain watch of the Services ({early} before the ack)",
+                          summary([None if v is None else max(v, 0.0) for v in vals])))
+        rnd["table"] = table + tables["coredns"]
+        results["rounds"].append(rnd)
+        print_round(rnd, args)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--roster", default=os.environ.get("ROSTER_BIN", os.path.join(rc.REPO, "target/release/roster")))
@@ -225,6 +313,9 @@ def main():
     ap.add_argument("--delete-every", type=int, default=4, help="every Nth write deletes the oldest (4)")
     ap.add_argument("--background", type=int, default=5000, help="ClusterIP services of the second round (5000)")
     ap.add_argument("--poll-us", type=int, default=500, help="DNS poll round interval in µs (500)")
+    ap.add_argument("--together", action="store_true",
+                    help="every server watching the cluster at once, measured on the same writes (the design "
+                         "before 2026-12-08); by default one server at a time, as a cluster runs one")
     ap.add_argument("--timeout-s", type=float, default=10.0, help="give up on one write after this (10)")
     ap.add_argument("--cached-timeout-s", type=float, default=45.0, help="the same for cached CoreDNS (45)")
     ap.add_argument("--max-seconds", type=float, default=600.0, help="bound per round (600)")
@@ -245,7 +336,9 @@ def main():
     os.makedirs(args.workdir, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="run-", dir=args.workdir)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    print(f"propagation on the real control plane, {stamp}; {rc.machine_line()}; logs in {workdir}", flush=True)
+    mode = "every server at once" if args.together else "one server at a time"
+    print(f"propagation on the real control plane, {stamp}; {rc.machine_line()}; {mode}; logs in {workdir}",
+          flush=True)
 
     cluster = None
     probe = None
@@ -259,62 +352,67 @@ def main():
         api = cluster.api()
         api.ensure_namespace(NAMESPACE)
         log = "warn,roster_controller::kube_source=debug,roster_dns::subscriber=info" if args.trace else "warn"
-        controller, stream_port, client_dir = rc.start_controller(args.roster, cluster, workdir, log=log)
-        procs.append(controller)
-        groups = {"roster": [], "coredns-nocache": [], "coredns": []}
-        upstream = rc.free_port()  # nothing listens: no name outside the cluster is asked
-        for i in range(args.replicas):
-            proc, port = rc.start_dns(args.roster, f"roster-{i}", stream_port, client_dir, workdir, log=log)
-            procs.append(proc)
-            replicas.append(Replica(proc.label, port))
-            groups["roster"].append(proc.label)
-            for server, cache in (("coredns-nocache", False), ("coredns", True)):
-                proc, port = rc.start_coredns(cluster, f"{server}-{i}", workdir, cache, upstream)
+        if not args.together:
+            probe = WatchProbe(api)
+            probe.start()
+            one_at_a_time(args, cluster, api, workdir, log, stopping, probe, procs, replicas, results)
+        else:
+            controller, stream_port, client_dir = rc.start_controller(args.roster, cluster, workdir, log=log)
+            procs.append(controller)
+            groups = {"roster": [], "coredns-nocache": [], "coredns": []}
+            upstream = rc.free_port()  # nothing listens: no name outside the cluster is asked
+            for i in range(args.replicas):
+                proc, port = rc.start_dns(args.roster, f"roster-{i}", stream_port, client_dir, workdir, log=log)
                 procs.append(proc)
                 replicas.append(Replica(proc.label, port))
-                groups[server].append(proc.label)
-        stopping.started()
-        # The API server's own Service answers once a server has synced (asked once: not cached negative).
-        time.sleep(1.0)
-        wait_all_answer(replicas, "kubernetes.default.svc.cluster.local")
-        by_label = {r.label: r for r in replicas}
-        fast = [by_label[x] for x in groups["roster"] + groups["coredns-nocache"]]
-        cached = [by_label[x] for x in groups["coredns"]]
-        probe = WatchProbe(api)
-        probe.start()
+                groups["roster"].append(proc.label)
+                for server, cache in (("coredns-nocache", False), ("coredns", True)):
+                    proc, port = rc.start_coredns(cluster, f"{server}-{i}", workdir, cache, upstream)
+                    procs.append(proc)
+                    replicas.append(Replica(proc.label, port))
+                    groups[server].append(proc.label)
+            stopping.started()
+            # The API server's own Service answers once a server has synced (asked once: not cached negative).
+            time.sleep(1.0)
+            wait_all_answer(replicas, "kubernetes.default.svc.cluster.local")
+            by_label = {r.label: r for r in replicas}
+            fast = [by_label[x] for x in groups["roster"] + groups["coredns-nocache"]]
+            cached = [by_label[x] for x in groups["coredns"]]
+            probe = WatchProbe(api)
+            probe.start()
 
-        for round_no, background in enumerate((0, args.background) if args.background else (0,)):
-            if background:
-                print(f"  creating {background} background ClusterIP services ...", flush=True)
-                t = time.perf_counter()
-                rc.in_parallel(api, range(background), lambda a, i: a.create_service(NAMESPACE, f"bg-{i}"))
-                print(f"  created in {time.perf_counter() - t:.1f} s", flush=True)
-                wait_all_answer(replicas, f"bg-{background - 1}.{NAMESPACE}.svc.cluster.local")
-            print(f"  background {background}: {args.changes} writes, roster and coredns-nocache ...", flush=True)
-            cpu0 = {p.label: cpu_seconds(p.pid) for p in procs}
-            samples, elapsed = measure(api, fast, args.changes, args.delete_every, args.poll_us / 1e6,
-                                       args.timeout_s, args.max_seconds, f"p{round_no}", probe)
-            cpu = {p.label: round(cpu_seconds(p.pid) - cpu0[p.label], 2) for p in procs}
-            print(f"  background {background}: {args.cached_changes} writes, coredns (cache 30) ...", flush=True)
-            cached_samples, _ = measure(api, cached, args.cached_changes, 0, args.poll_us / 1e6,
-                                        args.cached_timeout_s, args.max_seconds, f"c{round_no}")
-            table = rows(samples, {k: v for k, v in groups.items() if k != "coredns"})
-            if samples and "probe_watch_s" in samples[0]:
-                vals = [x["probe_watch_s"] for x in samples]
-                early = sum(1 for v in vals if v is not None and v < 0)
-                table.append((f"diagnostic: the event on a plain watch of the Services ({early} before the ack)",
-                              summary([None if v is None else max(v, 0.0) for v in vals])))
-            if args.trace:
-                table += trace_rows(samples, workdir, groups["roster"])
-            table += rows(cached_samples, {"coredns": groups["coredns"]})
-            results["rounds"].append({"background": background, "elapsed_s": elapsed, "cpu_s": cpu,
-                                      "rss_kb": {p.label: rss_kb(p.pid) for p in procs},
-                                      "samples": samples, "cached_samples": cached_samples,
-                                      "table": [(label, s) for label, s in table]})
-            print_round(results["rounds"][-1], args)
-        for p in procs:
-            if not p.alive():
-                raise RuntimeError(f"{p.label} exited during the run:\n{p.tail()}")
+            for round_no, background in enumerate((0, args.background) if args.background else (0,)):
+                if background:
+                    print(f"  creating {background} background ClusterIP services ...", flush=True)
+                    t = time.perf_counter()
+                    rc.in_parallel(api, range(background), lambda a, i: a.create_service(NAMESPACE, f"bg-{i}"))
+                    print(f"  created in {time.perf_counter() - t:.1f} s", flush=True)
+                    wait_all_answer(replicas, f"bg-{background - 1}.{NAMESPACE}.svc.cluster.local")
+                print(f"  background {background}: {args.changes} writes, roster and coredns-nocache ...", flush=True)
+                cpu0 = {p.label: cpu_seconds(p.pid) for p in procs}
+                samples, elapsed = measure(api, fast, args.changes, args.delete_every, args.poll_us / 1e6,
+                                           args.timeout_s, args.max_seconds, f"p{round_no}", probe)
+                cpu = {p.label: round(cpu_seconds(p.pid) - cpu0[p.label], 2) for p in procs}
+                print(f"  background {background}: {args.cached_changes} writes, coredns (cache 30) ...", flush=True)
+                cached_samples, _ = measure(api, cached, args.cached_changes, 0, args.poll_us / 1e6,
+                                            args.cached_timeout_s, args.max_seconds, f"c{round_no}")
+                table = rows(samples, {k: v for k, v in groups.items() if k != "coredns"})
+                if samples and "probe_watch_s" in samples[0]:
+                    vals = [x["probe_watch_s"] for x in samples]
+                    early = sum(1 for v in vals if v is not None and v < 0)
+                    table.append((f"diagnostic: the event on a plain watch of the Services ({early} before the ack)",
+                                  summary([None if v is None else max(v, 0.0) for v in vals])))
+                if args.trace:
+                    table += trace_rows(samples, workdir, groups["roster"])
+                table += rows(cached_samples, {"coredns": groups["coredns"]})
+                results["rounds"].append({"background": background, "elapsed_s": elapsed, "cpu_s": cpu,
+                                          "rss_kb": {p.label: rss_kb(p.pid) for p in procs},
+                                          "samples": samples, "cached_samples": cached_samples,
+                                          "table": [(label, s) for label, s in table]})
+                print_round(results["rounds"][-1], args)
+            for p in procs:
+                if not p.alive():
+                    raise RuntimeError(f"{p.label} exited during the run:\n{p.tail()}")
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the stopping below is bounded
         if probe is not None:
@@ -336,7 +434,8 @@ def main():
 
 def print_round(r, args):
     print()
-    print(f"#### background {r['background']} services ({len(r['samples'])} writes, "
+    writes = f"{len(r['samples'])} writes" if args.together else f"{args.changes} writes per server"
+    print(f"#### background {r['background']} services ({writes}, "
           f"{len(r['cached_samples'])} against cached CoreDNS)")
     print()
     print("| ms (write acked → answer seen) | n | p50 | p90 | p99 | max | timeouts |")
@@ -346,7 +445,7 @@ def print_round(r, args):
     print()
     cpu = ", ".join(f"{k} {v:.1f} s" for k, v in r["cpu_s"].items())
     rss = ", ".join(f"{k} {v / 1024:.0f} MiB" for k, v in r["rss_kb"].items() if v)
-    print(f"CPU during the {len(r['samples'])} writes: {cpu}. RSS after: {rss}.")
+    print(f"CPU during the writes: {cpu}. RSS after: {rss}.")
     print(flush=True)
 
 

@@ -336,10 +336,12 @@ def section_propagation(prop, step, w):
         return
     a = prop.get("args", {})
     n = a.get("replicas", 3)
+    mode = ("every server watching the cluster at once, on the same writes" if a.get("together")
+            else "one server at a time on the cluster, as a cluster runs one")
     w(f"`{cmd(step, 'bench/propagation_real.py')}` — {prop.get('machine', '')}. kube-apiserver "
       f"acknowledges a write (create a ClusterIP Service; every {a.get('delete_every')}th deletes the oldest) → "
       f"the replica answers it; {a.get('changes')} writes per background size; \"{n} replicas\" = the slowest of "
-      f"{n}. CoreDNS with kubeadm's Corefile without `cache` is the comparable figure (roster caches nothing); "
+      f"{n}; {mode}. CoreDNS with kubeadm's Corefile without `cache` is the comparable figure (roster caches nothing); "
       "vs roster = CoreDNS's p99 ÷ roster's.")
     w("")
     out = []
