@@ -222,6 +222,14 @@ def rows(samples, groups):
 SERVERS = ("roster", "coredns-nocache", "coredns")
 
 
+def create_background(api, count):
+    """`count` ClusterIP services through the API (8 connections), never measured."""
+    print(f"  creating {count} background ClusterIP services ...", flush=True)
+    t = time.perf_counter()
+    rc.in_parallel(api, range(count), lambda a, i: a.create_service(NAMESPACE, f"bg-{i}"))
+    print(f"  created in {time.perf_counter() - t:.1f} s", flush=True)
+
+
 def start_server(args, cluster, server, rundir, log, procs, replicas):
     """One server's replicas (roster: its controller too), appended to `procs` and `replicas` (which the
     run's `finally` stops and closes); returns them and the replicas' labels."""
@@ -248,10 +256,7 @@ def one_at_a_time(args, cluster, api, workdir, log, stopping, probe, procs, repl
     The first two take turns going first from one background size to the next."""
     for round_no, background in enumerate((0, args.background) if args.background else (0,)):
         if background:
-            print(f"  creating {background} background ClusterIP services ...", flush=True)
-            t = time.perf_counter()
-            rc.in_parallel(api, range(background), lambda a, i: a.create_service(NAMESPACE, f"bg-{i}"))
-            print(f"  created in {time.perf_counter() - t:.1f} s", flush=True)
+            create_background(api, background)
         rundir = os.path.join(workdir, f"background-{background}")
         os.makedirs(rundir, exist_ok=True)
         order = SERVERS if round_no % 2 == 0 else ("coredns-nocache", "roster", "coredns")
@@ -383,10 +388,7 @@ def main():
 
             for round_no, background in enumerate((0, args.background) if args.background else (0,)):
                 if background:
-                    print(f"  creating {background} background ClusterIP services ...", flush=True)
-                    t = time.perf_counter()
-                    rc.in_parallel(api, range(background), lambda a, i: a.create_service(NAMESPACE, f"bg-{i}"))
-                    print(f"  created in {time.perf_counter() - t:.1f} s", flush=True)
+                    create_background(api, background)
                     wait_all_answer(replicas, f"bg-{background - 1}.{NAMESPACE}.svc.cluster.local")
                 print(f"  background {background}: {args.changes} writes, roster and coredns-nocache ...", flush=True)
                 cpu0 = {p.label: cpu_seconds(p.pid) for p in procs}
