@@ -232,8 +232,8 @@ def create_background(api, count):
 
 def start_server(args, cluster, server, rundir, log, procs, replicas):
     """One server's replicas (roster: its controller too), appended to `procs` and `replicas` (which the
-    run's `finally` stops and closes); returns them and the replicas' labels."""
-    started, labels = [], []
+    run's `finally` stops and closes); returns its processes and its replicas."""
+    started, group = [], []
     if server == "roster":
         controller, stream_port, client_dir = rc.start_controller(args.roster, cluster, rundir, log=log)
         started.append(controller)
@@ -244,10 +244,20 @@ def start_server(args, cluster, server, rundir, log, procs, replicas):
         else:
             proc, port = rc.start_coredns(cluster, f"{server}-{i}", rundir, server == "coredns", upstream)
         started.append(proc)
-        replicas.append(Replica(proc.label, port))
-        labels.append(proc.label)
+        group.append(Replica(proc.label, port))
     procs.extend(started)
-    return started, replicas[-len(labels):], labels
+    replicas.extend(group)
+    return started, group
+
+
+def probe_row(samples):
+    """The harness's plain watch of the Services, over `samples`' writes: a table row, or None."""
+    vals = [x["probe_watch_s"] for x in samples if "probe_watch_s" in x]
+    if not vals:
+        return None
+    early = sum(1 for v in vals if v is not None and v < 0)
+    return (f"diagnostic: the event on a plain watch of the Services ({early} before the ack)",
+            summary([None if v is None else max(v, 0.0) for v in vals]))
 
 
 def one_at_a_time(args, cluster, api, workdir, log, stopping, probe, procs, replicas, results):
@@ -265,7 +275,8 @@ def one_at_a_time(args, cluster, api, workdir, log, stopping, probe, procs, repl
         tables = {}
         for server in order:
             stopping.starting()
-            started, group, labels = start_server(args, cluster, server, rundir, log, procs, replicas)
+            started, group = start_server(args, cluster, server, rundir, log, procs, replicas)
+            labels = [r.label for r in group]
             stopping.started()
             # The API server's own Service answers once a server has synced (asked once: not cached negative).
             time.sleep(1.0)
@@ -297,15 +308,50 @@ def one_at_a_time(args, cluster, api, workdir, log, stopping, probe, procs, repl
                 p.stop()
             for r in group:
                 r.close()
-        table = tables["roster"] + tables["coredns-nocache"]
-        vals = [x["probe_watch_s"] for x in rnd["samples"] if "probe_watch_s" in x]
-        if vals:
-            early = sum(1 for v in vals if v is not None and v < 0)
-            table.append((f"diagnostic: the event on a plain watch of the Services ({early} before the ack)",
-                          summary([None if v is None else max(v, 0.0) for v in vals])))
-        rnd["table"] = table + tables["coredns"]
+        probe_rows = [row for row in [probe_row(rnd["samples"])] if row]
+        rnd["table"] = tables["roster"] + tables["coredns-nocache"] + probe_rows + tables["coredns"]
         results["rounds"].append(rnd)
         print_round(rnd, args)
+
+
+def all_at_once(args, cluster, api, workdir, log, stopping, probe, procs, replicas, results):
+    """`--together`, the design before 2026-12-08: every server's replicas on the cluster at once, roster
+    and CoreDNS without cache timed on the same writes, then CoreDNS with cache on its few."""
+    groups = {}
+    for server in SERVERS:
+        _, group = start_server(args, cluster, server, workdir, log, procs, replicas)
+        groups[server] = group
+    stopping.started()
+    # The API server's own Service answers once a server has synced (asked once: not cached negative).
+    time.sleep(1.0)
+    wait_all_answer(replicas, "kubernetes.default.svc.cluster.local")
+    fast = groups["roster"] + groups["coredns-nocache"]
+    labels = {server: [r.label for r in group] for server, group in groups.items()}
+    for round_no, background in enumerate((0, args.background) if args.background else (0,)):
+        if background:
+            create_background(api, background)
+            wait_all_answer(replicas, f"bg-{background - 1}.{NAMESPACE}.svc.cluster.local")
+        print(f"  background {background}: {args.changes} writes, roster and coredns-nocache ...", flush=True)
+        cpu0 = {p.label: cpu_seconds(p.pid) for p in procs}
+        samples, elapsed = measure(api, fast, args.changes, args.delete_every, args.poll_us / 1e6,
+                                   args.timeout_s, args.max_seconds, f"p{round_no}", probe)
+        cpu = {p.label: round(cpu_seconds(p.pid) - cpu0[p.label], 2) for p in procs}
+        print(f"  background {background}: {args.cached_changes} writes, coredns (cache 30) ...", flush=True)
+        cached_samples, _ = measure(api, groups["coredns"], args.cached_changes, 0, args.poll_us / 1e6,
+                                    args.cached_timeout_s, args.max_seconds, f"c{round_no}")
+        table = rows(samples, {k: v for k, v in labels.items() if k != "coredns"})
+        table += [row for row in [probe_row(samples)] if row]
+        if args.trace:
+            table += trace_rows(samples, workdir, labels["roster"])
+        table += rows(cached_samples, {"coredns": labels["coredns"]})
+        results["rounds"].append({"background": background, "elapsed_s": elapsed, "cpu_s": cpu,
+                                  "rss_kb": {p.label: rss_kb(p.pid) for p in procs},
+                                  "samples": samples, "cached_samples": cached_samples,
+                                  "table": [(label, s) for label, s in table]})
+        print_round(results["rounds"][-1], args)
+    for p in procs:
+        if not p.alive():
+            raise RuntimeError(f"{p.label} exited during the run:\n{p.tail()}")
 
 
 def main():
@@ -357,64 +403,10 @@ def main():
         api = cluster.api()
         api.ensure_namespace(NAMESPACE)
         log = "warn,roster_controller::kube_source=debug,roster_dns::subscriber=info" if args.trace else "warn"
-        if not args.together:
-            probe = WatchProbe(api)
-            probe.start()
-            one_at_a_time(args, cluster, api, workdir, log, stopping, probe, procs, replicas, results)
-        else:
-            controller, stream_port, client_dir = rc.start_controller(args.roster, cluster, workdir, log=log)
-            procs.append(controller)
-            groups = {"roster": [], "coredns-nocache": [], "coredns": []}
-            upstream = rc.free_port()  # nothing listens: no name outside the cluster is asked
-            for i in range(args.replicas):
-                proc, port = rc.start_dns(args.roster, f"roster-{i}", stream_port, client_dir, workdir, log=log)
-                procs.append(proc)
-                replicas.append(Replica(proc.label, port))
-                groups["roster"].append(proc.label)
-                for server, cache in (("coredns-nocache", False), ("coredns", True)):
-                    proc, port = rc.start_coredns(cluster, f"{server}-{i}", workdir, cache, upstream)
-                    procs.append(proc)
-                    replicas.append(Replica(proc.label, port))
-                    groups[server].append(proc.label)
-            stopping.started()
-            # The API server's own Service answers once a server has synced (asked once: not cached negative).
-            time.sleep(1.0)
-            wait_all_answer(replicas, "kubernetes.default.svc.cluster.local")
-            by_label = {r.label: r for r in replicas}
-            fast = [by_label[x] for x in groups["roster"] + groups["coredns-nocache"]]
-            cached = [by_label[x] for x in groups["coredns"]]
-            probe = WatchProbe(api)
-            probe.start()
-
-            for round_no, background in enumerate((0, args.background) if args.background else (0,)):
-                if background:
-                    create_background(api, background)
-                    wait_all_answer(replicas, f"bg-{background - 1}.{NAMESPACE}.svc.cluster.local")
-                print(f"  background {background}: {args.changes} writes, roster and coredns-nocache ...", flush=True)
-                cpu0 = {p.label: cpu_seconds(p.pid) for p in procs}
-                samples, elapsed = measure(api, fast, args.changes, args.delete_every, args.poll_us / 1e6,
-                                           args.timeout_s, args.max_seconds, f"p{round_no}", probe)
-                cpu = {p.label: round(cpu_seconds(p.pid) - cpu0[p.label], 2) for p in procs}
-                print(f"  background {background}: {args.cached_changes} writes, coredns (cache 30) ...", flush=True)
-                cached_samples, _ = measure(api, cached, args.cached_changes, 0, args.poll_us / 1e6,
-                                            args.cached_timeout_s, args.max_seconds, f"c{round_no}")
-                table = rows(samples, {k: v for k, v in groups.items() if k != "coredns"})
-                if samples and "probe_watch_s" in samples[0]:
-                    vals = [x["probe_watch_s"] for x in samples]
-                    early = sum(1 for v in vals if v is not None and v < 0)
-                    table.append((f"diagnostic: the event on a plain watch of the Services ({early} before the ack)",
-                                  summary([None if v is None else max(v, 0.0) for v in vals])))
-                if args.trace:
-                    table += trace_rows(samples, workdir, groups["roster"])
-                table += rows(cached_samples, {"coredns": groups["coredns"]})
-                results["rounds"].append({"background": background, "elapsed_s": elapsed, "cpu_s": cpu,
-                                          "rss_kb": {p.label: rss_kb(p.pid) for p in procs},
-                                          "samples": samples, "cached_samples": cached_samples,
-                                          "table": [(label, s) for label, s in table]})
-                print_round(results["rounds"][-1], args)
-            for p in procs:
-                if not p.alive():
-                    raise RuntimeError(f"{p.label} exited during the run:\n{p.tail()}")
+        probe = WatchProbe(api)
+        probe.start()
+        measure_all = all_at_once if args.together else one_at_a_time
+        measure_all(args, cluster, api, workdir, log, stopping, probe, procs, replicas, results)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the stopping below is bounded
         if probe is not None:
